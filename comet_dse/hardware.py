@@ -1,0 +1,204 @@
+"""Hardware profiles: what one GPU and its links can do, with where each figure comes from.
+
+A profile answers cost questions itself (Calculon's habit), so the simulator and any
+closed-form estimate share one formula: a GEMM tile's time, an HBM pass, a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from comet_dse.errors import UserError
+
+NS_PER_S = 1e9
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    sms: int
+    gemm_tflops: float  # achieved dense bf16 GEMM rate of the whole GPU
+    hbm_GBps: float  # achieved HBM bandwidth, read + write counted
+    link_GBps: float  # GPU-to-GPU in one node, per GPU, per direction, reachable by SM copies
+    link_latency_us: float
+    comm_block_GBps: float  # what one communication thread block can move (one CTA cannot fill a link)
+    gpus_per_node: int
+    nic_GBps: float  # inter-node, per GPU, per direction
+    nic_latency_us: float
+    collective_efficiency: float  # NCCL all-to-all bandwidth / link_GBps
+    collective_latency_us: float  # fixed cost of one NCCL collective (launch + handshake)
+    collective_sms: int  # SMs an NCCL all-to-all holds while it runs
+    host_sync_us: float  # exchange of split sizes + device-to-host copy + stream sync
+    kernel_launch_us: float
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("name", "sources"):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
+                raise UserError(f"hardware.{f.name}", f"must be a number >= 0, got {value!r}")
+        for name in ("sms", "gpus_per_node"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"hardware.{name}", f"must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"hardware.{name}", "must be > 0")
+        if not 0 < self.collective_efficiency <= 1:
+            raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
+        if self.collective_sms >= self.sms:
+            raise UserError("hardware.collective_sms", f"must be < sms ({self.sms})")
+
+    # ---- cost formulas -------------------------------------------------------------------
+
+    def gemm_tile_ns(self, block_m: int, block_n: int, k: int, m_tiles: int, n_tiles: int, dtype_bytes: int) -> float:
+        """One output tile on one SM: the slower of its FLOPs and its share of HBM traffic.
+
+        A row tile (block_m x k) is read once per row block and shared by its n_tiles column
+        tiles through L2; a weight tile (k x block_n) is shared by the expert's m_tiles row
+        tiles. A partial tile costs a full one. With few rows per expert the weight stream
+        dominates: that is the memory-bound small-batch regime.
+        """
+        flop_time = 2.0 * block_m * block_n * k / (self.gemm_tflops * 1e12 / self.sms)
+        tile_bytes = (block_n * k / m_tiles + block_m * k / n_tiles) * dtype_bytes
+        byte_time = tile_bytes / (self.hbm_GBps * 1e9 / self.sms)
+        return max(flop_time, byte_time) * NS_PER_S
+
+    def hbm_pass_ns(self, bytes_moved: float) -> float:
+        """A memory-bound pass (permute, unpermute, top-k reduce) over `bytes_moved` (read + write)."""
+        return bytes_moved / (self.hbm_GBps * 1e9) * NS_PER_S
+
+    def alltoall_ns(self, pair_bytes: np.ndarray) -> float:
+        """An NCCL all-to-all over W GPUs; pair_bytes[s, d] is what GPU s sends to GPU d.
+
+        Bottleneck model: the busiest port (NVLink or NIC, in or out) sets the time at the
+        collective's achieved bandwidth, plus a fixed latency. The diagonal stays local.
+        """
+        world = pair_bytes.shape[0]
+        node = np.arange(world) // self.gpus_per_node
+        same_node = node[:, None] == node[None, :]
+        off_diag = ~np.eye(world, dtype=bool)
+        intra = np.where(same_node & off_diag, pair_bytes, 0.0)
+        inter = np.where(~same_node, pair_bytes, 0.0)
+        eff = self.collective_efficiency
+        worst = max(
+            max(intra.sum(axis=1).max(), intra.sum(axis=0).max()) / (self.link_GBps * 1e9 * eff),
+            max(inter.sum(axis=1).max(), inter.sum(axis=0).max()) / (self.nic_GBps * 1e9 * eff),
+        )
+        latency_us = self.collective_latency_us + (self.nic_latency_us if inter.any() else 0.0)
+        return worst * NS_PER_S + latency_us * 1e3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
+_HOPPER_SHARED = dict(
+    link_latency_us=2.0,
+    comm_block_GBps=15.5,
+    gpus_per_node=8,
+    nic_GBps=50.0,
+    nic_latency_us=5.0,
+    collective_efficiency=0.74,
+    collective_latency_us=15.0,
+    collective_sms=16,
+    host_sync_us=30.0,
+    kernel_launch_us=4.0,
+)
+_HOPPER_SHARED_SOURCES = {
+    "comm_block_GBps": f"{_HOPPER_MEASURED}: Triton push, 8 CTAs = 124 GB/s",
+    "collective_efficiency": f"{_HOPPER_MEASURED}: NCCL all_to_all 128 MiB/rank 257 GB/s vs 346 GB/s kernel push",
+    "nic_GBps": "400 Gb/s ConnectX-7 per GPU (datasheet)",
+    "link_latency_us": "estimate (NVLink load-to-use + flag round trip)",
+    "collective_latency_us": "estimate (NCCL launch + handshake)",
+    "collective_sms": "estimate (NCCL all-to-all channels)",
+    "host_sync_us": "estimate (count exchange + cudaMemcpy D2H + sync)",
+    "kernel_launch_us": "estimate",
+}
+
+HARDWARE_PRESETS: dict[str, HardwareProfile] = {
+    p.name: p
+    for p in (
+        HardwareProfile(
+            "h200-sxm", sms=132, gemm_tflops=790.0, hbm_GBps=4300.0, link_GBps=346.0, **_HOPPER_SHARED,
+            sources={
+                "sms": "datasheet", "gemm_tflops": f"{_HOPPER_MEASURED}: dense bf16 790-816 TFLOP/s",
+                "hbm_GBps": f"{_HOPPER_MEASURED}: D2D copy 4.3 TB/s", "link_GBps": f"{_HOPPER_MEASURED}: Triton push 132 CTAs",
+                **_HOPPER_SHARED_SOURCES,
+            },
+        ),
+        HardwareProfile(
+            "h100-sxm", sms=132, gemm_tflops=740.0, hbm_GBps=3015.0, link_GBps=346.0, **_HOPPER_SHARED,
+            sources={
+                "sms": "datasheet", "gemm_tflops": "datasheet 989 TFLOP/s dense bf16 x 0.75 (H200 measured 0.80; less HBM)",
+                "hbm_GBps": "datasheet 3.35 TB/s x 0.9 (H200 copy efficiency)",
+                "link_GBps": "NVLink4 as H200: 450 GB/s per direction datasheet, 346 measured on H200", **_HOPPER_SHARED_SOURCES,
+            },
+        ),
+        HardwareProfile(
+            "h800", sms=132, gemm_tflops=740.0, hbm_GBps=3015.0, link_GBps=154.0, **_HOPPER_SHARED,
+            sources={
+                "sms": "datasheet (H100 silicon)", "gemm_tflops": "as h100-sxm",
+                "hbm_GBps": "datasheet 3.35 TB/s x 0.9",
+                "link_GBps": "datasheet 400 GB/s bidirectional = 200 per direction x 0.77 (H200 measured 346/450)",
+                **_HOPPER_SHARED_SOURCES,
+            },
+        ),
+        HardwareProfile(
+            "l20", sms=92, gemm_tflops=96.0, hbm_GBps=778.0, link_GBps=25.0, link_latency_us=5.0,
+            comm_block_GBps=15.5, gpus_per_node=8, nic_GBps=25.0, nic_latency_us=8.0,
+            collective_efficiency=0.8, collective_latency_us=20.0, collective_sms=16, host_sync_us=30.0,
+            kernel_launch_us=4.0,
+            sources={
+                "sms": "datasheet", "gemm_tflops": "datasheet 119.5 TFLOP/s dense bf16 x 0.8",
+                "hbm_GBps": "datasheet 864 GB/s GDDR6 x 0.9", "link_GBps": "Comet paper: ~25 GB/s GPU-to-GPU over PCIe",
+                "comm_block_GBps": "assumed as Hopper (not measured)", "nic_GBps": "200 Gb/s NIC per GPU (assumed)",
+                "link_latency_us": "estimate (PCIe peer access)", "collective_efficiency": "estimate",
+                "collective_latency_us": "estimate", "collective_sms": "estimate",
+                "host_sync_us": "estimate", "kernel_launch_us": "estimate",
+            },
+        ),
+    )
+}
+
+
+def load_hardware(path: str | Path) -> HardwareProfile:
+    """A JSON profile; `"base": "<preset>"` takes the preset's figures and overrides the rest."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError("--hardware", f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError("--hardware", f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError("--hardware", f"{path} must hold a JSON object")
+    known = {f.name for f in fields(HardwareProfile)}
+    unknown = set(data) - known - {"base"}
+    if unknown:
+        raise UserError("--hardware", f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known | {'base'})}")
+    base_name = data.pop("base", None)
+    if base_name is not None:
+        if base_name not in HARDWARE_PRESETS:
+            raise UserError("hardware.base", f"unknown preset {base_name!r}; choose one of {', '.join(HARDWARE_PRESETS)}")
+        base = HARDWARE_PRESETS[base_name]
+        sources = {**base.sources, **{k: f"{path}" for k in data if k != "sources"}, **data.pop("sources", {})}
+        return replace(base, **{"name": data.pop("name", path.stem), **data, "sources": sources})
+    missing = known - set(data) - {"sources"}
+    if missing:
+        raise UserError("--hardware", f"{path}: missing keys {sorted(missing)} (or give \"base\": a preset name)")
+    return HardwareProfile(**data)
+
+
+def resolve_hardware(name_or_path: str) -> HardwareProfile:
+    if name_or_path in HARDWARE_PRESETS:
+        return HARDWARE_PRESETS[name_or_path]
+    if name_or_path.endswith(".json") or Path(name_or_path).exists():
+        return load_hardware(name_or_path)
+    raise UserError("--hardware", f"unknown preset {name_or_path!r}; choose one of {', '.join(HARDWARE_PRESETS)} or give a profile .json")

@@ -1,0 +1,1 @@
+"""Fused Triton MoE kernels and torch baselines for Hopper GPUs (issue 4). Nothing here yet."""

@@ -1,0 +1,1 @@
+"""Allocation search with Optuna (issue 3). Nothing here yet."""

@@ -1,0 +1,127 @@
+"""Where every row of the shared tensor lives on a rank, and which tiles it feeds.
+
+The shared tensor of rank r holds the rows (token, expert) routed to r's experts:
+expert-major (a GEMM tile never spans two experts), and inside an expert sorted by
+source rank in the schedule's row order. With `local-first` the order is rotated so that
+r's own rows come first (r, r+1, ..., r-1): compute starts on local tiles while remote
+rows arrive, and every rank pulls from a different peer at any moment. `source-order`
+keeps 0..W-1 for everyone, as a plain all-to-all lays rows out.
+
+Shared experts are one more local group of rows: the rank's own tokens, ready at once,
+never communicated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from comet_dse.hardware import HardwareProfile
+from comet_dse.routing import Routing
+from comet_dse.workload import Workload
+
+ROW_ORDERS = ("local-first", "source-order")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One GEMM group on a rank: a routed expert (its F/TP slice) or the shared experts."""
+
+    expert: int  # -1 for the shared experts
+    rows_by_source: np.ndarray  # (W,) rows from each source rank
+    ffn: int  # intermediate width computed on this rank
+
+
+@dataclass
+class RankLayout:
+    rank: int
+    groups: list[Group]
+    source_order: np.ndarray  # (W,) the order in which sources' rows are laid out and pulled
+    flow_bytes: np.ndarray  # (W,) bytes pulled from each source in layer0
+    # one entry per m-tile (block_m rows of one group), in memory order
+    tile_group: np.ndarray
+    tile_rows: np.ndarray
+    tile_last_source: np.ndarray  # source of the tile's last row; -1: ready at once (shared experts)
+    tile_last_offset: np.ndarray  # bytes of that source's flow that must have arrived
+    tile_first_source: np.ndarray
+    tile_parts: list[list[tuple[int, int]]]  # (source, rows) per tile, for layer1 sends
+
+    @property
+    def routed_rows(self) -> int:
+        return int(sum(g.rows_by_source.sum() for g in self.groups if g.expert >= 0))
+
+
+def source_order(rank: int, world: int, row_order: str) -> np.ndarray:
+    if row_order == "local-first":
+        return (rank + np.arange(world)) % world
+    return np.arange(world)
+
+
+def rank_groups(workload: Workload, routing: Routing, rank: int) -> list[Group]:
+    groups = [Group(e, routing.counts[:, e].copy(), workload.ffn_per_rank) for e in workload.local_experts(rank)]
+    if workload.model.shared_ffn:
+        own = np.zeros(workload.world, dtype=np.int64)
+        own[rank] = workload.tokens
+        groups.append(Group(-1, own, workload.model.shared_ffn))
+    return groups
+
+
+def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, row_order: str) -> RankLayout:
+    world = workload.world
+    row_bytes = workload.model.hidden * workload.dtype_bytes
+    order = source_order(rank, world, row_order)
+    groups = rank_groups(workload, routing, rank)
+    routed = [g for g in groups if g.expert >= 0]
+    # layer0 pulls source by source; inside one source's flow, the rows of each expert in turn
+    per_source = np.array([g.rows_by_source for g in routed]).reshape(len(routed), world)  # (groups, W)
+    offset_in_flow = np.vstack([np.zeros((1, world), dtype=np.int64), np.cumsum(per_source, axis=0)[:-1]]) * row_bytes
+    flow_bytes = per_source.sum(axis=0) * row_bytes
+
+    tile_group, tile_rows, last_src, last_off, first_src, parts = [], [], [], [], [], []
+    for gi, group in enumerate(groups):
+        rows = group.rows_by_source[order]  # rows per source, in layout order
+        ends = np.cumsum(rows)
+        starts = ends - rows
+        total = int(ends[-1]) if len(ends) else 0
+        for a in range(0, total, block_m):
+            b = min(a + block_m, total)
+            first = int(np.searchsorted(ends, a, side="right"))
+            last = int(np.searchsorted(ends, b - 1, side="right"))
+            tile_group.append(gi)
+            tile_rows.append(b - a)
+            first_src.append(int(order[first]))
+            parts.append([(int(order[i]), int(min(b, ends[i]) - max(a, starts[i]))) for i in range(first, last + 1) if rows[i]])
+            if group.expert < 0:
+                last_src.append(-1)
+                last_off.append(0)
+            else:
+                src = int(order[last])
+                last_src.append(src)
+                last_off.append(int(offset_in_flow[gi, src] + (b - starts[last]) * row_bytes))
+    return RankLayout(
+        rank=rank,
+        groups=groups,
+        source_order=order,
+        flow_bytes=flow_bytes,
+        tile_group=np.array(tile_group, dtype=np.int64),
+        tile_rows=np.array(tile_rows, dtype=np.int64),
+        tile_last_source=np.array(last_src, dtype=np.int64),
+        tile_last_offset=np.array(last_off, dtype=np.int64),
+        tile_first_source=np.array(first_src, dtype=np.int64),
+        tile_parts=parts,
+    )
+
+
+def group_tile_ns(hardware: HardwareProfile, workload: Workload, groups: list[Group], rows: np.ndarray,
+                  block_m: int, block_n: int, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: (tile time in ns, tiles along N) for GEMM0 (H -> 2F, SwiGLU) or GEMM1 (F -> H)."""
+    hidden = workload.model.hidden
+    times, n_tiles = [], []
+    for group, group_rows in zip(groups, rows):
+        k, n = (hidden, 2 * group.ffn) if layer == 0 else (group.ffn, hidden)
+        m_tiles = max(1, -(-int(group_rows) // block_m))
+        nt = -(-n // block_n)
+        times.append(np.ceil(hardware.gemm_tile_ns(block_m, block_n, k, m_tiles, nt, workload.dtype_bytes)))
+        n_tiles.append(nt)
+    return np.array(times), np.array(n_tiles, dtype=np.int64)

@@ -1,0 +1,187 @@
+"""Links as shared bandwidth: flows get max-min fair rates, recomputed when a flow starts or ends.
+
+SimPy has no bandwidth sharing, so a small rate manager does it (the usual exact pattern):
+each flow owns its remaining bytes and current rate; when a flow starts or ends, the rates
+of the flows coupled to it through shared links are recomputed by progressive filling.
+
+Exact max-min over a coupled set costs O(set size x its links) per change, which grows
+quadratically on large all-to-alls. So the set is the whole coupled component while at
+most `exact_limit` flows are in flight (every case up to a node or two), and otherwise only
+the flows sharing a link with the change, with every other flow's rate held as it is (a
+local max-min step: it never oversubscribes a link, and can leave some capacity unused
+until those flows' own neighbourhood changes).
+
+Completion times live in one heap with lazy invalidation and a single SimPy timer armed
+for the earliest one, so a rate change costs no event.
+
+Units: bytes and nanoseconds, so 1 GB/s (1e9 B/s) is 1 byte/ns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import simpy
+
+_EPS = 1e-9
+EXACT_LIMIT = 96
+
+
+class Link:
+    __slots__ = ("name", "capacity", "flows")
+
+    def __init__(self, name: str, capacity: float) -> None:
+        self.name = name
+        self.capacity = capacity  # bytes / ns
+        self.flows: set[Flow] = set()
+
+    def __repr__(self) -> str:
+        return f"Link({self.name}, {self.capacity:g} B/ns, {len(self.flows)} flows)"
+
+
+class Flow:
+    """`size` bytes along `path`; `done` fires when the last byte has landed."""
+
+    __slots__ = ("path", "size", "remaining", "rate", "t_last", "done", "version", "history", "start")
+
+    def __init__(self, env: simpy.Environment, path: Sequence[Link], size: float) -> None:
+        self.path = tuple(path)
+        self.size = float(size)
+        self.remaining = float(size)
+        self.rate = 0.0
+        self.start = env.now
+        self.t_last = env.now
+        self.done = env.event()
+        self.version = 0
+        self.history: list[tuple[float, float]] = [(env.now, 0.0)]  # (time, bytes done) at each rate change
+
+    def time_at(self, offset: float) -> float:
+        """When the first `offset` bytes had arrived (linear between rate changes)."""
+        times, done = zip(*self.history)
+        return float(np.interp(offset, done, times))
+
+
+class FlowNetwork:
+    def __init__(self, env: simpy.Environment, exact_limit: int = EXACT_LIMIT) -> None:
+        self.env = env
+        self.exact_limit = exact_limit
+        self._heap: list[tuple[float, int, Flow, int]] = []  # (finish time, tie, flow, version)
+        self._tie = itertools.count()
+        self._armed_at = math.inf
+        self.active = 0  # flows in flight
+        self.rebalances = 0
+
+    def transfer(self, path: Sequence[Link], size: float) -> Flow:
+        flow = Flow(self.env, path, size)
+        if size <= 0 or not path:
+            flow.history.append((self.env.now, flow.size))
+            flow.done.succeed(flow)
+            return flow
+        for link in flow.path:
+            link.flows.add(flow)
+        self.active += 1
+        self._rebalance(flow.path)
+        return flow
+
+    # ---- rates ------------------------------------------------------------------------------
+
+    def _coupled(self, links: Iterable[Link]) -> tuple[set[Flow], bool]:
+        """The flows to re-rate: the whole component while few flows are in flight, else the neighbours."""
+        links = list(links)
+        if self.active > self.exact_limit:  # a big component is likely: skip the search for it
+            return {f for link in links for f in link.flows}, False
+        seen_links: set[Link] = set()
+        flows: set[Flow] = set()
+        stack = links
+        while stack:
+            link = stack.pop()
+            if link in seen_links:
+                continue
+            seen_links.add(link)
+            for flow in link.flows:
+                if flow not in flows:
+                    flows.add(flow)
+                    stack.extend(flow.path)
+        return flows, True
+
+    def _rebalance(self, links: Iterable[Link]) -> None:
+        self.rebalances += 1
+        now = self.env.now
+        flows, whole = self._coupled(links)
+        for flow in flows:  # settle progress at the old rates
+            flow.remaining -= flow.rate * (now - flow.t_last)
+            flow.t_last = now
+        for flow, rate in _max_min_rates(flows, whole).items():
+            if rate == flow.rate:
+                continue
+            flow.history.append((now, flow.size - max(flow.remaining, 0.0)))
+            flow.rate = rate
+            flow.version += 1
+            finish = now + math.ceil(max(flow.remaining, 0.0) / rate - _EPS) if rate > 0 else math.inf
+            heapq.heappush(self._heap, (finish, next(self._tie), flow, flow.version))
+        self._arm()
+
+    def _arm(self) -> None:
+        heap = self._heap
+        while heap and heap[0][3] != heap[0][2].version:
+            heapq.heappop(heap)  # stale: the flow's rate changed since
+        if heap and heap[0][0] < self._armed_at:
+            self._armed_at = heap[0][0]
+            self.env.timeout(heap[0][0] - self.env.now).callbacks.append(self._on_timer)
+
+    def _on_timer(self, _event: simpy.Event) -> None:
+        now = self.env.now
+        if now >= self._armed_at:
+            self._armed_at = math.inf
+        touched: set[Link] = set()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, flow, version = heapq.heappop(heap)
+            if version != flow.version or flow.done.triggered:
+                continue
+            flow.remaining = 0.0
+            flow.t_last = now
+            flow.rate = 0.0
+            flow.version += 1
+            flow.history.append((now, flow.size))
+            for link in flow.path:
+                link.flows.discard(flow)
+                touched.add(link)
+            self.active -= 1
+            flow.done.succeed(flow)
+        if touched:
+            self._rebalance(touched)
+        else:
+            self._arm()
+
+
+def _max_min_rates(flows: set[Flow], whole: bool) -> dict[Flow, float]:
+    """Progressive filling: raise the rates together, freezing flows at a full link.
+
+    With `whole` False, flows outside `flows` keep their rates and use up their share."""
+    rates: dict[Flow, float] = {}
+    active = set(flows)
+    left: dict[Link, float] = {}
+    count: dict[Link, int] = {}
+    for flow in active:
+        for link in flow.path:
+            if link not in left:
+                used = 0.0 if whole else sum(f.rate for f in link.flows if f not in active)
+                left[link] = max(0.0, link.capacity - used)
+            count[link] = count.get(link, 0) + 1
+    while active:
+        level = min(left[l] / count[l] for l in count if count[l] > 0)
+        full = [l for l, n in count.items() if n > 0 and left[l] / n <= level * (1 + _EPS)]
+        frozen = {f for link in full for f in link.flows if f in active}
+        for flow in frozen:
+            rates[flow] = level
+            for link in flow.path:
+                if level != math.inf:  # inf - inf would poison the link with NaN
+                    left[link] -= level
+                count[link] -= 1
+        active -= frozen
+    return rates

@@ -1,0 +1,92 @@
+"""The metrics of one schedule's run, in microseconds, for the slowest rank and per rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from comet_dse.sim.schedules.base import Outcome
+from comet_dse.sim.timeline import Timeline
+
+
+def _us(ns: float) -> float:
+    return round(float(ns) / 1e3, 3)
+
+
+@dataclass
+class RankResult:
+    rank: int
+    latency_us: float
+    layer0_us: float
+    layer1_us: float
+    compute_alone_us: float
+    bubble_us: float
+
+
+@dataclass
+class Result:
+    schedule: str
+    latency_us: float  # the slowest rank's end of the layer
+    layer0_us: float
+    layer1_us: float
+    compute_alone_us: float  # GEMM kernels alone (all rows present, this schedule's blocks), slowest rank
+    comm_alone_us: float  # the communication alone on this schedule's resources
+    exposed_comm_us: float  # latency - compute alone - listed overheads (>= 0)
+    hidden_comm_fraction: float  # 1 - exposed / comm alone, in [0, 1]
+    bubble_us: float  # mean idle time of a compute block on the slowest rank
+    overheads_us: dict[str, float]
+    params: dict
+    per_rank: list[RankResult]
+    events: int = 0
+    timeline: Timeline = field(default_factory=Timeline, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "latency_us": self.latency_us,
+            "layer0_us": self.layer0_us,
+            "layer1_us": self.layer1_us,
+            "compute_alone_us": self.compute_alone_us,
+            "comm_alone_us": self.comm_alone_us,
+            "exposed_comm_us": self.exposed_comm_us,
+            "hidden_comm_fraction": self.hidden_comm_fraction,
+            "bubble_us": self.bubble_us,
+            "overheads_us": self.overheads_us,
+            "params": self.params,
+            "per_rank": [vars(r) for r in self.per_rank],
+        }
+
+
+def summarize(schedule: str, params: dict, outcome: Outcome, timeline: Timeline, events: int) -> Result:
+    per_rank = [
+        RankResult(
+            rank=i,
+            latency_us=_us(r.end_ns),
+            layer0_us=_us(r.layer0_end_ns),
+            layer1_us=_us(r.end_ns - r.layer0_end_ns),
+            compute_alone_us=_us(r.compute_alone_ns),
+            bubble_us=_us(r.bubble_ns),
+        )
+        for i, r in enumerate(outcome.ranks)
+    ]
+    slowest = max(range(len(outcome.ranks)), key=lambda i: (outcome.ranks[i].end_ns, -i))
+    worst = outcome.ranks[slowest]
+    overheads = sum(worst.overheads_ns.values())
+    compute_alone = max(r.compute_alone_ns for r in outcome.ranks)
+    exposed = max(0.0, worst.end_ns - compute_alone - overheads)
+    comm = outcome.comm_alone_ns
+    hidden = 1.0 if comm <= 0 else min(1.0, max(0.0, 1.0 - exposed / comm))
+    return Result(
+        schedule=schedule,
+        latency_us=_us(worst.end_ns),
+        layer0_us=_us(worst.layer0_end_ns),
+        layer1_us=_us(worst.end_ns - worst.layer0_end_ns),
+        compute_alone_us=_us(compute_alone),
+        comm_alone_us=_us(comm),
+        exposed_comm_us=_us(exposed),
+        hidden_comm_fraction=round(float(hidden), 6),
+        bubble_us=_us(worst.bubble_ns),
+        overheads_us={k: _us(v) for k, v in worst.overheads_ns.items()},
+        params={"schedule": schedule, "slowest_rank": slowest, **params},
+        per_rank=per_rank,
+        events=events,
+        timeline=timeline,
+    )

@@ -1,0 +1,122 @@
+"""The shared state of one simulation: the SimPy environment, the links of every GPU, the
+collectives, the timeline. All ranks live in this one environment, so a straggler delays
+the collectives and the flows that wait on it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from comet_dse.hardware import HardwareProfile
+from comet_dse.routing import Routing
+from comet_dse.sim.network import FlowNetwork, Link
+from comet_dse.sim.timeline import Timeline
+from comet_dse.workload import Workload
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts scheduled events (for the speed benchmark)."""
+
+    def __init__(self) -> None:
+        super().__init__(initial_time=0)
+        self.events_scheduled = 0
+
+    def schedule(self, event, priority=1, delay=0) -> None:  # type: ignore[override]
+        self.events_scheduled += 1
+        super().schedule(event, priority, delay)
+
+
+class Collective:
+    """A blocking collective (NCCL all-to-all, host sync): it starts when the last rank
+    arrives and ends `duration_ns` later on every rank. An early rank's wait is recorded."""
+
+    def __init__(self, ctx: SimContext, name: str, duration_ns: float) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.duration_ns = float(np.ceil(duration_ns))
+        self.arrivals: dict[int, float] = {}
+        self.done = ctx.env.event()
+        self.start_ns = 0.0
+
+    def arrive(self, rank: int) -> simpy.Event:
+        env = self.ctx.env
+        self.arrivals[rank] = env.now
+        if len(self.arrivals) == self.ctx.workload.world:
+            self.start_ns = env.now
+            env.timeout(self.duration_ns).callbacks.append(self._finish)
+        return self.done
+
+    def _finish(self, _event: simpy.Event) -> None:
+        end = self.ctx.env.now
+        for rank, arrived in self.arrivals.items():
+            if arrived < self.start_ns:
+                self.ctx.add_slice(rank, "comm", f"wait {self.name}", arrived, self.start_ns)
+            self.ctx.add_slice(rank, "comm", self.name, self.start_ns, end)
+        self.done.succeed()
+
+
+@dataclass
+class SimContext:
+    workload: Workload
+    hardware: HardwareProfile
+    routing: Routing
+    record: bool = True  # False: skip the timeline (search runs only need numbers)
+
+    def __post_init__(self) -> None:
+        self.env = CountingEnvironment()
+        self.network = FlowNetwork(self.env)
+        self.timeline = Timeline()
+        hw, world = self.hardware, self.workload.world
+        self.node_of = np.arange(world) // hw.gpus_per_node
+        self.nvlink_out = [Link(f"nvlink-out{r}", hw.link_GBps) for r in range(world)]
+        self.nvlink_in = [Link(f"nvlink-in{r}", hw.link_GBps) for r in range(world)]
+        self.nic_out = [Link(f"nic-out{r}", hw.nic_GBps) for r in range(world)]
+        self.nic_in = [Link(f"nic-in{r}", hw.nic_GBps) for r in range(world)]
+        self.hbm_copy = [Link(f"hbm{r}", hw.hbm_GBps / 2) for r in range(world)]  # a copy reads and writes
+
+    def path(self, src: int, dst: int) -> list[Link]:
+        if src == dst:
+            return [self.hbm_copy[src]]
+        if self.node_of[src] == self.node_of[dst]:
+            return [self.nvlink_out[src], self.nvlink_in[dst]]
+        return [self.nic_out[src], self.nic_in[dst]]
+
+    def lane(self, src: int, dst: int) -> str:
+        """The kind of path between two ranks: each is worked on in parallel by the comm blocks."""
+        if src == dst:
+            return "local"
+        return "nvlink" if self.node_of[src] == self.node_of[dst] else "network"
+
+    def lane_capacity(self, lane: str) -> float:
+        hw = self.hardware
+        return {"local": hw.hbm_GBps / 2, "nvlink": hw.link_GBps, "network": hw.nic_GBps}[lane]
+
+    def lanes(self, items: list, peer_of, rank: int, engine_GBps: float) -> list[list]:
+        """Split work items by kind of path, keeping their order; each kind is further dealt
+        round-robin over as many concurrent peers as the comm blocks need to fill that path
+        (ceil(engine bandwidth / path bandwidth)): blocks spread over peers, not queue on one."""
+        split: dict[str, list] = {}
+        for item in items:
+            split.setdefault(self.lane(peer_of(item), rank), []).append(item)
+        lanes = []
+        for kind, work in split.items():
+            fanout = max(1, min(len(work), math.ceil(engine_GBps / self.lane_capacity(kind) - 1e-9)))
+            lanes.extend(work[i::fanout] for i in range(fanout))
+        return lanes
+
+    def latency_ns(self, src: int, dst: int) -> float:
+        if src == dst:
+            return 0.0
+        if self.node_of[src] == self.node_of[dst]:
+            return self.hardware.link_latency_us * 1e3
+        return self.hardware.nic_latency_us * 1e3
+
+    def collective(self, name: str, duration_ns: float) -> Collective:
+        return Collective(self, name, duration_ns)
+
+    def add_slice(self, rank: int, role: str, name: str, start: float, end: float, **args) -> None:
+        if self.record:
+            self.timeline.add(rank, role, name, start, end, **args)

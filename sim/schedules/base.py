@@ -1,0 +1,101 @@
+"""The one interface every schedule implements, and what a run hands back.
+
+A schedule is a frozen dataclass of its knobs. `validate` turns impossible knobs into a
+UserError before anything runs; `run` starts its processes in the shared SimContext and,
+once the environment has run dry, returns per-rank outcomes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from comet_dse.errors import UserError
+from comet_dse.hardware import HardwareProfile
+from comet_dse.sim.layout import Group, group_tile_ns
+from comet_dse.sim.runtime import SimContext
+from comet_dse.workload import Workload
+
+TILE_SIZES = (64, 128, 256)
+
+
+@dataclass
+class RankOutcome:
+    end_ns: float  # the layer's end on this rank
+    layer0_end_ns: float
+    compute_alone_ns: float  # the GEMM kernels alone, all rows present, same blocks
+    bubble_ns: float  # mean idle time of one compute block within [0, end]
+    overheads_ns: dict[str, float] = field(default_factory=dict)  # permute, host sync, launches, reduce
+
+
+@dataclass
+class Outcome:
+    ranks: list[RankOutcome]
+    comm_alone_ns: float  # the communication alone, on this schedule's resources
+
+
+def parse_tile(text: str, field_name: str = "--tile") -> tuple[int, int]:
+    try:
+        m, n = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(field_name, f"expected BMxBN such as 128x128, got {text!r}") from None
+    if m not in TILE_SIZES or n not in TILE_SIZES:
+        raise UserError(field_name, f"tile sides must be in {TILE_SIZES}, got {text!r}")
+    return m, n
+
+
+@dataclass(frozen=True)
+class Schedule(ABC):
+    name: ClassVar[str]
+    block_m: int = 128
+    block_n: int = 128
+
+    def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
+        if self.block_m not in TILE_SIZES or self.block_n not in TILE_SIZES:
+            raise UserError("--tile", f"tile sides must be in {TILE_SIZES}, got {self.block_m}x{self.block_n}")
+
+    def params(self) -> dict:
+        return asdict(self)
+
+    @abstractmethod
+    def run(self, ctx: SimContext) -> Outcome: ...
+
+
+# ---- helpers shared by the collective-based schedules -------------------------------------
+
+
+def grouped_gemm_tiles(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int, layer: int) -> np.ndarray:
+    """Tile times of one grouped GEMM in expert-major order (all rows present)."""
+    tile_ns, n_tiles = group_tile_ns(ctx.hardware, ctx.workload, groups, rows, block_m, block_n, layer)
+    m_tiles = -(-rows // block_m)
+    return np.repeat(tile_ns, m_tiles * n_tiles)
+
+
+def pair_bytes(ctx: SimContext, counts: np.ndarray) -> np.ndarray:
+    """(W, W) bytes each rank sends each rank in the dispatch: every TP rank of an expert gets its rows."""
+    wl = ctx.workload
+    world, row_bytes = wl.world, wl.model.hidden * wl.dtype_bytes
+    per_ep = counts.reshape(world, wl.ep, wl.experts_per_rank).sum(axis=2)  # (W, EP)
+    return np.repeat(per_ep, wl.tp, axis=1).astype(float) * row_bytes
+
+
+def permute_ns(ctx: SimContext, rank: int) -> float:
+    """Gather this rank's (token, expert) rows into expert order: read + write."""
+    wl = ctx.workload
+    rows = ctx.routing.counts[rank].sum()
+    return float(np.ceil(ctx.hardware.hbm_pass_ns(2 * rows * wl.model.hidden * wl.dtype_bytes)))
+
+
+def reduce_ns(ctx: SimContext, rank: int) -> float:
+    """Weighted top-k (and TP partial) sum of the returned rows into the token order."""
+    wl = ctx.workload
+    rows_back = ctx.routing.counts[rank].sum() * wl.tp
+    moved = (rows_back + wl.tokens) * wl.model.hidden * wl.dtype_bytes
+    return float(np.ceil(ctx.hardware.hbm_pass_ns(moved)))
+
+
+def bubble(span_ns: float, tile_ns: np.ndarray, blocks: int) -> float:
+    return max(0.0, span_ns - float(tile_ns.sum()) / blocks)

@@ -1,0 +1,194 @@
+"""`comet`: Comet's fine-grained overlap, one persistent fused kernel per layer.
+
+Each layer's kernel has `comm_blocks` communication thread blocks and SMs - comm_blocks
+compute blocks. Layer0 (dispatch -> GEMM0): the communication blocks pull rows source by
+source in the layout's row order; a GEMM0 tile (decomposed along M) starts as soon as
+every row it reduces over has landed, so compute tiles are taken in arrival order.
+Layer1 (GEMM1 -> combine): GEMM1 runs column split by column split (decomposed along N);
+once a split is done for a group of rows, the communication blocks send it back to the
+rows' source ranks. The communication blocks of one rank move data at most
+comm_blocks x comm_block_GBps in all, and share every link with the other ranks' flows.
+Each kind of path (a local copy, NVLink peers, network peers) is worked on at once, in
+the row order, over as many peers at a time as the blocks need to fill that path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from comet_dse.errors import UserError
+from comet_dse.hardware import HardwareProfile
+from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
+from comet_dse.sim.network import Flow, Link
+from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout, group_tile_ns
+from comet_dse.sim.runtime import SimContext
+from comet_dse.sim.schedules.base import Outcome, RankOutcome, Schedule, bubble, reduce_ns
+from comet_dse.workload import Workload
+
+# A layer1 send groups up to this many compute waves' worth of row tiles: finer costs
+# events, coarser exposes more of the last send. One wave is what finishes together anyway.
+SEND_WAVES = 1
+
+
+@dataclass(frozen=True)
+class Comet(Schedule):
+    name: ClassVar[str] = "comet"
+    comm_blocks0: int = 16
+    comm_blocks1: int = 16
+    row_order: str = "local-first"
+    n_splits: int = 4
+
+    def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
+        super().validate(workload, hardware)
+        for field_name, value in (("--comm-blocks0", self.comm_blocks0), ("--comm-blocks1", self.comm_blocks1)):
+            if not isinstance(value, int) or not 1 <= value < hardware.sms:
+                raise UserError(field_name, f"must be an integer in [1, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
+        if self.row_order not in ROW_ORDERS:
+            raise UserError("--row-order", f"must be one of {', '.join(ROW_ORDERS)}, got {self.row_order!r}")
+        n_tiles = -(-workload.model.hidden // self.block_n)
+        if not isinstance(self.n_splits, int) or self.n_splits < 1 or n_tiles % self.n_splits:
+            raise UserError("--n-splits", f"must divide the {n_tiles} column tiles of H={workload.model.hidden} at block_n={self.block_n}, got {self.n_splits!r}")
+
+    def run(self, ctx: SimContext) -> Outcome:
+        outcomes = _run(ctx, self, compute=True)
+        alone = SimContext(ctx.workload, ctx.hardware, ctx.routing, record=False)
+        comm_only = _run(alone, self, compute=False)  # the communication-only variant of the kernels
+        return Outcome(ranks=outcomes, comm_alone_ns=max(r.end_ns for r in comm_only))
+
+
+def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndarray, bytes_per_row: int,
+                  tiles_per_send: int) -> list[tuple[float, int, int]]:
+    """(ready time, destination, bytes) of every layer1 send, in production order.
+
+    split_end[j, i] is when column split j of the i-th m-tile (in `tile_order`) is done.
+    The tiles are taken in batches of `tiles_per_send` (about one compute wave, which
+    finishes together anyway); a batch's rows for one destination go in one send.
+    """
+    sends: list[tuple[float, int, int]] = []
+    for j in range(split_end.shape[0]):
+        for first in range(0, len(tile_order), tiles_per_send):
+            batch = range(first, min(first + tiles_per_send, len(tile_order)))
+            ready = float(split_end[j, batch.start:batch.stop].max())
+            rows_to: dict[int, int] = {}
+            for i in batch:
+                for dest, rows in layout.tile_parts[tile_order[i]]:
+                    rows_to[dest] = rows_to.get(dest, 0) + rows
+            sends.extend((ready, dest, rows * bytes_per_row) for dest, rows in rows_to.items())
+    sends.sort(key=lambda s: s[0])  # stable: production order
+    return sends
+
+
+def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
+    env, hw, wl = ctx.env, ctx.hardware, ctx.workload
+    world = wl.world
+    launch = hw.kernel_launch_us * 1e3 if compute else 0.0
+    blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
+    cap0, cap1 = knobs.comm_blocks0 * hw.comm_block_GBps, knobs.comm_blocks1 * hw.comm_block_GBps
+    arrivals = np.zeros(world)  # last combine data landed, per destination rank
+    state: list[dict] = [{} for _ in range(world)]
+
+    def rank_process(rank: int):
+        layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order)
+        groups = layout.groups
+        group_rows = np.array([g.rows_by_source.sum() for g in groups])
+        tile_ns0, n_tiles0 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 0)
+        tile_ns1, n_tiles1 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 1)
+        if not compute:
+            tile_ns0, tile_ns1 = tile_ns0 * 0, tile_ns1 * 0
+
+        # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
+        start0 = launch
+        yield env.timeout(start0)
+        engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
+        flows: dict[int, Flow] = {}
+
+        def pull(sources: list[int]):
+            for src in sources:
+                flow = ctx.network.transfer([engine0, *ctx.path(src, rank)], float(layout.flow_bytes[src]))
+                yield flow.done
+                flows[src] = flow
+                ctx.add_slice(rank, f"comm0 {ctx.lane(src, rank)}", f"pull from rank {src}", flow.start, env.now,
+                              bytes=int(layout.flow_bytes[src]))
+
+        pulls = [src for src in layout.source_order if layout.flow_bytes[src] > 0]
+        yield env.all_of([env.process(pull(lane)) for lane in ctx.lanes(pulls, lambda src: src, rank, cap0)])
+        tile_ready = np.full(len(layout.tile_rows), float(start0))
+        for i, (src, offset) in enumerate(zip(layout.tile_last_source, layout.tile_last_offset)):
+            if src >= 0:
+                tile_ready[i] = flows[src].time_at(offset) + ctx.latency_ns(src, rank)
+        order0 = np.argsort(tile_ready, kind="stable")  # compute takes tiles in arrival order
+        g0 = layout.tile_group[order0]
+        dur0 = np.repeat(tile_ns0[g0], n_tiles0[g0])
+        starts0, ends0 = persistent_schedule(np.repeat(tile_ready[order0], n_tiles0[g0]), dur0, blocks0, start0)
+        layer0_end = max(float(ends0.max(initial=start0)), env.now)
+        yield env.timeout(layer0_end - env.now)
+        ctx.add_slice(rank, "compute", "GEMM0 + SwiGLU (fused)", start0, layer0_end)
+        if ctx.record:
+            ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts0, ends0)
+
+        # ---- layer1: GEMM1 split by split; each finished split of rows is sent home ----
+        start1 = layer0_end + launch
+        first_source_rank = (layout.tile_first_source - rank) % world
+        if knobs.row_order == "local-first":
+            first_source_rank = (first_source_rank - 1) % world  # remote rows first, local last
+        first_source_rank = np.where(layout.tile_last_source < 0, world, first_source_rank)  # shared experts last
+        order1 = np.lexsort((np.arange(len(first_source_rank)), first_source_rank))
+        g1 = layout.tile_group[order1]
+        per_split = n_tiles1[g1] // knobs.n_splits
+        dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
+        starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), dur1, blocks1, start1)
+        # end of split j of the i-th tile in order1: the last of its per_split column tiles
+        bounds = np.cumsum(np.tile(per_split, knobs.n_splits))
+        split_end = (ends1[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
+        compute1_end = float(ends1.max(initial=start1))
+        routed = order1[layout.tile_last_source[order1] >= 0]
+        routed_pos = np.flatnonzero(layout.tile_last_source[order1] >= 0)
+        waves_tiles = max(1, SEND_WAVES * blocks1 // max(1, int(per_split.max(initial=1))))
+        bytes_per_row = wl.model.hidden // knobs.n_splits * wl.dtype_bytes
+        sends = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
+        engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
+
+        def push(lane_sends: list[tuple[float, int, int]]):
+            for ready, dest, size in lane_sends:
+                if ready > env.now:
+                    yield env.timeout(ready - env.now)
+                flow = ctx.network.transfer([engine1, *ctx.path(rank, dest)], size)
+                yield flow.done
+                arrivals[dest] = max(arrivals[dest], env.now + ctx.latency_ns(rank, dest))
+                ctx.add_slice(rank, f"comm1 {ctx.lane(rank, dest)}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
+
+        lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1)
+        yield env.all_of([env.process(push(lane)) for lane in lanes])
+        if compute1_end > env.now:
+            yield env.timeout(compute1_end - env.now)
+        ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)
+        if ctx.record:
+            ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts1, ends1)
+        state[rank] = dict(
+            layer0_end=layer0_end, start1=start1, own_end=env.now,
+            compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
+            tiles0=dur0, tiles1=dur1,
+        )
+
+    for rank in range(world):
+        env.process(rank_process(rank))
+    env.run()
+
+    outcomes = []
+    for rank in range(world):
+        s = state[rank]
+        reduce = reduce_ns(ctx, rank) if compute else 0.0
+        received = max(s["own_end"], arrivals[rank])
+        end = received + reduce + launch
+        ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
+        ctx.add_slice(rank, "layer", "layer0", 0, s["layer0_end"])
+        ctx.add_slice(rank, "layer", "layer1", s["layer0_end"], end)
+        idle = bubble(s["layer0_end"], s["tiles0"], blocks0) + bubble(received - s["layer0_end"], s["tiles1"], blocks1)
+        outcomes.append(RankOutcome(
+            end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
+            overheads_ns={"reduce": reduce, "launch": 3 * launch},
+        ))
+    return outcomes
