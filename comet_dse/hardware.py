@@ -27,6 +27,7 @@ class HardwareProfile:
     link_GBps: float  # GPU-to-GPU in one node, per GPU, per direction, reachable by SM copies
     link_latency_us: float
     comm_block_GBps: float  # what one communication thread block can move (one CTA cannot fill a link)
+    comm_saturation: float  # sharpness p of the blocks -> bandwidth curve (see comm_blocks_GBps)
     gpus_per_node: int
     nic_GBps: float  # inter-node, per GPU, per direction
     nic_latency_us: float
@@ -47,7 +48,7 @@ class HardwareProfile:
         for name in ("sms", "gpus_per_node"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UserError(f"hardware.{name}", f"must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps"):
+        for name in ("gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps", "comm_saturation"):
             if getattr(self, name) <= 0:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
@@ -69,6 +70,20 @@ class HardwareProfile:
         tile_bytes = (block_n * k / m_tiles + block_m * k / n_tiles) * dtype_bytes
         byte_time = tile_bytes / (self.hbm_GBps * 1e9 / self.sms)
         return max(flop_time, byte_time) * NS_PER_S
+
+    def comm_blocks_GBps(self, blocks: int) -> float:
+        """What `blocks` communication thread blocks can move over NVLink together.
+
+        A smooth minimum of the blocks' own limit and the link, ((n c)^-p + L^-p)^(-1/p):
+        with p = 4 it follows the measured push curve of GPU_NOTES.md (8/16/24/64/132 CTAs:
+        124/237/314/329/346 GB/s; model 124/234/301/345/346). Bandwidth keeps rising, ever
+        more slowly, with each block, so a slower link asks for more blocks to come close.
+        """
+        p, own, link = self.comm_saturation, blocks * self.comm_block_GBps, self.link_GBps
+        low = min(own, link)
+        if low == math.inf:
+            return math.inf
+        return low * ((own / low) ** -p + (link / low) ** -p) ** (-1.0 / p)  # scaled: no overflow at large p
 
     def hbm_pass_ns(self, bytes_moved: float) -> float:
         """A memory-bound pass (permute, unpermute, top-k reduce) over `bytes_moved` (read + write)."""
@@ -102,6 +117,7 @@ _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,
     comm_block_GBps=15.5,
+    comm_saturation=4.0,
     gpus_per_node=8,
     nic_GBps=50.0,
     nic_latency_us=5.0,
@@ -113,6 +129,7 @@ _HOPPER_SHARED = dict(
 )
 _HOPPER_SHARED_SOURCES = {
     "comm_block_GBps": f"{_HOPPER_MEASURED}: Triton push, 8 CTAs = 124 GB/s",
+    "comm_saturation": f"fitted to {_HOPPER_MEASURED}: push bandwidth at 8/16/24/64/132 CTAs",
     "collective_efficiency": f"{_HOPPER_MEASURED}: NCCL all_to_all 128 MiB/rank 257 GB/s vs 346 GB/s kernel push",
     "nic_GBps": "400 Gb/s ConnectX-7 per GPU (datasheet)",
     "link_latency_us": "estimate (NVLink load-to-use + flag round trip)",
@@ -152,13 +169,13 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
         ),
         HardwareProfile(
             "l20", sms=92, gemm_tflops=96.0, hbm_GBps=778.0, link_GBps=25.0, link_latency_us=5.0,
-            comm_block_GBps=15.5, gpus_per_node=8, nic_GBps=25.0, nic_latency_us=8.0,
+            comm_block_GBps=15.5, comm_saturation=4.0, gpus_per_node=8, nic_GBps=25.0, nic_latency_us=8.0,
             collective_efficiency=0.8, collective_latency_us=20.0, collective_sms=16, host_sync_us=30.0,
             kernel_launch_us=4.0,
             sources={
                 "sms": "datasheet", "gemm_tflops": "datasheet 119.5 TFLOP/s dense bf16 x 0.8",
                 "hbm_GBps": "datasheet 864 GB/s GDDR6 x 0.9", "link_GBps": "Comet paper: ~25 GB/s GPU-to-GPU over PCIe",
-                "comm_block_GBps": "assumed as Hopper (not measured)", "nic_GBps": "200 Gb/s NIC per GPU (assumed)",
+                "comm_block_GBps": "assumed as Hopper (not measured)", "comm_saturation": "assumed as Hopper", "nic_GBps": "200 Gb/s NIC per GPU (assumed)",
                 "link_latency_us": "estimate (PCIe peer access)", "collective_efficiency": "estimate",
                 "collective_latency_us": "estimate", "collective_sms": "estimate",
                 "host_sync_us": "estimate", "kernel_launch_us": "estimate",

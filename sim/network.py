@@ -113,7 +113,8 @@ class FlowNetwork:
         now = self.env.now
         flows, whole = self._coupled(links)
         for flow in flows:  # settle progress at the old rates
-            flow.remaining -= flow.rate * (now - flow.t_last)
+            if now > flow.t_last:  # (an infinite rate over no time would give NaN)
+                flow.remaining -= flow.rate * (now - flow.t_last)
             flow.t_last = now
         for flow, rate in _max_min_rates(flows, whole).items():
             if rate == flow.rate:

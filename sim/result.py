@@ -29,7 +29,7 @@ class Result:
     layer0_us: float
     layer1_us: float
     compute_alone_us: float  # GEMM kernels alone (all rows present, this schedule's blocks), slowest rank
-    comm_alone_us: float  # the communication alone on this schedule's resources
+    comm_alone_us: float  # the communication alone on this schedule's resources (comet: a lower bound, see comet.py)
     exposed_comm_us: float  # latency - compute alone - listed overheads (>= 0)
     hidden_comm_fraction: float  # 1 - exposed / comm alone, in [0, 1]
     bubble_us: float  # mean idle time of a compute block on the slowest rank

@@ -94,7 +94,7 @@ class SimContext:
         hw = self.hardware
         return {"local": hw.hbm_GBps / 2, "nvlink": hw.link_GBps, "network": hw.nic_GBps}[lane]
 
-    def lanes(self, items: list, peer_of, rank: int, engine_GBps: float) -> list[list]:
+    def lanes(self, items: list, peer_of, rank: int, engine_GBps: float) -> list[tuple[str, list]]:
         """Split work items by kind of path, keeping their order; each kind is further dealt
         round-robin over as many concurrent peers as the comm blocks need to fill that path
         (ceil(engine bandwidth / path bandwidth)): blocks spread over peers, not queue on one."""
@@ -103,8 +103,14 @@ class SimContext:
             split.setdefault(self.lane(peer_of(item), rank), []).append(item)
         lanes = []
         for kind, work in split.items():
-            fanout = max(1, min(len(work), math.ceil(engine_GBps / self.lane_capacity(kind) - 1e-9)))
-            lanes.extend(work[i::fanout] for i in range(fanout))
+            path_GBps = self.lane_capacity(kind)
+            if math.isinf(path_GBps):
+                fanout = 1  # one flow already moves at the blocks' full speed
+            elif math.isinf(engine_GBps):
+                fanout = len(work)
+            else:
+                fanout = max(1, min(len(work), math.ceil(engine_GBps / path_GBps - 1e-9)))
+            lanes.extend((f"{kind} {i}", work[i::fanout]) for i in range(fanout))
         return lanes
 
     def latency_ns(self, src: int, dst: int) -> float:

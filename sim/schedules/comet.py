@@ -6,8 +6,9 @@ source in the layout's row order; a GEMM0 tile (decomposed along M) starts as so
 every row it reduces over has landed, so compute tiles are taken in arrival order.
 Layer1 (GEMM1 -> combine): GEMM1 runs column split by column split (decomposed along N);
 once a split is done for a group of rows, the communication blocks send it back to the
-rows' source ranks. The communication blocks of one rank move data at most
-comm_blocks x comm_block_GBps in all, and share every link with the other ranks' flows.
+rows' source ranks. The communication blocks of one rank move at most
+hardware.comm_blocks_GBps(comm_blocks) in all (the measured saturation curve), and share
+every link with the other ranks' flows.
 Each kind of path (a local copy, NVLink peers, network peers) is worked on at once, in
 the row order, over as many peers at a time as the blocks need to fill that path.
 """
@@ -53,10 +54,24 @@ class Comet(Schedule):
             raise UserError("--n-splits", f"must divide the {n_tiles} column tiles of H={workload.model.hidden} at block_n={self.block_n}, got {self.n_splits!r}")
 
     def run(self, ctx: SimContext) -> Outcome:
-        outcomes = _run(ctx, self, compute=True)
-        alone = SimContext(ctx.workload, ctx.hardware, ctx.routing, record=False)
-        comm_only = _run(alone, self, compute=False)  # the communication-only variant of the kernels
-        return Outcome(ranks=outcomes, comm_alone_ns=max(r.end_ns for r in comm_only))
+        outcomes, comm_alone = _run(ctx, self)
+        return Outcome(ranks=outcomes, comm_alone_ns=comm_alone)
+
+
+def _comm_alone_ns(ctx: SimContext, rank: int, peer_bytes: dict[int, float], engine_GBps: float) -> float:
+    """A lower bound on one layer's communication on `rank`: its comm blocks and its own
+    ports (local copy, NVLink, NIC) each move their bytes at full speed, nothing else runs."""
+    per_kind: dict[str, float] = {}
+    latency = 0.0
+    for peer, size in peer_bytes.items():
+        if size > 0:
+            kind = ctx.lane(peer, rank)
+            per_kind[kind] = per_kind.get(kind, 0.0) + size
+            latency = max(latency, ctx.latency_ns(peer, rank))
+    if not per_kind:
+        return 0.0
+    busiest = max(size / ctx.lane_capacity(kind) for kind, size in per_kind.items())
+    return max(sum(per_kind.values()) / engine_GBps, busiest) + latency
 
 
 def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndarray, bytes_per_row: int,
@@ -81,12 +96,12 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     return sends
 
 
-def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
+def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     env, hw, wl = ctx.env, ctx.hardware, ctx.workload
     world = wl.world
-    launch = hw.kernel_launch_us * 1e3 if compute else 0.0
+    launch = hw.kernel_launch_us * 1e3
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
-    cap0, cap1 = knobs.comm_blocks0 * hw.comm_block_GBps, knobs.comm_blocks1 * hw.comm_block_GBps
+    cap0, cap1 = hw.comm_blocks_GBps(knobs.comm_blocks0), hw.comm_blocks_GBps(knobs.comm_blocks1)
     arrivals = np.zeros(world)  # last combine data landed, per destination rank
     state: list[dict] = [{} for _ in range(world)]
 
@@ -96,8 +111,6 @@ def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 0)
         tile_ns1, n_tiles1 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 1)
-        if not compute:
-            tile_ns0, tile_ns1 = tile_ns0 * 0, tile_ns1 * 0
 
         # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
         start0 = launch
@@ -105,16 +118,16 @@ def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
         engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
         flows: dict[int, Flow] = {}
 
-        def pull(sources: list[int]):
+        def pull(lane: str, sources: list[int]):
             for src in sources:
                 flow = ctx.network.transfer([engine0, *ctx.path(src, rank)], float(layout.flow_bytes[src]))
                 yield flow.done
                 flows[src] = flow
-                ctx.add_slice(rank, f"comm0 {ctx.lane(src, rank)}", f"pull from rank {src}", flow.start, env.now,
+                ctx.add_slice(rank, f"comm0 {lane}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
         pulls = [src for src in layout.source_order if layout.flow_bytes[src] > 0]
-        yield env.all_of([env.process(pull(lane)) for lane in ctx.lanes(pulls, lambda src: src, rank, cap0)])
+        yield env.all_of([env.process(pull(*lane)) for lane in ctx.lanes(pulls, lambda src: src, rank, cap0)])
         tile_ready = np.full(len(layout.tile_rows), float(start0))
         for i, (src, offset) in enumerate(zip(layout.tile_last_source, layout.tile_last_offset)):
             if src >= 0:
@@ -151,24 +164,29 @@ def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
         sends = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
-        def push(lane_sends: list[tuple[float, int, int]]):
+        def push(lane: str, lane_sends: list[tuple[float, int, int]]):
             for ready, dest, size in lane_sends:
                 if ready > env.now:
                     yield env.timeout(ready - env.now)
                 flow = ctx.network.transfer([engine1, *ctx.path(rank, dest)], size)
                 yield flow.done
                 arrivals[dest] = max(arrivals[dest], env.now + ctx.latency_ns(rank, dest))
-                ctx.add_slice(rank, f"comm1 {ctx.lane(rank, dest)}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
+                ctx.add_slice(rank, f"comm1 {lane}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
 
         lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1)
-        yield env.all_of([env.process(push(lane)) for lane in lanes])
+        yield env.all_of([env.process(push(*lane)) for lane in lanes])
         if compute1_end > env.now:
             yield env.timeout(compute1_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)
         if ctx.record:
             ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts1, ends1)
+        sent: dict[int, float] = {}
+        for _, dest, size in sends:
+            sent[dest] = sent.get(dest, 0.0) + size
+        comm_alone = (_comm_alone_ns(ctx, rank, dict(enumerate(layout.flow_bytes.astype(float))), cap0)
+                      + _comm_alone_ns(ctx, rank, sent, cap1))
         state[rank] = dict(
-            layer0_end=layer0_end, start1=start1, own_end=env.now,
+            layer0_end=layer0_end, start1=start1, own_end=env.now, comm_alone=comm_alone,
             compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
             tiles0=dur0, tiles1=dur1,
         )
@@ -180,7 +198,7 @@ def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
     outcomes = []
     for rank in range(world):
         s = state[rank]
-        reduce = reduce_ns(ctx, rank) if compute else 0.0
+        reduce = reduce_ns(ctx, rank)
         received = max(s["own_end"], arrivals[rank])
         end = received + reduce + launch
         ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
@@ -191,4 +209,4 @@ def _run(ctx: SimContext, knobs: Comet, compute: bool) -> list[RankOutcome]:
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
             overheads_ns={"reduce": reduce, "launch": 3 * launch},
         ))
-    return outcomes
+    return outcomes, max(s["comm_alone"] for s in state)

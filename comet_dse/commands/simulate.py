@@ -1,0 +1,130 @@
+"""`comet-dse simulate`: one MoE layer, every rank, one or all schedules; a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from comet_dse.errors import UserError
+
+SCHEDULE_NAMES = ("sequential", "chunked", "comet")
+DEFAULTS = {"model": "mixtral-8x7b", "hardware": "h800", "ep": 8, "tp": 1, "tokens": 4096}
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULTS["model"], help="preset name or a HuggingFace config.json path")
+    parser.add_argument("--hardware", default=DEFAULTS["hardware"], help="preset name or a hardware profile .json")
+    parser.add_argument("--ep", type=int, default=DEFAULTS["ep"], help="expert-parallel size")
+    parser.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel size (splits F)")
+    parser.add_argument("--routing", default="uniform", help="uniform | std:<x> | zipf:<a> | trace:<file.npy>")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the routing draw")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_workload_arguments(parser)
+    parser.add_argument("--tokens", type=int, default=DEFAULTS["tokens"], help="tokens per GPU entering the layer")
+    parser.add_argument("--schedule", default="all", choices=[*SCHEDULE_NAMES, "all"])
+    parser.add_argument("--comm-blocks", type=int, help="communication thread blocks of both comet layers")
+    parser.add_argument("--comm-blocks0", type=int, help="communication blocks of comet layer0 (dispatch + GEMM0)")
+    parser.add_argument("--comm-blocks1", type=int, help="communication blocks of comet layer1 (GEMM1 + combine)")
+    parser.add_argument("--chunks", type=int, default=4, help="chunk count of the chunked pipeline")
+    parser.add_argument("--tile", default="128x128", help="GEMM tile BMxBN, sides in 64/128/256")
+    parser.add_argument("--row-order", default="local-first", help="comet row order: local-first | source-order")
+    parser.add_argument("--n-splits", type=int, default=4, help="comet layer1 column splits of H")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks")
+    parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
+
+
+def _check_output(path: str | None, field: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise UserError(field, f"the folder of {path} does not exist")
+
+
+def build_schedules(args: argparse.Namespace):
+    from comet_dse.sim import Chunked, Comet, Sequential
+    from comet_dse.sim.schedules.base import parse_tile
+
+    block_m, block_n = parse_tile(args.tile)
+    if args.comm_blocks is not None and (args.comm_blocks0 is not None or args.comm_blocks1 is not None):
+        raise UserError("--comm-blocks", "give either --comm-blocks or --comm-blocks0/--comm-blocks1, not both")
+    both = args.comm_blocks if args.comm_blocks is not None else Comet.comm_blocks0
+    comet = Comet(
+        block_m=block_m, block_n=block_n,
+        comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
+        comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
+        row_order=args.row_order, n_splits=args.n_splits,
+    )
+    every = {
+        "sequential": Sequential(block_m=block_m, block_n=block_n),
+        "chunked": Chunked(block_m=block_m, block_n=block_n, chunks=args.chunks),
+        "comet": comet,
+    }
+    names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
+    return [every[name] for name in names]
+
+
+def format_table(results, workload) -> str:
+    base = next((r.latency_us for r in results if r.schedule == "sequential"), None)
+    header = ["schedule", "latency µs", "layer0 µs", "layer1 µs", "compute µs", "comm µs", "exposed µs",
+              "hidden", "bubble µs"] + (["vs sequential"] if base else [])
+    rows = []
+    for r in results:
+        row = [r.schedule, f"{r.latency_us:.1f}", f"{r.layer0_us:.1f}", f"{r.layer1_us:.1f}", f"{r.compute_alone_us:.1f}",
+               f"{r.comm_alone_us:.1f}", f"{r.exposed_comm_us:.1f}", f"{100 * r.hidden_comm_fraction:.1f}%", f"{r.bubble_us:.1f}"]
+        if base:
+            row.append(f"{base / r.latency_us:.2f}x")
+        rows.append(row)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    m = workload.model
+    lines = [
+        f"{m.name}: E={m.num_experts} top-{m.top_k} H={m.hidden} F={m.ffn}"
+        + (f" shared={m.shared_ffn}" if m.shared_ffn else "")
+        + f" | EP={workload.ep} TP={workload.tp} | {workload.tokens} tokens/GPU | routing {workload.routing} seed {workload.seed}",
+        "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))),
+    ]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    for r in results:
+        knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
+        lines.append(f"  {r.schedule}: {knobs}; slowest rank {r.params['slowest_rank']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from comet_dse.hardware import resolve_hardware
+    from comet_dse.models import resolve_model
+    from comet_dse.routing import make_routing
+    from comet_dse.sim import simulate
+    from comet_dse.sim.export import write_chrome_trace, write_timeline_html
+    from comet_dse.workload import Workload
+
+    _check_output(args.trace, "--trace")
+    _check_output(args.html, "--html")
+    model = resolve_model(args.model)
+    hardware = resolve_hardware(args.hardware)
+    workload = Workload(model, args.tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+    schedules = build_schedules(args)
+    for schedule in schedules:  # every knob checked before any simulation runs
+        schedule.validate(workload, hardware)
+    routing = make_routing(workload)
+    record = bool(args.trace or args.html)
+    results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
+
+    if args.trace:
+        write_chrome_trace(results, args.trace)
+    if args.html:
+        write_timeline_html(results, args.html)
+    if args.json:
+        payload = {
+            "workload": {**workload.to_dict(), "hardware": hardware.name, "routing_load_std": round(routing.load_std, 6)},
+            "hardware": hardware.to_dict(),
+            "results": {r.schedule: r.to_dict() for r in results},
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_table(results, workload))
+        for path in (args.trace, args.html):
+            if path:
+                print(f"wrote {path}")
+    return 0

@@ -1,0 +1,58 @@
+"""Shared small workloads and hardware for the tests (all CPU, seconds at most)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from comet_dse.hardware import HARDWARE_PRESETS, HardwareProfile
+from comet_dse.models import MODEL_PRESETS, ModelConfig
+from comet_dse.workload import Workload
+
+
+def infinite_links(hw: HardwareProfile) -> HardwareProfile:
+    return replace(hw, link_GBps=math.inf, nic_GBps=math.inf, comm_block_GBps=math.inf, link_latency_us=0.0,
+                   nic_latency_us=0.0, collective_latency_us=0.0)
+
+
+@pytest.fixture
+def h800() -> HardwareProfile:
+    return HARDWARE_PRESETS["h800"]
+
+
+@pytest.fixture
+def mixtral_small() -> Workload:
+    return Workload(MODEL_PRESETS["mixtral-8x7b"], 1024, 8)
+
+
+@pytest.fixture
+def qwen_small() -> Workload:
+    return Workload(MODEL_PRESETS["qwen2-moe-2.7b"], 2048, 8)
+
+
+# ---- the hand-sized case: 2 ranks, 1 expert each, 2x2 tiles per GEMM ----------------------
+
+HAND_MODEL = ModelConfig("hand", num_experts=2, top_k=1, hidden=256, ffn=128, num_layers=1)
+
+
+def hand_hardware() -> HardwareProfile:
+    """Round numbers: a GEMM0 tile (128x128x256) takes 1000 ns on one SM, a GEMM1 tile 500 ns,
+    NVLink moves 64 B/ns, one comm block 16 B/ns with a hard saturation, HBM passes ~1 ns."""
+    return HardwareProfile(
+        name="hand", sms=4, gemm_tflops=4 * 2 * 128 * 128 * 256 / 1000 / 1e3, hbm_GBps=262144.0,
+        link_GBps=64.0, link_latency_us=1.0, comm_block_GBps=16.0, comm_saturation=1e6, gpus_per_node=8,
+        nic_GBps=64.0, nic_latency_us=1.0, collective_efficiency=1.0, collective_latency_us=1.0,
+        collective_sms=1, host_sync_us=1.0, kernel_launch_us=0.0,
+    )
+
+
+@pytest.fixture
+def hand_case(tmp_path) -> tuple[Workload, HardwareProfile]:
+    # each rank: 128 tokens to expert 0 (rank 0), 128 to expert 1 (rank 1)
+    trace = np.array([[0]] * 128 + [[1]] * 128, dtype=np.int64)
+    path = tmp_path / "hand.npy"
+    np.save(path, trace)
+    return Workload(HAND_MODEL, 256, 2, routing=f"trace:{path}"), hand_hardware()
