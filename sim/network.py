@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 
 _EPS = 1e-9
-EXACT_LIMIT = 96
+EXACT_LIMIT = 64
 
 
 class Link:

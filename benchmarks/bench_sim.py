@@ -1,0 +1,92 @@
+"""Simulator speed: wall time and events per second over a ladder of sizes.
+
+    python benchmarks/bench_sim.py [--quick] [--profile]
+
+Targets (issue 2): Mixtral-8x7B on h800, EP=8, 16384 tokens/GPU, all three schedules
+together in <= 1 s on one core; 64 GPUs (EP=64, DeepSeek-V3 shape) in <= 10 s.
+Writes results/bench/sim_speed.json. Threads are pinned to one so the figure is one core's.
+"""
+
+from __future__ import annotations
+
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
+from comet_dse.models import MODEL_PRESETS  # noqa: E402
+from comet_dse.routing import make_routing  # noqa: E402
+from comet_dse.sim import SCHEDULES, simulate  # noqa: E402
+from comet_dse.workload import Workload  # noqa: E402
+
+LADDER = [
+    ("mixtral-8x7b", "h800", 8, 1024),
+    ("mixtral-8x7b", "h800", 8, 4096),
+    ("mixtral-8x7b", "h800", 8, 16384),  # target: <= 1 s for the three schedules
+    ("qwen2-moe-2.7b", "h800", 8, 8192),
+    ("deepseek-v3", "h800", 16, 4096),
+    ("deepseek-v3", "h800", 32, 4096),
+    ("deepseek-v3", "h800", 64, 4096),  # target: <= 10 s
+]
+TARGETS_S = {("mixtral-8x7b", 8, 16384): 1.0, ("deepseek-v3", 64, 4096): 10.0}
+
+
+def run_case(model: str, hardware: str, ep: int, tokens: int) -> dict:
+    workload = Workload(MODEL_PRESETS[model], tokens, ep)
+    hw = HARDWARE_PRESETS[hardware]
+    start = time.perf_counter()
+    routing = make_routing(workload)
+    per_schedule = {}
+    for name in SCHEDULES:
+        t0 = time.perf_counter()
+        result = simulate(workload, hw, name, routing=routing, record=False)
+        wall = time.perf_counter() - t0
+        per_schedule[name] = {"wall_s": round(wall, 4), "events": result.events,
+                              "events_per_s": round(result.events / wall), "latency_us": result.latency_us}
+    total = time.perf_counter() - start
+    target = TARGETS_S.get((model, ep, tokens))
+    return {"model": model, "hardware": hardware, "ep": ep, "gpus": workload.world, "tokens": tokens,
+            "total_wall_s": round(total, 4), "target_s": target, "met": None if target is None else total <= target,
+            "schedules": per_schedule}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the two target cases")
+    parser.add_argument("--profile", action="store_true", help="print where the 64-GPU comet run spends its time")
+    parser.add_argument("--out", default="results/bench/sim_speed.json")
+    args = parser.parse_args()
+
+    ladder = [c for c in LADDER if (c[0], c[2], c[3]) in TARGETS_S] if args.quick else LADDER
+    rows = []
+    print(f"{'model':16} {'GPUs':>4} {'tokens':>6} {'total s':>8} {'target':>7}  per schedule: s (events/s)")
+    for case in ladder:
+        row = run_case(*case)
+        rows.append(row)
+        detail = "  ".join(f"{n} {s['wall_s']:.3f} ({s['events_per_s']:,})" for n, s in row["schedules"].items())
+        target = f"{row['target_s']:.0f} s" if row["target_s"] else ""
+        print(f"{row['model']:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                                           "cpus": os.cpu_count(), "threads": 1},
+                               "date": time.strftime("%Y-%m-%d"), "cases": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    if args.profile:
+        workload = Workload(MODEL_PRESETS["deepseek-v3"], 4096, 64)
+        profile = cProfile.Profile()
+        profile.runcall(simulate, workload, HARDWARE_PRESETS["h800"], "comet", record=False)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The CLI as a user meets it: tables, one JSON object, files, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from comet_dse.cli import main
+
+SMALL = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8", "--tokens", "512"]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_compares_the_three_schedules(capsys):
+    code, out, err = run_cli(capsys, "simulate", *SMALL)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[1].split()[:2] == ["schedule", "latency"]
+    assert [line.split()[0] for line in lines[2:5]] == ["sequential", "chunked", "comet"]
+    assert lines[2].endswith("1.00x")
+
+
+def test_json_is_one_object_with_the_documented_keys(capsys):
+    code, out, _ = run_cli(capsys, "simulate", *SMALL, "--json", "--comm-blocks0", "8", "--comm-blocks1", "12")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["workload"]["tokens"] == 512 and payload["workload"]["hardware"] == "h800"
+    assert set(payload["results"]) == {"sequential", "chunked", "comet"}
+    keys = {"latency_us", "layer0_us", "layer1_us", "compute_alone_us", "comm_alone_us", "exposed_comm_us",
+            "hidden_comm_fraction", "bubble_us", "params"}
+    for result in payload["results"].values():
+        assert keys <= set(result)
+    assert payload["results"]["comet"]["params"]["comm_blocks0"] == 8
+    assert payload["results"]["comet"]["params"]["comm_blocks1"] == 12
+
+
+def test_same_seed_gives_identical_json(capsys):
+    outs = [run_cli(capsys, "simulate", *SMALL, "--json", "--routing", "std:0.03", "--seed", "11")[1] for _ in range(2)]
+    assert outs[0] == outs[1]
+
+
+def test_trace_and_html_files(capsys, tmp_path):
+    trace, html = tmp_path / "t.json", tmp_path / "t.html"
+    code, out, _ = run_cli(capsys, "simulate", *SMALL, "--schedule", "comet", "--trace", str(trace), "--html", str(html))
+    assert code == 0 and str(trace) in out
+    events = json.loads(trace.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert {e["pid"] for e in slices} == set(range(8))  # pid = rank
+    assert any(e["ph"] == "C" for e in events)
+    # slices on one track nest or follow each other, never overlap partially
+    by_track: dict = {}
+    for e in slices:
+        by_track.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in by_track.values():
+        spans.sort()
+        for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            assert s1 >= e0 - 1e-6 or e1 <= e0 + 1e-6
+    text = html.read_text()
+    assert "Plotly.newPlot" in text and len(text) > 1_000_000  # plotly.js embedded: works offline
+    assert 'src="http' not in text
+
+
+BAD_INPUTS = [
+    (["--ep", "3"], "--ep"),
+    (["--tokens", "0"], "--tokens"),
+    (["--tokens", "-5"], "--tokens"),
+    (["--model", "gpt-5"], "--model"),
+    (["--hardware", "a100"], "--hardware"),
+    (["--tp", "5"], "--tp"),
+    (["--comm-blocks", "132"], "--comm-blocks0"),
+    (["--comm-blocks0", "0"], "--comm-blocks0"),
+    (["--comm-blocks", "8", "--comm-blocks0", "4"], "--comm-blocks"),
+    (["--routing", "pareto:1"], "--routing"),
+    (["--tile", "100x128"], "--tile"),
+    (["--n-splits", "3"], "--n-splits"),
+    (["--chunks", "0"], "--chunks"),
+    (["--row-order", "random"], "--row-order"),
+    (["--schedule", "fastest"], "arguments"),
+    (["--tokens", "many"], "arguments"),
+    (["--trace", "/nonexistent-dir/t.json"], "--trace"),
+]
+
+
+@pytest.mark.parametrize("extra, field", BAD_INPUTS, ids=[" ".join(b[0]) for b in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(capsys, extra, field):
+    code, out, err = run_cli(capsys, "simulate", *SMALL, *extra)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert field in err and "Traceback" not in err
+
+
+def test_bad_traces_and_configs(capsys, tmp_path):
+    np.save(tmp_path / "wide.npy", np.zeros((10, 3), dtype=np.int64))
+    np.save(tmp_path / "range.npy", np.full((10, 2), 9, dtype=np.int64))
+    (tmp_path / "config.json").write_text("{broken")
+    for extra, message in ((["--routing", f"trace:{tmp_path / 'wide.npy'}"], "shape (10, 3)"),
+                           (["--routing", f"trace:{tmp_path / 'range.npy'}"], "allowed [0, 7]"),
+                           (["--model", str(tmp_path / "config.json")], "not valid JSON"),
+                           (["--model", str(tmp_path / "missing.json")], "cannot read")):
+        code, out, err = run_cli(capsys, "simulate", *SMALL, *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_failed_run_writes_no_files(capsys, tmp_path):
+    trace = tmp_path / "t.json"
+    code, _, _ = run_cli(capsys, "simulate", *SMALL, "--ep", "3", "--trace", str(trace))
+    assert code == 2 and not trace.exists()
+
+
+def test_console_script_prints_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "comet_dse.cli", "simulate", "--ep", "3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "comet-dse: error: --ep: must divide the model's 8 experts, got 3"
