@@ -2,10 +2,13 @@
 
 The shared tensor of rank r holds the rows (token, expert) routed to r's experts:
 expert-major (a GEMM tile never spans two experts), and inside an expert sorted by
-source rank in the schedule's row order. With `local-first` the order is rotated so that
-r's own rows come first (r, r+1, ..., r-1): compute starts on local tiles while remote
-rows arrive, and every rank pulls from a different peer at any moment. `source-order`
-keeps 0..W-1 for everyone, as a plain all-to-all lays rows out.
+source rank in the schedule's row order. With `local-first` r's own rows come first, so
+compute starts on local tiles while remote rows arrive; then the peers of r's node, then
+each other node in turn, and inside every node the GPUs rotated by r's own index in its
+node. So at any moment the ranks of a node read different peers over NVLink and
+different GPUs of another node over the network, like a pairwise exchange, instead of
+queueing on one GPU's ports. `source-order` keeps 0..W-1 for everyone, as a plain
+all-to-all lays rows out.
 
 Shared experts are one more local group of rows: the rank's own tokens, ready at once,
 never communicated.
@@ -52,10 +55,14 @@ class RankLayout:
         return int(sum(g.rows_by_source.sum() for g in self.groups if g.expert >= 0))
 
 
-def source_order(rank: int, world: int, row_order: str) -> np.ndarray:
-    if row_order == "local-first":
-        return (rank + np.arange(world)) % world
-    return np.arange(world)
+def source_order(rank: int, world: int, row_order: str, gpus_per_node: int) -> np.ndarray:
+    if row_order != "local-first":
+        return np.arange(world)
+    node_size = min(gpus_per_node, world)
+    nodes = -(-world // node_size)
+    node, index = divmod(rank, node_size)
+    order = [((node + hop) % nodes) * node_size + (index + j) % node_size for hop in range(nodes) for j in range(node_size)]
+    return np.array([peer for peer in order if peer < world])  # a last node may be partly filled
 
 
 def rank_groups(workload: Workload, routing: Routing, rank: int) -> list[Group]:
@@ -67,10 +74,11 @@ def rank_groups(workload: Workload, routing: Routing, rank: int) -> list[Group]:
     return groups
 
 
-def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, row_order: str) -> RankLayout:
+def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, row_order: str,
+                 gpus_per_node: int) -> RankLayout:
     world = workload.world
     row_bytes = workload.model.hidden * workload.dtype_bytes
-    order = source_order(rank, world, row_order)
+    order = source_order(rank, world, row_order, gpus_per_node)
     groups = rank_groups(workload, routing, rank)
     routed = [g for g in groups if g.expert >= 0]
     # layer0 pulls source by source; inside one source's flow, the rows of each expert in turn

@@ -37,7 +37,7 @@ class Link:
     def __init__(self, name: str, capacity: float) -> None:
         self.name = name
         self.capacity = capacity  # bytes / ns
-        self.flows: set[Flow] = set()
+        self.flows: dict[Flow, None] = {}  # an ordered set: iteration order must not depend on memory addresses
 
     def __repr__(self) -> str:
         return f"Link({self.name}, {self.capacity:g} B/ns, {len(self.flows)} flows)"
@@ -46,9 +46,10 @@ class Link:
 class Flow:
     """`size` bytes along `path`; `done` fires when the last byte has landed."""
 
-    __slots__ = ("path", "size", "remaining", "rate", "t_last", "done", "version", "history", "start")
+    __slots__ = ("id", "path", "size", "remaining", "rate", "t_last", "done", "version", "history", "start")
 
-    def __init__(self, env: simpy.Environment, path: Sequence[Link], size: float) -> None:
+    def __init__(self, env: simpy.Environment, path: Sequence[Link], size: float, flow_id: int) -> None:
+        self.id = flow_id
         self.path = tuple(path)
         self.size = float(size)
         self.remaining = float(size)
@@ -66,9 +67,10 @@ class Flow:
 
 
 class FlowNetwork:
-    def __init__(self, env: simpy.Environment, exact_limit: int = EXACT_LIMIT) -> None:
+    def __init__(self, env: simpy.Environment, exact_limit: int | None = None) -> None:
         self.env = env
-        self.exact_limit = exact_limit
+        self.exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
+        self._ids = itertools.count()
         self._heap: list[tuple[float, int, Flow, int]] = []  # (finish time, tie, flow, version)
         self._tie = itertools.count()
         self._armed_at = math.inf
@@ -76,24 +78,24 @@ class FlowNetwork:
         self.rebalances = 0
 
     def transfer(self, path: Sequence[Link], size: float) -> Flow:
-        flow = Flow(self.env, path, size)
+        flow = Flow(self.env, path, size, next(self._ids))
         if size <= 0 or not path:
             flow.history.append((self.env.now, flow.size))
             flow.done.succeed(flow)
             return flow
         for link in flow.path:
-            link.flows.add(flow)
+            link.flows[flow] = None
         self.active += 1
         self._rebalance(flow.path)
         return flow
 
     # ---- rates ------------------------------------------------------------------------------
 
-    def _coupled(self, links: Iterable[Link]) -> tuple[set[Flow], bool]:
-        """The flows to re-rate: the whole component while few flows are in flight, else the neighbours."""
+    def _coupled(self, links: Iterable[Link]) -> tuple[list[Flow], bool]:
+        """The flows to re-rate, by id: the whole component while few flows are in flight, else the neighbours."""
         links = list(links)
         if self.active > self.exact_limit:  # a big component is likely: skip the search for it
-            return {f for link in links for f in link.flows}, False
+            return sorted({f for link in links for f in link.flows}, key=_by_id), False
         seen_links: set[Link] = set()
         flows: set[Flow] = set()
         stack = links
@@ -106,7 +108,7 @@ class FlowNetwork:
                 if flow not in flows:
                     flows.add(flow)
                     stack.extend(flow.path)
-        return flows, True
+        return sorted(flows, key=_by_id), True
 
     def _rebalance(self, links: Iterable[Link]) -> None:
         self.rebalances += 1
@@ -138,7 +140,7 @@ class FlowNetwork:
         now = self.env.now
         if now >= self._armed_at:
             self._armed_at = math.inf
-        touched: set[Link] = set()
+        touched: dict[Link, None] = {}
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, flow, version = heapq.heappop(heap)
@@ -150,8 +152,8 @@ class FlowNetwork:
             flow.version += 1
             flow.history.append((now, flow.size))
             for link in flow.path:
-                link.flows.discard(flow)
-                touched.add(link)
+                link.flows.pop(flow, None)
+                touched[link] = None
             self.active -= 1
             flow.done.succeed(flow)
         if touched:
@@ -160,12 +162,18 @@ class FlowNetwork:
             self._arm()
 
 
-def _max_min_rates(flows: set[Flow], whole: bool) -> dict[Flow, float]:
+def _by_id(flow: Flow) -> int:
+    return flow.id
+
+
+def _max_min_rates(flows: list[Flow], whole: bool) -> dict[Flow, float]:
     """Progressive filling: raise the rates together, freezing flows at a full link.
 
-    With `whole` False, flows outside `flows` keep their rates and use up their share."""
+    With `whole` False, flows outside `flows` keep their rates and use up their share.
+    Flows come sorted by id and every loop keeps that order, so the float sums are the
+    same from run to run."""
     rates: dict[Flow, float] = {}
-    active = set(flows)
+    active = dict.fromkeys(flows)
     left: dict[Link, float] = {}
     count: dict[Link, int] = {}
     for flow in active:
@@ -177,12 +185,13 @@ def _max_min_rates(flows: set[Flow], whole: bool) -> dict[Flow, float]:
     while active:
         level = min(left[l] / count[l] for l in count if count[l] > 0)
         full = [l for l, n in count.items() if n > 0 and left[l] / n <= level * (1 + _EPS)]
-        frozen = {f for link in full for f in link.flows if f in active}
+        frozen = sorted({f for link in full for f in link.flows if f in active}, key=_by_id)
         for flow in frozen:
             rates[flow] = level
             for link in flow.path:
                 if level != math.inf:  # inf - inf would poison the link with NaN
                     left[link] -= level
                 count[link] -= 1
-        active -= frozen
+        for flow in frozen:
+            del active[flow]
     return rates

@@ -106,7 +106,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     state: list[dict] = [{} for _ in range(world)]
 
     def rank_process(rank: int):
-        layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order)
+        layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node)
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 0)
@@ -144,7 +144,9 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
 
         # ---- layer1: GEMM1 split by split; each finished split of rows is sent home ----
         start1 = layer0_end + launch
-        first_source_rank = (layout.tile_first_source - rank) % world
+        position = np.empty(world, dtype=np.int64)
+        position[layout.source_order] = np.arange(world)
+        first_source_rank = position[layout.tile_first_source]
         if knobs.row_order == "local-first":
             first_source_rank = (first_source_rank - 1) % world  # remote rows first, local last
         first_source_rank = np.where(layout.tile_last_source < 0, world, first_source_rank)  # shared experts last

@@ -121,3 +121,17 @@ def test_console_script_prints_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "comet_dse.cli", "simulate", "--ep", "3"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "comet-dse: error: --ep: must divide the model's 8 experts, got 3"
+
+
+def test_identical_json_across_processes():
+    """Same inputs and seed, same bytes, whatever the interpreter's hash seed or memory layout."""
+    outs = []
+    for hash_seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "comet_dse.cli", "simulate", "--model", "deepseek-v3", "--ep", "16", "--tokens", "256",
+             "--routing", "zipf:0.8", "--seed", "3", "--json"],
+            capture_output=True, text=True, env={**__import__("os").environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1]
