@@ -1,0 +1,123 @@
+"""`comet-dse tune`: Optuna studies over the comet allocation per token bucket -> plan + report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from comet_dse.commands.simulate import DEFAULTS, add_workload_arguments
+from comet_dse.errors import UserError
+
+DEFAULT_TOKENS = "1024,2048,4096,8192,16384,32768"
+MAX_WORKERS = 64
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_workload_arguments(parser)
+    parser.add_argument("--tokens", default=DEFAULT_TOKENS, help=f"token buckets per GPU, comma-separated (default {DEFAULT_TOKENS})")
+    parser.add_argument("--trials", type=int, default=40, help="completed trials each bucket's study is brought to")
+    parser.add_argument("--storage", help="Optuna storage URL (default: an SQLite file under results/studies/); "
+                                          "postgresql://USER:PASS@HOST/DB to share studies between machines")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes on the same studies")
+    parser.add_argument("--objectives", default="latency", help="latency | latency,comm_sms (Pareto front)")
+    parser.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent "
+                                                                  "for 3 heartbeats is failed and retried")
+    parser.add_argument("--plan-dir", default="results/plans")
+    parser.add_argument("--report", help="report HTML path (default results/reports/<workload>.html)")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report (and its heatmap sweeps)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def parse_tokens(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UserError("--tokens", "needs at least one token count, e.g. 1024,2048")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UserError("--tokens", f"must be comma-separated positive integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise UserError("--tokens", f"token counts must be > 0, got {text!r}")
+    return sorted(set(values))
+
+
+def _storage_label(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from comet_dse.hardware import resolve_hardware
+    from comet_dse.models import resolve_model
+    from comet_dse.plan import plan_filename, write_plan
+    from comet_dse.report import write_report
+    from comet_dse.search.study import TuneSpec, default_storage_url, parse_objectives
+    from comet_dse.search.tune import allocation_heatmap, collect, make_plan, run_workers
+    from comet_dse.workload import Workload
+
+    # ---- every input checked before anything is written ----
+    buckets = parse_tokens(args.tokens)
+    if args.trials <= 0:
+        raise UserError("--trials", f"must be > 0, got {args.trials}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UserError("--workers", f"must be in [1, {MAX_WORKERS}], got {args.workers}")
+    if args.heartbeat <= 0:
+        raise UserError("--heartbeat", f"must be > 0 seconds, got {args.heartbeat}")
+    objectives = parse_objectives(args.objectives)
+    model = resolve_model(args.model)
+    hardware = resolve_hardware(args.hardware)
+    model_name = args.model if args.model in __import__("comet_dse.models", fromlist=["MODEL_PRESETS"]).MODEL_PRESETS else model.name.replace("/", "_")
+    workload = Workload(model, buckets[0], args.ep, args.tp, routing=args.routing, seed=args.seed)
+    from comet_dse.routing import make_routing
+
+    make_routing(workload)  # a bad routing spec or trace fails here, before any study exists
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = args.storage or default_storage_url(model_name, hardware.name, args.ep, args.tp)
+    spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat)
+    progress = sys.stderr.isatty() and not args.json
+    run_workers(spec, buckets, args.workers, progress)
+    results = collect(spec, buckets)
+    plan = make_plan(spec, results, _storage_label(url))
+    plan_path = write_plan(plan, Path(args.plan_dir) / plan_filename(model_name, hardware.name, args.ep, args.tp))
+
+    rows = [["tokens", "comm_blocks0", "comm_blocks1", "tile", "row order", "splits", "comet µs", "chunked µs (C)",
+             "sequential µs", "vs sequential", "vs chunked", "trials"]]
+    for r, entry in zip(results, plan.entries):
+        p = r.best_params
+        rows.append([str(r.tokens), str(p["comm_blocks0"]), str(p["comm_blocks1"]), p["tile"], p["row_order"], str(p["n_splits"]),
+                     f"{r.comet['latency_us']:.1f}", f"{r.chunked['latency_us']:.1f} ({r.chunked['chunks']})",
+                     f"{r.sequential_us:.1f}", f"{r.speedup_vs_sequential:.2f}x", f"{r.speedup_vs_chunked:.2f}x", str(entry.trials)])
+    report_path = None
+    if not args.no_report:
+        heatmaps = {layer: allocation_heatmap(spec, results, layer) for layer in (0, 1)}
+        title = f"comet-dse tune: {model_name} on {hardware.name}, EP={args.ep} TP={args.tp}, routing {args.routing}"
+        report_path = write_report(results, heatmaps, args.report or Path("results/reports") / plan_path.with_suffix(".html").name,
+                                   title, rows)
+
+    if args.json:
+        print(json.dumps({
+            "workload": {"model": model_name, "hardware": hardware.name, "ep": args.ep, "tp": args.tp,
+                         "routing": args.routing, "seed": args.seed, "objectives": list(objectives)},
+            "buckets": [{"tokens": e.tokens, "config": e.config, "chunked": e.chunked, "predicted_us": e.predicted_us,
+                         "speedup": e.speedup, "trials": e.trials, "study": r.study.study_name,
+                         **({"pareto": r.pareto} if len(objectives) > 1 else {})}
+                        for e, r in zip(plan.entries, results)],
+            "plan": str(plan_path), "report": str(report_path) if report_path else None, "storage": _storage_label(url),
+        }, indent=2))
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"{model_name} on {hardware.name}, EP={args.ep} TP={args.tp}, routing {args.routing}: "
+          f"best comet allocation per token bucket ({args.trials} trials each)")
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print(f"plan:    {plan_path}")
+    if report_path:
+        print(f"report:  {report_path}")
+    print(f"studies: {_storage_label(url)}")
+    return 0

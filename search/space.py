@@ -1,0 +1,61 @@
+"""The search space of the comet schedule, built from legal values only (Calculon's habit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import optuna
+
+from comet_dse.hardware import HardwareProfile
+from comet_dse.sim import Comet
+from comet_dse.sim.layout import ROW_ORDERS
+from comet_dse.sim.schedules.base import TILE_SIZES, parse_tile
+from comet_dse.workload import Workload
+
+TILES = ("128x128", "128x256", "64x128", "256x128")
+MAX_COMM_BLOCKS = 64  # past 64 blocks the measured NVLink curve is flat (GPU_NOTES.md)
+MAX_SPLITS = 16
+CHUNK_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+@dataclass(frozen=True)
+class CometSpace:
+    max_comm_blocks: int
+    tiles: tuple[str, ...] = TILES
+    row_orders: tuple[str, ...] = ROW_ORDERS
+    n_splits: tuple[int, ...] = (1, 2, 4)
+
+    @classmethod
+    def for_workload(cls, workload: Workload, hardware: HardwareProfile, max_comm_blocks: int = MAX_COMM_BLOCKS) -> CometSpace:
+        # splits must divide H's column tiles for every tile width: divisors of H / widest block_n
+        widest = max(TILE_SIZES)
+        columns = max(1, workload.model.hidden // widest)
+        splits = tuple(d for d in range(1, min(columns, MAX_SPLITS) + 1) if columns % d == 0)
+        return cls(max_comm_blocks=min(max_comm_blocks, hardware.sms - 1), n_splits=splits)
+
+    def suggest(self, trial: optuna.Trial) -> Comet:
+        block_m, block_n = parse_tile(trial.suggest_categorical("tile", self.tiles))
+        return Comet(
+            block_m=block_m, block_n=block_n,
+            comm_blocks0=trial.suggest_int("comm_blocks0", 1, self.max_comm_blocks),
+            comm_blocks1=trial.suggest_int("comm_blocks1", 1, self.max_comm_blocks),
+            row_order=trial.suggest_categorical("row_order", self.row_orders),
+            n_splits=trial.suggest_categorical("n_splits", self.n_splits),
+        )
+
+    def points(self):
+        """Every point of the space, for enumeration (as the params a trial would hold)."""
+        blocks = range(1, self.max_comm_blocks + 1)
+        for tile, b0, b1, order, splits in product(self.tiles, blocks, blocks, self.row_orders, self.n_splits):
+            yield {"tile": tile, "comm_blocks0": b0, "comm_blocks1": b1, "row_order": order, "n_splits": splits}
+
+    @property
+    def size(self) -> int:
+        return len(self.tiles) * self.max_comm_blocks ** 2 * len(self.row_orders) * len(self.n_splits)
+
+
+def comet_from_params(params: dict) -> Comet:
+    block_m, block_n = parse_tile(params["tile"])
+    return Comet(block_m=block_m, block_n=block_n, comm_blocks0=int(params["comm_blocks0"]),
+                 comm_blocks1=int(params["comm_blocks1"]), row_order=params["row_order"], n_splits=int(params["n_splits"]))

@@ -1,0 +1,134 @@
+"""Studies: one Optuna study per workload (model, hardware, EP, TP, token bucket).
+
+Storage is Optuna's RDB storage: an SQLite file by default (embedded, resumable), or a
+PostgreSQL URL shared by workers on many machines (Optuna's documented distributed
+mode). Heartbeats mark a crashed worker's trial as failed once it goes stale, and
+RetryHeartbeatStaleTrialCallback puts its configuration back in the queue, so no completed
+trial is lost and the requested count is still reached.
+
+`trials` is a target: each study is brought up to that many completed trials, so the
+same command rerun resumes (and adds nothing once there), and a larger count adds more.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from comet_dse.errors import UserError
+from comet_dse.hardware import HardwareProfile
+from comet_dse.routing import make_routing
+from comet_dse.search.objective import OBJECTIVES, Objective
+from comet_dse.search.space import CometSpace
+from comet_dse.workload import Workload
+
+# heartbeats and stale-trial retry are Optuna's documented way to survive dead workers,
+# still marked experimental; the warning would be printed once per worker and bucket
+warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")
+warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
+
+DEFAULT_STUDY_DIR = Path("results/studies")
+STALL_LIMIT_S = 600.0  # give up waiting for stale trials of dead workers after this long
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """Everything that defines a tuning run except the token buckets."""
+
+    model_name: str
+    hardware: HardwareProfile
+    workload: Workload  # tokens is replaced per bucket
+    trials: int
+    seed: int
+    objectives: tuple[str, ...]
+    storage_url: str
+    heartbeat_s: int = 10
+
+    def study_name(self, tokens: int) -> str:
+        wl = self.workload
+        name = f"{self.model_name}-{self.hardware.name}-ep{wl.ep}-tp{wl.tp}-tokens{tokens}"
+        if wl.routing != "uniform":
+            name += f"-{wl.routing}-seed{wl.seed}"
+        if self.objectives != ("latency",):
+            name += "-" + "+".join(self.objectives)
+        return name
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(","))
+    if not names or any(n not in OBJECTIVES for n in names) or names[0] != "latency" or len(set(names)) != len(names):
+        raise UserError("--objectives", f"must be 'latency' or 'latency,comm_sms', got {text!r}")
+    return names
+
+
+def default_storage_url(model_name: str, hardware_name: str, ep: int, tp: int, folder: Path = DEFAULT_STUDY_DIR) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / f'{model_name}-{hardware_name}-ep{ep}-tp{tp}.db'}"
+
+
+def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
+    """RDB storage with heartbeats and retry of stale trials; an unreachable URL is a UserError."""
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")):
+        raise UserError("--storage", f"must be an sqlite:///FILE or postgresql://USER:PASS@HOST/DB URL, got {url!r}")
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}  # several local workers wait for the file lock
+    else:
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        return RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError("--storage", f"cannot open {url.split('@')[-1]}: {reason[:200]}") from None
+
+
+def make_sampler(spec: TuneSpec, bucket_index: int, worker: int) -> optuna.samplers.BaseSampler:
+    seed = spec.seed * 1_000_003 + bucket_index * 101 + worker * 7919  # workers must not propose alike
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+
+
+def load_or_create(spec: TuneSpec, storage: RDBStorage, tokens: int, sampler=None) -> optuna.Study:
+    directions = ["minimize"] * len(spec.objectives)
+    study = optuna.create_study(storage=storage, study_name=spec.study_name(tokens), directions=directions,
+                                sampler=sampler, load_if_exists=True)
+    if study.directions != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
+        raise UserError("--objectives", f"study {study.study_name} exists with other objectives")
+    study.set_user_attr("workload", {**spec.workload.to_dict(), "tokens": tokens, "hardware": spec.hardware.name})
+    return study
+
+
+def completed(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int = 0,
+                    progress: bool = False) -> optuna.Study:
+    """Bring one bucket's study up to `spec.trials` completed trials."""
+    workload = Workload(spec.workload.model, tokens, spec.workload.ep, spec.workload.tp,
+                        routing=spec.workload.routing, seed=spec.workload.seed)
+    study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
+    routing = make_routing(workload)
+    objective = Objective(workload, spec.hardware, routing, CometSpace.for_workload(workload, spec.hardware),
+                          spec.objectives, spec.trials)
+    waited = 0.0
+    while (done := completed(study)) < spec.trials:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried
+        before = done
+        study.optimize(objective, n_trials=spec.trials - done, show_progress_bar=progress and worker == 0,
+                       gc_after_trial=False)
+        if completed(study) == before:  # only others' trials in flight (maybe stale): wait for them
+            time.sleep(0.5)
+            waited += 0.5
+            if waited > STALL_LIMIT_S:
+                raise RuntimeError(f"study {study.study_name}: no progress for {STALL_LIMIT_S:.0f} s")
+    return study

@@ -1,0 +1,137 @@
+"""A tuning run: every token bucket's study brought to its trial count (by one or many
+local workers), the best chunk count of the coarse pipeline, the sequential baseline,
+and the plan that comes out of it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import simpy
+
+import comet_dse
+from comet_dse.plan import Plan, PlanEntry
+from comet_dse.routing import make_routing
+from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
+from comet_dse.search.study import TuneSpec, completed, load_or_create, open_storage, optimize_bucket
+from comet_dse.sim import Chunked, Sequential, simulate
+from comet_dse.workload import Workload
+
+
+@dataclass
+class BucketResult:
+    tokens: int
+    study: optuna.Study
+    best_params: dict
+    comet: dict  # user attrs of the best trial (latency_us, layer0_us, ...)
+    chunked: dict  # {"chunks": C, "latency_us": ...}
+    sequential_us: float
+    pareto: list[dict]  # (latency_us, comm_sms, params) of the Pareto front; one entry when single-objective
+
+    @property
+    def speedup_vs_sequential(self) -> float:
+        return self.sequential_us / self.comet["latency_us"]
+
+    @property
+    def speedup_vs_chunked(self) -> float:
+        return self.chunked["latency_us"] / self.comet["latency_us"]
+
+
+def _worker(spec: TuneSpec, buckets: list[int], worker: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    for index, tokens in enumerate(buckets):
+        optimize_bucket(spec, storage, tokens, index, worker=worker)
+
+
+def run_workers(spec: TuneSpec, buckets: list[int], workers: int, progress: bool) -> None:
+    if workers <= 1:
+        storage = open_storage(spec.storage_url, spec.heartbeat_s)
+        for index, tokens in enumerate(buckets):
+            optimize_bucket(spec, storage, tokens, index, progress=progress)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(spec, buckets, w), name=f"comet-dse-worker-{w}") for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.name for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"workers failed: {', '.join(failed)} (rerun the command to resume)")
+
+
+def _best(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, list[dict]]:
+    if len(study.directions) == 1:
+        best = study.best_trial
+        return best, [{"latency_us": best.values[0], "params": best.params}]
+    front = sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
+    return front[0], [{"latency_us": t.values[0], "comm_sms": t.values[1], "params": t.params} for t in front]
+
+
+def collect(spec: TuneSpec, buckets: list[int]) -> list[BucketResult]:
+    storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    results = []
+    for tokens in buckets:
+        study = load_or_create(spec, storage, tokens)
+        best, pareto = _best(study)
+        workload = Workload(spec.workload.model, tokens, spec.workload.ep, spec.workload.tp,
+                            routing=spec.workload.routing, seed=spec.workload.seed)
+        routing = make_routing(workload)
+        chunked = {c: simulate(workload, spec.hardware, Chunked(chunks=c), routing=routing, record=False).latency_us
+                   for c in CHUNK_COUNTS}
+        best_chunks = min(chunked, key=lambda c: (chunked[c], c))
+        sequential = simulate(workload, spec.hardware, Sequential(), routing=routing, record=False).latency_us
+        results.append(BucketResult(
+            tokens=tokens, study=study, best_params=dict(best.params),
+            comet={k: v for k, v in best.user_attrs.items() if k != "cached"},
+            chunked={"chunks": best_chunks, "latency_us": chunked[best_chunks]},
+            sequential_us=sequential, pareto=pareto,
+        ))
+    return results
+
+
+def versions() -> dict:
+    return {"comet_dse": comet_dse.__version__, "optuna": optuna.__version__, "simpy": simpy.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def make_plan(spec: TuneSpec, results: list[BucketResult], storage_label: str) -> Plan:
+    entries = []
+    for r in results:
+        config = comet_from_params(r.best_params).params()
+        entries.append(PlanEntry(
+            tokens=r.tokens, config=config, chunked={"chunks": r.chunked["chunks"]},
+            predicted_us={"comet": r.comet["latency_us"], "chunked": r.chunked["latency_us"], "sequential": r.sequential_us},
+            speedup={"vs_sequential": round(r.speedup_vs_sequential, 4), "vs_chunked": round(r.speedup_vs_chunked, 4)},
+            trials=completed(r.study),
+        ))
+    wl = spec.workload
+    meta = {
+        "routing": wl.routing, "seed": spec.seed, "objectives": list(spec.objectives), "storage": storage_label,
+        "studies": [r.study.study_name for r in results], "model_shape": wl.model.to_dict(),
+        "hardware_profile": spec.hardware.to_dict(), "versions": versions(),
+    }
+    return Plan(spec.model_name, spec.hardware.name, wl.ep, wl.tp, entries, meta)
+
+
+HEATMAP_BLOCKS = (1, 2, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64)
+
+
+def allocation_heatmap(spec: TuneSpec, results: list[BucketResult], layer: int) -> dict:
+    """Predicted latency over (token bucket x n_comm of one layer), the other knobs at the best."""
+    blocks = [b for b in HEATMAP_BLOCKS if b < spec.hardware.sms]
+    z = []
+    for r in results:
+        workload = Workload(spec.workload.model, r.tokens, spec.workload.ep, spec.workload.tp,
+                            routing=spec.workload.routing, seed=spec.workload.seed)
+        routing = make_routing(workload)
+        row = []
+        for b in blocks:
+            params = {**r.best_params, f"comm_blocks{layer}": b}
+            row.append(simulate(workload, spec.hardware, comet_from_params(params), routing=routing, record=False).latency_us)
+        z.append(row)
+    return {"tokens": [r.tokens for r in results], "blocks": blocks, "latency_us": z}
