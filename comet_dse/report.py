@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from pathlib import Path
 
 
@@ -27,7 +28,9 @@ def _figures(results, heatmaps: dict[int, dict], title: str) -> list[tuple[str, 
         trials = [t for t in r.study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         if len(trials) < 2:
             continue
-        scores = optuna.importance.get_param_importances(r.study, target=(lambda t: t.values[0]) if multi else None)
+        with warnings.catch_warnings():  # PED-ANOVA reminds that it ranks for low targets: ours are latencies
+            warnings.simplefilter("ignore", UserWarning)
+            scores = optuna.importance.get_param_importances(r.study, target=(lambda t: t.values[0]) if multi else None)
         importance.add_trace(go.Bar(name=f"{r.tokens} tokens", x=list(scores), y=list(scores.values())))
     importance.update_layout(title="Parameter importances (Optuna's evaluator), per token bucket", barmode="group",
                              yaxis_title="importance")

@@ -75,7 +75,7 @@ def default_storage_url(model_name: str, hardware_name: str, ep: int, tp: int, f
 
 def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
     """RDB storage with heartbeats and retry of stale trials; an unreachable URL is a UserError."""
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")):
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")):
         raise UserError("--storage", f"must be an sqlite:///FILE or postgresql://USER:PASS@HOST/DB URL, got {url!r}")
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -94,7 +94,7 @@ def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
 
 def make_sampler(spec: TuneSpec, bucket_index: int, worker: int) -> optuna.samplers.BaseSampler:
     seed = spec.seed * 1_000_003 + bucket_index * 101 + worker * 7919  # workers must not propose alike
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, n_ei_candidates=64)
 
 
 def load_or_create(spec: TuneSpec, storage: RDBStorage, tokens: int, sampler=None) -> optuna.Study:
@@ -118,8 +118,11 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
                         routing=spec.workload.routing, seed=spec.workload.seed)
     study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
     routing = make_routing(workload)
-    objective = Objective(workload, spec.hardware, routing, CometSpace.for_workload(workload, spec.hardware),
-                          spec.objectives, spec.trials)
+    space = CometSpace.for_workload(workload, spec.hardware)
+    if not study.trials:  # a new study (two workers racing here enqueue twice: the cache answers the repeats)
+        for point in space.warm_start():
+            study.enqueue_trial(point)
+    objective = Objective(workload, spec.hardware, routing, space, spec.objectives, spec.trials)
     waited = 0.0
     while (done := completed(study)) < spec.trials:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried
