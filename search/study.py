@@ -111,18 +111,32 @@ def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int = 0,
-                    progress: bool = False) -> optuna.Study:
-    """Bring one bucket's study up to `spec.trials` completed trials."""
+def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int) -> tuple[optuna.Study, Objective]:
     workload = Workload(spec.workload.model, tokens, spec.workload.ep, spec.workload.tp,
                         routing=spec.workload.routing, seed=spec.workload.seed)
     study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
-    routing = make_routing(workload)
     space = CometSpace.for_workload(workload, spec.hardware)
-    if not study.trials:  # a new study (two workers racing here enqueue twice: the cache answers the repeats)
+    if not study.trials:
         for point in space.warm_start():
             study.enqueue_trial(point)
-    objective = Objective(workload, spec.hardware, routing, space, spec.objectives, spec.trials)
+    objective = Objective(workload, spec.hardware, make_routing(workload), space, spec.objectives, spec.trials)
+    return study, objective
+
+
+def prime_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int) -> None:
+    """Create the study and run its warm-start trials in this process, before local workers
+    start: SQLite cannot lock a queued trial for one worker (PostgreSQL can), so two
+    workers could otherwise both take the same one."""
+    study, objective = _prepare(spec, storage, tokens, bucket_index, worker=0)
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if waiting:
+        study.optimize(objective, n_trials=min(waiting, max(0, spec.trials - completed(study))), gc_after_trial=False)
+
+
+def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int = 0,
+                    progress: bool = False) -> optuna.Study:
+    """Bring one bucket's study up to `spec.trials` completed trials."""
+    study, objective = _prepare(spec, storage, tokens, bucket_index, worker)
     waited = 0.0
     while (done := completed(study)) < spec.trials:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried

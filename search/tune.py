@@ -16,7 +16,7 @@ import comet_dse
 from comet_dse.plan import Plan, PlanEntry
 from comet_dse.routing import make_routing
 from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
-from comet_dse.search.study import TuneSpec, completed, load_or_create, open_storage, optimize_bucket
+from comet_dse.search.study import TuneSpec, completed, load_or_create, open_storage, optimize_bucket, prime_bucket
 from comet_dse.sim import Chunked, Sequential, simulate
 from comet_dse.workload import Workload
 
@@ -53,6 +53,9 @@ def run_workers(spec: TuneSpec, buckets: list[int], workers: int, progress: bool
         for index, tokens in enumerate(buckets):
             optimize_bucket(spec, storage, tokens, index, progress=progress)
         return
+    storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    for index, tokens in enumerate(buckets):
+        prime_bucket(spec, storage, tokens, index)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(spec, buckets, w), name=f"comet-dse-worker-{w}") for w in range(workers)]
     for p in procs:
