@@ -22,10 +22,11 @@ import pstats  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from comet_dse.sim import SCHEDULES, simulate  # noqa: E402
+
 from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
 from comet_dse.models import MODEL_PRESETS  # noqa: E402
 from comet_dse.routing import make_routing  # noqa: E402
-from comet_dse.sim import SCHEDULES, simulate  # noqa: E402
 from comet_dse.workload import Workload  # noqa: E402
 
 LADDER = [

@@ -6,7 +6,6 @@ closed-form estimate share one formula: a GEMM tile's time, an HBM pass, a colle
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from comet_dse.errors import UserError
+from comet_dse.files import read_json_object
 
 NS_PER_S = 1e9
 
@@ -188,14 +188,7 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
 def load_hardware(path: str | Path) -> HardwareProfile:
     """A JSON profile; `"base": "<preset>"` takes the preset's figures and overrides the rest."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError("--hardware", f"cannot read {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError("--hardware", f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError("--hardware", f"{path} must hold a JSON object")
+    data = read_json_object(path, "--hardware")
     known = {f.name for f in fields(HardwareProfile)}
     unknown = set(data) - known - {"base"}
     if unknown:

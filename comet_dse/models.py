@@ -6,11 +6,11 @@ expert intermediate size F (per expert, before TP), and the shared experts' widt
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from comet_dse.errors import UserError
+from comet_dse.files import read_json_object
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,7 @@ def _first_key(config: dict, keys: tuple[str, ...], path: Path) -> int:
 def load_hf_config(path: str | Path) -> ModelConfig:
     """Read an MoE model's HuggingFace-style config.json (Mixtral, Qwen2-MoE, Phi-MoE, DeepSeek)."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError("--model", f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError("--model", f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(config, dict):
-        raise UserError("--model", f"{path} must hold a JSON object")
+    config = read_json_object(path, "--model")
     experts = _first_key(config, ("num_local_experts", "num_experts", "n_routed_experts"), path)
     top_k = _first_key(config, ("num_experts_per_tok", "moe_topk", "top_k"), path)
     hidden = _first_key(config, ("hidden_size",), path)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from comet_dse.errors import UserError
+from comet_dse.files import read_json_object, write_text_atomic
 
 PLAN_VERSION = 1
 
@@ -78,13 +78,8 @@ def plan_filename(model: str, hardware: str, ep: int, tp: int) -> str:
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError("plan", f"cannot read {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError("plan", f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("version") != PLAN_VERSION:
+    data = read_json_object(path, "plan")
+    if data.get("version") != PLAN_VERSION:
         raise UserError("plan", f"{path} is not a comet-dse plan of version {PLAN_VERSION}")
     try:
         return Plan.from_dict(data)
@@ -94,9 +89,4 @@ def load_plan(path: str | Path) -> Plan:
 
 def write_plan(plan: Plan, path: str | Path) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a plan."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(plan.to_dict(), indent=2) + "\n")

@@ -7,9 +7,10 @@ plots; the heatmaps and the per-bucket lines from the tuning results.
 from __future__ import annotations
 
 import html
-import os
 import warnings
 from pathlib import Path
+
+from comet_dse.files import write_text_atomic
 
 
 def _figures(results, heatmaps: dict[int, dict], title: str) -> list[tuple[str, object]]:
@@ -75,8 +76,6 @@ def _figures(results, heatmaps: dict[int, dict], title: str) -> list[tuple[str, 
 def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: str, summary_rows: list[list[str]]) -> Path:
     from plotly.offline import get_plotlyjs
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -91,7 +90,4 @@ def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: st
     for name, fig in _figures(results, heatmaps, title):
         parts.append(f"<h2 id='{name}'></h2>" + fig.to_html(full_html=False, include_plotlyjs=False, div_id=name))
     parts.append("</body></html>")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(parts))

@@ -8,12 +8,12 @@ process's own runs.
 from __future__ import annotations
 
 import optuna
+from comet_dse.search.space import CometSpace
+from comet_dse.sim import simulate
 from optuna.trial import TrialState
 
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing
-from comet_dse.search.space import CometSpace
-from comet_dse.sim import simulate
 from comet_dse.workload import Workload
 
 OBJECTIVES = ("latency", "comm_sms")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from itertools import product
 
 import optuna
-
-from comet_dse.hardware import HardwareProfile
 from comet_dse.sim import Comet
 from comet_dse.sim.layout import ROW_ORDERS
 from comet_dse.sim.schedules.base import TILE_SIZES, parse_tile
+
+from comet_dse.hardware import HardwareProfile
 from comet_dse.workload import Workload
 
 TILES = ("128x128", "128x256", "64x128", "256x128")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from comet_dse.search.objective import OBJECTIVES, Objective
+from comet_dse.search.space import CometSpace
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -25,8 +27,6 @@ from optuna.trial import TrialState
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import make_routing
-from comet_dse.search.objective import OBJECTIVES, Objective
-from comet_dse.search.space import CometSpace
 from comet_dse.workload import Workload
 
 # heartbeats and stale-trial retry are Optuna's documented way to survive dead workers,

@@ -11,13 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 import simpy
+from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
+from comet_dse.search.study import (
+    TuneSpec,
+    completed,
+    load_or_create,
+    open_storage,
+    optimize_bucket,
+    prime_bucket,
+)
+from comet_dse.sim import Chunked, Sequential, simulate
 
 import comet_dse
 from comet_dse.plan import Plan, PlanEntry
 from comet_dse.routing import make_routing
-from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
-from comet_dse.search.study import TuneSpec, completed, load_or_create, open_storage, optimize_bucket, prime_bucket
-from comet_dse.sim import Chunked, Sequential, simulate
 from comet_dse.workload import Workload
 
 

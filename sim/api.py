@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from comet_dse.errors import UserError
-from comet_dse.hardware import HardwareProfile
-from comet_dse.routing import Routing, make_routing
 from comet_dse.sim.result import Result, summarize
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules import SCHEDULES
 from comet_dse.sim.schedules.base import Schedule
+
+from comet_dse.errors import UserError
+from comet_dse.hardware import HardwareProfile
+from comet_dse.routing import Routing, make_routing
 from comet_dse.workload import Workload
 
 

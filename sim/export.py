@@ -12,6 +12,8 @@ from pathlib import Path
 
 from comet_dse.sim.result import Result
 
+from comet_dse.files import write_text_atomic
+
 ROLE_ORDER = ("layer", "stream", "host", "comm", "compute")
 
 
@@ -52,7 +54,7 @@ def chrome_trace(results: list[Result]) -> dict:
 
 
 def write_chrome_trace(results: list[Result], path: str | Path) -> None:
-    _write_atomic(Path(path), json.dumps(chrome_trace(results)))
+    write_text_atomic(path, json.dumps(chrome_trace(results)))
 
 
 def timeline_figure(results: list[Result]):
@@ -84,11 +86,4 @@ def timeline_figure(results: list[Result]):
 
 def write_timeline_html(results: list[Result], path: str | Path) -> None:
     html = timeline_figure(results).to_html(include_plotlyjs=True, full_html=True)  # works offline
-    _write_atomic(Path(path), html)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a failed run leaves no half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, html)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import simpy
+from comet_dse.sim.network import FlowNetwork, Link
+from comet_dse.sim.timeline import Timeline
 
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing
-from comet_dse.sim.network import FlowNetwork, Link
-from comet_dse.sim.timeline import Timeline
 from comet_dse.workload import Workload
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from comet_dse.commands.simulate import DEFAULTS, SCHEDULE_NAMES, add_workload_arguments
+from comet_dse.files import write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.hardware import resolve_hardware
     from comet_dse.models import MODEL_PRESETS, resolve_model
     from comet_dse.routing import make_routing
-    from comet_dse.search.placement import contiguous, cross_node_bytes, optimized, round_robin
+    from comet_dse.search.placement import (
+        contiguous,
+        cross_node_bytes,
+        optimized,
+        round_robin,
+    )
     from comet_dse.sim import SCHEDULES, simulate
     from comet_dse.workload import Workload
 
@@ -40,12 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     model_name = args.model if args.model in MODEL_PRESETS else model.name.replace("/", "_")
     out = Path(args.out or f"results/placements/{model_name}-{hardware.name}-ep{args.ep}-tp{args.tp}-tokens{args.tokens}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"workload": {**workload.to_dict(), "hardware": hardware.name, "gpus_per_node": hardware.gpus_per_node},
                "before": "round-robin", "after": "optimized", "placements": rows}
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(payload, indent=2) + "\n")
     if args.json:
         print(json.dumps({**payload, "path": str(out)}, indent=2))
         return 0

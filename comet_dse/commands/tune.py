@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from comet_dse.commands.simulate import DEFAULTS, add_workload_arguments
+from comet_dse.commands.simulate import add_workload_arguments
 from comet_dse.errors import UserError
 
 DEFAULT_TOKENS = "1024,2048,4096,8192,16384,32768"
@@ -57,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.plan import plan_filename, write_plan
     from comet_dse.report import write_report
     from comet_dse.search.study import TuneSpec, default_storage_url, parse_objectives
-    from comet_dse.search.tune import allocation_heatmap, collect, make_plan, run_workers
+    from comet_dse.search.tune import (
+        allocation_heatmap,
+        collect,
+        make_plan,
+        run_workers,
+    )
     from comet_dse.workload import Workload
 
     # ---- every input checked before anything is written ----

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
+from comet_dse.sim.layout import Group, group_tile_ns
+from comet_dse.sim.runtime import SimContext
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
-from comet_dse.sim.layout import Group, group_tile_ns
-from comet_dse.sim.runtime import SimContext
 from comet_dse.workload import Workload
 
 TILE_SIZES = (64, 128, 256)

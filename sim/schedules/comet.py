@@ -19,14 +19,20 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
+from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout, group_tile_ns
+from comet_dse.sim.network import Flow, Link
+from comet_dse.sim.runtime import SimContext
+from comet_dse.sim.schedules.base import (
+    Outcome,
+    RankOutcome,
+    Schedule,
+    bubble,
+    reduce_ns,
+)
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
-from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
-from comet_dse.sim.network import Flow, Link
-from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout, group_tile_ns
-from comet_dse.sim.runtime import SimContext
-from comet_dse.sim.schedules.base import Outcome, RankOutcome, Schedule, bubble, reduce_ns
 from comet_dse.workload import Workload
 
 # A layer1 send groups up to this many compute waves' worth of row tiles: finer costs

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
 from comet_dse.sim.gemm import kernel_time_ns
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules.base import (
-    Outcome, RankOutcome, Schedule, bubble, grouped_gemm_tiles, pair_bytes, permute_ns, reduce_ns,
+    Outcome,
+    RankOutcome,
+    Schedule,
+    bubble,
+    grouped_gemm_tiles,
+    pair_bytes,
+    permute_ns,
+    reduce_ns,
 )
 
 

@@ -1,15 +1,19 @@
-from dataclasses import replace
 from itertools import permutations
 
 import numpy as np
 import pytest
+from comet_dse.search.placement import (
+    Placement,
+    cross_node_bytes,
+    optimized,
+    round_robin,
+)
+from comet_dse.sim import Comet, Sequential, simulate
 
 from comet_dse.cli import main
 from comet_dse.hardware import HARDWARE_PRESETS
 from comet_dse.models import ModelConfig
 from comet_dse.routing import make_routing
-from comet_dse.search.placement import Placement, cross_node_bytes, optimized, round_robin
-from comet_dse.sim import Comet, Sequential, simulate
 from comet_dse.workload import Workload
 
 MODEL = ModelConfig("blocky", num_experts=32, top_k=2, hidden=2048, ffn=1408, num_layers=1)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import optuna
 import pytest
-
-from comet_dse.hardware import HARDWARE_PRESETS
-from comet_dse.models import MODEL_PRESETS
-from comet_dse.routing import make_routing
 from comet_dse.search.objective import Objective
 from comet_dse.search.space import CometSpace, comet_from_params
 from comet_dse.search.study import TuneSpec, make_sampler
 from comet_dse.sim import simulate
+
+from comet_dse.hardware import HARDWARE_PRESETS
+from comet_dse.models import MODEL_PRESETS
+from comet_dse.routing import make_routing
 from comet_dse.workload import Workload
 
 TRIAL_BUDGET = 60  # documented in the README

@@ -15,7 +15,6 @@ import pytest
 from optuna.trial import TrialState
 
 from comet_dse.cli import main
-from comet_dse.plan import load_plan
 
 FAST = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8"]
 

@@ -1,5 +1,4 @@
 import numpy as np
-
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
 
 

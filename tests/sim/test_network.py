@@ -6,7 +6,6 @@ import random
 
 import pytest
 import simpy
-
 from comet_dse.sim.network import FlowNetwork, Link
 
 

@@ -6,11 +6,11 @@ import json
 from dataclasses import replace
 
 import pytest
+from comet_dse.sim import Chunked, Comet, Sequential, simulate
+from comet_dse.sim.schedules.base import Schedule
 
 from comet_dse.hardware import HARDWARE_PRESETS
 from comet_dse.models import MODEL_PRESETS
-from comet_dse.sim import Chunked, Comet, Sequential, simulate
-from comet_dse.sim.schedules.base import Schedule
 from comet_dse.workload import Workload
 from tests.conftest import infinite_links
 

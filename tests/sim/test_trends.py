@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from comet_dse.sim import Comet, Sequential, simulate
+
 from comet_dse.hardware import HARDWARE_PRESETS
 from comet_dse.models import MODEL_PRESETS
 from comet_dse.routing import make_routing
-from comet_dse.sim import Comet, Sequential, simulate
 from comet_dse.workload import Workload
 
 
