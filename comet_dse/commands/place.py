@@ -6,7 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from comet_dse.commands.simulate import DEFAULTS, SCHEDULE_NAMES, add_workload_arguments
+from comet_dse.commands.simulate import (
+    DEFAULTS,
+    SCHEDULE_NAMES,
+    add_workload_arguments,
+    resolve_workload,
+)
 from comet_dse.files import write_text_atomic
 
 
@@ -19,8 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comet_dse.hardware import resolve_hardware
-    from comet_dse.models import MODEL_PRESETS, resolve_model
     from comet_dse.routing import make_routing
     from comet_dse.search.placement import (
         contiguous,
@@ -29,11 +32,8 @@ def run(args: argparse.Namespace) -> int:
         round_robin,
     )
     from comet_dse.sim import SCHEDULES, simulate
-    from comet_dse.workload import Workload
 
-    model = resolve_model(args.model)
-    hardware = resolve_hardware(args.hardware)
-    workload = Workload(model, args.tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+    model_name, hardware, workload = resolve_workload(args, args.tokens)
     routing = make_routing(workload)
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
     placements = [contiguous(workload), round_robin(workload), optimized(workload, routing, hardware.gpus_per_node)]
@@ -44,7 +44,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"placement": placement.name, "cross_node_GB": round(cross_node_bytes(workload, routing, placement, hardware.gpus_per_node) / 1e9, 6),
                      "latency_us": latency, "ep_rank_of_expert": placement.ep_rank_of_expert(workload)})
 
-    model_name = args.model if args.model in MODEL_PRESETS else model.name.replace("/", "_")
     out = Path(args.out or f"results/placements/{model_name}-{hardware.name}-ep{args.ep}-tp{args.tp}-tokens{args.tokens}.json")
     payload = {"workload": {**workload.to_dict(), "hardware": hardware.name, "gpus_per_node": hardware.gpus_per_node},
                "before": "round-robin", "after": "optimized", "placements": rows}

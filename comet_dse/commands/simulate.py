@@ -21,6 +21,18 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the routing draw")
 
 
+def resolve_workload(args: argparse.Namespace, tokens: int):
+    """(model label for file names, hardware profile, workload) from the shared options."""
+    from comet_dse.hardware import resolve_hardware
+    from comet_dse.models import MODEL_PRESETS, resolve_model
+    from comet_dse.workload import Workload
+
+    model = resolve_model(args.model)
+    hardware = resolve_hardware(args.hardware)
+    label = args.model if args.model in MODEL_PRESETS else model.name.replace("/", "_")
+    return label, hardware, Workload(model, tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
     parser.add_argument("--tokens", type=int, default=DEFAULTS["tokens"], help="tokens per GPU entering the layer")
@@ -92,18 +104,13 @@ def format_table(results, workload) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comet_dse.hardware import resolve_hardware
-    from comet_dse.models import resolve_model
     from comet_dse.routing import make_routing
     from comet_dse.sim import simulate
     from comet_dse.sim.export import write_chrome_trace, write_timeline_html
-    from comet_dse.workload import Workload
 
     _check_output(args.trace, "--trace")
     _check_output(args.html, "--html")
-    model = resolve_model(args.model)
-    hardware = resolve_hardware(args.hardware)
-    workload = Workload(model, args.tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+    _, hardware, workload = resolve_workload(args, args.tokens)
     schedules = build_schedules(args)
     for schedule in schedules:  # every knob checked before any simulation runs
         schedule.validate(workload, hardware)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from comet_dse.commands.simulate import add_workload_arguments
+from comet_dse.commands.simulate import add_workload_arguments, resolve_workload
 from comet_dse.errors import UserError
 
 DEFAULT_TOKENS = "1024,2048,4096,8192,16384,32768"
@@ -52,10 +52,9 @@ def _storage_label(url: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from comet_dse.hardware import resolve_hardware
-    from comet_dse.models import resolve_model
     from comet_dse.plan import plan_filename, write_plan
     from comet_dse.report import write_report
+    from comet_dse.routing import make_routing
     from comet_dse.search.study import TuneSpec, default_storage_url, parse_objectives
     from comet_dse.search.tune import (
         allocation_heatmap,
@@ -63,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
         make_plan,
         run_workers,
     )
-    from comet_dse.workload import Workload
 
     # ---- every input checked before anything is written ----
     buckets = parse_tokens(args.tokens)
@@ -74,12 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heartbeat <= 0:
         raise UserError("--heartbeat", f"must be > 0 seconds, got {args.heartbeat}")
     objectives = parse_objectives(args.objectives)
-    model = resolve_model(args.model)
-    hardware = resolve_hardware(args.hardware)
-    model_name = args.model if args.model in __import__("comet_dse.models", fromlist=["MODEL_PRESETS"]).MODEL_PRESETS else model.name.replace("/", "_")
-    workload = Workload(model, buckets[0], args.ep, args.tp, routing=args.routing, seed=args.seed)
-    from comet_dse.routing import make_routing
-
+    model_name, hardware, workload = resolve_workload(args, buckets[0])
     make_routing(workload)  # a bad routing spec or trace fails here, before any study exists
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
