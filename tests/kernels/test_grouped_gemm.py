@@ -25,7 +25,7 @@ def test_grouped_gemm_matches_the_loop(dtype, counts):
     a = torch.randn(sum(counts), 48, generator=g).to(DEVICE, dtype)
     w = (torch.randn(4, 48, 40, generator=g) * 0.2).to(DEVICE, dtype)
     got = grouped_gemm(a, w, counts, block_m=32, block_n=32, block_k=16, num_sms=3)
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    tol = 1e-4 if dtype == torch.float32 and DEVICE == "cpu" else 2e-2  # GPUs take fp32 dots in tf32
     torch.testing.assert_close(got.float(), loop_reference(a, w, counts), atol=tol, rtol=tol)
 
 
@@ -35,7 +35,8 @@ def test_swiglu_epilogue():
     a = torch.randn(sum(counts), 32, generator=g).to(DEVICE)
     w = (torch.randn(3, 32, 2 * 24, generator=g) * 0.2).to(DEVICE)
     got = grouped_gemm(a, w, counts, swiglu=True, block_m=16, block_n=16, block_k=16, num_sms=2)
-    torch.testing.assert_close(got, swiglu(loop_reference(a, w, counts)), atol=1e-4, rtol=1e-4)
+    tol = 1e-4 if DEVICE == "cpu" else 2e-2
+    torch.testing.assert_close(got, swiglu(loop_reference(a, w, counts)), atol=tol, rtol=tol)
 
 
 def test_tile_table_cuts_each_expert():
