@@ -24,7 +24,7 @@ def test_grouped_gemm_matches_the_loop(dtype, counts):
     g = torch.Generator().manual_seed(sum(counts))
     a = torch.randn(sum(counts), 48, generator=g).to(DEVICE, dtype)
     w = (torch.randn(4, 48, 40, generator=g) * 0.2).to(DEVICE, dtype)
-    got = grouped_gemm(a, w, counts, block_m=32, block_n=32, block_k=16, num_sms=3)
+    got = grouped_gemm(a, w, counts, block_m=32, block_n=32, block_k=16, group_m=2, num_sms=3)
     tol = 1e-4 if dtype == torch.float32 and DEVICE == "cpu" else 2e-2  # GPUs take fp32 dots in tf32
     torch.testing.assert_close(got.float(), loop_reference(a, w, counts), atol=tol, rtol=tol)
 
@@ -39,13 +39,26 @@ def test_swiglu_epilogue():
     torch.testing.assert_close(got, swiglu(loop_reference(a, w, counts)), atol=tol, rtol=tol)
 
 
-def test_tile_table_cuts_each_expert():
-    experts, firsts, rows = tile_table([5, 0, 9], 4, "cpu")
-    assert experts.tolist() == [0, 0, 2, 2, 2]
-    assert firsts.tolist() == [0, 4, 5, 9, 13]
-    assert rows.tolist() == [4, 1, 4, 4, 1]
+def test_tile_table_walks_groups_of_row_tiles_column_by_column():
+    table = tile_table([5, 0, 9], block_m=4, n_out=8, block_n=4, group_m=2, device="cpu").tolist()
+    assert table == [
+        [0, 0, 4, 0], [0, 4, 1, 0], [0, 0, 4, 4], [0, 4, 1, 4],  # expert 0: its two row tiles, column 0 then 4
+        [2, 5, 4, 0], [2, 9, 4, 0], [2, 5, 4, 4], [2, 9, 4, 4],  # expert 2: first group of two row tiles
+        [2, 13, 1, 0], [2, 13, 1, 4],  # then the last row tile
+    ]
 
 
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="counts"):
         grouped_gemm(torch.zeros(4, 8), torch.zeros(2, 8, 8), [1, 1])
+
+
+def test_k_not_a_multiple_of_block_k():
+    """The last K step of a weight tile reads into the next expert: a's zero padding cancels it."""
+    counts = [20, 12]
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(sum(counts), 40, generator=g).to(DEVICE)
+    w = torch.randn(2, 40, 32, generator=g).to(DEVICE)
+    got = grouped_gemm(a, w, counts, block_m=16, block_n=16, block_k=16, num_sms=2)
+    tol = 1e-4 if DEVICE == "cpu" else 2e-2
+    torch.testing.assert_close(got, loop_reference(a, w, counts), atol=tol, rtol=tol)
