@@ -28,9 +28,9 @@ SHAPES = [
     ("qwen2-moe GEMM0", 32, 2048, 2 * 1408, 4),
     ("qwen2-moe GEMM1", 32, 1408, 2048, 4),
 ]
-CONFIGS = [  # (block_m, block_n, block_k, warps, stages, group_m)
-    (128, 256, 64, 8, 3, 8), (128, 256, 64, 8, 4, 8), (128, 128, 64, 4, 4, 8), (128, 128, 64, 8, 4, 16),
-    (128, 256, 64, 8, 3, 16), (64, 256, 64, 4, 4, 8),
+CONFIGS = [  # (block_m, block_n, block_k, warps, stages, group_m, use_tma)
+    (128, 256, 64, 8, 3, 1, False), (128, 256, 64, 8, 4, 1, False), (128, 256, 64, 8, 3, 8, False),
+    (128, 256, 64, 8, 4, 8, False), (128, 128, 64, 4, 4, 8, False), (128, 256, 64, 8, 3, 1, True),
 ]
 
 
@@ -76,18 +76,21 @@ def main() -> None:
             ref = torch._grouped_mm(inputs[0][0], inputs[0][1], offs=ends)
             t_torch = time_us(lambda a, w: torch._grouped_mm(a, w, offs=ends), inputs)
             best = None
+            all_us = {}
             for config in CONFIGS:
                 fn = lambda a, w, c=config: grouped_gemm(  # noqa: E731
-                    a, w, counts, block_m=c[0], block_n=c[1], block_k=c[2], num_warps=c[3], num_stages=c[4], group_m=c[5])
+                    a, w, counts, block_m=c[0], block_n=c[1], block_k=c[2], num_warps=c[3], num_stages=c[4], group_m=c[5], use_tma=c[6])
                 out = fn(*inputs[0])
                 err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
                 t = time_us(fn, inputs)
+                all_us["/".join(map(str, config))] = round(t, 1)
                 if best is None or t < best[0]:
                     best = (t, config, err)
             flops = 2 * rows * k * n
             row = {"shape": label, "tokens": tokens, "rows": rows, "experts": experts, "K": k, "N": n,
                    "torch_grouped_mm_us": round(t_torch, 2), "triton_us": round(best[0], 2),
-                   "triton_config": dict(zip(("block_m", "block_n", "block_k", "warps", "stages", "group_m"), best[1])),
+                   "triton_config": dict(zip(("block_m", "block_n", "block_k", "warps", "stages", "group_m", "use_tma"), best[1])),
+                   "all_configs_us": all_us,
                    "triton_over_torch": round(best[0] / t_torch, 3), "max_rel_error": best[2],
                    "torch_tflops": round(flops / t_torch / 1e6, 1), "triton_tflops": round(flops / best[0] / 1e6, 1)}
             runs.append(row)

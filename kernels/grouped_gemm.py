@@ -9,9 +9,10 @@ as the simulator assumes.
 
 Order: inside each expert, groups of GROUP_M row tiles are walked column by column, so
 the programs in flight share a weight tile through L2 instead of each streaming the
-whole expert (an expert's weight, 4096 x 28672 bf16 for Mixtral, is 4x the L2). Loads go
-through TMA tensor descriptors (zero-padded at the tensor edges): a row tile that runs
-past its expert reads the next expert's rows, which only feed output rows the store masks.
+whole expert (an expert's weight, 4096 x 28672 bf16 for Mixtral, is 4x the L2); group_m=1
+is plain row-tile-major order. Loads are masked pointer loads, or with `use_tma` TMA tensor
+descriptors (zero-padded at the tensor edges: a row tile that runs past its expert reads
+the next expert's rows, which only feed output rows the store masks).
 
 With SWIGLU the weight is (K, 2N), gate in the first N columns: each program accumulates
 the gate and the up tile of the same columns and stores silu(gate) * up, so GEMM0 and the
@@ -32,31 +33,50 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 @triton.jit
 def grouped_gemm_kernel(
-    a_desc, w_desc, c_ptr, tiles_ptr, total_tiles, N, K, stride_cm, stride_cn,
-    SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NUM_SMS: tl.constexpr,
+    a_src, w_src, c_ptr, tiles_ptr, total_tiles, N, K,
+    stride_am, stride_ak, stride_wr, stride_wn, stride_cm, stride_cn,
+    SWIGLU: tl.constexpr, USE_TMA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NUM_SMS: tl.constexpr,
 ):
+    """a_src, w_src: TMA descriptors of a (M, K) and w viewed as (E * K, width) with USE_TMA,
+    else plain pointers with their strides."""
     pid = tl.program_id(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
     for tile in range(pid, total_tiles, NUM_SMS):
         expert = tl.load(tiles_ptr + 4 * tile)
         row0 = tl.load(tiles_ptr + 4 * tile + 1)
         rows = tl.load(tiles_ptr + 4 * tile + 2)
         col0 = tl.load(tiles_ptr + 4 * tile + 3)
-        w_row0 = expert * K  # w viewed as (E * K, width): expert e's rows start at e * K
+        w_row0 = expert * K  # expert e's weight rows start at e * K
+        offs_n = col0 + tl.arange(0, BLOCK_N)
+        mask_m = offs_m < rows
+        mask_n = offs_n < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            # columns >= K of `a` are zero-padded, so a weight tile running into the next
-            # expert's rows adds nothing
-            a = a_desc.load([row0, k0])
-            acc = tl.dot(a, w_desc.load([w_row0 + k0, col0]), acc)
+            if USE_TMA:
+                # columns >= K of `a` are zero-padded: a weight tile running into the next
+                # expert's rows adds nothing
+                a = a_src.load([row0, k0])
+                w = w_src.load([w_row0 + k0, col0])
+            else:
+                mask_k = (k0 + offs_k) < K
+                a = tl.load(a_src + (row0 + offs_m)[:, None] * stride_am + (k0 + offs_k)[None, :] * stride_ak,
+                            mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+                w_tile = w_src + (w_row0 + k0 + offs_k)[:, None].to(tl.int64) * stride_wr + offs_n[None, :] * stride_wn
+                w = tl.load(w_tile, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, w, acc)
             if SWIGLU:
-                acc_up = tl.dot(a, w_desc.load([w_row0 + k0, col0 + N]), acc_up)
+                if USE_TMA:
+                    w_up = w_src.load([w_row0 + k0, col0 + N])
+                else:
+                    w_up = tl.load(w_tile + N * stride_wn, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+                acc_up = tl.dot(a, w_up, acc_up)
         if SWIGLU:
             acc = acc * tl.sigmoid(acc) * acc_up  # silu(gate) * up
-        offs_m = tl.arange(0, BLOCK_M)
-        offs_n = col0 + tl.arange(0, BLOCK_N)
         c = c_ptr + (row0 + offs_m)[:, None] * stride_cm + offs_n[None, :] * stride_cn
-        tl.store(c, acc.to(c_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < N)[None, :])
+        tl.store(c, acc.to(c_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 # ----------------------------------------------------------------------------------------
@@ -86,7 +106,7 @@ def sm_count(device) -> int:
 
 def grouped_gemm(a: torch.Tensor, w: torch.Tensor, counts: list[int], swiglu: bool = False, block_m: int = 128,
                  block_n: int = 128, block_k: int = 64, group_m: int = 8, num_sms: int | None = None, num_warps: int = 8,
-                 num_stages: int = 3) -> torch.Tensor:
+                 num_stages: int = 3, use_tma: bool = False) -> torch.Tensor:
     """a (M, K) rows grouped by expert (`counts` rows each), w (E, K, N) -> (M, N);
     with `swiglu`, w is (E, K, 2N) and the result silu(a w_gate) * (a w_up), (M, N)."""
     if a.dim() != 2 or w.dim() != 3 or a.shape[1] != w.shape[1]:
@@ -98,13 +118,17 @@ def grouped_gemm(a: torch.Tensor, w: torch.Tensor, counts: list[int], swiglu: bo
     tiles = tile_table(counts, block_m, n_out, block_n, group_m, a.device)
     if len(tiles) == 0:
         return c
-    a, w = a.contiguous(), w.contiguous()
-    a_desc = TensorDescriptor.from_tensor(a, [block_m, block_k])
-    w_desc = TensorDescriptor.from_tensor(w.reshape(-1, w.shape[2]), [block_k, block_n])
+    a, w2d = a.contiguous(), w.contiguous().reshape(-1, w.shape[2])  # (E * K, width)
+    if use_tma:
+        a_src = TensorDescriptor.from_tensor(a, [block_m, block_k])
+        w_src = TensorDescriptor.from_tensor(w2d, [block_k, block_n])
+    else:
+        a_src, w_src = a, w2d
     grid = (min(num_sms or sm_count(a.device), len(tiles)),)
     grouped_gemm_kernel[grid](
-        a_desc, w_desc, c, tiles, len(tiles), n_out, a.shape[1], c.stride(0), c.stride(1),
-        SWIGLU=swiglu, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NUM_SMS=grid[0],
+        a_src, w_src, c, tiles, len(tiles), n_out, a.shape[1], a.stride(0), a.stride(1), w2d.stride(0), w2d.stride(1),
+        c.stride(0), c.stride(1),
+        SWIGLU=swiglu, USE_TMA=use_tma, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NUM_SMS=grid[0],
         num_warps=num_warps, num_stages=num_stages,
     )
     return c
