@@ -21,6 +21,9 @@ activation are one pass (the compute half of layer0).
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -87,17 +90,27 @@ def grouped_gemm_kernel(
 
 
 def tile_table(counts: list[int], block_m: int, n_out: int, block_n: int, group_m: int, device) -> torch.Tensor:
-    """(tiles, 4) int32 rows (expert, first row, rows, first column) in run order."""
-    entries = []
-    start = 0
-    col_tiles = triton.cdiv(n_out, block_n)
-    for e, n in enumerate(counts):
-        row_tiles = [(start + r, min(block_m, n - r)) for r in range(0, n, block_m)]
-        for g in range(0, len(row_tiles), group_m):  # GROUP_M row tiles, column by column
-            for col in range(col_tiles):
-                entries.extend((e, first, rows, col * block_n) for first, rows in row_tiles[g:g + group_m])
-        start += n
-    return torch.tensor(entries, dtype=torch.int32, device=device).reshape(-1, 4)
+    """(tiles, 4) int32 rows (expert, first row, rows, first column) in run order.
+
+    Built with vectorised numpy and cached per shape: a Python loop over tens of thousands
+    of tiles costs more host time than the GPU spends on the GEMM."""
+    return _tile_table(tuple(int(c) for c in counts), block_m, n_out, block_n, group_m, str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_table(counts: tuple[int, ...], block_m: int, n_out: int, block_n: int, group_m: int, device: str) -> torch.Tensor:
+    n = np.array(counts, dtype=np.int64)
+    row_tiles = -(-n // block_m)
+    expert = np.repeat(np.arange(len(n)), row_tiles)
+    index = np.arange(len(expert)) - np.repeat(np.cumsum(row_tiles) - row_tiles, row_tiles)  # row tile within its expert
+    first = np.repeat(np.cumsum(n) - n, row_tiles) + index * block_m
+    rows = np.minimum(block_m, np.repeat(n, row_tiles) - index * block_m)
+    cols = np.arange(-(-n_out // block_n)) * block_n
+    # every (row tile, column) pair, ordered by expert, group of GROUP_M row tiles, column, row tile
+    rt, col = np.repeat(np.arange(len(expert)), len(cols)), np.tile(cols, len(expert))
+    order = np.lexsort((index[rt], col, index[rt] // group_m, expert[rt]))
+    table = np.stack([expert[rt], first[rt], rows[rt], col], axis=1)[order].astype(np.int32)
+    return torch.from_numpy(np.ascontiguousarray(table)).to(device)
 
 
 def sm_count(device) -> int:
