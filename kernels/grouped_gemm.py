@@ -10,9 +10,10 @@ as the simulator assumes.
 Order: inside each expert, groups of GROUP_M row tiles are walked column by column, so
 the programs in flight share a weight tile through L2 instead of each streaming the
 whole expert (an expert's weight, 4096 x 28672 bf16 for Mixtral, is 4x the L2); group_m=1
-is plain row-tile-major order. Loads are masked pointer loads, or with `use_tma` TMA tensor
-descriptors (zero-padded at the tensor edges: a row tile that runs past its expert reads
-the next expert's rows, which only feed output rows the store masks).
+is plain row-tile-major order. Loads go through TMA tensor descriptors (zero-padded at the
+tensor edges: a row tile that runs past its expert reads the next expert's rows, which only
+feed output rows the store masks); `use_tma=False` takes masked pointer loads instead, 3-4x
+slower on H100 (results/measurements/grouped_gemm_h100_v2.json).
 
 With SWIGLU the weight is (K, 2N), gate in the first N columns: each program accumulates
 the gate and the up tile of the same columns and stores silu(gate) * up, so GEMM0 and the
@@ -120,8 +121,8 @@ def sm_count(device) -> int:
 
 
 def grouped_gemm(a: torch.Tensor, w: torch.Tensor, counts: list[int], swiglu: bool = False, block_m: int = 128,
-                 block_n: int = 128, block_k: int = 64, group_m: int = 8, num_sms: int | None = None, num_warps: int = 8,
-                 num_stages: int = 3, use_tma: bool = False) -> torch.Tensor:
+                 block_n: int = 256, block_k: int = 64, group_m: int = 8, num_sms: int | None = None, num_warps: int = 8,
+                 num_stages: int = 3, use_tma: bool = True) -> torch.Tensor:
     """a (M, K) rows grouped by expert (`counts` rows each), w (E, K, N) -> (M, N);
     with `swiglu`, w is (E, K, 2N) and the result silu(a w_gate) * (a w_up), (M, N)."""
     if a.dim() != 2 or w.dim() != 3 or a.shape[1] != w.shape[1]:
