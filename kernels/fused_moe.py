@@ -1,0 +1,176 @@
+"""Comet's two fused MoE kernels in Triton, expert parallel, over peer-addressable buffers.
+
+Layer0 (dispatch + GEMM0 + SwiGLU): one persistent grid; programs [0, n_comm0) are
+communication blocks, the rest compute blocks. Communication blocks pull the rows of the
+shared tensor (this rank's experts, expert-major, sources in the row order) straight from
+the peers' token buffers, one row tile at a time, then raise that tile's flag to the
+call's epoch (rising epochs: flags are never reset). Compute blocks take GEMM tiles in
+the order the row tiles are pulled (decomposed along M), spin on the tile's flag with a
+bounded wait, then run the tile with SwiGLU fused.
+
+Layer1 (GEMM1 + combine): compute blocks run GEMM1 column split by column split
+(decomposed along N) and count finished tiles per (row tile, split); communication
+blocks wait for a (row tile, split) to complete and store its rows into the owner rank's
+combine buffer, at the (token, slot) position of each row. After a barrier each rank
+takes the weighted top-k sum of its combine buffer.
+
+Producers get the lowest program ids (communication in layer0, compute in layer1): on the
+GPU every program is resident (grid <= SMs), and in Triton's CPU interpreter, which runs
+programs one after another, producers then finish before any consumer spins.
+
+Peers are addressed as the local buffer's pointer plus an element offset (peer address -
+local address): symmetric memory maps every peer buffer into this process's address
+space, and so does a shared-memory file on the CPU; the interpreter cannot turn an
+integer into a pointer, but it can add an offset to one.
+
+A wait that spins past `max_spins` writes the stuck tile into an error slot and gives up;
+the host turns that into a clear exception instead of a hang.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# ----------------------------------------------------------------------------------------
+# one GEMM tile, shared by both kernels
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, K, N,
+               SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc (BLOCK_M, BLOCK_N) fp32 of rows [row0, row0 + rows) of `a` times w[:, col0:...];
+    with SWIGLU, silu(a w[:, cols]) * (a w[:, N + cols])."""
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = col0 + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < rows
+    mask_n = offs_n < N
+    a_rows = a_ptr + row0.to(tl.int64) * stride_am + offs_m[:, None] * stride_am
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        mask_k = (k0 + offs_k) < K
+        a = tl.load(a_rows + (k0 + offs_k)[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        w_tile = w_ptr + (k0 + offs_k)[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        acc = tl.dot(a, tl.load(w_tile, mask=mask_k[:, None] & mask_n[None, :], other=0.0), acc)
+        if SWIGLU:
+            w_up = tl.load(w_tile + N * stride_wn, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc_up = tl.dot(a, w_up, acc_up)
+    if SWIGLU:
+        acc = acc * tl.sigmoid(acc) * acc_up
+    return acc
+
+
+@triton.jit
+def _wait(flag_ptr, target, err_ptr, err_code, max_spins):
+    """Spin until *flag_ptr == target (acquire, system scope); past max_spins record err_code."""
+    spins = 0
+    while (tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys") != target) & (spins < max_spins):
+        spins += 1
+    if spins >= max_spins:
+        tl.atomic_xchg(err_ptr, err_code, sem="relaxed", scope="gpu")
+    tl.debug_barrier()
+
+
+# ----------------------------------------------------------------------------------------
+# layer0: dispatch (pull) + GEMM0 + SwiGLU
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def layer0_kernel(
+    x_ptr, x_deltas_ptr, row_src_ptr, row_tok_ptr, shared_ptr, pull_ptr, num_pull,
+    tiles_ptr, num_tiles, w_ptr, h_ptr, flags_ptr, err_ptr, epoch, max_spins,
+    H, F, stride_we, stride_wk, stride_wn,
+    N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if pid < N_COMM:
+        # ---- communication blocks: pull row tiles from the peers' token buffers ----
+        offs_h = tl.arange(0, BLOCK_H)
+        for i in range(pid, num_pull, N_COMM):
+            row0 = tl.load(pull_ptr + 2 * i)
+            rows = tl.load(pull_ptr + 2 * i + 1)
+            for r0 in range(0, BLOCK_M, COPY_ROWS):
+                offs_r = r0 + tl.arange(0, COPY_ROWS)
+                valid = offs_r < rows
+                src = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
+                tok = tl.load(row_tok_ptr + row0 + offs_r, mask=valid, other=0)
+                peer_row = tl.load(x_deltas_ptr + src, mask=valid, other=0) + tok.to(tl.int64) * H
+                for h0 in range(0, H, BLOCK_H):
+                    m = valid[:, None] & ((h0 + offs_h) < H)[None, :]
+                    vals = tl.load(x_ptr + peer_row[:, None] + (h0 + offs_h)[None, :], mask=m)
+                    dst = shared_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + (h0 + offs_h)[None, :]
+                    tl.store(dst, vals, mask=m)
+            tl.debug_barrier()
+            tl.atomic_xchg(flags_ptr + i, epoch, sem="release", scope="sys")
+    else:
+        # ---- compute blocks: GEMM0 + SwiGLU tiles in pull order, each after its flag ----
+        for t in range(pid - N_COMM, num_tiles, N_PROGRAMS - N_COMM):
+            expert = tl.load(tiles_ptr + 5 * t)
+            row0 = tl.load(tiles_ptr + 5 * t + 1)
+            rows = tl.load(tiles_ptr + 5 * t + 2)
+            col0 = tl.load(tiles_ptr + 5 * t + 3)
+            flag = tl.load(tiles_ptr + 5 * t + 4)
+            _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
+            acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
+                             col0, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+            offs_m = tl.arange(0, BLOCK_M)
+            offs_n = col0 + tl.arange(0, BLOCK_N)
+            out = h_ptr + (row0 + offs_m).to(tl.int64)[:, None] * F + offs_n[None, :]
+            tl.store(out, acc.to(h_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < F)[None, :])
+
+
+# ----------------------------------------------------------------------------------------
+# layer1: GEMM1 (column splits) + combine (push to the owners)
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def layer1_kernel(
+    h_ptr, w_ptr, y_ptr, tiles_ptr, num_tiles, sends_ptr, num_sends, counts_ptr, err_ptr, max_spins,
+    row_src_ptr, row_slot_ptr, comb_ptr, comb_deltas_ptr,
+    H, F, stride_we, stride_wk, stride_wn, SPLIT_COLS, COL_TILES_PER_SPLIT,
+    N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if pid < N_COMPUTE:
+        # ---- compute blocks: GEMM1 split by split; count finished tiles per (row tile, split) ----
+        for t in range(pid, num_tiles, N_COMPUTE):
+            expert = tl.load(tiles_ptr + 5 * t)
+            row0 = tl.load(tiles_ptr + 5 * t + 1)
+            rows = tl.load(tiles_ptr + 5 * t + 2)
+            col0 = tl.load(tiles_ptr + 5 * t + 3)
+            counter = tl.load(tiles_ptr + 5 * t + 4)
+            acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
+                             col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
+            offs_m = tl.arange(0, BLOCK_M)
+            offs_n = col0 + tl.arange(0, BLOCK_N)
+            out = y_ptr + (row0 + offs_m).to(tl.int64)[:, None] * H + offs_n[None, :]
+            tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < H)[None, :])
+            tl.debug_barrier()
+            tl.atomic_add(counts_ptr + counter, 1, sem="release", scope="gpu")
+    else:
+        # ---- communication blocks: send each finished (row tile, split) to the rows' owners ----
+        offs_h = tl.arange(0, BLOCK_H)
+        for i in range(pid - N_COMPUTE, num_sends, N_PROGRAMS - N_COMPUTE):
+            row0 = tl.load(sends_ptr + 4 * i)
+            rows = tl.load(sends_ptr + 4 * i + 1)
+            split = tl.load(sends_ptr + 4 * i + 2)
+            counter = tl.load(sends_ptr + 4 * i + 3)
+            _wait(counts_ptr + counter, COL_TILES_PER_SPLIT, err_ptr, -(counter + 1), max_spins)
+            for r0 in range(0, BLOCK_M, COPY_ROWS):
+                offs_r = r0 + tl.arange(0, COPY_ROWS)
+                valid = offs_r < rows
+                dest = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
+                slot = tl.load(row_slot_ptr + row0 + offs_r, mask=valid, other=0)
+                remote_row = tl.load(comb_deltas_ptr + dest, mask=valid, other=0) + slot.to(tl.int64) * H
+                for h0 in range(0, SPLIT_COLS, BLOCK_H):
+                    cols = split * SPLIT_COLS + h0 + offs_h
+                    m = valid[:, None] & ((h0 + offs_h) < SPLIT_COLS)[None, :]
+                    vals = tl.load(y_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + cols[None, :], mask=m)
+                    tl.store(comb_ptr + remote_row[:, None] + cols[None, :], vals, mask=m)
