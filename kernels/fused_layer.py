@@ -204,7 +204,7 @@ class FusedMoE:
             tiles, len(plan.tiles0), self.w13, h, self.flags, self.err, self.epoch, cfg.max_spins,
             self.hidden, self.ffn, self.w13.stride(0), self.w13.stride(1), self.w13.stride(2),
             N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=16, BLOCK_H=min(256, triton_next_pow2(self.hidden)),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=8, num_stages=3,
         )
 
     def launch_layer1(self, plan: _Plan, h, y, counters, row_src, row_slot) -> None:
@@ -217,6 +217,7 @@ class FusedMoE:
             self.hidden, self.ffn, self.w2.stride(0), self.w2.stride(1), self.w2.stride(2), split_cols, split_cols // cfg.block_n,
             N_COMPUTE=self.programs - cfg.comm_blocks1, N_PROGRAMS=self.programs, COPY_ROWS=16,
             BLOCK_H=min(256, triton_next_pow2(split_cols)), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+            num_warps=8, num_stages=3,
         )
 
     def _raise_stuck(self, layer: str) -> None:
