@@ -63,7 +63,7 @@ def main() -> None:
 
     # ---- correctness: many random routings, bf16, small Qwen-like layer ----
     experts, top_k, hidden, ffn = 16, 4, 512, 384
-    weights = MoEWeights.random(experts, hidden, ffn, seed=0, device=dev)
+    weights = MoEWeights.random(experts, hidden, ffn, seed=0, device=dev, dtype=torch.bfloat16)  # the reference sees the same weights
     layer = FusedMoE(weights, top_k, max_tokens=1024, config=FusedConfig(comm_blocks0=8, comm_blocks1=8, n_splits=4),
                      dtype=torch.bfloat16)
     worst = 0.0
