@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import triton
-
 from comet_dse.kernels.grouped_gemm import grouped_gemm
 
 # (label, experts on the GPU, K, N, rows per GPU per 1024 tokens): EP=2 shapes of the paper's models

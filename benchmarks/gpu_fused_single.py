@@ -25,7 +25,6 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import triton  # noqa: E402
-
 from comet_dse.kernels.baselines import moe_sequential  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route  # noqa: E402

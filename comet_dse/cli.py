@@ -15,6 +15,7 @@ from comet_dse.errors import UserError
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("comet_dse.commands.bench", "time B0, B1 and the fused layer on one node of GPUs (run once per GPU)"),
     "simulate": ("comet_dse.commands.simulate", "simulate one MoE layer on every rank under each schedule"),
     "place": ("comet_dse.commands.place", "place experts on GPUs to keep traffic inside nodes (assignment problem)"),
     "tune": ("comet_dse.commands.tune", "search the comet allocation per token bucket with Optuna; write a plan and a report"),

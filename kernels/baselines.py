@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
 from comet_dse.kernels.reference import MoEWeights, swiglu
 
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from comet_dse.kernels.fused_moe import layer0_kernel, layer1_kernel
+from comet_dse.kernels.fused_moe import FULL, layer0_kernel, layer1_kernel
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 
@@ -167,7 +166,8 @@ class FusedMoE:
             torch.cuda.synchronize(self.device)
         dist.barrier(group=self.group)
 
-    def __call__(self, x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, mode: int = FULL) -> torch.Tensor:
+        """The layer's output; `mode` COMPUTE_ONLY / COMM_ONLY runs a benchmark variant (output meaningless)."""
         tokens = x.shape[0]
         if tokens > self.max_tokens:
             raise ValueError(f"{tokens} tokens exceed max_tokens={self.max_tokens}")
@@ -185,10 +185,10 @@ class FusedMoE:
         self.epoch += 1
         self.err.zero_()
         self._barrier()  # every rank's tokens are in place; the last call's combine rows were read
-        self.launch_layer0(plan, shared, h, row_src, row_tok)
+        self.launch_layer0(plan, shared, h, row_src, row_tok, mode=mode)
         self._raise_stuck("layer0")
         counters = torch.zeros(max(1, len(plan.sends)), dtype=torch.int32, device=self.device)
-        self.launch_layer1(plan, h, y, counters, row_src, row_slot)
+        self.launch_layer1(plan, h, y, counters, row_src, row_slot, mode=mode)
         self._raise_stuck("layer1")
         self._barrier()  # every rank's rows have landed in their owners' combine buffers
         comb = self.comb_buf.local[:tokens * self.top_k].float().view(tokens, self.top_k, self.hidden)
@@ -196,7 +196,7 @@ class FusedMoE:
 
     # ---- launches ---------------------------------------------------------------------------
 
-    def launch_layer0(self, plan: _Plan, shared, h, row_src, row_tok, num_pull: int | None = None) -> None:
+    def launch_layer0(self, plan: _Plan, shared, h, row_src, row_tok, num_pull: int | None = None, mode: int = FULL) -> None:
         cfg = self.cfg
         tiles, pull = torch.from_numpy(plan.tiles0.astype(np.int32)).to(self.device), torch.from_numpy(plan.pull.astype(np.int32)).to(self.device)
         layer0_kernel[(self.programs,)](
@@ -204,10 +204,10 @@ class FusedMoE:
             tiles, len(plan.tiles0), self.w13, h, self.flags, self.err, self.epoch, cfg.max_spins,
             self.hidden, self.ffn, self.w13.stride(0), self.w13.stride(1), self.w13.stride(2),
             N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=16, BLOCK_H=min(256, triton_next_pow2(self.hidden)),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, num_warps=8, num_stages=3,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode, num_warps=8, num_stages=3,
         )
 
-    def launch_layer1(self, plan: _Plan, h, y, counters, row_src, row_slot) -> None:
+    def launch_layer1(self, plan: _Plan, h, y, counters, row_src, row_slot, mode: int = FULL) -> None:
         cfg = self.cfg
         split_cols = self.hidden // cfg.n_splits
         tiles, sends = torch.from_numpy(plan.tiles1.astype(np.int32)).to(self.device), torch.from_numpy(plan.sends.astype(np.int32)).to(self.device)
@@ -217,7 +217,7 @@ class FusedMoE:
             self.hidden, self.ffn, self.w2.stride(0), self.w2.stride(1), self.w2.stride(2), split_cols, split_cols // cfg.block_n,
             N_COMPUTE=self.programs - cfg.comm_blocks1, N_PROGRAMS=self.programs, COPY_ROWS=16,
             BLOCK_H=min(256, triton_next_pow2(split_cols)), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-            num_warps=8, num_stages=3,
+            MODE=mode, num_warps=8, num_stages=3,
         )
 
     def _raise_stuck(self, layer: str) -> None:

@@ -25,12 +25,18 @@ integer into a pointer, but it can add an offset to one.
 
 A wait that spins past `max_spins` writes the stuck tile into an error slot and gives up;
 the host turns that into a clear exception instead of a hang.
+
+MODE selects the benchmark variants of the same kernels: FULL; COMPUTE_ONLY (the
+communication blocks move nothing and only raise the flags); COMM_ONLY (the compute
+blocks skip their GEMM tiles and only publish them as done).
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2
 
 # ----------------------------------------------------------------------------------------
 # one GEMM tile, shared by both kernels
@@ -85,7 +91,7 @@ def layer0_kernel(
     tiles_ptr, num_tiles, w_ptr, h_ptr, flags_ptr, err_ptr, epoch, max_spins,
     H, F, stride_we, stride_wk, stride_wn,
     N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid < N_COMM:
@@ -94,17 +100,18 @@ def layer0_kernel(
         for i in range(pid, num_pull, N_COMM):
             row0 = tl.load(pull_ptr + 2 * i)
             rows = tl.load(pull_ptr + 2 * i + 1)
-            for r0 in range(0, BLOCK_M, COPY_ROWS):
-                offs_r = r0 + tl.arange(0, COPY_ROWS)
-                valid = offs_r < rows
-                src = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
-                tok = tl.load(row_tok_ptr + row0 + offs_r, mask=valid, other=0)
-                peer_row = tl.load(x_deltas_ptr + src, mask=valid, other=0) + tok.to(tl.int64) * H
-                for h0 in range(0, H, BLOCK_H):
-                    m = valid[:, None] & ((h0 + offs_h) < H)[None, :]
-                    vals = tl.load(x_ptr + peer_row[:, None] + (h0 + offs_h)[None, :], mask=m)
-                    dst = shared_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + (h0 + offs_h)[None, :]
-                    tl.store(dst, vals, mask=m)
+            if MODE != COMPUTE_ONLY:
+                for r0 in range(0, BLOCK_M, COPY_ROWS):
+                    offs_r = r0 + tl.arange(0, COPY_ROWS)
+                    valid = offs_r < rows
+                    src = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
+                    tok = tl.load(row_tok_ptr + row0 + offs_r, mask=valid, other=0)
+                    peer_row = tl.load(x_deltas_ptr + src, mask=valid, other=0) + tok.to(tl.int64) * H
+                    for h0 in range(0, H, BLOCK_H):
+                        m = valid[:, None] & ((h0 + offs_h) < H)[None, :]
+                        vals = tl.load(x_ptr + peer_row[:, None] + (h0 + offs_h)[None, :], mask=m)
+                        dst = shared_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + (h0 + offs_h)[None, :]
+                        tl.store(dst, vals, mask=m)
             tl.debug_barrier()
             tl.atomic_xchg(flags_ptr + i, epoch, sem="release", scope="sys")
     else:
@@ -116,12 +123,13 @@ def layer0_kernel(
             col0 = tl.load(tiles_ptr + 5 * t + 3)
             flag = tl.load(tiles_ptr + 5 * t + 4)
             _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
-            acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                             col0, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
-            offs_m = tl.arange(0, BLOCK_M)
-            offs_n = col0 + tl.arange(0, BLOCK_N)
-            out = h_ptr + (row0 + offs_m).to(tl.int64)[:, None] * F + offs_n[None, :]
-            tl.store(out, acc.to(h_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < F)[None, :])
+            if MODE != COMM_ONLY:
+                acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
+                                 col0, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                offs_m = tl.arange(0, BLOCK_M)
+                offs_n = col0 + tl.arange(0, BLOCK_N)
+                out = h_ptr + (row0 + offs_m).to(tl.int64)[:, None] * F + offs_n[None, :]
+                tl.store(out, acc.to(h_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < F)[None, :])
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ def layer1_kernel(
     row_src_ptr, row_slot_ptr, comb_ptr, comb_deltas_ptr,
     H, F, stride_we, stride_wk, stride_wn, SPLIT_COLS, COL_TILES_PER_SPLIT,
     N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid < N_COMPUTE:
@@ -146,18 +154,19 @@ def layer1_kernel(
             rows = tl.load(tiles_ptr + 5 * t + 2)
             col0 = tl.load(tiles_ptr + 5 * t + 3)
             counter = tl.load(tiles_ptr + 5 * t + 4)
-            acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                             col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
-            offs_m = tl.arange(0, BLOCK_M)
-            offs_n = col0 + tl.arange(0, BLOCK_N)
-            out = y_ptr + (row0 + offs_m).to(tl.int64)[:, None] * H + offs_n[None, :]
-            tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < H)[None, :])
+            if MODE != COMM_ONLY:
+                acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
+                                 col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
+                offs_m = tl.arange(0, BLOCK_M)
+                offs_n = col0 + tl.arange(0, BLOCK_N)
+                out = y_ptr + (row0 + offs_m).to(tl.int64)[:, None] * H + offs_n[None, :]
+                tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < H)[None, :])
             tl.debug_barrier()
             tl.atomic_add(counts_ptr + counter, 1, sem="release", scope="gpu")
     else:
         # ---- communication blocks: send each finished (row tile, split) to the rows' owners ----
         offs_h = tl.arange(0, BLOCK_H)
-        for i in range(pid - N_COMPUTE, num_sends, N_PROGRAMS - N_COMPUTE):
+        for i in range(pid - N_COMPUTE, num_sends if MODE != COMPUTE_ONLY else 0, N_PROGRAMS - N_COMPUTE):
             row0 = tl.load(sends_ptr + 4 * i)
             rows = tl.load(sends_ptr + 4 * i + 1)
             split = tl.load(sends_ptr + 4 * i + 2)

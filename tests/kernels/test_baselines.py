@@ -10,9 +10,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-
 from comet_dse.kernels.baselines import moe_chunked, moe_sequential  # noqa: E402
-from comet_dse.kernels.reference import MoEWeights, reference_moe, route, routing_weights  # noqa: E402
+from comet_dse.kernels.reference import (  # noqa: E402
+    MoEWeights,
+    reference_moe,
+    route,
+    routing_weights,
+)
 
 WORLD = 2
 EXPERTS, HIDDEN, FFN = 8, 32, 48

@@ -15,9 +15,13 @@ if torch.cuda.is_available():
 
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
-from comet_dse.kernels.reference import MoEWeights, reference_moe, route, routing_weights  # noqa: E402
+from comet_dse.kernels.reference import (  # noqa: E402
+    MoEWeights,
+    reference_moe,
+    route,
+    routing_weights,
+)
 
 WORLD = 2
 EXPERTS, HIDDEN, FFN = 8, 32, 48
