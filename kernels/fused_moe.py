@@ -36,7 +36,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2
+FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2  # for the host
+_COMPUTE_ONLY = tl.constexpr(COMPUTE_ONLY)  # the same, as the compiler must see globals
+_COMM_ONLY = tl.constexpr(COMM_ONLY)
 
 # ----------------------------------------------------------------------------------------
 # one GEMM tile, shared by both kernels
@@ -100,7 +102,7 @@ def layer0_kernel(
         for i in range(pid, num_pull, N_COMM):
             row0 = tl.load(pull_ptr + 2 * i)
             rows = tl.load(pull_ptr + 2 * i + 1)
-            if MODE != COMPUTE_ONLY:
+            if MODE != _COMPUTE_ONLY:
                 for r0 in range(0, BLOCK_M, COPY_ROWS):
                     offs_r = r0 + tl.arange(0, COPY_ROWS)
                     valid = offs_r < rows
@@ -123,7 +125,7 @@ def layer0_kernel(
             col0 = tl.load(tiles_ptr + 5 * t + 3)
             flag = tl.load(tiles_ptr + 5 * t + 4)
             _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
-            if MODE != COMM_ONLY:
+            if MODE != _COMM_ONLY:
                 acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
                                  col0, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
                 offs_m = tl.arange(0, BLOCK_M)
@@ -154,7 +156,7 @@ def layer1_kernel(
             rows = tl.load(tiles_ptr + 5 * t + 2)
             col0 = tl.load(tiles_ptr + 5 * t + 3)
             counter = tl.load(tiles_ptr + 5 * t + 4)
-            if MODE != COMM_ONLY:
+            if MODE != _COMM_ONLY:
                 acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
                                  col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
                 offs_m = tl.arange(0, BLOCK_M)
@@ -166,7 +168,7 @@ def layer1_kernel(
     else:
         # ---- communication blocks: send each finished (row tile, split) to the rows' owners ----
         offs_h = tl.arange(0, BLOCK_H)
-        for i in range(pid - N_COMPUTE, num_sends if MODE != COMPUTE_ONLY else 0, N_PROGRAMS - N_COMPUTE):
+        for i in range(pid - N_COMPUTE, num_sends if MODE != _COMPUTE_ONLY else 0, N_PROGRAMS - N_COMPUTE):
             row0 = tl.load(sends_ptr + 4 * i)
             rows = tl.load(sends_ptr + 4 * i + 1)
             split = tl.load(sends_ptr + 4 * i + 2)
