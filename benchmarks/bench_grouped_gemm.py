@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 import triton
 from comet_dse.kernels.grouped_gemm import grouped_gemm
+from comet_dse.kernels.timing import median_us
 
 # (label, experts on the GPU, K, N, rows per GPU per 1024 tokens): EP=2 shapes of the paper's models
 SHAPES = [
@@ -34,19 +34,10 @@ CONFIGS = [  # (block_m, block_n, block_k, warps, stages, group_m, use_tma)
 ]
 
 
-def time_us(fn, inputs, runs: int = 20, warmup: int = 5) -> float:
-    for i in range(warmup):
-        fn(*inputs[i % len(inputs)])
-    torch.cuda.synchronize()
-    times = []
-    for i in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(*inputs[i % len(inputs)])
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
+def time_us(fn, inputs) -> float:
+    """Median of 20 runs after 5 warm-ups, the inputs rotated."""
+    turn = iter(range(10**9))
+    return median_us(lambda: fn(*inputs[next(turn) % len(inputs)]), runs=20, warmup=5)
 
 
 def counts_for(rows: int, experts: int, seed: int) -> list[int]:

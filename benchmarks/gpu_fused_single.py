@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -28,23 +27,9 @@ import triton  # noqa: E402
 from comet_dse.kernels.baselines import moe_sequential  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route  # noqa: E402
+from comet_dse.kernels.timing import median_us  # noqa: E402
 
 SHAPES = {"qwen2-moe-2.7b": (64, 4, 2048, 1408), "mixtral-8x7b": (8, 2, 4096, 14336)}  # E, top-k, H, F
-
-
-def median_us(fn, runs: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
     from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY
     from comet_dse.kernels.reference import MoEWeights, reference_moe, route
+    from comet_dse.kernels.timing import median_us
 
     for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
         os.environ.setdefault(var, value)
@@ -99,23 +99,7 @@ def run(args: argparse.Namespace) -> int:
     local = weights.local(rank * per_rank, per_rank)
 
     def timed_us(fn) -> float:
-        for _ in range(args.warmup):
-            fn()
-        times = []
-        for _ in range(args.runs):
-            dist.barrier()
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) * 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e6)
-        return round(statistics.median(times), 2)
+        return round(median_us(fn, runs=args.runs, warmup=args.warmup, before_each=dist.barrier), 2)
 
     runs = []
     for tokens in tokens_list:
