@@ -22,6 +22,7 @@ import torch.distributed as dist
 from comet_dse.kernels.fused_moe import FULL, layer0_kernel, layer1_kernel
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 ROW_ORDERS = ("local-first", "source-order")
 
@@ -39,6 +40,7 @@ class FusedConfig:
     n_splits: int = 4
     programs: int | None = None  # grid size; default: the SM count
     max_spins: int = 1 << 26  # a wait longer than this raises instead of hanging
+    weight_tma: bool = True  # weight tiles through TMA descriptors (masked pointer loads otherwise)
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
@@ -147,6 +149,9 @@ class FusedMoE:
         self.dtype = dtype
         self.w13 = weights.w_gate_up.to(dtype).contiguous()  # (E_local, H, 2F)
         self.w2 = weights.w_down.to(dtype).contiguous()  # (E_local, F, H)
+        # weight descriptors over (E * K, width) views; made once, the weights do not move
+        self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, self.w13.shape[2]), [config.block_k, config.block_n])
+        self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, self.w2.shape[2]), [config.block_k, config.block_n])
         self.experts, self.hidden, self.ffn = self.w13.shape[0], self.w13.shape[1], self.w2.shape[1]
         if self.hidden % config.n_splits or (self.hidden // config.n_splits) % config.block_n:
             raise ValueError(f"n_splits={config.n_splits} must cut H={self.hidden} into multiples of block_n={config.block_n}")
@@ -201,10 +206,11 @@ class FusedMoE:
         tiles, pull = torch.from_numpy(plan.tiles0.astype(np.int32)).to(self.device), torch.from_numpy(plan.pull.astype(np.int32)).to(self.device)
         layer0_kernel[(self.programs,)](
             self.x_buf.local, self.x_buf.deltas, row_src, row_tok, shared, pull, len(plan.pull) if num_pull is None else num_pull,
-            tiles, len(plan.tiles0), self.w13, h, self.flags, self.err, self.epoch, cfg.max_spins,
+            tiles, len(plan.tiles0), self.w13, self.w13_desc, h, self.flags, self.err, self.epoch, cfg.max_spins,
             self.hidden, self.ffn, self.w13.stride(0), self.w13.stride(1), self.w13.stride(2),
             N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=16, BLOCK_H=min(256, triton_next_pow2(self.hidden)),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode, num_warps=8, num_stages=3,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode, W_TMA=cfg.weight_tma,
+            num_warps=8, num_stages=3,
         )
 
     def launch_layer1(self, plan: _Plan, h, y, counters, row_src, row_slot, mode: int = FULL) -> None:
@@ -212,12 +218,12 @@ class FusedMoE:
         split_cols = self.hidden // cfg.n_splits
         tiles, sends = torch.from_numpy(plan.tiles1.astype(np.int32)).to(self.device), torch.from_numpy(plan.sends.astype(np.int32)).to(self.device)
         layer1_kernel[(self.programs,)](
-            h, self.w2, y, tiles, len(plan.tiles1), sends, len(plan.sends), counters, self.err, cfg.max_spins,
+            h, self.w2, self.w2_desc, y, tiles, len(plan.tiles1), sends, len(plan.sends), counters, self.err, cfg.max_spins,
             row_src, row_slot, self.comb_buf.local, self.comb_buf.deltas,
             self.hidden, self.ffn, self.w2.stride(0), self.w2.stride(1), self.w2.stride(2), split_cols, split_cols // cfg.block_n,
             N_COMPUTE=self.programs - cfg.comm_blocks1, N_PROGRAMS=self.programs, COPY_ROWS=16,
             BLOCK_H=min(256, triton_next_pow2(split_cols)), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-            MODE=mode, num_warps=8, num_stages=3,
+            MODE=mode, W_TMA=cfg.weight_tma, num_warps=8, num_stages=3,
         )
 
     def _raise_stuck(self, layer: str) -> None:

@@ -46,10 +46,13 @@ _COMM_ONLY = tl.constexpr(COMM_ONLY)
 
 
 @triton.jit
-def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, K, N,
-               SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, K, N, w_desc, w_row0,
+               SWIGLU: tl.constexpr, W_TMA: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """acc (BLOCK_M, BLOCK_N) fp32 of rows [row0, row0 + rows) of `a` times w[:, col0:...];
-    with SWIGLU, silu(a w[:, cols]) * (a w[:, N + cols])."""
+    with SWIGLU, silu(a w[:, cols]) * (a w[:, N + cols]). With W_TMA the weight tiles come
+    through the descriptor `w_desc` of all experts' weights as (E * K, width), this expert's
+    rows from w_row0 (a K tail reading into the next expert meets a's zero-masked columns)."""
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = col0 + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -61,10 +64,17 @@ def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, 
     for k0 in range(0, K, BLOCK_K):
         mask_k = (k0 + offs_k) < K
         a = tl.load(a_rows + (k0 + offs_k)[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        w_tile = w_ptr + (k0 + offs_k)[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        acc = tl.dot(a, tl.load(w_tile, mask=mask_k[:, None] & mask_n[None, :], other=0.0), acc)
+        if W_TMA:
+            w = w_desc.load([w_row0 + k0, col0])
+        else:
+            w_tile = w_ptr + (k0 + offs_k)[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            w = tl.load(w_tile, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, w, acc)
         if SWIGLU:
-            w_up = tl.load(w_tile + N * stride_wn, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            if W_TMA:
+                w_up = w_desc.load([w_row0 + k0, col0 + N])
+            else:
+                w_up = tl.load(w_tile + N * stride_wn, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
             acc_up = tl.dot(a, w_up, acc_up)
     if SWIGLU:
         acc = acc * tl.sigmoid(acc) * acc_up
@@ -90,10 +100,10 @@ def _wait(flag_ptr, target, err_ptr, err_code, max_spins):
 @triton.jit
 def layer0_kernel(
     x_ptr, x_deltas_ptr, row_src_ptr, row_tok_ptr, shared_ptr, pull_ptr, num_pull,
-    tiles_ptr, num_tiles, w_ptr, h_ptr, flags_ptr, err_ptr, epoch, max_spins,
+    tiles_ptr, num_tiles, w_ptr, w_desc, h_ptr, flags_ptr, err_ptr, epoch, max_spins,
     H, F, stride_we, stride_wk, stride_wn,
     N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, W_TMA: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid < N_COMM:
@@ -127,7 +137,7 @@ def layer0_kernel(
             _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
             if MODE != _COMM_ONLY:
                 acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                                 col0, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                                 col0, H, F, w_desc, expert * H, True, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
                 offs_m = tl.arange(0, BLOCK_M)
                 offs_n = col0 + tl.arange(0, BLOCK_N)
                 out = h_ptr + (row0 + offs_m).to(tl.int64)[:, None] * F + offs_n[None, :]
@@ -141,11 +151,11 @@ def layer0_kernel(
 
 @triton.jit
 def layer1_kernel(
-    h_ptr, w_ptr, y_ptr, tiles_ptr, num_tiles, sends_ptr, num_sends, counts_ptr, err_ptr, max_spins,
+    h_ptr, w_ptr, w_desc, y_ptr, tiles_ptr, num_tiles, sends_ptr, num_sends, counts_ptr, err_ptr, max_spins,
     row_src_ptr, row_slot_ptr, comb_ptr, comb_deltas_ptr,
     H, F, stride_we, stride_wk, stride_wn, SPLIT_COLS, COL_TILES_PER_SPLIT,
     N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, W_TMA: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid < N_COMPUTE:
@@ -158,7 +168,7 @@ def layer1_kernel(
             counter = tl.load(tiles_ptr + 5 * t + 4)
             if MODE != _COMM_ONLY:
                 acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                                 col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
+                                 col0, F, H, w_desc, expert * F, False, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
                 offs_m = tl.arange(0, BLOCK_M)
                 offs_n = col0 + tl.arange(0, BLOCK_N)
                 out = y_ptr + (row0 + offs_m).to(tl.int64)[:, None] * H + offs_n[None, :]

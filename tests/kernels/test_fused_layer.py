@@ -34,14 +34,14 @@ def _routings(total: int, top_k: int, x, weights) -> dict:
     return {"router": route(x, weights.router, top_k)[0], "all-to-one-expert": base}
 
 
-def _worker(rank: int, port: int, dtype_name: str, cases, row_order: str) -> None:
+def _worker(rank: int, port: int, dtype_name: str, cases, row_order: str, weight_tma: bool) -> None:
     os.environ["TRITON_INTERPRET"] = "1"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     dtype = getattr(torch, dtype_name)
     weights = MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
     local = weights.local(rank * EXPERTS // WORLD, EXPERTS // WORLD)
     layer = FusedMoE(local, top_k=max(k for _, k in cases), max_tokens=max(t for t, _ in cases), dtype=dtype,
-                     config=FusedConfig(**{**SMALL.__dict__, "row_order": row_order}))
+                     config=FusedConfig(**{**SMALL.__dict__, "row_order": row_order, "weight_tma": weight_tma}))
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     for tokens, top_k in cases:
         layer.top_k = top_k
@@ -63,11 +63,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("dtype_name, row_order", [("float32", "local-first"), ("float16", "source-order")])
-def test_fused_layer_matches_the_reference(dtype_name, row_order):
+@pytest.mark.parametrize("dtype_name, row_order, weight_tma",
+                         [("float32", "local-first", True), ("float16", "source-order", False)])
+def test_fused_layer_matches_the_reference(dtype_name, row_order, weight_tma):
     # one token; a token count that is no multiple of the 16-row tile; top-1; top-8 (every expert)
     cases = [(1, 2), (21, 2), (16, 1), (5, 8)]
-    mp.spawn(_worker, args=(_free_port(), dtype_name, cases, row_order), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), dtype_name, cases, row_order, weight_tma), nprocs=WORLD, join=True)
 
 
 def _stuck_worker(rank: int, port: int) -> None:
