@@ -96,48 +96,48 @@ class _Plan:
 
 
 def plan_rows(all_ids: np.ndarray, rank: int, experts_per_rank: int, cfg: FusedConfig, ffn: int, hidden: int) -> _Plan:
-    """all_ids (W, T, k): every rank's routing. Lays out this rank's shared tensor and orders the work."""
+    """all_ids (W, T, k): every rank's routing. Lays out this rank's shared tensor and orders the work.
+
+    Vectorised (numpy): it runs on the host at every call, before the kernels can start."""
     world, tokens, top_k = all_ids.shape
     order = (rank + np.arange(world)) % world if cfg.row_order == "local-first" else np.arange(world)
     rotation = np.empty(world, dtype=np.int64)
     rotation[order] = np.arange(world)
-    src, tok, slot, counts = [], [], [], []
-    row_tiles = []  # (expert, first row, rows, rotation of first source, rotation of last source)
-    for e in range(experts_per_rank):
-        expert = rank * experts_per_rank + e
-        start = sum(counts)
-        for s in order:
-            j, k = np.nonzero(all_ids[s] == expert)
-            src.append(np.full(len(j), s))
-            tok.append(j)
-            slot.append(j * top_k + k)
-        n = sum(len(a) for a in tok) - start
-        counts.append(n)
-        rows_rot = rotation[np.concatenate(src)[start:]] if n else np.zeros(0, dtype=np.int64)
-        for r in range(0, n, cfg.block_m):
-            m = min(cfg.block_m, n - r)
-            row_tiles.append((e, start + r, m, rows_rot[r], rows_rot[r + m - 1]))
-    row_tiles = np.array(row_tiles, dtype=np.int64).reshape(-1, 5)
-    pull_order = np.lexsort((np.arange(len(row_tiles)), row_tiles[:, 4])) if len(row_tiles) else np.zeros(0, dtype=np.int64)
-    pull = row_tiles[pull_order][:, 1:3]
+    # ---- the shared tensor: local experts in turn, sources in the row order, then token, slot ----
+    local = all_ids.reshape(world, tokens * top_k).astype(np.int64) - rank * experts_per_rank
+    src, pair = np.nonzero((local >= 0) & (local < experts_per_rank))  # pair = token * top_k + slot
+    expert = local[src, pair]
+    rows = np.lexsort((pair, rotation[src], expert))
+    src, pair, expert = src[rows], pair[rows], expert[rows]
+    counts = np.bincount(expert, minlength=experts_per_rank)
+    # ---- row tiles of BLOCK_M rows, never across experts ----
+    tiles_per = -(-counts // cfg.block_m)
+    rt_expert = np.repeat(np.arange(experts_per_rank), tiles_per)
+    index = np.arange(len(rt_expert)) - np.repeat(np.cumsum(tiles_per) - tiles_per, tiles_per)
+    rt_first = np.repeat(np.cumsum(counts) - counts, tiles_per) + index * cfg.block_m
+    rt_rows = np.minimum(cfg.block_m, np.repeat(counts, tiles_per) - index * cfg.block_m)
+    first_rot, last_rot = rotation[src[rt_first]], rotation[src[rt_first + rt_rows - 1]]
+    n = len(rt_expert)
+    # layer0: pull the tiles in the order their last source arrives (local-only tiles first)
+    pull_order = np.lexsort((np.arange(n), last_rot))
+    pull = np.stack([rt_first[pull_order], rt_rows[pull_order]], axis=1)
     cols0 = np.arange(0, ffn, cfg.block_n)
-    tiles0 = np.array([(row_tiles[t, 0], row_tiles[t, 1], row_tiles[t, 2], c, i)
-                       for i, t in enumerate(pull_order) for c in cols0], dtype=np.int64).reshape(-1, 5)
+    t0 = np.repeat(pull_order, len(cols0))
+    tiles0 = np.stack([rt_expert[t0], rt_first[t0], rt_rows[t0], np.tile(cols0, n), np.repeat(np.arange(n), len(cols0))], axis=1)
     # layer1: remote rows first (their results travel), local last; column split by column split
-    first_rot = row_tiles[:, 3]
     key = (first_rot - 1) % world if cfg.row_order == "local-first" else first_rot
-    order1 = np.lexsort((np.arange(len(row_tiles)), key)) if len(row_tiles) else np.zeros(0, dtype=np.int64)
+    order1 = np.lexsort((np.arange(n), key))
     split_cols = hidden // cfg.n_splits
-    tiles1, sends = [], []
-    for j in range(cfg.n_splits):
-        for i, t in enumerate(order1):
-            counter = i * cfg.n_splits + j
-            tiles1.extend((row_tiles[t, 0], row_tiles[t, 1], row_tiles[t, 2], c, counter)
-                          for c in range(j * split_cols, (j + 1) * split_cols, cfg.block_n))
-            sends.append((row_tiles[t, 1], row_tiles[t, 2], j, counter))
-    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
-    return _Plan(cat(src), cat(tok), cat(slot), counts, pull, tiles0,
-                 np.array(tiles1, dtype=np.int64).reshape(-1, 5), np.array(sends, dtype=np.int64).reshape(-1, 4))
+    per_split = np.arange(0, split_cols, cfg.block_n)
+    t1 = np.repeat(order1, len(per_split))
+    tiles1 = np.concatenate([
+        np.stack([rt_expert[t1], rt_first[t1], rt_rows[t1], np.tile(per_split + j * split_cols, n),
+                  np.repeat(np.arange(n), len(per_split)) * cfg.n_splits + j], axis=1)
+        for j in range(cfg.n_splits)]) if n else np.zeros((0, 5), dtype=np.int64)
+    sends = np.concatenate([
+        np.stack([rt_first[order1], rt_rows[order1], np.full(n, j), np.arange(n) * cfg.n_splits + j], axis=1)
+        for j in range(cfg.n_splits)]) if n else np.zeros((0, 4), dtype=np.int64)
+    return _Plan(src, pair // top_k, pair, counts.tolist(), pull.reshape(-1, 2), tiles0.reshape(-1, 5), tiles1, sends)
 
 
 class FusedMoE:
