@@ -82,6 +82,17 @@ def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, 
 
 
 @triton.jit
+def _copy_rows(src_ptr, src_rows, dst_ptr, dst_rows, valid, col0, cols, BLOCK_H: tl.constexpr):
+    """Copy columns [col0, col0 + cols) of COPY_ROWS rows: src_rows / dst_rows are the rows'
+    element offsets from src_ptr / dst_ptr (a peer's offset included), `valid` masks rows."""
+    offs_h = tl.arange(0, BLOCK_H)
+    for h0 in range(0, cols, BLOCK_H):
+        m = valid[:, None] & ((h0 + offs_h) < cols)[None, :]
+        c = col0 + h0 + offs_h
+        tl.store(dst_ptr + dst_rows[:, None] + c[None, :], tl.load(src_ptr + src_rows[:, None] + c[None, :], mask=m), mask=m)
+
+
+@triton.jit
 def _wait(flag_ptr, target, err_ptr, err_code, max_spins):
     """Spin until *flag_ptr == target (acquire, system scope); past max_spins record err_code."""
     spins = 0
@@ -108,7 +119,6 @@ def layer0_kernel(
     pid = tl.program_id(0)
     if pid < N_COMM:
         # ---- communication blocks: pull row tiles from the peers' token buffers ----
-        offs_h = tl.arange(0, BLOCK_H)
         for i in range(pid, num_pull, N_COMM):
             row0 = tl.load(pull_ptr + 2 * i)
             rows = tl.load(pull_ptr + 2 * i + 1)
@@ -119,11 +129,7 @@ def layer0_kernel(
                     src = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
                     tok = tl.load(row_tok_ptr + row0 + offs_r, mask=valid, other=0)
                     peer_row = tl.load(x_deltas_ptr + src, mask=valid, other=0) + tok.to(tl.int64) * H
-                    for h0 in range(0, H, BLOCK_H):
-                        m = valid[:, None] & ((h0 + offs_h) < H)[None, :]
-                        vals = tl.load(x_ptr + peer_row[:, None] + (h0 + offs_h)[None, :], mask=m)
-                        dst = shared_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + (h0 + offs_h)[None, :]
-                        tl.store(dst, vals, mask=m)
+                    _copy_rows(x_ptr, peer_row, shared_ptr, (row0 + offs_r).to(tl.int64) * H, valid, 0, H, BLOCK_H)
             tl.debug_barrier()
             tl.atomic_xchg(flags_ptr + i, epoch, sem="release", scope="sys")
     else:
@@ -177,7 +183,6 @@ def layer1_kernel(
             tl.atomic_add(counts_ptr + counter, 1, sem="release", scope="gpu")
     else:
         # ---- communication blocks: send each finished (row tile, split) to the rows' owners ----
-        offs_h = tl.arange(0, BLOCK_H)
         for i in range(pid - N_COMPUTE, num_sends if MODE != _COMPUTE_ONLY else 0, N_PROGRAMS - N_COMPUTE):
             row0 = tl.load(sends_ptr + 4 * i)
             rows = tl.load(sends_ptr + 4 * i + 1)
@@ -190,8 +195,5 @@ def layer1_kernel(
                 dest = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
                 slot = tl.load(row_slot_ptr + row0 + offs_r, mask=valid, other=0)
                 remote_row = tl.load(comb_deltas_ptr + dest, mask=valid, other=0) + slot.to(tl.int64) * H
-                for h0 in range(0, SPLIT_COLS, BLOCK_H):
-                    cols = split * SPLIT_COLS + h0 + offs_h
-                    m = valid[:, None] & ((h0 + offs_h) < SPLIT_COLS)[None, :]
-                    vals = tl.load(y_ptr + (row0 + offs_r).to(tl.int64)[:, None] * H + cols[None, :], mask=m)
-                    tl.store(comb_ptr + remote_row[:, None] + cols[None, :], vals, mask=m)
+                _copy_rows(y_ptr, (row0 + offs_r).to(tl.int64) * H, comb_ptr, remote_row, valid, split * SPLIT_COLS,
+                           SPLIT_COLS, BLOCK_H)
