@@ -82,6 +82,26 @@ def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, 
 
 
 @triton.jit
+def _tile_entry(tiles_ptr, t):
+    """(expert, first row, rows, first column, flag or counter index) of work-list entry t."""
+    entry = tiles_ptr + 5 * t
+    return tl.load(entry), tl.load(entry + 1), tl.load(entry + 2), tl.load(entry + 3), tl.load(entry + 4)
+
+
+@triton.jit
+def _expert_tile(a_ptr, out_ptr, expert, row0, rows, col0, K, N, w_ptr, stride_we, stride_wk, stride_wn, w_desc,
+                 SWIGLU: tl.constexpr, W_TMA: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One output tile of `expert`: rows of a (., K) times its weight, stored into out (., N)."""
+    acc = _gemm_tile(a_ptr, K, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
+                     col0, K, N, w_desc, expert * K, SWIGLU, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = col0 + tl.arange(0, BLOCK_N)
+    out = out_ptr + (row0 + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < N)[None, :])
+
+
+@triton.jit
 def _copy_rows(src_ptr, src_rows, dst_ptr, dst_rows, valid, col0, cols, BLOCK_H: tl.constexpr):
     """Copy columns [col0, col0 + cols) of COPY_ROWS rows: src_rows / dst_rows are the rows'
     element offsets from src_ptr / dst_ptr (a peer's offset included), `valid` masks rows."""
@@ -135,19 +155,11 @@ def layer0_kernel(
     else:
         # ---- compute blocks: GEMM0 + SwiGLU tiles in pull order, each after its flag ----
         for t in range(pid - N_COMM, num_tiles, N_PROGRAMS - N_COMM):
-            expert = tl.load(tiles_ptr + 5 * t)
-            row0 = tl.load(tiles_ptr + 5 * t + 1)
-            rows = tl.load(tiles_ptr + 5 * t + 2)
-            col0 = tl.load(tiles_ptr + 5 * t + 3)
-            flag = tl.load(tiles_ptr + 5 * t + 4)
+            expert, row0, rows, col0, flag = _tile_entry(tiles_ptr, t)
             _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
             if MODE != _COMM_ONLY:
-                acc = _gemm_tile(shared_ptr, H, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                                 col0, H, F, w_desc, expert * H, True, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
-                offs_m = tl.arange(0, BLOCK_M)
-                offs_n = col0 + tl.arange(0, BLOCK_N)
-                out = h_ptr + (row0 + offs_m).to(tl.int64)[:, None] * F + offs_n[None, :]
-                tl.store(out, acc.to(h_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < F)[None, :])
+                _expert_tile(shared_ptr, h_ptr, expert, row0, rows, col0, H, F, w_ptr, stride_we, stride_wk, stride_wn,
+                             w_desc, True, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,18 +179,10 @@ def layer1_kernel(
     if pid < N_COMPUTE:
         # ---- compute blocks: GEMM1 split by split; count finished tiles per (row tile, split) ----
         for t in range(pid, num_tiles, N_COMPUTE):
-            expert = tl.load(tiles_ptr + 5 * t)
-            row0 = tl.load(tiles_ptr + 5 * t + 1)
-            rows = tl.load(tiles_ptr + 5 * t + 2)
-            col0 = tl.load(tiles_ptr + 5 * t + 3)
-            counter = tl.load(tiles_ptr + 5 * t + 4)
+            expert, row0, rows, col0, counter = _tile_entry(tiles_ptr, t)
             if MODE != _COMM_ONLY:
-                acc = _gemm_tile(h_ptr, F, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                                 col0, F, H, w_desc, expert * F, False, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
-                offs_m = tl.arange(0, BLOCK_M)
-                offs_n = col0 + tl.arange(0, BLOCK_N)
-                out = y_ptr + (row0 + offs_m).to(tl.int64)[:, None] * H + offs_n[None, :]
-                tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < H)[None, :])
+                _expert_tile(h_ptr, y_ptr, expert, row0, rows, col0, F, H, w_ptr, stride_we, stride_wk, stride_wn,
+                             w_desc, False, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
             tl.debug_barrier()
             tl.atomic_add(counts_ptr + counter, 1, sem="release", scope="gpu")
     else:
