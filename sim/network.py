@@ -75,7 +75,6 @@ class FlowNetwork:
         self._tie = itertools.count()
         self._armed_at = math.inf
         self.active = 0  # flows in flight
-        self.rebalances = 0
 
     def transfer(self, path: Sequence[Link], size: float) -> Flow:
         flow = Flow(self.env, path, size, next(self._ids))
@@ -111,7 +110,6 @@ class FlowNetwork:
         return sorted(flows, key=_by_id), True
 
     def _rebalance(self, links: Iterable[Link]) -> None:
-        self.rebalances += 1
         now = self.env.now
         flows, whole = self._coupled(links)
         for flow in flows:  # settle progress at the old rates

@@ -194,7 +194,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         comm_alone = (_comm_alone_ns(ctx, rank, dict(enumerate(layout.flow_bytes.astype(float))), cap0)
                       + _comm_alone_ns(ctx, rank, sent, cap1))
         state[rank] = dict(
-            layer0_end=layer0_end, start1=start1, own_end=env.now, comm_alone=comm_alone,
+            layer0_end=layer0_end, own_end=env.now, comm_alone=comm_alone,
             compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
             tiles0=dur0, tiles1=dur1,
         )

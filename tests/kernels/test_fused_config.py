@@ -37,8 +37,6 @@ def test_plan_pulls_local_rows_first_and_sends_remote_rows_first():
 
 def _plan_by_loops(all_ids, rank, experts_per_rank, cfg, ffn, hidden):
     """The plan written plainly, one row and one tile at a time: the oracle for the vectorised one."""
-    import numpy as np
-
     world, tokens, top_k = all_ids.shape
     order = [(rank + i) % world for i in range(world)] if cfg.row_order == "local-first" else list(range(world))
     rot = {s: i for i, s in enumerate(order)}
