@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import (
     DEFAULTS,
     SCHEDULE_NAMES,
@@ -56,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
           f"{args.tokens} tokens/GPU, routing {args.routing}")
     header = ["placement", "cross-node GB"] + [f"{n} µs" for n in names]
     table = [header] + [[r["placement"], f"{r['cross_node_GB']:.3f}"] + [f"{r['latency_us'][n]:.1f}" for n in names] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print("\n".join(align_columns(table)))
     before, after = rows[1], rows[2]
     for n in names:
         print(f"{n}: {before['latency_us'][n]:.1f} -> {after['latency_us'][n]:.1f} µs "

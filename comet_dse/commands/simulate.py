@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
@@ -88,15 +89,13 @@ def format_table(results, workload) -> str:
         if base:
             row.append(f"{base / r.latency_us:.2f}x")
         rows.append(row)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     m = workload.model
     lines = [
         f"{m.name}: E={m.num_experts} top-{m.top_k} H={m.hidden} F={m.ffn}"
         + (f" shared={m.shared_ffn}" if m.shared_ffn else "")
         + f" | EP={workload.ep} TP={workload.tp} | {workload.tokens} tokens/GPU | routing {workload.routing} seed {workload.seed}",
-        "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))),
+        *align_columns([header, *rows]),
     ]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     for r in results:
         knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
         lines.append(f"  {r.schedule}: {knobs}; slowest rank {r.params['slowest_rank']}")

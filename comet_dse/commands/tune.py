@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import add_workload_arguments, resolve_workload
 from comet_dse.errors import UserError
 
@@ -109,11 +110,9 @@ def run(args: argparse.Namespace) -> int:
             "plan": str(plan_path), "report": str(report_path) if report_path else None, "storage": _storage_label(url),
         }, indent=2))
         return 0
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"{model_name} on {hardware.name}, EP={args.ep} TP={args.tp}, routing {args.routing}: "
           f"best comet allocation per token bucket ({args.trials} trials each)")
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    print("\n".join(align_columns(rows, first_left=False)))
     print(f"plan:    {plan_path}")
     if report_path:
         print(f"report:  {report_path}")
