@@ -1,69 +1,105 @@
-"""The fused MoE layer on every rank: buffers, the host plan of each call, both kernels.
+"""The fused MoE layer on every rank: fixed-capacity buffers, the device-side plan, the launches.
 
     layer = FusedMoE(local_weights, top_k, max_tokens, group, FusedConfig(...))
-    out = layer(x, ids, topk_weights)          # (T, H) fp32, like the reference
+    out = layer(x, ids, topk_weights)          # (T, H), fp32 like the reference by default
+    step = layer.graphed(tokens)               # the same forward captured in a CUDA graph
+    out = step(x, ids, topk_weights)           # new inputs and routings, replayed
+    layer.check()                              # raise if a bounded wait gave up (reads the error slot)
 
-Buffers the peers read or write (tokens in, combine rows out) are symmetric memory on
-GPUs (torch.distributed._symmetric_memory) and shared-memory files on the CPU; every other
-buffer is local. Each call all-gathers the routing (small) and plans on the host which rows
-each rank pulls, in which order, and where every output row goes; the kernels then move and
-compute without further host involvement. All ranks hold the same token count per call.
+One call, all on the device and in stream order, no host sync:
+
+1. epoch += 1; sort this rank's (token, slot) pairs by expert; pack the token rows in that
+   order into the send region of `xbuf`; publish the per-expert counts (`meta`).
+2. device barrier: every rank has published (and every rank is past the previous call).
+3. the plan (kernels/fused_plan.py) from every rank's counts, read through peer memory.
+4. layer0 kernel (pull + GEMM0 + SwiGLU), layer1 kernel (GEMM1 + push).
+5. device barrier: every rank's results have landed in their sources' combine regions.
+6. the weighted top-k sum of the combine region, one pass.
+
+Buffers the peers read or write (`xbuf`, `ybuf`, `meta`, the barrier signals) are symmetric
+memory on GPUs (torch.distributed._symmetric_memory) and shared-memory files on the CPU;
+they are allocated once for `max_tokens` tokens per rank: a call with more raises before
+anything is written. Ranks may hold different token counts in one call.
+
+The error slot (a stuck wait) is read on demand by `check()`, and by the call itself every
+`check_every` eager calls (0: never; never inside a graph capture): reading it is a host sync.
+
+The copy-engine variant (`comm_blocks0 = 0`): the rows of each source move by one peer
+`copy_` on a side stream, each followed by a stream-written flag (no SM needed), while every
+SM computes. The copy sizes are needed on the host, so that variant syncs once per call and
+cannot be captured in a graph.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from comet_dse.kernels.fused_moe import FULL, layer0_kernel, layer1_kernel
+import triton
+from comet_dse.kernels.fused_moe import (
+    BARRIER_CODE,
+    FULL,
+    barrier_kernel,
+    combine_kernel,
+    layer0_kernel,
+    layer1_kernel,
+)
+from comet_dse.kernels.fused_plan import ROW_ORDERS, DevicePlan, device_plan, max_row_tiles, source_rotation
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-ROW_ORDERS = ("local-first", "source-order")
+__all__ = ["ROW_ORDERS", "FusedConfig", "FusedMoE", "PeerBuffer"]
 
 
 @dataclass(frozen=True)
 class FusedConfig:
-    """The knobs, named as in the simulator's `comet` schedule."""
+    """The knobs, named as in the simulator's `comet` schedule (comm_blocks0 = 0: copy engine)."""
 
     comm_blocks0: int = 16
     comm_blocks1: int = 16
     block_m: int = 128
     block_n: int = 128
     block_k: int = 64
+    group_m: int = 8
     row_order: str = "local-first"
     n_splits: int = 4
     programs: int | None = None  # grid size; default: the SM count
-    max_spins: int = 1 << 26  # a wait longer than this raises instead of hanging
-    weight_tma: bool = True  # weight tiles through TMA descriptors (masked pointer loads otherwise)
+    max_spins: int = 1 << 24  # a tile wait longer than this gives up and records an error
+    barrier_spins: int = 1 << 26  # the same for a device barrier (it waits for a peer's whole layer)
+    num_warps: int = 8
+    num_stages: int = 3
+    copy_elems: int = 16384  # elements one communication block moves per step (16-byte vectors)
+    check_every: int = 0  # eager calls between reads of the error slot (0: only check())
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
         """The configuration a comet-dse plan picks for `tokens` tokens per GPU."""
         picked = plan.lookup(tokens)
         keys = ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits")
-        return cls(**{k: picked[k] for k in keys if k in picked}, **overrides)
+        return cls(**{**{k: picked[k] for k in keys if k in picked}, **overrides})
 
 
 class PeerBuffer:
-    """A (rows, cols) buffer every rank of `group` can address; `deltas[r]` is rank r's copy
-    as an element offset from this rank's (see fused_moe.py)."""
+    """A (rows, cols) buffer every rank of `group` can address. `deltas[r]` is rank r's copy as
+    an element offset from this rank's (see fused_moe.py); `peer(r)` is a tensor over it."""
 
     def __init__(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device, group) -> None:
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
+        self.shape, self.dtype = (rows, cols), dtype
         elem = torch.empty(0, dtype=dtype).element_size()
         if device.type == "cuda":
             import torch.distributed._symmetric_memory as symm
 
             self.local = symm.empty((rows, cols), dtype=dtype, device=device)
-            handle = symm.rendezvous(self.local, group.group_name if group is not None else dist.group.WORLD.group_name)
-            ptrs = list(handle.buffer_ptrs)
-            self._keep = [handle]
+            self._handle = symm.rendezvous(self.local, (group or dist.group.WORLD).group_name)
+            self._peers = [self.local if r == self.rank else self._handle.get_buffer(r, (rows, cols), dtype)
+                           for r in range(self.world)]
+            ptrs = list(self._handle.buffer_ptrs)
         else:  # one shared-memory file per rank, mapped by every rank
             token = [uuid.uuid4().hex if self.rank == 0 else None]
             dist.broadcast_object_list(token, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
@@ -71,170 +107,217 @@ class PeerBuffer:
             size = rows * cols
             self.local = torch.from_file(paths[self.rank], shared=True, size=size, dtype=dtype).view(rows, cols)
             dist.barrier(group=group)
-            peers = [self.local if r == self.rank else torch.from_file(paths[r], shared=True, size=size, dtype=dtype)
-                     for r in range(self.world)]
+            self._peers = [self.local if r == self.rank else
+                           torch.from_file(paths[r], shared=True, size=size, dtype=dtype).view(rows, cols)
+                           for r in range(self.world)]
             dist.barrier(group=group)
             os.unlink(paths[self.rank])  # the mappings stay valid; nothing is left in /dev/shm
-            ptrs = [p.data_ptr() for p in peers]
-            self._keep = peers
+            ptrs = [p.data_ptr() for p in self._peers]
         base = self.local.data_ptr()
-        if any((p - base) % elem for p in ptrs):
-            raise RuntimeError("peer buffers are not element-aligned with the local one")
+        if any((p - base) % (16 * elem) for p in ptrs):
+            raise RuntimeError("peer buffers are not 16-element aligned with the local one")
         self.deltas = torch.tensor([(p - base) // elem for p in ptrs], dtype=torch.int64, device=device)
 
-
-@dataclass
-class _Plan:
-    row_src: np.ndarray  # (R,) source rank of each shared-tensor row
-    row_tok: np.ndarray  # (R,) token index at the source
-    row_slot: np.ndarray  # (R,) token * top_k + k: the row's place in the source's combine buffer
-    counts: list[int]  # rows per local expert
-    pull: np.ndarray  # (P, 2) row tiles (first row, rows) in pull order
-    tiles0: np.ndarray  # (T0, 5) expert, first row, rows, first column, pull index
-    tiles1: np.ndarray  # (T1, 5) expert, first row, rows, first column, (row tile, split) counter
-    sends: np.ndarray  # (S, 4) first row, rows, split, counter
-
-
-def plan_rows(all_ids: np.ndarray, rank: int, experts_per_rank: int, cfg: FusedConfig, ffn: int, hidden: int) -> _Plan:
-    """all_ids (W, T, k): every rank's routing. Lays out this rank's shared tensor and orders the work.
-
-    Vectorised (numpy): it runs on the host at every call, before the kernels can start."""
-    world, tokens, top_k = all_ids.shape
-    order = (rank + np.arange(world)) % world if cfg.row_order == "local-first" else np.arange(world)
-    rotation = np.empty(world, dtype=np.int64)
-    rotation[order] = np.arange(world)
-    # ---- the shared tensor: local experts in turn, sources in the row order, then token, slot ----
-    local = all_ids.reshape(world, tokens * top_k).astype(np.int64) - rank * experts_per_rank
-    src, pair = np.nonzero((local >= 0) & (local < experts_per_rank))  # pair = token * top_k + slot
-    expert = local[src, pair]
-    rows = np.lexsort((pair, rotation[src], expert))
-    src, pair, expert = src[rows], pair[rows], expert[rows]
-    counts = np.bincount(expert, minlength=experts_per_rank)
-    # ---- row tiles of BLOCK_M rows, never across experts ----
-    tiles_per = -(-counts // cfg.block_m)
-    rt_expert = np.repeat(np.arange(experts_per_rank), tiles_per)
-    index = np.arange(len(rt_expert)) - np.repeat(np.cumsum(tiles_per) - tiles_per, tiles_per)
-    rt_first = np.repeat(np.cumsum(counts) - counts, tiles_per) + index * cfg.block_m
-    rt_rows = np.minimum(cfg.block_m, np.repeat(counts, tiles_per) - index * cfg.block_m)
-    first_rot, last_rot = rotation[src[rt_first]], rotation[src[rt_first + rt_rows - 1]]
-    n = len(rt_expert)
-    # layer0: pull the tiles in the order their last source arrives (local-only tiles first)
-    pull_order = np.lexsort((np.arange(n), last_rot))
-    pull = np.stack([rt_first[pull_order], rt_rows[pull_order]], axis=1)
-    cols0 = np.arange(0, ffn, cfg.block_n)
-    t0 = np.repeat(pull_order, len(cols0))
-    tiles0 = np.stack([rt_expert[t0], rt_first[t0], rt_rows[t0], np.tile(cols0, n), np.repeat(np.arange(n), len(cols0))], axis=1)
-    # layer1: remote rows first (their results travel), local last; column split by column split
-    key = (first_rot - 1) % world if cfg.row_order == "local-first" else first_rot
-    order1 = np.lexsort((np.arange(n), key))
-    split_cols = hidden // cfg.n_splits
-    per_split = np.arange(0, split_cols, cfg.block_n)
-    t1 = np.repeat(order1, len(per_split))
-    tiles1 = np.concatenate([
-        np.stack([rt_expert[t1], rt_first[t1], rt_rows[t1], np.tile(per_split + j * split_cols, n),
-                  np.repeat(np.arange(n), len(per_split)) * cfg.n_splits + j], axis=1)
-        for j in range(cfg.n_splits)]) if n else np.zeros((0, 5), dtype=np.int64)
-    sends = np.concatenate([
-        np.stack([rt_first[order1], rt_rows[order1], np.full(n, j), np.arange(n) * cfg.n_splits + j], axis=1)
-        for j in range(cfg.n_splits)]) if n else np.zeros((0, 4), dtype=np.int64)
-    return _Plan(src, pair // top_k, pair, counts.tolist(), pull.reshape(-1, 2), tiles0.reshape(-1, 5), tiles1, sends)
+    def peer(self, rank: int) -> torch.Tensor:
+        return self._peers[rank]
 
 
 class FusedMoE:
     def __init__(self, weights: MoEWeights, top_k: int, max_tokens: int, group=None, config: FusedConfig = FusedConfig(),
-                 dtype: torch.dtype = torch.bfloat16) -> None:
-        self.group, self.cfg, self.top_k = group, config, top_k
+                 dtype: torch.dtype = torch.bfloat16, out_dtype: torch.dtype = torch.float32) -> None:
+        cfg = self.cfg = config
+        self.group, self.top_k, self.max_tokens = group, top_k, max_tokens
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
-        self.device = weights.w_gate_up.device
-        self.dtype = dtype
-        self.w13 = weights.w_gate_up.to(dtype).contiguous()  # (E_local, H, 2F)
-        self.w2 = weights.w_down.to(dtype).contiguous()  # (E_local, F, H)
-        # weight descriptors over (E * K, width) views; made once, the weights do not move
-        self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, self.w13.shape[2]), [config.block_k, config.block_n])
-        self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, self.w2.shape[2]), [config.block_k, config.block_n])
+        self.device, self.dtype, self.out_dtype = weights.w_gate_up.device, dtype, out_dtype
+        self.w13 = weights.w_gate_up.to(dtype).contiguous()  # (E_l, H, 2F)
+        self.w2 = weights.w_down.to(dtype).contiguous()  # (E_l, F, H)
         self.experts, self.hidden, self.ffn = self.w13.shape[0], self.w13.shape[1], self.w2.shape[1]
-        if self.hidden % config.n_splits or (self.hidden // config.n_splits) % config.block_n:
-            raise ValueError(f"n_splits={config.n_splits} must cut H={self.hidden} into multiples of block_n={config.block_n}")
-        self.programs = config.programs or sm_count(self.device)
-        for name in ("comm_blocks0", "comm_blocks1"):
-            if not 1 <= getattr(config, name) < self.programs:
-                raise ValueError(f"{name} must be in [1, {self.programs - 1}], got {getattr(config, name)}")
-        self.max_tokens = max_tokens
-        self.x_buf = PeerBuffer(max_tokens, self.hidden, dtype, self.device, group)
-        self.comb_buf = PeerBuffer(max_tokens * top_k, self.hidden, dtype, self.device, group)
-        self.flags = torch.zeros(max_tokens * top_k * self.world + self.experts, dtype=torch.int32, device=self.device)
+        self.programs = cfg.programs or sm_count(self.device)
+        self._validate()
+        world, hidden = self.world, self.hidden
+        self.send_rows = max_tokens * top_k
+        recv_rows = world * max_tokens * min(top_k, self.experts)  # every token of every rank routed here
+        self.max_tiles = max_row_tiles(recv_rows, world * self.experts, cfg.block_m)
+        # ---- peer-addressable buffers: send + receive rows; combine + staging rows; counts; signals ----
+        self.xbuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
+        self.ybuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
+        self.meta = PeerBuffer(1, world * self.experts, torch.int32, self.device, group)
+        self.sig = PeerBuffer(1, 2 * world, torch.int32, self.device, group)
+        self.sig.local.zero_()
+        # ---- local state ----
+        self.h = torch.empty(recv_rows, self.ffn, dtype=dtype, device=self.device)
+        self.flags = torch.zeros(self.max_tiles + world, dtype=torch.int32, device=self.device)
+        self.counters = torch.zeros(self.max_tiles * cfg.n_splits, dtype=torch.int32, device=self.device)
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
-        self.epoch = 0
-
-    def _barrier(self) -> None:
+        self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
+        self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)
+        self.iota = torch.arange(max(self.send_rows, world * self.experts + 1), device=self.device)
+        self.rotation = torch.tensor(source_rotation(self.rank, world, cfg.row_order), device=self.device)
+        self._host_epoch = 0  # the device epoch, mirrored for the copy engine's stream writes
+        self._calls = 0
+        self.delay_spins = 0  # tests: > 0 slows every layer0 producer, < 0 stops it from signalling
+        # ---- TMA descriptors, made once: nothing they describe moves ----
+        bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+        self.xbuf_desc = TensorDescriptor.from_tensor(self.xbuf.local, [bm, bk])
+        self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
+        self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, bn])  # (E_l * H, 2F)
+        self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, hidden), [bk, bn])  # (E_l * F, H)
+        dist.barrier(group=group)  # every rank's signals are zero before anyone raises one
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        dist.barrier(group=self.group)
+            self._side = torch.cuda.Stream(self.device)
+
+    def _validate(self) -> None:
+        cfg, hidden = self.cfg, self.hidden
+        if cfg.row_order not in ROW_ORDERS:
+            raise ValueError(f"row_order must be one of {', '.join(ROW_ORDERS)}, got {cfg.row_order!r}")
+        if not 0 <= cfg.comm_blocks0 < self.programs:
+            raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
+        if not 1 <= cfg.comm_blocks1 < self.programs:
+            raise ValueError(f"comm_blocks1 must be in [1, {self.programs - 1}], got {cfg.comm_blocks1}")
+        if cfg.n_splits < 1 or hidden % cfg.n_splits or (hidden // cfg.n_splits) % cfg.block_n:
+            raise ValueError(f"n_splits={cfg.n_splits} must cut H={hidden} into multiples of block_n={cfg.block_n}")
+        if hidden % 16 or self.ffn % 16:
+            raise ValueError(f"H={hidden} and F={self.ffn} must be multiples of 16 (TMA rows are 16-byte aligned)")
+        if self.max_tokens < 1 or self.top_k < 1:
+            raise ValueError(f"max_tokens and top_k must be >= 1, got {self.max_tokens} and {self.top_k}")
+
+    # ---- the forward ------------------------------------------------------------------------
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, mode: int = FULL) -> torch.Tensor:
-        """The layer's output; `mode` COMPUTE_ONLY / COMM_ONLY runs a benchmark variant (output meaningless)."""
-        tokens = x.shape[0]
+        """The layer's output (T, H) in `out_dtype`; `mode` COMPUTE_ONLY / COMM_ONLY runs a benchmark
+        variant (its output is meaningless)."""
+        tokens, top_k = x.shape[0], self.top_k
         if tokens > self.max_tokens:
-            raise ValueError(f"{tokens} tokens exceed max_tokens={self.max_tokens}")
-        gathered = [torch.empty_like(ids) for _ in range(self.world)]
-        dist.all_gather(gathered, ids.contiguous(), group=self.group)  # the routing, small
-        all_ids = torch.stack(gathered).cpu().numpy()
-        plan = plan_rows(all_ids, self.rank, self.experts, self.cfg, self.ffn, self.hidden)
-        as_dev = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)).to(self.device)  # noqa: E731
-        row_src, row_tok, row_slot = as_dev(plan.row_src), as_dev(plan.row_tok), as_dev(plan.row_slot)
-        rows = len(plan.row_src)
-        shared = torch.empty(rows, self.hidden, dtype=self.dtype, device=self.device)
-        h = torch.empty(rows, self.ffn, dtype=self.dtype, device=self.device)
-        y = torch.empty(rows, self.hidden, dtype=self.dtype, device=self.device)
-        self.x_buf.local[:tokens] = x.to(self.dtype)
-        self.epoch += 1
-        self.err.zero_()
-        self._barrier()  # every rank's tokens are in place; the last call's combine rows were read
-        self.launch_layer0(plan, shared, h, row_src, row_tok, mode=mode)
-        self._raise_stuck("layer0")
-        counters = torch.zeros(max(1, len(plan.sends)), dtype=torch.int32, device=self.device)
-        self.launch_layer1(plan, h, y, counters, row_src, row_slot, mode=mode)
-        self._raise_stuck("layer1")
-        self._barrier()  # every rank's rows have landed in their owners' combine buffers
-        comb = self.comb_buf.local[:tokens * self.top_k].float().view(tokens, self.top_k, self.hidden)
-        return (comb * topk_weights.float()[..., None]).sum(dim=1)  # the weighted top-k reduce
+            raise ValueError(f"{tokens} tokens exceed this layer's capacity max_tokens={self.max_tokens}")
+        if ids.shape != (tokens, top_k) or topk_weights.shape != (tokens, top_k) or x.shape[1:] != (self.hidden,):
+            raise ValueError(f"expected x ({tokens}, {self.hidden}), ids and weights ({tokens}, {top_k}); got "
+                             f"{tuple(x.shape)}, {tuple(ids.shape)}, {tuple(topk_weights.shape)}")
+        pairs = tokens * top_k
+        self.epoch.add_(1)
+        self._host_epoch += 1
+        # ---- 1. pack this rank's rows in expert order, publish the counts ----
+        sorted_ids, order = torch.sort(ids.reshape(-1), stable=True)
+        edges = torch.searchsorted(sorted_ids, self.iota[:self.world * self.experts + 1])
+        self.meta.local[0].copy_(edges[1:] - edges[:-1])
+        torch.index_select(x.to(self.dtype), 0, order // top_k, out=self.xbuf.local[:pairs])
+        self.pos[:pairs].scatter_(0, order, self.iota[:pairs])  # pair -> its send row
+        self.counters.zero_()
+        self._barrier(0)
+        # ---- 2. the plan, from every rank's counts ----
+        counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
+        plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles)
+        if self.cfg.comm_blocks0 == 0:
+            self._copy_engine_dispatch(plan)
+        self._launch_layer0(plan, mode)
+        self._launch_layer1(plan, mode)
+        if self.cfg.comm_blocks0 == 0 and self.device.type == "cuda":
+            torch.cuda.current_stream().wait_stream(self._side)
+        self._barrier(1)
+        # ---- 3. the weighted top-k sum of what came back ----
+        out = torch.empty(tokens, self.hidden, dtype=self.out_dtype, device=self.device)
+        if tokens:
+            weights = topk_weights.to(torch.float32).contiguous()
+            block_t, block_h = 16, min(256, triton.next_power_of_2(self.hidden))
+            combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(self.hidden, block_h))](
+                self.ybuf.local, self.pos, weights, out, tokens, self.hidden, TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h)
+        self._calls += 1
+        if self.cfg.check_every and self._calls % self.cfg.check_every == 0 and not self._capturing():
+            self.check()
+        return out
 
-    # ---- launches ---------------------------------------------------------------------------
+    def graphed(self, tokens: int, mode: int = FULL, warmup: int = 2) -> Callable[..., torch.Tensor]:
+        """The forward for `tokens` tokens captured in a CUDA graph: returns step(x, ids, weights),
+        which copies its inputs into the graph's and replays it. Every rank captures and replays
+        in the same order (the warm-up calls and the replays run the device barriers)."""
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a GPU")
+        if self.cfg.comm_blocks0 == 0:
+            raise ValueError("the copy-engine variant (comm_blocks0=0) syncs with the host per call: no graph")
+        x = torch.zeros(tokens, self.hidden, dtype=self.dtype, device=self.device)
+        ids = (torch.arange(tokens * self.top_k, device=self.device) % (self.world * self.experts)).view(tokens, self.top_k)
+        weights = torch.full((tokens, self.top_k), 1.0 / self.top_k, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                self(x, ids, weights, mode)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self(x, ids, weights, mode)
 
-    def launch_layer0(self, plan: _Plan, shared, h, row_src, row_tok, num_pull: int | None = None, mode: int = FULL) -> None:
-        cfg = self.cfg
-        tiles, pull = torch.from_numpy(plan.tiles0.astype(np.int32)).to(self.device), torch.from_numpy(plan.pull.astype(np.int32)).to(self.device)
-        layer0_kernel[(self.programs,)](
-            self.x_buf.local, self.x_buf.deltas, row_src, row_tok, shared, pull, len(plan.pull) if num_pull is None else num_pull,
-            tiles, len(plan.tiles0), self.w13, self.w13_desc, h, self.flags, self.err, self.epoch, cfg.max_spins,
-            self.hidden, self.ffn, self.w13.stride(0), self.w13.stride(1), self.w13.stride(2),
-            N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=16, BLOCK_H=min(256, triton_next_pow2(self.hidden)),
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, MODE=mode, W_TMA=cfg.weight_tma,
-            num_warps=8, num_stages=3,
-        )
+        def step(new_x: torch.Tensor, new_ids: torch.Tensor, new_weights: torch.Tensor) -> torch.Tensor:
+            x.copy_(new_x)
+            ids.copy_(new_ids)
+            weights.copy_(new_weights)
+            graph.replay()
+            return out
 
-    def launch_layer1(self, plan: _Plan, h, y, counters, row_src, row_slot, mode: int = FULL) -> None:
-        cfg = self.cfg
-        split_cols = self.hidden // cfg.n_splits
-        tiles, sends = torch.from_numpy(plan.tiles1.astype(np.int32)).to(self.device), torch.from_numpy(plan.sends.astype(np.int32)).to(self.device)
-        layer1_kernel[(self.programs,)](
-            h, self.w2, self.w2_desc, y, tiles, len(plan.tiles1), sends, len(plan.sends), counters, self.err, cfg.max_spins,
-            row_src, row_slot, self.comb_buf.local, self.comb_buf.deltas,
-            self.hidden, self.ffn, self.w2.stride(0), self.w2.stride(1), self.w2.stride(2), split_cols, split_cols // cfg.block_n,
-            N_COMPUTE=self.programs - cfg.comm_blocks1, N_PROGRAMS=self.programs, COPY_ROWS=16,
-            BLOCK_H=min(256, triton_next_pow2(split_cols)), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-            MODE=mode, W_TMA=cfg.weight_tma, num_warps=8, num_stages=3,
-        )
+        step.graph = graph
+        return step
 
-    def _raise_stuck(self, layer: str) -> None:
+    def check(self) -> None:
+        """Raise if any bounded wait gave up since the layer was made (a host sync)."""
         code = int(self.err.item())
+        if code == 0:
+            return
+        if code >= BARRIER_CODE:
+            raise RuntimeError(f"device barrier {code - BARRIER_CODE}: a peer never arrived within "
+                               f"{self.cfg.barrier_spins} spins")
         if code > 0:
-            raise RuntimeError(f"{layer}: a compute block waited {self.cfg.max_spins} spins for row tile {code - 1}'s rows; "
-                               "its communication block never raised the flag")
-        if code < 0:
-            raise RuntimeError(f"{layer}: a communication block waited {self.cfg.max_spins} spins for GEMM1 tiles "
-                               f"of (row tile, split) counter {-code - 1}")
+            raise RuntimeError(f"layer0: a compute block waited {self.cfg.max_spins} spins for row tile {code - 1}'s rows; "
+                               "its producer never raised the flag")
+        raise RuntimeError(f"layer1: a communication block waited {self.cfg.max_spins} spins for GEMM1 tiles of "
+                           f"(row tile, split) counter {-code - 1}")
 
+    # ---- the steps -------------------------------------------------------------------------
 
-def triton_next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+    def _capturing(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+    def _barrier(self, slot: int) -> None:
+        barrier_kernel[(1,)](self.sig.local, self.sig.deltas, self.epoch, self.err, self.rank, slot,
+                             self.cfg.barrier_spins, WORLD=self.world)
+
+    def _copy_engine_dispatch(self, plan: DevicePlan) -> None:
+        segments = plan.segments.tolist()  # (first row, rows, first row at the source) per source: the host sync
+        for src in self.rotation.tolist():
+            first, rows, at_src = segments[src]
+            if src == self.rank:
+                continue
+            dst = self.xbuf.local[self.send_rows + first:self.send_rows + first + rows]
+            if self.device.type == "cuda":
+                self._side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(self._side):
+                    dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows], non_blocking=True)
+                    torch._C._distributed_c10d._SymmetricMemory.stream_write_value32(
+                        self.flags, self.max_tiles + src, self._host_epoch)
+            else:
+                dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows])
+                self.flags[self.max_tiles + src] = self._host_epoch
+
+    def _launch_layer0(self, plan: DevicePlan, mode: int) -> None:
+        cfg, hidden = self.cfg, self.hidden
+        copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
+        layer0_kernel[(self.programs,)](
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.num_tiles,
+            self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
+            self.send_rows, self.max_tiles,
+            N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
+            COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+            MODE=mode, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+
+    def _launch_layer1(self, plan: DevicePlan, mode: int) -> None:
+        cfg, hidden = self.cfg, self.hidden
+        split_cols = hidden // cfg.n_splits
+        copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
+        layer1_kernel[(self.programs,)](
+            self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.num_tiles,
+            self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
+            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // cfg.block_n, N_COMPUTE=self.programs - cfg.comm_blocks1,
+            N_PROGRAMS=self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )

@@ -1,34 +1,45 @@
 """Comet's two fused MoE kernels in Triton, expert parallel, over peer-addressable buffers.
 
-Layer0 (dispatch + GEMM0 + SwiGLU): one persistent grid; programs [0, n_comm0) are
-communication blocks, the rest compute blocks. Communication blocks pull the rows of the
-shared tensor (this rank's experts, expert-major, sources in the row order) straight from
-the peers' token buffers, one row tile at a time, then raise that tile's flag to the
-call's epoch (rising epochs: flags are never reset). Compute blocks take GEMM tiles in
-the order the row tiles are pulled (decomposed along M), spin on the tile's flag with a
-bounded wait, then run the tile with SwiGLU fused.
+The layout (kernels/fused_plan.py): every rank packs its token rows in expert order into the
+send region of its `xbuf` (rows [0, SEND_ROWS)); rank r's received rows form one segment per
+source and one group per local expert inside it; row tiles never cross a group, so a tile's
+rows come from one source and are contiguous there. Tiles of the rank's own tokens are not
+copied at all: their GEMM reads the send region directly.
 
-Layer1 (GEMM1 + combine): compute blocks run GEMM1 column split by column split
-(decomposed along N) and count finished tiles per (row tile, split); communication
-blocks wait for a (row tile, split) to complete and store its rows into the owner rank's
-combine buffer, at the (token, slot) position of each row. After a barrier each rank
-takes the weighted top-k sum of its combine buffer.
+Layer0 (dispatch + GEMM0 + SwiGLU): one persistent grid; programs [0, N_COMM) are
+communication blocks, the rest compute blocks. Communication blocks pull each remote tile's
+rows from the source's send region into this rank's receive region (rows [SEND_ROWS, ...) of
+`xbuf`) in bulk 16-byte copies, then raise the tile's flag to the call's epoch (rising
+epochs: flags are never reset). Compute blocks walk (row tile, column tile) work in layout
+order (local tiles first with `local-first`), GROUP_M row tiles at a time column by column so
+that weight tiles are shared through L2; a remote tile's work first spins on its flag (bounded)
+and then reads its rows through TMA. With N_COMM = 0 (the copy-engine variant) the rows are
+moved by the copy engine and the flags are one per source segment, written by the stream.
 
-Producers get the lowest program ids (communication in layer0, compute in layer1): on the
-GPU every program is resident (grid <= SMs), and in Triton's CPU interpreter, which runs
-programs one after another, producers then finish before any consumer spins.
+Layer1 (GEMM1 + combine): compute blocks run GEMM1 column split by column split (decomposed
+along N), remote tiles first. A local tile's result goes straight to its row of this rank's
+combine region (rows [0, SEND_ROWS) of `ybuf`, in send order); a remote tile's goes to the
+staging region and each finished (tile, split) bumps a counter. Communication blocks wait for
+a (tile, split) to complete and push its rows into the source's combine region at the rows'
+send positions: one contiguous block per tile. After a device barrier each rank takes the
+weighted top-k sum of its combine region in one pass (`combine_kernel`).
+
+Producers get the lowest program ids (communication in layer0, compute in layer1): on the GPU
+every program is resident (grid <= SMs), and in Triton's CPU interpreter, which runs programs
+one after another, producers then finish before any consumer spins.
 
 Peers are addressed as the local buffer's pointer plus an element offset (peer address -
-local address): symmetric memory maps every peer buffer into this process's address
-space, and so does a shared-memory file on the CPU; the interpreter cannot turn an
-integer into a pointer, but it can add an offset to one.
+local address): symmetric memory maps every peer buffer into this process's address space,
+and so does a shared-memory file on the CPU; the interpreter cannot turn an integer into a
+pointer, but it can add an offset to one. Offsets are multiples of 16 elements (checked on the
+host), which lets the compiler use 16-byte accesses.
 
-A wait that spins past `max_spins` writes the stuck tile into an error slot and gives up;
-the host turns that into a clear exception instead of a hang.
+Every wait is bounded: past `max_spins` it writes a code into the error slot and gives up;
+the host reads the slot on demand (FusedMoE.check) and turns it into a clear exception.
 
-MODE selects the benchmark variants of the same kernels: FULL; COMPUTE_ONLY (the
-communication blocks move nothing and only raise the flags); COMM_ONLY (the compute
-blocks skip their GEMM tiles and only publish them as done).
+MODE selects the benchmark variants of the same kernels: FULL; COMPUTE_ONLY (communication
+blocks move nothing and only raise the flags; nothing is pushed); COMM_ONLY (compute blocks
+skip their GEMM tiles and only publish them as done).
 """
 
 from __future__ import annotations
@@ -39,88 +50,96 @@ import triton.language as tl
 FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2  # for the host
 _COMPUTE_ONLY = tl.constexpr(COMPUTE_ONLY)  # the same, as the compiler must see globals
 _COMM_ONLY = tl.constexpr(COMM_ONLY)
+BARRIER_CODE = 1 << 30  # error codes: > 0 layer0 tile + 1, < 0 -(layer1 counter + 1), this + slot: a barrier
 
 # ----------------------------------------------------------------------------------------
-# one GEMM tile, shared by both kernels
+# shared pieces
 # ----------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _gemm_tile(a_ptr, stride_am, row0, rows, w_ptr, stride_wk, stride_wn, col0, K, N, w_desc, w_row0,
-               SWIGLU: tl.constexpr, W_TMA: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """acc (BLOCK_M, BLOCK_N) fp32 of rows [row0, row0 + rows) of `a` times w[:, col0:...];
-    with SWIGLU, silu(a w[:, cols]) * (a w[:, N + cols]). With W_TMA the weight tiles come
-    through the descriptor `w_desc` of all experts' weights as (E * K, width), this expert's
-    rows from w_row0 (a K tail reading into the next expert meets a's zero-masked columns)."""
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_n = col0 + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    mask_m = offs_m < rows
-    mask_n = offs_n < N
-    a_rows = a_ptr + row0.to(tl.int64) * stride_am + offs_m[:, None] * stride_am
+def _wait(flag_ptr, target, err_ptr, err_code, max_spins, SYS: tl.constexpr):
+    """Spin until *flag_ptr == target (acquire); past max_spins record err_code and go on."""
+    spins = 0
+    if SYS:
+        while (tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys") != target) & (spins < max_spins):
+            spins += 1
+    else:
+        while (tl.atomic_add(flag_ptr, 0, sem="acquire", scope="gpu") != target) & (spins < max_spins):
+            spins += 1
+    if spins >= max_spins:  # the first error wins: later ones are its consequences
+        tl.atomic_cas(err_ptr, 0, err_code, sem="relaxed", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _proxy_fence(x, ENABLED: tl.constexpr):
+    """Order the generic-proxy writes seen through an acquire before this thread's TMA reads
+    (PTX: the async proxy needs fence.proxy.async). The interpreter has no inline assembly."""
+    if ENABLED:
+        tl.inline_asm_elementwise("fence.proxy.async.global;\nmov.b32 $0, $1;", "=r,r", [x], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def _tile(tiles_ptr, u):
+    """(expert, first row, rows, source rank, first row at the source) of row tile u."""
+    entry = tiles_ptr + 5 * u
+    return tl.load(entry), tl.load(entry + 1), tl.load(entry + 2), tl.load(entry + 3), tl.load(entry + 4)
+
+
+@triton.jit
+def _swizzle(w, n_rows, n_cols, GROUP_M: tl.constexpr):
+    """Work item w -> (row tile, column tile): GROUP_M row tiles at a time, column by column."""
+    per_group = GROUP_M * n_cols
+    first = (w // per_group) * GROUP_M
+    size = tl.minimum(n_rows - first, GROUP_M)
+    within = w % per_group
+    return first + within % size, within // size
+
+
+@triton.jit
+def _gemm(a_desc, a_row, w_desc, w_row, col0, K, N, SWIGLU: tl.constexpr,
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc (BLOCK_M, BLOCK_N) fp32: rows [a_row, a_row + BLOCK_M) of a (., K) times the weight
+    rows [w_row, w_row + K), columns [col0, col0 + BLOCK_N), both through TMA; with SWIGLU,
+    silu(a w[:, cols]) * (a w[:, N + cols]). Rows past the tile belong to other tiles (their
+    results are masked on store); a K tail reads a's zero padding."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        mask_k = (k0 + offs_k) < K
-        a = tl.load(a_rows + (k0 + offs_k)[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        if W_TMA:
-            w = w_desc.load([w_row0 + k0, col0])
-        else:
-            w_tile = w_ptr + (k0 + offs_k)[:, None] * stride_wk + offs_n[None, :] * stride_wn
-            w = tl.load(w_tile, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, w, acc)
+        a = a_desc.load([a_row, k0])
+        acc = tl.dot(a, w_desc.load([w_row + k0, col0]), acc)
         if SWIGLU:
-            if W_TMA:
-                w_up = w_desc.load([w_row0 + k0, col0 + N])
-            else:
-                w_up = tl.load(w_tile + N * stride_wn, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc_up = tl.dot(a, w_up, acc_up)
+            acc_up = tl.dot(a, w_desc.load([w_row + k0, col0 + N]), acc_up)
     if SWIGLU:
         acc = acc * tl.sigmoid(acc) * acc_up
     return acc
 
 
 @triton.jit
-def _tile_entry(tiles_ptr, t):
-    """(expert, first row, rows, first column, flag or counter index) of work-list entry t."""
-    entry = tiles_ptr + 5 * t
-    return tl.load(entry), tl.load(entry + 1), tl.load(entry + 2), tl.load(entry + 3), tl.load(entry + 4)
-
-
-@triton.jit
-def _expert_tile(a_ptr, out_ptr, expert, row0, rows, col0, K, N, w_ptr, stride_we, stride_wk, stride_wn, w_desc,
-                 SWIGLU: tl.constexpr, W_TMA: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One output tile of `expert`: rows of a (., K) times its weight, stored into out (., N)."""
-    acc = _gemm_tile(a_ptr, K, row0, rows, w_ptr + expert.to(tl.int64) * stride_we, stride_wk, stride_wn,
-                     col0, K, N, w_desc, expert * K, SWIGLU, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
+def _store_tile(out_ptr, out_row, rows, col0, N, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = col0 + tl.arange(0, BLOCK_N)
-    out = out_ptr + (row0 + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+    out = out_ptr + (out_row + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < N)[None, :])
 
 
 @triton.jit
-def _copy_rows(src_ptr, src_rows, dst_ptr, dst_rows, valid, col0, cols, BLOCK_H: tl.constexpr):
-    """Copy columns [col0, col0 + cols) of COPY_ROWS rows: src_rows / dst_rows are the rows'
-    element offsets from src_ptr / dst_ptr (a peer's offset included), `valid` masks rows."""
-    offs_h = tl.arange(0, BLOCK_H)
-    for h0 in range(0, cols, BLOCK_H):
-        m = valid[:, None] & ((h0 + offs_h) < cols)[None, :]
-        c = col0 + h0 + offs_h
-        tl.store(dst_ptr + dst_rows[:, None] + c[None, :], tl.load(src_ptr + src_rows[:, None] + c[None, :], mask=m), mask=m)
-
-
-@triton.jit
-def _wait(flag_ptr, target, err_ptr, err_code, max_spins):
-    """Spin until *flag_ptr == target (acquire, system scope); past max_spins record err_code."""
-    spins = 0
-    while (tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys") != target) & (spins < max_spins):
-        spins += 1
-    if spins >= max_spins:
-        tl.atomic_xchg(err_ptr, err_code, sem="relaxed", scope="gpu")
-    tl.debug_barrier()
+def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
+                COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr):
+    """Copy the (rows, cols) block at (src_row, col0) of src to (dst_row, col0) of dst, both of
+    row stride `stride`; src or dst may be a peer's buffer (its offset folded into the row)."""
+    offs_r = tl.arange(0, COPY_ROWS)
+    offs_c = tl.arange(0, COPY_COLS)
+    for r0 in range(0, rows, COPY_ROWS):
+        mask_r = (r0 + offs_r) < rows
+        src = src_ptr + (src_row + r0 + offs_r).to(tl.int64)[:, None] * stride
+        dst = dst_ptr + (dst_row + r0 + offs_r).to(tl.int64)[:, None] * stride
+        for c0 in range(col0, col0 + cols, COPY_COLS):
+            c = c0 + offs_c
+            m = mask_r[:, None] & (c < col0 + cols)[None, :]
+            tl.store(dst + c[None, :], tl.load(src + c[None, :], mask=m), mask=m)
 
 
 # ----------------------------------------------------------------------------------------
@@ -130,74 +149,129 @@ def _wait(flag_ptr, target, err_ptr, err_code, max_spins):
 
 @triton.jit
 def layer0_kernel(
-    x_ptr, x_deltas_ptr, row_src_ptr, row_tok_ptr, shared_ptr, pull_ptr, num_pull,
-    tiles_ptr, num_tiles, w_ptr, w_desc, h_ptr, flags_ptr, err_ptr, epoch, max_spins,
-    H, F, stride_we, stride_wk, stride_wn,
-    N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, W_TMA: tl.constexpr,
+    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, num_tiles_ptr, flags_ptr, err_ptr, epoch_ptr,
+    rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base,
+    N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr,
 ):
+    """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
+    (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
+    engine's), not on their own."""
     pid = tl.program_id(0)
+    n_tiles = tl.load(num_tiles_ptr)
+    epoch = tl.load(epoch_ptr)
     if pid < N_COMM:
-        # ---- communication blocks: pull row tiles from the peers' token buffers ----
-        for i in range(pid, num_pull, N_COMM):
-            row0 = tl.load(pull_ptr + 2 * i)
-            rows = tl.load(pull_ptr + 2 * i + 1)
-            if MODE != _COMPUTE_ONLY:
-                for r0 in range(0, BLOCK_M, COPY_ROWS):
-                    offs_r = r0 + tl.arange(0, COPY_ROWS)
-                    valid = offs_r < rows
-                    src = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
-                    tok = tl.load(row_tok_ptr + row0 + offs_r, mask=valid, other=0)
-                    peer_row = tl.load(x_deltas_ptr + src, mask=valid, other=0) + tok.to(tl.int64) * H
-                    _copy_rows(x_ptr, peer_row, shared_ptr, (row0 + offs_r).to(tl.int64) * H, valid, 0, H, BLOCK_H)
-            tl.debug_barrier()
-            tl.atomic_xchg(flags_ptr + i, epoch, sem="release", scope="sys")
+        # ---- communication blocks: pull remote row tiles from the sources' send regions ----
+        for u in range(pid, n_tiles, N_COMM):
+            expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
+            if src != rank:
+                if MODE != _COMPUTE_ONLY:
+                    peer = tl.multiple_of(tl.load(x_deltas_ptr + src), 16)
+                    _copy_block(xbuf_ptr + peer, src_row0, xbuf_ptr, SEND_ROWS + row0, rows, 0, H, H,
+                                COPY_ROWS, COPY_COLS)
+                for _ in range(delay_spins):  # a slow producer, for the tests
+                    tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
+                tl.debug_barrier()
+                if delay_spins >= 0:
+                    tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
     else:
-        # ---- compute blocks: GEMM0 + SwiGLU tiles in pull order, each after its flag ----
-        for t in range(pid - N_COMM, num_tiles, N_PROGRAMS - N_COMM):
-            expert, row0, rows, col0, flag = _tile_entry(tiles_ptr, t)
-            _wait(flags_ptr + flag, epoch, err_ptr, flag + 1, max_spins)
+        # ---- compute blocks: GEMM0 + SwiGLU in layout order, remote tiles after their flag ----
+        n_cols = tl.cdiv(F, BLOCK_N)
+        for w in range(pid - N_COMM, n_tiles * n_cols, N_PROGRAMS - N_COMM):
+            u, c = _swizzle(w, n_tiles, n_cols, GROUP_M)
+            expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
+            a_row = src_row0
+            if src != rank:
+                if SEG_FLAGS:
+                    flag = seg_base + src
+                else:
+                    flag = u
+                _wait(flags_ptr + flag, epoch, err_ptr, u + 1, max_spins, False)
+                _proxy_fence(epoch, PROXY_FENCE)
+                a_row = SEND_ROWS + row0
             if MODE != _COMM_ONLY:
-                _expert_tile(shared_ptr, h_ptr, expert, row0, rows, col0, H, F, w_ptr, stride_we, stride_wk, stride_wn,
-                             w_desc, True, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
+                acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
 
 
 # ----------------------------------------------------------------------------------------
-# layer1: GEMM1 (column splits) + combine (push to the owners)
+# layer1: GEMM1 (column splits) + combine (push to the sources)
 # ----------------------------------------------------------------------------------------
 
 
 @triton.jit
 def layer1_kernel(
-    h_ptr, w_ptr, w_desc, y_ptr, tiles_ptr, num_tiles, sends_ptr, num_sends, counts_ptr, err_ptr, max_spins,
-    row_src_ptr, row_slot_ptr, comb_ptr, comb_deltas_ptr,
-    H, F, stride_we, stride_wk, stride_wn, SPLIT_COLS, COL_TILES_PER_SPLIT,
-    N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MODE: tl.constexpr, W_TMA: tl.constexpr,
+    h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, num_tiles_ptr, counters_ptr, err_ptr,
+    rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS,
+    N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr,
+    COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
 ):
+    """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j."""
     pid = tl.program_id(0)
+    n_tiles = tl.load(num_tiles_ptr)
     if pid < N_COMPUTE:
-        # ---- compute blocks: GEMM1 split by split; count finished tiles per (row tile, split) ----
-        for t in range(pid, num_tiles, N_COMPUTE):
-            expert, row0, rows, col0, counter = _tile_entry(tiles_ptr, t)
+        # ---- compute blocks: GEMM1 split by split, remote tiles first ----
+        per_split = n_tiles * COL_TILES
+        for w in range(pid, per_split * N_SPLITS, N_COMPUTE):
+            split = w // per_split
+            v, c = _swizzle(w % per_split, n_tiles, COL_TILES, GROUP_M)
+            u = tl.load(order_ptr + v)
+            expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
+            out_row = tl.where(src == rank, src_row0, SEND_ROWS + row0)  # local: straight to the combine region
             if MODE != _COMM_ONLY:
-                _expert_tile(h_ptr, y_ptr, expert, row0, rows, col0, F, H, w_ptr, stride_we, stride_wk, stride_wn,
-                             w_desc, False, W_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
-            tl.debug_barrier()
-            tl.atomic_add(counts_ptr + counter, 1, sem="release", scope="gpu")
-    else:
-        # ---- communication blocks: send each finished (row tile, split) to the rows' owners ----
-        for i in range(pid - N_COMPUTE, num_sends if MODE != _COMPUTE_ONLY else 0, N_PROGRAMS - N_COMPUTE):
-            row0 = tl.load(sends_ptr + 4 * i)
-            rows = tl.load(sends_ptr + 4 * i + 1)
-            split = tl.load(sends_ptr + 4 * i + 2)
-            counter = tl.load(sends_ptr + 4 * i + 3)
-            _wait(counts_ptr + counter, COL_TILES_PER_SPLIT, err_ptr, -(counter + 1), max_spins)
-            for r0 in range(0, BLOCK_M, COPY_ROWS):
-                offs_r = r0 + tl.arange(0, COPY_ROWS)
-                valid = offs_r < rows
-                dest = tl.load(row_src_ptr + row0 + offs_r, mask=valid, other=0)
-                slot = tl.load(row_slot_ptr + row0 + offs_r, mask=valid, other=0)
-                remote_row = tl.load(comb_deltas_ptr + dest, mask=valid, other=0) + slot.to(tl.int64) * H
-                _copy_rows(y_ptr, (row0 + offs_r).to(tl.int64) * H, comb_ptr, remote_row, valid, split * SPLIT_COLS,
-                           SPLIT_COLS, BLOCK_H)
+                col0 = split * SPLIT_COLS + c * BLOCK_N
+                acc = _gemm(h_desc, row0, w_desc, expert * F, col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
+                _store_tile(ybuf_ptr, out_row, rows, col0, H, acc, BLOCK_M, BLOCK_N)
+            if src != rank:
+                tl.debug_barrier()
+                tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
+    elif MODE != _COMPUTE_ONLY:
+        # ---- communication blocks: push each finished (remote tile, split) to its source ----
+        for i in range(pid - N_COMPUTE, n_tiles * N_SPLITS, N_PROGRAMS - N_COMPUTE):
+            split = i // n_tiles
+            u = tl.load(order_ptr + i % n_tiles)
+            expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
+            if src != rank:
+                counter = u * N_SPLITS + split
+                _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
+                peer = tl.multiple_of(tl.load(y_deltas_ptr + src), 16)
+                _copy_block(ybuf_ptr, SEND_ROWS + row0, ybuf_ptr + peer, src_row0, rows, split * SPLIT_COLS,
+                            SPLIT_COLS, H, COPY_ROWS, COPY_COLS)
+
+
+# ----------------------------------------------------------------------------------------
+# device barrier and the weighted top-k combine
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def barrier_kernel(sig_ptr, sig_deltas_ptr, epoch_ptr, err_ptr, rank, slot, max_spins, WORLD: tl.constexpr):
+    """Every rank of the group reaches this point of the call: raise my signal at every peer
+    (release, system scope: what this rank wrote before is visible to them), then wait for
+    every peer's signal at mine. Signals hold the call's epoch, so they are never reset."""
+    epoch = tl.load(epoch_ptr)
+    for p in tl.static_range(WORLD):
+        peer = tl.load(sig_deltas_ptr + p)
+        tl.atomic_xchg(sig_ptr + peer + slot * WORLD + rank, epoch, sem="release", scope="sys")
+    for p in tl.static_range(WORLD):
+        _wait(sig_ptr + slot * WORLD + p, epoch, err_ptr, BARRIER_CODE + slot, max_spins, True)
+
+
+@triton.jit
+def combine_kernel(comb_ptr, pos_ptr, weight_ptr, out_ptr, T, H, TOP_K: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    """out[t] = sum_j weight[t, j] * comb[pos[t, j]]: the top-k rows of each token, at their
+    send positions, weighted and summed in fp32 in one pass."""
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask_t = offs_t < T
+    mask = mask_t[:, None] & (offs_h < H)[None, :]
+    acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        pos = tl.load(pos_ptr + offs_t * TOP_K + j, mask=mask_t, other=0)
+        weight = tl.load(weight_ptr + offs_t * TOP_K + j, mask=mask_t, other=0.0)
+        row = tl.load(comb_ptr + pos.to(tl.int64)[:, None] * H + offs_h[None, :], mask=mask, other=0.0)
+        acc += weight.to(tl.float32)[:, None] * row.to(tl.float32)
+    tl.store(out_ptr + offs_t.to(tl.int64)[:, None] * H + offs_h[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)

@@ -1,5 +1,7 @@
-"""The fused kernels, two ranks (gloo processes, shared-memory peer buffers), Triton's
-CPU interpreter in fp32 / fp16, against the fp32 reference on adversarial routings."""
+"""The fused kernels, two ranks (gloo processes, shared-memory peer buffers), Triton's CPU
+interpreter in fp32 / fp16, against the fp32 reference: consecutive calls with changing
+routings and token counts (rising epochs), adversarial routings, the capacity, the copy-engine
+path, the benchmark variants, a slow producer and one that never signals."""
 
 from __future__ import annotations
 
@@ -11,50 +13,20 @@ import pytest
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.[kernels]')")
 if torch.cuda.is_available():
-    pytest.skip("this suite runs two CPU ranks through the interpreter; the GPU suite is the benchmark's", allow_module_level=True)
+    pytest.skip("this suite runs two CPU ranks through the interpreter; the GPU suite is benchmarks/gpu_fused_ep.py",
+                allow_module_level=True)
 
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
-from comet_dse.kernels.reference import (  # noqa: E402
-    MoEWeights,
-    reference_moe,
-    route,
-    routing_weights,
-)
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY  # noqa: E402
+from comet_dse.kernels.reference import MoEWeights, reference_moe, route, routing_weights  # noqa: E402
 
 WORLD = 2
 EXPERTS, HIDDEN, FFN = 8, 32, 48
 SMALL = FusedConfig(comm_blocks0=2, comm_blocks1=2, block_m=16, block_n=16, block_k=16, n_splits=2, programs=4,
-                    max_spins=50)
-
-
-def _routings(total: int, top_k: int, x, weights) -> dict:
-    base = torch.arange(top_k).repeat(total, 1)  # expert 0 gets every token; experts >= k none
-    return {"router": route(x, weights.router, top_k)[0], "all-to-one-expert": base}
-
-
-def _worker(rank: int, port: int, dtype_name: str, cases, row_order: str, weight_tma: bool) -> None:
-    os.environ["TRITON_INTERPRET"] = "1"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    dtype = getattr(torch, dtype_name)
-    weights = MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
-    local = weights.local(rank * EXPERTS // WORLD, EXPERTS // WORLD)
-    layer = FusedMoE(local, top_k=max(k for _, k in cases), max_tokens=max(t for t, _ in cases), dtype=dtype,
-                     config=FusedConfig(**{**SMALL.__dict__, "row_order": row_order, "weight_tma": weight_tma}))
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    for tokens, top_k in cases:
-        layer.top_k = top_k
-        x = torch.randn(tokens * WORLD, HIDDEN, generator=torch.Generator().manual_seed(tokens + 100 * top_k))
-        x = x.to(dtype).float()  # the reference sees the same rounded inputs
-        for name, ids in _routings(tokens * WORLD, top_k, x, weights).items():
-            w = routing_weights(x, weights.router, ids)
-            mine = slice(rank * tokens, (rank + 1) * tokens)
-            expected = reference_moe(x, weights, ids, w)[mine]
-            got = layer(x[mine], ids[mine], w[mine])
-            err = ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-6)).item()
-            assert err < tol, f"{dtype_name} {row_order} {name} tokens={tokens} top_k={top_k}: relative error {err:.2e}"
-    dist.destroy_process_group()
+                    max_spins=100_000, copy_elems=256)
+CAPACITY = 24
 
 
 def _free_port() -> int:
@@ -63,27 +35,115 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("dtype_name, row_order, weight_tma",
-                         [("float32", "local-first", True), ("float16", "source-order", False)])
-def test_fused_layer_matches_the_reference(dtype_name, row_order, weight_tma):
-    # one token; a token count that is no multiple of the 16-row tile; top-1; top-8 (every expert)
-    cases = [(1, 2), (21, 2), (16, 1), (5, 8)]
-    mp.spawn(_worker, args=(_free_port(), dtype_name, cases, row_order, weight_tma), nprocs=WORLD, join=True)
+def _spawn(worker, *args) -> None:
+    mp.spawn(worker, args=(_free_port(), *args), nprocs=WORLD, join=True)
 
 
-def _stuck_worker(rank: int, port: int) -> None:
+def _init(rank: int, port: int) -> MoEWeights:
     os.environ["TRITON_INTERPRET"] = "1"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    weights = MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
-    layer = FusedMoE(weights.local(rank * 4, 4), top_k=2, max_tokens=8, dtype=torch.float32, config=SMALL)
-    original = layer.launch_layer0
-    layer.launch_layer0 = lambda *a, **k: original(*a, **{**k, "num_pull": 0})  # the communication blocks pull nothing
-    x = torch.randn(8, HIDDEN)
-    ids, w = route(x, weights.router, 2)
-    with pytest.raises(RuntimeError, match="layer0: a compute block waited 50 spins for row tile"):
-        layer(x, ids, w)
+    return MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
+
+
+def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedMoE:
+    per_rank = EXPERTS // WORLD
+    return FusedMoE(weights.local(rank * per_rank, per_rank), top_k=top_k, max_tokens=CAPACITY, dtype=dtype,
+                    config=FusedConfig(**{**SMALL.__dict__, **knobs}))
+
+
+def _call(layer: FusedMoE, rank: int, weights: MoEWeights, tokens: list[int], ids_of, seed: int, dtype) -> float:
+    """One call with tokens[r] tokens on rank r; the relative error of this rank's output."""
+    total = sum(tokens)
+    x = torch.randn(total, HIDDEN, generator=torch.Generator().manual_seed(seed)).to(dtype).float()
+    ids = ids_of(x)
+    w = routing_weights(x, weights.router, ids)
+    mine = slice(sum(tokens[:rank]), sum(tokens[:rank + 1]))
+    expected = reference_moe(x, weights, ids, w)[mine]
+    got = layer(x[mine].to(dtype), ids[mine], w[mine])
+    layer.check()
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-6)).item() if len(expected) else 0.0
+
+
+def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None:
+    weights = _init(rank, port)
+    dtype = getattr(torch, dtype_name)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    router = lambda k: lambda x: route(x, weights.router, k)[0]  # noqa: E731
+    to_first = lambda k: lambda x: torch.arange(k).repeat(len(x), 1)  # noqa: E731  every token to experts 0..k-1
+    to_last = lambda k: lambda x: (EXPERTS - 1 - torch.arange(k)).repeat(len(x), 1)  # noqa: E731  rank 0 gets none
+    for top_k, calls in (
+        (2, [([21, 21], router(2)), ([1, 1], router(2)), ([CAPACITY, CAPACITY], to_first(2)), ([5, 17], router(2)),
+             ([3, 0], to_last(2)), ([16, 16], router(2))]),
+        (1, [([16, 16], router(1)), ([7, 9], to_first(1))]),
+        (8, [([5, 5], router(8)), ([CAPACITY, 3], router(8))]),  # top-8: every expert
+    ):
+        layer = _layer(rank, weights, top_k, dtype, **knobs)
+        for i, (tokens, ids_of) in enumerate(calls):
+            err = _call(layer, rank, weights, tokens, ids_of, seed=100 * top_k + i, dtype=dtype)
+            assert err < tol, f"{dtype_name} {knobs} top_k={top_k} call {i} tokens={tokens}: relative error {err:.2e}"
     dist.destroy_process_group()
 
 
-def test_a_stuck_wait_raises_instead_of_hanging():
-    mp.spawn(_stuck_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("dtype_name, knobs", [
+    ("float32", {"row_order": "local-first"}),
+    ("float16", {"row_order": "source-order", "n_splits": 1, "group_m": 1}),
+    ("float32", {"comm_blocks0": 0}),  # the copy-engine variant
+])
+def test_consecutive_calls_match_the_reference(dtype_name, knobs):
+    _spawn(_sequence_worker, dtype_name, knobs)
+
+
+def _capacity_worker(rank: int, port: int) -> None:
+    weights = _init(rank, port)
+    layer = _layer(rank, weights, 2, torch.float32)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    assert _call(layer, rank, weights, [CAPACITY, CAPACITY], router, seed=1, dtype=torch.float32) < 1e-4
+    before = [t.clone() for t in (layer.xbuf.local, layer.ybuf.local, layer.meta.local, layer.epoch)]
+    x = torch.randn(CAPACITY + 1, HIDDEN)
+    ids, w = route(x, weights.router, 2)
+    with pytest.raises(ValueError, match=f"25 tokens exceed this layer's capacity max_tokens={CAPACITY}"):
+        layer(x, ids, w)
+    after = (layer.xbuf.local, layer.ybuf.local, layer.meta.local, layer.epoch)
+    assert all(torch.equal(a, b) for a, b in zip(before, after)), "a refused call wrote to the layer's buffers"
+    assert _call(layer, rank, weights, [9, 11], router, seed=2, dtype=torch.float32) < 1e-4
+    dist.destroy_process_group()
+
+
+def test_a_call_over_capacity_raises_and_writes_nothing():
+    _spawn(_capacity_worker)
+
+
+def _variants_worker(rank: int, port: int) -> None:
+    weights = _init(rank, port)
+    layer = _layer(rank, weights, 2, torch.float32)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    x = torch.randn(12, HIDDEN)
+    ids, w = route(x, weights.router, 2)
+    for mode in (COMPUTE_ONLY, COMM_ONLY):
+        layer(x, ids, w, mode=mode)
+        layer.check()  # the variants run the same waits and barriers, and finish
+    # a slow producer: the consumers wait for it and the result stays right
+    layer.delay_spins = 200
+    assert _call(layer, rank, weights, [12, 12], router, seed=3, dtype=torch.float32) < 1e-4
+    dist.destroy_process_group()
+
+
+def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing():
+    _spawn(_variants_worker)
+
+
+def _stuck_worker(rank: int, port: int) -> None:
+    weights = _init(rank, port)
+    layer = _layer(rank, weights, 2, torch.float32, max_spins=50)
+    layer.delay_spins = -1  # layer0's communication blocks copy, then never raise a flag
+    x = torch.randn(8, HIDDEN)
+    ids, w = route(x, weights.router, 2)
+    layer(x, ids, w)  # returns: every wait is bounded
+    with pytest.raises(RuntimeError, match="layer0: a compute block waited 50 spins for row tile"):
+        layer.check()
+    dist.destroy_process_group()
+
+
+def test_a_producer_that_never_signals_raises_instead_of_hanging():
+    _spawn(_stuck_worker)

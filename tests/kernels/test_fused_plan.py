@@ -1,0 +1,106 @@
+"""The device-side plan (fixed-shape torch ops) against the same layout written as plain loops,
+on random and adversarial routings, for every rank of 1-4 rank groups."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
+
+from comet_dse.kernels.fused_plan import (  # noqa: E402
+    device_plan,
+    max_row_tiles,
+    reference_plan,
+    source_rotation,
+)
+
+
+def _counts(all_ids: list[torch.Tensor], experts: int) -> torch.Tensor:
+    """(W, E): pairs each source routes to each expert."""
+    return torch.stack([torch.bincount(ids.reshape(-1), minlength=experts) for ids in all_ids])
+
+
+def _check(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str) -> None:
+    world = len(all_ids)
+    per_rank = experts // world
+    counts = _counts(all_ids, experts)
+    max_tokens = max(ids.shape[0] for ids in all_ids)
+    top_k = all_ids[0].shape[1]
+    max_tiles = max_row_tiles(world * max_tokens * min(top_k, per_rank), world * per_rank, block_m)
+    for rank in range(world):
+        rotation = source_rotation(rank, world, row_order)
+        plan = device_plan(counts.to(torch.int32), rank, per_rank, block_m, torch.tensor(rotation), max_tiles)
+        tiles, order1 = reference_plan(counts.tolist(), rank, per_rank, block_m, rotation)
+        n = int(plan.num_tiles.item())
+        assert n == len(tiles) <= max_tiles
+        assert [tuple(t) for t in plan.tiles[:n].tolist()] == tiles
+        assert (plan.tiles[n:, 2] == 0).all()  # padding tiles have no rows
+        assert plan.order1[:n].tolist() == order1
+        assert sorted(plan.order1.tolist()) == list(range(max_tiles))
+        # every pair routed to this rank is in exactly one tile row, at its source's send row
+        covered = {(t[3], t[4] + i) for t in tiles for i in range(t[2])}
+        expected = set()
+        for src, ids in enumerate(all_ids):
+            order = torch.sort(ids.reshape(-1), stable=True).indices
+            for send_row, pair in enumerate(order.tolist()):
+                if ids.reshape(-1)[pair] // per_rank == rank:
+                    expected.add((src, send_row))
+        assert covered == expected
+        segments = plan.segments.tolist()
+        for src in range(world):
+            assert segments[src][1] == int(counts[src, rank * per_rank:(rank + 1) * per_rank].sum())
+
+
+def _random_ids(g: torch.Generator, tokens: int, top_k: int, experts: int) -> torch.Tensor:
+    return torch.stack([torch.randperm(experts, generator=g)[:top_k] for _ in range(tokens)]) if tokens else \
+        torch.zeros(0, top_k, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("row_order", ["local-first", "source-order"])
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", range(3))
+def test_device_plan_equals_the_plain_one_on_random_routings(seed, world, row_order):
+    g = torch.Generator().manual_seed(seed * 10 + world)
+    experts = 4 * world
+    top_k = int(torch.randint(1, experts + 1, (1,), generator=g))
+    all_ids = [_random_ids(g, int(torch.randint(0, 40, (1,), generator=g)), top_k, experts) for _ in range(world)]
+    _check(all_ids, experts, block_m=4, row_order=row_order)
+
+
+ADVERSARIAL = {
+    "all tokens to experts 0..k-1": lambda t, k, e: torch.arange(k).repeat(t, 1),
+    "one token": lambda t, k, e: torch.arange(k)[None] + 1,
+    "top-1": lambda t, k, e: (torch.arange(t)[:, None] * 5) % e,
+    "top-8, every expert": lambda t, k, e: torch.arange(e).repeat(t, 1),
+    "last experts only (first ranks get nothing)": lambda t, k, e: (e - 1 - torch.arange(k)).repeat(t, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+def test_device_plan_on_adversarial_routings(case):
+    experts, world = 8, 2
+    top_k = {"top-1": 1, "top-8, every expert": 8}.get(case, 2)
+    tokens = 1 if case == "one token" else 37  # 37: no multiple of the 16-row tile
+    all_ids = [ADVERSARIAL[case](tokens, top_k, experts) for _ in range(world)]
+    for row_order in ("local-first", "source-order"):
+        _check(all_ids, experts, block_m=16, row_order=row_order)
+
+
+def test_a_full_capacity_call_fits_the_tile_table():
+    # every token of every rank to one rank's experts, top-k = experts per rank: the worst case
+    world, experts, tokens = 2, 8, 64
+    all_ids = [torch.arange(4).repeat(tokens, 1) for _ in range(world)]
+    _check(all_ids, experts, block_m=16, row_order="local-first")
+    _check(all_ids, experts, block_m=128, row_order="local-first")
+
+
+def test_local_first_puts_own_rows_first_and_layer1_sends_remote_rows_first():
+    # 2 ranks, 2 experts each, top-1; rank 0 holds experts 0 and 1
+    ids0, ids1 = torch.tensor([[0], [1], [2]]), torch.tensor([[0], [0], [3]])
+    counts = _counts([ids0, ids1], 4)
+    tiles, order1 = reference_plan(counts.tolist(), 0, 2, 2, source_rotation(0, 2, "local-first"))
+    # own segment: expert 0 (1 row), expert 1 (1 row); then rank 1's: expert 0 (2 rows, send rows 0-1)
+    assert tiles == [(0, 0, 1, 0, 0), (1, 1, 1, 0, 1), (0, 2, 2, 1, 0)]
+    assert order1 == [2, 0, 1]
+    plan = device_plan(counts.to(torch.int32), 0, 2, 2, torch.tensor([0, 1]), 8)
+    assert [tuple(t) for t in plan.tiles[:3].tolist()] == tiles
