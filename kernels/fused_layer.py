@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +52,7 @@ from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-__all__ = ["ROW_ORDERS", "FusedConfig", "FusedMoE", "PeerBuffer"]
+__all__ = ["ROW_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,26 @@ class PeerBuffer:
 
     def peer(self, rank: int) -> torch.Tensor:
         return self._peers[rank]
+
+
+class GraphedForward:
+    """A captured forward: `step(x, ids, weights)` copies its inputs into the graph's and replays
+    it; `set_inputs` + `replay` do the same in two steps (benchmarks time only the replay)."""
+
+    def __init__(self, graph, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        self.graph, self.inputs, self.out = graph, inputs, out
+
+    def set_inputs(self, *inputs: torch.Tensor) -> None:
+        for static, new in zip(self.inputs, inputs, strict=True):
+            static.copy_(new)
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.out
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        self.set_inputs(*inputs)
+        return self.replay()
 
 
 class FusedMoE:
@@ -225,10 +244,9 @@ class FusedMoE:
             self.check()
         return out
 
-    def graphed(self, tokens: int, mode: int = FULL, warmup: int = 2) -> Callable[..., torch.Tensor]:
-        """The forward for `tokens` tokens captured in a CUDA graph: returns step(x, ids, weights),
-        which copies its inputs into the graph's and replays it. Every rank captures and replays
-        in the same order (the warm-up calls and the replays run the device barriers)."""
+    def graphed(self, tokens: int, mode: int = FULL, warmup: int = 2) -> GraphedForward:
+        """The forward for `tokens` tokens captured in a CUDA graph (see GraphedForward). Every rank
+        captures and replays in the same order: the warm-up calls and the replays run the barriers."""
         if self.device.type != "cuda":
             raise ValueError("CUDA graphs need a GPU")
         if self.cfg.comm_blocks0 == 0:
@@ -245,16 +263,7 @@ class FusedMoE:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = self(x, ids, weights, mode)
-
-        def step(new_x: torch.Tensor, new_ids: torch.Tensor, new_weights: torch.Tensor) -> torch.Tensor:
-            x.copy_(new_x)
-            ids.copy_(new_ids)
-            weights.copy_(new_weights)
-            graph.replay()
-            return out
-
-        step.graph = graph
-        return step
+        return GraphedForward(graph, (x, ids, weights), out)
 
     def check(self) -> None:
         """Raise if any bounded wait gave up since the layer was made (a host sync)."""
@@ -302,8 +311,7 @@ class FusedMoE:
         layer0_kernel[(self.programs,)](
             self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.num_tiles,
             self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
-            self.send_rows, self.max_tiles,
-            N_COMM=cfg.comm_blocks0, N_PROGRAMS=self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
+            self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             MODE=mode, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -316,8 +324,8 @@ class FusedMoE:
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.num_tiles,
             self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
-            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // cfg.block_n, N_COMPUTE=self.programs - cfg.comm_blocks1,
-            N_PROGRAMS=self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols,
+            self.programs - cfg.comm_blocks1, self.programs,
+            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // cfg.block_n, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

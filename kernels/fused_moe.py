@@ -150,8 +150,8 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 @triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, num_tiles_ptr, flags_ptr, err_ptr, epoch_ptr,
-    rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base,
-    N_COMM: tl.constexpr, N_PROGRAMS: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
+    COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr,
 ):
@@ -203,12 +203,12 @@ def layer0_kernel(
 @triton.jit
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, num_tiles_ptr, counters_ptr, err_ptr,
-    rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS,
-    N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, N_COMPUTE: tl.constexpr, N_PROGRAMS: tl.constexpr,
-    COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
+    N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
 ):
-    """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j."""
+    """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
+    The block counts are run-time arguments: one compiled kernel serves every n_comm."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     if pid < N_COMPUTE:

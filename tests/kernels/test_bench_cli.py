@@ -29,7 +29,8 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
         env = {**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "5,16",
-               "--comm-blocks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2", "--runs", "2", "--warmup", "1", "--out", str(tmp_path)]
+               "--comm-blocks", "0,2", "--comm-blocks1", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16",
+               "--n-splits", "2", "--runs", "2", "--warmup", "1", "--out", str(tmp_path)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -37,18 +38,46 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     files = list(tmp_path.glob("bench-*.json"))
     assert len(files) == 1
     result = json.loads(files[0].read_text())
-    assert {"gpu", "gpus", "driver", "torch", "triton", "command", "model", "ep", "tp", "runs"} <= set(result)
+    assert {"gpu", "gpus", "driver", "torch", "triton", "command", "model", "ep", "tp", "kind", "runs"} <= set(result)
     assert result["gpus"] == 2 and result["ep"] == 2
-    assert [r["tokens"] for r in result["runs"]] == [5, 16]
+    # one run per token count and configuration: the copy engine (0) and 2 communication blocks
+    assert [(r["tokens"], r["config"]["comm_blocks0"]) for r in result["runs"]] == [(5, 0), (5, 2), (16, 0), (16, 2)]
     for r in result["runs"]:
-        assert set(r["timings_us"]) == {"b0", "b1", "fused", "compute_only", "comm_only"}
+        expected = {"naive", "b0", "b1_c2", "fused"} | ({"compute_only", "comm_only"} if r["config"]["comm_blocks0"] else set())
+        assert set(r["timings_us"]) == expected
         assert all(v > 0 for v in r["timings_us"].values())
-        assert r["max_rel_error"] < 1e-4  # fp32 on the CPU
+        assert all(len(v) == 2 for v in r["per_rank_us"].values())  # every rank's figure is kept
+        assert r["timings_us"]["fused"] == max(r["per_rank_us"]["fused"])  # the slowest rank's
+        assert r["capacity"] == 16 and r["graphs"] is False  # no CUDA graphs on the CPU
+        assert set(r["max_rel_error"]) == {"naive", "b0", "b1_c2", "fused"}
+        assert max(r["max_rel_error"].values()) < 1e-4  # fp32 on the CPU
+        assert r["remote_bytes_out"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tokens", "0"], "--tokens: must be integers >= 1"),
+    (["--comm-blocks", "-1"], "--comm-blocks: must be integers >= 0"),
+    (["--chunks", "0"], "--chunks: must be integers >= 1"),
+    (["--block-k", "0"], "--block-k: must be >= 1"),
+    (["--warmup", "-1"], "--warmup: must be >= 0"),
+    (["--programs", "0"], "--programs: must be >= 2"),
+    (["--tile", "100x100"], "--tile: tile sizes must be powers of two"),
+    (["--tile", "big"], "--tile: expected BMxBN"),
+    (["--shape", "8,2,32"], "--shape: expected E,top_k,H,F"),
+    (["--shape", "4,8,32,48"], "--shape: top_k=8 exceeds the 4 experts"),
+    (["--capacity", "4", "--tokens", "8"], "--capacity: must hold the largest --tokens (8)"),
+    (["--tokens", "8"], "bench: launch it once per GPU"),
+])
+def test_bad_bench_input_is_one_line_before_any_work(argv, message):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    out = subprocess.run([sys.executable, "-m", "comet_dse.cli", "bench", *argv], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
 
 
 def test_bench_needs_no_simulator_dependencies():
     code = ("import sys; sys.modules['simpy'] = sys.modules['optuna'] = sys.modules['plotly'] = None; "
             "from comet_dse.cli import build_parser; build_parser().parse_args(['bench', '--tokens', '8']); "
-            "import comet_dse.commands.bench, comet_dse.kernels.fused_layer, comet_dse.kernels.baselines; print('ok')")
+            "import comet_dse.commands.bench, comet_dse.kernels.bench_runner; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TRITON_INTERPRET": "1"})
     assert out.stdout.strip() == "ok", out.stderr

@@ -1,0 +1,230 @@
+"""The work behind `comet-dse bench` (comet_dse/commands/bench.py checks the inputs first).
+
+Imports only torch, triton, numpy and the package. Every rank runs the same sequence of
+collectives; rank 0 assembles the result.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+import triton
+from comet_dse.errors import UserError
+from comet_dse.kernels.baselines import moe_chunked, moe_naive, moe_sequential
+from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
+from comet_dse.kernels.reference import MoEWeights, reference_moe, route
+from comet_dse.kernels.timing import median_us
+
+ROTATE = 3  # input sets rotated through the timed runs
+MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
+
+
+class BenchRunner:
+    def __init__(self, settings, args) -> None:
+        self.s, self.args = settings, args
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if self.cuda else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if settings.experts % self.world:
+            raise UserError("--model", f"{settings.experts} experts do not divide over {self.world} ranks")
+        self.device = torch.device("cuda") if self.cuda else torch.device("cpu")
+        self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
+        self.per_rank = settings.experts // self.world
+        self.weights = MoEWeights.random(settings.experts, settings.hidden, settings.ffn, seed=args.seed,
+                                         device=self.device, dtype=self.dtype)
+        self.local = self.weights.local(self.rank * self.per_rank, self.per_rank)
+
+    def close(self) -> None:
+        dist.barrier()
+        dist.destroy_process_group()
+
+    # ---- timing ----------------------------------------------------------------------------
+
+    def _time(self, fn: Callable[[], object], before: Callable[[], object] | None = None) -> float:
+        def prepare() -> None:
+            if before is not None:
+                before()
+            dist.barrier()
+        return median_us(fn, runs=self.args.runs, warmup=self.args.warmup, before_each=prepare)
+
+    def _rotating(self, inputs: list[tuple], call: Callable[..., object]) -> Callable[[], object]:
+        turn = iter(range(1 << 60))
+        return lambda: call(*inputs[next(turn) % len(inputs)])
+
+    # ---- the runs --------------------------------------------------------------------------
+
+    def run_all(self) -> dict | None:
+        s = self.s
+        runs = []
+        link = self._link_GBps() if self.args.kind != "baselines" else None
+        for tokens in s.tokens:
+            g = torch.Generator().manual_seed(self.args.seed * 7919 + tokens * 31 + self.rank)
+            inputs = []
+            for _ in range(ROTATE + 1):  # the last set is the correctness check's, never timed
+                x = torch.randn(tokens, s.hidden, generator=g).to(self.device, self.dtype)
+                ids, w = route(x, self.weights.router, s.top_k)
+                inputs.append((x, ids, w))
+            check, inputs = inputs[-1], inputs[:-1]
+            expected = self._reference(*check)
+            base = {"tokens": tokens, "capacity": s.capacity}
+            timings, errors = {}, {}
+            if self.args.kind != "fused":
+                timings, errors = self._baselines(inputs, check, expected)
+            remote_bytes = self._remote_bytes(inputs[0][1])
+            extra = {"remote_bytes_out": remote_bytes, "link_GBps": link,
+                     "comm_floor_us": round(remote_bytes / (link * 1e3), 2) if link else None}
+            if self.args.kind == "baselines":
+                runs.append({**base, "config": None, "graphs": False, **self._reduce(timings), **extra,
+                             "max_rel_error": errors})
+                continue
+            limit = self._grouped_mm_us(inputs[0][1])
+            for cfg in self._configs(tokens):
+                fused, fused_errors, graphs = self._fused(cfg, tokens, inputs, check, expected)
+                runs.append({**base, "config": {k: v for k, v in cfg.__dict__.items()}, "graphs": graphs,
+                             **self._reduce({**timings, **fused, **limit}), **extra,
+                             "max_rel_error": {**errors, **fused_errors}})
+                if self.rank == 0:
+                    print(_summary(runs[-1]), flush=True)
+        if self.rank != 0:
+            return None
+        from comet_dse.commands.bench import environment
+
+        return {**environment(torch, triton, self.cuda), "gpus": self.world, "model": s.model_name,
+                "shape": {"experts": s.experts, "top_k": s.top_k, "hidden": s.hidden, "ffn": s.ffn},
+                "ep": self.world, "tp": 1, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
+                "runs_per_figure": self.args.runs, "runs": runs}
+
+    def _configs(self, tokens: int) -> list[FusedConfig]:
+        s, a = self.s, self.args
+        knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m}
+        if s.plan is not None:
+            return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
+        return [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
+                            n_splits=a.n_splits, row_order=a.row_order, **knobs) for b in s.comm_blocks]
+
+    def _reference(self, x, ids, w) -> torch.Tensor:
+        """This rank's rows of the fp32 reference over every rank's tokens."""
+        gathered = [self._all_gather(t) for t in (x, ids, w)]
+        bounds = self._all_gather(torch.tensor([x.shape[0]], device=self.device))
+        start = int(bounds[:self.rank].sum())
+        return reference_moe(gathered[0], self.weights, gathered[1], gathered[2])[start:start + x.shape[0]]
+
+    def _all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    def _error(self, got: torch.Tensor, expected: torch.Tensor) -> float:
+        err = ((got.float() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).reshape(1)
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        return round(float(err.item()), 6)
+
+    def _baselines(self, inputs, check, expected) -> tuple[dict, dict]:
+        calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local),
+                 "b0": lambda x, ids, w: moe_sequential(x, ids, w, self.local)}
+        for c in self.s.chunks:
+            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: moe_chunked(x, ids, w, self.local, c)
+        timings = {name: self._time(self._rotating(inputs, fn)) for name, fn in calls.items()}
+        errors = {name: self._error(fn(*check), expected) for name, fn in calls.items()}
+        return timings, errors
+
+    def _fused(self, cfg: FusedConfig, tokens: int, inputs, check, expected) -> tuple[dict, dict, bool]:
+        """fused, compute_only and comm_only of one configuration (graphs where it can)."""
+        try:
+            layer = FusedMoE(self.local, self.s.top_k, self.s.capacity, config=cfg, dtype=self.dtype)
+        except ValueError as exc:
+            raise UserError("config", str(exc)) from None
+        graphs = self.cuda and cfg.comm_blocks0 > 0
+        timings, errors = {}, {}
+        modes = MODES if cfg.comm_blocks0 > 0 else {"fused": FULL}  # the copy engine's variants are the others'
+        for name, mode in modes.items():
+            if graphs:
+                step = layer.graphed(tokens, mode)
+                turn = iter(range(1 << 60))
+                timings[name] = self._time(step.replay, before=lambda: step.set_inputs(*inputs[next(turn) % ROTATE]))
+                if mode == FULL:
+                    errors["fused"] = self._error(step(*check).clone(), expected)
+            else:
+                timings[name] = self._time(self._rotating(inputs, lambda x, ids, w: layer(x, ids, w, mode=mode)))
+                if mode == FULL:
+                    errors["fused"] = self._error(layer(*check), expected)
+        layer.check()  # a bounded wait that gave up would have made every figure above meaningless
+        del layer
+        gc.collect()
+        return timings, errors, graphs
+
+    def _reduce(self, timings: dict) -> dict:
+        """The slowest rank's figure per timing, and every rank's."""
+        names = list(timings)
+        mine = torch.tensor([timings[n] for n in names], dtype=torch.float64, device=self.device)
+        every = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(every, mine)
+        per_rank = torch.stack(every).tolist()  # (W, len(names))
+        return {"timings_us": {n: round(max(r[i] for r in per_rank), 2) for i, n in enumerate(names)},
+                "per_rank_us": {n: [round(r[i], 2) for r in per_rank] for i, n in enumerate(names)}}
+
+    # ---- the limits beside the fused figures -----------------------------------------------
+
+    def _remote_bytes(self, ids: torch.Tensor) -> int:
+        """Bytes this rank sends over links in one forward: its rows for other ranks' experts
+        (dispatch) plus the results it computes for other ranks' rows (combine)."""
+        dest = ids.reshape(-1) // self.per_rank
+        counts = torch.bincount(dest, minlength=self.world).to(torch.int64)  # rows I send to each rank
+        table = self._all_gather(counts).view(self.world, self.world)  # table[src, dst]: rows src sends dst
+        sent = int(table[self.rank].sum() - table[self.rank, self.rank])
+        returned = int(table[:, self.rank].sum() - table[self.rank, self.rank])
+        return (sent + returned) * self.s.hidden * torch.empty(0, dtype=self.dtype).element_size()
+
+    def _link_GBps(self) -> float | None:
+        """Peer-copy bandwidth per direction, every rank pulling from the next at once (copy engine)."""
+        if not self.cuda or self.world == 1:
+            return None
+        elems = 64 << 20  # 128 MiB of bf16
+        buf = PeerBuffer(1, elems, torch.bfloat16, self.device, None)
+        dst = torch.empty(elems, dtype=torch.bfloat16, device=self.device)
+        src = buf.peer((self.rank + 1) % self.world)[0]
+        us = self._time(lambda: dst.copy_(src))
+        slowest = torch.tensor([us], device=self.device)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        del buf
+        return round(elems * 2 / (float(slowest.item()) * 1e3), 1)
+
+    def _grouped_mm_us(self, ids: torch.Tensor) -> dict:
+        """torch._grouped_mm GEMM0 + GEMM1 on this rank's rows per expert (a graph), the compute limit."""
+        if not self.cuda or self.dtype != torch.bfloat16:
+            return {}
+        every = self._all_gather(ids).reshape(-1)
+        mine = every[(every // self.per_rank) == self.rank] - self.rank * self.per_rank
+        counts = torch.bincount(mine, minlength=self.per_rank)
+        rows = int(counts.sum())
+        offs = torch.cumsum(counts, 0).to(torch.int32)
+        a = torch.randn(rows, self.s.hidden, device=self.device, dtype=self.dtype)
+        h = torch.randn(rows, self.s.ffn, device=self.device, dtype=self.dtype)
+        w13, w2 = self.local.w_gate_up.contiguous(), self.local.w_down.contiguous()
+
+        def both() -> None:
+            torch._grouped_mm(a, w13, offs=offs)
+            torch._grouped_mm(h, w2, offs=offs)
+
+        both()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            both()
+        return {"grouped_mm": self._time(graph.replay)}
+
+
+def _summary(run: dict) -> str:
+    t = run["timings_us"]
+    cfg = run["config"] or {}
+    parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}"]
+    parts += [f"{k}={v:.0f}" for k, v in t.items()]
+    parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
+    return " ".join(parts)
