@@ -51,6 +51,7 @@ FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2  # for the host
 _COMPUTE_ONLY = tl.constexpr(COMPUTE_ONLY)  # the same, as the compiler must see globals
 _COMM_ONLY = tl.constexpr(COMM_ONLY)
 BARRIER_CODE = 1 << 30  # error codes: > 0 layer0 tile + 1, < 0 -(layer1 counter + 1), this + slot: a barrier
+_BARRIER_CODE = tl.constexpr(BARRIER_CODE)
 
 # ----------------------------------------------------------------------------------------
 # shared pieces
@@ -256,7 +257,7 @@ def barrier_kernel(sig_ptr, sig_deltas_ptr, epoch_ptr, err_ptr, rank, slot, max_
         peer = tl.load(sig_deltas_ptr + p)
         tl.atomic_xchg(sig_ptr + peer + slot * WORLD + rank, epoch, sem="release", scope="sys")
     for p in tl.static_range(WORLD):
-        _wait(sig_ptr + slot * WORLD + p, epoch, err_ptr, BARRIER_CODE + slot, max_spins, True)
+        _wait(sig_ptr + slot * WORLD + p, epoch, err_ptr, _BARRIER_CODE + slot, max_spins, True)
 
 
 @triton.jit

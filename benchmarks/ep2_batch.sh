@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
+# repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
+#   bash benchmarks/ep2_batch.sh STAGE      (OUT names the folder that comes back)
+# Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
+set -u
+stage=${1:-smoke}
+repo=$(pwd)
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation . >"$out/install.log" 2>&1 || { tail "$out/install.log"; exit 1; }
+cd /tmp  # outside the checkout: the installed package is what runs
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >"$out/gpus.txt"
+run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
+    local limit=$1 name=$2; shift 2
+    echo "== $name: $*" | tee -a "$out/steps.log"
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$out/steps.log"
+    tail -n 4 "$out/$name.log"
+}
+bench=(torchrun --nproc-per-node 2 -m comet_dse.cli bench --out "$out")
+case "$stage" in
+smoke)
+    run 200 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 100 --out "$out/suite.json"
+    run 150 qwen8k "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 0,16,32 --chunks 2,4 --runs 10
+    run 150 mixtral8k "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 16 --chunks 4 --runs 10
+    ;;
+*) echo "unknown stage $stage"; exit 2 ;;
+esac
+cd "$out" && tar czf logs.tgz ./*.log && rm -f ./*.log
+ls -la "$out"

@@ -1,0 +1,75 @@
+"""Compile the fused kernels for Hopper (sm_90a) on a machine without a GPU and print, per kernel,
+what the speed depends on, as one JSON object: registers, spilled bytes, and counts of the SASS
+instructions that matter (HGMMA: wgmma tensor cores; UTMALDG: TMA loads; LDG.E.128 / STG.E.128:
+16-byte loads and stores). Run without TRITON_INTERPRET (tests/kernels/test_fused_compiles.py
+runs it in a subprocess). The launch specialisations are mimicked: pointers and the sizes that
+are multiples of 16 are marked 16-divisible, as Triton marks them at a real launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+import triton.backends.nvidia
+from comet_dse.kernels import fused_moe as fm
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+BIN = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin")
+BM, BN, BK = 128, 128, 64
+SIXTEEN = {"H", "F", "SEND_ROWS", "SPLIT_COLS", "T"}  # sizes a real launch sees as multiples of 16
+
+
+def _desc(block: tuple[int, int]) -> str:
+    return f"tensordesc<bf16[{block[0]}, {block[1]}]>"
+
+
+def _signature(kernel, types: dict[str, str], constexprs: dict) -> dict[str, str]:
+    return {name: ("constexpr" if name in constexprs else types.get(name, "i32")) for name in kernel.arg_names}
+
+
+def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8, num_stages: int = 3) -> dict:
+    sig = _signature(kernel, types, constexprs)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(sig.items()) if t.startswith("*") or n in SIXTEEN}
+    compiled = triton.compile(ASTSource(kernel, sig, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 128), options={"num_warps": num_warps, "num_stages": num_stages})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx, obj = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.o")
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", obj],
+                              capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", obj], capture_output=True, text=True, check=True).stdout
+    ops = ("HGMMA", "UTMALDG", "LDG.E.128", "STG.E.128", "LDG.E.U16", "STG.E.U16")
+    return {"registers": int(re.search(r"Used (\d+) registers", info).group(1)),
+            "spill_bytes": sum(int(v) for v in re.findall(r"(\d+) bytes spill", info)),
+            **{op: len(re.findall(re.escape(op) + r"\b", sass)) for op in ops}}
+
+
+def main() -> None:
+    ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
+            "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
+            "order_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
+            "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32",
+            "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
+    tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8}
+    report = {}
+    for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
+        for seg_flags in (False, True):
+            report[f"layer0_mode{mode}_seg{int(seg_flags)}"] = _compile(
+                fm.layer0_kernel, ptrs, {**tiles, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
+                                         "SEG_FLAGS": seg_flags, "PROXY_FENCE": True})
+        report[f"layer1_mode{mode}"] = _compile(
+            fm.layer1_kernel, ptrs, {**tiles, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode})
+    report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
+    report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
+    json.dump(report, sys.stdout, indent=1)
+
+
+if __name__ == "__main__":
+    main()
