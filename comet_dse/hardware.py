@@ -112,6 +112,12 @@ class HardwareProfile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def figures(self) -> dict:
+        """Every figure, as its declared type (a JSON profile's 300 and a preset's 300.0 are one
+        figure): a tuning study's identity. The name and the sources change no prediction."""
+        cast = {"int": int, "float": float}
+        return {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "sources")}
+
 
 _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
 _HOPPER_SHARED = dict(

@@ -37,6 +37,12 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def shape(self) -> dict:
+        """The fields the simulator reads: a tuning study's identity (num_layers, name and
+        source change no prediction). A new field the simulator uses belongs here too."""
+        return {"num_experts": self.num_experts, "top_k": self.top_k, "hidden": self.hidden, "ffn": self.ffn,
+                "shared_ffn": self.shared_ffn}
+
 
 # Shapes as published by the model authors (HF config.json) and the Comet paper (arXiv 2502.19811).
 MODEL_PRESETS: dict[str, ModelConfig] = {

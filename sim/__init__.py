@@ -4,4 +4,9 @@ from comet_dse.sim.api import simulate
 from comet_dse.sim.result import RankResult, Result
 from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequential
 
-__all__ = ["SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential", "simulate"]
+# Part of every tuning study's identity (search/study.py): bump it whenever a change to the
+# simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
+COST_MODEL_VERSION = 1
+
+__all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
+           "simulate"]
