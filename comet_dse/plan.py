@@ -31,6 +31,7 @@ class PlanEntry:
     predicted_us: dict  # latency of comet, chunked and sequential with their best knobs
     speedup: dict  # comet over sequential and over chunked
     trials: int
+    digest: str = ""  # of the study inputs the predictions answer for (empty in plans made before digests)
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Studies: one Optuna study per workload (model, hardware, EP, TP, token bucket).
 
+A study's identity is everything that changes its answer: the model's shape, the hardware
+profile's figures, EP, TP, the token bucket, the routing and its seed, the search space,
+the objectives and the simulator's cost-model version. Its name is a readable prefix plus
+a digest of those inputs, so changed inputs start a new study instead of reading old trials.
+
 Storage is Optuna's RDB storage: an SQLite file by default (embedded, resumable), or a
 PostgreSQL URL shared by workers on many machines (Optuna's documented distributed
 mode). Heartbeats mark a crashed worker's trial as failed once it goes stale, and
@@ -12,14 +17,18 @@ same command rerun resumes (and adds nothing once there), and a larger count add
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
 from comet_dse.search.objective import OBJECTIVES, Objective
 from comet_dse.search.space import CometSpace
+from comet_dse.sim import COST_MODEL_VERSION
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -36,6 +45,44 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
 
 DEFAULT_STUDY_DIR = Path("results/studies")
 STALL_LIMIT_S = 600.0  # give up waiting for stale trials of dead workers after this long
+DIGEST_CHARS = 10  # 40 bits: a collision among one storage's studies is out of reach
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    """What one study answers for: `prefix` is for people, `digest` covers `inputs`."""
+
+    prefix: str
+    inputs: dict
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-{self.digest}"
+
+    def is_sibling(self, study_name: str) -> bool:
+        """Another study of the same readable prefix (other inputs, or one named before digests)."""
+        if study_name == self.name:
+            return False
+        digested = re.fullmatch(re.escape(self.prefix) + f"-[0-9a-f]{{{DIGEST_CHARS}}}", study_name)
+        return study_name == self.prefix or digested is not None
+
+
+def inputs_digest(inputs: dict) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def routing_inputs(workload: Workload) -> dict:
+    """The routing spec and seed; a trace by its content, which can change under one path."""
+    out: dict = {"spec": workload.routing, "seed": workload.seed}
+    kind, _, path = workload.routing.partition(":")
+    if kind == "trace":
+        try:
+            out["trace_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise UserError("--routing", f"cannot read trace {path}: {exc.strerror}") from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,7 +98,10 @@ class TuneSpec:
     storage_url: str
     heartbeat_s: int = 10
 
-    def study_name(self, tokens: int) -> str:
+    def bucket(self, tokens: int) -> Workload:
+        return replace(self.workload, tokens=tokens)
+
+    def study_prefix(self, tokens: int) -> str:
         wl = self.workload
         name = f"{self.model_name}-{self.hardware.name}-ep{wl.ep}-tp{wl.tp}-tokens{tokens}"
         if wl.routing != "uniform":
@@ -59,6 +109,27 @@ class TuneSpec:
         if self.objectives != ("latency",):
             name += "-" + "+".join(self.objectives)
         return name
+
+    def identity(self, tokens: int) -> StudyIdentity:
+        workload = self.bucket(tokens)
+        inputs = {  # plain JSON (lists, not tuples): what the study's user attribute reads back as
+            "cost_model_version": COST_MODEL_VERSION,
+            "model": workload.model.shape(),
+            "hardware": self.hardware.figures(),
+            "ep": workload.ep, "tp": workload.tp, "tokens": tokens, "dtype_bytes": workload.dtype_bytes,
+            "routing": routing_inputs(workload),
+            "space": asdict(CometSpace.for_workload(workload, self.hardware)),
+            "objectives": list(self.objectives),
+        }
+        inputs = json.loads(json.dumps(inputs))
+        return StudyIdentity(self.study_prefix(tokens), inputs, inputs_digest(inputs))
+
+    def study_name(self, tokens: int) -> str:
+        return self.identity(tokens).name
+
+    def labels(self) -> dict:
+        """The names behind the readable prefix (they are not inputs: a renamed profile answers alike)."""
+        return {"model": self.model_name, "hardware": self.hardware.name}
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -68,9 +139,13 @@ def parse_objectives(text: str) -> tuple[str, ...]:
     return names
 
 
+def default_storage_path(model_name: str, hardware_name: str, ep: int, tp: int, folder: Path = DEFAULT_STUDY_DIR) -> Path:
+    return folder / f"{model_name}-{hardware_name}-ep{ep}-tp{tp}.db"
+
+
 def default_storage_url(model_name: str, hardware_name: str, ep: int, tp: int, folder: Path = DEFAULT_STUDY_DIR) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / f'{model_name}-{hardware_name}-ep{ep}-tp{tp}.db'}"
+    return f"sqlite:///{default_storage_path(model_name, hardware_name, ep, tp, folder)}"
 
 
 def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
@@ -98,13 +173,48 @@ def make_sampler(spec: TuneSpec, bucket_index: int, worker: int) -> optuna.sampl
 
 
 def load_or_create(spec: TuneSpec, storage: RDBStorage, tokens: int, sampler=None) -> optuna.Study:
+    identity = spec.identity(tokens)
     directions = ["minimize"] * len(spec.objectives)
-    study = optuna.create_study(storage=storage, study_name=spec.study_name(tokens), directions=directions,
+    study = optuna.create_study(storage=storage, study_name=identity.name, directions=directions,
                                 sampler=sampler, load_if_exists=True)
     if study.directions != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
         raise UserError("--objectives", f"study {study.study_name} exists with other objectives")
-    study.set_user_attr("workload", {**spec.workload.to_dict(), "tokens": tokens, "hardware": spec.hardware.name})
+    if "digest" not in study.user_attrs:  # written once: what this study answers for, for people and --list
+        study.set_user_attr("inputs", identity.inputs)
+        study.set_user_attr("labels", spec.labels())
+        study.set_user_attr("digest", identity.digest)
     return study
+
+
+def superseded(spec: TuneSpec, storage: RDBStorage, buckets: list[int]) -> dict[int, str]:
+    """Per bucket whose study is new, the latest study of the same readable prefix with other
+    inputs: the one an earlier run of this command (before the inputs changed) used."""
+    names = {s.study_name for s in storage.get_all_studies()}
+    out = {}
+    for tokens in buckets:
+        identity = spec.identity(tokens)
+        older = [n for n in names if identity.is_sibling(n)]
+        if older and identity.name not in names:
+            out[tokens] = max(older, key=storage.get_study_id_from_name)  # ids rise with creation
+    return out
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    name: str
+    completed: int
+    digest: str | None  # None: a study named before digests, its inputs unknown
+    inputs: dict
+    labels: dict
+
+
+def stored_studies(storage: RDBStorage) -> list[StoredStudy]:
+    out = []
+    for study in storage.get_all_studies():
+        attrs = study.user_attrs
+        done = storage.get_n_trials(storage.get_study_id_from_name(study.study_name), state=TrialState.COMPLETE)
+        out.append(StoredStudy(study.study_name, done, attrs.get("digest"), attrs.get("inputs", {}), attrs.get("labels", {})))
+    return out
 
 
 def completed(study: optuna.Study) -> int:
@@ -112,8 +222,7 @@ def completed(study: optuna.Study) -> int:
 
 
 def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int) -> tuple[optuna.Study, Objective]:
-    workload = Workload(spec.workload.model, tokens, spec.workload.ep, spec.workload.tp,
-                        routing=spec.workload.routing, seed=spec.workload.seed)
+    workload = spec.bucket(tokens)
     study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
     space = CometSpace.for_workload(workload, spec.hardware)
     if not study.trials:

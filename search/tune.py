@@ -25,7 +25,6 @@ from comet_dse.sim import Chunked, Sequential, simulate
 import comet_dse
 from comet_dse.plan import Plan, PlanEntry
 from comet_dse.routing import make_routing
-from comet_dse.workload import Workload
 
 
 @dataclass
@@ -88,8 +87,7 @@ def collect(spec: TuneSpec, buckets: list[int]) -> list[BucketResult]:
     for tokens in buckets:
         study = load_or_create(spec, storage, tokens)
         best, pareto = _best(study)
-        workload = Workload(spec.workload.model, tokens, spec.workload.ep, spec.workload.tp,
-                            routing=spec.workload.routing, seed=spec.workload.seed)
+        workload = spec.bucket(tokens)
         routing = make_routing(workload)
         chunked = {c: simulate(workload, spec.hardware, Chunked(chunks=c), routing=routing, record=False).latency_us
                    for c in CHUNK_COUNTS}
@@ -109,6 +107,14 @@ def versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def shared_inputs(spec: TuneSpec, buckets: list[int]) -> dict:
+    """The study inputs all buckets share (all but the token count); each bucket's digest covers the rest."""
+    per_bucket = [{k: v for k, v in spec.identity(t).inputs.items() if k != "tokens"} for t in buckets]
+    if any(inputs != per_bucket[0] for inputs in per_bucket):  # the space, say, came to depend on tokens
+        raise RuntimeError("study inputs differ between token buckets beyond the token count")
+    return per_bucket[0]
+
+
 def make_plan(spec: TuneSpec, results: list[BucketResult], storage_label: str) -> Plan:
     entries = []
     for r in results:
@@ -117,13 +123,13 @@ def make_plan(spec: TuneSpec, results: list[BucketResult], storage_label: str) -
             tokens=r.tokens, config=config, chunked={"chunks": r.chunked["chunks"]},
             predicted_us={"comet": r.comet["latency_us"], "chunked": r.chunked["latency_us"], "sequential": r.sequential_us},
             speedup={"vs_sequential": round(r.speedup_vs_sequential, 4), "vs_chunked": round(r.speedup_vs_chunked, 4)},
-            trials=completed(r.study),
+            trials=completed(r.study), digest=spec.identity(r.tokens).digest,
         ))
     wl = spec.workload
     meta = {
         "routing": wl.routing, "seed": spec.seed, "objectives": list(spec.objectives), "storage": storage_label,
-        "studies": [r.study.study_name for r in results], "model_shape": wl.model.to_dict(),
-        "hardware_profile": spec.hardware.to_dict(), "versions": versions(),
+        "studies": [r.study.study_name for r in results], "inputs": shared_inputs(spec, [r.tokens for r in results]),
+        "model_shape": wl.model.to_dict(), "hardware_profile": spec.hardware.to_dict(), "versions": versions(),
     }
     return Plan(spec.model_name, spec.hardware.name, wl.ep, wl.tp, entries, meta)
 
@@ -136,8 +142,7 @@ def allocation_heatmap(spec: TuneSpec, results: list[BucketResult], layer: int) 
     blocks = [b for b in HEATMAP_BLOCKS if b < spec.hardware.sms]
     z = []
     for r in results:
-        workload = Workload(spec.workload.model, r.tokens, spec.workload.ep, spec.workload.tp,
-                            routing=spec.workload.routing, seed=spec.workload.seed)
+        workload = spec.bucket(r.tokens)
         routing = make_routing(workload)
         row = []
         for b in blocks:

@@ -24,6 +24,14 @@ def completed_trials(url: str, name: str) -> dict[int, float]:
     return {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
 
 
+def study_named(url: str, prefix: str) -> str:
+    """The one study of a readable prefix (its name ends in the inputs' digest); KeyError before it exists."""
+    names = [n for n in optuna.get_all_study_names(url) if n.startswith(prefix + "-")]
+    if len(names) != 1:
+        raise KeyError(f"{len(names)} studies named {prefix}-<digest>")
+    return names[0]
+
+
 def test_tune_writes_plan_and_report_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["tune", *FAST, "--tokens", "1024,2048", "--trials", "12", "--json"]) == 0
@@ -36,12 +44,14 @@ def test_tune_writes_plan_and_report_and_resumes(tmp_path, monkeypatch, capsys):
     bucket = out["buckets"][0]
     assert bucket["speedup"]["vs_sequential"] == pytest.approx(bucket["predicted_us"]["sequential"] / bucket["predicted_us"]["comet"], rel=1e-3)
     url = "sqlite:///results/studies/mixtral-8x7b-h800-ep8-tp1.db"
-    first = completed_trials(url, "mixtral-8x7b-h800-ep8-tp1-tokens1024")
+    name = bucket["study"]
+    assert name == study_named(url, "mixtral-8x7b-h800-ep8-tp1-tokens1024") == f"mixtral-8x7b-h800-ep8-tp1-tokens1024-{bucket['digest']}"
+    first = completed_trials(url, name)
     # the same command again: nothing to add; a larger count: adds, keeping every trial
     assert main(["tune", *FAST, "--tokens", "1024,2048", "--trials", "12", "--no-report"]) == 0
-    assert completed_trials(url, "mixtral-8x7b-h800-ep8-tp1-tokens1024") == first
+    assert completed_trials(url, name) == first
     assert main(["tune", *FAST, "--tokens", "1024", "--trials", "16", "--no-report"]) == 0
-    more = completed_trials(url, "mixtral-8x7b-h800-ep8-tp1-tokens1024")
+    more = completed_trials(url, name)
     assert len(more) == 16 and all(more[n] == v for n, v in first.items())
     table = capsys.readouterr().out
     assert "vs sequential" in table and "plan:" in table
@@ -69,6 +79,9 @@ def test_two_objectives_give_a_pareto_front(tmp_path, monkeypatch, capsys):
     assert bucket["predicted_us"]["comet"] == front[0]["latency_us"]
 
 
+PREFIX = "deepseek-v3-h800-ep16-tp1-tokens256"  # the study _tune_cmd runs, less its digest
+
+
 def _tune_cmd(url: str, trials: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "comet_dse.cli", "tune", "--model", "deepseek-v3", "--ep", "16", "--tokens", "256",
             "--trials", str(trials), "--storage", url, "--heartbeat", "1", "--no-report", *extra]
@@ -76,20 +89,20 @@ def _tune_cmd(url: str, trials: int, *extra: str) -> list[str]:
 
 def test_sigkill_mid_study_loses_nothing_and_the_rerun_finishes(tmp_path):
     url = f"sqlite:///{tmp_path / 'crash.db'}"
-    name = "deepseek-v3-h800-ep16-tp1-tokens256"
     proc = subprocess.Popen(_tune_cmd(url, 30), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     before: dict[int, float] = {}
     while time.time() < deadline:
         time.sleep(0.3)
         try:
-            before = completed_trials(url, name)
+            before = completed_trials(url, study_named(url, PREFIX))
         except (KeyError, Exception):  # the study is not created yet
             continue
         if len(before) >= 5:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    name = study_named(url, PREFIX)
     before = completed_trials(url, name)
     assert 5 <= len(before) < 30, "the kill must land mid-study"
     time.sleep(3.5)  # > 3 heartbeats: the killed trial is stale now
@@ -106,7 +119,7 @@ def test_local_workers_share_one_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'workers.db'}"
     proc = subprocess.run(_tune_cmd(url, 18, "--workers", "3"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert len(completed_trials(url, "deepseek-v3-h800-ep16-tp1-tokens256")) == 18
+    assert len(completed_trials(url, study_named(url, PREFIX))) == 18
 
 
 POSTGRES = os.environ.get("COMET_DSE_TEST_POSTGRES")
@@ -115,16 +128,15 @@ POSTGRES = os.environ.get("COMET_DSE_TEST_POSTGRES")
 @pytest.mark.skipif(not POSTGRES, reason="set COMET_DSE_TEST_POSTGRES to a PostgreSQL URL (.ci/run starts one)")
 def test_postgres_workers_on_many_machines(tmp_path):
     """Three independent processes (as on three machines) plus --workers on one study."""
-    name = "deepseek-v3-h800-ep16-tp1-tokens256"
-    try:
-        optuna.delete_study(study_name=name, storage=POSTGRES)  # the server outlives test runs
-    except KeyError:
-        pass
+    for old in optuna.get_all_study_names(POSTGRES):  # the server outlives test runs
+        if old.startswith(PREFIX):
+            optuna.delete_study(study_name=old, storage=POSTGRES)
     cmd = _tune_cmd(POSTGRES, 24)
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
+    name = study_named(POSTGRES, PREFIX)
     fresh = optuna.load_study(study_name=name, storage=POSTGRES)
     assert len(fresh.get_trials(states=(TrialState.COMPLETE,))) == 24
     # more trials from three local workers on the same study
