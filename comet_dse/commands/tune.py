@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="report HTML path (default results/reports/<workload>.html)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report (and its heatmap sweeps)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--list", action="store_true", help="list the studies in the storage (the one tune would use "
+                                                            "with these options, or --storage) with their inputs; tune nothing")
 
 
 def parse_tokens(text: str) -> list[int]:
@@ -50,13 +52,73 @@ def _storage_label(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _list_url(args: argparse.Namespace) -> str:
+    """--storage, or the default SQLite file tune would use with the same options; never created here."""
+    from comet_dse.search.study import default_storage_path
+
+    if args.storage:
+        path = Path(args.storage.removeprefix("sqlite:///")) if args.storage.startswith("sqlite:///") else None
+        url = args.storage
+    else:
+        model_name, hardware, _ = resolve_workload(args, 1)
+        path = default_storage_path(model_name, hardware.name, args.ep, args.tp)
+        url = f"sqlite:///{path}"
+    if path is not None and not path.is_file():
+        hint = "" if args.storage else " (tune with the same --model/--hardware/--ep/--tp first, or give --storage)"
+        raise UserError("--storage", f"no study storage at {path}{hint}")
+    return url
+
+
+def _figure(value: float) -> str:
+    return f"{value:g}"
+
+
+def _study_row(study) -> list[str]:
+    """One stored study as table cells: name, digest, trials, model shape, hardware, layout, routing."""
+    if study.digest is None:
+        return [study.name, "-", str(study.completed), "inputs not recorded (named before digests)", "", "", "", "", ""]
+    inputs, labels = study.inputs, study.labels
+    m, hw, routing = inputs["model"], inputs["hardware"], inputs["routing"]
+    model = f"{labels.get('model', '?')} E={m['num_experts']} top{m['top_k']} H={m['hidden']} F={m['ffn']}"
+    if m["shared_ffn"]:
+        model += f" shared={m['shared_ffn']}"
+    hardware = (f"{labels.get('hardware', '?')} sms={hw['sms']} gemm_tflops={_figure(hw['gemm_tflops'])} "
+                f"hbm_GBps={_figure(hw['hbm_GBps'])} link_GBps={_figure(hw['link_GBps'])} nic_GBps={_figure(hw['nic_GBps'])}")
+    return [study.name, study.digest, str(study.completed), model, hardware, str(inputs["ep"]), str(inputs["tp"]),
+            str(inputs["tokens"]), f"{routing['spec']} seed {routing['seed']}"]
+
+
+def list_studies(args: argparse.Namespace) -> int:
+    from comet_dse.search.study import open_storage, stored_studies
+
+    url = _list_url(args)
+    studies = stored_studies(open_storage(url))
+    if args.json:
+        print(json.dumps([{"study": s.name, "digest": s.digest, "completed_trials": s.completed, "labels": s.labels,
+                           "inputs": s.inputs} for s in studies], indent=2))
+        return 0
+    if not studies:
+        print(f"no studies in {_storage_label(url)}")
+        return 0
+    rows = [["study", "digest", "trials", "model", "hardware", "ep", "tp", "tokens", "routing"]]
+    rows += [_study_row(s) for s in studies]
+    print("\n".join(align_columns(rows, text_columns=(1, 3, 4, 8))))
+    return 0
+
+
+def _replaced_note(old: str, prefix: str, new: str) -> str:
+    if old == prefix:  # named before digests: what it answered for was never recorded
+        return f"study {old} predates input digests: starting a new study {new}"
+    return f"inputs changed since study {old}: starting a new study {new}"
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
     from comet_dse.plan import plan_filename, write_plan
     from comet_dse.report import write_report
     from comet_dse.routing import make_routing
-    from comet_dse.search.study import TuneSpec, default_storage_url, parse_objectives
+    from comet_dse.search.study import TuneSpec, default_storage_url, open_storage, parse_objectives, superseded
     from comet_dse.search.tune import (
         allocation_heatmap,
         collect,
@@ -64,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         run_workers,
     )
 
+    if args.list:
+        return list_studies(args)
     # ---- every input checked before anything is written ----
     buckets = parse_tokens(args.tokens)
     if args.trials <= 0:
@@ -80,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     url = args.storage or default_storage_url(model_name, hardware.name, args.ep, args.tp)
     spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat)
     progress = sys.stderr.isatty() and not args.json
+    replaced = superseded(spec, open_storage(url, args.heartbeat), buckets)
     run_workers(spec, buckets, args.workers, progress)
     results = collect(spec, buckets)
     plan = make_plan(spec, results, _storage_label(url))
@@ -99,12 +164,17 @@ def run(args: argparse.Namespace) -> int:
         report_path = write_report(results, heatmaps, args.report or Path("results/reports") / plan_path.with_suffix(".html").name,
                                    title, rows)
 
+    # a changed input (model shape, hardware figures, ...) must not pass silently as a resumed study
+    notes_to = sys.stderr if args.json else sys.stdout  # --json keeps stdout one JSON object
+    for tokens, old in replaced.items():
+        print(_replaced_note(old, spec.study_prefix(tokens), spec.study_name(tokens)), file=notes_to)
     if args.json:
         print(json.dumps({
             "workload": {"model": model_name, "hardware": hardware.name, "ep": args.ep, "tp": args.tp,
                          "routing": args.routing, "seed": args.seed, "objectives": list(objectives)},
             "buckets": [{"tokens": e.tokens, "config": e.config, "chunked": e.chunked, "predicted_us": e.predicted_us,
-                         "speedup": e.speedup, "trials": e.trials, "study": r.study.study_name,
+                         "speedup": e.speedup, "trials": e.trials, "study": r.study.study_name, "digest": e.digest,
+                         "replaces": replaced.get(e.tokens),
                          **({"pareto": r.pareto} if len(objectives) > 1 else {})}
                         for e, r in zip(plan.entries, results)],
             "plan": str(plan_path), "report": str(report_path) if report_path else None, "storage": _storage_label(url),
