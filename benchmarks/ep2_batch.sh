@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
-#   bash benchmarks/ep2_batch.sh STAGE      (OUT names the folder that comes back)
+#   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sweep-qwen, sweep-mixtral; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
-stage=${1:-smoke}
 repo=$(pwd)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -21,13 +20,30 @@ run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
     tail -n 4 "$out/$name.log"
 }
 bench=(torchrun --nproc-per-node 2 -m comet_dse.cli bench --out "$out")
+for stage in "${@:-smoke}"; do
 case "$stage" in
 smoke)
     run 200 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 100 --out "$out/suite.json"
     run 150 qwen8k "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 0,16,32 --chunks 2,4 --runs 10
     run 150 mixtral8k "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 16 --chunks 4 --runs 10
     ;;
+suite)  # the GPU test suite, then the same on a small shape under compute-sanitizer
+    run 150 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 1000 --out "$out/suite.json"
+    small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,256,256)
+    for tool in racecheck synccheck; do
+        run 60 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
+            torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" "${small[@]}" --out "/tmp/$tool.json"
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|error" "$out/sanitizer_$tool.log" | tail -n 5 >"$out/sanitizer_$tool.txt"
+    done
+    ;;
+sweep-qwen)
+    run 200 qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
+    ;;
+sweep-mixtral)
+    run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
+    ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
+done
 cd "$out" && tar czf logs.tgz ./*.log && rm -f ./*.log
 ls -la "$out"

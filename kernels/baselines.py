@@ -51,6 +51,7 @@ from comet_dse.kernels.reference import MoEWeights, swiglu
 
 # bmm with a wider output dtype (bf16 in, fp32 accumulated and stored) exists on CUDA only
 _BMM_OUT_DTYPE = hasattr(torch.ops.aten.bmm, "dtype_out")
+EXPERT_GEMMS = ("grouped", "loop")
 
 
 # ----------------------------------------------------------------------------------------
@@ -179,23 +180,29 @@ def _weighted_sum(topk_weights: torch.Tensor, rows: torch.Tensor, out: torch.Ten
 
 
 def moe_sequential(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, weights: MoEWeights, group=None, *,
-                   out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   out_dtype: torch.dtype = torch.float32, expert_gemm: str = "grouped") -> torch.Tensor:
     """B0 (module docstring). Host syncs: one, the `.tolist()` of the per-rank split sizes after
     the counts exchange (none with one rank). Collectives: counts, dispatch, combine."""
-    return moe_chunked(x, ids, topk_weights, weights, 1, group, out_dtype=out_dtype)
+    return moe_chunked(x, ids, topk_weights, weights, 1, group, out_dtype=out_dtype, expert_gemm=expert_gemm)
 
 
 def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, weights: MoEWeights, chunks: int,
-                group=None, *, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                group=None, *, out_dtype: torch.dtype = torch.float32, expert_gemm: str = "grouped") -> torch.Tensor:
     """B1: tokens in `chunks` slices [c * T // chunks, (c + 1) * T // chunks); chunk i+1's dispatch
     and chunk i-1's combine are in flight while chunk i computes. Host syncs: one, the split
-    sizes of every chunk at once. Collectives: 1 + 2 * chunks on every rank, whatever its routing."""
+    sizes of every chunk at once. Collectives: 1 + 2 * chunks on every rank, whatever its routing.
+
+    expert_gemm: "grouped" (torch._grouped_mm where it needs no sync) or "loop" (one torch.mm per
+    expert, its row count in the same single host sync): with few large experts cuBLAS's dense
+    GEMMs can beat the grouped kernel, so the benchmark times both."""
     if chunks < 1:
         raise ValueError(f"chunks must be at least 1, got {chunks}")
+    if expert_gemm not in EXPERT_GEMMS:
+        raise ValueError(f"expert_gemm must be one of {', '.join(EXPERT_GEMMS)}, got {expert_gemm!r}")
     tokens, top_k = ids.shape
     hidden = x.shape[1]
     world = dist.get_world_size(group)
-    loop = not _grouped_mm_ok(x, weights)
+    loop = expert_gemm == "loop" or not _grouped_mm_ok(x, weights)
     plan = _plan(ids, chunks, weights.num_experts, world, group, host_expert_rows=loop)
     arrived = [slice(a, a + sum(r)) for a, r in zip(accumulate((sum(r) for r in plan.recv), initial=0), plan.recv)]
     pairs = [slice(top_k * plan.tokens[c], top_k * plan.tokens[c + 1]) for c in range(chunks)]

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import triton
 from comet_dse.errors import UserError
-from comet_dse.kernels.baselines import moe_chunked, moe_naive, moe_sequential
+from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
@@ -128,11 +128,19 @@ class BenchRunner:
         return round(float(err.item()), 6)
 
     def _baselines(self, inputs, check, expected) -> tuple[dict, dict]:
-        calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local),
-                 "b0": lambda x, ids, w: moe_sequential(x, ids, w, self.local)}
-        for c in self.s.chunks:
-            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: moe_chunked(x, ids, w, self.local, c)
+        """naive; B0 with each expert GEMM (b0 is the faster: what a user would keep); B1 per chunk
+        count with B0's GEMM."""
+        calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local)}
+        for gemm in EXPERT_GEMMS:
+            calls[f"b0_{gemm}"] = lambda x, ids, w, g=gemm: moe_sequential(x, ids, w, self.local, expert_gemm=g)
         timings = {name: self._time(self._rotating(inputs, fn)) for name, fn in calls.items()}
+        # the same decision on every rank: the slower rank's figures
+        slowest = self._reduce(timings)["timings_us"]
+        best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b0_{g}"])
+        timings["b0"], calls["b0"] = timings[f"b0_{best}"], calls[f"b0_{best}"]
+        for c in self.s.chunks:
+            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: moe_chunked(x, ids, w, self.local, c, expert_gemm=best)
+            timings[f"b1_c{c}"] = self._time(self._rotating(inputs, calls[f"b1_c{c}"]))
         errors = {name: self._error(fn(*check), expected) for name, fn in calls.items()}
         return timings, errors
 
@@ -144,8 +152,7 @@ class BenchRunner:
             raise UserError("config", str(exc)) from None
         graphs = self.cuda and cfg.comm_blocks0 > 0
         timings, errors = {}, {}
-        modes = MODES if cfg.comm_blocks0 > 0 else {"fused": FULL}  # the copy engine's variants are the others'
-        for name, mode in modes.items():
+        for name, mode in MODES.items():
             if graphs:
                 step = layer.graphed(tokens, mode)
                 turn = iter(range(1 << 60))

@@ -41,6 +41,7 @@ import torch.distributed as dist
 import triton
 from comet_dse.kernels.fused_moe import (
     BARRIER_CODE,
+    COMPUTE_ONLY,
     FULL,
     barrier_kernel,
     combine_kernel,
@@ -226,7 +227,7 @@ class FusedMoE:
         counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
         plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles)
         if self.cfg.comm_blocks0 == 0:
-            self._copy_engine_dispatch(plan)
+            self._copy_engine_dispatch(plan, mode)
         self._launch_layer0(plan, mode)
         self._launch_layer1(plan, mode)
         if self.cfg.comm_blocks0 == 0 and self.device.type == "cuda":
@@ -288,8 +289,11 @@ class FusedMoE:
         barrier_kernel[(1,)](self.sig.local, self.sig.deltas, self.epoch, self.err, self.rank, slot,
                              self.cfg.barrier_spins, WORLD=self.world)
 
-    def _copy_engine_dispatch(self, plan: DevicePlan) -> None:
+    def _copy_engine_dispatch(self, plan: DevicePlan, mode: int) -> None:
+        """Each peer's rows by one copy on the side stream, then its segment flag (COMPUTE_ONLY:
+        the flags alone)."""
         segments = plan.segments.tolist()  # (first row, rows, first row at the source) per source: the host sync
+        move = mode != COMPUTE_ONLY
         for src in self.rotation.tolist():
             first, rows, at_src = segments[src]
             if src == self.rank:
@@ -298,11 +302,13 @@ class FusedMoE:
             if self.device.type == "cuda":
                 self._side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(self._side):
-                    dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows], non_blocking=True)
+                    if move:
+                        dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows], non_blocking=True)
                     torch._C._distributed_c10d._SymmetricMemory.stream_write_value32(
-                        self.flags, self.max_tiles + src, self._host_epoch)
+                        self.flags.view(torch.uint32), self.max_tiles + src, self._host_epoch)
             else:
-                dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows])
+                if move:
+                    dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows])
                 self.flags[self.max_tiles + src] = self._host_epoch
 
     def _launch_layer0(self, plan: DevicePlan, mode: int) -> None:

@@ -43,13 +43,13 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     # one run per token count and configuration: the copy engine (0) and 2 communication blocks
     assert [(r["tokens"], r["config"]["comm_blocks0"]) for r in result["runs"]] == [(5, 0), (5, 2), (16, 0), (16, 2)]
     for r in result["runs"]:
-        expected = {"naive", "b0", "b1_c2", "fused"} | ({"compute_only", "comm_only"} if r["config"]["comm_blocks0"] else set())
-        assert set(r["timings_us"]) == expected
+        assert set(r["timings_us"]) == {"naive", "b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
+        assert r["timings_us"]["b0"] == min(r["timings_us"]["b0_grouped"], r["timings_us"]["b0_loop"])
         assert all(v > 0 for v in r["timings_us"].values())
         assert all(len(v) == 2 for v in r["per_rank_us"].values())  # every rank's figure is kept
         assert r["timings_us"]["fused"] == max(r["per_rank_us"]["fused"])  # the slowest rank's
         assert r["capacity"] == 16 and r["graphs"] is False  # no CUDA graphs on the CPU
-        assert set(r["max_rel_error"]) == {"naive", "b0", "b1_c2", "fused"}
+        assert set(r["max_rel_error"]) == {"naive", "b0_grouped", "b0_loop", "b0", "b1_c2", "fused"}
         assert max(r["max_rel_error"].values()) < 1e-4  # fp32 on the CPU
         assert r["remote_bytes_out"] > 0
 
