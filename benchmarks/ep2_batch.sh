@@ -10,7 +10,7 @@ mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation . >"$out/install.log" 2>&1 || { tail "$out/install.log"; exit 1; }
 cd /tmp  # outside the checkout: the installed package is what runs
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >"$out/gpus.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >"$out/gpus.log"
 run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
     local limit=$1 name=$2; shift 2
     echo "== $name: $*" | tee -a "$out/steps.log"
@@ -29,7 +29,7 @@ smoke)
     ;;
 suite)  # the GPU test suite, then the same on a small shape under compute-sanitizer
     run 150 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 1000 --out "$out/suite.json"
-    small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,256,256)
+    small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,512,256)
     for tool in racecheck synccheck; do
         run 60 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
             torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" "${small[@]}" --out "/tmp/$tool.json"
@@ -38,6 +38,10 @@ suite)  # the GPU test suite, then the same on a small shape under compute-sanit
     ;;
 sweep-qwen)
     run 200 qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
+    ;;
+wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the targets
+    run 120 qwen_n256 "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192,16384 --comm-blocks 8,16 --block-n1 256 --kind fused
+    run 150 mixtral_n256 "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --block-n1 256 --kind fused
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

@@ -104,7 +104,7 @@ class BenchRunner:
 
     def _configs(self, tokens: int) -> list[FusedConfig]:
         s, a = self.s, self.args
-        knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m}
+        knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
         return [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
@@ -153,7 +153,8 @@ class BenchRunner:
         graphs = self.cuda and cfg.comm_blocks0 > 0
         timings, errors = {}, {}
         for name, mode in MODES.items():
-            if graphs:
+            # the copy engine's compute-only variant moves nothing and needs no host: a graph too
+            if self.cuda and (graphs or mode == COMPUTE_ONLY):
                 step = layer.graphed(tokens, mode)
                 turn = iter(range(1 << 60))
                 timings[name] = self._time(step.replay, before=lambda: step.set_inputs(*inputs[next(turn) % ROTATE]))
@@ -163,6 +164,8 @@ class BenchRunner:
                 timings[name] = self._time(self._rotating(inputs, lambda x, ids, w: layer(x, ids, w, mode=mode)))
                 if mode == FULL:
                     errors["fused"] = self._error(layer(*check), expected)
+        if graphs:  # what the same forward costs when launched op by op from Python
+            timings["fused_eager"] = self._time(self._rotating(inputs, lambda x, ids, w: layer(x, ids, w)))
         layer.check()  # a bounded wait that gave up would have made every figure above meaningless
         del layer
         gc.collect()

@@ -64,6 +64,7 @@ class FusedConfig:
     comm_blocks1: int = 16
     block_m: int = 128
     block_n: int = 128
+    block_n1: int | None = None  # layer1's tile width (GEMM1 has one accumulator: wider fits); default block_n
     block_k: int = 64
     group_m: int = 8
     row_order: str = "local-first"
@@ -173,15 +174,15 @@ class FusedMoE:
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)
         self.iota = torch.arange(max(self.send_rows, world * self.experts + 1), device=self.device)
         self.rotation = torch.tensor(source_rotation(self.rank, world, cfg.row_order), device=self.device)
-        self._host_epoch = 0  # the device epoch, mirrored for the copy engine's stream writes
         self._calls = 0
         self.delay_spins = 0  # tests: > 0 slows every layer0 producer, < 0 stops it from signalling
         # ---- TMA descriptors, made once: nothing they describe moves ----
         bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+        self.block_n1 = cfg.block_n1 or bn
         self.xbuf_desc = TensorDescriptor.from_tensor(self.xbuf.local, [bm, bk])
         self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
         self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, bn])  # (E_l * H, 2F)
-        self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, hidden), [bk, bn])  # (E_l * F, H)
+        self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, hidden), [bk, self.block_n1])  # (E_l * F, H)
         dist.barrier(group=group)  # every rank's signals are zero before anyone raises one
         if self.device.type == "cuda":
             self._side = torch.cuda.Stream(self.device)
@@ -194,8 +195,9 @@ class FusedMoE:
             raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
         if not 1 <= cfg.comm_blocks1 < self.programs:
             raise ValueError(f"comm_blocks1 must be in [1, {self.programs - 1}], got {cfg.comm_blocks1}")
-        if cfg.n_splits < 1 or hidden % cfg.n_splits or (hidden // cfg.n_splits) % cfg.block_n:
-            raise ValueError(f"n_splits={cfg.n_splits} must cut H={hidden} into multiples of block_n={cfg.block_n}")
+        block_n1 = cfg.block_n1 or cfg.block_n
+        if cfg.n_splits < 1 or hidden % cfg.n_splits or (hidden // cfg.n_splits) % block_n1:
+            raise ValueError(f"n_splits={cfg.n_splits} must cut H={hidden} into multiples of layer1's tile width {block_n1}")
         if hidden % 16 or self.ffn % 16:
             raise ValueError(f"H={hidden} and F={self.ffn} must be multiples of 16 (TMA rows are 16-byte aligned)")
         if self.max_tokens < 1 or self.top_k < 1:
@@ -214,7 +216,6 @@ class FusedMoE:
                              f"{tuple(x.shape)}, {tuple(ids.shape)}, {tuple(topk_weights.shape)}")
         pairs = tokens * top_k
         self.epoch.add_(1)
-        self._host_epoch += 1
         # ---- 1. pack this rank's rows in expert order, publish the counts ----
         sorted_ids, order = torch.sort(ids.reshape(-1), stable=True)
         edges = torch.searchsorted(sorted_ids, self.iota[:self.world * self.experts + 1])
@@ -226,8 +227,10 @@ class FusedMoE:
         # ---- 2. the plan, from every rank's counts ----
         counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
         plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles)
-        if self.cfg.comm_blocks0 == 0:
-            self._copy_engine_dispatch(plan, mode)
+        if self.cfg.comm_blocks0 == 0 and mode == COMPUTE_ONLY:  # nothing moves: the flags on the device
+            self.flags[self.max_tiles:].copy_(self.epoch.expand(self.world))
+        elif self.cfg.comm_blocks0 == 0:
+            self._copy_engine_dispatch(plan)
         self._launch_layer0(plan, mode)
         self._launch_layer1(plan, mode)
         if self.cfg.comm_blocks0 == 0 and self.device.type == "cuda":
@@ -250,7 +253,7 @@ class FusedMoE:
         captures and replays in the same order: the warm-up calls and the replays run the barriers."""
         if self.device.type != "cuda":
             raise ValueError("CUDA graphs need a GPU")
-        if self.cfg.comm_blocks0 == 0:
+        if self.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY:  # its compute-only variant moves nothing
             raise ValueError("the copy-engine variant (comm_blocks0=0) syncs with the host per call: no graph")
         x = torch.zeros(tokens, self.hidden, dtype=self.dtype, device=self.device)
         ids = (torch.arange(tokens * self.top_k, device=self.device) % (self.world * self.experts)).view(tokens, self.top_k)
@@ -289,34 +292,31 @@ class FusedMoE:
         barrier_kernel[(1,)](self.sig.local, self.sig.deltas, self.epoch, self.err, self.rank, slot,
                              self.cfg.barrier_spins, WORLD=self.world)
 
-    def _copy_engine_dispatch(self, plan: DevicePlan, mode: int) -> None:
-        """Each peer's rows by one copy on the side stream, then its segment flag (COMPUTE_ONLY:
-        the flags alone)."""
-        segments = plan.segments.tolist()  # (first row, rows, first row at the source) per source: the host sync
-        move = mode != COMPUTE_ONLY
-        for src in self.rotation.tolist():
-            first, rows, at_src = segments[src]
+    def _copy_engine_dispatch(self, plan: DevicePlan) -> None:
+        """Each peer's rows by one copy on the side stream, then its segment flag."""
+        # the host sync: per source (first row, rows, first row at the source), and the epoch
+        *segments, epoch = torch.cat([plan.segments.reshape(-1), self.epoch.to(torch.int64)]).tolist()
+        for src in range(self.world):
+            first, rows, at_src = segments[3 * src:3 * src + 3]
             if src == self.rank:
                 continue
             dst = self.xbuf.local[self.send_rows + first:self.send_rows + first + rows]
             if self.device.type == "cuda":
                 self._side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(self._side):
-                    if move:
-                        dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows], non_blocking=True)
+                    dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows], non_blocking=True)
                     torch._C._distributed_c10d._SymmetricMemory.stream_write_value32(
-                        self.flags.view(torch.uint32), self.max_tiles + src, self._host_epoch)
+                        self.flags.view(torch.uint32), self.max_tiles + src, epoch)
             else:
-                if move:
-                    dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows])
-                self.flags[self.max_tiles + src] = self._host_epoch
+                dst.copy_(self.xbuf.peer(src)[at_src:at_src + rows])
+                self.flags[self.max_tiles + src] = epoch
 
     def _launch_layer0(self, plan: DevicePlan, mode: int) -> None:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
             self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.num_tiles,
-            self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
+            plan.local_tiles, self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
             self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             MODE=mode, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
@@ -331,7 +331,7 @@ class FusedMoE:
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.num_tiles,
             self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
             self.programs - cfg.comm_blocks1, self.programs,
-            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // cfg.block_n, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
+            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
+            COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

@@ -150,7 +150,8 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 
 @triton.jit
 def layer0_kernel(
-    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, num_tiles_ptr, flags_ptr, err_ptr, epoch_ptr,
+    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, num_tiles_ptr, local_tiles_ptr, flags_ptr, err_ptr,
+    epoch_ptr,
     rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -177,22 +178,33 @@ def layer0_kernel(
                 if delay_spins >= 0:
                     tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
     else:
-        # ---- compute blocks: GEMM0 + SwiGLU in layout order, remote tiles after their flag ----
+        # ---- compute blocks: GEMM0 + SwiGLU; this rank's own tiles first, then the rest ----
         n_cols = tl.cdiv(F, BLOCK_N)
-        for w in range(pid - N_COMM, n_tiles * n_cols, N_PROGRAMS - N_COMM):
-            u, c = _swizzle(w, n_tiles, n_cols, GROUP_M)
+        first = tl.load(local_tiles_ptr)
+        n_own = tl.load(local_tiles_ptr + 1) - first
+        if MODE != _COMM_ONLY:
+            # own rows need no wait, so the loop is flattened: the compiler's software pipeline
+            # prefetches the next tile's operands while this one's epilogue runs
+            for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=True):
+                v, c = _swizzle(w, n_own, n_cols, GROUP_M)
+                expert, row0, rows, src, src_row0 = _tile(tiles_ptr, first + v)
+                acc = _gemm(xbuf_desc, src_row0, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+        # remote tiles, each after its flag: not flattened, so no load is hoisted above a wait
+        n_rest = n_tiles - n_own
+        for w in range(pid - N_COMM, n_rest * n_cols, N_PROGRAMS - N_COMM):
+            v, c = _swizzle(w, n_rest, n_cols, GROUP_M)
+            u = v + tl.where(v >= first, n_own, 0)  # skip over the own tiles
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            a_row = src_row0
-            if src != rank:
-                if SEG_FLAGS:
-                    flag = seg_base + src
-                else:
-                    flag = u
-                _wait(flags_ptr + flag, epoch, err_ptr, u + 1, max_spins, False)
-                _proxy_fence(epoch, PROXY_FENCE)
-                a_row = SEND_ROWS + row0
+            if SEG_FLAGS:
+                flag = seg_base + src
+            else:
+                flag = u
+            _wait(flags_ptr + flag, epoch, err_ptr, u + 1, max_spins, False)
+            _proxy_fence(epoch, PROXY_FENCE)
             if MODE != _COMM_ONLY:
-                acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+                acc = _gemm(xbuf_desc, SEND_ROWS + row0, w_desc, expert * H, c * BLOCK_N, H, F, True,
+                            BLOCK_M, BLOCK_N, BLOCK_K)
                 _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
 
 
@@ -215,7 +227,8 @@ def layer1_kernel(
     if pid < N_COMPUTE:
         # ---- compute blocks: GEMM1 split by split, remote tiles first ----
         per_split = n_tiles * COL_TILES
-        for w in range(pid, per_split * N_SPLITS, N_COMPUTE):
+        # no waits here: flattened, so the next tile's operands load during this one's epilogue
+        for w in tl.range(pid, per_split * N_SPLITS, N_COMPUTE, flatten=True):
             split = w // per_split
             v, c = _swizzle(w % per_split, n_tiles, COL_TILES, GROUP_M)
             u = tl.load(order_ptr + v)

@@ -46,6 +46,7 @@ class DevicePlan:
     tiles: torch.Tensor  # (max_tiles, 5) int32 in layout order (layer0's compute order)
     num_tiles: torch.Tensor  # (1,) int32
     order1: torch.Tensor  # (max_tiles,) int32: layer1's tile order, tiles of remote sources first
+    local_tiles: torch.Tensor  # (2,) int32: this rank's own tiles are [first, end) (one segment)
     segments: torch.Tensor  # (W, 3) int64 per source rank: first row, rows, first row at the source
 
 
@@ -79,9 +80,13 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
     # layer1: remote tiles first (their results travel), then local, then the padding
     key = torch.where(u < num_tiles, (src == rank).to(torch.int64), torch.full_like(u, 2))
     order1 = torch.sort(key * max_tiles + u).indices.to(torch.int32)
+    seg_tile_end = tile_end.view(world, experts_per_rank)[:, -1]  # (W,) by layout position
+    seg_tile_start = seg_tile_end - group_tiles.view(world, experts_per_rank).sum(dim=1)
+    own = torch.argmax((rot == rank).to(torch.int32))  # the layout position of this rank's segment
+    local_tiles = torch.stack([seg_tile_start[own], seg_tile_end[own]]).to(torch.int32)
     by_rank = torch.empty(world, 3, dtype=torch.int64, device=dev)
     by_rank[rot] = torch.stack([seg_start, mine[rot].sum(dim=1), src_base[rot]], dim=1)
-    return DevicePlan(tiles, num_tiles.to(torch.int32), order1, by_rank)
+    return DevicePlan(tiles, num_tiles.to(torch.int32), order1, local_tiles, by_rank)
 
 
 def reference_plan(counts: list[list[int]], rank: int, experts_per_rank: int, block_m: int,

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", help="a comet-dse plan: its configuration for each token count, instead of --comm-blocks")
     parser.add_argument("--tile", default="128x128", help="fused GEMM tile BMxBN (default 128x128)")
     parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step (default 64)")
+    parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--n-splits", type=int, default=4, help="layer1 column splits of H (default 4)")
     parser.add_argument("--row-order", default="local-first", choices=["local-first", "source-order"])
@@ -104,9 +105,9 @@ def _settings(args: argparse.Namespace) -> _Settings:
         block_m, block_n = (int(v) for v in args.tile.lower().split("x"))
     except ValueError:
         raise UserError("--tile", f"expected BMxBN such as 128x128, got {args.tile!r}") from None
-    for size in (block_m, block_n, args.block_k):
+    for flag, size in (("--tile", block_m), ("--tile", block_n), ("--block-k", args.block_k), ("--block-n1", args.block_n1 or 16)):
         if size < 16 or size & (size - 1):
-            raise UserError("--tile" if size != args.block_k else "--block-k", f"tile sizes must be powers of two >= 16, got {size}")
+            raise UserError(flag, f"tile sizes must be powers of two >= 16, got {size}")
     if args.shape:
         experts, top_k, hidden, ffn = (_ints(args.shape, "--shape") + [0] * 4)[:4]
         if len(args.shape.split(",")) != 4:
@@ -121,8 +122,9 @@ def _settings(args: argparse.Namespace) -> _Settings:
         raise UserError("--shape" if args.shape else "--model", f"top_k={top_k} exceeds the {experts} experts")
     if hidden % 16 or ffn % 16:
         raise UserError("--shape" if args.shape else "--model", f"H={hidden} and F={ffn} must be multiples of 16")
-    if hidden % args.n_splits or (hidden // args.n_splits) % block_n:
-        raise UserError("--n-splits", f"must cut H={hidden} into multiples of the tile width {block_n}, got {args.n_splits}")
+    width1 = args.block_n1 or block_n
+    if hidden % args.n_splits or (hidden // args.n_splits) % width1:
+        raise UserError("--n-splits", f"must cut H={hidden} into multiples of layer1's tile width {width1}, got {args.n_splits}")
     capacity = args.capacity or max(tokens)
     if capacity < max(tokens):
         raise UserError("--capacity", f"must hold the largest --tokens ({max(tokens)}), got {capacity}")

@@ -52,11 +52,12 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
 
 
 def main() -> None:
-    ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
+    ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "local_tiles_ptr": "*i32",
             "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
             "order_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
+    wide = {**ptrs, "w_desc": _desc((BK, 256))}
     tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8}
     report = {}
     for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
@@ -66,6 +67,9 @@ def main() -> None:
                                          "SEG_FLAGS": seg_flags, "PROXY_FENCE": True})
         report[f"layer1_mode{mode}"] = _compile(
             fm.layer1_kernel, ptrs, {**tiles, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode})
+    report["layer1_n256"] = _compile(
+        fm.layer1_kernel, wide, {**tiles, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
+                                 "MODE": fm.FULL})
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
     report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
     json.dump(report, sys.stdout, indent=1)

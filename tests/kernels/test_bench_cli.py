@@ -62,6 +62,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     (["--warmup", "-1"], "--warmup: must be >= 0"),
     (["--programs", "0"], "--programs: must be >= 2"),
     (["--tile", "100x100"], "--tile: tile sizes must be powers of two"),
+    (["--block-n1", "96"], "--block-n1: tile sizes must be powers of two"),
     (["--tile", "big"], "--tile: expected BMxBN"),
     (["--shape", "8,2,32"], "--shape: expected E,top_k,H,F"),
     (["--shape", "4,8,32,48"], "--shape: top_k=8 exceeds the 4 experts"),

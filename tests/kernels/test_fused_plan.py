@@ -37,6 +37,11 @@ def _check(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: s
         assert (plan.tiles[n:, 2] == 0).all()  # padding tiles have no rows
         assert plan.order1[:n].tolist() == order1
         assert sorted(plan.order1.tolist()) == list(range(max_tiles))
+        own = [i for i, t in enumerate(tiles) if t[3] == rank]  # this rank's tiles: one contiguous run
+        first, end = plan.local_tiles.tolist()
+        assert own == list(range(first, end)) and (first == end or own)
+        if not own:  # an empty own segment sits where its position in the rotation puts it
+            assert first == sum(1 for t in tiles if rotation.index(t[3]) < rotation.index(rank))
         # every pair routed to this rank is in exactly one tile row, at its source's send row
         covered = {(t[3], t[4] + i) for t in tiles for i in range(t[2])}
         expected = set()
