@@ -15,6 +15,9 @@ run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
     local limit=$1 name=$2; shift 2
     echo "== $name: $*" | tee -a "$out/steps.log"
     local t0=$SECONDS
+    # torchrun reads PET_MASTER_PORT: a fresh rendezvous port per step, as a step killed at its
+    # limit can leave its port taken
+    export PET_MASTER_PORT=$((29500 + t0 % 1000 + RANDOM % 1000))
     timeout "$limit" "$@" >"$out/$name.log" 2>&1
     echo "   exit $? after $((SECONDS - t0)) s" | tee -a "$out/steps.log"
     tail -n 4 "$out/$name.log"
@@ -31,7 +34,7 @@ suite)  # the GPU test suite, then the same on a small shape under compute-sanit
     run 150 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 1000 --out "$out/suite.json"
     small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,512,256)
     for tool in racecheck synccheck; do
-        run 60 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
+        run 90 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
             torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" "${small[@]}" --out "/tmp/$tool.json"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|error" "$out/sanitizer_$tool.log" | tail -n 5 >"$out/sanitizer_$tool.txt"
     done

@@ -82,8 +82,10 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
     order1 = torch.sort(key * max_tiles + u).indices.to(torch.int32)
     seg_tile_end = tile_end.view(world, experts_per_rank)[:, -1]  # (W,) by layout position
     seg_tile_start = seg_tile_end - group_tiles.view(world, experts_per_rank).sum(dim=1)
-    own = torch.argmax((rot == rank).to(torch.int32))  # the layout position of this rank's segment
-    local_tiles = torch.stack([seg_tile_start[own], seg_tile_end[own]]).to(torch.int32)
+    # the layout position of this rank's segment, as a 1-element index: a 0-d tensor index would be
+    # read on the host (a sync, and an error inside a CUDA graph capture)
+    own = torch.argmax((rot == rank).to(torch.int32)).view(1)
+    local_tiles = torch.cat([seg_tile_start[own], seg_tile_end[own]]).to(torch.int32)
     by_rank = torch.empty(world, 3, dtype=torch.int64, device=dev)
     by_rank[rot] = torch.stack([seg_start, mine[rot].sum(dim=1), src_base[rot]], dim=1)
     return DevicePlan(tiles, num_tiles.to(torch.int32), order1, local_tiles, by_rank)

@@ -19,7 +19,7 @@ if torch.cuda.is_available():
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
-from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY  # noqa: E402
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route, routing_weights  # noqa: E402
 
 WORLD = 2
@@ -131,6 +131,23 @@ def _variants_worker(rank: int, port: int) -> None:
 
 def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing():
     _spawn(_variants_worker)
+
+
+def _capturable_worker(rank: int, port: int) -> None:
+    from test_fused_plan import _NoHostSync
+
+    weights = _init(rank, port)
+    x = torch.randn(20, HIDDEN)
+    ids, w = route(x, weights.router, 2)
+    for knobs, mode in (({}, FULL), ({"comm_blocks0": 0}, COMPUTE_ONLY)):  # what FusedMoE.graphed captures
+        layer = _layer(rank, weights, 2, torch.float32, **knobs)
+        with _NoHostSync():  # no value read on the host: the whole call can be captured in a CUDA graph
+            layer(x, ids, w, mode=mode)
+    dist.destroy_process_group()
+
+
+def test_a_call_reads_nothing_on_the_host_so_a_graph_can_capture_it():
+    _spawn(_capturable_worker)
 
 
 def _stuck_worker(rank: int, port: int) -> None:

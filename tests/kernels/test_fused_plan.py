@@ -109,3 +109,24 @@ def test_local_first_puts_own_rows_first_and_layer1_sends_remote_rows_first():
     assert order1 == [2, 0, 1]
     plan = device_plan(counts.to(torch.int32), 0, 2, 2, torch.tensor([0, 1]), 8)
     assert [tuple(t) for t in plan.tiles[:3].tolist()] == tiles
+
+
+class _NoHostSync(torch.utils._python_dispatch.TorchDispatchMode):
+    """Fails on any op that reads a tensor's value on the host: inside a CUDA graph capture
+    those are errors, and outside they are syncs."""
+
+    HOST_READS = ("_local_scalar_dense", "nonzero", "item", "equal", "is_nonzero")
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        assert func.__name__.split(".")[0] not in self.HOST_READS, f"{func} reads a device value on the host"
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_device_plan_never_reads_a_value_on_the_host():
+    counts = torch.tensor([[3, 0, 5, 1], [2, 2, 0, 7]], dtype=torch.int32)
+    for rank in range(2):
+        rotation = torch.tensor(source_rotation(rank, 2, "local-first"))
+        with _NoHostSync():
+            device_plan(counts, rank, 2, 2, rotation, 16)
+    with pytest.raises(AssertionError, match="reads a device value on the host"), _NoHostSync():
+        torch.arange(3)[torch.tensor(1)]  # the mode does catch a 0-d index (what broke a capture once)
