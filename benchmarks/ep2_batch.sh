@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
-#   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sweep-qwen, sweep-mixtral; OUT: what comes back)
+#   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
+#                                            flatten; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -30,8 +31,10 @@ smoke)
     run 150 qwen8k "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 0,16,32 --chunks 2,4 --runs 10
     run 150 mixtral8k "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 16 --chunks 4 --runs 10
     ;;
-suite)  # the GPU test suite, then the same on a small shape under compute-sanitizer
+suite)  # the GPU test suite
     run 150 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 1000 --out "$out/suite.json"
+    ;;
+sanitize)  # the suite on a small shape under compute-sanitizer (racecheck is slow: it may hit its limit)
     small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,512,256)
     for tool in racecheck synccheck; do
         run 90 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
@@ -45,6 +48,10 @@ sweep-qwen)
 wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the targets
     run 120 qwen_n256 "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192,16384 --comm-blocks 8,16 --block-n1 256 --kind fused
     run 150 mixtral_n256 "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --block-n1 256 --kind fused
+    ;;
+flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes
+    run 100 qwen_flat "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --flatten --kind fused
+    run 100 mixtral_flat "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --flatten --kind fused
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

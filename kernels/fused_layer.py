@@ -65,6 +65,7 @@ class FusedConfig:
     block_m: int = 128
     block_n: int = 128
     block_n1: int | None = None  # layer1's tile width (GEMM1 has one accumulator: wider fits); default block_n
+    flatten: bool = False  # software-pipeline across tiles where no wait intervenes (own tiles, GEMM1)
     block_k: int = 64
     group_m: int = 8
     row_order: str = "local-first"
@@ -233,8 +234,8 @@ class FusedMoE:
             self._copy_engine_dispatch(plan)
         self._launch_layer0(plan, mode)
         self._launch_layer1(plan, mode)
-        if self.cfg.comm_blocks0 == 0 and self.device.type == "cuda":
-            torch.cuda.current_stream().wait_stream(self._side)
+        if self.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY and self.device.type == "cuda":
+            torch.cuda.current_stream().wait_stream(self._side)  # the copies ran there
         self._barrier(1)
         # ---- 3. the weighted top-k sum of what came back ----
         out = torch.empty(tokens, self.hidden, dtype=self.out_dtype, device=self.device)
@@ -319,7 +320,7 @@ class FusedMoE:
             plan.local_tiles, self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
             self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            MODE=mode, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
+            MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 
@@ -333,5 +334,6 @@ class FusedMoE:
             self.programs - cfg.comm_blocks1, self.programs,
             N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
+            FLATTEN=cfg.flatten,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

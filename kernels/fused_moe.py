@@ -155,7 +155,7 @@ def layer0_kernel(
     rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr,
+    MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
 ):
     """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
@@ -183,9 +183,9 @@ def layer0_kernel(
         first = tl.load(local_tiles_ptr)
         n_own = tl.load(local_tiles_ptr + 1) - first
         if MODE != _COMM_ONLY:
-            # own rows need no wait, so the loop is flattened: the compiler's software pipeline
-            # prefetches the next tile's operands while this one's epilogue runs
-            for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=True):
+            # own rows need no wait, so the loop may be flattened (FLATTEN): the compiler's software
+            # pipeline then prefetches the next tile's operands while this one's epilogue runs
+            for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=FLATTEN):
                 v, c = _swizzle(w, n_own, n_cols, GROUP_M)
                 expert, row0, rows, src, src_row0 = _tile(tiles_ptr, first + v)
                 acc = _gemm(xbuf_desc, src_row0, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
@@ -219,6 +219,7 @@ def layer1_kernel(
     rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
     N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
+    FLATTEN: tl.constexpr,
 ):
     """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
     The block counts are run-time arguments: one compiled kernel serves every n_comm."""
@@ -227,8 +228,8 @@ def layer1_kernel(
     if pid < N_COMPUTE:
         # ---- compute blocks: GEMM1 split by split, remote tiles first ----
         per_split = n_tiles * COL_TILES
-        # no waits here: flattened, so the next tile's operands load during this one's epilogue
-        for w in tl.range(pid, per_split * N_SPLITS, N_COMPUTE, flatten=True):
+        # no waits here: the loop may be flattened (FLATTEN)
+        for w in tl.range(pid, per_split * N_SPLITS, N_COMPUTE, flatten=FLATTEN):
             split = w // per_split
             v, c = _swizzle(w % per_split, n_tiles, COL_TILES, GROUP_M)
             u = tl.load(order_ptr + v)

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", default="128x128", help="fused GEMM tile BMxBN (default 128x128)")
     parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step (default 64)")
     parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
+    parser.add_argument("--flatten", action="store_true", help="software-pipeline the fused GEMMs across tiles where no wait intervenes")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--n-splits", type=int, default=4, help="layer1 column splits of H (default 4)")
     parser.add_argument("--row-order", default="local-first", choices=["local-first", "source-order"])

@@ -64,12 +64,13 @@ def main() -> None:
         for seg_flags in (False, True):
             report[f"layer0_mode{mode}_seg{int(seg_flags)}"] = _compile(
                 fm.layer0_kernel, ptrs, {**tiles, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
-                                         "SEG_FLAGS": seg_flags, "PROXY_FENCE": True})
+                                         "SEG_FLAGS": seg_flags, "PROXY_FENCE": True, "FLATTEN": seg_flags})
         report[f"layer1_mode{mode}"] = _compile(
-            fm.layer1_kernel, ptrs, {**tiles, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode})
+            fm.layer1_kernel, ptrs, {**tiles, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
+                                     "FLATTEN": False})
     report["layer1_n256"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
-                                 "MODE": fm.FULL})
+                                 "MODE": fm.FULL, "FLATTEN": True})
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
     report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
     json.dump(report, sys.stdout, indent=1)
