@@ -175,5 +175,6 @@ def environment(torch_module, triton_module, cuda: bool) -> dict:
         driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                 capture_output=True, text=True).stdout.strip().splitlines()[0]
     return {"gpu": torch_module.cuda.get_device_name() if cuda else "cpu", "driver": driver,
-            "torch": torch_module.__version__, "triton": triton_module.__version__, "command": " ".join(sys.argv),
+            "torch": torch_module.__version__, "triton": triton_module.__version__,
+            "command": " ".join(["comet-dse" if sys.argv[0].endswith("cli.py") else sys.argv[0], *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}

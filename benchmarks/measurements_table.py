@@ -1,0 +1,232 @@
+"""Regenerate results/measurements/README.md from the JSON files beside it: no figure there is
+typed by hand.
+
+    python benchmarks/measurements_table.py            # writes results/measurements/README.md
+    python benchmarks/measurements_table.py --check    # exit 1 if the README is not what the JSON gives
+
+Reads the `comet-dse bench` results (bench-*.json) and GPU suites (suite.json) of the two-GPU
+runs under results/measurements/ep2_h100/: the final kernels at the top level, the first sweep
+and the variants that were tried and dropped in their own folders. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "results" / "measurements"
+FINAL = "ep2_h100"
+
+
+def _command(env: dict) -> str:
+    """The command as typed: under `python -m` the first word is the module's file path."""
+    words = env["command"].split()
+    if words and words[0].endswith("comet_dse/cli.py"):
+        words[0] = f"torchrun --nproc-per-node {env['gpus']} -m comet_dse.cli"
+    return " ".join(words)
+
+
+def _load(folder: Path) -> list[dict]:
+    runs = []
+    for path in sorted(folder.glob("bench-*.json")) + sorted(folder.glob("flatten-*.json")):
+        data = json.loads(path.read_text())
+        for run in data["runs"]:
+            runs.append({**run, "model": data["model"], "file": path.name, "env": data})
+    return runs
+
+
+def _us(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if not a or not b else f"{a / b:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    right = ["---:" if i else "---" for i in range(len(header))]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(right) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _by_model_tokens(runs: list[dict]) -> dict[str, dict[int, list[dict]]]:
+    grouped: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        grouped[run["model"]][run["tokens"]].append(run)
+    return grouped
+
+
+def _best_b1(t: dict) -> tuple[float | None, str]:
+    b1 = {k: v for k, v in t.items() if k.startswith("b1_c")}
+    if not b1:
+        return None, ""
+    name = min(b1, key=b1.get)
+    return b1[name], name.removeprefix("b1_c")
+
+
+def _graphed(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r["config"] and r["config"]["comm_blocks0"] > 0]
+
+
+def _headline(runs: list[dict]) -> list[str]:
+    out = []
+    for model, by_tokens in _by_model_tokens(runs).items():
+        out += [f"### {model}", ""]
+        rows = []
+        for tokens in sorted(by_tokens):
+            group = _graphed(by_tokens[tokens])
+            best = min(group, key=lambda r: r["timings_us"]["fused"])
+            t = best["timings_us"]
+            b1, chunks = _best_b1(t)
+            limit = max(t["compute_only"], t["comm_only"])
+            rows.append([str(tokens), _us(t.get("naive")), f"{_us(t['b0'])} ({_us(t['b0_grouped'])} / {_us(t['b0_loop'])})",
+                         f"{_us(b1)} ({chunks})", f"{_us(t['fused'])} ({best['config']['comm_blocks0']})",
+                         _us(t["compute_only"]), _us(t["comm_only"]), _us(t.get("grouped_mm")), _us(best["comm_floor_us"]),
+                         _us(t.get("fused_eager")), _ratio(t["b0"], t["fused"]), _ratio(b1, t["fused"]),
+                         _ratio(t["fused"], limit), _ratio(t["compute_only"], t.get("grouped_mm")),
+                         f"{best['max_rel_error']['fused']:.4f}"])
+        out += _table(["tokens/GPU", "naive", "B0 (grouped / loop)", "best B1 (chunks)", "fused (n_comm)", "compute-only",
+                       "comm-only", "grouped_mm", "comm floor", "fused eager", "B0 / fused", "B1 / fused",
+                       "fused / max(co, mo)", "co / grouped_mm", "max rel. err"], rows) + [""]
+    return out
+
+
+def _sweep(runs: list[dict]) -> list[str]:
+    out = []
+    for model, by_tokens in _by_model_tokens(runs).items():
+        blocks = sorted({r["config"]["comm_blocks0"] for rs in by_tokens.values() for r in rs if r["config"]})
+        rows = []
+        for tokens in sorted(by_tokens):
+            cells = {r["config"]["comm_blocks0"]: r["timings_us"]["fused"] for r in by_tokens[tokens] if r["config"]}
+            b0 = by_tokens[tokens][0]["timings_us"]["b0"]
+            rows.append([str(tokens), _us(b0)] + [_us(cells.get(b)) for b in blocks])
+        out += [f"### {model}: fused µs by communication blocks (0 = copy engine, eager)", ""]
+        out += _table(["tokens/GPU", "B0"] + [str(b) for b in blocks], rows) + [""]
+    return out
+
+
+def _suite(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    c = s["checks"]
+    rows = [["device-side plan = plain loops", f"{c['device_plan']['cases']} routings", "equal" if c["device_plan"]["equal"] else "DIFFER"]]
+    for name, a in c["adversarial"].items():
+        rows.append([f"adversarial routings, {name.replace('_', ' ')}", f"{a['calls']} calls, one over capacity",
+                     f"max rel. err {a['max_rel_error']:.4f}; over capacity raised: {a['over_capacity_raised']}"])
+    g = c["graph_replays"]
+    rows.append(["CUDA-graph replays, fresh routings", f"{g['replays']} × {g['tokens']} tokens", f"max rel. err {g['max_rel_error']:.4f}"])
+    d = c["delayed_producer"]
+    rows.append(["delayed producer", f"{d['delay_spins']} spins per flag", f"max rel. err {d['max_rel_error']:.4f}"])
+    st = c["stuck_producer"]
+    rows.append(["producer that never signals", f"returned in {st['seconds_to_return']} s", f"raised: {st['raised']}"])
+    return [f"`{s['command']}` on {s['gpus']}× {s['gpu']}, {s['date']}, layer E,k,H,F = {s['shape']}:", ""] + \
+        _table(["check", "size", "result"], rows) + [""]
+
+
+def _variants(folder: Path, final: list[dict]) -> list[str]:
+    runs = _load(folder)
+    if not runs:
+        return []
+    index = {(r["model"], r["tokens"], r["config"]["comm_blocks0"]): r["timings_us"] for r in final if r["config"]}
+    rows = []
+    for r in runs:
+        cfg = r["config"]
+        base = index.get((r["model"], r["tokens"], cfg["comm_blocks0"]), {})
+        label = "flatten" + (f", layer1 tile {cfg['block_m']}x{cfg['block_n1']}" if cfg.get("block_n1") else "")
+        rows.append([r["model"], str(r["tokens"]), str(cfg["comm_blocks0"]), label, _us(r["timings_us"]["compute_only"]),
+                     _us(base.get("compute_only")), _us(r["timings_us"]["fused"]), _us(base.get("fused")), r["file"]])
+    return _table(["model", "tokens/GPU", "n_comm", "variant", "compute-only", "same, final kernels", "fused",
+                   "same, final kernels", "file"], rows) + [""]
+
+
+def _targets(runs: list[dict]) -> list[str]:
+    """Issue 7's targets, read off the final figures (best n_comm per token count)."""
+    best = {}
+    for model, by_tokens in _by_model_tokens(runs).items():
+        for tokens, group in by_tokens.items():
+            best[model, tokens] = min(_graphed(group), key=lambda r: r["timings_us"]["fused"])["timings_us"]
+
+    def speedup(model: str, tokens: int, base: str = "b0") -> float | None:
+        t = best.get((model, tokens))
+        if not t:
+            return None
+        return (_best_b1(t)[0] if base == "b1" else t[base]) / t["fused"]
+
+    qwen, mixtral = "qwen2-moe-2.7b", "mixtral-8x7b"
+    mixtral_all = [speedup(mixtral, t) for (m, t) in best if m == mixtral]
+    limit = [t["fused"] / max(t["compute_only"], t["comm_only"]) for t in best.values()]
+    compute = [t["compute_only"] / t["grouped_mm"] for t in best.values() if t.get("grouped_mm")]
+    rows = [
+        ("Qwen2-MoE 8192 tokens: fused / B0 >= 2.0", speedup(qwen, 8192), lambda v: v >= 2.0),
+        ("Qwen2-MoE 8192 tokens: fused / best B1 >= 1.3", speedup(qwen, 8192, "b1"), lambda v: v >= 1.3),
+        ("Mixtral 8192 tokens: fused / B0 >= 1.3", speedup(mixtral, 8192), lambda v: v >= 1.3),
+        (f"Mixtral, every measured token count ({', '.join(str(t) for (m, t) in sorted(best) if m == mixtral)}): "
+         "fused / B0 >= 1.0 (lowest)", min(mixtral_all) if mixtral_all else None, lambda v: v >= 1.0),
+        ("1024 tokens: fused / B0 >= 1.5, Qwen2-MoE", speedup(qwen, 1024), lambda v: v >= 1.5),
+        ("1024 tokens: fused / B0 >= 1.5, Mixtral", speedup(mixtral, 1024), lambda v: v >= 1.5),
+        ("fused <= 1.10 x max(compute-only, comm-only) (worst)", max(limit) if limit else None, lambda v: v <= 1.10),
+        ("compute-only <= 1.10 x grouped_mm (best)", min(compute) if compute else None, lambda v: v <= 1.10),
+    ]
+    table = [[name, "–" if v is None else f"{v:.2f}", "–" if v is None else ("met" if ok(v) else "not met")] for name, v, ok in rows]
+    return _table(["target (best n_comm per token count)", "measured", ""], table) + [""]
+
+
+def render(root: Path = ROOT) -> str:
+    final = _load(root / FINAL)
+    env = final[0]["env"] if final else {}
+    lines = [
+        "# Measurements",
+        "",
+        "Generated by `python benchmarks/measurements_table.py` from the JSON files in this folder: do not edit by",
+        "hand. Each JSON holds the exact command, GPU, driver, torch and triton versions and every rank's figures;",
+        "`HISTORY.md` has the single-GPU measurements of earlier versions.",
+        "",
+        f"## The fused layer on two GPUs, expert parallel (`{FINAL}/`)",
+        "",
+        f"{env.get('gpus', '?')}× {env.get('gpu', '?')} (NVLink), driver {env.get('driver', '?')}, torch {env.get('torch', '?')}, "
+        f"triton {env.get('triton', '?')}; EP=2, bf16. Every figure is the median of {env.get('runs_per_figure', '?')} timed runs "
+        "(CUDA events, 3 rotated input sets, a barrier before each) on the slowest rank, in µs. `fused`, `compute-only`, "
+        "`comm-only` and `grouped_mm` are CUDA-graph replays; `fused eager` is the same forward launched op by op; "
+        "the baselines run eagerly (each syncs with the host once per call). `comm floor` = bytes this rank sends over "
+        "NVLink / the peer-copy bandwidth measured in the same run. Commands:",
+        "",
+    ]
+    lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in final}.values()] + [""]
+    lines += ["### Targets of the fused-layer issue", ""] + _targets(final)
+    lines += ["### Fused layer against the baselines and its limits (best n_comm per token count)", ""] + _headline(final)
+    lines += _sweep(final)
+    lines += ["## GPU test suite (`benchmarks/gpu_fused_ep.py`)", ""] + _suite(root / FINAL / "suite.json")
+    variants = _variants(root / FINAL / "variants", final)
+    if variants:
+        lines += ["## Variants tried and dropped (`variants/`)", "",
+                  "Software-pipelining the GEMMs across tiles (`--flatten`) and 128×256 layer1 tiles (`--block-n1 256`), "
+                  "measured in the runs just before the final one, beside the final kernels' figures for the same "
+                  "configuration:", ""] + variants
+    first = _load(root / FINAL / "first_sweep")
+    if first:
+        lines += ["## The first sweep (`first_sweep/`)", "",
+                  "The same benchmark on the first device-side version (before own tiles were split from remote ones), "
+                  "kept to show run-to-run spread:", ""] + _headline(first)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from what the JSON gives")
+    args = parser.parse_args()
+    text, readme = render(), ROOT / "README.md"
+    if args.check:
+        if not readme.exists() or readme.read_text() != text:
+            print(f"{readme} is out of date: run python benchmarks/measurements_table.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(text)
+    print(f"wrote {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""results/measurements/README.md is exactly what benchmarks/measurements_table.py makes of the
+committed JSON: no figure in it was typed by hand, and none is stale."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "measurements_table.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("measurements_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_readme_is_generated_from_the_json():
+    table = _module()
+    assert (table.ROOT / "README.md").read_text() == table.render(), \
+        "results/measurements/README.md is stale: run python benchmarks/measurements_table.py"
+
+
+def test_the_targets_are_read_off_the_figures(tmp_path):
+    table = _module()
+    text = table.render()
+    # a figure in the table is the JSON's: Qwen2-MoE at 8192 tokens, best fused over the n_comm sweep
+    import json
+
+    runs = json.loads((table.ROOT / "ep2_h100" / "bench-qwen2-moe-2.7b-ep2-20261125-185859.json").read_text())["runs"]
+    best = min((r for r in runs if r["tokens"] == 8192 and r["config"]["comm_blocks0"] > 0),
+               key=lambda r: r["timings_us"]["fused"])
+    ratio = best["timings_us"]["b0"] / best["timings_us"]["fused"]
+    assert f"| Qwen2-MoE 8192 tokens: fused / B0 >= 2.0 | {ratio:.2f} | {'met' if ratio >= 2 else 'not met'} |" in text
