@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("comet_dse.commands.simulate", "simulate one MoE layer on every rank under each schedule"),
     "place": ("comet_dse.commands.place", "place experts on GPUs to keep traffic inside nodes (assignment problem)"),
     "tune": ("comet_dse.commands.tune", "search the comet allocation per token bucket with Optuna; write a plan and a report"),
+    "validate": ("comet_dse.commands.validate", "compare the simulator's predictions with comet-dse bench measurements"),
 }
 
 

@@ -1,0 +1,146 @@
+"""`comet-dse validate`: the simulator's predictions against `comet-dse bench` measurements.
+
+Every input (the bench files, the hardware profile, the filters, the output path) is checked
+before anything is simulated; the report is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from comet_dse.commands.columns import align_columns
+from comet_dse.errors import UserError
+from comet_dse.files import write_text_atomic
+
+DEFAULT_HARDWARE = "h100-sxm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--measurements", nargs="+", required=True, metavar="FILE_OR_DIR",
+                        help="bench JSON files, or folders whose bench-*.json are read")
+    parser.add_argument("--hardware", default=DEFAULT_HARDWARE, help="preset name or a hardware profile .json")
+    parser.add_argument("--tokens", help="only these token counts, e.g. 1024,8192")
+    parser.add_argument("--out", help="report JSON (default results/validation/<hardware>.json)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+
+
+def _parse_tokens(text: str | None) -> set[int] | None:
+    if text is None:
+        return None
+    try:
+        values = {int(v) for v in text.split(",")}
+    except ValueError:
+        raise UserError("--tokens", f"expected comma-separated integers such as 1024,8192, got {text!r}") from None
+    if min(values) <= 0:
+        raise UserError("--tokens", f"token counts must be positive, got {text!r}")
+    return values
+
+
+def _config_text(point: dict) -> str:
+    c = point["config"]
+    if point["schedule"] == "chunked":
+        return f"chunks={c['chunks']}"
+    if point["schedule"] == "comet":
+        return f"blocks={c['comm_blocks0']}/{c['comm_blocks1']} {c['block_m']}x{c['block_n']} {c['row_order']} splits={c['n_splits']}"
+    return "-"
+
+
+def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def format_report(report: dict) -> str:
+    rows = [["model", "tokens", "schedule", "config", "predicted µs", "measured µs", "error"]]
+    for name in report["schedules"]:
+        for p in report["schedules"][name]["points"]:
+            error = _fmt(p["error_pct"], "+.1f", "%") if p["status"] == "ok" else p["status"]
+            rows.append([p["model"], str(p["tokens"]), f"{p['schedule']} ({p['measured_key']})", _config_text(p),
+                         _fmt(p["predicted_us"]), _fmt(p["measured_us"]), error])
+    lines = [f"hardware profile {report['profile']}, routing {report['routing']} seed {report['seed']}; "
+             f"measured on {report['gpus']}x {report['gpu']}",
+             *align_columns(rows, text_columns=(2, 3)), ""]
+    summary = [["schedule", "points", "MAPE", "mean error", "min error", "max error", "skipped", "failed"]]
+    for name, s in [*report["schedules"].items(), ("overall", report["overall"])]:
+        summary.append([name, str(s["n"]), _fmt(s["mape_pct"], ".1f", "%"), _fmt(s["mean_error_pct"], "+.1f", "%"),
+                        _fmt(s["min_error_pct"], "+.1f", "%"), _fmt(s["max_error_pct"], "+.1f", "%"),
+                        str(s["skipped"]), str(s["failed"])])
+    lines += align_columns(summary)
+    lines.append("")
+    table = [["model", "tokens", "points", "spearman", "regret", "predicted best", "measured best", "measured spread"]]
+    for s in report["sweeps"]:
+        table.append([s["model"], str(s["tokens"]), str(s["n"]), _fmt(s["spearman"], "+.2f"),
+                      _fmt(s["regret_pct"], ".1f", "%"), "/".join(map(str, s["predicted_best"])),
+                      "/".join(map(str, s["measured_best"])), _fmt(s["measured_spread_pct"], ".1f", "%")])
+    lines.append("comet across communication blocks (blocks = layer0/layer1):")
+    lines += align_columns(table)
+    t = report["sweeps_summary"]
+    lines.append(f"sweeps {t['n']}: mean spearman {_fmt(t['mean_spearman'], '+.2f')} (min {_fmt(t['min_spearman'], '+.2f')}), "
+                 f"regret mean {_fmt(t['mean_regret_pct'], '.1f', '%')} max {_fmt(t['max_regret_pct'], '.1f', '%')}")
+    return "\n".join(lines)
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["comet-dse validate --measurements", *args.measurements, "--hardware", args.hardware]
+    if args.tokens:
+        parts += ["--tokens", args.tokens]
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from comet_dse.hardware import resolve_hardware
+    from comet_dse.measurements import bench_paths, load_bench
+    from comet_dse.sim import COST_MODEL_VERSION
+    from comet_dse.validation import (
+        ROUTING,
+        SCHEDULES,
+        SEED,
+        cases_of,
+        error_summary,
+        simulate_cases,
+        sort_key,
+        sweep_summary,
+        sweeps,
+        workload_of,
+    )
+
+    # ---- every input checked before any simulation --------------------------------------
+    hardware = resolve_hardware(args.hardware)
+    tokens = _parse_tokens(args.tokens)
+    benches = [load_bench(path) for path in bench_paths(args.measurements)]
+    out = Path(args.out or f"results/validation/{hardware.name}.json")
+    if out.is_dir():
+        raise UserError("--out", f"{out} is a folder; give a file name")
+    cases = [case for bench in benches for case in cases_of(bench, tokens)]
+    if not cases:
+        raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
+    workloads = {(str(b.path), run.tokens): workload_of(b, run.tokens) for b in benches for run in b.runs
+                 if tokens is None or run.tokens in tokens}
+
+    points = sorted(simulate_cases(cases, workloads, hardware), key=sort_key)
+    found = sweeps(points)
+    gpus = sorted({b.gpus for b in benches})
+    report = {
+        "profile": hardware.name,
+        "hardware": hardware.to_dict(),
+        "cost_model_version": COST_MODEL_VERSION,
+        "gpu": " + ".join(sorted({b.gpu for b in benches})),
+        "gpus": gpus[0] if len(gpus) == 1 else gpus,
+        "measurements": [str(b.path) for b in benches],
+        "command": _command(args),
+        "routing": ROUTING,
+        "seed": SEED,
+        "overall": error_summary(points),
+        "schedules": {name: {**error_summary(ps), "points": ps}
+                      for name in SCHEDULES if (ps := [p for p in points if p["schedule"] == name])},
+        "sweeps_summary": sweep_summary(found),
+        "sweeps": found,
+    }
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps({**report, "path": str(out)}, indent=2))
+    else:
+        print(format_report(report))
+        print(f"report: {out}")
+    return 0

@@ -1,0 +1,213 @@
+"""Predicted vs measured: the "compare" step of the validation loop (DESIGN.md).
+
+Each measured figure of a bench file becomes a case: B0 (`b0`) against `sequential`, B1 with
+C chunks (`b1_c<C>`) against `chunked` with C chunks, and each fused run (`fused`) against
+`comet` with the run's knobs. The simulator runs the same layer (shape, EP, TP, tokens,
+uniform routing) on the given hardware profile; the metrics are the signed error per point,
+MAPE per schedule, and, per sweep of communication blocks, the Spearman rank correlation
+and the regret of the simulator's pick. The simulator is imported inside the functions that
+run it, so `import comet_dse` stays free of its dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from comet_dse.errors import UserError
+from comet_dse.hardware import HardwareProfile
+from comet_dse.measurements import BenchFile
+from comet_dse.models import ModelConfig
+from comet_dse.workload import Workload
+
+SCHEDULES = ("sequential", "chunked", "comet")
+ROUTING = "uniform"  # the bench draws a random router over random tokens: close to uniform
+SEED = 0
+CHUNKED_KEY = re.compile(r"b1_c(\d+)")
+# Workload's own field names -> the bench JSON's, so an error names what the user can fix.
+_JSON_FIELD = {"model.num_experts": "shape.experts", "model.top_k": "shape.top_k", "model.hidden": "shape.hidden",
+               "model.ffn": "shape.ffn", "--ep": "ep", "--tp": "tp", "--tokens": "tokens"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured figure and the schedule that should reproduce it."""
+    source: str  # the bench file
+    run: int  # index in its runs[]
+    model: str
+    tokens: int
+    schedule: str
+    measured_key: str  # b0, b1_c<C> or fused
+    measured_us: float
+    knobs: dict = field(default_factory=dict)
+    skip: str | None = None  # why the simulator cannot model this configuration
+
+
+def workload_of(bench: BenchFile, tokens: int) -> Workload:
+    """The simulated layer of a bench file at `tokens` per GPU; a shape the simulator cannot
+    take is a UserError naming the bench file's field."""
+    s = bench.shape
+    try:
+        model = ModelConfig(bench.model, s["experts"], s["top_k"], s["hidden"], s["ffn"], num_layers=1,
+                            source=str(bench.path))
+        return Workload(model, tokens, bench.ep, bench.tp, routing=ROUTING, seed=SEED, dtype_bytes=bench.dtype_bytes)
+    except UserError as exc:
+        raise UserError(f"{bench.path}: {_JSON_FIELD.get(exc.field, exc.field)}", exc.message) from None
+
+
+def _comet_skip(config: dict) -> str | None:
+    """Fused variants the comet schedule has no knob for yet."""
+    if config["comm_blocks0"] == 0:
+        return "copy-engine variant (comm_blocks0 = 0) is not modelled"
+    if config.get("flatten"):
+        return "cross-tile pipelining (flatten) is not modelled"
+    if config.get("block_n1") not in (None, config["block_n"]):
+        return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than block_n is not modelled"
+    if config.get("programs") is not None:
+        return f"a grid of {config['programs']} programs is not modelled (the simulator uses every SM)"
+    return None
+
+
+def cases_of(bench: BenchFile, tokens: set[int] | None = None) -> list[Case]:
+    """Every figure of the file the simulator is compared with. B0 and B1 are timed once per
+    token count and repeated in every run of it: each distinct figure counts once."""
+    cases: list[Case] = []
+    seen: set[tuple[int, str, float]] = set()
+    for run in bench.runs:
+        if tokens is not None and run.tokens not in tokens:
+            continue
+        common = dict(source=str(bench.path), run=run.index, model=bench.model, tokens=run.tokens)
+        for key, us in run.timings_us.items():
+            if (key == "b0" or CHUNKED_KEY.fullmatch(key)) and (run.tokens, key, us) in seen:
+                continue
+            seen.add((run.tokens, key, us))
+            if key == "b0":
+                cases.append(Case(**common, schedule="sequential", measured_key=key, measured_us=us))
+            elif match := CHUNKED_KEY.fullmatch(key):
+                cases.append(Case(**common, schedule="chunked", measured_key=key, measured_us=us,
+                                  knobs={"chunks": int(match.group(1))}))
+            elif key == "fused":
+                c = run.config
+                knobs = {k: c[k] for k in ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits")}
+                cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
+                                  skip=_comet_skip(c)))
+    return cases
+
+
+def signed_error_pct(predicted_us: float, measured_us: float) -> float:
+    """(predicted - measured) / measured in %: negative means the simulator is too fast."""
+    return 100.0 * (predicted_us - measured_us) / measured_us
+
+
+def _schedule(case: Case):
+    from comet_dse.sim import Chunked, Comet, Sequential
+
+    return {"sequential": Sequential, "chunked": Chunked, "comet": Comet}[case.schedule](**case.knobs)
+
+
+def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload], hardware: HardwareProfile) -> list[dict]:
+    """One point per case. A configuration the simulator rejects or fails on is recorded with
+    its reason (status `failed`), never raised: the measurement itself was valid."""
+    from comet_dse.routing import make_routing
+    from comet_dse.sim import simulate
+
+    routings = {key: make_routing(wl) for key, wl in workloads.items()}  # one draw per layer, shared by its schedules
+    points = []
+    for case in cases:
+        point = {"source": case.source, "run": case.run, "model": case.model, "tokens": case.tokens,
+                 "schedule": case.schedule, "measured_key": case.measured_key, "config": case.knobs,
+                 "measured_us": case.measured_us, "predicted_us": None, "error_pct": None, "status": "ok", "reason": None}
+        if case.skip:
+            point.update(status="skipped", reason=case.skip)
+        else:
+            key = (case.source, case.tokens)
+            try:
+                result = simulate(workloads[key], hardware, _schedule(case), routing=routings[key], record=False)
+            except Exception as exc:  # noqa: BLE001 - any failure is a finding about the simulator, kept in the output
+                point.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+            else:
+                point.update(predicted_us=round(result.latency_us, 2),
+                             error_pct=round(signed_error_pct(result.latency_us, case.measured_us), 2))
+        points.append(point)
+    return points
+
+
+def sort_key(point: dict) -> tuple:
+    """Reading order: layer, token count, then the knob that varies."""
+    c = point["config"]
+    return (point["model"], point["tokens"], c.get("chunks", 0), c.get("comm_blocks0", 0), c.get("comm_blocks1", 0),
+            point["source"], point["run"])
+
+
+# ---- summaries -------------------------------------------------------------------------
+
+
+def error_summary(points: list[dict]) -> dict:
+    """MAPE and the signed bias over the points that were simulated."""
+    ok = [p for p in points if p["status"] == "ok"]
+    errors = [signed_error_pct(p["predicted_us"], p["measured_us"]) for p in ok]
+    summary = {"n": len(ok), "skipped": sum(p["status"] == "skipped" for p in points),
+               "failed": sum(p["status"] == "failed" for p in points),
+               "mape_pct": None, "mean_error_pct": None, "min_error_pct": None, "max_error_pct": None}
+    if errors:
+        summary.update(mape_pct=round(sum(abs(e) for e in errors) / len(errors), 2),
+                       mean_error_pct=round(sum(errors) / len(errors), 2),
+                       min_error_pct=round(min(errors), 2), max_error_pct=round(max(errors), 2))
+    return summary
+
+
+def _spearman(predicted: list[float], measured: list[float]) -> float | None:
+    """Rank correlation; None below 3 points or when either side is constant (undefined)."""
+    from scipy.stats import spearmanr
+
+    if len(predicted) < 3:
+        return None
+    rho = float(spearmanr(predicted, measured).statistic)
+    return None if math.isnan(rho) else round(rho, 4)
+
+
+def sweep(points: list[dict]) -> dict:
+    """Spearman and regret over one sweep of communication blocks (same file, layer and
+    other knobs). The simulator's pick is the fastest predicted point (ties: fewest blocks)."""
+    points = sorted(points, key=lambda p: (p["config"]["comm_blocks0"], p["config"]["comm_blocks1"]))
+    predicted = [p["predicted_us"] for p in points]
+    measured = [p["measured_us"] for p in points]
+    pick = predicted.index(min(predicted))
+    best = measured.index(min(measured))
+
+    def blocks(i: int) -> list[int]:
+        return [points[i]["config"]["comm_blocks0"], points[i]["config"]["comm_blocks1"]]
+
+    first = points[0]
+    return {
+        "source": first["source"], "model": first["model"], "tokens": first["tokens"],
+        "knobs": {k: v for k, v in first["config"].items() if not k.startswith("comm_blocks")},
+        "comm_blocks": [blocks(i) for i in range(len(points))], "n": len(points),
+        "spearman": _spearman(predicted, measured),
+        "regret_pct": round(100.0 * (measured[pick] / measured[best] - 1.0), 2),
+        "predicted_best": blocks(pick), "measured_best": blocks(best),
+        "measured_spread_pct": round(100.0 * (max(measured) / min(measured) - 1.0), 2),
+    }
+
+
+def sweeps(points: list[dict]) -> list[dict]:
+    """Every comet sweep with at least two simulated communication-block settings."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p["schedule"] == "comet" and p["status"] == "ok":
+            other = tuple((k, v) for k, v in p["config"].items() if not k.startswith("comm_blocks"))
+            groups.setdefault((p["source"], p["tokens"], other), []).append(p)
+    return [sweep(group) for group in groups.values() if len(group) >= 2]
+
+
+def sweep_summary(found: list[dict]) -> dict:
+    rhos = [s["spearman"] for s in found if s["spearman"] is not None]
+    regrets = [s["regret_pct"] for s in found]
+    return {
+        "n": len(found),
+        "mean_spearman": round(sum(rhos) / len(rhos), 4) if rhos else None,
+        "min_spearman": min(rhos) if rhos else None,
+        "mean_regret_pct": round(sum(regrets) / len(regrets), 2) if regrets else None,
+        "max_regret_pct": max(regrets) if regrets else None,
+    }
