@@ -1,0 +1,168 @@
+"""`comet-dse validate` on the committed 2x H100 measurements, its metrics on hand-made
+sweeps, and its one-line refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comet_dse.cli import main
+from comet_dse.hardware import HARDWARE_PRESETS
+from comet_dse.models import ModelConfig
+from comet_dse.sim import Comet, Sequential, simulate
+from comet_dse.validation import sweep
+from comet_dse.workload import Workload
+
+MEASURED = Path(__file__).resolve().parents[2] / "results" / "measurements" / "ep2_h100"
+QWEN = MEASURED / "bench-qwen2-moe-2.7b-ep2-20261125-185859.json"
+MIXTRAL = MEASURED / "bench-mixtral-8x7b-ep2-20261125-190032.json"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("validation") / "report.json"
+    assert main(["validate", "--measurements", str(QWEN), str(MIXTRAL), "--tokens", "1024,8192", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_report_has_every_schedule_point_and_sweep(report):
+    assert report["profile"] == "h100-sxm" and report["gpus"] == 2 and report["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert set(report["schedules"]) == {"sequential", "chunked", "comet"}
+    seq, chunked, comet = (report["schedules"][s] for s in ("sequential", "chunked", "comet"))
+    assert seq["n"] == 4  # B0 once per (model, tokens), not once per fused run
+    assert chunked["n"] == 12  # chunks 2, 4, 8
+    assert comet["n"] == 24 and comet["skipped"] == 4  # comm blocks 4..48; the copy-engine runs are skipped
+    assert all(p["reason"].startswith("copy-engine") for p in comet["points"] if p["status"] == "skipped")
+    assert report["overall"]["n"] == 40 and report["overall"]["failed"] == 0
+    for summary in (seq, chunked, comet, report["overall"]):
+        assert summary["mape_pct"] >= 0 and summary["min_error_pct"] <= summary["mean_error_pct"] <= summary["max_error_pct"]
+    assert len(report["sweeps"]) == 4
+    for s in report["sweeps"]:
+        assert s["n"] == 6 and -1 <= s["spearman"] <= 1 and s["regret_pct"] >= 0
+        assert s["predicted_best"] in s["comm_blocks"] and s["measured_best"] in s["comm_blocks"]
+
+
+def test_every_error_is_predicted_minus_measured_over_measured(report):
+    for schedule in report["schedules"].values():
+        for p in schedule["points"]:
+            if p["status"] == "ok":
+                assert p["error_pct"] == pytest.approx(100 * (p["predicted_us"] - p["measured_us"]) / p["measured_us"], abs=0.01)
+
+
+def _point(report: dict, schedule: str, model: str, tokens: int, **config) -> dict:
+    (point,) = [p for p in report["schedules"][schedule]["points"]
+                if p["model"] == model and p["tokens"] == tokens and config.items() <= p["config"].items()]
+    return point
+
+
+@pytest.mark.parametrize("schedule, path, tokens, knobs", [
+    (Comet(comm_blocks0=8, comm_blocks1=8), QWEN, 1024, {"comm_blocks0": 8}),
+    (Sequential(), MIXTRAL, 8192, {}),
+])
+def test_a_row_recomputed_from_the_raw_file(report, schedule, path, tokens, knobs):
+    raw = json.loads(path.read_text())
+    s = raw["shape"]
+    workload = Workload(ModelConfig(raw["model"], s["experts"], s["top_k"], s["hidden"], s["ffn"], 1), tokens, raw["ep"])
+    predicted = simulate(workload, HARDWARE_PRESETS["h100-sxm"], schedule, record=False).latency_us
+    key = "fused" if schedule.name == "comet" else "b0"
+    (measured,) = {r["timings_us"][key] for r in raw["runs"]
+                   if r["tokens"] == tokens and all(r["config"][k] == v for k, v in knobs.items())}
+    point = _point(report, schedule.name, raw["model"], tokens, **knobs)
+    assert point["predicted_us"] == pytest.approx(predicted, abs=0.01)
+    assert point["measured_us"] == measured
+    assert point["error_pct"] == pytest.approx(100 * (predicted - measured) / measured, abs=0.01)
+
+
+def test_sweep_metrics_on_a_hand_made_case():
+    # predicted ranks 1 2 3 4, measured ranks 2 1 3 4: rho = 1 - 6 * 2 / (4 * 15) = 0.8;
+    # the simulator picks 4 blocks (measured 10), the best is 8 blocks (measured 9): regret 1/9.
+    points = [{"source": "f", "model": "m", "tokens": 1, "predicted_us": pred, "measured_us": meas,
+               "config": {"comm_blocks0": b, "comm_blocks1": b, "block_m": 128}}
+              for b, pred, meas in ((16, 3.0, 11.0), (4, 1.0, 10.0), (8, 2.0, 9.0), (32, 4.0, 12.0))]
+    s = sweep(points)
+    assert s["spearman"] == pytest.approx(0.8)
+    assert s["regret_pct"] == pytest.approx(100 / 9, abs=0.01)
+    assert s["predicted_best"] == [4, 4] and s["measured_best"] == [8, 8]
+    assert s["comm_blocks"] == [[4, 4], [8, 8], [16, 16], [32, 32]] and s["knobs"] == {"block_m": 128}
+    assert sweep(points[:2])["spearman"] is None  # two points rank nothing
+
+
+def test_a_folder_reads_its_bench_files_and_the_table_prints(capsys, tmp_path):
+    out = tmp_path / "v.json"
+    code, text, err = run_cli(capsys, "validate", "--measurements", str(MEASURED), "--tokens", "256", "--out", str(out))
+    assert code == 0 and err == ""
+    assert "sequential (b0)" in text and "MAPE" in text and "spearman" in text
+    assert {Path(p).name for p in json.loads(out.read_text())["measurements"]} == {
+        p.name for p in MEASURED.glob("bench-*.json")}
+
+
+def test_a_configuration_the_simulator_rejects_is_recorded_not_raised(capsys, tmp_path):
+    profile = tmp_path / "small.json"
+    profile.write_text(json.dumps({"base": "h100-sxm", "sms": 40}))  # comm blocks 48 leave no compute block
+    out = tmp_path / "v.json"
+    code, _, _ = run_cli(capsys, "validate", "--measurements", str(QWEN), "--tokens", "1024", "--hardware", str(profile),
+                         "--out", str(out))
+    assert code == 0
+    failed = [p for p in json.loads(out.read_text())["schedules"]["comet"]["points"] if p["status"] == "failed"]
+    assert [p["config"]["comm_blocks0"] for p in failed] == [48] and "--comm-blocks0" in failed[0]["reason"]
+
+
+def _bench(tmp_path: Path, **changes) -> Path:
+    data = json.loads(QWEN.read_text())
+    data["runs"] = data["runs"][:2]
+    for key, value in changes.items():
+        data[key] = value
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _bad_run(tmp_path: Path) -> Path:
+    data = json.loads(QWEN.read_text())
+    del data["runs"][1]["config"]["n_splits"]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("make, names", [
+    (lambda d: d / "missing.json", "does not exist"),
+    (lambda d: _write(d / "x.json", "{not json"), "not valid JSON"),
+    (lambda d: MEASURED / "suite.json", "not a comet-dse bench result"),
+    (lambda d: _bench(d, ep=3, gpus=3), ": ep: must divide"),
+    (lambda d: _bench(d, ep=4), ": ep: ep x tp = 4 x 1 must equal gpus = 2"),
+    (lambda d: _bench(d, shape={"experts": 64, "top_k": 4, "hidden": 2048}), ": shape.ffn: must be a positive integer"),
+    (lambda d: _bench(d, dtype="int8"), ": dtype: must be one of"),
+    (lambda d: _bad_run(d), "runs[1].config.n_splits: is missing"),
+])
+def test_bad_measurements_are_one_line_and_exit_2(capsys, tmp_path, make, names):
+    out = tmp_path / "out" / "v.json"
+    code, text, err = run_cli(capsys, "validate", "--measurements", str(QWEN), str(make(tmp_path)), "--out", str(out))
+    assert code == 2 and text == ""
+    assert err.count("\n") == 1 and names in err
+    assert not out.exists() and not out.parent.exists()
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--tokens", "1024,x"], "--tokens: expected comma-separated integers"),
+    (["--tokens", "3"], "--tokens: no measured figure"),
+    (["--hardware", "tpu"], "--hardware: unknown preset"),
+])
+def test_bad_options_are_one_line_and_exit_2(capsys, tmp_path, args, names):
+    out = tmp_path / "out" / "v.json"
+    code, _, err = run_cli(capsys, "validate", "--measurements", str(QWEN), *args, "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and names in err
+    assert not out.parent.exists()
