@@ -85,6 +85,8 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["comet-dse validate --measurements", *args.measurements, "--hardware", args.hardware]
     if args.tokens:
         parts += ["--tokens", args.tokens]
+    if args.out:
+        parts += ["--out", args.out]
     return " ".join(parts)
 
 
