@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
-import triton
 from comet_dse.kernels.grouped_gemm import grouped_gemm
-from comet_dse.kernels.timing import median_us
+from comet_dse.kernels.timing import environment, median_us
 
 # (label, experts on the GPU, K, N, rows per GPU per 1024 tokens): EP=2 shapes of the paper's models
 SHAPES = [
@@ -86,10 +82,7 @@ def main() -> None:
                    "torch_tflops": round(flops / t_torch / 1e6, 1), "triton_tflops": round(flops / best[0] / 1e6, 1)}
             runs.append(row)
             print(json.dumps(row), flush=True)
-    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            capture_output=True, text=True).stdout.strip()
-    result = {"gpu": torch.cuda.get_device_name(), "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
-              "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "runs": runs}
+    result = {**environment(), "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

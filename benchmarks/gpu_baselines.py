@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,10 +25,9 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import triton  # noqa: E402
 from comet_dse.kernels.baselines import moe_chunked, moe_naive, moe_sequential  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route  # noqa: E402
-from comet_dse.kernels.timing import median_us  # noqa: E402
+from comet_dse.kernels.timing import environment, median_us  # noqa: E402
 
 SHAPES = {"qwen2-moe-2.7b": (64, 4, 2048, 1408), "mixtral-8x7b": (8, 2, 4096, 14336)}  # E, top-k, H, F
 TOLERANCE = 3e-2  # bf16 against the fp32 reference, as the fused layer's check
@@ -41,14 +37,9 @@ def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def environment(cuda: bool, world: int) -> dict:
-    driver = ""
-    if cuda:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-    return {"gpu": torch.cuda.get_device_name() if cuda else f"cpu ({platform.machine()})", "gpus": world,
-            "backend": dist.get_backend(), "driver": driver, "torch": torch.__version__, "triton": triton.__version__,
-            "command": f"torchrun --nproc-per-node {world} {' '.join(sys.argv)}", "date": time.strftime("%Y-%m-%d %H:%M")}
+def environment_of(world: int) -> dict:
+    return {**environment(f"torchrun --nproc-per-node {world} {' '.join(sys.argv)}"), "gpus": world,
+            "backend": dist.get_backend()}
 
 
 def worst(values: list[float], device: torch.device) -> list[float]:
@@ -80,7 +71,7 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype = torch.bfloat16 if cuda else torch.float32
     shapes = {f"shape-{args.shape.replace(',', 'x')}": tuple(ints(args.shape))} if args.shape else SHAPES
-    report = {**environment(cuda, world), "dtype": str(dtype).removeprefix("torch."), "runs": []}
+    report = {**environment_of(world), "dtype": str(dtype).removeprefix("torch."), "runs": []}
 
     for name, (experts, top_k, hidden, ffn) in shapes.items():
         if experts % world:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
@@ -29,10 +28,10 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import triton  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
 from comet_dse.kernels.fused_plan import device_plan, max_row_tiles, reference_plan, source_rotation  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, routing_weights  # noqa: E402
+from comet_dse.kernels.timing import environment  # noqa: E402
 
 TOL = 1e-2  # bf16 operands, fp32 accumulation
 
@@ -194,13 +193,7 @@ def main() -> None:
             print(f"{name}: {json.dumps(suite.report['checks'].get(name.replace('plan_on_gpu', 'device_plan'), {}))} "
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
     if suite.rank == 0:
-        import subprocess
-
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-        suite.report.update({"gpu": torch.cuda.get_device_name(), "gpus": suite.world, "driver": driver,
-                             "torch": torch.__version__, "triton": triton.__version__, "command": " ".join(sys.argv),
-                             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "shape": args.shape})
+        suite.report.update({**environment(), "gpus": suite.world, "shape": args.shape})
         with open(args.out, "w") as f:
             json.dump(suite.report, f, indent=2)
         print(f"wrote {args.out}")

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
-import triton
 from comet_dse.errors import UserError
 from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
-from comet_dse.kernels.timing import median_us
+from comet_dse.kernels.timing import environment, median_us
 
 ROTATE = 3  # input sets rotated through the timed runs
 MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
@@ -95,9 +95,9 @@ class BenchRunner:
                     print(_summary(runs[-1]), flush=True)
         if self.rank != 0:
             return None
-        from comet_dse.commands.bench import environment
-
-        return {**environment(torch, triton, self.cuda), "gpus": self.world, "model": s.model_name,
+        # the command as typed: under `python -m` the first word is the module's path
+        command = " ".join(["comet-dse" if sys.argv[0].endswith("cli.py") else sys.argv[0], *sys.argv[1:]])
+        return {**environment(command), "gpus": self.world, "model": s.model_name,
                 "shape": {"experts": s.experts, "top_k": s.top_k, "hidden": s.hidden, "ffn": s.ffn},
                 "ep": self.world, "tp": 1, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
                 "runs_per_figure": self.args.runs, "runs": runs}

@@ -1,8 +1,11 @@
-"""Median time of a GPU (CUDA events) or CPU (wall clock) callable, in microseconds."""
+"""What every GPU measurement records: the median time of a callable (CUDA events on a GPU,
+wall clock on the CPU), in microseconds, and the environment it ran in."""
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -32,3 +35,17 @@ def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_
             fn()
             times.append((time.perf_counter() - t0) * 1e6)
     return statistics.median(times)
+
+
+def environment(command: str | None = None) -> dict:
+    """GPU, driver, versions, date and the command line, for a measurement's JSON."""
+    import triton
+
+    cuda = torch.cuda.is_available()
+    driver = ""
+    if cuda:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip().splitlines()[0]
+    return {"gpu": torch.cuda.get_device_name() if cuda else "cpu", "driver": driver, "torch": torch.__version__,
+            "triton": triton.__version__, "command": command or " ".join(sys.argv),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,15 +164,3 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
-
-
-def environment(torch_module, triton_module, cuda: bool) -> dict:
-    """GPU, driver and versions for a measurement's JSON."""
-    driver = ""
-    if cuda:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-    return {"gpu": torch_module.cuda.get_device_name() if cuda else "cpu", "driver": driver,
-            "torch": torch_module.__version__, "triton": triton_module.__version__,
-            "command": " ".join(["comet-dse" if sys.argv[0].endswith("cli.py") else sys.argv[0], *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
