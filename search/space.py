@@ -8,12 +8,12 @@ from itertools import product
 import optuna
 from comet_dse.sim import Comet
 from comet_dse.sim.layout import ROW_ORDERS
-from comet_dse.sim.schedules.base import TILE_SIZES, parse_tile
+from comet_dse.sim.schedules.base import TILES, model_tiles, parse_tile
+from comet_dse.sim.schedules.comet import legal_splits
 
 from comet_dse.hardware import HardwareProfile
 from comet_dse.workload import Workload
 
-TILES = ("128x128", "128x256", "64x128", "256x128")
 MAX_COMM_BLOCKS = 64  # past 64 blocks the measured NVLink curve is flat (GPU_NOTES.md)
 MAX_SPLITS = 16
 CHUNK_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16)
@@ -28,11 +28,9 @@ class CometSpace:
 
     @classmethod
     def for_workload(cls, workload: Workload, hardware: HardwareProfile, max_comm_blocks: int = MAX_COMM_BLOCKS) -> CometSpace:
-        # splits must divide H's column tiles for every tile width: divisors of H / widest block_n
-        widest = max(TILE_SIZES)
-        columns = max(1, workload.model.hidden // widest)
-        splits = tuple(d for d in range(1, min(columns, MAX_SPLITS) + 1) if columns % d == 0)
-        return cls(max_comm_blocks=min(max_comm_blocks, hardware.sms - 1), n_splits=splits)
+        hidden = workload.model.hidden
+        tiles = model_tiles(hidden)
+        return cls(max_comm_blocks=min(max_comm_blocks, hardware.sms - 1), tiles=tiles, n_splits=common_splits(hidden, tiles))
 
     def suggest(self, trial: optuna.Trial) -> Comet:
         block_m, block_n = parse_tile(trial.suggest_categorical("tile", self.tiles))
@@ -49,7 +47,7 @@ class CometSpace:
         measured curve (8-24 blocks) with the default knobs. With them TPE (seeded, 60 trials)
         reached 1% of the enumerated optimum in 12 of 12 seeds on a 3072-point space, against
         10 of 12 without (tests/search/test_search_quality.py)."""
-        splits = 2 if 2 in self.n_splits else self.n_splits[0]
+        splits = max(s for s in self.n_splits if s <= 2)  # 1 is always legal
         tile = "128x128" if "128x128" in self.tiles else self.tiles[0]
         order = "local-first" if "local-first" in self.row_orders else self.row_orders[0]
         return [{"tile": tile, "comm_blocks0": n, "comm_blocks1": n, "row_order": order, "n_splits": splits}
@@ -64,6 +62,13 @@ class CometSpace:
     @property
     def size(self) -> int:
         return len(self.tiles) * self.max_comm_blocks ** 2 * len(self.row_orders) * len(self.n_splits)
+
+
+def common_splits(hidden: int, tiles: tuple[str, ...]) -> tuple[int, ...]:
+    """Split counts legal at every tile width offered (one categorical serves all tiles):
+    the common divisors of H's column tiles, up to MAX_SPLITS."""
+    per_width = [set(legal_splits(hidden, parse_tile(t)[1], MAX_SPLITS)) for t in tiles]
+    return tuple(sorted(set.intersection(*per_width)))
 
 
 def comet_from_params(params: dict) -> Comet:

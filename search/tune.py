@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
@@ -20,7 +20,7 @@ from comet_dse.search.study import (
     optimize_bucket,
     prime_bucket,
 )
-from comet_dse.sim import Chunked, Sequential, simulate
+from comet_dse.sim import default_schedule, simulate
 
 import comet_dse
 from comet_dse.plan import Plan, PlanEntry
@@ -89,10 +89,11 @@ def collect(spec: TuneSpec, buckets: list[int]) -> list[BucketResult]:
         best, pareto = _best(study)
         workload = spec.bucket(tokens)
         routing = make_routing(workload)
-        chunked = {c: simulate(workload, spec.hardware, Chunked(chunks=c), routing=routing, record=False).latency_us
+        chunked_default = default_schedule("chunked", workload.model.hidden)  # the tile simulate would use
+        chunked = {c: simulate(workload, spec.hardware, replace(chunked_default, chunks=c), routing=routing, record=False).latency_us
                    for c in CHUNK_COUNTS}
         best_chunks = min(chunked, key=lambda c: (chunked[c], c))
-        sequential = simulate(workload, spec.hardware, Sequential(), routing=routing, record=False).latency_us
+        sequential = simulate(workload, spec.hardware, "sequential", routing=routing, record=False).latency_us
         results.append(BucketResult(
             tokens=tokens, study=study, best_params=dict(best.params),
             comet={k: v for k, v in best.user_attrs.items() if k != "cached"},

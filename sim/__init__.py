@@ -1,6 +1,6 @@
 """The discrete-event simulator of one MoE layer on every rank (SimPy)."""
 
-from comet_dse.sim.api import simulate
+from comet_dse.sim.api import default_schedule, simulate
 from comet_dse.sim.result import RankResult, Result
 from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequential
 
@@ -9,4 +9,4 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 COST_MODEL_VERSION = 1
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
-           "simulate"]
+           "default_schedule", "simulate"]

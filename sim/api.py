@@ -5,7 +5,8 @@ from __future__ import annotations
 from comet_dse.sim.result import Result, summarize
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules import SCHEDULES
-from comet_dse.sim.schedules.base import Schedule
+from comet_dse.sim.schedules.base import Schedule, default_tile, parse_tile
+from comet_dse.sim.schedules.comet import Comet, default_n_splits
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
@@ -13,12 +14,19 @@ from comet_dse.routing import Routing, make_routing
 from comet_dse.workload import Workload
 
 
-def as_schedule(schedule: str | Schedule) -> Schedule:
-    if isinstance(schedule, Schedule):
-        return schedule
-    if schedule not in SCHEDULES:
-        raise UserError("--schedule", f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)} or all")
-    return SCHEDULES[schedule]()
+def default_schedule(name: str, hidden: int) -> Schedule:
+    """A schedule at its default knobs, with the tile (and comet's splits) made legal for H."""
+    if name not in SCHEDULES:
+        raise UserError("--schedule", f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)} or all")
+    block_m, block_n = parse_tile(default_tile(hidden))
+    knobs = {"block_m": block_m, "block_n": block_n}
+    if name == Comet.name:
+        knobs["n_splits"] = default_n_splits(hidden, block_n)
+    return SCHEDULES[name](**knobs)
+
+
+def as_schedule(schedule: str | Schedule, hidden: int) -> Schedule:
+    return schedule if isinstance(schedule, Schedule) else default_schedule(schedule, hidden)
 
 
 def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Schedule = "comet",
@@ -28,7 +36,7 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     `routing` may be passed to share one drawn routing between schedules; by default it
     is drawn from the workload's routing spec and seed. `record=False` skips the timeline.
     """
-    sched = as_schedule(schedule)
+    sched = as_schedule(schedule, workload.model.hidden)
     sched.validate(workload, hardware)
     routing = routing if routing is not None else make_routing(workload)
     ctx = SimContext(workload, hardware, routing, record=record)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         optimized,
         round_robin,
     )
-    from comet_dse.sim import SCHEDULES, simulate
+    from comet_dse.sim import simulate
 
     model_name, hardware, workload = resolve_workload(args, args.tokens)
     routing = make_routing(workload)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for placement in placements:
         placed = placement.apply(routing)
-        latency = {n: simulate(workload, hardware, SCHEDULES[n](), routing=placed, record=False).latency_us for n in names}
+        latency = {n: simulate(workload, hardware, n, routing=placed, record=False).latency_us for n in names}
         rows.append({"placement": placement.name, "cross_node_GB": round(cross_node_bytes(workload, routing, placement, hardware.gpus_per_node) / 1e9, 6),
                      "latency_us": latency, "ep_rank_of_expert": placement.ep_rank_of_expert(workload)})
 

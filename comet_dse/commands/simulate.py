@@ -42,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comm-blocks0", type=int, help="communication blocks of comet layer0 (dispatch + GEMM0)")
     parser.add_argument("--comm-blocks1", type=int, help="communication blocks of comet layer1 (GEMM1 + combine)")
     parser.add_argument("--chunks", type=int, default=4, help="chunk count of the chunked pipeline")
-    parser.add_argument("--tile", default="128x128", help="GEMM tile BMxBN, sides in 64/128/256")
+    parser.add_argument("--tile", help="GEMM tile BMxBN, sides in 64/128/256 (default 128x128, or for an H that "
+                                       "128 does not divide the first tile whose width does, e.g. 128x64)")
     parser.add_argument("--row-order", default="local-first", help="comet row order: local-first | source-order")
-    parser.add_argument("--n-splits", type=int, default=4, help="comet layer1 column splits of H")
+    parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
+                                                     "(default: the largest such count up to 4)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks")
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
@@ -55,11 +57,14 @@ def _check_output(path: str | None, field: str) -> None:
         raise UserError(field, f"the folder of {path} does not exist")
 
 
-def build_schedules(args: argparse.Namespace):
+def build_schedules(args: argparse.Namespace, hidden: int):
+    """The schedules asked for; a tile or split count not given is the one legal for H."""
     from comet_dse.sim import Chunked, Comet, Sequential
-    from comet_dse.sim.schedules.base import parse_tile
+    from comet_dse.sim.schedules.base import default_tile, parse_tile
+    from comet_dse.sim.schedules.comet import default_n_splits
 
-    block_m, block_n = parse_tile(args.tile)
+    block_m, block_n = parse_tile(args.tile or default_tile(hidden))
+    n_splits = args.n_splits if args.n_splits is not None else default_n_splits(hidden, block_n)
     if args.comm_blocks is not None and (args.comm_blocks0 is not None or args.comm_blocks1 is not None):
         raise UserError("--comm-blocks", "give either --comm-blocks or --comm-blocks0/--comm-blocks1, not both")
     both = args.comm_blocks if args.comm_blocks is not None else Comet.comm_blocks0
@@ -67,7 +72,7 @@ def build_schedules(args: argparse.Namespace):
         block_m=block_m, block_n=block_n,
         comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
         comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
-        row_order=args.row_order, n_splits=args.n_splits,
+        row_order=args.row_order, n_splits=n_splits,
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n),
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     _check_output(args.trace, "--trace")
     _check_output(args.html, "--html")
     _, hardware, workload = resolve_workload(args, args.tokens)
-    schedules = build_schedules(args)
+    schedules = build_schedules(args, workload.model.hidden)
     for schedule in schedules:  # every knob checked before any simulation runs
         schedule.validate(workload, hardware)
     routing = make_routing(workload)

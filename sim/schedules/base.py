@@ -20,6 +20,11 @@ from comet_dse.hardware import HardwareProfile
 from comet_dse.workload import Workload
 
 TILE_SIZES = (64, 128, 256)
+# Tiles offered for a model, in order of preference: those the fused kernel was measured
+# with, then 64-wide ones for an H that 128 does not divide (GPT-OSS: 2880 = 45 x 64).
+TILES = ("128x128", "128x256", "64x128", "256x128")
+NARROW_TILES = ("128x64", "64x64", "256x64")
+DEFAULT_TILE = "128x128"
 
 
 @dataclass
@@ -45,6 +50,29 @@ def parse_tile(text: str, field_name: str = "--tile") -> tuple[int, int]:
     if m not in TILE_SIZES or n not in TILE_SIZES:
         raise UserError(field_name, f"tile sides must be in {TILE_SIZES}, got {text!r}")
     return m, n
+
+
+def column_tiles(hidden: int, block_n: int) -> int:
+    """Tiles across H, layer1's output columns; a ragged last tile counts as one."""
+    return -(-hidden // block_n)
+
+
+def model_tiles(hidden: int) -> tuple[str, ...]:
+    """The tiles whose width cuts H into whole column tiles: the fused kernel's layer1 needs
+    that (kernels/fused_layer.py), and a ragged tile costs a full one. If no 64-multiple
+    width divides H, the measured tiles, ragged. GEMM0's width 2F/TP may be ragged: the
+    kernel masks it, so F rules out no tile."""
+    for candidates in (TILES, NARROW_TILES):
+        fitting = tuple(t for t in candidates if hidden % parse_tile(t)[1] == 0)
+        if fitting:
+            return fitting
+    return TILES
+
+
+def default_tile(hidden: int) -> str:
+    """128x128 where it fits H, else the first tile that does."""
+    tiles = model_tiles(hidden)
+    return DEFAULT_TILE if DEFAULT_TILE in tiles else tiles[0]
 
 
 @dataclass(frozen=True)

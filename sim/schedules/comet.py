@@ -28,6 +28,7 @@ from comet_dse.sim.schedules.base import (
     RankOutcome,
     Schedule,
     bubble,
+    column_tiles,
     reduce_ns,
 )
 
@@ -55,13 +56,26 @@ class Comet(Schedule):
                 raise UserError(field_name, f"must be an integer in [1, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
         if self.row_order not in ROW_ORDERS:
             raise UserError("--row-order", f"must be one of {', '.join(ROW_ORDERS)}, got {self.row_order!r}")
-        n_tiles = -(-workload.model.hidden // self.block_n)
-        if not isinstance(self.n_splits, int) or self.n_splits < 1 or n_tiles % self.n_splits:
-            raise UserError("--n-splits", f"must divide the {n_tiles} column tiles of H={workload.model.hidden} at block_n={self.block_n}, got {self.n_splits!r}")
+        hidden = workload.model.hidden
+        if not isinstance(self.n_splits, int) or self.n_splits < 1 or column_tiles(hidden, self.block_n) % self.n_splits:
+            allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))
+            raise UserError("--n-splits", f"must divide the {column_tiles(hidden, self.block_n)} column tiles of H={hidden} "
+                                          f"at block_n={self.block_n}: one of {allowed}; got {self.n_splits!r}")
 
     def run(self, ctx: SimContext) -> Outcome:
         outcomes, comm_alone = _run(ctx, self)
         return Outcome(ranks=outcomes, comm_alone_ns=comm_alone)
+
+
+def legal_splits(hidden: int, block_n: int, at_most: int | None = None) -> tuple[int, ...]:
+    """Layer1 column splits at this tile width: the divisors of H's column tiles (<= at_most)."""
+    tiles = column_tiles(hidden, block_n)
+    return tuple(d for d in range(1, min(tiles, at_most or tiles) + 1) if tiles % d == 0)
+
+
+def default_n_splits(hidden: int, block_n: int) -> int:
+    """The largest legal split count up to Comet's default (4): the default where it is legal."""
+    return legal_splits(hidden, block_n, at_most=Comet.n_splits)[-1]
 
 
 def _comm_alone_ns(ctx: SimContext, rank: int, peer_bytes: dict[int, float], engine_GBps: float) -> float:
