@@ -6,6 +6,7 @@ expert intermediate size F (per expert, before TP), and the shared experts' widt
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ class ModelConfig:
     top_k: int
     hidden: int  # H
     ffn: int  # F, one routed expert's intermediate size (SwiGLU: GEMM0 is H -> 2F)
-    num_layers: int
+    num_layers: int  # layers with an MoE block (a config.json's dense layers not counted)
     shared_ffn: int = 0  # total intermediate size of the shared experts (0: none)
     source: str = ""
 
@@ -62,29 +63,94 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def _first_key(config: dict, keys: tuple[str, ...], path: Path) -> int:
+# HuggingFace key names per quantity, first match wins. Mixtral, Phi-MoE, GPT-OSS, Llama 4 and
+# Qwen3-MoE (transformers >= 5) say num_local_experts; Qwen2-MoE, OLMoE and older Qwen3-MoE
+# num_experts; DeepSeek-V2/V3 and GLM-4-MoE n_routed_experts.
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "top_k")
+# where both exist, intermediate_size is the dense MLP's width (Qwen-MoE, DeepSeek, GLM-4-MoE)
+FFN_KEYS = ("moe_intermediate_size", "intermediate_size")
+SHARED_EXPERT_TYPES = ("llama4", "llama4_text")  # one shared expert as wide as a routed one, no key says so
+
+
+def _int(config: dict, key: str, path: Path, minimum: int = 1) -> int | None:
+    """config[key] as an int >= minimum; None when absent or null. JSON's true and 4096.0 are no integers."""
+    value = config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(key, f"must be an integer >= {minimum} in {path}, got {json.dumps(value)}")
+    return value
+
+
+def _first_int(config: dict, keys: tuple[str, ...], path: Path) -> int:
     for key in keys:
-        if isinstance(config.get(key), int):
-            return config[key]
-    raise UserError("--model", f"{path} has none of {', '.join(keys)} (not an MoE config.json?)")
+        if (value := _int(config, key, path)) is not None:
+            return value
+    looked = keys[0] if len(keys) == 1 else f"any of {', '.join(keys)}"
+    hint = " (not an MoE config.json?)" if keys == EXPERT_KEYS else ""
+    raise UserError(keys[0], f"{path} has no {looked}; an integer is needed{hint}")
+
+
+def _int_list(config: dict, key: str, path: Path) -> list[int] | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise UserError(key, f"must be a list of integer layer indices in {path}, got {json.dumps(value)}")
+    return value
+
+
+def _moe_layers(config: dict, path: Path) -> int:
+    """Decoder layers with an MoE block; dense layers between them (DeepSeek's first k, Qwen's
+    sparse step, Llama 4's interleave) do not count."""
+    layers = _first_int(config, ("num_hidden_layers",), path)
+    if (moe_layers := _int_list(config, "moe_layers", path)) is not None:  # Llama 4 lists them
+        count = len({i for i in moe_layers if 0 <= i < layers})
+    elif (step := _int(config, "interleave_moe_layer_step", path)) is not None:  # Llama 4 without the list
+        count = len(range(step - 1, layers, step))
+    elif (dense_first := _int(config, "first_k_dense_replace", path, minimum=0)) is not None:  # DeepSeek, GLM-4-MoE
+        count = layers - dense_first
+    else:  # Qwen2/3-MoE: every decoder_sparse_step-th layer not in mlp_only_layers
+        step = _int(config, "decoder_sparse_step", path) or 1
+        dense = set(_int_list(config, "mlp_only_layers", path) or ())
+        count = sum(1 for i in range(layers) if i not in dense and (i + 1) % step == 0)
+    if count < 1:
+        raise UserError("num_hidden_layers", f"{path} describes no MoE layer")
+    return count
+
+
+def _shared_ffn(config: dict, ffn: int, path: Path) -> int:
+    if (width := _int(config, "shared_expert_intermediate_size", path, minimum=0)) is not None:  # Qwen2-MoE
+        return width
+    if (count := _int(config, "n_shared_experts", path, minimum=0)) is not None:  # DeepSeek-V2/V3, GLM-4-MoE
+        return count * ffn
+    return ffn if config.get("model_type") in SHARED_EXPERT_TYPES else 0
+
+
+def _text_config(config: dict, path: Path) -> dict:
+    """The language model's part: a multimodal config (Llama 4) nests it under text_config."""
+    nested = config.get("text_config")
+    if any(key in config for key in EXPERT_KEYS) or nested is None:
+        return config
+    if not isinstance(nested, dict):
+        raise UserError("text_config", f"must be a JSON object in {path}, got {json.dumps(nested)}")
+    return nested
 
 
 def load_hf_config(path: str | Path) -> ModelConfig:
-    """Read an MoE model's HuggingFace-style config.json (Mixtral, Qwen2-MoE, Phi-MoE, DeepSeek)."""
+    """Read an MoE model's HuggingFace config.json, as transformers writes it for Mixtral, Qwen2-MoE,
+    Qwen3-MoE, Phi-MoE, OLMoE, DeepSeek-V3, GLM-4-MoE, GPT-OSS and Llama 4."""
     path = Path(path)
-    config = read_json_object(path, "--model")
-    experts = _first_key(config, ("num_local_experts", "num_experts", "n_routed_experts"), path)
-    top_k = _first_key(config, ("num_experts_per_tok", "moe_topk", "top_k"), path)
-    hidden = _first_key(config, ("hidden_size",), path)
-    ffn = _first_key(config, ("moe_intermediate_size", "intermediate_size"), path)
-    layers = _first_key(config, ("num_hidden_layers",), path)
-    shared = 0
-    if isinstance(config.get("shared_expert_intermediate_size"), int):  # Qwen2-MoE
-        shared = config["shared_expert_intermediate_size"]
-    elif isinstance(config.get("n_shared_experts"), int):  # DeepSeek-V2/V3
-        shared = config["n_shared_experts"] * ffn
-    name = config.get("_name_or_path") or config.get("model_type") or path.stem
-    return ModelConfig(str(name), experts, top_k, hidden, ffn, layers, shared_ffn=shared, source=str(path))
+    outer = read_json_object(path, "--model")
+    config = _text_config(outer, path)
+    experts = _first_int(config, EXPERT_KEYS, path)
+    top_k = _first_int(config, TOP_K_KEYS, path)
+    hidden = _first_int(config, ("hidden_size",), path)
+    ffn = _first_int(config, FFN_KEYS, path)
+    shared = _shared_ffn(config, ffn, path)
+    name = outer.get("_name_or_path") or outer.get("model_type") or path.stem
+    return ModelConfig(str(name), experts, top_k, hidden, ffn, _moe_layers(config, path), shared_ffn=shared, source=str(path))
 
 
 def resolve_model(name_or_path: str) -> ModelConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,15 @@ from comet_dse.workload import Workload
 def infinite_links(hw: HardwareProfile) -> HardwareProfile:
     return replace(hw, link_GBps=math.inf, nic_GBps=math.inf, comm_block_GBps=math.inf, link_latency_us=0.0,
                    nic_latency_us=0.0, collective_latency_us=0.0)
+
+
+# config.json files as transformers writes them, one per MoE family (fixtures/hf_configs/make_configs.py)
+HF_CONFIGS = Path(__file__).parent / "fixtures" / "hf_configs"
+
+
+def ep_for(experts: int) -> int:
+    """The largest power of two <= 8 that divides E: an EP every fixture config can run at."""
+    return next(ep for ep in (8, 4, 2, 1) if experts % ep == 0)
 
 
 @pytest.fixture
