@@ -1,1 +1,3 @@
-"""Fused Triton MoE kernels and torch baselines for Hopper GPUs (issue 4). Nothing here yet."""
+"""Fused Triton MoE kernels for Hopper GPUs (fused_moe, fused_plan, fused_layer), the torch
+baselines (baselines), the fp32 reference, and what `comet-dse bench` runs (bench_runner).
+Imports only torch, triton and numpy: the GPU machines have no simulator dependencies."""
