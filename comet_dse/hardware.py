@@ -191,6 +191,30 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
 }
 
 
+# bounds on a JSON profile's figures: inf or 1e-300 GB/s would be taken at face value and give
+# infinite or 300-digit latencies (presets and tests may still use inf for "free" links)
+JSON_FIGURE_MAX = 1e6
+JSON_RATE_MIN = 1e-3  # TFLOP/s or GB/s
+
+
+def _check_json_figures(path: Path, data: dict) -> None:
+    """Types and ranges of a profile file's entries, each error naming its key."""
+    if "name" in data and not isinstance(data["name"], str):
+        raise UserError("hardware.name", f"must be a string in {path}, got {data['name']!r}")
+    sources = data.get("sources", {})
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise UserError("hardware.sources", f"must be an object of figure -> source text in {path}, got {sources!r}")
+    rates = {"gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps"}
+    for key, value in data.items():
+        if key in ("name", "sources", "base"):
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise UserError(f"hardware.{key}", f"must be a finite number in {path}, got {value!r}")
+        low = JSON_RATE_MIN if key in rates else 0.0
+        if not low <= value <= JSON_FIGURE_MAX:
+            raise UserError(f"hardware.{key}", f"must be in [{low:g}, {JSON_FIGURE_MAX:g}] in {path}, got {value!r}")
+
+
 def load_hardware(path: str | Path) -> HardwareProfile:
     """A JSON profile; `"base": "<preset>"` takes the preset's figures and overrides the rest."""
     path = Path(path)
@@ -199,9 +223,10 @@ def load_hardware(path: str | Path) -> HardwareProfile:
     unknown = set(data) - known - {"base"}
     if unknown:
         raise UserError("--hardware", f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known | {'base'})}")
+    _check_json_figures(path, data)
     base_name = data.pop("base", None)
     if base_name is not None:
-        if base_name not in HARDWARE_PRESETS:
+        if not isinstance(base_name, str) or base_name not in HARDWARE_PRESETS:
             raise UserError("hardware.base", f"unknown preset {base_name!r}; choose one of {', '.join(HARDWARE_PRESETS)}")
         base = HARDWARE_PRESETS[base_name]
         sources = {**base.sources, **{k: f"{path}" for k in data if k != "sources"}, **data.pop("sources", {})}

@@ -88,6 +88,10 @@ def load_plan(path: str | Path) -> Plan:
         raise UserError("plan", f"{path} is malformed ({exc})") from None
 
 
+def plan_text(plan: Plan) -> str:
+    return json.dumps(plan.to_dict(), indent=2) + "\n"
+
+
 def write_plan(plan: Plan, path: str | Path) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a plan."""
-    return write_text_atomic(path, json.dumps(plan.to_dict(), indent=2) + "\n")
+    return write_text_atomic(path, plan_text(plan))

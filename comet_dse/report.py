@@ -73,7 +73,8 @@ def _figures(results, heatmaps: dict[int, dict], title: str) -> list[tuple[str, 
     return figures
 
 
-def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: str, summary_rows: list[list[str]]) -> Path:
+def report_html(results, heatmaps: dict[int, dict], title: str, summary_rows: list[list[str]]) -> str:
+    """The whole report as one HTML string (tune writes it together with its plan)."""
     from plotly.offline import get_plotlyjs
 
     parts = [
@@ -90,4 +91,8 @@ def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: st
     for name, fig in _figures(results, heatmaps, title):
         parts.append(f"<h2 id='{name}'></h2>" + fig.to_html(full_html=False, include_plotlyjs=False, div_id=name))
     parts.append("</body></html>")
-    return write_text_atomic(path, "\n".join(parts))
+    return "\n".join(parts)
+
+
+def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: str, summary_rows: list[list[str]]) -> Path:
+    return write_text_atomic(path, report_html(results, heatmaps, title, summary_rows))

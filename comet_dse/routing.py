@@ -26,6 +26,9 @@ from comet_dse.errors import UserError
 from comet_dse.workload import Workload
 
 FIELD = "--routing"
+# past this exponent the second expert's share is < 2^-16 of the first's: all rows go to one
+# expert already, and 1 / i^a overflows long before a = 1e6
+MAX_ZIPF_EXPONENT = 16.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ def load_trace(path: str | Path, workload: Workload) -> np.ndarray:
         trace = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UserError(FIELD, f"cannot read trace {path} as a .npy array ({exc})") from None
+    if not isinstance(trace, np.ndarray):  # an .npz archive: several arrays, none chosen
+        trace.close()
+        raise UserError(FIELD, f"trace {path} is an .npz archive; save one array with numpy.save as a .npy file")
     k, experts = workload.model.top_k, workload.model.num_experts
     if trace.ndim != 2 or trace.shape[1] != k or trace.shape[0] == 0:
         raise UserError(FIELD, f"trace {path} has shape {trace.shape}; expected (tokens, {k}) with tokens >= 1 (top-k = {k})")
@@ -99,7 +105,11 @@ def make_routing(workload: Workload) -> Routing:
     elif kind == "std" and arg:
         shares = _std_shares(experts, _parse_float(spec, arg), rng)
     elif kind == "zipf" and arg:
-        shares = _zipf_shares(experts, _parse_float(spec, arg), rng)
+        a = _parse_float(spec, arg)
+        if a > MAX_ZIPF_EXPONENT:
+            raise UserError(FIELD, f"{spec!r}: the zipf exponent must be in [0, {MAX_ZIPF_EXPONENT:g}] "
+                                   f"(at {MAX_ZIPF_EXPONENT:g} one expert takes every row already)")
+        shares = _zipf_shares(experts, a, rng)
     else:
         raise UserError(FIELD, f"unknown routing {spec!r}; allowed: uniform, std:<x>, zipf:<a>, trace:<file.npy>")
     counts = rng.multinomial(rows_per_rank, shares, size=world)

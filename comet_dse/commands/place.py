@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import (
     DEFAULTS,
     SCHEDULE_NAMES,
     add_workload_arguments,
+    check_tokens,
     resolve_workload,
 )
-from comet_dse.files import write_text_atomic
+from comet_dse.files import check_writable, write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from comet_dse.sim import simulate
 
-    model_name, hardware, workload = resolve_workload(args, args.tokens)
+    model_name, hardware, workload = resolve_workload(args, check_tokens(args.tokens))
+    out = check_writable(args.out or f"results/placements/{model_name}-{hardware.name}-ep{args.ep}-tp{args.tp}-tokens{args.tokens}.json",
+                         "--out", make_folders=not args.out)  # before any simulation, not after minutes of it
     routing = make_routing(workload)
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
     placements = [contiguous(workload), round_robin(workload), optimized(workload, routing, hardware.gpus_per_node)]
@@ -45,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"placement": placement.name, "cross_node_GB": round(cross_node_bytes(workload, routing, placement, hardware.gpus_per_node) / 1e9, 6),
                      "latency_us": latency, "ep_rank_of_expert": placement.ep_rank_of_expert(workload)})
 
-    out = Path(args.out or f"results/placements/{model_name}-{hardware.name}-ep{args.ep}-tp{args.tp}-tokens{args.tokens}.json")
     payload = {"workload": {**workload.to_dict(), "hardware": hardware.name, "gpus_per_node": hardware.gpus_per_node},
                "before": "round-robin", "after": "optimized", "placements": rows}
     write_text_atomic(out, json.dumps(payload, indent=2) + "\n")

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
+from comet_dse.files import check_writable
 
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 DEFAULTS = {"model": "mixtral-8x7b", "hardware": "h800", "ep": 8, "tp": 1, "tokens": 4096}
+# tokens per GPU: 32x the largest prefill chunk in use (32k); beyond it the per-row arrays of
+# one simulation outgrow memory (10^12 asked for 25 TiB) instead of failing in one line
+MAX_TOKENS = 1 << 20
+
+
+def check_tokens(tokens: int, field: str = "--tokens") -> int:
+    if not 1 <= tokens <= MAX_TOKENS:
+        raise UserError(field, f"must be in [1, {MAX_TOKENS}] tokens per GPU, got {tokens}")
+    return tokens
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comm-blocks", type=int, help="communication thread blocks of both comet layers")
     parser.add_argument("--comm-blocks0", type=int, help="communication blocks of comet layer0 (dispatch + GEMM0)")
     parser.add_argument("--comm-blocks1", type=int, help="communication blocks of comet layer1 (GEMM1 + combine)")
-    parser.add_argument("--chunks", type=int, default=4, help="chunk count of the chunked pipeline")
+    parser.add_argument("--chunks", type=int, help="chunk count of the chunked pipeline (default 4)")
     parser.add_argument("--tile", help="GEMM tile BMxBN, sides in 64/128/256 (default 128x128, or for an H that "
                                        "128 does not divide the first tile whose width does, e.g. 128x64)")
     parser.add_argument("--row-order", default="local-first", help="comet row order: local-first | source-order")
@@ -52,13 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
 
 
-def _check_output(path: str | None, field: str) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise UserError(field, f"the folder of {path} does not exist")
-
-
 def build_schedules(args: argparse.Namespace, hidden: int):
-    """The schedules asked for; a tile or split count not given is the one legal for H."""
+    """The schedules asked for, then those whose own options were given (to be checked too,
+    so `--schedule sequential --comm-blocks0 -1` is refused, not ignored); a tile or split
+    count not given is the one legal for H."""
     from comet_dse.sim import Chunked, Comet, Sequential
     from comet_dse.sim.schedules.base import default_tile, parse_tile
     from comet_dse.sim.schedules.comet import default_n_splits
@@ -76,11 +82,15 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n),
-        "chunked": Chunked(block_m=block_m, block_n=block_n, chunks=args.chunks),
+        "chunked": Chunked(block_m=block_m, block_n=block_n, chunks=Chunked.chunks if args.chunks is None else args.chunks),
         "comet": comet,
     }
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
-    return [every[name] for name in names]
+    given = {"chunked": args.chunks is not None,
+             "comet": any(v is not None for v in (args.comm_blocks, args.comm_blocks0, args.comm_blocks1, args.n_splits))
+             or args.row_order != "local-first"}
+    also = [every[name] for name in SCHEDULE_NAMES if name not in names and given.get(name)]
+    return [every[name] for name in names], also
 
 
 def format_table(results, workload) -> str:
@@ -112,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.sim import simulate
     from comet_dse.sim.export import write_chrome_trace, write_timeline_html
 
-    _check_output(args.trace, "--trace")
-    _check_output(args.html, "--html")
-    _, hardware, workload = resolve_workload(args, args.tokens)
-    schedules = build_schedules(args, workload.model.hidden)
-    for schedule in schedules:  # every knob checked before any simulation runs
+    for path, field in ((args.trace, "--trace"), (args.html, "--html")):
+        if path is not None:
+            check_writable(path, field)
+    _, hardware, workload = resolve_workload(args, check_tokens(args.tokens))
+    schedules, unused = build_schedules(args, workload.model.hidden)
+    for schedule in (*schedules, *unused):  # every knob checked before any simulation runs
         schedule.validate(workload, hardware)
     routing = make_routing(workload)
     record = bool(args.trace or args.html)

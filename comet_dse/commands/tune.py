@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from comet_dse.commands.columns import align_columns
-from comet_dse.commands.simulate import add_workload_arguments, resolve_workload
+from comet_dse.commands.simulate import add_workload_arguments, check_tokens, resolve_workload
 from comet_dse.errors import UserError
+from comet_dse.files import check_writable, write_texts_atomic
 
 DEFAULT_TOKENS = "1024,2048,4096,8192,16384,32768"
 MAX_WORKERS = 64
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default="latency", help="latency | latency,comm_sms (Pareto front)")
     parser.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent "
                                                                   "for 3 heartbeats is failed and retried")
-    parser.add_argument("--plan-dir", default="results/plans")
+    parser.add_argument("--plan-dir", default="results/plans", help="folder of the plan JSON (default results/plans, untracked by git)")
     parser.add_argument("--report", help="report HTML path (default results/reports/<workload>.html)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report (and its heatmap sweeps)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -41,8 +42,8 @@ def parse_tokens(text: str) -> list[int]:
         values = [int(p) for p in parts]
     except ValueError:
         raise UserError("--tokens", f"must be comma-separated positive integers, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise UserError("--tokens", f"token counts must be > 0, got {text!r}")
+    for v in values:
+        check_tokens(v)
     return sorted(set(values))
 
 
@@ -115,8 +116,8 @@ def _replaced_note(old: str, prefix: str, new: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from comet_dse.plan import plan_filename, write_plan
-    from comet_dse.report import write_report
+    from comet_dse.plan import plan_filename, plan_text
+    from comet_dse.report import report_html
     from comet_dse.routing import make_routing
     from comet_dse.search.study import TuneSpec, default_storage_url, open_storage, parse_objectives, superseded
     from comet_dse.search.tune import (
@@ -139,16 +140,24 @@ def run(args: argparse.Namespace) -> int:
     objectives = parse_objectives(args.objectives)
     model_name, hardware, workload = resolve_workload(args, buckets[0])
     make_routing(workload)  # a bad routing spec or trace fails here, before any study exists
+    # every output path too: minutes of tuning must not end in a traceback at the last step
+    plan_path = check_writable(Path(args.plan_dir) / plan_filename(model_name, hardware.name, args.ep, args.tp), "--plan-dir",
+                               make_folders=True)
+    report_path = None
+    if not args.no_report:
+        report_path = check_writable(args.report or Path("results/reports") / plan_path.with_suffix(".html").name, "--report",
+                                     make_folders=not args.report)
+    url = args.storage or default_storage_url(model_name, hardware.name, args.ep, args.tp)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        check_writable(url.removeprefix("sqlite:///"), "--storage", make_folders=not args.storage)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = args.storage or default_storage_url(model_name, hardware.name, args.ep, args.tp)
     spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat)
     progress = sys.stderr.isatty() and not args.json
     replaced = superseded(spec, open_storage(url, args.heartbeat), buckets)
     run_workers(spec, buckets, args.workers, progress)
     results = collect(spec, buckets)
     plan = make_plan(spec, results, _storage_label(url))
-    plan_path = write_plan(plan, Path(args.plan_dir) / plan_filename(model_name, hardware.name, args.ep, args.tp))
 
     rows = [["tokens", "comm_blocks0", "comm_blocks1", "tile", "row order", "splits", "comet µs", "chunked µs (C)",
              "sequential µs", "vs sequential", "vs chunked", "trials"]]
@@ -157,12 +166,12 @@ def run(args: argparse.Namespace) -> int:
         rows.append([str(r.tokens), str(p["comm_blocks0"]), str(p["comm_blocks1"]), p["tile"], p["row_order"], str(p["n_splits"]),
                      f"{r.comet['latency_us']:.1f}", f"{r.chunked['latency_us']:.1f} ({r.chunked['chunks']})",
                      f"{r.sequential_us:.1f}", f"{r.speedup_vs_sequential:.2f}x", f"{r.speedup_vs_chunked:.2f}x", str(entry.trials)])
-    report_path = None
-    if not args.no_report:
+    outputs = {plan_path: plan_text(plan)}
+    if report_path is not None:
         heatmaps = {layer: allocation_heatmap(spec, results, layer) for layer in (0, 1)}
         title = f"comet-dse tune: {model_name} on {hardware.name}, EP={args.ep} TP={args.tp}, routing {args.routing}"
-        report_path = write_report(results, heatmaps, args.report or Path("results/reports") / plan_path.with_suffix(".html").name,
-                                   title, rows)
+        outputs[report_path] = report_html(results, heatmaps, title, rows)
+    write_texts_atomic(outputs)  # the plan and its report land together or not at all
 
     # a changed input (model shape, hardware figures, ...) must not pass silently as a resumed study
     notes_to = sys.stderr if args.json else sys.stdout  # --json keeps stdout one JSON object

@@ -1,0 +1,31 @@
+"""Output files: checked before work, written whole, and written together or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from comet_dse.errors import UserError
+from comet_dse.files import check_writable, write_texts_atomic
+
+
+def test_check_writable_creates_nothing(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    assert check_writable(tmp_path / "a.json", "--out") == tmp_path / "a.json"
+    assert check_writable(tmp_path / "new" / "deeper" / "a.json", "--out", make_folders=True)
+    for path, message in ((tmp_path, "is a directory"), (tmp_path / "plain" / "a.json", "is not a directory"),
+                          (tmp_path / "new" / "a.json", "does not exist")):
+        with pytest.raises(UserError, match=message):
+            check_writable(path, "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+
+def test_a_pair_lands_together_or_not_at_all(tmp_path):
+    plan, report = tmp_path / "plans" / "p.json", tmp_path / "reports" / "p.html"
+    report.mkdir(parents=True)  # the second rename fails: a folder sits where the report goes
+    with pytest.raises(OSError):
+        write_texts_atomic({plan: "{}", report: "<html>"})
+    assert not plan.exists()
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []  # no temps left either
+    report.rmdir()
+    assert write_texts_atomic({plan: "{}", report: "<html>"}) == [plan, report]
+    assert plan.read_text() == "{}" and report.read_text() == "<html>"
