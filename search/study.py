@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import time
 import warnings
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from comet_dse.search.objective import OBJECTIVES, Objective
 from comet_dse.search.space import CometSpace
 from comet_dse.sim import COST_MODEL_VERSION
@@ -46,6 +48,7 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
 DEFAULT_STUDY_DIR = Path("results/studies")
 STALL_LIMIT_S = 600.0  # give up waiting for stale trials of dead workers after this long
 DIGEST_CHARS = 10  # 40 bits: a collision among one storage's studies is out of reach
+SCHEMA_TRIES = 10  # concurrent first runs: each retry finds more of the schema the others made
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,35 @@ def default_storage_url(model_name: str, hardware_name: str, ep: int, tp: int, f
     return f"sqlite:///{default_storage_path(model_name, hardware_name, ep, tp, folder)}"
 
 
+def _schema_race(exc: BaseException) -> bool:
+    """Another worker creating the same fresh storage at the same moment: a table or type that
+    already exists, or a duplicate alembic_version row. A bad URL, a refused connection or a
+    wrong password are none of these, so they still fail at once."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, sqlalchemy.exc.IntegrityError):
+            return True
+        if isinstance(err, sqlalchemy.exc.DBAPIError) and "already exists" in str(err.orig):
+            return True
+    return False
+
+
+def _immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """SQLite ignores SELECT ... FOR UPDATE, so two processes can both take the same queued
+    (WAITING) trial and one dies with "Cannot tell a COMPLETE trial". Starting every
+    transaction with BEGIN IMMEDIATE takes the write lock before the read, as PostgreSQL's
+    row lock does (SQLAlchemy's documented pysqlite recipe)."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite's own BEGIN would come too late
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections were opened before the listeners
+
+
 def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
     """RDB storage with heartbeats and retry of stale trials; an unreachable URL is a UserError."""
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")):
@@ -157,14 +189,26 @@ def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
         engine_kwargs["connect_args"] = {"timeout": 60}  # several local workers wait for the file lock
     else:
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        return RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except Exception as exc:  # SQLAlchemy raises many kinds; the user needs one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError("--storage", f"cannot open {url.split('@')[-1]}: {reason[:200]}") from None
+    # RDBStorage creates its tables and stamps their version on first use, not atomically:
+    # workers started together on a fresh storage collide ("table studies already exists",
+    # UniqueViolation on pg_type). Each step skips what already exists, so a short randomized
+    # retry converges; a lock would need one mechanism per database.
+    for attempt in range(1, SCHEMA_TRIES + 1):
+        try:
+            storage = RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+            break
+        except Exception as exc:  # SQLAlchemy raises many kinds; the user needs one line
+            if _schema_race(exc) and attempt < SCHEMA_TRIES:
+                time.sleep(random.uniform(0.05, 0.1 * attempt))
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError("--storage", f"cannot open {url.split('@')[-1]}: {reason[:200]}") from None
+    if url.startswith("sqlite"):
+        _immediate_transactions(storage.engine)
+    return storage
 
 
 def make_sampler(spec: TuneSpec, bucket_index: int, worker: int) -> optuna.samplers.BaseSampler:
@@ -226,8 +270,8 @@ def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int
     study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
     space = CometSpace.for_workload(workload, spec.hardware)
     if not study.trials:
-        for point in space.warm_start():
-            study.enqueue_trial(point)
+        for point in space.warm_start():  # workers starting together would each queue the same points
+            study.enqueue_trial(point, skip_if_exists=True)
     objective = Objective(workload, spec.hardware, make_routing(workload), space, spec.objectives, spec.trials)
     return study, objective
 
