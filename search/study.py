@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -44,6 +48,25 @@ from comet_dse.workload import Workload
 # still marked experimental; the warning would be printed once per worker and bucket
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
+
+
+INTERRUPTED = threading.Event()  # Ctrl-C came: the running trial's failure is expected, not news
+
+
+def interrupt(_signum: int | None = None, _frame=None) -> None:
+    """Signal handler for Ctrl-C (SIGINT; SIGTERM in a local worker): KeyboardInterrupt, as by default, noted first."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _not_interrupt(record: logging.LogRecord) -> bool:
+    """Ctrl-C fails the running trial; Optuna logs that (with a 40-line traceback, or as
+    "failed with value None" when it lands in its bookkeeping), though the command ends
+    with one line (`comet-dse: interrupted`). Other failures still log."""
+    return not (INTERRUPTED.is_set() or (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_not_interrupt)
 
 DEFAULT_STUDY_DIR = Path("results/studies")
 STALL_LIMIT_S = 600.0  # give up waiting for stale trials of dead workers after this long
@@ -180,6 +203,27 @@ def _immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # pooled connections were opened before the listeners
 
 
+class HeartbeatStorage(RDBStorage):
+    """Optuna's RDB storage, where a RUNNING trial that never sent a heartbeat also goes stale.
+
+    Optuna fails only trials whose last heartbeat is old; a worker killed between creating
+    its trial and the first heartbeat (the sampler runs in between) leaves one that stays
+    RUNNING forever, and a study waiting for its trials in flight would wait forever. Such
+    a trial is stale once it started longer ago than the grace period."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
+            models = optuna.storages._rdb.models
+            silent = [(t.trial_id, t.datetime_start) for t in
+                      session.query(models.TrialModel)
+                      .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING)
+                      .filter(~models.TrialModel.heartbeats.any())]
+        now = datetime.now()  # datetime_start reads back as local naive time, as this
+        return stale + [trial_id for trial_id, start in silent if start is not None and now - start > grace]
+
+
 def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
     """RDB storage with heartbeats and retry of stale trials; an unreachable URL is a UserError."""
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://", "mysql://", "mysql+pymysql://")):
@@ -195,7 +239,7 @@ def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
     # retry converges; a lock would need one mechanism per database.
     for attempt in range(1, SCHEMA_TRIES + 1):
         try:
-            storage = RDBStorage(
+            storage = HeartbeatStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
@@ -286,19 +330,68 @@ def prime_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index:
         study.optimize(objective, n_trials=min(waiting, max(0, spec.trials - completed(study))), gc_after_trial=False)
 
 
+def in_flight(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The lowest first objective among completed trials (latency, µs); None before any."""
+    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return min(values) if values else None
+
+
+# called after every trial and while waiting: (study, completed, trials others have in flight)
+ProgressHook = Callable[[optuna.Study, int, int], None]
+
+
 def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int = 0,
-                    progress: bool = False) -> optuna.Study:
-    """Bring one bucket's study up to `spec.trials` completed trials."""
+                    progress: ProgressHook | None = None) -> optuna.Study:
+    """Bring one bucket's study up to `spec.trials` completed trials.
+
+    Trials are started only for the room left: target - completed - in flight. While the
+    rest are in flight (other workers' trials, or a dead worker's that are not stale yet)
+    this worker waits without starting any: a started trial would be pruned by the
+    objective's exact-target check, and a rerun after a crash would pile up pruned filler
+    for the whole grace period."""
     study, objective = _prepare(spec, storage, tokens, bucket_index, worker)
+    callbacks = [lambda s, _t: progress(s, completed(s), in_flight(s))] if progress else []
     waited = 0.0
     while (done := completed(study)) < spec.trials:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried
-        before = done
-        study.optimize(objective, n_trials=spec.trials - done, show_progress_bar=progress and worker == 0,
-                       gc_after_trial=False)
-        if completed(study) == before:  # only others' trials in flight (maybe stale): wait for them
-            time.sleep(0.5)
-            waited += 0.5
-            if waited > STALL_LIMIT_S:
-                raise RuntimeError(f"study {study.study_name}: no progress for {STALL_LIMIT_S:.0f} s")
+        room = spec.trials - done - in_flight(study)
+        if room > 0:
+            current: list[int] = []  # the trial this process is running, for Ctrl-C
+
+            def run_trial(trial: optuna.Trial):
+                current[:] = [trial._trial_id]
+                return objective(trial)
+
+            try:
+                study.optimize(run_trial, n_trials=room, callbacks=callbacks, gc_after_trial=False)
+            except KeyboardInterrupt:
+                fail_interrupted(study, current[0] if current else None)
+                raise
+            if completed(study) > done:
+                waited = 0.0
+                continue
+        if progress:
+            progress(study, completed(study), in_flight(study))
+        time.sleep(0.5)  # only trials in flight (maybe stale): wait for them to end or go stale
+        waited += 0.5
+        if waited > STALL_LIMIT_S:
+            raise RuntimeError(f"study {study.study_name}: no progress for {STALL_LIMIT_S:.0f} s")
     return study
+
+
+def fail_interrupted(study: optuna.Study, trial_id: int | None) -> None:
+    """Ctrl-C: Optuna fails the trial whose objective it interrupts, but not one interrupted
+    in its own bookkeeping after the objective; that one is failed here. (One interrupted
+    while the sampler proposes it, before its first heartbeat, goes stale after the grace
+    period: see HeartbeatStorage.)"""
+    if trial_id is None:
+        return
+    try:
+        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
+import signal
+import sys
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -14,7 +17,10 @@ import simpy
 from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
 from comet_dse.search.study import (
     TuneSpec,
+    best_value,
     completed,
+    in_flight,
+    interrupt,
     load_or_create,
     open_storage,
     optimize_bucket,
@@ -24,6 +30,7 @@ from comet_dse.sim import default_schedule, simulate
 
 import comet_dse
 from comet_dse.plan import Plan, PlanEntry
+from comet_dse.progress import Progress
 from comet_dse.routing import make_routing
 
 
@@ -46,31 +53,99 @@ class BucketResult:
         return self.chunked["latency_us"] / self.comet["latency_us"]
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the trial's cleanup must not be cut short
+    interrupt(signum, frame)
+
+
 def _worker(spec: TuneSpec, buckets: list[int], worker: int) -> None:
+    """A local worker process. It starts with SIGINT ignored (a terminal's Ctrl-C reaches the
+    whole process group): the parent relays it as SIGTERM, which ends the running trial as
+    failed, and the worker exits quietly instead of printing its own traceback."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec.storage_url, spec.heartbeat_s)
-    for index, tokens in enumerate(buckets):
-        optimize_bucket(spec, storage, tokens, index, worker=worker)
-
-
-def run_workers(spec: TuneSpec, buckets: list[int], workers: int, progress: bool) -> None:
-    if workers <= 1:
-        storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    try:
         for index, tokens in enumerate(buckets):
-            optimize_bucket(spec, storage, tokens, index, progress=progress)
-        return
+            optimize_bucket(spec, storage, tokens, index, worker=worker)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+class TuneProgress:
+    """The tune status line: bucket (token count), completed trials / target, best latency so
+    far, elapsed time; and how many trials are running (in other workers too)."""
+
+    def __init__(self, spec: TuneSpec, buckets: list[int], display: Progress) -> None:
+        self.spec, self.buckets, self.display = spec, buckets, display
+
+    def show(self, tokens: int, done: int, best: float | None, running: int = 0) -> None:
+        index = self.buckets.index(tokens) + 1
+        text = f"tokens {tokens} (bucket {index}/{len(self.buckets)}): {done}/{self.spec.trials} trials"
+        text += f", best {best:.1f} µs" if best is not None else ""
+        if running and done < self.spec.trials:  # others' (or, while this worker waits, maybe a dead worker's)
+            text += f", {running} running"
+        self.display.status(text)
+
+    def hook(self, tokens: int):
+        """For optimize_bucket: after each trial, and while it waits for trials in flight."""
+        if not self.display.enabled:
+            return None
+        return lambda study, done, flight: self.show(tokens, done, best_value(study), flight)
+
+
+def run_workers(spec: TuneSpec, buckets: list[int], workers: int, display: Progress | None = None) -> None:
+    progress = TuneProgress(spec, buckets, display or Progress(False))
     storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    if workers <= 1:
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            for index, tokens in enumerate(buckets):
+                optimize_bucket(spec, storage, tokens, index, progress=progress.hook(tokens))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            progress.display.end()
+        return
     for index, tokens in enumerate(buckets):
         prime_bucket(spec, storage, tokens, index)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(spec, buckets, w), name=f"comet-dse-worker-{w}") for w in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited across exec: children start ignoring it
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        _watch(spec, storage, buckets, procs, progress)
+    except KeyboardInterrupt:
+        for p in procs:  # each fails its running trial and exits
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    finally:
+        progress.display.end()
     failed = [p.name for p in procs if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"workers failed: {', '.join(failed)} (rerun the command to resume)")
+
+
+def _watch(spec: TuneSpec, storage, buckets: list[int], procs, progress: TuneProgress) -> None:
+    """Wait for the workers, showing the first bucket not yet at its target (they go in order)."""
+    studies = {}
+    while any(p.is_alive() for p in procs):
+        time.sleep(0.5)
+        if not progress.display.enabled:
+            continue
+        for tokens in buckets:
+            if tokens not in studies:
+                studies[tokens] = optuna.load_study(study_name=spec.study_name(tokens), storage=storage)
+            done = completed(studies[tokens])
+            if done < spec.trials or tokens == buckets[-1]:
+                progress.show(tokens, done, best_value(studies[tokens]), in_flight(studies[tokens]))
+                break
 
 
 def _best(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, list[dict]]:

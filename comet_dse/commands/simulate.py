@@ -14,6 +14,7 @@ DEFAULTS = {"model": "mixtral-8x7b", "hardware": "h800", "ep": 8, "tp": 1, "toke
 # tokens per GPU: 32x the largest prefill chunk in use (32k); beyond it the per-row arrays of
 # one simulation outgrow memory (10^12 asked for 25 TiB) instead of failing in one line
 MAX_TOKENS = 1 << 20
+LONG_EP = 32  # from here a simulation takes tens of seconds (EP=256: 1.5 min), so say so at once
 
 
 def check_tokens(tokens: int, field: str = "--tokens") -> int:
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks")
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal anyway)")
 
 
 def build_schedules(args: argparse.Namespace, hidden: int):
@@ -118,6 +120,7 @@ def format_table(results, workload) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from comet_dse.progress import Progress, SlowNotice, wanted
     from comet_dse.routing import make_routing
     from comet_dse.sim import simulate
     from comet_dse.sim.export import write_chrome_trace, write_timeline_html
@@ -131,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
         schedule.validate(workload, hardware)
     routing = make_routing(workload)
     record = bool(args.trace or args.html)
-    results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
+    names = ", ".join(s.name for s in schedules)
+    notice = f"simulating {names} on {workload.ep * workload.tp} GPUs ({workload.tokens} tokens each) …"
+    with SlowNotice(Progress(wanted(args.quiet), prefix="comet-dse simulate"), notice, long=workload.ep >= LONG_EP):
+        results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
 
     if args.trace:
         write_chrome_trace(results, args.trace)

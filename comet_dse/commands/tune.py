@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="report HTML path (default results/reports/<workload>.html)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report (and its heatmap sweeps)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal anyway)")
     parser.add_argument("--list", action="store_true", help="list the studies in the storage (the one tune would use "
                                                             "with these options, or --storage) with their inputs; tune nothing")
 
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from comet_dse.plan import plan_filename, plan_text
+    from comet_dse.progress import Progress, wanted
     from comet_dse.report import report_html
     from comet_dse.routing import make_routing
     from comet_dse.search.study import TuneSpec, default_storage_url, open_storage, parse_objectives, superseded
@@ -153,9 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat)
-    progress = sys.stderr.isatty() and not args.json
+    display = Progress(wanted(args.quiet), prefix="comet-dse tune")
     replaced = superseded(spec, open_storage(url, args.heartbeat), buckets)
-    run_workers(spec, buckets, args.workers, progress)
+    run_workers(spec, buckets, args.workers, display)
+    display.phase("simulating chunked and sequential baselines …")
     results = collect(spec, buckets)
     plan = make_plan(spec, results, _storage_label(url))
 
@@ -168,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
                      f"{r.sequential_us:.1f}", f"{r.speedup_vs_sequential:.2f}x", f"{r.speedup_vs_chunked:.2f}x", str(entry.trials)])
     outputs = {plan_path: plan_text(plan)}
     if report_path is not None:
+        display.phase(f"writing report {report_path} …")
         heatmaps = {layer: allocation_heatmap(spec, results, layer) for layer in (0, 1)}
         title = f"comet-dse tune: {model_name} on {hardware.name}, EP={args.ep} TP={args.tp}, routing {args.routing}"
         outputs[report_path] = report_html(results, heatmaps, title, rows)
