@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from comet_dse import __version__
@@ -23,24 +24,55 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = """\
+Explore how an MoE layer overlaps its expert GEMMs with the all-to-all traffic between GPUs
+(after Comet, MLSys 2025): simulate a layer on every rank under the sequential, chunked and
+comet schedules, tune comet's allocation per token bucket, place experts on nodes, time the
+Triton kernels on GPUs and check the simulator against those measurements."""
+EPILOG = "Run `comet-dse COMMAND --help` for a command's options; times are in µs, bandwidths in GB/s."
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        # "argument --row-order: invalid choice: ..." names its option the way UserError does
+        one = re.fullmatch(r"argument (\S+): (.*)", message, re.DOTALL)
+        if one:
+            raise UserError(one.group(1).split("/")[-1], one.group(2))
         raise UserError("arguments", message)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default X)" to an option's help unless the help already says its default
+    (in words, e.g. "default: the SM count") or there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_default or "default" in help_text or not action.option_strings:
+            return help_text
+        return f"{help_text} (default %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="comet-dse", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="comet-dse", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"comet-dse {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # not required: main() answers a bare `comet-dse` with the help, not argparse's terse line
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         importlib.import_module(module).add_arguments(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            # a bare `comet-dse` ran nothing: the help (with the subcommands) on stderr and exit 2,
+            # as for any other unusable command line, so a script that lost its subcommand fails
+            parser.print_help(sys.stderr)
+            return 2
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args))
     except UserError as exc:

@@ -237,9 +237,25 @@ def load_hardware(path: str | Path) -> HardwareProfile:
     return HardwareProfile(**data)
 
 
-def resolve_hardware(name_or_path: str) -> HardwareProfile:
+def resolve_hardware(name_or_path: str, gpus_per_node: int | None = None) -> HardwareProfile:
+    """A preset or a profile .json; `gpus_per_node` (the --gpus-per-node option) overrides its node size."""
     if name_or_path in HARDWARE_PRESETS:
-        return HARDWARE_PRESETS[name_or_path]
-    if name_or_path.endswith(".json") or Path(name_or_path).exists():
-        return load_hardware(name_or_path)
-    raise UserError("--hardware", f"unknown preset {name_or_path!r}; choose one of {', '.join(HARDWARE_PRESETS)} or give a profile .json")
+        profile = HARDWARE_PRESETS[name_or_path]
+    elif name_or_path.endswith(".json") or Path(name_or_path).exists():
+        profile = load_hardware(name_or_path)
+    else:
+        raise UserError("--hardware", f"unknown preset {name_or_path!r}; choose one of {', '.join(HARDWARE_PRESETS)} or give a profile .json")
+    if gpus_per_node is None:
+        return profile
+    if gpus_per_node < 1:
+        raise UserError("--gpus-per-node", f"must be an integer >= 1, got {gpus_per_node}")
+    return replace(profile, gpus_per_node=gpus_per_node, sources={**profile.sources, "gpus_per_node": "--gpus-per-node"})
+
+
+def check_node_size(world: int, hardware: HardwareProfile, field: str = "--gpus-per-node") -> None:
+    """The ranks fill whole nodes, or fit in one: the simulator numbers nodes rank // gpus_per_node,
+    so 12 ranks on nodes of 8 would leave a half-filled node with its own NICs."""
+    n = hardware.gpus_per_node
+    if world > n and world % n:
+        raise UserError(field, f"{world} GPUs (EP x TP) must fit in one node or fill whole nodes: "
+                               f"gpus_per_node must be >= {world} or divide it, got {n}")

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from comet_dse.choices import DTYPES, ROW_ORDERS
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
@@ -34,30 +35,33 @@ KINDS = ("all", "fused", "baselines")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="qwen2-moe-2.7b", help="preset name or a HuggingFace config.json path")
-    parser.add_argument("--shape", help="E,top_k,H,F instead of the model's (small test layers)")
-    parser.add_argument("--tokens", default="1024,4096", help="tokens per GPU, comma-separated")
-    parser.add_argument("--kind", default="all", choices=KINDS, help="what to time (default all)")
+    parser.add_argument("--shape", help="E,top_k,H,F instead of the model's, e.g. 8,2,256,512 for small test layers "
+                                        "(default: the model's)")
+    parser.add_argument("--tokens", default="1024,4096", help="token counts, in tokens per GPU, comma-separated")
+    parser.add_argument("--kind", default="all", choices=KINDS, help="what to time: everything, the fused layer or the baselines")
     parser.add_argument("--comm-blocks", default="16",
-                        help="communication blocks of both fused layers, comma-separated; 0 = the copy engine moves layer0's rows")
+                        help="communication thread blocks of both fused layers, comma-separated; 0 = the copy engine moves layer0's rows")
     parser.add_argument("--comm-blocks1", type=int,
                         help="layer1's communication blocks when they should differ from --comm-blocks "
                              "(default: the same; 16 where --comm-blocks is 0)")
-    parser.add_argument("--plan", help="a comet-dse plan: its configuration for each token count, instead of --comm-blocks")
+    parser.add_argument("--plan", help="a comet-dse plan JSON: its configuration for each token count, instead of --comm-blocks "
+                                       "(default: none)")
     parser.add_argument("--tile", default="128x128", help="fused GEMM tile BMxBN (default 128x128)")
-    parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step (default 64)")
+    parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step, in elements (default 64)")
     parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
     parser.add_argument("--flatten", action="store_true", help="software-pipeline the fused GEMMs across tiles where no wait intervenes")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--n-splits", type=int, default=4, help="layer1 column splits of H (default 4)")
-    parser.add_argument("--row-order", default="local-first", choices=["local-first", "source-order"])
+    parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
+                        help="the fused layer's row order on each rank: its own rows first, or by source rank")
     parser.add_argument("--chunks", default="2,4", help="chunk counts of B1, comma-separated (default 2,4)")
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"], help="default bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--dtype", choices=DTYPES, help="weights and activations (default: bfloat16 on GPU, float32 on CPU)")
     parser.add_argument("--programs", type=int, help="fused grid size (default: the SM count)")
-    parser.add_argument("--seed", type=int, default=0, help="weights, inputs and routings (default 0)")
-    parser.add_argument("--out", default="results/measurements", help="directory of the JSON (default results/measurements)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and routings (default 0)")
+    parser.add_argument("--out", default="results/measurements", help="folder of the bench JSON (default results/measurements)")
 
 
 def _ints(text: str, field: str, minimum: int = 1) -> list[int]:

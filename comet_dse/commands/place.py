@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from comet_dse.choices import SCHEDULE_NAMES
 from comet_dse.commands.columns import align_columns
-from comet_dse.commands.simulate import (
-    DEFAULTS,
-    SCHEDULE_NAMES,
-    add_workload_arguments,
-    check_tokens,
-    resolve_workload,
-)
+from comet_dse.commands.simulate import DEFAULTS, add_workload_arguments, check_tokens, resolve_workload
 from comet_dse.files import check_writable, write_text_atomic
 
 

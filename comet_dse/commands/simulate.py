@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from comet_dse.choices import ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
 
-SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 DEFAULTS = {"model": "mixtral-8x7b", "hardware": "h800", "ep": 8, "tp": 1, "tokens": 4096}
 # tokens per GPU: 32x the largest prefill chunk in use (32k); beyond it the per-row arrays of
 # one simulation outgrow memory (10^12 asked for 25 TiB) instead of failing in one line
@@ -26,39 +26,52 @@ def check_tokens(tokens: int, field: str = "--tokens") -> int:
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULTS["model"], help="preset name or a HuggingFace config.json path")
     parser.add_argument("--hardware", default=DEFAULTS["hardware"], help="preset name or a hardware profile .json")
-    parser.add_argument("--ep", type=int, default=DEFAULTS["ep"], help="expert-parallel size")
-    parser.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel size (splits F)")
-    parser.add_argument("--routing", default="uniform", help="uniform | std:<x> | zipf:<a> | trace:<file.npy>")
+    add_gpus_per_node_argument(parser)
+    parser.add_argument("--ep", type=int, default=DEFAULTS["ep"], help="expert-parallel size, in GPUs")
+    parser.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel size, in GPUs (splits F); EP x TP GPUs in all")
+    parser.add_argument("--routing", default="uniform", help=f"expert load: {ROUTING_FORMS}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the routing draw")
+
+
+def add_gpus_per_node_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus-per-node", type=int, metavar="N",
+                        help="GPUs per node, joined by NVLink (between nodes: the NIC); EP x TP must fit in one node "
+                             "or fill whole nodes (default: the hardware profile's gpus_per_node, 8 in the presets)")
 
 
 def resolve_workload(args: argparse.Namespace, tokens: int):
     """(model label for file names, hardware profile, workload) from the shared options."""
-    from comet_dse.hardware import resolve_hardware
+    from comet_dse.hardware import check_node_size, resolve_hardware
     from comet_dse.models import MODEL_PRESETS, resolve_model
     from comet_dse.workload import Workload
 
     model = resolve_model(args.model)
-    hardware = resolve_hardware(args.hardware)
+    hardware = resolve_hardware(args.hardware, args.gpus_per_node)
     label = args.model if args.model in MODEL_PRESETS else model.name.replace("/", "_")
-    return label, hardware, Workload(model, tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+    workload = Workload(model, tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
+    if args.gpus_per_node is not None:
+        check_node_size(workload.world, hardware)
+    return label, hardware, workload
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
     parser.add_argument("--tokens", type=int, default=DEFAULTS["tokens"], help="tokens per GPU entering the layer")
-    parser.add_argument("--schedule", default="all", choices=[*SCHEDULE_NAMES, "all"])
-    parser.add_argument("--comm-blocks", type=int, help="communication thread blocks of both comet layers")
-    parser.add_argument("--comm-blocks0", type=int, help="communication blocks of comet layer0 (dispatch + GEMM0)")
-    parser.add_argument("--comm-blocks1", type=int, help="communication blocks of comet layer1 (GEMM1 + combine)")
+    parser.add_argument("--schedule", default="all", choices=[*SCHEDULE_NAMES, "all"], help="schedules to simulate")
+    parser.add_argument("--comm-blocks", type=int, help="communication thread blocks of both comet layers (default 16)")
+    parser.add_argument("--comm-blocks0", type=int, help="communication thread blocks of comet layer0, dispatch + GEMM0 "
+                                                         "(default --comm-blocks)")
+    parser.add_argument("--comm-blocks1", type=int, help="communication thread blocks of comet layer1, GEMM1 + combine "
+                                                         "(default --comm-blocks)")
     parser.add_argument("--chunks", type=int, help="chunk count of the chunked pipeline (default 4)")
     parser.add_argument("--tile", help="GEMM tile BMxBN, sides in 64/128/256 (default 128x128, or for an H that "
                                        "128 does not divide the first tile whose width does, e.g. 128x64)")
-    parser.add_argument("--row-order", default="local-first", help="comet row order: local-first | source-order")
+    parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
+                        help="comet's row order on each rank: its own rows first, or by source rank")
     parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
                                                      "(default: the largest such count up to 4)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks")
+    parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks (default: none)")
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal anyway)")
 

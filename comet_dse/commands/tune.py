@@ -18,14 +18,15 @@ MAX_WORKERS = 64
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
-    parser.add_argument("--tokens", default=DEFAULT_TOKENS, help=f"token buckets per GPU, comma-separated (default {DEFAULT_TOKENS})")
-    parser.add_argument("--trials", type=int, default=40, help="completed trials each bucket's study is brought to")
+    parser.add_argument("--tokens", default=DEFAULT_TOKENS, help=f"token buckets, in tokens per GPU, comma-separated (default {DEFAULT_TOKENS})")
+    parser.add_argument("--trials", type=int, default=40, help="completed trials that each bucket's study is brought to")
     parser.add_argument("--storage", help="Optuna storage URL (default: an SQLite file under results/studies/); "
                                           "postgresql://USER:PASS@HOST/DB to share studies between machines")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes on the same studies")
-    parser.add_argument("--objectives", default="latency", help="latency | latency,comm_sms (Pareto front)")
+    parser.add_argument("--workers", type=int, default=1, help=f"local worker processes on the same studies (at most {MAX_WORKERS})")
+    parser.add_argument("--objectives", default="latency", help="what to minimise: latency (µs), or latency,comm_sms for the Pareto front of latency and the "
+                                                             "SMs held by communication")
     parser.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent "
-                                                                  "for 3 heartbeats is failed and retried")
+                                                                  "for 3 heartbeats is failed and retried (default 10 s)")
     parser.add_argument("--plan-dir", default="results/plans", help="folder of the plan JSON (default results/plans, untracked by git)")
     parser.add_argument("--report", help="report HTML path (default results/reports/<workload>.html)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report (and its heatmap sweeps)")

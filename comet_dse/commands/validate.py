@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from comet_dse.commands.columns import align_columns
+from comet_dse.commands.simulate import add_gpus_per_node_argument
 from comet_dse.errors import UserError
 from comet_dse.files import write_text_atomic
 
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measurements", nargs="+", required=True, metavar="FILE_OR_DIR",
                         help="bench JSON files, or folders whose bench-*.json are read")
     parser.add_argument("--hardware", default=DEFAULT_HARDWARE, help="preset name or a hardware profile .json")
-    parser.add_argument("--tokens", help="only these token counts, e.g. 1024,8192")
+    add_gpus_per_node_argument(parser)
+    parser.add_argument("--tokens", help="only these token counts, in tokens per GPU, e.g. 1024,8192 (default: every measured one)")
     parser.add_argument("--out", help="report JSON (default results/validation/<hardware>.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
 
@@ -83,6 +85,8 @@ def format_report(report: dict) -> str:
 
 def _command(args: argparse.Namespace) -> str:
     parts = ["comet-dse validate --measurements", *args.measurements, "--hardware", args.hardware]
+    if args.gpus_per_node is not None:
+        parts += ["--gpus-per-node", str(args.gpus_per_node)]
     if args.tokens:
         parts += ["--tokens", args.tokens]
     if args.out:
@@ -91,7 +95,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comet_dse.hardware import resolve_hardware
+    from comet_dse.hardware import check_node_size, resolve_hardware
     from comet_dse.measurements import bench_paths, load_bench
     from comet_dse.sim import COST_MODEL_VERSION
     from comet_dse.validation import (
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     # ---- every input checked before any simulation --------------------------------------
-    hardware = resolve_hardware(args.hardware)
+    hardware = resolve_hardware(args.hardware, args.gpus_per_node)
     tokens = _parse_tokens(args.tokens)
     benches = [load_bench(path) for path in bench_paths(args.measurements)]
     out = Path(args.out or f"results/validation/{hardware.name}.json")
@@ -119,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
     workloads = {(str(b.path), run.tokens): workload_of(b, run.tokens) for b in benches for run in b.runs
                  if tokens is None or run.tokens in tokens}
+    if args.gpus_per_node is not None:
+        for workload in workloads.values():
+            check_node_size(workload.world, hardware)
 
     points = sorted(simulate_cases(cases, workloads, hardware), key=sort_key)
     found = sweeps(points)

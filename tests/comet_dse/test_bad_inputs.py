@@ -40,7 +40,7 @@ CASES: list[tuple[list[str], str]] = [
     (["simulate", *SMALL, "--tokens", "0"], "--tokens"),
     (["simulate", *SMALL, "--tokens", "-5"], "--tokens"),
     (["simulate", *SMALL, "--tokens", HUGE], "--tokens"),
-    (["simulate", *SMALL, "--tokens", "many"], "arguments"),
+    (["simulate", *SMALL, "--tokens", "many"], "--tokens"),
     (["simulate", *SMALL, "--model", "gpt-5"], "--model"),
     (["simulate", *SMALL, "--hardware", "a100"], "--hardware"),
     (["simulate", *SMALL, "--tp", "5"], "--tp"),
@@ -54,7 +54,7 @@ CASES: list[tuple[list[str], str]] = [
     (["simulate", *SMALL, "--n-splits", "3"], "--n-splits"),
     (["simulate", *SMALL, "--chunks", "0"], "--chunks"),
     (["simulate", *SMALL, "--row-order", "random"], "--row-order"),
-    (["simulate", *SMALL, "--schedule", "fastest"], "arguments"),
+    (["simulate", *SMALL, "--schedule", "fastest"], "--schedule"),
     # routing
     (["simulate", *SMALL, "--routing", "pareto:1"], "--routing"),
     (["simulate", *SMALL, "--routing", "zipf:1e6"], "--routing"),

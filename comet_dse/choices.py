@@ -1,0 +1,17 @@
+"""Legal values of the options that several subcommands share, importable without torch or simpy.
+
+The CLI parses against these at once (`comet-dse bench` runs where the simulator's
+dependencies are absent, `simulate` where torch is). The simulator (`sim/layout.py`,
+`sim/schedules/`) and the kernels (`kernels/fused_plan.py`) keep their own copies behind
+those imports; tests/comet_dse/test_cli_conventions.py checks that all of them agree.
+"""
+
+from __future__ import annotations
+
+# the order of each rank's rows in the comet/fused layers: its own first, or by source rank
+ROW_ORDERS = ("local-first", "source-order")
+SCHEDULE_NAMES = ("sequential", "chunked", "comet")
+# torch dtype names that `comet-dse bench` runs the kernels in
+DTYPES = ("bfloat16", "float16", "float32")
+# the routing forms: a name or a prefix with its argument
+ROUTING_FORMS = "uniform | std:<x> | zipf:<a> | trace:<file.npy>"
