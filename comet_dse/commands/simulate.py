@@ -72,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "(default: the largest such count up to 4)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks (default: none)")
-    parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline of all ranks (self-contained HTML)")
+    parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline, self-contained HTML: a heat strip of all ranks and "
+                                                       "the tracks of the --html-ranks (default: none)")
+    parser.add_argument("--html-ranks", default="slowest,fastest,0", metavar="LIST",
+                        help="ranks whose tracks the --html timeline draws: integers, 'slowest', 'fastest' (default: slowest,fastest,0)")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal anyway)")
 
 
@@ -136,12 +139,13 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.progress import Progress, SlowNotice, wanted
     from comet_dse.routing import make_routing
     from comet_dse.sim import simulate
-    from comet_dse.sim.export import write_chrome_trace, write_timeline_html
+    from comet_dse.sim.export import parse_html_ranks, write_chrome_trace, write_timeline_html
 
     for path, field in ((args.trace, "--trace"), (args.html, "--html")):
         if path is not None:
             check_writable(path, field)
     _, hardware, workload = resolve_workload(args, check_tokens(args.tokens))
+    html_ranks = parse_html_ranks(args.html_ranks, workload.world)
     schedules, unused = build_schedules(args, workload.model.hidden)
     for schedule in (*schedules, *unused):  # every knob checked before any simulation runs
         schedule.validate(workload, hardware)
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trace:
         write_chrome_trace(results, args.trace)
     if args.html:
-        write_timeline_html(results, args.html)
+        write_timeline_html(results, args.html, html_ranks)
     if args.json:
         payload = {
             "workload": {**workload.to_dict(), "hardware": hardware.name, "routing_load_std": round(routing.load_std, 6)},
