@@ -203,25 +203,30 @@ def _immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # pooled connections were opened before the listeners
 
 
-class HeartbeatStorage(RDBStorage):
-    """Optuna's RDB storage, where a RUNNING trial that never sent a heartbeat also goes stale.
+def fail_silent_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail (and retry, as stale ones are) the RUNNING trials that never sent a heartbeat and
+    started longer ago than the grace period.
 
     Optuna fails only trials whose last heartbeat is old; a worker killed between creating
     its trial and the first heartbeat (the sampler runs in between) leaves one that stays
-    RUNNING forever, and a study waiting for its trials in flight would wait forever. Such
-    a trial is stale once it started longer ago than the grace period."""
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
-        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
-        with optuna.storages._rdb.storage._create_scoped_session(self.scoped_session) as session:
-            models = optuna.storages._rdb.models
-            silent = [(t.trial_id, t.datetime_start) for t in
-                      session.query(models.TrialModel)
-                      .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING)
-                      .filter(~models.TrialModel.heartbeats.any())]
-        now = datetime.now()  # datetime_start reads back as local naive time, as this
-        return stale + [trial_id for trial_id, start in silent if start is not None and now - start > grace]
+    RUNNING forever, and a study waiting for its trials in flight would wait forever."""
+    grace = timedelta(seconds=storage.grace_period or 2 * (storage.heartbeat_interval or 0))
+    models = optuna.storages._rdb.models
+    with optuna.storages._rdb.storage._create_scoped_session(storage.scoped_session) as session:
+        silent = [(t.trial_id, t.datetime_start) for t in
+                  session.query(models.TrialModel)
+                  .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING)
+                  .filter(~models.TrialModel.heartbeats.any())]
+    now = datetime.now()  # datetime_start reads back as local naive time, as this
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id, start in silent:
+        if start is None or now - start <= grace:
+            continue
+        try:
+            if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL) and retry is not None:
+                retry(study, study._storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+            pass
 
 
 def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
@@ -239,7 +244,7 @@ def open_storage(url: str, heartbeat_s: int = 10) -> RDBStorage:
     # retry converges; a lock would need one mechanism per database.
     for attempt in range(1, SCHEMA_TRIES + 1):
         try:
-            storage = HeartbeatStorage(
+            storage = RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
@@ -358,6 +363,7 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
     waited = 0.0
     while (done := completed(study)) < spec.trials:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried
+        fail_silent_trials(study, storage)
         room = spec.trials - done - in_flight(study)
         if room > 0:
             current: list[int] = []  # the trial this process is running, for Ctrl-C
@@ -387,7 +393,7 @@ def fail_interrupted(study: optuna.Study, trial_id: int | None) -> None:
     """Ctrl-C: Optuna fails the trial whose objective it interrupts, but not one interrupted
     in its own bookkeeping after the objective; that one is failed here. (One interrupted
     while the sampler proposes it, before its first heartbeat, goes stale after the grace
-    period: see HeartbeatStorage.)"""
+    period: see fail_silent_trials.)"""
     if trial_id is None:
         return
     try:
