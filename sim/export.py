@@ -168,7 +168,8 @@ def timeline_figure(results: list[Result], ranks: tuple[str, ...] = DEFAULT_HTML
                       row=2 * i + 1, col=1)
         fig.update_yaxes(title_text="rank", autorange="reversed", row=2 * i + 1, col=1)
         for category, b in by_category.items():
-            fig.add_trace(go.Bar(name=category, legendgroup=category, showlegend=category not in shown, orientation="h",
+            # width in rows: plotly would size each trace's bars by its own y spacing (one role every few rows)
+            fig.add_trace(go.Bar(name=category, legendgroup=category, showlegend=category not in shown, orientation="h", width=0.8,
                                  y=np.array(b["y"], dtype=np.uint16), base=np.round(b["base"], 2).tolist(),  # base: no typed array
                                  x=np.array(b["x"], dtype=np.float32), hovertext=b["text"],
                                  customdata=np.array(b["end"], dtype=np.float32),
@@ -179,12 +180,15 @@ def timeline_figure(results: list[Result], ranks: tuple[str, ...] = DEFAULT_HTML
             shown.add(category)
         fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels, autorange="reversed", automargin=True,
                          row=2 * i + 2, col=1)
-    fig.update_layout(barmode="overlay", template="none", plot_bgcolor="white",  # template "none": 7 kB less height=sum(heights) + 60 * len(heights) + 160,
-                      title={"text": "comet-dse timeline", "y": 0.995, "yanchor": "top"}, margin={"t": 140},
-                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
+    height = sum(heights) + 60 * len(heights) + 160
+    fig.update_layout(barmode="overlay", template="none", plot_bgcolor="white",  # template "none": 7 kB less
+                      height=height, title={"text": "comet-dse timeline", "y": 0.995, "yanchor": "top"}, margin={"t": 140},
+                      # above the top time axis and the first subplot's title, not over them
+                      legend={"orientation": "h", "y": 1.0 + 70 / height, "yanchor": "bottom", "x": 0.0, "xanchor": "left"})
+    fig.layout.annotations[0].yshift = 22  # the first subplot's title clears the top axis's tick labels
     fig.update_xaxes(showgrid=True, gridcolor="#e5e5e5", zeroline=False)
     # the time axis readable at the top as well as at the bottom
-    fig.update_xaxes(showticklabels=True, row=1, col=1, side="top", title_text="time (µs)")
+    fig.update_xaxes(showticklabels=True, row=1, col=1, side="top", ticksuffix=" µs")
     fig.update_xaxes(showticklabels=True, row=len(heights), col=1, title_text="time (µs)")
     return fig
 
