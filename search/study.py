@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -366,16 +367,12 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
         fail_silent_trials(study, storage)
         room = spec.trials - done - in_flight(study)
         if room > 0:
-            current: list[int] = []  # the trial this process is running, for Ctrl-C
-
-            def run_trial(trial: optuna.Trial):
-                current[:] = [trial._trial_id]
-                return objective(trial)
-
+            started: list[int] = []
             try:
-                study.optimize(run_trial, n_trials=room, callbacks=callbacks, gc_after_trial=False)
+                with _started_here(storage, started):
+                    study.optimize(objective, n_trials=room, callbacks=callbacks, gc_after_trial=False)
             except KeyboardInterrupt:
-                fail_interrupted(study, current[0] if current else None)
+                fail_interrupted(study, started)
                 raise
             if completed(study) > done:
                 waited = 0.0
@@ -389,15 +386,38 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
     return study
 
 
-def fail_interrupted(study: optuna.Study, trial_id: int | None) -> None:
-    """Ctrl-C: Optuna fails the trial whose objective it interrupts, but not one interrupted
-    in its own bookkeeping after the objective; that one is failed here. (One interrupted
-    while the sampler proposes it, before its first heartbeat, goes stale after the grace
-    period: see fail_silent_trials.)"""
-    if trial_id is None:
-        return
+@contextmanager
+def _started_here(storage: RDBStorage, started: list[int]):
+    """Appends to `started` the ids of the trials this process starts while inside: created,
+    or taken from the queue (WAITING -> RUNNING). Recorded at the storage, so a Ctrl-C that
+    lands anywhere in Optuna's bookkeeping (while the sampler proposes, before the first
+    heartbeat) still leaves the trial known."""
+    create, set_state = storage.create_new_trial, storage.set_trial_state_values
+
+    def create_new_trial(*args, **kwargs):
+        trial_id = create(*args, **kwargs)
+        started.append(trial_id)
+        return trial_id
+
+    def set_trial_state_values(trial_id, state, values=None):
+        if state == TrialState.RUNNING:
+            started.append(trial_id)
+        return set_state(trial_id, state, values)
+
+    storage.create_new_trial, storage.set_trial_state_values = create_new_trial, set_trial_state_values
     try:
-        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        pass
+        yield
+    finally:
+        del storage.create_new_trial, storage.set_trial_state_values  # the class's methods again
+
+
+def fail_interrupted(study: optuna.Study, started: list[int]) -> None:
+    """Ctrl-C: Optuna fails the trial whose objective it interrupts, but not one interrupted
+    in its own bookkeeping (while the sampler proposes it, or after the objective); every
+    trial this process started and left RUNNING is failed here."""
+    for trial_id in started:
+        try:
+            if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+                study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
