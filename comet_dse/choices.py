@@ -1,9 +1,9 @@
 """Legal values of the options that several subcommands share, importable without torch or simpy.
 
 The CLI parses against these at once (`comet-dse bench` runs where the simulator's
-dependencies are absent, `simulate` where torch is). The simulator (`sim/layout.py`,
-`sim/schedules/`) and the kernels (`kernels/fused_plan.py`) keep their own copies behind
-those imports; tests/comet_dse/test_cli_conventions.py checks that all of them agree.
+dependencies are absent, `simulate` where torch is); the simulator and the kernels import
+ROW_ORDERS from here too. The simulator's schedule registry keeps its own names
+(tests/comet_dse/test_cli_conventions.py checks they agree with SCHEDULE_NAMES).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from comet_dse.choices import ROW_ORDERS
 
-ROW_ORDERS = ("local-first", "source-order")
 TILE_FIELDS = 5  # expert, row0, rows, src, src_row0
 
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from comet_dse.choices import ROW_ORDERS
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing
 from comet_dse.workload import Workload
-
-ROW_ORDERS = ("local-first", "source-order")
 
 
 @dataclass(frozen=True)
