@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import torch
 from comet_dse.choices import ROW_ORDERS
 
-TILE_FIELDS = 5  # expert, row0, rows, src, src_row0
-
 
 def source_rotation(rank: int, world: int, row_order: str) -> list[int]:
     """The sources in the order their segments are laid out (and their tiles computed)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from comet_dse.choices import ROW_ORDERS
+from comet_dse.choices import ROW_ORDERS  # noqa: F401  (the schedules and the search space import it from here)
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing
 from comet_dse.workload import Workload
