@@ -2,7 +2,7 @@
 # One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
-#                                            flatten, small-tokens; OUT: what comes back)
+#                                            flatten, small-tokens, profile; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -56,6 +56,13 @@ small-tokens)  # the latency-bound end: 256 and 512 tokens per GPU
 flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes
     run 100 qwen_flat "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --flatten --kind fused
     run 100 mixtral_flat "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --flatten --kind fused
+    ;;
+profile)  # per-kernel time of the fused forward for tile / stage / warp variants
+    configs=128x128/128/s3/w8,128x128/128/s4/w8,64x128/128/s4/w4,128x128/256/s3/w8
+    run 200 profile_qwen torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model qwen2-moe-2.7b \
+        --tokens 1024,8192 --configs "$configs" --out "$out/profile-qwen2-moe-2.7b.json"
+    run 240 profile_mixtral torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model mixtral-8x7b \
+        --tokens 1024,8192 --configs "$configs" --out "$out/profile-mixtral-8x7b.json"
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

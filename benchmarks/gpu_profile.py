@@ -1,0 +1,127 @@
+"""Where the fused layer's time goes: per-kernel GPU time of one forward, by configuration.
+
+    torchrun --nproc-per-node 2 benchmarks/gpu_profile.py --model qwen2-moe-2.7b --tokens 1024,8192 \
+        --configs 128x128/128/s3/w8,64x128/128/s4/w4 --out results/measurements/profile.json
+
+A configuration is BMxBN/BN1/sS/wW (tile, layer1 tile width, pipeline stages, warps). For each
+model, token count and configuration: the median of 20 CUDA-graph replays of `fused` and
+`compute_only` (slowest rank), and the GPU time of every kernel of one forward from
+torch.profiler over 5 eager forwards, grouped as layer0, layer1, combine, barriers and the
+plan's small torch ops. Imports only torch, triton, numpy and the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
+from comet_dse.kernels.fused_moe import COMPUTE_ONLY, FULL
+from comet_dse.kernels.reference import MoEWeights, route
+from comet_dse.kernels.timing import environment, median_us
+from comet_dse.models import resolve_model
+
+PROFILED_FORWARDS = 5
+CONFIG = re.compile(r"(\d+)x(\d+)/(\d+)/s(\d+)/w(\d+)")
+
+
+def parse_config(text: str, comm_blocks: int) -> FusedConfig:
+    match = CONFIG.fullmatch(text)
+    if not match:
+        raise SystemExit(f"--configs: expected BMxBN/BN1/sS/wW such as 128x128/128/s3/w8, got {text!r}")
+    bm, bn, bn1, stages, warps = (int(v) for v in match.groups())
+    return FusedConfig(comm_blocks0=comm_blocks, comm_blocks1=comm_blocks, block_m=bm, block_n=bn, block_n1=bn1,
+                       num_stages=stages, num_warps=warps)
+
+
+def category(name: str) -> str:
+    for key in ("layer0_kernel", "layer1_kernel", "combine_kernel", "barrier_kernel"):
+        if key in name:
+            return key.removesuffix("_kernel")
+    return "plan and packing (torch ops)"
+
+
+def kernel_breakdown(forward) -> dict[str, float]:
+    """GPU µs per kernel category of one forward, averaged over PROFILED_FORWARDS."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(PROFILED_FORWARDS):
+            forward()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        us = getattr(event, "device_time_total", None)
+        if us is None:
+            us = getattr(event, "cuda_time_total", 0.0)
+        if us and getattr(event, "device_type", None) is not None and "CUDA" in str(event.device_type):
+            totals[category(event.key)] += us / PROFILED_FORWARDS
+    return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def slowest(value: float) -> float:
+    t = torch.tensor([value], device="cuda")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return round(float(t.item()), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2-moe-2.7b")
+    parser.add_argument("--tokens", default="1024,8192")
+    parser.add_argument("--configs", default="128x128/128/s3/w8")
+    parser.add_argument("--comm-blocks", type=int, default=8)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+        os.environ.setdefault(var, value)
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = resolve_model(args.model)
+    per_rank = model.num_experts // world
+    weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
+                                dtype=torch.bfloat16)
+    local = weights.local(rank * per_rank, per_rank)
+    runs = []
+    for tokens in (int(t) for t in args.tokens.split(",")):
+        g = torch.Generator().manual_seed(tokens * 31 + rank)
+        x = torch.randn(tokens, model.hidden, generator=g).to("cuda", torch.bfloat16)
+        ids, w = route(x, weights.router, model.top_k)
+        for text in args.configs.split(","):
+            cfg = parse_config(text, args.comm_blocks)
+            try:
+                layer = FusedMoE(local, model.top_k, tokens, config=cfg, dtype=torch.bfloat16)
+            except ValueError as exc:
+                if rank == 0:
+                    print(f"skip {text}: {exc}", flush=True)
+                continue
+            row = {"tokens": tokens, "config": text, "comm_blocks": args.comm_blocks}
+            for name, mode in (("fused", FULL), ("compute_only", COMPUTE_ONLY)):
+                step = layer.graphed(tokens, mode)
+                step.set_inputs(x, ids, w)
+                row[f"{name}_us"] = slowest(median_us(step.replay, runs=20, warmup=3, before_each=dist.barrier))
+                row[f"{name}_kernels_us"] = kernel_breakdown(lambda m=mode: layer(x, ids, w, mode=m))
+            layer.check()
+            runs.append(row)
+            if rank == 0:
+                print(json.dumps(row), flush=True)
+            del layer, step
+            torch.cuda.empty_cache()
+    if rank == 0:
+        result = {**environment(), "gpus": world, "model": model.name, "runs": runs}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
