@@ -58,7 +58,7 @@ flatten)  # the fused GEMMs software-pipelined across tiles, beside the default,
     run 100 mixtral_flat "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --flatten --kind fused
     ;;
 profile)  # per-kernel time of the fused forward for tile / stage / warp variants
-    configs=128x128/128/s3/w8,128x128/128/s4/w8,64x128/128/s4/w4,128x128/256/s3/w8
+    configs=${PROFILE_CONFIGS:-128x128/128/s3/w8,128x128/128/s4/w8,64x128/128/s4/w4,128x128/256/s3/w8}
     run 200 profile_qwen torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model qwen2-moe-2.7b \
         --tokens 1024,8192 --configs "$configs" --out "$out/profile-qwen2-moe-2.7b.json"
     run 240 profile_mixtral torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model mixtral-8x7b \

@@ -88,7 +88,7 @@ class BenchRunner:
             limit = self._grouped_mm_us(inputs[0][1])
             for cfg in self._configs(tokens):
                 fused, fused_errors, graphs = self._fused(cfg, tokens, inputs, check, expected)
-                runs.append({**base, "config": {k: v for k, v in cfg.__dict__.items()}, "graphs": graphs,
+                runs.append({**base, "config": {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden)}, "graphs": graphs,
                              **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})
                 if self.rank == 0:

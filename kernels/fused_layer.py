@@ -11,7 +11,7 @@ One call, all on the device and in stream order, no host sync:
 1. epoch += 1; sort this rank's (token, slot) pairs by expert; pack the token rows in that
    order into the send region of `xbuf`; publish the per-expert counts (`meta`).
 2. device barrier: every rank has published (and every rank is past the previous call).
-3. the plan (kernels/fused_plan.py) from every rank's counts, read through peer memory.
+3. the plan (kernels/fused_plan.py, one kernel) from every rank's counts, read through peer memory.
 4. layer0 kernel (pull + GEMM0 + SwiGLU), layer1 kernel (GEMM1 + push).
 5. device barrier: every rank's results have landed in their sources' combine regions.
 6. the weighted top-k sum of the combine region, one pass.
@@ -55,6 +55,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 __all__ = ["ROW_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
 
+WIDE_BLOCK_N1 = 256
 
 @dataclass(frozen=True)
 class FusedConfig:
@@ -64,7 +65,9 @@ class FusedConfig:
     comm_blocks1: int = 16
     block_m: int = 128
     block_n: int = 128
-    block_n1: int | None = None  # layer1's tile width (GEMM1 has one accumulator: wider fits); default block_n
+    # layer1's tile width: GEMM1 has one accumulator, so 256 fits in registers and was 20-30% faster than 128 on
+    # H100 (results/measurements/ep2_h100/profile/); default 256 where it divides a split, else block_n
+    block_n1: int | None = None
     flatten: bool = False  # software-pipeline across tiles where no wait intervenes (own tiles, GEMM1)
     block_k: int = 64
     group_m: int = 8
@@ -77,6 +80,12 @@ class FusedConfig:
     num_stages: int = 3
     copy_elems: int = 16384  # elements one communication block moves per step (16-byte vectors)
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
+
+    def layer1_width(self, hidden: int) -> int:
+        if self.block_n1:
+            return self.block_n1
+        split_cols = hidden // max(1, self.n_splits)
+        return WIDE_BLOCK_N1 if split_cols % WIDE_BLOCK_N1 == 0 else self.block_n
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
@@ -173,13 +182,17 @@ class FusedMoE:
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)
-        self.iota = torch.arange(max(self.send_rows, world * self.experts + 1), device=self.device)
+        self.iota = torch.arange(self.send_rows, device=self.device)
+        # sort keys as narrow as the expert count allows: a radix sort makes one pass per key byte
+        key_dtype = torch.int16 if world * self.experts < torch.iinfo(torch.int16).max else torch.int32
+        self.expert_edges = torch.arange(world * self.experts + 1, dtype=key_dtype, device=self.device)
         self.rotation = torch.tensor(source_rotation(self.rank, world, cfg.row_order), device=self.device)
+        self.plan = DevicePlan.empty(self.max_tiles, world, self.device)
         self._calls = 0
         self.delay_spins = 0  # tests: > 0 slows every layer0 producer, < 0 stops it from signalling
         # ---- TMA descriptors, made once: nothing they describe moves ----
         bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
-        self.block_n1 = cfg.block_n1 or bn
+        self.block_n1 = cfg.layer1_width(hidden)
         self.xbuf_desc = TensorDescriptor.from_tensor(self.xbuf.local, [bm, bk])
         self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
         self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, bn])  # (E_l * H, 2F)
@@ -196,7 +209,7 @@ class FusedMoE:
             raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
         if not 1 <= cfg.comm_blocks1 < self.programs:
             raise ValueError(f"comm_blocks1 must be in [1, {self.programs - 1}], got {cfg.comm_blocks1}")
-        block_n1 = cfg.block_n1 or cfg.block_n
+        block_n1 = cfg.layer1_width(hidden)
         if cfg.n_splits < 1 or hidden % cfg.n_splits or (hidden // cfg.n_splits) % block_n1:
             raise ValueError(f"n_splits={cfg.n_splits} must cut H={hidden} into multiples of layer1's tile width {block_n1}")
         if hidden % 16 or self.ffn % 16:
@@ -218,8 +231,8 @@ class FusedMoE:
         pairs = tokens * top_k
         self.epoch.add_(1)
         # ---- 1. pack this rank's rows in expert order, publish the counts ----
-        sorted_ids, order = torch.sort(ids.reshape(-1), stable=True)
-        edges = torch.searchsorted(sorted_ids, self.iota[:self.world * self.experts + 1])
+        sorted_ids, order = torch.sort(ids.reshape(-1).to(self.expert_edges.dtype), stable=True)
+        edges = torch.searchsorted(sorted_ids, self.expert_edges)
         self.meta.local[0].copy_(edges[1:] - edges[:-1])
         torch.index_select(x.to(self.dtype), 0, order // top_k, out=self.xbuf.local[:pairs])
         self.pos[:pairs].scatter_(0, order, self.iota[:pairs])  # pair -> its send row
@@ -227,7 +240,7 @@ class FusedMoE:
         self._barrier(0)
         # ---- 2. the plan, from every rank's counts ----
         counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
-        plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles)
+        plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles, self.plan)
         if self.cfg.comm_blocks0 == 0 and mode == COMPUTE_ONLY:  # nothing moves: the flags on the device
             self.flags[self.max_tiles:].copy_(self.epoch.expand(self.world))
         elif self.cfg.comm_blocks0 == 0:

@@ -17,6 +17,7 @@ import tempfile
 import triton
 import triton.backends.nvidia
 from comet_dse.kernels import fused_moe as fm
+from comet_dse.kernels import fused_plan
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -71,6 +72,11 @@ def main() -> None:
     report["layer1_n256"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": True})
+    report["plan"] = _compile(fused_plan.plan_kernel, {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32",
+                                                        "num_tiles_ptr": "*i32", "order1_ptr": "*i32",
+                                                        "local_tiles_ptr": "*i32", "segments_ptr": "*i64"},
+                              {"WORLD": 8, "W_P2": 8, "E_P2": 32, "ET_P2": 256, "BLOCK_M": BM,
+                               "BLOCK_U": fused_plan.plan_block_u(8 * 32)}, num_warps=8)
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
     report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
     json.dump(report, sys.stdout, indent=1)
