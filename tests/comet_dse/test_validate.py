@@ -15,7 +15,8 @@ from comet_dse.sim import Comet, Sequential, simulate
 from comet_dse.validation import sweep
 from comet_dse.workload import Workload
 
-MEASURED = Path(__file__).resolve().parents[2] / "results" / "measurements" / "ep2_h100"
+# the kernel version whose every configuration the simulator models (layer1 tiles as wide as layer0's)
+MEASURED = Path(__file__).resolve().parents[2] / "results" / "measurements" / "ep2_h100" / "history" / "torch_plan"
 QWEN = MEASURED / "bench-qwen2-moe-2.7b-ep2-20261125-185859.json"
 MIXTRAL = MEASURED / "bench-mixtral-8x7b-ep2-20261125-190032.json"
 
