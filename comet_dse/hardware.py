@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from comet_dse.errors import UserError
 from comet_dse.files import read_json_object
+
+if TYPE_CHECKING:
+    from comet_dse.measured import MeasuredTables
 
 NS_PER_S = 1e9
 
@@ -37,11 +41,13 @@ class HardwareProfile:
     host_sync_us: float  # exchange of split sizes + device-to-host copy + stream sync
     kernel_launch_us: float
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
+    measured: MeasuredTables | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "sources"):
+            if f.name in ("name", "sources", "measured"):
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
                 raise UserError(f"hardware.{f.name}", f"must be a number >= 0, got {value!r}")
@@ -110,16 +116,26 @@ class HardwareProfile:
         return worst * NS_PER_S + latency_us * 1e3
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures and sources; a measured profile's tables under "measured" (absent otherwise)."""
+        out = asdict(replace(self, measured=None))
+        del out["measured"]
+        if self.measured is not None:
+            out["measured"] = self.measured.to_dict()
+        return out
 
     def figures(self) -> dict:
         """Every figure, as its declared type (a JSON profile's 300 and a preset's 300.0 are one
-        figure): a tuning study's identity. The name and the sources change no prediction."""
+        figure): a tuning study's identity. The name and the sources change no prediction. A measured
+        profile adds its tables' digest, so a changed table is a new study; a preset's stays as it was."""
         cast = {"int": int, "float": float}
-        return {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "sources")}
+        out = {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "sources", "measured")}
+        if self.measured is not None:
+            out["measured_tables"] = self.measured.digest
+        return out
 
 
 _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
+_NO_TABLES = "none: every cost from the figures (a measured profile from comet-dse calibrate brings tables)"
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,
     comm_block_GBps=15.5,
@@ -143,6 +159,7 @@ _HOPPER_SHARED_SOURCES = {
     "collective_sms": "estimate (NCCL all-to-all channels)",
     "host_sync_us": "estimate (count exchange + cudaMemcpy D2H + sync)",
     "kernel_launch_us": "estimate",
+    "measured": _NO_TABLES,
 }
 
 HARDWARE_PRESETS: dict[str, HardwareProfile] = {
@@ -184,7 +201,7 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
                 "comm_block_GBps": "assumed as Hopper (not measured)", "comm_saturation": "assumed as Hopper", "nic_GBps": "200 Gb/s NIC per GPU (assumed)",
                 "link_latency_us": "estimate (PCIe peer access)", "collective_efficiency": "estimate",
                 "collective_latency_us": "estimate", "collective_sms": "estimate",
-                "host_sync_us": "estimate", "kernel_launch_us": "estimate",
+                "host_sync_us": "estimate", "kernel_launch_us": "estimate", "measured": _NO_TABLES,
             },
         ),
     )
@@ -197,33 +214,38 @@ JSON_FIGURE_MAX = 1e6
 JSON_RATE_MIN = 1e-3  # TFLOP/s or GB/s
 
 
-def _check_json_figures(path: Path, data: dict) -> None:
-    """Types and ranges of a profile file's entries, each error naming its key."""
+def check_json_figures(path: Path, data: dict, prefix: str = "hardware") -> None:
+    """Types and ranges of a profile file's entries, each error naming its key (`prefix`.key)."""
     if "name" in data and not isinstance(data["name"], str):
-        raise UserError("hardware.name", f"must be a string in {path}, got {data['name']!r}")
+        raise UserError(f"{prefix}.name", f"must be a string in {path}, got {data['name']!r}")
     sources = data.get("sources", {})
     if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
-        raise UserError("hardware.sources", f"must be an object of figure -> source text in {path}, got {sources!r}")
+        raise UserError(f"{prefix}.sources", f"must be an object of figure -> source text in {path}, got {sources!r}")
     rates = {"gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps"}
     for key, value in data.items():
         if key in ("name", "sources", "base"):
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise UserError(f"hardware.{key}", f"must be a finite number in {path}, got {value!r}")
+            raise UserError(f"{prefix}.{key}", f"must be a finite number in {path}, got {value!r}")
         low = JSON_RATE_MIN if key in rates else 0.0
         if not low <= value <= JSON_FIGURE_MAX:
-            raise UserError(f"hardware.{key}", f"must be in [{low:g}, {JSON_FIGURE_MAX:g}] in {path}, got {value!r}")
+            raise UserError(f"{prefix}.{key}", f"must be in [{low:g}, {JSON_FIGURE_MAX:g}] in {path}, got {value!r}")
 
 
 def load_hardware(path: str | Path) -> HardwareProfile:
-    """A JSON profile; `"base": "<preset>"` takes the preset's figures and overrides the rest."""
+    """A JSON profile; `"base": "<preset>"` takes the preset's figures and overrides the rest. A
+    measured profile (a "format" key, written by `comet-dse calibrate`) is read by comet_dse/measured.py."""
     path = Path(path)
     data = read_json_object(path, "--hardware")
-    known = {f.name for f in fields(HardwareProfile)}
+    if "format" in data:
+        from comet_dse.measured import load_measured
+
+        return load_measured(path, data)
+    known = {f.name for f in fields(HardwareProfile)} - {"measured"}
     unknown = set(data) - known - {"base"}
     if unknown:
         raise UserError("--hardware", f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known | {'base'})}")
-    _check_json_figures(path, data)
+    check_json_figures(path, data)
     base_name = data.pop("base", None)
     if base_name is not None:
         if not isinstance(base_name, str) or base_name not in HARDWARE_PRESETS:

@@ -84,6 +84,8 @@ class Schedule(ABC):
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         if self.block_m not in TILE_SIZES or self.block_n not in TILE_SIZES:
             raise UserError("--tile", f"tile sides must be in {TILE_SIZES}, got {self.block_m}x{self.block_n}")
+        if hardware.measured is not None:  # the collectives are priced for the world sizes measured only
+            hardware.measured.check_world(workload.world)
 
     def params(self) -> dict:
         return asdict(self)

@@ -6,6 +6,11 @@ the compute stream runs chunk i's GEMM0 and GEMM1 once dispatch i is done. While
 collective is in flight on a rank (waiting for peers included) its kernel holds
 `collective_sms` SMs, so a GEMM running then goes slower: the GEMM is modelled as a fluid
 whose speed is set by the SMs it has, recomputed whenever the collective starts or ends.
+With a measured profile each chunk runs the kernels of B1 (kernels/baselines.py moe_chunked),
+priced from the tables as in `sequential`: the regroup gather, GEMM0, SwiGLU, GEMM1 and the
+scatter back on the compute stream (only the GEMMs slow down under a collective: the passes
+are bound by memory, not SMs), the routing plan, host sync and send-order gather before the
+first dispatch, the (token, slot) scatter and weighted sum after the last combine.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.sim.gemm import kernel_time_ns
+from comet_dse.sim.baseline_kernels import Kernel, alltoall_ns, combine_side, dispatch_side, expert_side, gemm_kernel
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules.base import (
@@ -23,7 +28,6 @@ from comet_dse.sim.schedules.base import (
     RankOutcome,
     Schedule,
     bubble,
-    grouped_gemm_tiles,
     pair_bytes,
     permute_ns,
     reduce_ns,
@@ -61,28 +65,41 @@ class Chunked(Schedule):
         if not isinstance(self.chunks, int) or not 1 <= self.chunks <= MAX_CHUNKS:
             raise UserError("--chunks", f"must be an integer in [1, {MAX_CHUNKS}], got {self.chunks!r}")
 
+    def chunk_kernels(self, ctx: SimContext, groups: list, part: np.ndarray, i: int) -> tuple[list[Kernel], list[Kernel]]:
+        """Chunk i's kernels on the compute stream: (up to the end of GEMM0 + SwiGLU, the rest)."""
+        wl = ctx.workload
+        shared = np.array([wl.tokens // self.chunks + (i < wl.tokens % self.chunks)])
+        rows = np.array([part[:, g.expert].sum() for g in groups if g.expert >= 0])
+        if len(groups) > len(rows):  # the shared experts see this chunk's own tokens
+            rows = np.concatenate([rows, shared])
+        shared_sms = ctx.hardware.sms - ctx.hardware.collective_sms
+        if ctx.hardware.measured is not None:
+            return expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}")
+        return ([gemm_kernel(ctx, f"GEMM0 + SwiGLU chunk {i}", groups, rows, 0, self.block_m, self.block_n, shared_sms)],
+                [gemm_kernel(ctx, f"GEMM1 chunk {i}", groups, rows, 1, self.block_m, self.block_n, shared_sms)])
+
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
+        measured = hw.measured is not None
         parts = split_counts(ctx.routing.counts, self.chunks)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
         colls = {}
         for i, part in enumerate(parts):
             sends = pair_bytes(ctx, part)
-            colls["dispatch", i] = ctx.collective(f"dispatch all-to-all {i}", hw.alltoall_ns(sends))
-            colls["combine", i] = ctx.collective(f"combine all-to-all {i}", hw.alltoall_ns(sends.T))
+            colls["dispatch", i] = ctx.collective(f"dispatch all-to-all {i}", alltoall_ns(ctx, sends))
+            colls["combine", i] = ctx.collective(f"combine all-to-all {i}", alltoall_ns(ctx, sends.T))
         outcomes: list[RankOutcome | None] = [None] * wl.world
 
         def rank_processes(rank: int):
             groups = rank_groups(wl, ctx.routing, rank)
-            kernels = []  # per chunk: (GEMM0 tiles, GEMM1 tiles)
-            for i, part in enumerate(parts):
-                shared = np.array([wl.tokens // self.chunks + (i < wl.tokens % self.chunks)])
-                rows = np.array([part[:, g.expert].sum() for g in groups if g.expert >= 0])
-                if len(groups) > len(rows):  # the shared experts see this chunk's own tokens
-                    rows = np.concatenate([rows, shared])
-                kernels.append(tuple(grouped_gemm_tiles(ctx, groups, rows, self.block_m, self.block_n, layer) for layer in (0, 1)))
-            permute, reduce = permute_ns(ctx, rank), reduce_ns(ctx, rank)
+            kernels = [self.chunk_kernels(ctx, groups, part, i) for i, part in enumerate(parts)]  # (layer0, layer1) per chunk
+            if measured:
+                before, after = dispatch_side(ctx, rank), combine_side(ctx, rank)
+            else:
+                before = [Kernel("stream", "permute", permute_ns(ctx, rank), "permute")]
+                after = [Kernel("stream", "unpermute + top-k reduce", reduce_ns(ctx, rank), "reduce")]
+            overheads: dict[str, float] = {}
             ready = env.event()
             done = {key: env.event() for key in colls}
             gemm_done = [env.event() for _ in parts]
@@ -93,10 +110,19 @@ class Chunked(Schedule):
                 changed, state["changed"] = state["changed"], env.event()
                 changed.succeed()
 
+            def run_steps(steps: list[Kernel]):
+                for k in steps:
+                    start = env.now + k.launches * launch
+                    yield env.timeout(k.launches * launch + k.ns)
+                    if k.overhead != "launch":  # (a run of small ops has no body to show)
+                        ctx.add_slice(rank, k.role, k.label, start, env.now)
+                    if k.overhead != "launch":  # launches are counted at the end
+                        overheads[k.overhead] = overheads.get(k.overhead, 0.0) + k.ns
+
             def comm_stream():
-                yield env.timeout(launch + permute)
-                ctx.add_slice(rank, "stream", "permute", launch, env.now)
+                yield from run_steps(before)
                 yield sync.arrive(rank)
+                overheads["host_sync"] = sync.duration_ns
                 ready.succeed()
                 for key in stream_order(self.chunks):
                     if key[0] == "combine":
@@ -105,13 +131,12 @@ class Chunked(Schedule):
                     yield colls[key].arrive(rank)
                     set_busy(False)
                     done[key].succeed()
-                yield env.timeout(launch + reduce)
-                ctx.add_slice(rank, "stream", "unpermute + top-k reduce", env.now - reduce, env.now)
+                yield from run_steps(after)
 
-            def run_kernel(tiles: np.ndarray, label: str):
-                full = kernel_time_ns(tiles, hw.sms)
-                shared = kernel_time_ns(tiles, hw.sms - hw.collective_sms)
-                yield env.timeout(launch)
+            def run_kernel(kernel: Kernel):
+                full, label = kernel.ns, kernel.label
+                shared = kernel.shared_ns if kernel.shared_ns is not None else full
+                yield env.timeout(kernel.launches * launch)
                 start, fraction = env.now, 0.0
                 while fraction < 1.0:
                     total = shared if state["busy"] else full
@@ -124,18 +149,22 @@ class Chunked(Schedule):
                     if timer.processed or env.now - began >= left:
                         break
                     fraction += (env.now - began) / total
-                ctx.add_slice(rank, "compute", label, start, env.now)
-                return full
+                ctx.add_slice(rank, kernel.role, label, start, env.now)
+                if kernel.overhead is not None:
+                    overheads[kernel.overhead] = overheads.get(kernel.overhead, 0.0) + full
+                return full if kernel.overhead is None else 0.0
 
             def compute_stream():
                 yield ready
                 alone = 0.0
-                for i, (tiles0, tiles1) in enumerate(kernels):
+                for i, (layer0, layer1) in enumerate(kernels):
                     yield done["dispatch", i]
-                    alone += yield env.process(run_kernel(tiles0, f"GEMM0 + SwiGLU chunk {i}"))
+                    for kernel in layer0:
+                        alone += yield env.process(run_kernel(kernel))
                     if i == len(kernels) - 1:
                         state["layer0_end"] = env.now
-                    alone += yield env.process(run_kernel(tiles1, f"GEMM1 chunk {i}"))
+                    for kernel in layer1:
+                        alone += yield env.process(run_kernel(kernel))
                     gemm_done[i].succeed()
                 state["compute_alone"] = alone
 
@@ -144,14 +173,15 @@ class Chunked(Schedule):
             yield comm & compute
             ctx.add_slice(rank, "layer", "layer0", 0, state["layer0_end"])
             ctx.add_slice(rank, "layer", "layer1", state["layer0_end"], env.now)
-            all_tiles = np.concatenate([t for pair in kernels for t in pair])
+            every = [*before, *after, *(k for pair in kernels for part in pair for k in part)]
+            gemms = [k for pair in kernels for part in pair for k in part if k.overhead is None]
+            overheads["launch"] = sum(k.launches for k in every) * launch
             outcomes[rank] = RankOutcome(
                 end_ns=env.now,
                 layer0_end_ns=state["layer0_end"],
                 compute_alone_ns=state["compute_alone"],
-                bubble_ns=bubble(env.now, all_tiles, hw.sms),
-                overheads_ns={"permute": permute, "host_sync": sync.duration_ns, "reduce": reduce,
-                              "launch": (2 + 2 * self.chunks) * launch},
+                bubble_ns=bubble(env.now, np.concatenate([k.busy_tiles(hw.sms) for k in gemms]), hw.sms),
+                overheads_ns=overheads,
             )
 
         for rank in range(wl.world):

@@ -11,6 +11,14 @@ hardware.comm_blocks_GBps(comm_blocks) in all (the measured saturation curve), a
 every link with the other ranks' flows.
 Each kind of path (a local copy, NVLink peers, network peers) is worked on at once, in
 the row order, over as many peers at a time as the blocks need to fill that path.
+
+With a measured profile the kernels as built (kernels/fused_layer.py, priced in
+sim/fused_costs.py): this rank's own tiles need no copy (their GEMM reads the send region)
+and are computed first; the local rows of layer1 are written in place, not sent; GEMM tiles
+slow down while copies run; the pack, the plan and a device barrier come before layer0 and a
+device barrier and one combine pass after layer1. comm_blocks0 = 0 is the copy-engine
+variant: one peer copy per source on a side stream after a host sync, each source's tiles
+ready when its whole segment has landed, every SM computing.
 """
 
 from __future__ import annotations
@@ -19,8 +27,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from comet_dse.sim.fused_costs import (
+    EPILOGUE_OPS,
+    PROLOGUE_OPS,
+    combine_pass_ns,
+    contended,
+    engine_GBps,
+    fused_tile_ns,
+    layer1_width,
+    pack_ns,
+)
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
-from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout, group_tile_ns
+from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
 from comet_dse.sim.network import Flow, Link
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules.base import (
@@ -52,8 +70,10 @@ class Comet(Schedule):
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
         for field_name, value in (("--comm-blocks0", self.comm_blocks0), ("--comm-blocks1", self.comm_blocks1)):
-            if not isinstance(value, int) or not 1 <= value < hardware.sms:
-                raise UserError(field_name, f"must be an integer in [1, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
+            # 0 in layer0 is the copy-engine variant, priced from a measured profile only
+            low = 0 if field_name == "--comm-blocks0" and hardware.measured is not None else 1
+            if not isinstance(value, int) or not low <= value < hardware.sms:
+                raise UserError(field_name, f"must be an integer in [{low}, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
         if self.row_order not in ROW_ORDERS:
             raise UserError("--row-order", f"must be one of {', '.join(ROW_ORDERS)}, got {self.row_order!r}")
         hidden = workload.model.hidden
@@ -120,8 +140,14 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     env, hw, wl = ctx.env, ctx.hardware, ctx.workload
     world = wl.world
     launch = hw.kernel_launch_us * 1e3
+    tables = hw.measured
+    copy_engine = knobs.comm_blocks0 == 0
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
-    cap0, cap1 = hw.comm_blocks_GBps(knobs.comm_blocks0), hw.comm_blocks_GBps(knobs.comm_blocks1)
+    cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
+    slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)
+    slow1 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks1)
+    block_n1 = knobs.block_n if tables is None else layer1_width(wl.model.hidden, knobs.n_splits, knobs.block_n)
+    barrier0 = ctx.collective("device barrier", hw.link_latency_us * 1e3)
     arrivals = np.zeros(world)  # last combine data landed, per destination rank
     state: list[dict] = [{} for _ in range(world)]
 
@@ -129,12 +155,25 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node)
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
-        tile_ns0, n_tiles0 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 0)
-        tile_ns1, n_tiles1 = group_tile_ns(hw, wl, groups, group_rows, knobs.block_m, knobs.block_n, 1)
+        tile_ns0, n_tiles0 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, knobs.block_n, 0, blocks0)
+        tile_ns1, n_tiles1 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, block_n1, 1, blocks1)
+        overheads: dict[str, float] = {}
+
+        # ---- before layer0: today's launch, or the pack, the barrier and the plan (measured) ----
+        if tables is None:
+            yield env.timeout(launch)
+        else:
+            overheads["permute"] = pack_ns(ctx, rank)
+            yield env.timeout(PROLOGUE_OPS * launch + overheads["permute"])
+            ctx.add_slice(rank, "stream", "pack rows + plan", 0, env.now)
+            yield barrier0.arrive(rank)
+            if copy_engine:  # the segment sizes go to the host before the copies are issued
+                overheads["host_sync"] = hw.host_sync_us * 1e3
+                yield env.timeout(overheads["host_sync"])
+            yield env.timeout(launch)
+        start0 = env.now
 
         # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
-        start0 = launch
-        yield env.timeout(start0)
         engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
         flows: dict[int, Flow] = {}
 
@@ -146,16 +185,28 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
                 ctx.add_slice(rank, f"comm0 {lane}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
-        pulls = [src for src in layout.source_order if layout.flow_bytes[src] > 0]
-        yield env.all_of([env.process(pull(*lane)) for lane in ctx.lanes(pulls, lambda src: src, rank, cap0)])
+        pull_bytes = layout.flow_bytes.astype(float)
+        if tables is not None:
+            pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
+        pulls = [src for src in layout.source_order if pull_bytes[src] > 0]
+        if copy_engine:  # one copy per source, in rank order, one after another on the side stream
+            lanes = [("copy engine", sorted(pulls))]
+        else:
+            lanes = ctx.lanes(pulls, lambda src: src, rank, cap0)
+        yield env.all_of([env.process(pull(*lane)) for lane in lanes])
+        pulls_end = env.now
         tile_ready = np.full(len(layout.tile_rows), float(start0))
         for i, (src, offset) in enumerate(zip(layout.tile_last_source, layout.tile_last_offset)):
-            if src >= 0:
-                tile_ready[i] = flows[src].time_at(offset) + ctx.latency_ns(src, rank)
-        order0 = np.argsort(tile_ready, kind="stable")  # compute takes tiles in arrival order
+            if src >= 0 and src in flows:
+                at = flows[src].size if copy_engine else offset  # copy engine: one flag per segment
+                tile_ready[i] = flows[src].time_at(at) + ctx.latency_ns(src, rank)
+        order0 = np.argsort(tile_ready, kind="stable")  # compute takes tiles in arrival order (own tiles first)
         g0 = layout.tile_group[order0]
         dur0 = np.repeat(tile_ns0[g0], n_tiles0[g0])
-        starts0, ends0 = persistent_schedule(np.repeat(tile_ready[order0], n_tiles0[g0]), dur0, blocks0, start0)
+        ready0 = np.repeat(tile_ready[order0], n_tiles0[g0])
+        starts0, ends0 = persistent_schedule(ready0, dur0, blocks0, start0)
+        if slow0 != 1.0 and not copy_engine:  # tiles that ran beside the pulls, once more at their slower pace
+            starts0, ends0 = persistent_schedule(ready0, contended(starts0, dur0, (start0, pulls_end), slow0), blocks0, start0)
         layer0_end = max(float(ends0.max(initial=start0)), env.now)
         yield env.timeout(layer0_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM0 + SwiGLU (fused)", start0, layer0_end)
@@ -175,15 +226,26 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         per_split = n_tiles1[g1] // knobs.n_splits
         dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
         starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), dur1, blocks1, start1)
-        # end of split j of the i-th tile in order1: the last of its per_split column tiles
         bounds = np.cumsum(np.tile(per_split, knobs.n_splits))
-        split_end = (ends1[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
-        compute1_end = float(ends1.max(initial=start1))
         routed = order1[layout.tile_last_source[order1] >= 0]
         routed_pos = np.flatnonzero(layout.tile_last_source[order1] >= 0)
         waves_tiles = max(1, SEND_WAVES * blocks1 // max(1, int(per_split.max(initial=1))))
         bytes_per_row = wl.model.hidden // knobs.n_splits * wl.dtype_bytes
-        sends = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
+
+        def layer1_sends(ends: np.ndarray) -> list[tuple[float, int, int]]:
+            # end of split j of the i-th tile in order1: the last of its per_split column tiles
+            split_end = (ends[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
+            found = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
+            if tables is not None:  # local rows are written in place in the combine region, not sent
+                found = [s for s in found if s[1] != rank]
+            return found
+
+        sends = layer1_sends(ends1)
+        if slow1 != 1.0 and sends:  # tiles that ran once the pushes began, once more at their slower pace
+            starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), contended(starts1, dur1, (sends[0][0], np.inf), slow1),
+                                                 blocks1, start1)
+            sends = layer1_sends(ends1)
+        compute1_end = float(ends1.max(initial=start1))
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
         def push(lane: str, lane_sends: list[tuple[float, int, int]]):
@@ -205,30 +267,39 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         sent: dict[int, float] = {}
         for _, dest, size in sends:
             sent[dest] = sent.get(dest, 0.0) + size
-        comm_alone = (_comm_alone_ns(ctx, rank, dict(enumerate(layout.flow_bytes.astype(float))), cap0)
+        comm_alone = (_comm_alone_ns(ctx, rank, dict(enumerate(pull_bytes)), cap0)
                       + _comm_alone_ns(ctx, rank, sent, cap1))
         state[rank] = dict(
             layer0_end=layer0_end, own_end=env.now, comm_alone=comm_alone,
             compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
-            tiles0=dur0, tiles1=dur1,
+            tiles0=dur0, tiles1=dur1, overheads=overheads,
         )
 
     for rank in range(world):
         env.process(rank_process(rank))
     env.run()
 
+    # measured: the device barrier after layer1 lets every rank go once every rank's pushes have landed
+    released = max(max(s["own_end"] for s in state), float(arrivals.max())) + hw.link_latency_us * 1e3
     outcomes = []
     for rank in range(world):
         s = state[rank]
-        reduce = reduce_ns(ctx, rank)
-        received = max(s["own_end"], arrivals[rank])
-        end = received + reduce + launch
-        ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
+        if tables is None:
+            reduce, launches = reduce_ns(ctx, rank), 3
+            received = max(s["own_end"], arrivals[rank])
+            end = received + reduce + launch
+            ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
+        else:
+            reduce, launches = combine_pass_ns(ctx, rank), PROLOGUE_OPS + 2 + EPILOGUE_OPS  # + layer0 and layer1
+            received = released
+            end = received + EPILOGUE_OPS * launch + reduce
+            ctx.add_slice(rank, "comm", "device barrier", max(s["own_end"], arrivals[rank]), released)
+            ctx.add_slice(rank, "stream", "weighted top-k sum", end - reduce, end)
         ctx.add_slice(rank, "layer", "layer0", 0, s["layer0_end"])
         ctx.add_slice(rank, "layer", "layer1", s["layer0_end"], end)
         idle = bubble(s["layer0_end"], s["tiles0"], blocks0) + bubble(received - s["layer0_end"], s["tiles1"], blocks1)
         outcomes.append(RankOutcome(
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
-            overheads_ns={"reduce": reduce, "launch": 3 * launch},
+            overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch},
         ))
     return outcomes, max(s["comm_alone"] for s in state)

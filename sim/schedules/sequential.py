@@ -2,7 +2,8 @@
 
 permute -> split-size exchange + host sync -> NCCL all-to-all dispatch -> grouped GEMM0
 (+ SwiGLU) on all SMs -> grouped GEMM1 on all SMs -> all-to-all combine -> weighted
-unpermute. The collectives block until the slowest rank arrives.
+unpermute. The collectives block until the slowest rank arrives. With a measured profile
+the steps are the kernels B0 really launches, each priced from its tables (sim/baseline_kernels.py).
 """
 
 from __future__ import annotations
@@ -11,65 +12,69 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.sim.gemm import kernel_time_ns
+from comet_dse.sim.baseline_kernels import Kernel, alltoall_ns, combine_side, dispatch_side, expert_side, gemm_kernel
 from comet_dse.sim.layout import rank_groups
-from comet_dse.sim.runtime import SimContext
-from comet_dse.sim.schedules.base import (
-    Outcome,
-    RankOutcome,
-    Schedule,
-    bubble,
-    grouped_gemm_tiles,
-    pair_bytes,
-    permute_ns,
-    reduce_ns,
-)
+from comet_dse.sim.runtime import Collective, SimContext
+from comet_dse.sim.schedules.base import Outcome, RankOutcome, Schedule, bubble, pair_bytes, permute_ns, reduce_ns
+
+LAYER0_END = "layer0 end"  # a marker in a rank's steps
 
 
 @dataclass(frozen=True)
 class Sequential(Schedule):
     name: ClassVar[str] = "sequential"
 
+    def steps(self, ctx: SimContext, rank: int, sync: Collective, dispatch: Collective,
+              combine: Collective) -> list[Kernel | Collective | str]:
+        """This rank's kernels and collectives in stream order."""
+        groups = rank_groups(ctx.workload, ctx.routing, rank)
+        rows = np.array([g.rows_by_source.sum() for g in groups])
+        if ctx.hardware.measured is not None:
+            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n)
+            return [*dispatch_side(ctx, rank), sync, dispatch, *layer0, LAYER0_END, *layer1, combine, *combine_side(ctx, rank)]
+        return [Kernel("stream", "permute", permute_ns(ctx, rank), "permute"), sync, dispatch,
+                gemm_kernel(ctx, "GEMM0 + SwiGLU", groups, rows, 0, self.block_m, self.block_n), LAYER0_END,
+                gemm_kernel(ctx, "GEMM1", groups, rows, 1, self.block_m, self.block_n), combine,
+                Kernel("stream", "unpermute + top-k reduce", reduce_ns(ctx, rank), "reduce")]
+
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
         sends = pair_bytes(ctx, ctx.routing.counts)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
-        dispatch = ctx.collective("dispatch all-to-all", hw.alltoall_ns(sends))
-        combine = ctx.collective("combine all-to-all", hw.alltoall_ns(sends.T))
+        dispatch = ctx.collective("dispatch all-to-all", alltoall_ns(ctx, sends))
+        combine = ctx.collective("combine all-to-all", alltoall_ns(ctx, sends.T))
         outcomes: list[RankOutcome | None] = [None] * wl.world
 
         def rank_process(rank: int):
-            groups = rank_groups(wl, ctx.routing, rank)
-            rows = np.array([g.rows_by_source.sum() for g in groups])
-            tiles0 = grouped_gemm_tiles(ctx, groups, rows, self.block_m, self.block_n, 0)
-            tiles1 = grouped_gemm_tiles(ctx, groups, rows, self.block_m, self.block_n, 1)
-            gemm0, gemm1 = kernel_time_ns(tiles0, hw.sms), kernel_time_ns(tiles1, hw.sms)
-            permute, reduce = permute_ns(ctx, rank), reduce_ns(ctx, rank)
-
-            yield env.timeout(launch + permute)
-            ctx.add_slice(rank, "stream", "permute", launch, env.now)
-            yield sync.arrive(rank)
-            yield dispatch.arrive(rank)
-            start0 = env.now + launch
-            yield env.timeout(launch + gemm0)
-            ctx.add_slice(rank, "compute", "GEMM0 + SwiGLU", start0, env.now)
-            layer0_end = env.now
-            start1 = env.now + launch
-            yield env.timeout(launch + gemm1)
-            ctx.add_slice(rank, "compute", "GEMM1", start1, env.now)
-            yield combine.arrive(rank)
-            yield env.timeout(launch + reduce)
-            ctx.add_slice(rank, "stream", "unpermute + top-k reduce", env.now - reduce, env.now)
+            steps = self.steps(ctx, rank, sync, dispatch, combine)
+            overheads: dict[str, float] = {}
+            layer0_end = 0.0
+            for step in steps:
+                if step == LAYER0_END:
+                    layer0_end = env.now
+                elif isinstance(step, Collective):
+                    yield step.arrive(rank)
+                    if step is sync:
+                        overheads["host_sync"] = sync.duration_ns
+                else:
+                    start = env.now + step.launches * launch
+                    yield env.timeout(step.launches * launch + step.ns)
+                    if step.overhead != "launch":  # (a run of small ops has no body to show)
+                        ctx.add_slice(rank, step.role, step.label, start, env.now)
+                    if step.overhead not in (None, "launch"):  # launches are counted below
+                        overheads[step.overhead] = overheads.get(step.overhead, 0.0) + step.ns
+            kernels = [s for s in steps if isinstance(s, Kernel)]
+            gemms = [k for k in kernels if k.overhead is None]
+            overheads["launch"] = sum(k.launches for k in kernels) * launch
             ctx.add_slice(rank, "layer", "layer0", 0, layer0_end)
             ctx.add_slice(rank, "layer", "layer1", layer0_end, env.now)
-            idle = bubble(env.now, np.concatenate([tiles0, tiles1]), hw.sms)
             outcomes[rank] = RankOutcome(
                 end_ns=env.now,
                 layer0_end_ns=layer0_end,
-                compute_alone_ns=gemm0 + gemm1,
-                bubble_ns=idle,
-                overheads_ns={"permute": permute, "host_sync": sync.duration_ns, "reduce": reduce, "launch": 4 * launch},
+                compute_alone_ns=sum(k.ns for k in gemms),
+                bubble_ns=bubble(env.now, np.concatenate([k.busy_tiles(hw.sms) for k in gemms]), hw.sms),
+                overheads_ns=overheads,
             )
 
         for rank in range(wl.world):

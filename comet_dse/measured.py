@@ -1,0 +1,321 @@
+"""Measured hardware profiles ("comet-dse-profile/1", written by `comet-dse calibrate`): the reader.
+
+A measured profile is a preset (`base`) with measured scalar `figures` applied, plus tables of
+what the kernels really cost on those GPUs: grouped GEMM time over rows per expert, memory-bound
+passes, NCCL all-to-all over size, communication blocks -> bandwidth, GEMM slowdown under copies.
+The format is specified in the calibration issue's contract; every violation is a UserError
+naming the field as a dotted path (`hardware.tables.alltoall[0].bytes_per_rank`).
+
+The lookups here are what the simulator prices kernels with (sim/measured_costs.py):
+
+- `expert_gemm_us`: one expert's share of a grouped GEMM call, by (impl, K, N, swiglu, rows, SMs);
+- `memory_pass_ns`: a memory-bound pass of a kind over some bytes;
+- `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
+- `comm_GBps`: what n communication blocks move (pull or push);
+- `gemm_slowdown`: GEMM time with n blocks copying beside it / alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from comet_dse.errors import UserError
+
+if TYPE_CHECKING:
+    from comet_dse.hardware import HardwareProfile
+
+FORMAT = "comet-dse-profile/1"
+TOP_KEYS = ("format", "name", "base", "gpus", "provenance", "figures", "sources", "tables")
+IMPLS = ("grouped_mm", "fused")
+PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
+TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
+TABLES_OPTIONAL = ("comm_blocks", "gemm_contention")
+GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
+DIRECTIONS = ("pull", "push")
+F = "hardware"  # every field path starts here, as the flat profiles' errors do
+
+
+# ---- curves --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curve:
+    """y over strictly increasing x (both > 0 where a log is taken)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def loglog(self, at: float) -> float:
+        """Log-log interpolation; beyond either end, the end segment's slope carries on."""
+        lx, ly = np.log(self.x), np.log(self.y)
+        t = math.log(at)
+        i = int(np.clip(np.searchsorted(lx, t) - 1, 0, len(lx) - 2))  # the segment at t, or the end one
+        slope = (ly[i + 1] - ly[i]) / (lx[i + 1] - lx[i])
+        return float(math.exp(ly[i] + slope * (t - lx[i])))
+
+    def linear(self, at: float, through_origin: bool = False) -> float:
+        """Linear interpolation, flat beyond the ends; `through_origin`: proportional below the first point."""
+        if through_origin and at < self.x[0]:
+            return self.y[0] * at / self.x[0]
+        return float(np.interp(at, self.x, self.y))
+
+
+@dataclass(frozen=True)
+class GemmEntry:
+    impl: str
+    k: int
+    n: int  # output columns; with swiglu the weight has 2n
+    swiglu: bool
+    experts: int
+    sms: int
+    block_m: int | None
+    block_n: int | None
+    us: Curve  # over rows per expert: the whole grouped call
+
+    def flops_per_expert(self, rows: float) -> float:
+        return 2.0 * rows * self.k * self.n * (2 if self.swiglu else 1)
+
+
+# ---- the tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class MeasuredTables:
+    """The tables of a measured profile. Equal (and hashed) by a digest of their JSON, which is
+    also what a tuning study's identity sees (HardwareProfile.figures)."""
+
+    gpus: int
+    grouped_gemm: tuple[GemmEntry, ...]
+    memory_pass_GBps: dict[str, float]
+    alltoall: dict[int, Curve]  # world size -> us over bytes per rank
+    comm: dict[str, Curve]  # "pull" / "push" -> GB/s over blocks; empty: the scalar figures' curve
+    copy_engine_GBps: float | None
+    contention: Curve | None  # slowdown over copy blocks
+    raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps({"gpus": self.gpus, "tables": self.raw}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MeasuredTables) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def to_dict(self) -> dict:
+        return {"gpus": self.gpus, "digest": self.digest, "tables": self.raw}
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def expert_gemm_us(self, impl: str, k: int, n: int, swiglu: bool, rows: float, sms: int,
+                       tile: tuple[int, int] | None = None) -> float:
+        """One expert's share of a grouped GEMM call: `rows` rows of (K -> N) on `sms` SMs, in µs.
+
+        The measured call took us(rows) for `experts` experts of `rows` rows each: an expert's
+        share is us / experts (uneven experts in one call are priced expert by expert and summed).
+        Rows per expert interpolate log-log. The nearest measured SM count is scaled by SMs (a
+        grouped GEMM's tiles spread over every SM). A (K, N) not measured takes the nearest
+        measured shape's TFLOP/s at the same rows per expert: that is how a held-out model shape
+        is priced. `impl` "fused" falls back to "grouped_mm" entries when none was measured;
+        `tile` prefers the fused entries of that tile shape.
+        """
+        if rows <= 0:
+            return 0.0
+        entry = self._nearest_gemm(impl, k, n, swiglu, sms, tile)
+        share = entry.us.loglog(rows) / entry.experts * entry.sms / sms
+        wanted = 2.0 * rows * k * n * (2 if swiglu else 1)
+        return share * wanted / entry.flops_per_expert(rows)
+
+    def _nearest_gemm(self, impl: str, k: int, n: int, swiglu: bool, sms: int, tile: tuple[int, int] | None) -> GemmEntry:
+        entries = [e for e in self.grouped_gemm if e.impl == impl] or [e for e in self.grouped_gemm if e.impl == "grouped_mm"]
+        if tile is not None:
+            entries = [e for e in entries if (e.block_m, e.block_n) == tile] or entries
+        cols = n * (2 if swiglu else 1)  # the weight's columns: what sets the shape's efficiency
+        def key(e: GemmEntry) -> tuple:
+            shape = abs(math.log(e.k / k)) + abs(math.log(e.n * (2 if e.swiglu else 1) / cols)) + (e.swiglu != swiglu)
+            return (round(shape, 9), abs(e.sms - sms), -e.sms)
+        return min(entries, key=key)
+
+    def memory_pass_ns(self, kind: str, bytes_moved: float) -> float:
+        """A memory-bound pass of `kind` moving `bytes_moved` (read + written), in ns."""
+        return bytes_moved / self.memory_pass_GBps[kind]  # GB/s = bytes/ns
+
+    def check_world(self, world: int) -> None:
+        """A world size the all-to-all table measured (one GPU exchanges nothing)."""
+        if world > 1 and world not in self.alltoall:
+            measured = ", ".join(map(str, sorted(self.alltoall)))
+            raise UserError(f"{F}.tables.alltoall", f"measured for {measured} GPUs, not {world}: calibrate on "
+                                                    f"{world} GPUs or use a preset")
+
+    def alltoall_us(self, world: int, bytes_per_rank: float) -> float:
+        """An NCCL all-to-all over `world` GPUs where the busiest rank sends `bytes_per_rank`."""
+        self.check_world(world)
+        if world == 1:
+            return 0.0
+        return self.alltoall[world].loglog(max(bytes_per_rank, 1.0))
+
+    def comm_GBps(self, direction: str, blocks: int) -> float | None:
+        """What `blocks` communication blocks move, pulling or pushing (None: not measured)."""
+        curve = self.comm.get(direction)
+        return None if curve is None else curve.linear(blocks, through_origin=True)
+
+    def gemm_slowdown(self, copy_blocks: int) -> float:
+        """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured)."""
+        return 1.0 if self.contention is None or copy_blocks <= 0 else self.contention.linear(copy_blocks)
+
+
+# ---- validation ----------------------------------------------------------------------------
+
+
+def _object(value, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(path, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _keys(obj: dict, path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise UserError(f"{path}.{missing[0]}", "missing (required)")
+    unknown = sorted(set(obj) - set(required) - set(optional))
+    if unknown:
+        raise UserError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join((*required, *optional))}")
+
+
+def _number(value, path: str, low: float = 0.0, strict: bool = True) -> float:
+    """A finite number > low (>= low with strict False); bools are not numbers."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (strict and value == low):
+        raise UserError(path, f"must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(value, path: str, low: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UserError(path, f"must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _curve(obj: dict, path: str, xs: str, ys: str, x_low: float = 0.0, x_strict: bool = True) -> Curve:
+    """Two lists of one length, >= 2 points, x strictly increasing, y > 0."""
+    x, y = obj[xs], obj[ys]
+    for name, values in ((xs, x), (ys, y)):
+        if not isinstance(values, list) or len(values) < 2:
+            raise UserError(f"{path}.{name}", f"must be a list of at least 2 numbers, got {values!r}")
+    if len(x) != len(y):
+        raise UserError(f"{path}.{ys}", f"must have as many points as {xs} ({len(x)}), got {len(y)}")
+    xv = [_number(v, f"{path}.{xs}[{i}]", x_low, x_strict) for i, v in enumerate(x)]
+    yv = [_number(v, f"{path}.{ys}[{i}]") for i, v in enumerate(y)]
+    bad = next((i for i in range(1, len(xv)) if xv[i] <= xv[i - 1]), None)
+    if bad is not None:
+        raise UserError(f"{path}.{xs}", f"must be strictly increasing, got {xv[bad - 1]:g} then {xv[bad]:g} at [{bad}]")
+    return Curve(tuple(xv), tuple(yv))
+
+
+def _gemm_entry(obj, path: str) -> GemmEntry:
+    obj = _object(obj, path)
+    _keys(obj, path, GEMM_KEYS)
+    if obj["impl"] not in IMPLS:
+        raise UserError(f"{path}.impl", f"must be one of {', '.join(IMPLS)}, got {obj['impl']!r}")
+    if not isinstance(obj["swiglu"], bool):
+        raise UserError(f"{path}.swiglu", f"must be true or false, got {obj['swiglu']!r}")
+    blocks = [None if obj[b] is None else _integer(obj[b], f"{path}.{b}") for b in ("block_m", "block_n")]
+    for i, rows in enumerate(obj["rows_per_expert"] if isinstance(obj["rows_per_expert"], list) else []):
+        _number(rows, f"{path}.rows_per_expert[{i}]", 1.0, strict=False)
+    return GemmEntry(obj["impl"], _integer(obj["K"], f"{path}.K"), _integer(obj["N"], f"{path}.N"), obj["swiglu"],
+                     _integer(obj["experts"], f"{path}.experts"), _integer(obj["sms"], f"{path}.sms"), *blocks,
+                     us=_curve(obj, path, "rows_per_expert", "us"))
+
+
+def parse_tables(tables, gpus: int) -> MeasuredTables:
+    path = f"{F}.tables"
+    tables = _object(tables, path)
+    _keys(tables, path, TABLES_REQUIRED, TABLES_OPTIONAL)
+
+    gemm_list = tables["grouped_gemm"]
+    if not isinstance(gemm_list, list) or not gemm_list:
+        raise UserError(f"{path}.grouped_gemm", "must be a non-empty list of entries")
+    gemm = tuple(_gemm_entry(e, f"{path}.grouped_gemm[{i}]") for i, e in enumerate(gemm_list))
+    if not any(e.impl == "grouped_mm" for e in gemm):
+        raise UserError(f"{path}.grouped_gemm", "needs at least one \"grouped_mm\" entry (the baselines' GEMM)")
+
+    passes = _object(tables["memory_pass_GBps"], f"{path}.memory_pass_GBps")
+    _keys(passes, f"{path}.memory_pass_GBps", PASS_KINDS)
+    memory = {k: _number(passes[k], f"{path}.memory_pass_GBps.{k}") for k in PASS_KINDS}
+
+    a2a_list = tables["alltoall"]
+    if not isinstance(a2a_list, list) or not a2a_list:
+        raise UserError(f"{path}.alltoall", "must be a non-empty list of entries, one per world size")
+    alltoall: dict[int, Curve] = {}
+    for i, entry in enumerate(a2a_list):
+        at = f"{path}.alltoall[{i}]"
+        entry = _object(entry, at)
+        _keys(entry, at, ("world", "bytes_per_rank", "us"))
+        world = _integer(entry["world"], f"{at}.world", 2)
+        if world > gpus:
+            raise UserError(f"{at}.world", f"{world} GPUs, but the profile measured {gpus} (\"gpus\")")
+        if world in alltoall:
+            raise UserError(f"{at}.world", f"{world} GPUs measured twice")
+        alltoall[world] = _curve(entry, at, "bytes_per_rank", "us")
+
+    comm: dict[str, Curve] = {}
+    engine = None
+    if "comm_blocks" in tables:
+        at = f"{path}.comm_blocks"
+        blocks = _object(tables["comm_blocks"], at)
+        _keys(blocks, at, DIRECTIONS, ("copy_engine_GBps",))
+        for direction in DIRECTIONS:
+            curve_obj = _object(blocks[direction], f"{at}.{direction}")
+            _keys(curve_obj, f"{at}.{direction}", ("blocks", "GBps"))
+            comm[direction] = _curve(curve_obj, f"{at}.{direction}", "blocks", "GBps", 1.0, x_strict=False)
+        if "copy_engine_GBps" in blocks:
+            engine = _number(blocks["copy_engine_GBps"], f"{at}.copy_engine_GBps")
+
+    contention = None
+    if "gemm_contention" in tables:
+        at = f"{path}.gemm_contention"
+        obj = _object(tables["gemm_contention"], at)
+        _keys(obj, at, ("copy_blocks", "slowdown"))
+        contention = _curve(obj, at, "copy_blocks", "slowdown", 0.0, x_strict=False)
+        if contention.x[0] != 0:
+            raise UserError(f"{at}.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, engine, contention, raw=json.loads(json.dumps(tables)))
+
+
+def load_measured(path: Path, data: dict) -> HardwareProfile:
+    """A "comet-dse-profile/1" object: its base preset, the measured figures over it, the tables."""
+    from comet_dse.hardware import HARDWARE_PRESETS, HardwareProfile, check_json_figures
+
+    if data.get("format") != FORMAT:
+        raise UserError(f"{F}.format", f"must be {FORMAT!r}, got {data.get('format')!r}")
+    _keys(data, F, ("format", "base", "gpus", "figures", "tables"), ("name", "provenance", "sources"))
+    base = data["base"]
+    if not isinstance(base, str) or base not in HARDWARE_PRESETS:
+        raise UserError(f"{F}.base", f"unknown preset {base!r}; choose one of {', '.join(HARDWARE_PRESETS)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str):
+        raise UserError(f"{F}.name", f"must be a string, got {name!r}")
+    gpus = _integer(data["gpus"], f"{F}.gpus")
+    _object(data.get("provenance", {}), f"{F}.provenance")
+    figures = _object(data["figures"], f"{F}.figures")
+    scalar = {f.name for f in fields(HardwareProfile)} - {"name", "sources", "measured"}
+    unknown = sorted(set(figures) - scalar)
+    if unknown:
+        raise UserError(f"{F}.figures.{unknown[0]}", f"not a figure of a profile; allowed: {', '.join(sorted(scalar))}")
+    check_json_figures(path, figures, prefix=f"{F}.figures")
+    sources = data.get("sources", {})
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise UserError(f"{F}.sources", f"must be an object of figure -> source text, got {sources!r}")
+    tables = parse_tables(data["tables"], gpus)
+    preset = HARDWARE_PRESETS[base]
+    merged = {**preset.sources, **{k: f"{path}" for k in figures}, **sources, "measured": f"{path}: tables"}
+    return replace(preset, name=name, **figures, sources=merged, measured=tables)

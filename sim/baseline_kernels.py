@@ -1,0 +1,140 @@
+"""The kernels one rank of the collective-based schedules runs, each with its price.
+
+Two price lists. Without measured tables (presets, flat profiles) the cost model of the
+figures: permute and reduce as HBM passes, GEMMs as persistent tiles on all SMs, the
+collectives from the bottleneck model. With a measured profile (comet_dse/measured.py), the
+kernels B0 really launches (kernels/baselines.py moe_chunked, expert_gemm "grouped"), each
+priced from the tables: the passes by kind, `torch._grouped_mm` by rows per expert, the
+all-to-all by the busiest rank's bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from comet_dse.sim.gemm import kernel_time_ns
+from comet_dse.sim.layout import Group
+from comet_dse.sim.runtime import SimContext
+from comet_dse.sim.schedules.base import grouped_gemm_tiles
+
+# Small torch ops of B0 (kernels/baselines.py) that do no pass over rows, each charged one
+# kernel launch (figures.kernel_launch_us, which calibrate measures as a small kernel's cost):
+# before the split-size exchange: sort, searchsorted, arange, sub, the (W, chunks, E) transpose,
+# order // k, the stack and the sum of the split sizes;
+PLAN_OPS = 8
+# the expert-major gather index (_expert_major: 2 reshapes, 2 cumsums, 2 subs, arange,
+# repeat_interleave, add) and the group ends (sum, cumsum); only when rows are regrouped;
+REGROUP_INDEX_OPS = 11
+# the cast of the top-k weights before the weighted sum.
+REDUCE_OPS = 1
+OUT_BYTES = 4  # the layer's output is fp32 (out_dtype), as in the bench
+
+
+@dataclass
+class Kernel:
+    """One kernel (or a run of small ones) on a rank's stream."""
+
+    role: str  # timeline role: "stream" (memory passes, small ops) or "compute" (GEMMs)
+    label: str
+    ns: float  # its body, after its launches
+    overhead: str | None  # the overheads_ns key it counts under; None: a GEMM (compute alone)
+    launches: int = 1
+    tiles: np.ndarray | None = None  # a GEMM's tile times (preset model): bubbles and compute alone
+    shared_ns: float | None = None  # a GEMM's time while a collective holds its SMs (chunked)
+
+    def busy_tiles(self, sms: int) -> np.ndarray:
+        """Per-SM busy time as tiles: the tiles, or every SM busy for the whole kernel."""
+        return self.tiles if self.tiles is not None else np.full(sms, self.ns)
+
+
+def busiest_bytes(sends: np.ndarray) -> float:
+    """What the busiest rank of an all-to-all sends or receives, its own share included."""
+    return float(max(sends.sum(axis=1).max(), sends.sum(axis=0).max()))
+
+
+def alltoall_ns(ctx: SimContext, sends: np.ndarray) -> float:
+    hw = ctx.hardware
+    if hw.measured is None:
+        return hw.alltoall_ns(sends)
+    return hw.measured.alltoall_us(ctx.workload.world, busiest_bytes(sends)) * 1e3
+
+
+def gemm_shape(ctx: SimContext, group: Group, layer: int) -> tuple[int, int, bool]:
+    """(K, N, swiglu) of a group's GEMM: GEMM0 H -> 2F with SwiGLU (N = F), GEMM1 F -> H."""
+    hidden = ctx.workload.model.hidden
+    return (hidden, group.ffn, True) if layer == 0 else (group.ffn, hidden, False)
+
+
+def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, layer: int, sms: int,
+                     impl: str = "grouped_mm") -> float:
+    """One grouped GEMM call over uneven experts: each expert's share of a measured call at its own
+    rows per expert (time(rows_e) / experts of the measurement), summed over the experts."""
+    tables = ctx.hardware.measured
+    return float(sum(tables.expert_gemm_us(impl, *gemm_shape(ctx, g, layer), int(r), sms) for g, r in zip(groups, rows)) * 1e3)
+
+
+def gemm_kernel(ctx: SimContext, label: str, groups: list[Group], rows: np.ndarray, layer: int,
+                block_m: int, block_n: int, shared_sms: int | None = None) -> Kernel:
+    """A grouped GEMM on all SMs; `shared_sms`: also its time on that many (a collective holds the rest)."""
+    hw = ctx.hardware
+    if hw.measured is not None:
+        shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms)
+        return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms), None, shared_ns=shared)
+    tiles = grouped_gemm_tiles(ctx, groups, rows, block_m, block_n, layer)
+    shared = None if shared_sms is None else kernel_time_ns(tiles, shared_sms)
+    return Kernel("compute", label, kernel_time_ns(tiles, hw.sms), None, tiles=tiles, shared_ns=shared)
+
+
+def pass_ns(ctx: SimContext, kind: str, bytes_moved: float) -> float:
+    return float(np.ceil(ctx.hardware.measured.memory_pass_ns(kind, bytes_moved)))
+
+
+def regroups(ctx: SimContext) -> bool:
+    """B0 regroups received rows into expert order only with several ranks and several local experts."""
+    return ctx.workload.world > 1 and ctx.workload.experts_per_rank > 1
+
+
+def dispatch_side(ctx: SimContext, rank: int) -> list[Kernel]:
+    """Measured B0 before the split-size exchange and the dispatch: the routing plan's small ops,
+    then the gather of this rank's (token, slot) rows into send order (read + write)."""
+    wl = ctx.workload
+    pairs = int(ctx.routing.counts[rank].sum())
+    row = wl.model.hidden * wl.dtype_bytes
+    return [Kernel("stream", "sort + split sizes", 0.0, "launch", launches=PLAN_OPS),
+            Kernel("stream", "gather to send order", pass_ns(ctx, "gather", 2 * pairs * row), "permute")]
+
+
+def expert_side(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,
+                shared_sms: int | None = None, suffix: str = "") -> tuple[list[Kernel], list[Kernel]]:
+    """Measured B0 between dispatch and combine, as (layer0 kernels, layer1 kernels): regroup
+    gather, GEMM0, SwiGLU (silu_ then mul_: 5 R F elements moved), GEMM1, scatter back."""
+    wl = ctx.workload
+    received = int(rows.sum())
+    row = wl.model.hidden * wl.dtype_bytes
+    ffn_elems = sum(int(r) * g.ffn for g, r in zip(groups, rows))
+    regroup = regroups(ctx) and received > 0
+    layer0: list[Kernel] = []
+    if regroup:
+        layer0 += [Kernel("stream", f"expert-major index{suffix}", 0.0, "launch", launches=REGROUP_INDEX_OPS),
+                   Kernel("stream", f"gather to expert order{suffix}", pass_ns(ctx, "gather", 2 * received * row), "permute")]
+    layer0 += [gemm_kernel(ctx, f"GEMM0{suffix}", groups, rows, 0, block_m, block_n, shared_sms),
+               Kernel("stream", f"SwiGLU{suffix}", pass_ns(ctx, "elementwise", 5 * ffn_elems * wl.dtype_bytes), "swiglu",
+                      launches=2)]
+    layer1 = [gemm_kernel(ctx, f"GEMM1{suffix}", groups, rows, 1, block_m, block_n, shared_sms)]
+    if regroup:
+        layer1.append(Kernel("stream", f"scatter to arrival order{suffix}", pass_ns(ctx, "scatter", 2 * received * row),
+                             "unpermute"))
+    return layer0, layer1
+
+
+def combine_side(ctx: SimContext, rank: int) -> list[Kernel]:
+    """Measured B0 after the combine: the returned rows scattered into (token, slot) order, then
+    the weighted top-k sum (bf16 rows read, fp32 accumulated and written)."""
+    wl = ctx.workload
+    pairs = int(ctx.routing.counts[rank].sum()) * wl.tp
+    row = wl.model.hidden * wl.dtype_bytes
+    weighted = pairs * row + wl.tokens * wl.model.hidden * OUT_BYTES
+    return [Kernel("stream", "scatter to token order", pass_ns(ctx, "scatter", 2 * pairs * row), "unpermute"),
+            Kernel("stream", "weighted top-k sum", pass_ns(ctx, "fp32_reduce", weighted), "reduce",
+                   launches=1 + REDUCE_OPS)]

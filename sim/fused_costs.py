@@ -1,0 +1,84 @@
+"""What the `comet` schedule charges for the pieces of the fused layer (kernels/fused_layer.py).
+
+Without measured tables: the tile model of the figures (sim/layout.py group_tile_ns), the
+blocks -> bandwidth curve of the figures, one launch per kernel. With a measured profile, what
+the fused layer as built does, priced from the tables:
+
+- GEMM tiles from the "fused" grouped GEMM table at the compute SM count: a tile costs the
+  measured call's time x its SMs / its tiles, at the expert's rows per expert (a partial
+  tile costs a full one); GEMM0 is one tile per BLOCK_N columns of F doing gate and up
+  (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
+- the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
+- GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks;
+- the plan's small kernels, the pack gather and a device barrier before layer0, a device
+  barrier after layer1 and one combine pass at the owner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from comet_dse.sim.baseline_kernels import OUT_BYTES, gemm_shape, pass_ns
+from comet_dse.sim.layout import Group, group_tile_ns
+from comet_dse.sim.runtime import SimContext
+
+WIDE_BLOCK_N1 = 256  # kernels/fused_layer.py FusedConfig.layer1_width: its default layer1 tile width
+# The fused forward's small kernels (kernels/fused_layer.py FusedMoE.__call__), one launch each:
+# before layer0: epoch += 1, the sort (2), searchsorted, the counts (sub + copy), the pair
+# positions (scatter_), counters.zero_, the barrier, the stack of the peers' counts, the plan;
+PROLOGUE_OPS = 11
+# after layer1 and its barrier (whose launch hides behind layer1): the weights' fp32 cast, the combine kernel.
+EPILOGUE_OPS = 2
+
+
+def layer1_width(hidden: int, n_splits: int, block_n: int) -> int:
+    """The fused kernel's GEMM1 tile width: 256 where it divides a split's columns, else block_n."""
+    return WIDE_BLOCK_N1 if (hidden // n_splits) % WIDE_BLOCK_N1 == 0 else block_n
+
+
+def fused_tile_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,
+                  layer: int, sms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: (tile time in ns, tiles along N) of the fused kernel's GEMM on `sms` compute SMs."""
+    hw = ctx.hardware
+    if hw.measured is None:
+        return group_tile_ns(hw, ctx.workload, groups, rows, block_m, block_n, layer)
+    times, n_tiles = [], []
+    for group, group_rows in zip(groups, rows):
+        k, n, swiglu = gemm_shape(ctx, group, layer)
+        nt = -(-n // block_n)
+        mt = max(1, -(-int(group_rows) // block_m))
+        expert_us = hw.measured.expert_gemm_us("fused", k, n, swiglu, max(int(group_rows), 1), sms, (block_m, block_n))
+        times.append(np.ceil(expert_us * 1e3 * sms / (mt * nt)))  # SM-time of the expert / its tiles
+        n_tiles.append(nt)
+    return np.array(times), np.array(n_tiles, dtype=np.int64)
+
+
+def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
+    """What `blocks` communication blocks move pulling (layer0) or pushing (layer1); blocks = 0:
+    the copy engine."""
+    hw, tables = ctx.hardware, ctx.hardware.measured
+    if blocks == 0:
+        return tables.copy_engine_GBps or hw.link_GBps
+    measured = None if tables is None else tables.comm_GBps(direction, blocks)
+    return hw.comm_blocks_GBps(blocks) if measured is None else measured
+
+
+def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, float], slowdown: float) -> np.ndarray:
+    """Tile times with those starting inside the copies' window slowed (HBM and L2 shared)."""
+    if slowdown == 1.0:
+        return durations
+    inside = (starts >= window[0]) & (starts < window[1])
+    return np.where(inside, np.ceil(durations * slowdown), durations)
+
+
+def pack_ns(ctx: SimContext, rank: int) -> float:
+    """The pack of this rank's (token, slot) rows in expert order into its send region (a gather)."""
+    wl = ctx.workload
+    pairs = int(ctx.routing.counts[rank].sum())
+    return pass_ns(ctx, "gather", 2 * pairs * wl.model.hidden * wl.dtype_bytes)
+
+
+def combine_pass_ns(ctx: SimContext, rank: int) -> float:
+    """The weighted top-k sum of the combine region: bf16 rows read, fp32 rows written."""
+    wl = ctx.workload
+    pairs = int(ctx.routing.counts[rank].sum()) * wl.tp
+    return pass_ns(ctx, "fp32_reduce", pairs * wl.model.hidden * wl.dtype_bytes + wl.tokens * wl.model.hidden * OUT_BYTES)

@@ -1,0 +1,190 @@
+"""Measured hardware profiles ("comet-dse-profile/1", comet_dse/measured.py): the lookups on hand
+values, bad profiles as one CLI line, the study identity, and the old flat format still read."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from comet_dse.cli import main
+from comet_dse.errors import UserError
+from comet_dse.hardware import HARDWARE_PRESETS, load_hardware, resolve_hardware
+from comet_dse.measured import Curve
+from comet_dse.models import MODEL_PRESETS
+from comet_dse.search.study import TuneSpec
+from comet_dse.workload import Workload
+
+PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
+HAND = json.loads((PROFILES / "hand.json").read_text())
+EXAMPLE = PROFILES / "h100-sxm-x2-synthetic.json"
+
+
+def write(folder: Path, name: str, data: dict) -> Path:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def edited(edit) -> dict:
+    data = copy.deepcopy(HAND)
+    edit(data)
+    return data
+
+
+# ---- the loader --------------------------------------------------------------------------
+
+
+def test_loads_base_with_figures_and_tables():
+    hw = load_hardware(PROFILES / "hand.json")
+    base = HARDWARE_PRESETS["h100-sxm"]
+    assert hw.name == "hand-measured" and hw.sms == 4 and hw.link_GBps == 64.0
+    assert hw.hbm_GBps == base.hbm_GBps and hw.nic_GBps == base.nic_GBps  # not measured: the base's
+    assert hw.measured is not None and hw.measured.gpus == 2
+    assert hw.to_dict()["measured"]["tables"] == HAND["tables"]
+    json.dumps(hw.to_dict())  # the simulate --json and validate outputs can carry it
+
+
+def test_flat_profiles_still_load(tmp_path):
+    hw = resolve_hardware(str(write(tmp_path, "flat", {"base": "h800", "link_GBps": 300})))
+    assert hw.link_GBps == 300 and hw.measured is None and "measured" not in hw.to_dict()
+
+
+# ---- the lookups on hand values ------------------------------------------------------------
+
+
+def test_curve_loglog_interpolates_and_extrapolates_with_the_end_slopes():
+    c = Curve((10.0, 100.0, 1000.0), (1.0, 10.0, 40.0))
+    assert c.loglog(10.0) == pytest.approx(1.0)
+    assert c.loglog(math.sqrt(10 * 100)) == pytest.approx(math.sqrt(10.0))  # halfway in logs
+    assert c.loglog(1.0) == pytest.approx(0.1)  # first slope 1 carried down
+    assert c.loglog(10000.0) == pytest.approx(160.0)  # last slope log(4) per decade carried up
+    assert c.linear(50.0) == pytest.approx(10.0 * 40 / 90 + 1.0 * 50 / 90)
+    assert c.linear(5.0) == 1.0 and c.linear(5.0, through_origin=True) == 0.5 and c.linear(5000.0) == 40.0
+
+
+def test_grouped_gemm_lookup(tmp_path):
+    t = load_hardware(PROFILES / "hand.json").measured
+    assert t.expert_gemm_us("grouped_mm", 256, 128, True, 256, 4) == pytest.approx(2.0)
+    assert t.expert_gemm_us("grouped_mm", 256, 128, True, 181, 4) == pytest.approx(181 / 128)  # slope 1 in log-log
+    assert t.expert_gemm_us("grouped_mm", 256, 128, True, 256, 2) == pytest.approx(4.0)  # half the SMs
+    assert t.expert_gemm_us("grouped_mm", 256, 128, True, 0, 4) == 0.0
+    # a shape not measured: the nearest shape's TFLOP/s at the same rows (here 2x the FLOPs)
+    assert t.expert_gemm_us("grouped_mm", 512, 128, True, 256, 4) == pytest.approx(4.0)
+    assert t.expert_gemm_us("fused", 128, 256, False, 128, 2, (128, 128)) == pytest.approx(1.0)
+    # an expert's share of a call of several experts
+    data = edited(lambda d: d["tables"]["grouped_gemm"][0].update(experts=4))
+    t4 = load_hardware_from(data, tmp_path)
+    assert t4.expert_gemm_us("grouped_mm", 256, 128, True, 256, 4) == pytest.approx(0.5)
+
+
+def load_hardware_from(data: dict, folder: Path):
+    return load_hardware(write(folder, "p", data)).measured
+
+
+def test_pass_alltoall_comm_and_contention_lookups(tmp_path):
+    t = load_hardware(PROFILES / "hand.json").measured
+    assert t.memory_pass_ns("fp32_reduce", 1024) == 2.0
+    assert t.alltoall_us(2, 131072) == pytest.approx(2.0)
+    assert t.alltoall_us(2, 1 << 20) == pytest.approx(16.0)  # beyond the table: the end slope
+    assert t.alltoall_us(1, 1 << 20) == 0.0
+    with pytest.raises(UserError, match=r"hardware\.tables\.alltoall: measured for 2 GPUs, not 8"):
+        t.alltoall_us(8, 1024)
+    assert t.comm_GBps("pull", 2) == 32.0 and t.comm_GBps("push", 3) == 48.0 and t.comm_GBps("pull", 200) == 64.0
+    assert t.gemm_slowdown(0) == 1.0 and t.gemm_slowdown(2) == 1.25 and t.gemm_slowdown(8) == 1.5
+    bare = load_hardware_from(edited(lambda d: [d["tables"].pop(k) for k in ("comm_blocks", "gemm_contention")]), tmp_path)
+    assert bare.comm_GBps("pull", 2) is None and bare.gemm_slowdown(16) == 1.0
+
+
+# ---- bad profiles: one line naming the field, exit 2 -------------------------------------------
+
+
+def _pop(path: str):
+    def edit(d):
+        *parents, last = path.split(".")
+        for key in parents:
+            d = d[key]
+        del d[last]
+    return edit
+
+
+BAD = {
+    "wrong_format": (lambda d: d.update(format="comet-dse-profile/2"), "hardware.format"),
+    "missing_table": (_pop("tables.alltoall"), "hardware.tables.alltoall"),
+    "missing_passes": (_pop("tables.memory_pass_GBps"), "hardware.tables.memory_pass_GBps"),
+    "negative_bandwidth": (lambda d: d["tables"]["memory_pass_GBps"].update(gather=-5.0),
+                           "hardware.tables.memory_pass_GBps.gather"),
+    "negative_pull": (lambda d: d["tables"]["comm_blocks"]["pull"].update(GBps=[16.0, -64.0]),
+                      "hardware.tables.comm_blocks.pull.GBps[1]"),
+    "non_monotone_sizes": (lambda d: d["tables"]["alltoall"][0].update(bytes_per_rank=[262144, 65536]),
+                           "hardware.tables.alltoall[0].bytes_per_rank"),
+    "non_monotone_rows": (lambda d: d["tables"]["grouped_gemm"][1].update(rows_per_expert=[128, 128]),
+                          "hardware.tables.grouped_gemm[1].rows_per_expert"),
+    "lengths_differ": (lambda d: d["tables"]["grouped_gemm"][0].update(us=[1.0, 2.0, 3.0]),
+                       "hardware.tables.grouped_gemm[0].us"),
+    "zero_time": (lambda d: d["tables"]["alltoall"][0].update(us=[0.0, 4.0]), "hardware.tables.alltoall[0].us[0]"),
+    "world_over_gpus": (lambda d: d["tables"]["alltoall"][0].update(world=4), "hardware.tables.alltoall[0].world"),
+    "no_grouped_mm": (lambda d: d["tables"].update(grouped_gemm=d["tables"]["grouped_gemm"][2:]),
+                      "hardware.tables.grouped_gemm"),
+    "unknown_key": (lambda d: d.update(extra=1), "hardware.extra"),
+    "unknown_figure": (lambda d: d["figures"].update(warp_GBps=1.0), "hardware.figures.warp_GBps"),
+    "bad_figure": (lambda d: d["figures"].update(link_GBps=float("inf")), "hardware.figures.link_GBps"),
+    "bad_base": (lambda d: d.update(base="a100"), "hardware.base"),
+    "contention_not_from_0": (lambda d: d["tables"]["gemm_contention"].update(copy_blocks=[1, 4]),
+                              "hardware.tables.gemm_contention.copy_blocks"),
+}
+SIMULATE = ["simulate", "--model", "mixtral-8x7b", "--ep", "2", "--tokens", "512"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_profile_is_one_line_naming_the_field(tmp_path, capsys, name):
+    edit, field = BAD[name]
+    path = write(tmp_path, name, edited(edit))
+    assert main([*SIMULATE, "--hardware", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"comet-dse: error: {field}:"), err
+
+
+def test_a_table_for_another_gpu_count(capsys):
+    for schedule in ("sequential", "chunked", "comet"):
+        code = main(["simulate", "--model", "mixtral-8x7b", "--ep", "8", "--tokens", "512", "--schedule", schedule,
+                     "--hardware", str(EXAMPLE)])
+        _, err = capsys.readouterr()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith("comet-dse: error: hardware.tables.alltoall: measured for 2 GPUs, not 8"), err
+
+
+def test_example_profile_simulates_every_schedule(capsys):
+    assert main([*SIMULATE, "--hardware", str(EXAMPLE), "--schedule", "all", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert set(results) == {"sequential", "chunked", "comet"}
+    assert all(r["latency_us"] > 0 for r in results.values())
+
+
+# ---- the study identity ------------------------------------------------------------------------
+
+
+def spec(hw) -> TuneSpec:
+    wl = Workload(MODEL_PRESETS["mixtral-8x7b"], 1024, 2)
+    return TuneSpec("mixtral-8x7b", hw, wl, 10, 0, ("latency",), "sqlite:///:memory:")
+
+
+def test_study_identity_follows_the_tables(tmp_path):
+    hw = load_hardware(PROFILES / "hand.json")
+    same = load_hardware(write(tmp_path, "renamed", edited(lambda d: d.update(name="other"))))
+    slower = load_hardware(write(tmp_path, "slower", edited(
+        lambda d: d["tables"]["alltoall"][0].update(us=[1.0, 5.0]))))
+    assert spec(hw).identity(1024).digest == spec(same).identity(1024).digest
+    assert spec(hw).identity(1024).digest != spec(slower).identity(1024).digest
+    assert hw.measured == same.measured and hw.measured != slower.measured
+    without = replace(hw, measured=None)  # the same figures without tables: another study
+    assert spec(hw).identity(1024).digest != spec(without).identity(1024).digest
+
+
+def test_preset_identity_has_no_tables_entry():
+    assert "measured_tables" not in HARDWARE_PRESETS["h100-sxm"].figures()

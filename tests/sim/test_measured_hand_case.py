@@ -1,0 +1,100 @@
+"""The hand case of test_hand_case.py on a measured profile (tests/fixtures/profiles/hand.json),
+checked to the nanosecond: each schedule's kernels priced from the tables.
+
+The profile: 4 SMs, 1 ns per kernel launch, host sync 1000 ns, link 64 B/ns + 1000 ns latency;
+grouped_mm GEMM0 (K 256, N 128, SwiGLU) 1.0/2.0 us at 128/256 rows, GEMM1 half that; fused GEMM0
+2.0/4.0 us and GEMM1 1.0/2.0 us on 2 SMs; passes: gather and scatter 256 B/ns, elementwise 128,
+fp32 reduce 512; all-to-all 1 us at 65536 B per rank, 4 us at 262144 (log-log: linear);
+pull and push 16 B/ns per block; copy engine 32 B/ns; GEMM slowdown 1.25 beside 2 copy blocks.
+Each rank: 256 tokens, top-1, half to each rank's one expert, so 256 rows per expert.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from comet_dse.hardware import load_hardware
+from comet_dse.sim import Chunked, Comet, Sequential, simulate
+
+HAND_PROFILE = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "hand.json"
+
+
+def ns(us: float) -> int:
+    return round(us * 1e3)
+
+
+@pytest.fixture
+def measured_case(hand_case):
+    workload, _ = hand_case
+    return workload, load_hardware(HAND_PROFILE)
+
+
+# sort + split sizes: 8 launches; gather to send order 256 rows x 512 B read + written / 256 = 1024 (+1)
+BEFORE_SYNC = 8 + 1 + 1024
+ALLTOALL = 2000  # busiest rank's bytes 2 x 65536 -> 2.0 us
+SWIGLU = 2 + 5 * 256 * 128 * 2 // 128  # silu_ + mul_: 5 R F elements of 2 B at 128 B/ns
+# scatter to token order (1 + 1024), weighted sum (2 launches + (256 x 512 + 256 x 256 x 4) / 512)
+AFTER_COMBINE = 1 + 1024 + 2 + 768
+
+
+def test_sequential_is_b0s_kernels_priced_from_the_tables(measured_case):
+    workload, hw = measured_case
+    r = simulate(workload, hw, Sequential())
+    # host sync 1000 -> dispatch -> GEMM0 (1 + 2000 at 256 rows) -> SwiGLU: layer0 ends
+    layer0 = BEFORE_SYNC + 1000 + ALLTOALL + 1 + 2000 + SWIGLU
+    assert ns(r.layer0_us) == layer0 == 8596
+    # GEMM1 (1 + 1000) -> combine -> scatter + weighted sum (no regroup: one expert per rank)
+    assert ns(r.latency_us) == layer0 + 1 + 1000 + ALLTOALL + AFTER_COMBINE == 13392
+    assert ns(r.compute_alone_us) == 3000
+    assert ns(r.comm_alone_us) == 2 * ALLTOALL
+    assert r.overheads_us == {"permute": 1.024, "host_sync": 1.0, "swiglu": 2.56, "unpermute": 1.024, "reduce": 0.768,
+                              "launch": 0.016}
+    assert ns(r.exposed_comm_us) == 2 * ALLTOALL
+
+
+def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
+    workload, hw = measured_case
+    one = simulate(workload, hw, Chunked(chunks=1))
+    assert ns(one.latency_us) == 13392  # one chunk is B0
+    r = simulate(workload, hw, Chunked(chunks=2))
+    # chunk alltoalls: 65536 B -> 1000 each. D0 2033-3033, D1 3033-4033 (it holds 1 of 4 SMs).
+    # GEMM0 chunk 0 (128 rows: 1000 on 4 SMs, 4000/3 on 3) from 3034: 999 ns at 3 SMs = 0.74925 done,
+    # the rest 251 at 4 -> 4284; SwiGLU 2 + 1280 -> 5566; GEMM1 1 + 500 -> 6067. C0 6067-7067 beside
+    # chunk 1's GEMM0 (6068 -> 7318); SwiGLU -> 8600 (layer0); GEMM1 -> 9101; C1 -> 10101; + AFTER_COMBINE
+    assert ns(r.layer0_us) == 8600
+    assert ns(r.latency_us) == 10101 + AFTER_COMBINE == 11896
+    assert r.overheads_us["launch"] == 0.02  # launches: 9 before the sync, 4 per chunk, 3 after the combines
+
+
+def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
+    workload, hw = measured_case
+    r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    # pack (1024 + 11 launches) -> device barrier 1000 -> layer0 launch: 2036. Own tile: no copy, ready
+    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4084, ready 5084. A tile on 2 SMs:
+    # 4.0 us x 2 SMs / 2 tiles = 4000 ns; the own tile runs beside the pull: x1.25 -> 2036-7036;
+    # the remote one 5084-9084.
+    assert ns(r.layer0_us) == 9084
+    # layer1 from 9085: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10085 and its remote rows
+    # (32768 B) pushed at 32 B/ns -> 11109; split 1 beside the push (x1.25) done 11335, pushed -> 12359,
+    # landed 13359; barrier 1000 -> 14359; cast + combine launches 2, combine pass 768.
+    assert ns(r.latency_us) == 14359 + 2 + 768 == 15129
+    assert ns(r.compute_alone_us) == 4000 + 2000
+    assert r.overheads_us == {"permute": 1.024, "reduce": 0.768, "launch": 0.015}
+
+
+def test_comet_copy_engine_variant(measured_case):
+    workload, hw = measured_case
+    r = simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
+    # + host sync 1000 before the copies: layer0 from 3036 on all 4 SMs (a tile 4000, as the table's
+    # SM-time is kept); one copy at 32 B/ns -> 5084, the segment ready 6084 -> remote tile 6084-10084.
+    assert ns(r.layer0_us) == 10084
+    assert ns(r.latency_us) == 15129 + 1000  # layer1 as above, 1000 later
+    assert r.overheads_us["host_sync"] == 1.0
+
+
+def test_preset_refuses_the_copy_engine(hand_case):
+    from comet_dse.errors import UserError
+
+    workload, hw = hand_case
+    with pytest.raises(UserError, match="--comm-blocks0"):
+        simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
