@@ -70,6 +70,11 @@ def _graphed(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r["config"] and r["config"]["comm_blocks0"] > 0]
 
 
+def _order_note(config: dict) -> str:
+    order = config.get("tile_order", "layout")
+    return "" if order == "layout" else f", {order} order"
+
+
 def _headline(runs: list[dict]) -> list[str]:
     out = []
     for model, by_tokens in _by_model_tokens(runs).items():
@@ -82,7 +87,7 @@ def _headline(runs: list[dict]) -> list[str]:
             b1, chunks = _best_b1(t)
             limit = max(t["compute_only"], t["comm_only"])
             rows.append([str(tokens), _us(t.get("naive")), f"{_us(t['b0'])} ({_us(t['b0_grouped'])} / {_us(t['b0_loop'])})",
-                         f"{_us(b1)} ({chunks})", f"{_us(t['fused'])} ({best['config']['comm_blocks0']})",
+                         f"{_us(b1)} ({chunks})", f"{_us(t['fused'])} ({best['config']['comm_blocks0']}{_order_note(best['config'])})",
                          _us(t["compute_only"]), _us(t["comm_only"]), _us(t.get("grouped_mm")), _us(best["comm_floor_us"]),
                          _us(t.get("fused_eager")), _ratio(t["b0"], t["fused"]), _ratio(b1, t["fused"]),
                          _ratio(t["fused"], limit), _ratio(t["compute_only"], t.get("grouped_mm")),
@@ -96,14 +101,20 @@ def _headline(runs: list[dict]) -> list[str]:
 def _sweep(runs: list[dict]) -> list[str]:
     out = []
     for model, by_tokens in _by_model_tokens(runs).items():
-        blocks = sorted({r["config"]["comm_blocks0"] for rs in by_tokens.values() for r in rs if r["config"]})
-        rows = []
-        for tokens in sorted(by_tokens):
-            cells = {r["config"]["comm_blocks0"]: r["timings_us"]["fused"] for r in by_tokens[tokens] if r["config"]}
-            b0 = by_tokens[tokens][0]["timings_us"]["b0"]
-            rows.append([str(tokens), _us(b0)] + [_us(cells.get(b)) for b in blocks])
-        out += [f"### {model}: fused µs by communication blocks (0 = copy engine, eager)", ""]
-        out += _table(["tokens/GPU", "B0"] + [str(b) for b in blocks], rows) + [""]
+        configs = [r["config"] for rs in by_tokens.values() for r in rs if r["config"]]
+        blocks = sorted({c["comm_blocks0"] for c in configs})
+        orders = sorted({c.get("tile_order", "layout") for c in configs}, key=lambda o: o != "layout")
+        for order in orders:
+            rows = []
+            for tokens in sorted(by_tokens):
+                cells = {r["config"]["comm_blocks0"]: r["timings_us"]["fused"] for r in by_tokens[tokens]
+                         if r["config"] and r["config"].get("tile_order", "layout") == order}
+                b0 = by_tokens[tokens][0]["timings_us"]["b0"]
+                if cells:
+                    rows.append([str(tokens), _us(b0)] + [_us(cells.get(b)) for b in blocks])
+            title = f"### {model}: fused µs by communication blocks (0 = copy engine, eager)"
+            out += [title + (f", tile order {order}" if len(orders) > 1 else ""), ""]
+            out += _table(["tokens/GPU", "B0"] + [str(b) for b in blocks], rows) + [""]
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 # the order of each rank's rows in the comet/fused layers: its own first, or by source rank
 ROW_ORDERS = ("local-first", "source-order")
+# the order the fused kernels visit row tiles: layer0 own tiles first and layer1 remote first, or expert by expert
+TILE_ORDERS = ("layout", "expert")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")

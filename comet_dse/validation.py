@@ -64,6 +64,8 @@ def _comet_skip(config: dict) -> str | None:
         return "cross-tile pipelining (flatten) is not modelled"
     if config.get("block_n1") not in (None, config["block_n"]):
         return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than block_n is not modelled"
+    if config.get("tile_order", "layout") != "layout":
+        return f"tile order {config['tile_order']!r} is not modelled (the simulator walks tiles in layout order)"
     if config.get("programs") is not None:
         return f"a grid of {config['programs']} programs is not modelled (the simulator uses every SM)"
     return None

@@ -109,7 +109,8 @@ class BenchRunner:
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
         return [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
-                            n_splits=a.n_splits, row_order=a.row_order, **knobs) for b in s.comm_blocks]
+                            n_splits=a.n_splits, row_order=a.row_order, tile_order=order, **knobs)
+                for order in s.tile_orders for b in s.comm_blocks]
 
     def _reference(self, x, ids, w) -> torch.Tensor:
         """The fp32 reference for this rank's tokens: a token's output depends only on its own
@@ -233,7 +234,7 @@ class BenchRunner:
 def _summary(run: dict) -> str:
     t = run["timings_us"]
     cfg = run["config"] or {}
-    parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}"]
+    parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}", f"tile_order={cfg.get('tile_order')}"]
     parts += [f"{k}={v:.0f}" for k, v in t.items()]
     parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
     return " ".join(parts)

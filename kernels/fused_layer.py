@@ -48,12 +48,13 @@ from comet_dse.kernels.fused_moe import (
     layer0_kernel,
     layer1_kernel,
 )
+from comet_dse.choices import TILE_ORDERS
 from comet_dse.kernels.fused_plan import ROW_ORDERS, DevicePlan, device_plan, max_row_tiles, source_rotation
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-__all__ = ["ROW_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
+__all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
 
 WIDE_BLOCK_N1 = 256
 
@@ -69,6 +70,9 @@ class FusedConfig:
     # H100 (results/measurements/ep2_h100/profile/); default 256 where it divides a split, else block_n
     block_n1: int | None = None
     flatten: bool = False  # software-pipeline across tiles where no wait intervenes (own tiles, GEMM1)
+    # the order both layers visit the row tiles: "layout" (layer0 own tiles first, layer1 remote first: most
+    # overlap) or "expert" (expert by expert: each expert's weights stream from HBM once, for few rows per expert)
+    tile_order: str = "layout"
     block_k: int = 64
     group_m: int = 8
     row_order: str = "local-first"
@@ -205,6 +209,8 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         if cfg.row_order not in ROW_ORDERS:
             raise ValueError(f"row_order must be one of {', '.join(ROW_ORDERS)}, got {cfg.row_order!r}")
+        if cfg.tile_order not in TILE_ORDERS:
+            raise ValueError(f"tile_order must be one of {', '.join(TILE_ORDERS)}, got {cfg.tile_order!r}")
         if not 0 <= cfg.comm_blocks0 < self.programs:
             raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
         if not 1 <= cfg.comm_blocks1 < self.programs:
@@ -240,7 +246,8 @@ class FusedMoE:
         self._barrier(0)
         # ---- 2. the plan, from every rank's counts ----
         counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
-        plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles, self.plan)
+        plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles, self.plan,
+                           expert_order=self.cfg.tile_order == "expert")
         if self.cfg.comm_blocks0 == 0 and mode == COMPUTE_ONLY:  # nothing moves: the flags on the device
             self.flags[self.max_tiles:].copy_(self.epoch.expand(self.world))
         elif self.cfg.comm_blocks0 == 0:
@@ -329,11 +336,12 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
-            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.num_tiles,
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order0, plan.num_tiles,
             plan.local_tiles, self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
             self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
             MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
+            EXPERT_ORDER=cfg.tile_order == "expert",
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 

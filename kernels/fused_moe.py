@@ -85,6 +85,17 @@ def _proxy_fence(x, ENABLED: tl.constexpr):
 
 
 @triton.jit
+def _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr):
+    """Until remote row tile u's rows have landed: its own flag, or its source's (SEG_FLAGS, the copy engine)."""
+    if SEG_FLAGS:
+        flag = seg_base + src
+    else:
+        flag = u
+    _wait(flags_ptr + flag, epoch, err_ptr, u + 1, max_spins, False)
+    _proxy_fence(epoch, PROXY_FENCE)
+
+
+@triton.jit
 def _tile(tiles_ptr, u):
     """(expert, first row, rows, source rank, first row at the source) of row tile u."""
     entry = tiles_ptr + 5 * u
@@ -121,6 +132,14 @@ def _gemm(a_desc, a_row, w_desc, w_row, col0, K, N, SWIGLU: tl.constexpr,
 
 
 @triton.jit
+def _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, row0, rows,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Column tile c of row tile (expert, row0, rows), its rows at a_row of xbuf: GEMM0 + SwiGLU into h."""
+    acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
+    _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
 def _store_tile(out_ptr, out_row, rows, col0, N, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = col0 + tl.arange(0, BLOCK_N)
@@ -152,22 +171,28 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 
 @triton.jit
 def layer0_kernel(
-    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, num_tiles_ptr, local_tiles_ptr, flags_ptr, err_ptr,
-    epoch_ptr,
+    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, order0_ptr, num_tiles_ptr, local_tiles_ptr, flags_ptr,
+    err_ptr, epoch_ptr,
     rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
+    EXPERT_ORDER: tl.constexpr,
 ):
     """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
-    engine's), not on their own."""
+    engine's), not on their own. EXPERT_ORDER: every block walks the tiles in order0 (expert by
+    expert, own and remote alike): an expert's weights stream from HBM once, not once per phase."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     epoch = tl.load(epoch_ptr)
     if pid < N_COMM:
         # ---- communication blocks: pull remote row tiles from the sources' send regions ----
-        for u in range(pid, n_tiles, N_COMM):
+        for i in range(pid, n_tiles, N_COMM):
+            if EXPERT_ORDER:  # pull in the order the compute blocks consume
+                u = tl.load(order0_ptr + i)
+            else:
+                u = i
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             if src != rank:
                 if MODE != _COMPUTE_ONLY:
@@ -179,6 +204,19 @@ def layer0_kernel(
                 tl.debug_barrier()
                 if delay_spins >= 0:
                     tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
+    elif EXPERT_ORDER:
+        # ---- compute blocks, expert by expert: a remote tile waits for its flag, an own one does not ----
+        n_cols = tl.cdiv(F, BLOCK_N)
+        for w in range(pid - N_COMM, n_tiles * n_cols, N_PROGRAMS - N_COMM):
+            v, c = _swizzle(w, n_tiles, n_cols, GROUP_M)
+            u = tl.load(order0_ptr + v)
+            expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
+            a_row = src_row0
+            if src != rank:
+                _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
+                a_row = SEND_ROWS + row0
+            if MODE != _COMM_ONLY:
+                _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
     else:
         # ---- compute blocks: GEMM0 + SwiGLU; this rank's own tiles first, then the rest ----
         n_cols = tl.cdiv(F, BLOCK_N)
@@ -190,24 +228,16 @@ def layer0_kernel(
             for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=FLATTEN):
                 v, c = _swizzle(w, n_own, n_cols, GROUP_M)
                 expert, row0, rows, src, src_row0 = _tile(tiles_ptr, first + v)
-                acc = _gemm(xbuf_desc, src_row0, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
-                _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+                _gemm0_tile(xbuf_desc, src_row0, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
         # remote tiles, each after its flag: not flattened, so no load is hoisted above a wait
         n_rest = n_tiles - n_own
         for w in range(pid - N_COMM, n_rest * n_cols, N_PROGRAMS - N_COMM):
             v, c = _swizzle(w, n_rest, n_cols, GROUP_M)
             u = v + tl.where(v >= first, n_own, 0)  # skip over the own tiles
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            if SEG_FLAGS:
-                flag = seg_base + src
-            else:
-                flag = u
-            _wait(flags_ptr + flag, epoch, err_ptr, u + 1, max_spins, False)
-            _proxy_fence(epoch, PROXY_FENCE)
+            _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
             if MODE != _COMM_ONLY:
-                acc = _gemm(xbuf_desc, SEND_ROWS + row0, w_desc, expert * H, c * BLOCK_N, H, F, True,
-                            BLOCK_M, BLOCK_N, BLOCK_K)
-                _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+                _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 # ----------------------------------------------------------------------------------------

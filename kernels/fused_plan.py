@@ -47,7 +47,8 @@ def max_row_tiles(max_rows: int, groups: int, block_m: int) -> int:
 class DevicePlan:
     tiles: torch.Tensor  # (max_tiles, 5) int32 in layout order (layer0's compute order)
     num_tiles: torch.Tensor  # (1,) int32
-    order1: torch.Tensor  # (max_tiles,) int32: layer1's tile order, tiles of remote sources first
+    order1: torch.Tensor  # (max_tiles,) int32: layer1's tile order, tiles of remote sources first (or order0)
+    order0: torch.Tensor  # (max_tiles,) int32: expert-major tile order (with expert_order; else unused)
     local_tiles: torch.Tensor  # (2,) int32: this rank's own tiles are [first, end) (one segment)
     segments: torch.Tensor  # (W, 3) int64 per source rank: first row, rows, first row at the source
 
@@ -55,7 +56,7 @@ class DevicePlan:
     def empty(cls, max_tiles: int, world: int, device) -> DevicePlan:
         i32 = dict(dtype=torch.int32, device=device)
         return cls(torch.empty(max_tiles, 5, **i32), torch.empty(1, **i32), torch.empty(max_tiles, **i32),
-                   torch.empty(2, **i32), torch.empty(world, 3, dtype=torch.int64, device=device))
+                   torch.empty(max_tiles, **i32), torch.empty(2, **i32), torch.empty(world, 3, dtype=torch.int64, device=device))
 
 
 @triton.jit
@@ -65,12 +66,13 @@ def _pick(onehot, values):
 
 
 @triton.jit
-def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, local_tiles_ptr, segments_ptr,
-                rank, experts_per_rank, max_tiles,
+def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, order0_ptr, local_tiles_ptr,
+                segments_ptr, rank, experts_per_rank, max_tiles,
                 WORLD: tl.constexpr, W_P2: tl.constexpr, E_P2: tl.constexpr, ET_P2: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_U: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_U: tl.constexpr, EXPERT_ORDER: tl.constexpr):
     """One program. Groups are indexed (layout position p, local expert e); flattened p-major,
-    which is layout order (padding groups have no rows, hence no tiles)."""
+    which is layout order (padding groups have no rows, hence no tiles). EXPERT_ORDER: both layers
+    visit the tiles expert by expert (sources in layout order inside an expert): order0 = order1."""
     G: tl.constexpr = W_P2 * E_P2
     p = tl.arange(0, W_P2)
     e = tl.arange(0, E_P2)
@@ -98,6 +100,11 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
     f_src_start = tl.reshape(base[:, None] + within, (G,))
     f_src = tl.reshape(src[:, None] + zeros, (G,))
     f_expert = tl.reshape(e[None, :] + zeros, (G,))
+    # expert-major position of a group's first tile: the tiles of the experts before, then of this
+    # expert's groups in the segments before
+    expert_tiles = tl.sum(group_tiles, axis=0)
+    f_em_start = tl.reshape((tl.cumsum(expert_tiles, axis=0) - expert_tiles)[None, :]
+                            + tl.cumsum(group_tiles, axis=0) - group_tiles, (G,))
     # this rank's own segment: tiles [own_start, own_end) of the layout
     own = p_ok & (src == rank)
     own_start = tl.sum(tl.where(own, seg_tile_start, 0), axis=0)
@@ -117,9 +124,13 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
         tl.store(entry + 2, tl.minimum(_pick(onehot, f_rows) - first, BLOCK_M) * (u < num_tiles), mask=in_table)
         tl.store(entry + 3, _pick(onehot, f_src), mask=in_table)
         tl.store(entry + 4, _pick(onehot, f_src_start) + first, mask=in_table)
-        # layer1: remote tiles first in layout order, then this rank's own, then the padding
-        own_end = own_start + n_own
-        at = tl.where(u < own_start, u, tl.where(u < own_end, n_remote + u - own_start, tl.where(u < num_tiles, u - n_own, u)))
+        if EXPERT_ORDER:
+            at = tl.where(u < num_tiles, _pick(onehot, f_em_start) + index, u)
+            tl.store(order0_ptr + at, u, mask=in_table)
+        else:  # layer1: remote tiles first in layout order, then this rank's own, then the padding
+            own_end = own_start + n_own
+            at = tl.where(u < own_start, u,
+                          tl.where(u < own_end, n_remote + u - own_start, tl.where(u < num_tiles, u - n_own, u)))
         tl.store(order1_ptr + at, u, mask=in_table)
     tl.store(num_tiles_ptr, num_tiles)
     tl.store(local_tiles_ptr, own_start)
@@ -137,23 +148,25 @@ def plan_block_u(groups: int) -> int:
 
 
 def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m: int, rotation: torch.Tensor,
-                max_tiles: int, out: DevicePlan | None = None) -> DevicePlan:
+                max_tiles: int, out: DevicePlan | None = None, expert_order: bool = False) -> DevicePlan:
     """counts (W, E) int32: counts[s, e] = pairs source s routes to global expert e; rotation (W,)
     on the same device (made once: a host-to-device copy cannot be captured in a CUDA graph).
     `out`: buffers to fill (a layer keeps one set); new ones otherwise."""
     world = counts.shape[0]
     plan = out if out is not None else DevicePlan.empty(max_tiles, world, counts.device)
     p2 = lambda n: max(2, triton.next_power_of_2(n))  # noqa: E731
-    plan_kernel[(1,)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1,
+    plan_kernel[(1,)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.order0,
                       plan.local_tiles, plan.segments, rank, experts_per_rank, max_tiles,
                       WORLD=world, W_P2=p2(world), E_P2=p2(experts_per_rank), ET_P2=p2(counts.shape[1]),
-                      BLOCK_M=block_m, BLOCK_U=plan_block_u(p2(world) * p2(experts_per_rank)), num_warps=8)
+                      BLOCK_M=block_m, BLOCK_U=plan_block_u(p2(world) * p2(experts_per_rank)), EXPERT_ORDER=expert_order,
+                      num_warps=8)
     return plan
 
 
 def reference_plan(counts: list[list[int]], rank: int, experts_per_rank: int, block_m: int,
-                   rotation: list[int]) -> tuple[list[tuple[int, ...]], list[int]]:
-    """The same layout from plain loops: (tile rows (expert, row0, rows, src, src_row0), layer1 order)."""
+                   rotation: list[int], expert_order: bool = False) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The same layout from plain loops: (tile rows (expert, row0, rows, src, src_row0), layer1 order;
+    with expert_order the order of both layers)."""
     tiles = []
     row = 0
     for src in rotation:
@@ -164,5 +177,7 @@ def reference_plan(counts: list[list[int]], rank: int, experts_per_rank: int, bl
                 tiles.append((e, row + first, min(block_m, n - first), src, at_src + first))
             row += n
             at_src += n
+    if expert_order:
+        return tiles, sorted(range(len(tiles)), key=lambda i: (tiles[i][0], i))
     order1 = [i for i, t in enumerate(tiles) if t[3] != rank] + [i for i, t in enumerate(tiles) if t[3] == rank]
     return tiles, order1

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import DTYPES, ROW_ORDERS
+from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_ORDERS
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-splits", type=int, default=4, help="layer1 column splits of H (default 4)")
     parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
                         help="the fused layer's row order on each rank: its own rows first, or by source rank")
+    parser.add_argument("--tile-order", default="layout",
+                        help=f"the fused kernels' tile orders to time, comma-separated: {' or '.join(TILE_ORDERS)} "
+                             "(layout: own tiles first in layer0, remote first in layer1; expert: expert by expert, each "
+                             "expert's weights read once) (default layout)")
     parser.add_argument("--chunks", default="2,4", help="chunk counts of B1, comma-separated (default 2,4)")
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
@@ -78,6 +82,7 @@ def _ints(text: str, field: str, minimum: int = 1) -> list[int]:
 class _Settings:
     tokens: list[int]
     comm_blocks: list[int]
+    tile_orders: list[str]
     chunks: list[int]
     block_m: int
     block_n: int
@@ -95,6 +100,9 @@ def _settings(args: argparse.Namespace) -> _Settings:
     tokens = _ints(args.tokens, "--tokens")
     comm_blocks = _ints(args.comm_blocks, "--comm-blocks", minimum=0)
     chunks = _ints(args.chunks, "--chunks")
+    tile_orders = [v.strip() for v in args.tile_order.split(",") if v.strip()]
+    if not tile_orders or any(v not in TILE_ORDERS for v in tile_orders):
+        raise UserError("--tile-order", f"must be comma-separated values of {', '.join(TILE_ORDERS)}, got {args.tile_order!r}")
     for name in ("runs", "block_k", "group_m", "n_splits"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
@@ -141,7 +149,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, chunks, block_m, block_n, experts, top_k, hidden, ffn, model_name, capacity, plan)
+    return _Settings(tokens, comm_blocks, tile_orders, chunks, block_m, block_n, experts, top_k, hidden, ffn, model_name, capacity, plan)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -89,6 +89,8 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"row_order": "local-first"}),
     ("float16", {"row_order": "source-order", "n_splits": 1, "group_m": 1}),
     ("float32", {"comm_blocks0": 0}),  # the copy-engine variant
+    ("float16", {"tile_order": "expert"}),
+    ("float32", {"tile_order": "expert", "comm_blocks0": 0, "row_order": "source-order"}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)

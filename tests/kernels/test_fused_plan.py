@@ -21,6 +21,11 @@ def _counts(all_ids: list[torch.Tensor], experts: int) -> torch.Tensor:
 
 
 def _check(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str) -> None:
+    for expert_order in (False, True):
+        _check_order(all_ids, experts, block_m, row_order, expert_order)
+
+
+def _check_order(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str, expert_order: bool) -> None:
     world = len(all_ids)
     per_rank = experts // world
     counts = _counts(all_ids, experts)
@@ -29,14 +34,18 @@ def _check(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: s
     max_tiles = max_row_tiles(world * max_tokens * min(top_k, per_rank), world * per_rank, block_m)
     for rank in range(world):
         rotation = source_rotation(rank, world, row_order)
-        plan = device_plan(counts.to(torch.int32), rank, per_rank, block_m, torch.tensor(rotation), max_tiles)
-        tiles, order1 = reference_plan(counts.tolist(), rank, per_rank, block_m, rotation)
+        plan = device_plan(counts.to(torch.int32), rank, per_rank, block_m, torch.tensor(rotation), max_tiles,
+                           expert_order=expert_order)
+        tiles, order1 = reference_plan(counts.tolist(), rank, per_rank, block_m, rotation, expert_order)
         n = int(plan.num_tiles.item())
         assert n == len(tiles) <= max_tiles
         assert [tuple(t) for t in plan.tiles[:n].tolist()] == tiles
         assert (plan.tiles[n:, 2] == 0).all()  # padding tiles have no rows
         assert plan.order1[:n].tolist() == order1
         assert sorted(plan.order1.tolist()) == list(range(max_tiles))
+        if expert_order:  # layer0 walks the same order; experts never go back
+            assert plan.order0.tolist() == plan.order1.tolist()
+            assert [tiles[u][0] for u in order1] == sorted(t[0] for t in tiles)
         own = [i for i, t in enumerate(tiles) if t[3] == rank]  # this rank's tiles: one contiguous run
         first, end = plan.local_tiles.tolist()
         assert own == list(range(first, end)) and (first == end or own)
