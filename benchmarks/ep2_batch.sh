@@ -2,7 +2,7 @@
 # One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
-#                                            flatten, small-tokens, profile; OUT: what comes back)
+#                                            flatten, small-tokens, profile, tile-orders; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -52,6 +52,11 @@ wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the tar
 small-tokens)  # the latency-bound end: 256 and 512 tokens per GPU
     run 120 mixtral_small "${bench[@]}" --model mixtral-8x7b --tokens 256,512 --comm-blocks 8,16 --chunks 2,4
     run 90 qwen_small "${bench[@]}" --model qwen2-moe-2.7b --tokens 256,512 --comm-blocks 8,16 --chunks 2,4
+    ;;
+tile-orders)  # both tile orders where the layers are weight-bound (few rows per expert)
+    orders=(--tokens 256,512,1024,4096 --comm-blocks 4,8,16 --chunks 2 --tile-order layout,expert)
+    run 200 mixtral_orders "${bench[@]}" --model mixtral-8x7b "${orders[@]}"
+    run 150 qwen_orders "${bench[@]}" --model qwen2-moe-2.7b "${orders[@]}"
     ;;
 flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes
     run 100 qwen_flat "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --flatten --kind fused
