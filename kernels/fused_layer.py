@@ -336,7 +336,7 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
-            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order0, plan.num_tiles,
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
             plan.local_tiles, self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
             self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
@@ -350,8 +350,8 @@ class FusedMoE:
         split_cols = hidden // cfg.n_splits
         copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
         layer1_kernel[(self.programs,)](
-            self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.num_tiles,
-            self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
+            self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
+            plan.local_tiles, self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
             self.programs - cfg.comm_blocks1, self.programs,
             N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
             COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,

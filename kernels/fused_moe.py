@@ -171,8 +171,8 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 
 @triton.jit
 def layer0_kernel(
-    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, order0_ptr, num_tiles_ptr, local_tiles_ptr, flags_ptr,
-    err_ptr, epoch_ptr,
+    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
+    flags_ptr, err_ptr, epoch_ptr,
     rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -181,20 +181,19 @@ def layer0_kernel(
 ):
     """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
-    engine's), not on their own. EXPERT_ORDER: every block walks the tiles in order0 (expert by
-    expert, own and remote alike): an expert's weights stream from HBM once, not once per phase."""
+    engine's), not on their own. EXPERT_ORDER: the compute blocks walk the tiles in `order` (expert
+    by expert, own and remote alike): an expert's weights stream from HBM once, not once per phase.
+    The communication blocks walk `remote` (the plan's order of the remote tiles) either way."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     epoch = tl.load(epoch_ptr)
     if pid < N_COMM:
         # ---- communication blocks: pull remote row tiles from the sources' send regions ----
-        for i in range(pid, n_tiles, N_COMM):
-            if EXPERT_ORDER:  # pull in the order the compute blocks consume
-                u = tl.load(order0_ptr + i)
-            else:
-                u = i
+        n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
+        for i in range(pid, n_remote, N_COMM):
+            u = tl.load(remote_ptr + i)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            if src != rank:
+            if True:
                 if MODE != _COMPUTE_ONLY:
                     peer = tl.multiple_of(tl.load(x_deltas_ptr + src), 16)
                     _copy_block(xbuf_ptr + peer, src_row0, xbuf_ptr, SEND_ROWS + row0, rows, 0, H, H,
@@ -209,7 +208,7 @@ def layer0_kernel(
         n_cols = tl.cdiv(F, BLOCK_N)
         for w in range(pid - N_COMM, n_tiles * n_cols, N_PROGRAMS - N_COMM):
             v, c = _swizzle(w, n_tiles, n_cols, GROUP_M)
-            u = tl.load(order0_ptr + v)
+            u = tl.load(order_ptr + v)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             a_row = src_row0
             if src != rank:
@@ -247,7 +246,8 @@ def layer0_kernel(
 
 @triton.jit
 def layer1_kernel(
-    h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, num_tiles_ptr, counters_ptr, err_ptr,
+    h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, counters_ptr,
+    err_ptr,
     rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
     N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
@@ -276,16 +276,16 @@ def layer1_kernel(
                 tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
     elif MODE != _COMPUTE_ONLY:
         # ---- communication blocks: push each finished (remote tile, split) to its source ----
-        for i in range(pid - N_COMPUTE, n_tiles * N_SPLITS, N_PROGRAMS - N_COMPUTE):
-            split = i // n_tiles
-            u = tl.load(order_ptr + i % n_tiles)
+        n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
+        for i in range(pid - N_COMPUTE, n_remote * N_SPLITS, N_PROGRAMS - N_COMPUTE):
+            split = i // n_remote
+            u = tl.load(remote_ptr + i % n_remote)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            if src != rank:
-                counter = u * N_SPLITS + split
-                _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
-                peer = tl.multiple_of(tl.load(y_deltas_ptr + src), 16)
-                _copy_block(ybuf_ptr, SEND_ROWS + row0, ybuf_ptr + peer, src_row0, rows, split * SPLIT_COLS,
-                            SPLIT_COLS, H, COPY_ROWS, COPY_COLS)
+            counter = u * N_SPLITS + split
+            _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
+            peer = tl.multiple_of(tl.load(y_deltas_ptr + src), 16)
+            _copy_block(ybuf_ptr, SEND_ROWS + row0, ybuf_ptr + peer, src_row0, rows, split * SPLIT_COLS,
+                        SPLIT_COLS, H, COPY_ROWS, COPY_COLS)
 
 
 # ----------------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ def max_row_tiles(max_rows: int, groups: int, block_m: int) -> int:
 class DevicePlan:
     tiles: torch.Tensor  # (max_tiles, 5) int32 in layout order (layer0's compute order)
     num_tiles: torch.Tensor  # (1,) int32
-    order1: torch.Tensor  # (max_tiles,) int32: layer1's tile order, tiles of remote sources first (or order0)
-    order0: torch.Tensor  # (max_tiles,) int32: expert-major tile order (with expert_order; else unused)
+    order1: torch.Tensor  # (max_tiles,) int32: layer1's tile order, remote tiles first (expert_order: both layers')
+    remote: torch.Tensor  # (max_tiles,) int32: the remote tiles (the first num_tiles - own) in the order they move
     local_tiles: torch.Tensor  # (2,) int32: this rank's own tiles are [first, end) (one segment)
     segments: torch.Tensor  # (W, 3) int64 per source rank: first row, rows, first row at the source
 
@@ -66,13 +66,25 @@ def _pick(onehot, values):
 
 
 @triton.jit
-def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, order0_ptr, local_tiles_ptr,
+def _expert_major_starts(group_tiles, G: tl.constexpr):
+    """(W_P2, E_P2) tiles per (layout position, expert) -> each group's first position in expert-major
+    order (experts in turn, layout positions inside an expert), flattened p-major."""
+    expert_tiles = tl.sum(group_tiles, axis=0)
+    starts = (tl.cumsum(expert_tiles, axis=0) - expert_tiles)[None, :] + tl.cumsum(group_tiles, axis=0) - group_tiles
+    return tl.reshape(starts, (G,))
+
+
+@triton.jit
+def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, remote_ptr, local_tiles_ptr,
                 segments_ptr, rank, experts_per_rank, max_tiles,
                 WORLD: tl.constexpr, W_P2: tl.constexpr, E_P2: tl.constexpr, ET_P2: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_U: tl.constexpr, EXPERT_ORDER: tl.constexpr):
     """One program. Groups are indexed (layout position p, local expert e); flattened p-major,
     which is layout order (padding groups have no rows, hence no tiles). EXPERT_ORDER: both layers
-    visit the tiles expert by expert (sources in layout order inside an expert): order0 = order1."""
+    visit the tiles expert by expert (sources in layout order inside an expert), and the remote tiles
+    move in that order; else layer0's own tiles come first, layer1's remote ones, and the remote
+    tiles move in layout order. The communication blocks walk only `remote`: every one of them
+    has work (own and remote tiles alternate in expert order)."""
     G: tl.constexpr = W_P2 * E_P2
     p = tl.arange(0, W_P2)
     e = tl.arange(0, E_P2)
@@ -101,10 +113,9 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
     f_src = tl.reshape(src[:, None] + zeros, (G,))
     f_expert = tl.reshape(e[None, :] + zeros, (G,))
     # expert-major position of a group's first tile: the tiles of the experts before, then of this
-    # expert's groups in the segments before
-    expert_tiles = tl.sum(group_tiles, axis=0)
-    f_em_start = tl.reshape((tl.cumsum(expert_tiles, axis=0) - expert_tiles)[None, :]
-                            + tl.cumsum(group_tiles, axis=0) - group_tiles, (G,))
+    # expert's groups in the segments before; the same among the remote tiles only
+    f_em_start = _expert_major_starts(group_tiles, G)
+    f_em_remote_start = _expert_major_starts(tl.where((p_ok & (src != rank))[:, None], group_tiles, 0), G)
     # this rank's own segment: tiles [own_start, own_end) of the layout
     own = p_ok & (src == rank)
     own_start = tl.sum(tl.where(own, seg_tile_start, 0), axis=0)
@@ -124,14 +135,17 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
         tl.store(entry + 2, tl.minimum(_pick(onehot, f_rows) - first, BLOCK_M) * (u < num_tiles), mask=in_table)
         tl.store(entry + 3, _pick(onehot, f_src), mask=in_table)
         tl.store(entry + 4, _pick(onehot, f_src_start) + first, mask=in_table)
+        own_end = own_start + n_own
+        is_remote = ((u < own_start) | (u >= own_end)) & (u < num_tiles)
         if EXPERT_ORDER:
             at = tl.where(u < num_tiles, _pick(onehot, f_em_start) + index, u)
-            tl.store(order0_ptr + at, u, mask=in_table)
+            remote_at = _pick(onehot, f_em_remote_start) + index
         else:  # layer1: remote tiles first in layout order, then this rank's own, then the padding
-            own_end = own_start + n_own
             at = tl.where(u < own_start, u,
                           tl.where(u < own_end, n_remote + u - own_start, tl.where(u < num_tiles, u - n_own, u)))
+            remote_at = at
         tl.store(order1_ptr + at, u, mask=in_table)
+        tl.store(remote_ptr + remote_at, u, mask=in_table & is_remote)
     tl.store(num_tiles_ptr, num_tiles)
     tl.store(local_tiles_ptr, own_start)
     tl.store(local_tiles_ptr + 1, own_start + n_own)
@@ -155,7 +169,7 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
     world = counts.shape[0]
     plan = out if out is not None else DevicePlan.empty(max_tiles, world, counts.device)
     p2 = lambda n: max(2, triton.next_power_of_2(n))  # noqa: E731
-    plan_kernel[(1,)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.order0,
+    plan_kernel[(1,)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.remote,
                       plan.local_tiles, plan.segments, rank, experts_per_rank, max_tiles,
                       WORLD=world, W_P2=p2(world), E_P2=p2(experts_per_rank), ET_P2=p2(counts.shape[1]),
                       BLOCK_M=block_m, BLOCK_U=plan_block_u(p2(world) * p2(experts_per_rank)), EXPERT_ORDER=expert_order,
@@ -166,7 +180,7 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
 def reference_plan(counts: list[list[int]], rank: int, experts_per_rank: int, block_m: int,
                    rotation: list[int], expert_order: bool = False) -> tuple[list[tuple[int, ...]], list[int]]:
     """The same layout from plain loops: (tile rows (expert, row0, rows, src, src_row0), layer1 order;
-    with expert_order the order of both layers)."""
+    with expert_order the order of both layers). The remote tiles move in that order's remote entries."""
     tiles = []
     row = 0
     for src in rotation:

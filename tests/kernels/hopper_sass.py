@@ -55,7 +55,7 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
 def main() -> None:
     ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "local_tiles_ptr": "*i32",
             "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
-            "order_ptr": "*i32", "order0_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
+            "order_ptr": "*i32", "remote_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
     wide = {**ptrs, "w_desc": _desc((BK, 256))}
@@ -77,7 +77,7 @@ def main() -> None:
         fm.layer1_kernel, wide, {**tiles, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": True})
     report["plan"] = _compile(fused_plan.plan_kernel, {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32",
-                                                        "num_tiles_ptr": "*i32", "order1_ptr": "*i32", "order0_ptr": "*i32",
+                                                        "num_tiles_ptr": "*i32", "order1_ptr": "*i32", "remote_ptr": "*i32",
                                                         "local_tiles_ptr": "*i32", "segments_ptr": "*i64"},
                               {"WORLD": 8, "W_P2": 8, "E_P2": 32, "ET_P2": 256, "BLOCK_M": BM,
                                "BLOCK_U": fused_plan.plan_block_u(8 * 32), "EXPERT_ORDER": True}, num_warps=8)

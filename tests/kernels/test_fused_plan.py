@@ -43,10 +43,11 @@ def _check_order(all_ids: list[torch.Tensor], experts: int, block_m: int, row_or
         assert (plan.tiles[n:, 2] == 0).all()  # padding tiles have no rows
         assert plan.order1[:n].tolist() == order1
         assert sorted(plan.order1.tolist()) == list(range(max_tiles))
-        if expert_order:  # layer0 walks the same order; experts never go back
-            assert plan.order0.tolist() == plan.order1.tolist()
+        if expert_order:  # experts never go back
             assert [tiles[u][0] for u in order1] == sorted(t[0] for t in tiles)
         own = [i for i, t in enumerate(tiles) if t[3] == rank]  # this rank's tiles: one contiguous run
+        # the remote tiles move in the order's remote entries, and only they
+        assert plan.remote[:n - len(own)].tolist() == [u for u in order1 if tiles[u][3] != rank]
         first, end = plan.local_tiles.tolist()
         assert own == list(range(first, end)) and (first == end or own)
         if not own:  # an empty own segment sits where its position in the rotation puts it
