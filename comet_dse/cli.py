@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("comet_dse.commands.simulate", "simulate one MoE layer on every rank under each schedule"),
     "place": ("comet_dse.commands.place", "place experts on GPUs to keep traffic inside nodes (assignment problem)"),
     "tune": ("comet_dse.commands.tune", "search the comet allocation per token bucket with Optuna; write a plan and a report"),
+    "calibrate": ("comet_dse.commands.calibrate", "measure the GPUs at hand into a hardware profile for the simulator "
+                                                  "(run once per GPU)"),
     "validate": ("comet_dse.commands.validate", "compare the simulator's predictions with comet-dse bench measurements"),
 }
 
@@ -44,6 +46,14 @@ class _Parser(argparse.ArgumentParser):
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Appends "(default X)" to an option's help unless the help already says its default
     (in words, e.g. "default: the SM count") or there is none to show (None, a flag's False)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            # subcommands are printed one indent deeper than argparse measures them: without this
+            # a 9-letter name (calibrate) pushes its help onto the next line
+            longest = max(map(len, action.choices), default=0)
+            self._action_max_length = max(self._action_max_length, longest + self._current_indent + self._indent_increment)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""

@@ -1,0 +1,246 @@
+"""`comet-dse calibrate`: measure on the GPUs at hand what the simulator's cost model needs and
+write a measured hardware profile ("comet-dse-profile/1") under results/hardware/, launched once
+per GPU:
+
+    torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out results/hardware [--quick]
+
+Tables: grouped GEMM time over rows per expert for the models' (K, N) pairs (torch._grouped_mm at
+all SMs; the fused kernels' own GEMM code at the SM counts the schedules leave for compute), the
+memory-bound passes B0 runs (GB/s), NCCL all_to_all_single over message sizes, the fused kernels'
+copy code over communication blocks (pull and push) and the copy engine, and the GEMM's slowdown
+while copies run beside it. Figures: the dense GEMM rate, HBM copy bandwidth, link bandwidth, the
+fitted collective latency and efficiency, the communication-block curve, the host sync and the
+kernel launch, each with the line saying what measured it.
+
+One GPU (world size 1) gives a partial profile: no all-to-all, peer copies or contention (the
+simulator refuses it until an "alltoall" table is there). Every input is checked before any GPU
+work; only torch, triton, numpy and the package are imported (no simulator dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comet_dse.errors import UserError
+
+DEFAULT_MODELS = "qwen2-moe-2.7b,mixtral-8x7b"
+FULL_ROWS = [16 << i for i in range(10)]  # 16 ... 8192 rows per expert
+QUICK_ROWS = [16, 128, 1024, 8192]
+FULL_COMM_BLOCKS = [1, 8, 16, 32]  # communication blocks the fused schedules take from the SMs
+QUICK_COMM_BLOCKS = [16]
+FULL_COPY_BLOCKS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 132]
+QUICK_COPY_BLOCKS = [1, 4, 16, 32, 132]
+MIN_ALLTOALL_BYTES = 4096
+MAX_ALLTOALL_BYTES = 256 << 20
+FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor from 4 KiB
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (parser.description or "") + (
+        ". Launch once per GPU with torchrun; one GPU gives a partial profile (no all-to-all, peer copy or "
+        "contention tables: the simulator will not run on it until calibrated on 2+ GPUs).")
+    parser.add_argument("--out", default="results/hardware", help="folder of the profile JSON")
+    parser.add_argument("--name", help="profile name and file stem (default: <gpu>-x<gpus>, e.g. h100-80gb-hbm3-x2)")
+    parser.add_argument("--base", default="h100-sxm",
+                        help="preset whose figures fill every scalar figure not measured here")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced grid (4 row counts, 16 communication blocks, 5 copy block counts, 5 all-to-all "
+                             "sizes, 10 runs): about 3 minutes on 2x H100 with the Triton compiles")
+    parser.add_argument("--models", default=DEFAULT_MODELS,
+                        help="presets or HuggingFace config.json paths whose GEMM shapes to time, comma-separated")
+    parser.add_argument("--rows", help="rows per expert of the GEMM tables, multiples of 16, comma-separated "
+                                       "(default: 16,32,...,8192; --quick 16,128,1024,8192)")
+    parser.add_argument("--comm-blocks", help="communication blocks taken from the SMs for the fused GEMM and "
+                                              "contention tables, comma-separated (default: 1,8,16,32; --quick 16)")
+    parser.add_argument("--copy-blocks", help="thread blocks of the copy table, comma-separated; counts above the "
+                                              "SM count are dropped (default: 1,2,4,...,96,132; --quick 1,4,16,32,132)")
+    parser.add_argument("--alltoall-max", type=int, default=MAX_ALLTOALL_BYTES,
+                        help="largest all-to-all message, bytes per rank; sizes grow by 4 (--quick: 16) from 4096")
+    parser.add_argument("--copy-kib", type=int, default=128 << 10, help="buffer each copy measurement moves, KiB")
+    parser.add_argument("--tile", default="128x128", help="fused GEMM tile BMxBN")
+    parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step, in elements")
+    parser.add_argument("--programs", type=int, help="fused grid size (default: the SM count)")
+    parser.add_argument("--runs", type=int, help="timed runs per figure, median kept (default 20; --quick 10)")
+    parser.add_argument("--warmup", type=int, help="untimed runs first (default 3; --quick 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every input")
+
+
+@dataclass
+class GemmShape:
+    """One grouped GEMM of a model at EP = the launched world size."""
+
+    model: str
+    K: int
+    N: int
+    swiglu: bool
+    experts: int  # experts on one GPU
+
+
+@dataclass
+class Settings:
+    models: list  # ModelConfig
+    world: int
+    rows: list[int]
+    comm_blocks: list[int]
+    copy_blocks: list[int]
+    alltoall_sizes: list[int]
+    copy_bytes: int
+    block_m: int
+    block_n: int
+    block_k: int
+    programs: int | None
+    runs: int
+    warmup: int
+    seed: int
+    quick: bool
+    base: str
+    name: str | None
+    out: Path
+    shapes: list[GemmShape] = field(default_factory=list)
+
+
+def _ints(text: str, flag: str, minimum: int = 1) -> list[int]:
+    """Sorted distinct integers >= minimum from 'a,b,c'."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(flag, f"must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise UserError(flag, f"must be integers >= {minimum}, got {text!r}")
+    if len(set(values)) != len(values):
+        raise UserError(flag, f"lists a value twice: {text!r}")
+    return sorted(values)
+
+
+def _tile(text: str) -> tuple[int, int]:
+    try:
+        block_m, block_n = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError("--tile", f"expected BMxBN such as 128x128, got {text!r}") from None
+    for size in (block_m, block_n):
+        if size < 16 or size & (size - 1):
+            raise UserError("--tile", f"tile sizes must be powers of two >= 16, got {size}")
+    return block_m, block_n
+
+
+def _models(text: str, world: int, block_n: int) -> tuple[list, list[GemmShape]]:
+    from comet_dse.models import resolve_model
+
+    models, shapes = [], []
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise UserError("--models", "give at least one model")
+    for name in names:
+        try:
+            m = resolve_model(name)
+        except UserError as exc:
+            raise UserError("--models", exc.message) from None
+        if m.num_experts % world:
+            raise UserError("--models", f"{m.name}: {m.num_experts} experts do not divide over {world} GPUs")
+        if m.hidden % 16 or m.ffn % 16:
+            raise UserError("--models", f"{m.name}: H={m.hidden} and F={m.ffn} must be multiples of 16")
+        if m.hidden % block_n:
+            raise UserError("--tile", f"{m.name}: layer1's tile width {block_n} must divide H={m.hidden}")
+        local = m.num_experts // world
+        if any((m2.num_experts // world, m2.hidden, m2.ffn) == (local, m.hidden, m.ffn) for m2 in models):
+            continue  # the same GEMMs as a model already listed
+        models.append(m)
+        shapes += [GemmShape(m.name, m.hidden, m.ffn, True, local), GemmShape(m.name, m.ffn, m.hidden, False, local)]
+    return models, shapes
+
+
+def _alltoall_sizes(largest: int, step: int) -> list[int]:
+    if largest < 2 * MIN_ALLTOALL_BYTES or largest & (largest - 1):
+        raise UserError("--alltoall-max", f"must be a power of two >= {2 * MIN_ALLTOALL_BYTES}, got {largest}")
+    sizes = [MIN_ALLTOALL_BYTES]
+    while sizes[-1] * step <= largest:
+        sizes.append(sizes[-1] * step)
+    if sizes[-1] != largest:
+        sizes.append(largest)  # the largest size always measured
+    return sizes
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """Every input checked before any GPU work."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    quick = args.quick
+    rows = _ints(args.rows, "--rows") if args.rows else (QUICK_ROWS if quick else FULL_ROWS)
+    if any(r % 16 for r in rows):
+        raise UserError("--rows", f"must be multiples of 16 (torch._grouped_mm's group alignment), got {args.rows!r}")
+    if len(rows) < 2:
+        raise UserError("--rows", f"needs at least 2 row counts for a curve, got {args.rows!r}")
+    comm_blocks = _ints(args.comm_blocks, "--comm-blocks") if args.comm_blocks else (
+        QUICK_COMM_BLOCKS if quick else FULL_COMM_BLOCKS)
+    copy_blocks = _ints(args.copy_blocks, "--copy-blocks") if args.copy_blocks else (
+        QUICK_COPY_BLOCKS if quick else FULL_COPY_BLOCKS)
+    if len(copy_blocks) < 2:
+        raise UserError("--copy-blocks", f"needs at least 2 block counts for a curve, got {args.copy_blocks!r}")
+    sizes = _alltoall_sizes(args.alltoall_max, QUICK_ALLTOALL_STEP if quick else FULL_ALLTOALL_STEP)
+    block_m, block_n = _tile(args.tile)
+    if args.block_k < 16 or args.block_k & (args.block_k - 1):
+        raise UserError("--block-k", f"must be a power of two >= 16, got {args.block_k}")
+    if args.programs is not None and args.programs <= max(comm_blocks):
+        raise UserError("--programs", f"must exceed the largest --comm-blocks ({max(comm_blocks)}), got {args.programs}")
+    if args.copy_kib < 1:
+        raise UserError("--copy-kib", f"must be >= 1, got {args.copy_kib}")
+    runs = args.runs if args.runs is not None else (10 if quick else 20)
+    warmup = args.warmup if args.warmup is not None else (2 if quick else 3)
+    if runs < 1:
+        raise UserError("--runs", f"must be >= 1, got {runs}")
+    if warmup < 0:
+        raise UserError("--warmup", f"must be >= 0, got {warmup}")
+    from comet_dse.hardware import HARDWARE_PRESETS
+
+    if args.base not in HARDWARE_PRESETS:
+        raise UserError("--base", f"unknown preset {args.base!r}; choose one of {', '.join(HARDWARE_PRESETS)}")
+    if args.name is not None and not NAME_PATTERN.fullmatch(args.name):
+        raise UserError("--name", f"must be letters, digits, '.', '_' or '-' (a file stem), got {args.name!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError("--out", f"{out} exists and is not a directory")
+    from comet_dse.files import check_writable
+
+    check_writable(out / f"{args.name or 'profile'}.json", "--out", make_folders=True)  # the default name: the same folder
+    models, shapes = _models(args.models, world, block_n)
+    return Settings(models, world, rows, comm_blocks, copy_blocks, sizes, args.copy_kib << 10, block_m, block_n,
+                    args.block_k, args.programs, runs, warmup, args.seed, quick, args.base, args.name, out, shapes)
+
+
+def run(args: argparse.Namespace) -> int:
+    s = settings(args)
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        raise UserError("calibrate", "launch it once per GPU: torchrun --nproc-per-node N -m comet_dse.cli calibrate ...")
+    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+        os.environ.setdefault(var, value)
+    import torch
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        raise UserError("calibrate", "no GPU here: set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter")
+    from comet_dse.kernels.calibration import Calibration, ProfileError, check_profile
+
+    runner = Calibration(s)
+    try:
+        profile = runner.run_all()
+    finally:
+        runner.close()
+    if profile is None:  # not rank 0
+        return 0
+    try:
+        check_profile(profile)
+    except ProfileError as exc:  # a bug of this command, not a user mistake: nothing is written
+        print(f"comet-dse: calibrate measured an invalid profile, not written: {exc}")
+        return 1
+    import json
+
+    from comet_dse.files import write_text_atomic
+
+    path = write_text_atomic(s.out / f"{profile['name']}.json", json.dumps(profile, indent=2) + "\n")
+    for note in profile["provenance"].get("notes", []):
+        print(f"note: {note}")
+    print(f"wrote {path}")
+    return 0

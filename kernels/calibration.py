@@ -1,0 +1,771 @@
+"""The work behind `comet-dse calibrate` (comet_dse/commands/calibrate.py checks the inputs first):
+micro-benchmarks of what the simulator's cost model needs, written as a measured hardware profile
+in the format "comet-dse-profile/1" (checked here by `check_profile` before it is written).
+
+Every rank runs the same sequence of collectives and measures its own GPU; each figure is the
+slowest rank's. Times are medians of CUDA-event-timed runs after a warm-up (wall clock on the
+CPU, kernels in Triton's interpreter there); a single launch is timed behind a ~50 µs device spin,
+so the host's launch cost stays out of the kernel's time. Imports only torch, triton, numpy and
+the package.
+
+- grouped GEMM: `torch._grouped_mm` at all SMs (inputs and weights rotated over 3 sets), and the
+  fused kernels' own GEMM code: layer0 (GEMM0 + SwiGLU) and layer1 (GEMM1) of a FusedMoE on a
+  single-rank process group in MODE=COMPUTE_ONLY, so every row tile is the rank's own and nothing
+  moves; each launch is timed alone, at `programs - n` compute programs for each n of --comm-blocks.
+- memory passes: the torch ops B0 (kernels/baselines.py) runs, in GB/s of bytes read + written.
+- all-to-all: NCCL all_to_all_single with equal splits, fitted as latency + bytes / bandwidth.
+- copies: `copy_blocks_kernel` below runs the fused kernels' `_copy_block` on n programs, pulling
+  (as layer0) or pushing (as layer1) over peer memory addressed as in fused_moe.py; the copy
+  engine is one peer `copy_` on a side stream.
+- contention: layer0's GEMM on the compute programs alone vs beside n copy programs on a side stream.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields, replace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import triton
+import triton.language as tl
+from comet_dse.errors import UserError
+from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, HardwareProfile
+from comet_dse.kernels.baselines import _plan as b0_plan
+from comet_dse.kernels.baselines import _weighted_sum
+from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
+from comet_dse.kernels.fused_moe import COMPUTE_ONLY, _copy_block
+from comet_dse.kernels.grouped_gemm import sm_count
+from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.timing import environment, median_us
+
+FORMAT = "comet-dse-profile/1"
+SPIN_CYCLES = 100_000  # ~50 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued
+ROTATE = 3  # input sets rotated through the grouped_mm runs
+LAUNCHES = 200  # back-to-back launches per kernel-launch timing
+PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
+HOST_SYNC_TOKENS = 4096
+CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
+PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
+
+# ----------------------------------------------------------------------------------------
+# the copy kernel: the fused layers' own copy code on n programs
+# ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def copy_blocks_kernel(buf_ptr, deltas_ptr, peer, rows, cols, split_cols, repeats,
+                       PUSH: tl.constexpr, TILE_ROWS: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr):
+    """Rows [0, rows) of one rank's buffer to rows [rows, 2 rows) of another's: PUSH local -> peer
+    (layer1), else peer -> local (layer0). Work items are (row tile, column split), split-major as
+    layer1 pushes them (one split of whole rows: layer0's pull), dealt to the programs round-robin
+    as the fused kernels deal tiles; `repeats` passes (contention keeps copies running)."""
+    pid = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    n_tiles = tl.cdiv(rows, TILE_ROWS)
+    n_items = n_tiles * (cols // split_cols)
+    delta = tl.multiple_of(tl.load(deltas_ptr + peer), 16)
+    if PUSH:
+        src_ptr = buf_ptr
+        dst_ptr = buf_ptr + delta
+    else:
+        src_ptr = buf_ptr + delta
+        dst_ptr = buf_ptr
+    for _ in range(repeats):
+        for i in range(pid, n_items, n_programs):
+            split = i // n_tiles
+            row0 = (i % n_tiles) * TILE_ROWS
+            _copy_block(src_ptr, row0, dst_ptr, rows + row0, tl.minimum(rows - row0, TILE_ROWS), split * split_cols,
+                        split_cols, cols, COPY_ROWS, COPY_COLS)
+
+
+def copy_shape(width: int, copy_elems: int) -> tuple[int, int]:
+    """(COPY_ROWS, COPY_COLS) of a copy `width` elements wide, as fused_layer.py sizes its launches."""
+    copy_cols = min(triton.next_power_of_2(width), 2048, copy_elems)
+    return max(1, copy_elems // copy_cols), copy_cols
+
+
+# ----------------------------------------------------------------------------------------
+# fits
+# ----------------------------------------------------------------------------------------
+
+
+def fit_alltoall(bytes_per_rank: list[int], us: list[float], world: int) -> tuple[float, float] | None:
+    """(latency µs, bandwidth GB/s) of us = latency + bytes leaving each GPU / bandwidth, least
+    squares on relative error (small and large messages count alike); None without a positive slope."""
+    sent = np.asarray(bytes_per_rank, dtype=float) * (world - 1) / world  # the diagonal stays local
+    t = np.asarray(us, dtype=float)
+    design = np.stack([np.ones_like(sent), sent], axis=1) / t[:, None]
+    (latency, slope), *_ = np.linalg.lstsq(design, np.ones_like(t), rcond=None)
+    if slope <= 0:
+        return None
+    return float(latency), float(1.0 / (slope * 1e3))
+
+
+def fit_comm_blocks(blocks: list[int], gbps: list[float], link_GBps: float, base: HardwareProfile) -> tuple[float, float, float]:
+    """(comm_block_GBps, comm_saturation, worst relative error) of HardwareProfile.comm_blocks_GBps
+    with link_GBps fixed, fitted to a measured blocks -> GB/s curve: least squares in log space over
+    a grid, refined twice around the best point."""
+    n = np.asarray(blocks, dtype=float)
+    g = np.asarray(gbps, dtype=float)
+
+    def error(c: float, p: float) -> float:
+        model = replace(base, link_GBps=link_GBps, comm_block_GBps=c, comm_saturation=p)
+        predicted = np.array([model.comm_blocks_GBps(int(b)) for b in n])
+        return float(np.sum(np.log(predicted / g) ** 2))
+
+    c_lo, c_hi = 0.25 * float(np.min(g / n)), max(float(link_GBps), float(np.max(g / n)) * 4)
+    p_lo, p_hi = 0.5, 32.0
+    best = (math.inf, c_lo, p_lo)
+    for _ in range(3):
+        for c in np.geomspace(c_lo, c_hi, 60):
+            for p in np.geomspace(p_lo, p_hi, 30):
+                best = min(best, (error(float(c), float(p)), float(c), float(p)))
+        _, c, p = best
+        c_lo, c_hi, p_lo, p_hi = c / 1.3, c * 1.3, max(0.1, p / 1.3), p * 1.3
+    _, c, p = best
+    model = replace(base, link_GBps=link_GBps, comm_block_GBps=c, comm_saturation=p)
+    worst = max(abs(model.comm_blocks_GBps(int(b)) / v - 1) for b, v in zip(n, g))
+    return c, p, float(worst)
+
+
+# ----------------------------------------------------------------------------------------
+# the format: "comet-dse-profile/1"
+# ----------------------------------------------------------------------------------------
+
+
+class ProfileError(ValueError):
+    """A profile that breaks the format; the message starts with the field's dotted path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"hardware.{path}: {message}")
+
+
+TOP_KEYS = {"format", "name", "base", "gpus", "provenance", "figures", "sources", "tables"}
+PROVENANCE_KEYS = {"gpu", "gpus", "driver", "torch", "triton", "date", "command", "quick"}
+GEMM_KEYS = {"impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us"}
+INT_FIGURES = {f.name for f in fields(HardwareProfile) if f.type in ("int", int)}
+SCALAR_FIGURES = {f.name for f in fields(HardwareProfile) if f.type in ("int", "float", int, float)}  # not name, sources, tables
+
+
+def figure_range(key: str) -> tuple[float, float]:
+    """(exclusive low, high) of a figure as the profile loader takes it: rates (GB/s, TFLOP/s) from
+    JSON_RATE_MIN, everything up to JSON_FIGURE_MAX (comet_dse/hardware.py)."""
+    return (JSON_RATE_MIN if key.endswith(("GBps", "tflops")) else 0.0), JSON_FIGURE_MAX
+
+
+def _positive(value, path: str, integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ProfileError(path, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ProfileError(path, f"must be finite and > 0, got {value!r}")
+
+
+def _curve(x: list, y: list, path: str, x_name: str, y_name: str, integer_x: bool = True, x_min: float = 1) -> None:
+    """x strictly increasing (>= x_min), y > 0, the same length, >= 2 points."""
+    for values, name in ((x, x_name), (y, y_name)):
+        if not isinstance(values, list) or len(values) < 2:
+            raise ProfileError(f"{path}.{name}", f"must be a list of >= 2 numbers, got {values!r}")
+    if len(x) != len(y):
+        raise ProfileError(f"{path}.{y_name}", f"has {len(y)} values for {len(x)} {x_name}")
+    for i, v in enumerate(x):
+        if isinstance(v, bool) or not isinstance(v, int if integer_x else (int, float)) or v < x_min:
+            kind = "an integer" if integer_x else "a number"
+            raise ProfileError(f"{path}.{x_name}[{i}]", f"must be {kind} >= {x_min}, got {v!r}")
+    if any(b <= a for a, b in zip(x, x[1:])):
+        raise ProfileError(f"{path}.{x_name}", f"must be strictly increasing, got {x}")
+    for i, v in enumerate(y):
+        _positive(v, f"{path}.{y_name}[{i}]")
+
+
+def _check_figures(data: dict) -> None:
+    figures, sources = data["figures"], data["sources"]
+    if not isinstance(figures, dict) or not isinstance(sources, dict):
+        raise ProfileError("figures", "figures and sources must be objects")
+    for key, value in figures.items():
+        if key not in SCALAR_FIGURES:
+            raise ProfileError(f"figures.{key}", f"is no HardwareProfile figure; allowed: {sorted(SCALAR_FIGURES)}")
+        _positive(value, f"figures.{key}", integer=key in INT_FIGURES)
+        low, high = figure_range(key)
+        if not low <= value <= high:
+            raise ProfileError(f"figures.{key}", f"must be in [{low:g}, {high:g}], got {value!r}")
+    try:  # what the loader will make of them: the base preset with these figures
+        replace(HARDWARE_PRESETS[data["base"]], **figures)
+    except UserError as exc:
+        raise ProfileError(f"figures.{exc.field.removeprefix('hardware.')}", exc.message) from None
+    if set(sources) != set(figures):
+        raise ProfileError("sources", f"needs one entry per figure: missing {sorted(set(figures) - set(sources))}, "
+                                      f"extra {sorted(set(sources) - set(figures))}")
+    for key, text in sources.items():
+        if not isinstance(text, str) or not text.strip():
+            raise ProfileError(f"sources.{key}", f"must say what measured it, got {text!r}")
+
+
+def _check_grouped_gemm(entries) -> None:
+    if not isinstance(entries, list) or not entries:
+        raise ProfileError("tables.grouped_gemm", "must be a non-empty list")
+    seen = set()
+    for i, e in enumerate(entries):
+        path = f"tables.grouped_gemm[{i}]"
+        if not isinstance(e, dict) or set(e) != GEMM_KEYS:
+            raise ProfileError(path, f"must have exactly the keys {sorted(GEMM_KEYS)}")
+        if e["impl"] not in ("grouped_mm", "fused"):
+            raise ProfileError(f"{path}.impl", f"must be 'grouped_mm' or 'fused', got {e['impl']!r}")
+        if not isinstance(e["swiglu"], bool):
+            raise ProfileError(f"{path}.swiglu", f"must be true or false, got {e['swiglu']!r}")
+        for key in ("K", "N", "experts", "sms"):
+            _positive(e[key], f"{path}.{key}", integer=True)
+        for key in ("block_m", "block_n"):
+            if e["impl"] == "grouped_mm" and e[key] is not None:
+                raise ProfileError(f"{path}.{key}", f"must be null for grouped_mm, got {e[key]!r}")
+            if e["impl"] == "fused":
+                _positive(e[key], f"{path}.{key}", integer=True)
+        _curve(e["rows_per_expert"], e["us"], path, "rows_per_expert", "us")
+        key = (e["impl"], e["K"], e["N"], e["swiglu"], e["sms"])
+        if key in seen:
+            raise ProfileError(path, f"repeats (impl, K, N, swiglu, sms) = {key}")
+        seen.add(key)
+    if not any(e["impl"] == "grouped_mm" for e in entries):
+        raise ProfileError("tables.grouped_gemm", "needs at least one grouped_mm entry")
+
+
+def _check_tables(tables: dict, gpus: int) -> None:
+    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "gemm_contention"}
+    if not isinstance(tables, dict) or set(tables) - allowed:
+        raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
+    # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
+    required = ["grouped_gemm", "memory_pass_GBps"] + (["alltoall"] if gpus > 1 else [])
+    for name in required:
+        if name not in tables:
+            raise ProfileError(f"tables.{name}", "is missing")
+    _check_grouped_gemm(tables["grouped_gemm"])
+    passes = tables["memory_pass_GBps"]
+    if not isinstance(passes, dict) or set(passes) != set(PASS_KINDS):
+        raise ProfileError("tables.memory_pass_GBps", f"must have exactly the kinds {list(PASS_KINDS)}")
+    for kind, value in passes.items():
+        _positive(value, f"tables.memory_pass_GBps.{kind}")
+    if "alltoall" in tables:
+        worlds = set()
+        if not isinstance(tables["alltoall"], list) or not tables["alltoall"]:
+            raise ProfileError("tables.alltoall", "must be a non-empty list")
+        for i, e in enumerate(tables["alltoall"]):
+            path = f"tables.alltoall[{i}]"
+            if not isinstance(e, dict) or set(e) != {"world", "bytes_per_rank", "us"}:
+                raise ProfileError(path, "must have exactly the keys ['bytes_per_rank', 'us', 'world']")
+            _positive(e["world"], f"{path}.world", integer=True)
+            if e["world"] < 2 or e["world"] in worlds:
+                raise ProfileError(f"{path}.world", f"must be >= 2 and measured once, got {e['world']}")
+            worlds.add(e["world"])
+            _curve(e["bytes_per_rank"], e["us"], path, "bytes_per_rank", "us")
+    if "comm_blocks" in tables:
+        cb = tables["comm_blocks"]
+        if not isinstance(cb, dict) or set(cb) != {"pull", "push", "copy_engine_GBps"}:
+            raise ProfileError("tables.comm_blocks", "must have exactly the keys ['copy_engine_GBps', 'pull', 'push']")
+        for way in ("pull", "push"):
+            if not isinstance(cb[way], dict) or set(cb[way]) != {"blocks", "GBps"}:
+                raise ProfileError(f"tables.comm_blocks.{way}", "must have exactly the keys ['GBps', 'blocks']")
+            _curve(cb[way]["blocks"], cb[way]["GBps"], f"tables.comm_blocks.{way}", "blocks", "GBps")
+        _positive(cb["copy_engine_GBps"], "tables.comm_blocks.copy_engine_GBps")
+    if "gemm_contention" in tables:
+        gc_ = tables["gemm_contention"]
+        if not isinstance(gc_, dict) or set(gc_) != {"copy_blocks", "slowdown"}:
+            raise ProfileError("tables.gemm_contention", "must have exactly the keys ['copy_blocks', 'slowdown']")
+        _curve(gc_["copy_blocks"], gc_["slowdown"], "tables.gemm_contention", "copy_blocks", "slowdown", x_min=0)
+        if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
+            raise ProfileError("tables.gemm_contention", "must start at copy_blocks 0 with slowdown 1.0")
+
+
+def check_profile(data: dict) -> None:
+    """Raise ProfileError naming the first field that breaks "comet-dse-profile/1"."""
+    if not isinstance(data, dict):
+        raise ProfileError("", "a profile is a JSON object")
+    if data.get("format") != FORMAT:
+        raise ProfileError("format", f"must be {FORMAT!r}, got {data.get('format')!r}")
+    if set(data) != TOP_KEYS:
+        raise ProfileError("", f"keys must be {sorted(TOP_KEYS)}: missing {sorted(TOP_KEYS - set(data))}, "
+                               f"unknown {sorted(set(data) - TOP_KEYS)}")
+    if not isinstance(data["name"], str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", data["name"]):
+        raise ProfileError("name", f"must be a file stem, got {data['name']!r}")
+    if data["base"] not in HARDWARE_PRESETS:
+        raise ProfileError("base", f"must be one of {', '.join(HARDWARE_PRESETS)}, got {data['base']!r}")
+    _positive(data["gpus"], "gpus", integer=True)
+    prov = data["provenance"]
+    if not isinstance(prov, dict) or PROVENANCE_KEYS - set(prov):
+        raise ProfileError("provenance", f"must record {sorted(PROVENANCE_KEYS)}")
+    for key in PROVENANCE_KEYS - {"gpus", "quick"}:
+        if not isinstance(prov[key], str) or not prov[key]:
+            raise ProfileError(f"provenance.{key}", f"must be a non-empty string, got {prov[key]!r}")
+    if prov["gpus"] != data["gpus"] or not isinstance(prov["quick"], bool):
+        raise ProfileError("provenance", "gpus must match the profile's and quick must be true or false")
+    _check_figures(data)
+    _check_tables(data["tables"], data["gpus"])
+    if "alltoall" in data["tables"] and all(e["world"] != data["gpus"] for e in data["tables"]["alltoall"]):
+        raise ProfileError("tables.alltoall", f"measured no entry for the profile's {data['gpus']} GPUs")
+
+
+# ----------------------------------------------------------------------------------------
+# the measurements
+# ----------------------------------------------------------------------------------------
+
+
+def _sig(value: float) -> float:
+    """Four significant digits: readable, and never rounds a positive figure to 0."""
+    return float(f"{value:.4g}")
+
+
+def gpu_slug(gpu: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3': the default profile name's stem."""
+    words = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-").split("-")
+    return "-".join(w for w in words if w and w != "nvidia") or "gpu"
+
+
+class Calibration:
+    def __init__(self, settings) -> None:
+        self.s = s = settings
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if self.cuda else "gloo")
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda") if self.cuda else torch.device("cpu")
+        # bf16 as the layers run on GPUs; fp32 on the CPU (the interpreter computes bf16 wrongly)
+        self.dtype = torch.bfloat16 if self.cuda else torch.float32
+        self.elem = torch.empty(0, dtype=self.dtype).element_size()
+        self.sms = sm_count(self.device)
+        self.programs = s.programs or self.sms
+        if max(s.comm_blocks) >= self.programs:
+            raise UserError("--comm-blocks",
+                            f"must be < the {self.programs} programs of the fused grid, got {max(s.comm_blocks)}")
+        self.copy_blocks = [b for b in s.copy_blocks if b <= self.sms]  # the defaults reach 132; fewer SMs drop some
+        if len(self.copy_blocks) < 2:
+            raise UserError("--copy-blocks", f"needs at least 2 counts <= the {self.sms} SMs, got {s.copy_blocks}")
+        # the fused GEMMs run on a process group of this rank alone: every row tile is its own
+        self.single = dist.new_subgroups(1)[0] if self.world > 1 else None
+        self.notes: list[str] = []
+        self.figures: dict[str, float] = {}
+        self.sources: dict[str, str] = {}
+        self.tables: dict = {}
+        self.best_grouped: tuple[float, str] = (0.0, "")
+        self.started = time.perf_counter()
+
+    def close(self) -> None:
+        dist.barrier()
+        dist.destroy_process_group()
+
+    # ---- timing and reporting ----------------------------------------------------------------
+
+    def _time(self, fn: Callable[[], object], before: Callable[[], object] | None = None, together: bool = False,
+              spin: bool = True) -> float:
+        """Median µs of fn on this rank. together: a barrier first (every rank starts at once);
+        before: after the barrier (contention launches its copies there); spin: the device spins
+        ~50 µs first, so the timed launch is enqueued before the GPU reaches it."""
+        def prepare() -> None:
+            if together:
+                dist.barrier()
+            if before is not None:
+                before()
+            if spin and self.cuda:
+                torch.cuda._sleep(SPIN_CYCLES)
+        return median_us(fn, runs=self.s.runs, warmup=self.s.warmup, before_each=prepare)
+
+    def _slowest(self, values: list[float]) -> list[float]:
+        """Each value's maximum over the ranks (every rank calls this with as many values)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    def _say(self, text: str) -> None:
+        if self.rank == 0:
+            print(f"calibrate [{time.perf_counter() - self.started:6.1f} s] {text}", flush=True)
+
+    def _figure(self, key: str, value: float, source: str) -> None:
+        low, high = figure_range(key)
+        if not low <= value <= high:  # e.g. copies in Triton's interpreter: measured, but no figure a profile takes
+            self.notes.append(f"{key}: measured {value:.4g}, outside the profile's range [{low:g}, {high:g}]: "
+                              f"left to the base preset")
+            return
+        self.figures[key] = value if key in INT_FIGURES else _sig(value)
+        self.sources[key] = f"comet-dse calibrate: {source}"
+
+    def _random(self, *shape: int, seed: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        g = torch.Generator(device=self.device).manual_seed(self.s.seed * 1_000_003 + seed * 101 + self.rank)
+        return torch.randn(*shape, generator=g, device=self.device, dtype=dtype or self.dtype)
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    # ---- the whole run ---------------------------------------------------------------------
+
+    def run_all(self) -> dict | None:
+        steps = [self.dense, self.launch, self.memory_passes]
+        if self.world > 1:
+            steps += [self.alltoall, self.host_sync, self.copies]
+        for step in steps:
+            step()
+            self._free()  # each step's tensors: gone with its frame
+        if self.world == 1:
+            self.notes.append("one GPU: a partial profile without the alltoall, comm_blocks and gemm_contention tables "
+                              "or the link, collective and host-sync figures; the simulator needs an alltoall table: "
+                              "calibrate on 2+ GPUs of one node (torchrun --nproc-per-node N)")
+        for shape in self.s.shapes:
+            self.grouped_mm(shape)
+            self._free()
+        self.gemm_rate()
+        self.notes.append("grouped_gemm grouped_mm: torch._grouped_mm at all SMs, SwiGLU entries on the (K, 2N) weight "
+                          f"(the SwiGLU itself is the elementwise pass), inputs and weights rotated over {ROTATE} sets")
+        for model in self.s.models:
+            self.fused(model)
+            self._free()
+        self.notes.append("grouped_gemm fused: layer0 (GEMM0 + SwiGLU) and layer1 (GEMM1) of a FusedMoE in compute-only "
+                          "mode on a one-rank process group, every local expert given rows_per_expert rows; each launch "
+                          "timed alone; sms = the compute programs (grid - communication blocks); one set of inputs "
+                          "(the weights exceed L2 at model shapes)")
+        if self.world > 1:
+            self.contention()
+            self._free()
+        return self._profile() if self.rank == 0 else None
+
+    def _profile(self) -> dict:
+        # the command as typed: under `python -m` (torchrun) the first word is the module's path
+        launcher = "comet-dse" if sys.argv[0].endswith("cli.py") or sys.argv[0] == "-c" else sys.argv[0]
+        command = " ".join([launcher, *sys.argv[1:]])
+        env = environment(command)
+        provenance = {"gpu": env["gpu"], "gpus": self.world, "driver": env["driver"] or "none (CPU)",
+                      "torch": env["torch"], "triton": env["triton"], "date": env["date"], "command": env["command"],
+                      "quick": self.s.quick, "notes": self.notes}
+        name = self.s.name or f"{gpu_slug(env['gpu'])}-x{self.world}"
+        return {"format": FORMAT, "name": name, "base": self.s.base, "gpus": self.world, "provenance": provenance,
+                "figures": self.figures, "sources": self.sources, "tables": self.tables}
+
+    # ---- one GPU: dense GEMM, HBM, launches, memory passes ----------------------------------
+
+    def dense(self) -> None:
+        n = 8192 if self.cuda else 256
+        a, b = self._random(n, n, seed=1), self._random(n, n, seed=2)
+        c = torch.empty(n, n, device=self.device, dtype=self.dtype)
+        mm_us, = self._slowest([self._time(lambda: torch.mm(a, b, out=c))])
+        self.mm_tflops, self.mm_n = 2 * n ** 3 / mm_us / 1e6, n
+        elems = (512 << 20) // self.elem if self.cuda else (16 << 20) // self.elem
+        src = torch.zeros(elems, device=self.device, dtype=self.dtype)
+        dst = torch.empty_like(src)
+        copy_us, = self._slowest([self._time(lambda: dst.copy_(src))])
+        self.hbm = 2 * elems * self.elem / copy_us / 1e3
+        self._figure("hbm_GBps", self.hbm, f"device-to-device copy_ of {elems * self.elem >> 20} MiB, read + write "
+                                            f"counted, median of {self.s.runs}, slowest of {self.world} GPUs")
+        if self.cuda:
+            self._figure("sms", self.sms, "torch.cuda.get_device_properties().multi_processor_count")
+        self._say(f"dense mm {n}^3: {self.mm_tflops:.0f} TFLOP/s; copy: {self.hbm:.0f} GB/s")
+
+    def gemm_rate(self) -> None:
+        """gemm_tflops: the best dense rate seen, a large torch.mm or a grouped_mm run."""
+        dtype = str(self.dtype).removeprefix("torch.")
+        rate, how = max((self.mm_tflops, f"torch.mm {self.mm_n}^3 {dtype}"), self.best_grouped)
+        self._figure("gemm_tflops", rate, f"best {dtype} rate seen: {how}, median of {self.s.runs}, "
+                                          f"slowest of {self.world} GPUs")
+
+    def launch(self) -> None:
+        t = torch.zeros(1, device=self.device)
+
+        def launches() -> None:
+            for _ in range(LAUNCHES):
+                t.add_(1)
+
+        us, = self._slowest([self._time(launches, spin=False) / LAUNCHES])
+        what = "CUDA kernel" if self.cuda else "CPU op (no GPU: a dispatch, not a launch)"
+        self._figure("kernel_launch_us", us, f"{LAUNCHES} back-to-back launches of a 1-element add_ ({what}), "
+                                             f"host-bound, median of {self.s.runs} per launch")
+        self._say(f"kernel launch: {us:.2f} µs")
+
+    def memory_passes(self) -> None:
+        """B0's memory-bound torch ops on the first model's rows (kernels/baselines.py moe_sequential)."""
+        m = self.s.models[0]
+        local = m.num_experts // self.world
+        tokens = max(1, min(PASS_ROWS, max(self.s.rows) * local) // m.top_k)
+        pairs, hidden, ffn, k = tokens * m.top_k, m.hidden, m.ffn, m.top_k
+        g = torch.Generator().manual_seed(self.s.seed)
+        token_of = (torch.randperm(pairs, generator=g) // k).to(self.device)  # each token k times, expert order
+        perm = torch.randperm(pairs, generator=g).to(self.device)
+        x, rows = self._random(tokens, hidden, seed=3), self._random(pairs, hidden, seed=4)
+        out = torch.empty(pairs, hidden, device=self.device, dtype=self.dtype)
+        h = self._random(pairs, 2 * ffn, seed=5)
+        topk_w = self._random(tokens, k, seed=6, dtype=torch.float32).softmax(-1)
+        reduced = torch.empty(tokens, hidden, device=self.device, dtype=torch.float32)
+        e = self.elem
+        row_bytes = pairs * hidden * e
+        passes = {  # kind: (the op, bytes read + written)
+            "gather": (lambda: torch.index_select(x, 0, token_of, out=out), 2 * row_bytes + 8 * pairs),
+            "scatter": (lambda: out.index_copy_(0, perm, rows), 2 * row_bytes + 8 * pairs),
+            # SwiGLU in place as B0: silu_ of the gate half (read + write), mul_ by the up half (2 reads + write)
+            "elementwise": (lambda: torch.nn.functional.silu(h[:, :ffn], inplace=True).mul_(h[:, ffn:]), 5 * pairs * ffn * e),
+            "fp32_reduce": (lambda: _weighted_sum(topk_w, rows.view(tokens, k, hidden), reduced),
+                            row_bytes + 4 * pairs + 4 * tokens * hidden),
+        }
+        us = self._slowest([self._time(fn) for fn, _ in passes.values()])
+        self.tables["memory_pass_GBps"] = {kind: _sig(b / t / 1e3) for (kind, (_, b)), t in zip(passes.items(), us)}
+        self.notes.append(f"memory_pass_GBps: B0's ops on {m.name}'s rows ({tokens} tokens x top-{k}, H={hidden}, F={ffn}): "
+                          "index_select (gather), index_copy_ (scatter), silu_ + mul_ (elementwise), the top-k bmm "
+                          "into fp32 (fp32_reduce); bytes read + written / median time")
+        self._say("memory passes GB/s: " + ", ".join(f"{k_}={v:.0f}" for k_, v in self.tables["memory_pass_GBps"].items()))
+
+    # ---- grouped GEMM tables -----------------------------------------------------------------
+
+    def grouped_mm(self, shape) -> None:
+        """torch._grouped_mm over rows per expert at all SMs, inputs and weights rotated."""
+        width = 2 * shape.N if shape.swiglu else shape.N
+        most = shape.experts * max(self.s.rows)
+        sets = [(self._random(most, shape.K, seed=10 + i),
+                 self._random(shape.experts, shape.K, width, seed=20 + i) * shape.K ** -0.5) for i in range(ROTATE)]
+        turn = itertools.count()
+        us = []
+        for r in self.s.rows:
+            ends = (torch.arange(1, shape.experts + 1, device=self.device) * r).to(torch.int32)
+            total = shape.experts * r
+
+            def call(ends=ends, total=total) -> torch.Tensor:
+                a, w = sets[next(turn) % ROTATE]
+                return torch._grouped_mm(a[:total], w, offs=ends)
+
+            us.append(self._time(call))
+        us = self._slowest(us)
+        flops = [2 * shape.experts * r * shape.K * width for r in self.s.rows]
+        rate, at = max((f / t / 1e6, r) for f, t, r in zip(flops, us, self.s.rows))
+        if rate > self.best_grouped[0]:
+            self.best_grouped = (rate, f"torch._grouped_mm K={shape.K} N={width} x {shape.experts} experts, {at} rows each")
+        sms = self.sms if self.cuda else torch.get_num_threads()  # CPU: the threads it ran on
+        self._gemm_entry("grouped_mm", shape, sms, None, None, us)
+
+    def _gemm_entry(self, impl: str, shape, sms: int, block_m: int | None, block_n: int | None, us: list[float]) -> None:
+        self.tables.setdefault("grouped_gemm", []).append(
+            {"impl": impl, "K": shape.K, "N": shape.N, "swiglu": shape.swiglu, "experts": shape.experts, "sms": sms,
+             "block_m": block_m, "block_n": block_n, "rows_per_expert": list(self.s.rows), "us": [_sig(t) for t in us]})
+        self._say(f"grouped_gemm {impl} {shape.model} K={shape.K} N={shape.N}{' swiglu' if shape.swiglu else ''} "
+                  f"x{shape.experts} sms={sms}: " + " ".join(f"{r}:{t:.0f}" for r, t in zip(self.s.rows, us)) + " µs")
+
+    def _fused_layer(self, model, max_rows: int, comm_blocks: int) -> FusedMoE:
+        """The model's local experts in a FusedMoE on this rank alone (top-1: rows = tokens)."""
+        local = model.num_experts // self.world
+        hidden, ffn = model.hidden, model.ffn
+        w13 = self._random(local, hidden, 2 * ffn, seed=30) * hidden ** -0.5
+        w2 = self._random(local, ffn, hidden, seed=31) * ffn ** -0.5
+        weights = MoEWeights(torch.empty(hidden, local, device=self.device), w13, w2)  # the router is not used
+        cfg = FusedConfig(comm_blocks0=comm_blocks, comm_blocks1=comm_blocks, block_m=self.s.block_m,
+                          block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(hidden),
+                          programs=self.programs)
+        try:
+            return FusedMoE(weights, 1, local * max_rows, self.single, config=cfg, dtype=self.dtype)
+        except ValueError as exc:
+            raise UserError("--tile", f"{model.name}: {exc}") from None
+
+    def _splits(self, hidden: int) -> int:
+        """layer1's column splits: the default 4 where they cut H into whole tiles, else fewer."""
+        for n in (4, 3, 2, 1):
+            width = FusedConfig(block_n=self.s.block_n, n_splits=n).layer1_width(hidden)
+            if hidden % n == 0 and (hidden // n) % width == 0:
+                return n
+        return 1
+
+    def _plan_rows(self, layer: FusedMoE, x: torch.Tensor, rows: int):
+        """Run the layer once (compute-only) with `rows` rows on each local expert; its plan."""
+        local = layer.experts
+        ids = torch.arange(local, device=self.device).repeat_interleave(rows).view(-1, 1)
+        weights = torch.ones(local * rows, 1, device=self.device)
+        layer(x[:local * rows], ids, weights, mode=COMPUTE_ONLY)
+        return layer.plan
+
+    def fused(self, model) -> None:
+        """layer0 (GEMM0 + SwiGLU) and layer1 (GEMM1) launches alone, compute-only, at programs - n."""
+        s = self.s
+        base = min(s.comm_blocks)
+        layer = self._fused_layer(model, max(s.rows), base)
+        x = self._random(layer.max_tokens, model.hidden, seed=32)
+        us = {(n, gemm): [] for n in s.comm_blocks for gemm in (0, 1)}
+        for r in s.rows:
+            plan = self._plan_rows(layer, x, r)
+            for n in s.comm_blocks:
+                layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # a run-time argument: no recompile
+                us[n, 0].append(self._time(lambda: layer._launch_layer0(plan, COMPUTE_ONLY)))
+                us[n, 1].append(self._time(lambda: layer._launch_layer1(plan, COMPUTE_ONLY)))
+        local = model.num_experts // self.world
+        shapes = {0: (model.hidden, model.ffn, True), 1: (model.ffn, model.hidden, False)}
+        block_n = {0: s.block_n, 1: layer.block_n1}
+        for (n, gemm), values in us.items():
+            k, width, swiglu = shapes[gemm]
+            shape = next(sh for sh in s.shapes if (sh.K, sh.N, sh.swiglu, sh.experts) == (k, width, swiglu, local))
+            self._gemm_entry("fused", shape, self.programs - n, s.block_m, block_n[gemm], self._slowest(values))
+
+    # ---- between GPUs: all-to-all, host sync, copies, contention -----------------------------
+
+    def alltoall(self) -> None:
+        us, sizes = [], []
+        for size in self.s.alltoall_sizes:
+            elems = size // self.elem // self.world * self.world  # equal splits: a multiple of the world size
+            inp = torch.zeros(elems, device=self.device, dtype=self.dtype)
+            out = torch.empty_like(inp)
+            us.append(self._time(lambda: dist.all_to_all_single(out, inp), together=True))
+            sizes.append(elems * self.elem)
+        us = self._slowest(us)
+        self.tables["alltoall"] = [{"world": self.world, "bytes_per_rank": sizes, "us": [_sig(t) for t in us]}]
+        self.alltoall_sizes, self.alltoall_us = sizes, us
+        self._say(f"alltoall x{self.world}: " + " ".join(f"{b >> 10}K:{t:.0f}" for b, t in zip(sizes, us)) + " µs")
+
+    def host_sync(self) -> None:
+        """B0's split-size exchange and its one host sync (baselines._plan, one chunk)."""
+        m = self.s.models[0]
+        local = m.num_experts // self.world
+        tokens = min(HOST_SYNC_TOKENS, max(1, PASS_ROWS // m.top_k))
+        g = torch.Generator().manual_seed(self.s.seed + self.rank)
+        ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
+        us, = self._slowest([self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True)])
+        self._figure("host_sync_us", us, f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, "
+                                         f".tolist() of the split sizes) at {tokens} tokens x top-{m.top_k} of {m.name}, "
+                                         f"{self.world} GPUs, median of {self.s.runs}")
+        self._say(f"host sync: {us:.0f} µs")
+
+    def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
+        cols = self.s.models[0].hidden
+        rows = max(self.s.block_m, self.s.copy_bytes // (cols * self.elem))
+        buf = PeerBuffer(2 * rows, cols, self.dtype, self.device, None)
+        pattern = torch.arange(rows * cols, device=self.device) % 251 + 3 * self.rank  # exact in bf16
+        buf.local[:rows].copy_(pattern.view(rows, cols))
+        dist.barrier()
+        return buf, rows, cols
+
+    def _copy_launcher(self, buf: PeerBuffer, rows: int, cols: int, push: bool) -> Callable[[int, int], None]:
+        split_cols = cols // self._splits(cols) if push else cols  # layer1 pushes column splits, layer0 pulls rows
+        copy_rows, copy_cols = copy_shape(split_cols, FusedConfig().copy_elems)
+        peer = (self.rank + 1) % self.world
+
+        def launch(blocks: int, repeats: int = 1) -> None:
+            copy_blocks_kernel[(blocks,)](buf.local, buf.deltas, peer, rows, cols, split_cols, repeats, PUSH=push,
+                                          TILE_ROWS=self.s.block_m, COPY_ROWS=copy_rows, COPY_COLS=copy_cols)
+        return launch
+
+    def _check_copied(self, buf: PeerBuffer, rows: int, push: bool) -> None:
+        """The destination holds the source's rows: pull from the next rank, push from the previous."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        dist.barrier()
+        source = (self.rank - 1) % self.world if push else (self.rank + 1) % self.world
+        if not torch.equal(buf.local[rows:], buf.peer(source)[:rows]):
+            raise RuntimeError(f"copy_blocks_kernel ({'push' if push else 'pull'}) did not copy the rows")
+        dist.barrier()
+
+    def copies(self) -> None:
+        buf, rows, cols = self._copy_buffer()
+        nbytes = rows * cols * self.elem
+        curves = {}
+        for way in ("pull", "push"):
+            launch = self._copy_launcher(buf, rows, cols, way == "push")
+            us = []
+            for blocks in self.copy_blocks:
+                buf.local[rows:].zero_()
+                dist.barrier()
+                us.append(self._time(lambda: launch(blocks), together=True))
+                self._check_copied(buf, rows, way == "push")
+            curves[way] = [nbytes / t / 1e3 for t in self._slowest(us)]
+            self._say(f"comm blocks {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(self.copy_blocks, curves[way])) + " GB/s")
+        src, dst = buf.peer((self.rank + 1) % self.world)[:rows], buf.local[rows:]
+        side = torch.cuda.Stream() if self.cuda else None
+
+        def engine() -> None:
+            if side is None:
+                dst.copy_(src)
+                return
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                dst.copy_(src, non_blocking=True)
+            torch.cuda.current_stream().wait_stream(side)
+
+        engine_us, = self._slowest([self._time(engine, together=True)])
+        engine_GBps = nbytes / engine_us / 1e3
+        self.tables["comm_blocks"] = {
+            "pull": {"blocks": list(self.copy_blocks), "GBps": [_sig(v) for v in curves["pull"]]},
+            "push": {"blocks": list(self.copy_blocks), "GBps": [_sig(v) for v in curves["push"]]},
+            "copy_engine_GBps": _sig(engine_GBps)}
+        both = (f"{self.world} GPUs copying at once, each with its next rank, {nbytes / (1 << 20):.4g} MiB, "
+                f"median of {self.s.runs}")
+        link, how = max((max(curves["pull"]), "copy_blocks_kernel pull"), (max(curves["push"]), "copy_blocks_kernel push"),
+                        (engine_GBps, "peer copy_ on a side stream (copy engine)"))
+        self.link = link
+        self._figure("link_GBps", link, f"best peer-copy bandwidth measured: {how}; {both}")
+        c, p, worst = fit_comm_blocks(self.copy_blocks, curves["pull"], link, HARDWARE_PRESETS[self.s.base])
+        fitted = (f"HardwareProfile.comm_blocks_GBps fitted to the pull curve (layer0's _copy_block over "
+                  f"{self.copy_blocks} blocks; the push curve is in tables.comm_blocks), worst error {100 * worst:.0f}%; {both}")
+        self._figure("comm_block_GBps", c, fitted)
+        self._figure("comm_saturation", p, fitted)
+        self._say(f"copy engine {engine_GBps:.0f} GB/s; link {link:.0f} GB/s; per block {c:.1f} GB/s, saturation {p:.2f}")
+        self._fit_collective()
+
+    def _fit_collective(self) -> None:
+        sizes, us = self.alltoall_sizes, self.alltoall_us
+        fit = fit_alltoall(sizes, us, self.world)
+        if fit is None:
+            self.notes.append("all-to-all: no positive bandwidth fits the times; collective figures left to the base preset")
+            return
+        latency, bandwidth = fit
+        what = (f"fit of latency + bytes sent to peers / bandwidth to NCCL all_to_all_single, equal splits, "
+                f"{sizes[0]}..{sizes[-1]} bytes per rank, {self.world} GPUs")
+        if latency > 0:
+            self._figure("collective_latency_us", latency, what)
+        else:
+            self._figure("collective_latency_us", min(us), f"smallest measured all-to-all time (the fitted "
+                                                           f"intercept {latency:.1f} µs was not positive); {what}")
+        efficiency = bandwidth / self.link
+        clamp = "" if efficiency <= 1 else f" (fitted {efficiency:.2f} > 1: kept at 1)"
+        self._figure("collective_efficiency", min(1.0, efficiency),
+                     f"fitted all-to-all bandwidth {bandwidth:.0f} GB/s / link_GBps{clamp}; {what}")
+
+    def contention(self) -> None:
+        """layer0's GEMM alone on programs - n compute programs vs beside n copy programs pulling
+        over NVLink on a side stream (the copies outlast the GEMM), both ranks at once."""
+        if not self.cuda:
+            self.notes.append("gemm_contention: not measured on the CPU (no concurrent kernels in the interpreter)")
+            return
+        m, s = self.s.models[0], self.s
+        rows = min(s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
+        layer = self._fused_layer(m, rows, min(s.comm_blocks))
+        x = self._random(layer.max_tokens, m.hidden, seed=33)
+        plan = self._plan_rows(layer, x, rows)
+        buf, buf_rows, cols = self._copy_buffer()
+        pull = self._copy_launcher(buf, buf_rows, cols, push=False)
+        side = torch.cuda.Stream()
+        alone, busy = [], []
+        for n in s.comm_blocks:
+            layer.cfg = replace(layer.cfg, comm_blocks0=n)
+
+            def gemm() -> None:
+                layer._launch_layer0(plan, COMPUTE_ONLY)
+
+            alone.append(self._time(gemm, together=True))
+            once = self._time(lambda: pull(n), together=True)
+            repeats = max(1, math.ceil(3 * alone[-1] / once))
+
+            def copies(n=n, repeats=repeats) -> None:
+                torch.cuda.synchronize()  # the previous run's copies are done on this rank,
+                dist.barrier()  # and on every rank: all start copying together
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    pull(n, repeats)
+
+            busy.append(self._time(gemm, before=copies))
+            torch.cuda.synchronize()
+        times = self._slowest(alone + busy)
+        slow = [b / a for a, b in zip(times[:len(alone)], times[len(alone):])]
+        self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
+        self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
+                          f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
+                          f"on a side stream; slowest of {self.world} GPUs")
+        self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
+

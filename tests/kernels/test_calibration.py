@@ -1,0 +1,237 @@
+"""`comet-dse calibrate` on CPU ranks (gloo, Triton's interpreter, a tiny model): the profile it
+writes passes the format's checks and holds what was measured; the format's checks themselves;
+the fits on curves with known answers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
+pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.[kernels]')")
+
+from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
+from comet_dse.kernels.calibration import (  # noqa: E402
+    ProfileError,
+    check_profile,
+    fit_alltoall,
+    fit_comm_blocks,
+    gpu_slug,
+)
+
+# E=8, top-2, H=32, F=48: 4 experts per rank on 2 ranks
+TINY = {"model_type": "mixtral", "_name_or_path": "tiny-moe", "hidden_size": 32, "intermediate_size": 48,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "num_hidden_layers": 1}
+GRID = ["--rows", "16,32", "--comm-blocks", "1", "--copy-blocks", "1,2", "--alltoall-max", "16384", "--copy-kib", "16",
+        "--tile", "16x16", "--block-k", "16", "--programs", "4", "--runs", "2", "--warmup", "1"]
+# the GPU machines have none of the simulator's dependencies: the whole run must do without them
+BLOCKED = ("simpy", "optuna", "plotly", "scipy")
+LAUNCH = ("import sys; sys.modules.update(dict.fromkeys({blocked!r})); from comet_dse.cli import main; "
+          "sys.exit(main(sys.argv[1:]))").format(blocked=BLOCKED)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _calibrate(tmp_path, world: int, *extra: str) -> tuple[dict, str, Path]:
+    """Run calibrate on `world` CPU ranks; (the profile, rank 0's stdout, its path)."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "hardware"
+    port = _port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-c", LAUNCH, "calibrate", "--models", str(config), *GRID, "--out", str(out), *extra]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    files = list(out.glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text()), outs[0][0], files[0]
+
+
+def test_two_ranks_write_a_full_profile(tmp_path):
+    profile, stdout, path = _calibrate(tmp_path, 2, "--name", "tiny-x2")
+    check_profile(profile)
+    assert path.name == "tiny-x2.json"
+    assert profile["name"] == "tiny-x2" and profile["gpus"] == 2 and profile["base"] == "h100-sxm"
+    prov = profile["provenance"]
+    assert prov["gpu"] == "cpu" and prov["gpus"] == 2 and prov["quick"] is False and "calibrate" in prov["command"]
+    tables = profile["tables"]
+    # one grouped_mm and one fused entry per GEMM of the model: GEMM0 (H -> F, SwiGLU) and GEMM1 (F -> H)
+    entries = {(e["impl"], e["K"], e["N"], e["swiglu"]): e for e in tables["grouped_gemm"]}
+    gemms = ((32, 48, True), (48, 32, False))
+    assert set(entries) == {(impl, k, n, sw) for impl in ("grouped_mm", "fused") for k, n, sw in gemms}
+    for e in entries.values():
+        assert e["experts"] == 4 and e["rows_per_expert"] == [16, 32] and min(e["us"]) > 0
+    for k, n, sw in gemms:
+        fused = entries["fused", k, n, sw]
+        assert fused["sms"] == 4 - 1 and (fused["block_m"], fused["block_n"]) == (16, 16)  # 4 programs, 1 comm block
+        assert entries["grouped_mm", k, n, sw]["block_m"] is None
+    assert set(tables["memory_pass_GBps"]) == {"gather", "scatter", "elementwise", "fp32_reduce"}
+    assert tables["alltoall"] == [{"world": 2, "bytes_per_rank": [4096, 16384], "us": tables["alltoall"][0]["us"]}]
+    cb = tables["comm_blocks"]
+    assert cb["pull"]["blocks"] == cb["push"]["blocks"] == [1, 2]
+    figures = profile["figures"]
+    assert {"gemm_tflops", "hbm_GBps", "kernel_launch_us", "host_sync_us", "link_GBps", "comm_saturation"} <= set(figures)
+    # the interpreter copies at well under 1 MB/s per block: below what a profile takes, so left out, with a note
+    if "comm_block_GBps" not in figures:
+        assert min(cb["pull"]["GBps"]) < 1e-3
+        assert any(n.startswith("comm_block_GBps: measured") and "left to the base preset" in n for n in prov["notes"])
+    assert "sms" not in figures  # no device properties on the CPU: left to the base preset
+    assert set(profile["sources"]) == set(figures)
+    assert figures["link_GBps"] == max(*cb["pull"]["GBps"], *cb["push"]["GBps"], cb["copy_engine_GBps"])
+    # no concurrent kernels in the interpreter: no contention table, and the profile says why
+    assert "gemm_contention" not in tables
+    assert any(note.startswith("gemm_contention: not measured") for note in prov["notes"])
+    for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "comm blocks pull", "comm blocks push",
+                  "grouped_gemm grouped_mm", "grouped_gemm fused"):
+        assert f"] {table}" in stdout, stdout
+    assert "wrote " in stdout
+    # the simulator's reader takes it: figures over the base preset, the tables attached
+    measured = pytest.importorskip("comet_dse.measured", reason="the reader (comet_dse/measured.py) is not in this tree")
+    loaded = measured.load_measured(path, profile)
+    assert loaded.name == "tiny-x2" and loaded.link_GBps == figures["link_GBps"]
+    assert loaded.host_sync_us == figures["host_sync_us"] and loaded.measured is not None
+
+
+def test_one_rank_writes_a_partial_profile_and_says_so(tmp_path):
+    profile, stdout, path = _calibrate(tmp_path, 1, "--runs", "1", "--warmup", "0")
+    check_profile(profile)
+    assert profile["name"] == "cpu-x1" and profile["gpus"] == 1
+    assert set(profile["tables"]) == {"grouped_gemm", "memory_pass_GBps"}
+    assert not {"link_GBps", "host_sync_us", "collective_efficiency"} & set(profile["figures"])
+    assert "note: one GPU: a partial profile" in stdout
+    # the same tables claimed for 2 GPUs would lack the all-to-all the simulator needs
+    with pytest.raises(ProfileError, match=r"tables\.alltoall: is missing"):
+        check_profile({**profile, "gpus": 2, "provenance": {**profile["provenance"], "gpus": 2}})
+    # and the simulator's reader refuses it, naming the missing table
+    measured = pytest.importorskip("comet_dse.measured", reason="the reader (comet_dse/measured.py) is not in this tree")
+    from comet_dse.errors import UserError
+
+    with pytest.raises(UserError, match=r"hardware\.tables\.alltoall"):
+        measured.load_measured(path, profile)
+
+
+# ---- the format's checks on a hand-made profile ------------------------------------------------
+
+VALID = {
+    "format": "comet-dse-profile/1", "name": "h100-x2", "base": "h100-sxm", "gpus": 2,
+    "provenance": {"gpu": "NVIDIA H100 80GB HBM3", "gpus": 2, "driver": "580", "torch": "2.11", "triton": "3.6",
+                   "date": "2026-11-25", "command": "comet-dse calibrate", "quick": True},
+    "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7},
+    "sources": {"sms": "device properties", "link_GBps": "peer copy_", "collective_efficiency": "fit"},
+    "tables": {
+        "grouped_gemm": [
+            {"impl": "grouped_mm", "K": 2048, "N": 1408, "swiglu": True, "experts": 32, "sms": 132, "block_m": None,
+             "block_n": None, "rows_per_expert": [16, 32], "us": [50.0, 60.0]},
+            {"impl": "fused", "K": 2048, "N": 1408, "swiglu": True, "experts": 32, "sms": 116, "block_m": 128,
+             "block_n": 128, "rows_per_expert": [16, 32], "us": [80.0, 90.0]}],
+        "memory_pass_GBps": {"gather": 2500.0, "scatter": 2400.0, "elementwise": 2700.0, "fp32_reduce": 2200.0},
+        "alltoall": [{"world": 2, "bytes_per_rank": [4096, 16384], "us": [20.0, 21.0]}],
+        "comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [20.0, 40.0]}, "push": {"blocks": [1, 2], "GBps": [21.0, 41.0]},
+                        "copy_engine_GBps": 380.0},
+        "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
+    },
+}
+
+
+def _set(data: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    if value is _DELETE:
+        del data[last]
+    else:
+        data[last] = value
+
+
+_DELETE = object()
+
+
+def test_the_hand_made_profile_passes():
+    check_profile(copy.deepcopy(VALID))
+
+
+@pytest.mark.parametrize("path, value, field", [
+    ("format", "comet-dse-profile/2", "hardware.format"),
+    ("extra", 1, "hardware.: keys must be"),
+    ("base", "a100", "hardware.base"),
+    ("provenance.driver", "", "hardware.provenance.driver"),
+    ("figures.link_GBps", -1.0, "hardware.figures.link_GBps"),
+    ("figures.sms", 132.5, "hardware.figures.sms"),
+    ("figures.nonsense_GBps", 1.0, "hardware.figures.nonsense_GBps"),
+    ("figures.collective_efficiency", 1.5, "hardware.figures.collective_efficiency"),
+    ("figures.link_GBps", 1e-4, "hardware.figures.link_GBps: must be in [0.001"),
+    ("sources.link_GBps", _DELETE, "hardware.sources"),
+    ("tables.grouped_gemm.0.impl", "cublas", "hardware.tables.grouped_gemm[0].impl"),
+    ("tables.grouped_gemm.0.rows_per_expert", [32, 16], "hardware.tables.grouped_gemm[0].rows_per_expert"),
+    ("tables.grouped_gemm.0.us", [50.0], "hardware.tables.grouped_gemm[0].us"),
+    ("tables.grouped_gemm.0.us", [50.0, float("nan")], "hardware.tables.grouped_gemm[0].us[1]"),
+    ("tables.grouped_gemm.0.block_m", 128, "hardware.tables.grouped_gemm[0].block_m"),
+    ("tables.grouped_gemm.1.block_n", None, "hardware.tables.grouped_gemm[1].block_n"),
+    ("tables.grouped_gemm.0.impl", "fused", "hardware.tables.grouped_gemm[0].block_m"),
+    ("tables.memory_pass_GBps.gather", 0.0, "hardware.tables.memory_pass_GBps.gather"),
+    ("tables.memory_pass_GBps", _DELETE, "hardware.tables.memory_pass_GBps: is missing"),
+    ("tables.alltoall", _DELETE, "hardware.tables.alltoall: is missing"),
+    ("tables.alltoall.0.world", 8, "hardware.tables.alltoall: measured no entry for the profile's 2 GPUs"),
+    ("tables.alltoall.0.bytes_per_rank", [4096, 4096], "hardware.tables.alltoall[0].bytes_per_rank"),
+    ("tables.comm_blocks.pull.GBps", [20.0, -40.0], "hardware.tables.comm_blocks.pull.GBps[1]"),
+    ("tables.comm_blocks.copy_engine_GBps", 0, "hardware.tables.comm_blocks.copy_engine_GBps"),
+    ("tables.gemm_contention.copy_blocks", [1, 16], "hardware.tables.gemm_contention: must start at copy_blocks 0"),
+    ("tables.gemm_contention.slowdown", [1.0, 0.0], "hardware.tables.gemm_contention.slowdown[1]"),
+])
+def test_a_broken_profile_names_its_field(path, value, field):
+    data = copy.deepcopy(VALID)
+    _set(data, path, value)
+    with pytest.raises(ProfileError) as caught:
+        check_profile(data)
+    assert str(caught.value).startswith(field), str(caught.value)
+
+
+def test_grouped_gemm_needs_a_grouped_mm_entry():
+    data = copy.deepcopy(VALID)
+    data["tables"]["grouped_gemm"] = data["tables"]["grouped_gemm"][1:]
+    with pytest.raises(ProfileError, match="needs at least one grouped_mm entry"):
+        check_profile(data)
+
+
+# ---- fits ----------------------------------------------------------------------------------------
+
+
+def test_alltoall_fit_recovers_latency_and_bandwidth():
+    sizes = [4096 * 4 ** i for i in range(9)]
+    world, latency, bandwidth = 2, 25.0, 300.0
+    us = [latency + b * (world - 1) / world / (bandwidth * 1e3) for b in sizes]
+    fitted = fit_alltoall(sizes, us, world)
+    assert fitted == pytest.approx((latency, bandwidth), rel=1e-6)
+    assert fit_alltoall(sizes[:2], [30.0, 20.0], world) is None  # faster with more bytes: nothing to fit
+
+
+@pytest.mark.parametrize("per_block, saturation", [(15.5, 4.0), (30.0, 2.0)])
+def test_comm_block_fit_recovers_the_curve_it_came_from(per_block, saturation):
+    from dataclasses import replace
+
+    truth = replace(HARDWARE_PRESETS["h100-sxm"], link_GBps=350.0, comm_block_GBps=per_block, comm_saturation=saturation)
+    blocks = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 132]
+    gbps = [truth.comm_blocks_GBps(b) for b in blocks]
+    c, p, worst = fit_comm_blocks(blocks, gbps, 350.0, HARDWARE_PRESETS["h100-sxm"])
+    assert c == pytest.approx(per_block, rel=0.03) and p == pytest.approx(saturation, rel=0.1) and worst < 0.02
+
+
+def test_gpu_slug():
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
+    assert gpu_slug("cpu") == "cpu"
