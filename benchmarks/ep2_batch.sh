@@ -2,7 +2,8 @@
 # One batch of GPU work on a 2-GPU machine (the device tool's nvidia-h100-x2), run from the
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
-#                                            flatten, small-tokens, profile, tile-orders; OUT: what comes back)
+#                                            flatten, small-tokens, profile, tile-orders,
+#                                            calibrate-quick, calibrate, held-out; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -52,6 +53,16 @@ wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the tar
 small-tokens)  # the latency-bound end: 256 and 512 tokens per GPU
     run 120 mixtral_small "${bench[@]}" --model mixtral-8x7b --tokens 256,512 --comm-blocks 8,16 --chunks 2,4
     run 90 qwen_small "${bench[@]}" --model qwen2-moe-2.7b --tokens 256,512 --comm-blocks 8,16 --chunks 2,4
+    ;;
+calibrate-quick)  # the hardware profile, reduced grid
+    run 300 calibrate_quick torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --quick
+    ;;
+calibrate)  # the hardware profile, full grid
+    run 560 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out"
+    ;;
+held-out)  # shapes calibration never measured: validation's held-out set
+    run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
+    run 200 deepseek "${bench[@]}" --model deepseek-v3 --tokens 1024,4096 --comm-blocks 8,16,32 --chunks 2,4
     ;;
 tile-orders)  # both tile orders where the layers are weight-bound (few rows per expert)
     orders=(--tokens 256,512,1024,4096 --comm-blocks 4,8,16 --chunks 2 --tile-order layout,expert)
