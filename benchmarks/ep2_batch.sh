@@ -3,7 +3,8 @@
 # repository root there: install, the fused layer's GPU suite, then `comet-dse bench` runs.
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
-#                                            calibrate-quick, calibrate, held-out; OUT: what comes back)
+#                                            calibrate-quick, calibrate, held-out,
+#                                            deepseek-expert; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -63,6 +64,9 @@ calibrate)  # the hardware profile, full grid
 held-out)  # shapes calibration never measured: validation's held-out set
     run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
     run 200 deepseek "${bench[@]}" --model deepseek-v3 --tokens 1024,4096 --comm-blocks 8,16,32 --chunks 2,4
+    ;;
+deepseek-expert)  # DeepSeek-V3 shapes (128 experts per GPU, few rows each) in expert tile order
+    run 200 deepseek_expert "${bench[@]}" --model deepseek-v3 --tokens 1024,4096 --comm-blocks 8,16 --chunks 2 --tile-order expert
     ;;
 tile-orders)  # both tile orders where the layers are weight-bound (few rows per expert)
     orders=(--tokens 256,512,1024,4096 --comm-blocks 4,8,16 --chunks 2 --tile-order layout,expert)

@@ -70,6 +70,19 @@ def _graphed(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r["config"] and r["config"]["comm_blocks0"] > 0]
 
 
+def _best_per_file(group: list[dict]) -> list[dict]:
+    """The fastest graphed fused configuration of each file that measured this (model, tokens)."""
+    files = sorted({r["file"] for r in group})
+    return [min(_graphed([r for r in group if r["file"] == f]), key=lambda r: r["timings_us"]["fused"]) for f in files]
+
+
+def _least_favourable(group: list[dict]) -> dict:
+    """Where several runs measured the same token count, the one with the lowest B0 / fused: each
+    ratio is taken inside one run (B0 and fused timed in the same process), and the B0 of a
+    host-synced layer varies by up to 30% between runs."""
+    return min(_best_per_file(group), key=lambda r: r["timings_us"]["b0"] / r["timings_us"]["fused"])
+
+
 def _order_note(config: dict) -> str:
     order = config.get("tile_order", "layout")
     return "" if order == "layout" else f", {order} order"
@@ -81,8 +94,7 @@ def _headline(runs: list[dict]) -> list[str]:
         out += [f"### {model}", ""]
         rows = []
         for tokens in sorted(by_tokens):
-            group = _graphed(by_tokens[tokens])
-            best = min(group, key=lambda r: r["timings_us"]["fused"])
+            best = _least_favourable(by_tokens[tokens])
             t = best["timings_us"]
             b1, chunks = _best_b1(t)
             limit = max(t["compute_only"], t["comm_only"])
@@ -158,7 +170,7 @@ def _targets(runs: list[dict]) -> list[str]:
     best = {}
     for model, by_tokens in _by_model_tokens(runs).items():
         for tokens, group in by_tokens.items():
-            best[model, tokens] = min(_graphed(group), key=lambda r: r["timings_us"]["fused"])["timings_us"]
+            best[model, tokens] = _least_favourable(group)["timings_us"]
 
     def speedup(model: str, tokens: int, base: str = "b0") -> float | None:
         t = best.get((model, tokens))
@@ -186,7 +198,7 @@ def _targets(runs: list[dict]) -> list[str]:
         ("compute-only <= 1.10 x grouped_mm, Mixtral (worst)", compute(mixtral), lambda v: v <= 1.10),
     ]
     table = [[name, "–" if v is None else f"{v:.2f}", "–" if v is None else ("met" if ok(v) else "not met")] for name, v, ok in rows]
-    return _table(["target (best n_comm per token count)", "measured", ""], table) + [""]
+    return _table(["target (best configuration per token count, least favourable run)", "measured", ""], table) + [""]
 
 
 def render(root: Path = ROOT) -> str:
@@ -211,7 +223,9 @@ def render(root: Path = ROOT) -> str:
     ]
     lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in final}.values()] + [""]
     lines += ["### Targets of the fused-layer issue", ""] + _targets(final)
-    lines += ["### Fused layer against the baselines and its limits (best n_comm per token count)", ""] + _headline(final)
+    lines += ["### Fused layer against the baselines and its limits (best configuration per token count)", "",
+              "Where two runs measured a token count, the row is the run with the lower B0 / fused (B0 syncs with the "
+              "host and varies by up to 30% between runs; each ratio is taken inside one run).", ""] + _headline(final)
     lines += _sweep(final)
     lines += ["## GPU test suite (`benchmarks/gpu_fused_ep.py`)", ""] + _suite(root / FINAL / "suite.json")
     variants = _variants(root / FINAL / "variants", final)
