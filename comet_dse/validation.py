@@ -56,14 +56,18 @@ def workload_of(bench: BenchFile, tokens: int) -> Workload:
         raise UserError(f"{bench.path}: {_JSON_FIELD.get(exc.field, exc.field)}", exc.message) from None
 
 
-def _comet_skip(config: dict) -> str | None:
-    """Fused variants the comet schedule has no knob for yet."""
-    if config["comm_blocks0"] == 0:
-        return "copy-engine variant (comm_blocks0 = 0) is not modelled"
+def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
+    """Fused variants the comet schedule has no knob for. With a measured profile the simulator
+    prices the kernels as built: the copy engine and layer1's own tile width (sim/fused_costs.py)."""
+    from comet_dse.sim.fused_costs import layer1_width
+
+    if config["comm_blocks0"] == 0 and not measured:
+        return "copy-engine variant (comm_blocks0 = 0) is modelled with a measured profile only"
     if config.get("flatten"):
         return "cross-tile pipelining (flatten) is not modelled"
-    if config.get("block_n1") not in (None, config["block_n"]):
-        return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than block_n is not modelled"
+    width = layer1_width(hidden, config["n_splits"], config["block_n"]) if measured else config["block_n"]
+    if config.get("block_n1") not in (None, width):
+        return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than {width} is not modelled"
     if config.get("tile_order", "layout") != "layout":
         return f"tile order {config['tile_order']!r} is not modelled (the simulator walks tiles in layout order)"
     if config.get("programs") is not None:
@@ -71,9 +75,10 @@ def _comet_skip(config: dict) -> str | None:
     return None
 
 
-def cases_of(bench: BenchFile, tokens: set[int] | None = None) -> list[Case]:
+def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = False) -> list[Case]:
     """Every figure of the file the simulator is compared with. B0 and B1 are timed once per
-    token count and repeated in every run of it: each distinct figure counts once."""
+    token count and repeated in every run of it: each distinct figure counts once. `measured`:
+    the profile has measured tables (more fused variants are modelled)."""
     cases: list[Case] = []
     seen: set[tuple[int, str, float]] = set()
     for run in bench.runs:
@@ -93,7 +98,7 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None) -> list[Case]:
                 c = run.config
                 knobs = {k: c[k] for k in ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits")}
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
-                                  skip=_comet_skip(c)))
+                                  skip=_comet_skip(c, bench.shape["hidden"], measured)))
     return cases
 
 

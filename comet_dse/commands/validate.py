@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"results/validation/{hardware.name}.json")
     if out.is_dir():
         raise UserError("--out", f"{out} is a folder; give a file name")
-    cases = [case for bench in benches for case in cases_of(bench, tokens)]
+    cases = [case for bench in benches for case in cases_of(bench, tokens, measured=hardware.measured is not None)]
     if not cases:
         raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
     workloads = {(str(b.path), run.tokens): workload_of(b, run.tokens) for b in benches for run in b.runs

@@ -29,8 +29,9 @@ def measured_case(hand_case):
     return workload, load_hardware(HAND_PROFILE)
 
 
-# sort + split sizes: 8 launches; gather to send order 256 rows x 512 B read + written / 256 = 1024 (+1)
-BEFORE_SYNC = 8 + 1 + 1024
+# gather to send order 256 rows x 512 B read + written / 256 = 1024 (+1); the routing plan before it is
+# the host sync (calibrate times B0's whole plan as host_sync_us)
+BEFORE_SYNC = 1 + 1024
 ALLTOALL = 2000  # busiest rank's bytes 2 x 65536 -> 2.0 us
 SWIGLU = 2 + 5 * 256 * 128 * 2 // 128  # silu_ + mul_: 5 R F elements of 2 B at 128 B/ns
 # scatter to token order (1 + 1024), weighted sum (2 launches + (256 x 512 + 256 x 256 x 4) / 512)
@@ -42,28 +43,28 @@ def test_sequential_is_b0s_kernels_priced_from_the_tables(measured_case):
     r = simulate(workload, hw, Sequential())
     # host sync 1000 -> dispatch -> GEMM0 (1 + 2000 at 256 rows) -> SwiGLU: layer0 ends
     layer0 = BEFORE_SYNC + 1000 + ALLTOALL + 1 + 2000 + SWIGLU
-    assert ns(r.layer0_us) == layer0 == 8596
+    assert ns(r.layer0_us) == layer0 == 8588
     # GEMM1 (1 + 1000) -> combine -> scatter + weighted sum (no regroup: one expert per rank)
-    assert ns(r.latency_us) == layer0 + 1 + 1000 + ALLTOALL + AFTER_COMBINE == 13392
+    assert ns(r.latency_us) == layer0 + 1 + 1000 + ALLTOALL + AFTER_COMBINE == 13384
     assert ns(r.compute_alone_us) == 3000
     assert ns(r.comm_alone_us) == 2 * ALLTOALL
     assert r.overheads_us == {"permute": 1.024, "host_sync": 1.0, "swiglu": 2.56, "unpermute": 1.024, "reduce": 0.768,
-                              "launch": 0.016}
+                              "launch": 0.008}
     assert ns(r.exposed_comm_us) == 2 * ALLTOALL
 
 
 def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
     workload, hw = measured_case
     one = simulate(workload, hw, Chunked(chunks=1))
-    assert ns(one.latency_us) == 13392  # one chunk is B0
+    assert ns(one.latency_us) == 13384  # one chunk is B0
     r = simulate(workload, hw, Chunked(chunks=2))
-    # chunk alltoalls: 65536 B -> 1000 each. D0 2033-3033, D1 3033-4033 (it holds 1 of 4 SMs).
-    # GEMM0 chunk 0 (128 rows: 1000 on 4 SMs, 4000/3 on 3) from 3034: 999 ns at 3 SMs = 0.74925 done,
-    # the rest 251 at 4 -> 4284; SwiGLU 2 + 1280 -> 5566; GEMM1 1 + 500 -> 6067. C0 6067-7067 beside
-    # chunk 1's GEMM0 (6068 -> 7318); SwiGLU -> 8600 (layer0); GEMM1 -> 9101; C1 -> 10101; + AFTER_COMBINE
-    assert ns(r.layer0_us) == 8600
-    assert ns(r.latency_us) == 10101 + AFTER_COMBINE == 11896
-    assert r.overheads_us["launch"] == 0.02  # launches: 9 before the sync, 4 per chunk, 3 after the combines
+    # chunk alltoalls: 65536 B -> 1000 each. D0 2025-3025, D1 3025-4025 (it holds 1 of 4 SMs).
+    # GEMM0 chunk 0 (128 rows: 1000 on 4 SMs, 4000/3 on 3) from 3026: 999 ns at 3 SMs = 0.74925 done,
+    # the rest 251 at 4 -> 4276; SwiGLU 2 + 1280 -> 5558; GEMM1 1 + 500 -> 6059. C0 6059-7059 beside
+    # chunk 1's GEMM0 (6060 -> 7310); SwiGLU -> 8592 (layer0); GEMM1 -> 9093; C1 -> 10093; + AFTER_COMBINE
+    assert ns(r.layer0_us) == 8592
+    assert ns(r.latency_us) == 10093 + AFTER_COMBINE == 11888
+    assert r.overheads_us["launch"] == 0.012  # launches: 1 before the sync, 4 per chunk, 3 after the combines
 
 
 def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
