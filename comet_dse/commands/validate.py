@@ -49,6 +49,17 @@ def _config_text(point: dict) -> str:
     return "-"
 
 
+def _by_model(points: list[dict], benches: list, hardware) -> dict:
+    """Each model's errors, and whether it is held out: a shape whose GEMMs (H, F) the measured
+    profile's grouped-GEMM table never timed (the simulator prices it from other shapes)."""
+    from comet_dse.validation import error_summary
+
+    timed = {(e.k, e.n) for e in hardware.measured.grouped_gemm} if hardware.measured is not None else set()
+    shapes = {b.model: (b.shape["hidden"], b.shape["ffn"]) for b in benches}
+    return {model: {**error_summary([p for p in points if p["model"] == model]), "held_out": shapes[model] not in timed}
+            for model in sorted({p["model"] for p in points})}
+
+
 def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
@@ -69,6 +80,13 @@ def format_report(report: dict) -> str:
                         _fmt(s["min_error_pct"], "+.1f", "%"), _fmt(s["max_error_pct"], "+.1f", "%"),
                         str(s["skipped"]), str(s["failed"])])
     lines += align_columns(summary)
+    lines.append("")
+    by_model = [["schedule", "model", "points", "MAPE", "mean error", "calibration"]]
+    for name, s in report["schedules"].items():
+        for model, m in s.get("by_model", {}).items():
+            by_model.append([name, model, str(m["n"]), _fmt(m["mape_pct"], ".1f", "%"), _fmt(m["mean_error_pct"], "+.1f", "%"),
+                             "held out" if m["held_out"] else "shape timed"])
+    lines += align_columns(by_model, text_columns=(0, 1, 5))
     lines.append("")
     table = [["model", "tokens", "points", "spearman", "regret", "predicted best", "measured best", "measured spread"]]
     for s in report["sweeps"]:
@@ -141,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "routing": ROUTING,
         "seed": SEED,
         "overall": error_summary(points),
-        "schedules": {name: {**error_summary(ps), "points": ps}
+        "schedules": {name: {**error_summary(ps), "by_model": _by_model(ps, benches, hardware), "points": ps}
                       for name in SCHEDULES if (ps := [p for p in points if p["schedule"] == name])},
         "sweeps_summary": sweep_summary(found),
         "sweeps": found,
