@@ -7,7 +7,6 @@ collectives; rank 0 assembles the result.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Callable
 
@@ -18,7 +17,7 @@ from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive, mo
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
-from comet_dse.kernels.timing import environment, median_us
+from comet_dse.kernels.timing import environment, join_ranks, median_us
 
 ROTATE = 3  # input sets rotated through the timed runs
 MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
@@ -27,15 +26,10 @@ MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
 class BenchRunner:
     def __init__(self, settings, args) -> None:
         self.s, self.args = settings, args
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if self.cuda else "gloo")
+        self.cuda, self.device = join_ranks()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if settings.experts % self.world:
             raise UserError("--model", f"{settings.experts} experts do not divide over {self.world} ranks")
-        self.device = torch.device("cuda") if self.cuda else torch.device("cpu")
         self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
         self.per_rank = settings.experts // self.world
         self.weights = MoEWeights.random(settings.experts, settings.hidden, settings.ffn, seed=args.seed,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-import os
 import re
 import sys
 import time
@@ -45,7 +44,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMPUTE_ONLY, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, median_us
+from comet_dse.kernels.timing import environment, join_ranks, median_us
 
 FORMAT = "comet-dse-profile/1"
 SPIN_CYCLES = 100_000  # ~50 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued
@@ -330,13 +329,8 @@ def gpu_slug(gpu: str) -> str:
 class Calibration:
     def __init__(self, settings) -> None:
         self.s = s = settings
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if self.cuda else "gloo")
+        self.cuda, self.device = join_ranks()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.device = torch.device("cuda") if self.cuda else torch.device("cpu")
         # bf16 as the layers run on GPUs; fp32 on the CPU (the interpreter computes bf16 wrongly)
         self.dtype = torch.bfloat16 if self.cuda else torch.float32
         self.elem = torch.empty(0, dtype=self.dtype).element_size()

@@ -3,6 +3,7 @@ wall clock on the CPU), in microseconds, and the environment it ran in."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -10,6 +11,18 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
+
+
+def join_ranks() -> tuple[bool, torch.device]:
+    """This process's GPU (LOCAL_RANK, as torchrun sets it) and the default process group: NCCL on
+    GPUs, gloo on CPUs (the interpreter). Returns (cuda, device)."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return cuda, torch.device("cuda") if cuda else torch.device("cpu")
 
 
 def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_each: Callable[[], object] | None = None) -> float:

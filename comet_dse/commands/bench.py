@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_ORDERS
+from comet_dse.commands.launch import check_gpu_launch
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
@@ -154,14 +154,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
 def run(args: argparse.Namespace) -> int:
     s = _settings(args)
-    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
-        raise UserError("bench", "launch it once per GPU: torchrun --nproc-per-node N -m comet_dse.cli bench ...")
-    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
-        os.environ.setdefault(var, value)
-    import torch
-
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UserError("bench", "no GPU here: set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter")
+    check_gpu_launch("bench")
     from comet_dse.kernels.bench_runner import BenchRunner
 
     runner = BenchRunner(s, args)

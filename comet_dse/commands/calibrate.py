@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comet_dse.commands.launch import check_gpu_launch
 from comet_dse.errors import UserError
 
 DEFAULT_MODELS = "qwen2-moe-2.7b,mixtral-8x7b"
@@ -213,14 +214,7 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
-    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
-        raise UserError("calibrate", "launch it once per GPU: torchrun --nproc-per-node N -m comet_dse.cli calibrate ...")
-    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
-        os.environ.setdefault(var, value)
-    import torch
-
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UserError("calibrate", "no GPU here: set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter")
+    check_gpu_launch("calibrate")
     from comet_dse.kernels.calibration import Calibration, ProfileError, check_profile
 
     runner = Calibration(s)
