@@ -161,8 +161,30 @@ def _variants(folder: Path, final: list[dict]) -> list[str]:
         label = "flatten" + (f", layer1 tile {cfg['block_m']}x{cfg['block_n1']}" if cfg.get("block_n1") else "")
         rows.append([r["model"], str(r["tokens"]), str(cfg["comm_blocks0"]), label, _us(r["timings_us"]["compute_only"]),
                      _us(base.get("compute_only")), _us(r["timings_us"]["fused"]), _us(base.get("fused")), r["file"]])
-    return _table(["model", "tokens/GPU", "n_comm", "variant", "compute-only", "same, final kernels", "fused",
-                   "same, final kernels", "file"], rows) + [""]
+    return _table(["model", "tokens/GPU", "n_comm", "variant", "compute-only", "same, default knobs", "fused",
+                   "same, default knobs", "file"], rows) + [""]
+
+
+def _copy_bandwidth(folder: Path) -> list[str]:
+    """The fused kernels' own copy code against the link, from the calibrated profiles
+    (`comet-dse calibrate`): the fused-layer issue's >= 80% of NVLink from 24 blocks."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        copies = data.get("tables", {}).get("comm_blocks")
+        if not copies or data.get("provenance", {}).get("quick"):
+            continue
+        link = max([copies.get("copy_engine_GBps") or 0] + copies["pull"]["GBps"] + copies["push"]["GBps"])
+        rows = [[str(b), f"{pull:.0f}", f"{pull / link:.0%}", f"{push:.0f}", f"{push / link:.0%}"]
+                for b, pull, push in zip(copies["pull"]["blocks"], copies["pull"]["GBps"], copies["push"]["GBps"])]
+        prov = data["provenance"]
+        out += [f"## Communication blocks → bandwidth (`{path.relative_to(folder.parent.parent)}`)", "",
+                f"`{prov['command']}` on {prov['gpus']}× {prov['gpu']}, {prov['date']}: the fused kernels' copy code "
+                "(`_copy_block`, 16-byte accesses) pulling (layer0) and pushing (layer1) 128 MiB over NVLink, every GPU "
+                f"copying at once, in GB/s and as a share of the best peer copy measured ({link:.0f} GB/s, the copy "
+                "engine's).", ""]
+        out += _table(["blocks", "pull GB/s", "pull / link", "push GB/s", "push / link"], rows) + [""]
+    return out
 
 
 def _targets(runs: list[dict]) -> list[str]:
@@ -228,12 +250,14 @@ def render(root: Path = ROOT) -> str:
               "host and varies by up to 30% between runs; each ratio is taken inside one run).", ""] + _headline(final)
     lines += _sweep(final)
     lines += ["## GPU test suite (`benchmarks/gpu_fused_ep.py`)", ""] + _suite(root / FINAL / "suite.json")
-    variants = _variants(root / FINAL / "variants", final)
+    lines += _copy_bandwidth(root.parent / "hardware")
+    variants = _variants(root / FINAL / "variants", _load(root / FINAL / "history" / "torch_plan"))
     if variants:
         lines += ["## Variants tried and dropped (`variants/`)", "",
-                  "Software-pipelining the GEMMs across tiles (`--flatten`) and 128×256 layer1 tiles (`--block-n1 256`), "
-                  "measured in the runs just before the final one, beside the final kernels' figures for the same "
-                  "configuration:", ""] + variants
+                  "Software-pipelining the GEMMs across tiles (`--flatten`; with 128×128 or 128×256 layer1 tiles), "
+                  "measured on the kernels of `history/torch_plan/` (the plan in torch ops, 128×128 layer1 tiles), beside "
+                  "that version's default figures for the same configuration. (128×256 layer1 tiles without "
+                  "`--flatten` were 20–30% faster and are the default now: `profile/`.)", ""] + variants
     first = _load(root / FINAL / "first_sweep")
     if first:
         lines += ["## The first sweep (`first_sweep/`)", "",
