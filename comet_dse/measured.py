@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 FORMAT = "comet-dse-profile/1"
 TOP_KEYS = ("format", "name", "base", "gpus", "provenance", "figures", "sources", "tables")
-IMPLS = ("grouped_mm", "fused")
+IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per expert (B0's "loop"); the fused kernels
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
 TABLES_OPTIONAL = ("comm_blocks", "gemm_contention")
@@ -134,6 +134,9 @@ class MeasuredTables:
         share = entry.us.loglog(rows) / entry.experts * entry.sms / sms
         wanted = 2.0 * rows * k * n * (2 if swiglu else 1)
         return share * wanted / entry.flops_per_expert(rows)
+
+    def has_impl(self, impl: str) -> bool:
+        return any(e.impl == impl for e in self.grouped_gemm)
 
     def _nearest_gemm(self, impl: str, k: int, n: int, swiglu: bool, sms: int, tile: tuple[int, int] | None) -> GemmEntry:
         entries = [e for e in self.grouped_gemm if e.impl == impl] or [e for e in self.grouped_gemm if e.impl == "grouped_mm"]

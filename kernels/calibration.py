@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 from comet_dse.errors import UserError
 from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, HardwareProfile
+from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import _weighted_sum
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
@@ -216,15 +217,15 @@ def _check_grouped_gemm(entries) -> None:
         path = f"tables.grouped_gemm[{i}]"
         if not isinstance(e, dict) or set(e) != GEMM_KEYS:
             raise ProfileError(path, f"must have exactly the keys {sorted(GEMM_KEYS)}")
-        if e["impl"] not in ("grouped_mm", "fused"):
-            raise ProfileError(f"{path}.impl", f"must be 'grouped_mm' or 'fused', got {e['impl']!r}")
+        if e["impl"] not in ("grouped_mm", "loop", "fused"):
+            raise ProfileError(f"{path}.impl", f"must be 'grouped_mm', 'loop' or 'fused', got {e['impl']!r}")
         if not isinstance(e["swiglu"], bool):
             raise ProfileError(f"{path}.swiglu", f"must be true or false, got {e['swiglu']!r}")
         for key in ("K", "N", "experts", "sms"):
             _positive(e[key], f"{path}.{key}", integer=True)
         for key in ("block_m", "block_n"):
-            if e["impl"] == "grouped_mm" and e[key] is not None:
-                raise ProfileError(f"{path}.{key}", f"must be null for grouped_mm, got {e[key]!r}")
+            if e["impl"] != "fused" and e[key] is not None:
+                raise ProfileError(f"{path}.{key}", f"must be null for {e['impl']}, got {e[key]!r}")
             if e["impl"] == "fused":
                 _positive(e[key], f"{path}.{key}", integer=True)
         _curve(e["rows_per_expert"], e["us"], path, "rows_per_expert", "us")
@@ -417,7 +418,8 @@ class Calibration:
             self.grouped_mm(shape)
             self._free()
         self.gemm_rate()
-        self.notes.append("grouped_gemm grouped_mm: torch._grouped_mm at all SMs, SwiGLU entries on the (K, 2N) weight "
+        self.notes.append("grouped_gemm grouped_mm and loop: torch._grouped_mm, and one torch.mm per expert (B0's "
+                          "expert_gemm='loop'), at all SMs, SwiGLU entries on the (K, 2N) weight "
                           f"(the SwiGLU itself is the elementwise pass), inputs and weights rotated over {ROTATE} sets")
         for model in self.s.models:
             self.fused(model)
@@ -532,13 +534,24 @@ class Calibration:
                 return torch._grouped_mm(a[:total], w, offs=ends)
 
             us.append(self._time(call))
-        us = self._slowest(us)
+        # B0's other expert GEMM: one torch.mm per expert (baselines' "loop"), faster with few large experts
+        loop_us = []
+        for r in self.s.rows:
+            counts = [r] * shape.experts
+
+            def call_loop(counts=counts, total=shape.experts * r) -> torch.Tensor:
+                a, w = sets[next(turn) % ROTATE]
+                return b0_expert_gemm(a[:total], w, None, counts)
+
+            loop_us.append(self._time(call_loop))
+        us, loop_us = self._slowest(us), self._slowest(loop_us)
         flops = [2 * shape.experts * r * shape.K * width for r in self.s.rows]
         rate, at = max((f / t / 1e6, r) for f, t, r in zip(flops, us, self.s.rows))
         if rate > self.best_grouped[0]:
             self.best_grouped = (rate, f"torch._grouped_mm K={shape.K} N={width} x {shape.experts} experts, {at} rows each")
         sms = self.sms if self.cuda else torch.get_num_threads()  # CPU: the threads it ran on
         self._gemm_entry("grouped_mm", shape, sms, None, None, us)
+        self._gemm_entry("loop", shape, sms, None, None, loop_us)
 
     def _gemm_entry(self, impl: str, shape, sms: int, block_m: int | None, block_n: int | None, us: list[float]) -> None:
         self.tables.setdefault("grouped_gemm", []).append(

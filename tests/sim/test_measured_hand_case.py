@@ -9,6 +9,7 @@ pull and push 16 B/ns per block; copy engine 32 B/ns; GEMM slowdown 1.25 beside 
 Each rank: 256 tokens, top-1, half to each rank's one expert, so 256 rows per expert.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,19 @@ def test_preset_refuses_the_copy_engine(hand_case):
     workload, hw = hand_case
     with pytest.raises(UserError, match="--comm-blocks0"):
         simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
+
+
+def test_b0_takes_the_faster_expert_gemm_the_profile_timed(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    # one torch.mm per expert: GEMM0 twice as fast as torch._grouped_mm at 256 rows, GEMM1 slower
+    data["tables"]["grouped_gemm"] += [
+        {**data["tables"]["grouped_gemm"][0], "impl": "loop", "us": [0.5, 1.0]},
+        {**data["tables"]["grouped_gemm"][1], "impl": "loop", "us": [1.0, 2.0]},
+    ]
+    path = tmp_path / "loop.json"
+    path.write_text(json.dumps(data))
+    r = simulate(workload, load_hardware(path), Sequential())
+    # GEMM0 1000 instead of 2000 (loop); GEMM1 stays 1000 (grouped_mm, the faster there)
+    assert ns(r.layer0_us) == 8588 - 1000
+    assert ns(r.compute_alone_us) == 3000 - 1000
