@@ -93,27 +93,28 @@ def _figures(results, heatmaps: dict[int, dict]) -> list[tuple[str, str, object]
     return figures
 
 
-def report_html(results, heatmaps: dict[int, dict], title: str, summary_rows: list[list[str]]) -> str:
-    """The whole report as one HTML string (tune writes it together with its plan)."""
-    from plotly.offline import get_plotlyjs
+def html_page(title: str, summary_rows: list[list[str]], figures: list[tuple[str, str, object]], notes: str = "") -> str:
+    """One self-contained page (comet_dse/plotly_page.py): the title, a summary table (first row the
+    header), optional notes (HTML), then each (id, heading, plotly figure) as a heading above its plot."""
+    from comet_dse.plotly_page import plotly_page
 
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style>",
-        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
-        f"<h1>{html.escape(title)}</h1><table>",
-    ]
+    parts = [f"<h1>{html.escape(title)}</h1><table>"]
     for i, row in enumerate(summary_rows):
         cell = "th" if i == 0 else "td"
         parts.append("<tr>" + "".join(f"<{cell}>{html.escape(c)}</{cell}>" for c in row) + "</tr>")
-    parts.append("</table>")
-    for name, heading, fig in _figures(results, heatmaps):
+    parts.append("</table>" + notes)
+    drawn = {}
+    for name, heading, fig in figures:
         fig.update_layout(margin={"t": 60})
-        parts.append(f"<h2 id='{name}-title'>{html.escape(heading)}</h2>"
-                     + fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"{name}-plot"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        parts.append(f"<h2 id='{name}-title'>{html.escape(heading)}</h2><div id='{name}-plot'></div>")
+        drawn[f"{name}-plot"] = fig.to_json()
+    style = "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style>"
+    return plotly_page(html.escape(title), "\n".join(parts), drawn, head=style)
+
+
+def report_html(results, heatmaps: dict[int, dict], title: str, summary_rows: list[list[str]]) -> str:
+    """The whole report as one HTML string (tune writes it together with its plan)."""
+    return html_page(title, summary_rows, _figures(results, heatmaps))
 
 
 def write_report(results, heatmaps: dict[int, dict], path: str | Path, title: str, summary_rows: list[list[str]]) -> Path:

@@ -102,6 +102,17 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
     return cases
 
 
+def config_text(point: dict, blocks_only: bool = False) -> str:
+    """A point's configuration in a few words (`blocks_only`: a comet point's communication blocks alone)."""
+    c = point["config"]
+    if point["schedule"] == "chunked":
+        return f"chunks={c['chunks']}"
+    if point["schedule"] == "comet":
+        blocks = f"blocks={c['comm_blocks0']}/{c['comm_blocks1']}"
+        return blocks if blocks_only else f"{blocks} {c['block_m']}x{c['block_n']} {c['row_order']} splits={c['n_splits']}"
+    return "-"
+
+
 def signed_error_pct(predicted_us: float, measured_us: float) -> float:
     """(predicted - measured) / measured in %: negative means the simulator is too fast."""
     return 100.0 * (predicted_us - measured_us) / measured_us

@@ -15,8 +15,6 @@ plotly's typed arrays.
 from __future__ import annotations
 
 import json
-import zlib
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import numpy as np
 from comet_dse.sim.result import Result
 
 from comet_dse.files import write_text_atomic
+from comet_dse.plotly_page import plotly_page
 
 ROLE_ORDER = ("layer", "stream", "host", "comm", "compute")
 
@@ -193,53 +192,9 @@ def timeline_figure(results: list[Result], ranks: tuple[str, ...] = DEFAULT_HTML
     return fig
 
 
-# plotly.js in base85 over an alphabet that needs no escaping in HTML or a JS string
-_B85 = "".join(c for c in map(chr, range(33, 127)) if c not in "\"'<>&`\\")[:85]
-
-
-def _base85(data: bytes) -> str:
-    padded = data + b"\0" * (-len(data) % 4)
-    words = np.frombuffer(padded, dtype=">u4").astype(np.int64)
-    digits = np.empty((len(words), 5), dtype=np.int64)
-    for i in range(4, -1, -1):
-        words, digits[:, i] = np.divmod(words, 85)
-    return np.frombuffer(_B85.encode(), dtype=np.uint8)[digits.ravel()].tobytes().decode("ascii")
-
-
-@lru_cache(maxsize=1)
-def _packed_plotlyjs() -> tuple[str, int]:
-    from plotly.offline import get_plotlyjs
-
-    packed = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip stream, what DecompressionStream("gzip") reads
-    data = packed.compress(get_plotlyjs().encode()) + packed.flush()
-    return _base85(data), len(data)
-
-
 def timeline_html(results: list[Result], ranks: tuple[str, ...] = DEFAULT_HTML_RANKS) -> str:
-    figure = timeline_figure(results, ranks).to_json()
-    packed, size = _packed_plotlyjs()
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>comet-dse timeline</title></head><body>
-<div id="timeline" style="width:100%"><p id="loading">unpacking plotly.js…</p></div>
-<script type="application/octet-stream" id="plotlyjs-gzip-base85">{packed}</script>
-<script>
-(async () => {{
-  const alphabet = {json.dumps(_B85)}, text = document.getElementById("plotlyjs-gzip-base85").textContent.trim();
-  const value = new Uint8Array(128);
-  for (let i = 0; i < 85; i++) value[alphabet.charCodeAt(i)] = i;
-  const bytes = new Uint8Array(text.length / 5 * 4);
-  for (let i = 0, o = 0; i < text.length; i += 5) {{
-    let v = 0;
-    for (let j = 0; j < 5; j++) v = v * 85 + value[text.charCodeAt(i + j)];
-    bytes[o++] = v >>> 24; bytes[o++] = (v >>> 16) & 255; bytes[o++] = (v >>> 8) & 255; bytes[o++] = v & 255;
-  }}
-  const stream = new Blob([bytes.subarray(0, {size})]).stream().pipeThrough(new DecompressionStream("gzip"));
-  (0, eval)(await new Response(stream).text());  // defines window.Plotly
-  document.getElementById("loading").remove();
-  const figure = {figure};
-  Plotly.newPlot("timeline", figure.data, figure.layout, {{responsive: true}});
-}})();
-</script></body></html>
-"""
+    body = '<div id="timeline" style="width:100%"></div>'
+    return plotly_page("comet-dse timeline", body, {"timeline": timeline_figure(results, ranks).to_json()})
 
 
 def write_timeline_html(results: list[Result], path: str | Path, ranks: tuple[str, ...] = DEFAULT_HTML_RANKS) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import add_gpus_per_node_argument
 from comet_dse.errors import UserError
-from comet_dse.files import write_text_atomic
+from comet_dse.files import check_writable, write_texts_atomic
+from comet_dse.validation import config_text
 
 DEFAULT_HARDWARE = "h100-sxm"
 
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gpus_per_node_argument(parser)
     parser.add_argument("--tokens", help="only these token counts, in tokens per GPU, e.g. 1024,8192 (default: every measured one)")
     parser.add_argument("--out", help="report JSON (default results/validation/<hardware>.json)")
+    parser.add_argument("--html", help="the same report as a self-contained HTML page: predicted against measured, the "
+                                       "errors, every comet sweep (default: none)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
 
 
@@ -38,15 +41,6 @@ def _parse_tokens(text: str | None) -> set[int] | None:
     if min(values) <= 0:
         raise UserError("--tokens", f"token counts must be positive, got {text!r}")
     return values
-
-
-def _config_text(point: dict) -> str:
-    c = point["config"]
-    if point["schedule"] == "chunked":
-        return f"chunks={c['chunks']}"
-    if point["schedule"] == "comet":
-        return f"blocks={c['comm_blocks0']}/{c['comm_blocks1']} {c['block_m']}x{c['block_n']} {c['row_order']} splits={c['n_splits']}"
-    return "-"
 
 
 def _by_model(points: list[dict], benches: list, hardware) -> dict:
@@ -69,7 +63,7 @@ def format_report(report: dict) -> str:
     for name in report["schedules"]:
         for p in report["schedules"][name]["points"]:
             error = _fmt(p["error_pct"], "+.1f", "%") if p["status"] == "ok" else p["status"]
-            rows.append([p["model"], str(p["tokens"]), f"{p['schedule']} ({p['measured_key']})", _config_text(p),
+            rows.append([p["model"], str(p["tokens"]), f"{p['schedule']} ({p['measured_key']})", config_text(p),
                          _fmt(p["predicted_us"]), _fmt(p["measured_us"]), error])
     lines = [f"hardware profile {report['profile']}, routing {report['routing']} seed {report['seed']}; "
              f"measured on {report['gpus']}x {report['gpu']}",
@@ -136,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"results/validation/{hardware.name}.json")
     if out.is_dir():
         raise UserError("--out", f"{out} is a folder; give a file name")
+    if args.html:
+        check_writable(args.html, "--html")
     cases = [case for bench in benches for case in cases_of(bench, tokens, measured=hardware.measured is not None)]
     if not cases:
         raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
@@ -164,7 +160,12 @@ def run(args: argparse.Namespace) -> int:
         "sweeps_summary": sweep_summary(found),
         "sweeps": found,
     }
-    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+    files = {out: json.dumps(report, indent=2) + "\n"}
+    if args.html:
+        from comet_dse.validation_report import validation_html
+
+        files[Path(args.html)] = validation_html(report)
+    write_texts_atomic(files)
     if args.json:
         print(json.dumps({**report, "path": str(out)}, indent=2))
     else:

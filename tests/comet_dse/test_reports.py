@@ -13,7 +13,8 @@ import optuna
 
 from comet_dse.cli import main
 from comet_dse.report import _figures, report_html
-from comet_dse.sim.export import _B85, _packed_plotlyjs
+from comet_dse.plotly_page import B85_ALPHABET as _B85
+from comet_dse.plotly_page import packed_plotlyjs as _packed_plotlyjs
 
 
 class Sections(HTMLParser):
@@ -60,6 +61,9 @@ def fake_results():
 def test_report_sections_keep_their_headings_and_the_history_is_log():
     results, heatmaps = fake_results()
     text = report_html(results, heatmaps, "example", [["tokens", "µs"], ["1024", "10"]])
+    assert len(text.encode()) < 2_500_000 and 'src="http' not in text  # plotly.js packed inside, nothing fetched
+    for name in ("history", "importance", "allocation"):  # every plot is drawn into its own div
+        assert f'draw("{name}-plot", ' in text
     parsed = Sections()
     parsed.feed(text)
     assert len(parsed.ids) == len(set(parsed.ids))  # no heading shares its id with a plot
@@ -83,7 +87,7 @@ def test_timeline_html_at_64_ranks_is_small_with_the_time_axis_on_top(tmp_path, 
     assert main([*args, "--html", str(path)]) == 0
     text = path.read_text()
     assert len(text.encode()) < 2_000_000 and 'src="http' not in text
-    figure = json.loads(re.search(r"const figure = (.*);\n", text).group(1))
+    figure = json.loads(re.search(r'draw\("timeline", (.*)\);\n', text).group(1))
     layout = figure["layout"]
     assert layout["xaxis"]["side"] == "top" and layout["xaxis"]["showticklabels"]
     heat = [t for t in figure["data"] if t["type"] == "heatmap"]

@@ -4,6 +4,7 @@ sweeps, and its one-line refusals of bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -161,9 +162,26 @@ def test_bad_measurements_are_one_line_and_exit_2(capsys, tmp_path, make, names)
     (["--tokens", "1024,x"], "--tokens: expected comma-separated integers"),
     (["--tokens", "3"], "--tokens: no measured figure"),
     (["--hardware", "tpu"], "--hardware: unknown preset"),
+    (["--html", "/proc/no/such/report.html"], "--html:"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, tmp_path, args, names):
     out = tmp_path / "out" / "v.json"
     code, _, err = run_cli(capsys, "validate", "--measurements", str(QWEN), *args, "--out", str(out))
     assert code == 2 and err.count("\n") == 1 and names in err
     assert not out.parent.exists()
+
+
+def test_the_html_report_draws_every_section_from_the_same_figures(capsys, tmp_path):
+    out, page = tmp_path / "v.json", tmp_path / "v.html"
+    code, _, _ = run_cli(capsys, "validate", "--measurements", str(QWEN), "--tokens", "1024", "--out", str(out),
+                         "--html", str(page))
+    assert code == 0
+    report, text = json.loads(out.read_text()), page.read_text()
+    for div in ("parity-plot", "errors-plot", "sweep-plot"):
+        assert f'draw("{div}", ' in text
+    assert "Comet sweeps: rank correlation and regret" in text and 'src="http' not in text
+    # the parity plot's points are the report's: every simulated comet point, measured on x, predicted on y
+    parity = json.loads(re.search(r'draw\("parity-plot", (.*)\);\n', text).group(1))
+    comet = next(t for t in parity["data"] if t["name"] == "comet")
+    ok = [p for p in report["schedules"]["comet"]["points"] if p["status"] == "ok"]
+    assert sorted(zip(comet["x"], comet["y"])) == sorted((p["measured_us"], p["predicted_us"]) for p in ok)

@@ -1,0 +1,107 @@
+"""`comet-dse validate`'s HTML report: predicted against measured, one self-contained page.
+
+Sections: every point against y = x (log axes, one colour per schedule); the signed error of
+every point by model and token count; each comet sweep across communication blocks, predicted
+and measured side by side (a dropdown picks the sweep); the sweeps' Spearman and regret.
+"""
+
+from __future__ import annotations
+
+import html
+
+from comet_dse.report import html_page
+from comet_dse.validation import config_text
+
+
+def _ok(points: list[dict]) -> list[dict]:
+    return [p for p in points if p["status"] == "ok"]
+
+
+def _parity(report: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    every = [v for s in report["schedules"].values() for p in _ok(s["points"]) for v in (p["predicted_us"], p["measured_us"])]
+    for name, s in report["schedules"].items():
+        ok = _ok(s["points"])
+        fig.add_trace(go.Scatter(
+            x=[p["measured_us"] for p in ok], y=[p["predicted_us"] for p in ok], mode="markers", name=name,
+            text=[f"{p['model']}, {p['tokens']} tokens, {config_text(p)}: {p['error_pct']:+.1f}%" for p in ok],
+            hovertemplate="%{text}<br>measured %{x:.0f} µs, predicted %{y:.0f} µs<extra></extra>"))
+    if every:
+        low, high = min(every) * 0.9, max(every) * 1.1
+        fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x", line={"dash": "dot", "color": "gray"}))
+    fig.update_layout(xaxis_type="log", yaxis_type="log", xaxis_title="measured (µs)", yaxis_title="predicted (µs)")
+    return fig
+
+
+def _errors(report: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, s in report["schedules"].items():
+        ok = _ok(s["points"])
+        fig.add_trace(go.Box(
+            x=[f"{p['model']} {p['tokens']}" for p in ok], y=[p["error_pct"] for p in ok], name=name, boxpoints="all",
+            text=[config_text(p) for p in ok], hovertemplate="%{x}, %{text}: %{y:+.1f}%<extra></extra>"))
+    fig.update_layout(boxmode="group", yaxis_title="(predicted − measured) / measured, %", xaxis_title="model, tokens per GPU")
+    fig.add_hline(y=0, line_color="gray")
+    return fig
+
+
+def _sweep_lines(report: dict):
+    """Each sweep's predicted and measured latency over its configurations; a dropdown shows one."""
+    import plotly.graph_objects as go
+
+    comet = _ok(report["schedules"].get("comet", {}).get("points", []))
+    fig, owners = go.Figure(), []
+    for i, s in enumerate(report["sweeps"]):
+        points = sorted((p for p in comet if p["source"] == s["source"] and p["tokens"] == s["tokens"]
+                         and _knobs(p["config"]) == s["knobs"]), key=lambda p: p["config"]["comm_blocks0"])
+        x = [config_text(p, blocks_only=True) for p in points]
+        name = f"{s['model']} {s['tokens']}"
+        for kind in ("measured_us", "predicted_us"):
+            fig.add_trace(go.Scatter(x=x, y=[p[kind] for p in points], mode="lines+markers", visible=i == 0,
+                                     name=f"{name}: {kind.removesuffix('_us')}"))
+            owners.append(i)
+    buttons = [{"label": f"{s['model']} {s['tokens']} (ρ {_num(s['spearman'], '+.2f')}, regret {_num(s['regret_pct'], '.1f')}%)",
+                "method": "update", "args": [{"visible": [o == i for o in owners]}]} for i, s in enumerate(report["sweeps"])]
+    fig.update_layout(updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.12,
+                                    "yanchor": "bottom"}] if buttons else [],
+                      xaxis_title="communication blocks (layer0/layer1; 0 = copy engine)", yaxis_title="latency (µs)")
+    return fig
+
+
+def _knobs(config: dict) -> dict:
+    """A comet configuration's knobs other than the communication blocks (what one sweep shares)."""
+    return {k: v for k, v in config.items() if not k.startswith("comm_blocks")}
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def validation_html(report: dict) -> str:
+    title = f"comet-dse validate: {report['profile']} against {report['gpus']}x {report['gpu']}"
+    rows = [["schedule", "points", "MAPE", "mean error", "min", "max", "skipped", "held-out models (MAPE)"]]
+    for name, s in report["schedules"].items():
+        held = ", ".join(f"{m} {_num(v['mape_pct'], '.1f')}%" for m, v in s.get("by_model", {}).items() if v["held_out"])
+        rows.append([name, str(s["n"]), f"{_num(s['mape_pct'], '.1f')}%", f"{_num(s['mean_error_pct'], '+.1f')}%",
+                     f"{_num(s['min_error_pct'], '+.1f')}%", f"{_num(s['max_error_pct'], '+.1f')}%", str(s["skipped"]), held or "–"])
+    t = report["sweeps_summary"]
+    notes = (f"<p>Command: <code>{html.escape(report['command'])}</code>. Routing {html.escape(str(report['routing']))}, "
+             f"seed {report['seed']}, cost model version {report['cost_model_version']}. Comet sweeps across communication "
+             f"blocks: {t['n']}, mean Spearman {_num(t['mean_spearman'], '+.2f')} (min {_num(t['min_spearman'], '+.2f')}), "
+             f"regret of the simulator's pick mean {_num(t['mean_regret_pct'], '.1f')}%, max {_num(t['max_regret_pct'], '.1f')}%.</p>")
+    sweep_rows = "".join(
+        f"<tr><td>{html.escape(s['model'])}</td><td>{s['tokens']}</td><td>{s['n']}</td><td>{_num(s['spearman'], '+.2f')}</td>"
+        f"<td>{_num(s['regret_pct'], '.1f')}%</td><td>{'/'.join(map(str, s['predicted_best']))}</td>"
+        f"<td>{'/'.join(map(str, s['measured_best']))}</td><td>{_num(s['measured_spread_pct'], '.1f')}%</td></tr>"
+        for s in report["sweeps"])
+    notes += ("<h2 id='sweeps-title'>Comet sweeps: rank correlation and regret</h2><table><tr><th>model</th><th>tokens</th>"
+              "<th>points</th><th>Spearman</th><th>regret</th><th>predicted best</th><th>measured best</th>"
+              f"<th>measured spread</th></tr>{sweep_rows}</table>")
+    figures = [("parity", "Predicted against measured, every point (y = x: exact)", _parity(report)),
+               ("errors", "Signed error by model and token count", _errors(report)),
+               ("sweep", "Comet across communication blocks, predicted and measured (one sweep at a time)", _sweep_lines(report))]
+    return html_page(title, rows, figures, notes)
