@@ -39,7 +39,9 @@ def plotly_page(title: str, body: str, figures: dict[str, str], head: str = "") 
     """A whole page: `body` (HTML holding an element per figure id, e.g. `<div id="x-plot">`),
     then plotly.js unpacked and each figure (id -> its `fig.to_json()`) drawn into its element."""
     packed, size = packed_plotlyjs()
-    draws = "\n".join(f"  draw({json.dumps(div)}, {figure});" for div, figure in figures.items())
+    # "</" inside a script would end it early (a title with "</script>"): JSON allows "<\/" for it
+    safe = {div: figure.replace("</", "<\\/") for div, figure in figures.items()}
+    draws = "\n".join(f"  draw({json.dumps(div)}, {figure});" for div, figure in safe.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>{head}</head><body>
 {body}
 <p id="loading">unpacking plotly.js…</p>

@@ -193,16 +193,14 @@ def layer0_kernel(
         for i in range(pid, n_remote, N_COMM):
             u = tl.load(remote_ptr + i)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            if True:
-                if MODE != _COMPUTE_ONLY:
-                    peer = tl.multiple_of(tl.load(x_deltas_ptr + src), 16)
-                    _copy_block(xbuf_ptr + peer, src_row0, xbuf_ptr, SEND_ROWS + row0, rows, 0, H, H,
-                                COPY_ROWS, COPY_COLS)
-                for _ in range(delay_spins):  # a slow producer, for the tests
-                    tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
-                tl.debug_barrier()
-                if delay_spins >= 0:
-                    tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
+            if MODE != _COMPUTE_ONLY:
+                peer = tl.multiple_of(tl.load(x_deltas_ptr + src), 16)
+                _copy_block(xbuf_ptr + peer, src_row0, xbuf_ptr, SEND_ROWS + row0, rows, 0, H, H, COPY_ROWS, COPY_COLS)
+            for _ in range(delay_spins):  # a slow producer, for the tests
+                tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
+            tl.debug_barrier()
+            if delay_spins >= 0:
+                tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
     elif EXPERT_ORDER:
         # ---- compute blocks, expert by expert: a remote tile waits for its flag, an own one does not ----
         n_cols = tl.cdiv(F, BLOCK_N)

@@ -107,3 +107,12 @@ def test_timeline_html_at_64_ranks_is_small_with_the_time_axis_on_top(tmp_path, 
     # chosen ranks: out of range is one line and exit 2
     assert main([*args, "--html", str(path), "--html-ranks", "slowest,64"]) == 2
     assert "--html-ranks" in capsys.readouterr().err
+
+
+def test_a_figure_cannot_close_the_page_script():
+    from comet_dse.plotly_page import plotly_page
+
+    text = plotly_page("t", '<div id="a"></div>', {"a": json.dumps({"data": [], "layout": {"title": "</script><b>x"}})})
+    assert "</script><b>" not in text
+    drawn = re.search(r'draw\("a", (.*)\);\n', text).group(1)
+    assert json.loads(drawn)["layout"]["title"] == "</script><b>x"  # the browser reads back the same title
