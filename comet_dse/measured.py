@@ -135,6 +135,30 @@ class MeasuredTables:
         wanted = 2.0 * rows * k * n * (2 if swiglu else 1)
         return share * wanted / entry.flops_per_expert(rows)
 
+    def fused_tile_us(self, k: int, n: int, swiglu: bool, rows: float, sms: int, tile: tuple[int, int],
+                      weight_GBps: float, dtype_bytes: int = 2) -> float:
+        """One output tile (tile = (block_m, block_n), all of K) of the fused kernels' GEMM for an
+        expert of `rows` rows, in µs of one SM.
+
+        A measured call ran experts x ceil(rows / block_m) x ceil(N / block_n) tiles on its SMs in
+        ceil(tiles / SMs) waves, so a tile took the call's time, less the call's own fixed cost, over
+        its waves (not over tiles / SMs: a last partial wave costs a whole one, and the simulator's
+        persistent schedule charges that again). The fixed cost (launch, ramp-up, tail of a kernel
+        timed alone) is what the call at its fewest rows took beyond streaming its experts' weights
+        once at `weight_GBps` (HBM): there the weights are all the work. Per-tile times interpolate
+        log-log in rows per expert; another tile shape or K scales by its area and K."""
+        if rows <= 0:
+            return 0.0
+        entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
+        if entry.block_m is None:  # no fused entry at all: a grouped_mm call's time per (expert, column tile)
+            return self.expert_gemm_us("fused", k, n, swiglu, rows, sms, tile) * sms / -(-n // tile[1])
+        weights_us = entry.experts * entry.k * entry.n * (2 if entry.swiglu else 1) * dtype_bytes / weight_GBps / 1e3
+        fixed = max(0.0, entry.us.y[0] - weights_us)
+        per_tile = [(us - fixed) / -(-(entry.experts * -(-int(r) // entry.block_m) * -(-entry.n // entry.block_n)) // entry.sms)
+                    for r, us in zip(entry.us.x, entry.us.y)]
+        scale = (k / entry.k) * (tile[0] * tile[1]) / (entry.block_m * entry.block_n)
+        return Curve(entry.us.x, tuple(per_tile)).loglog(rows) * scale
+
     def has_impl(self, impl: str) -> bool:
         return any(e.impl == impl for e in self.grouped_gemm)
 

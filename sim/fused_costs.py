@@ -5,8 +5,8 @@ blocks -> bandwidth curve of the figures, one launch per kernel. With a measured
 the fused layer as built does, priced from the tables:
 
 - GEMM tiles from the "fused" grouped GEMM table at the compute SM count: a tile costs the
-  measured call's time x its SMs / its tiles, at the expert's rows per expert (a partial
-  tile costs a full one); GEMM0 is one tile per BLOCK_N columns of F doing gate and up
+  measured call's time over its waves, at the expert's rows per expert
+  (MeasuredTables.fused_tile_us); GEMM0 is one tile per BLOCK_N columns of F doing gate and up
   (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks;
@@ -44,11 +44,10 @@ def fused_tile_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_
     times, n_tiles = [], []
     for group, group_rows in zip(groups, rows):
         k, n, swiglu = gemm_shape(ctx, group, layer)
-        nt = -(-n // block_n)
-        mt = max(1, -(-int(group_rows) // block_m))
-        expert_us = hw.measured.expert_gemm_us("fused", k, n, swiglu, max(int(group_rows), 1), sms, (block_m, block_n))
-        times.append(np.ceil(expert_us * 1e3 * sms / (mt * nt)))  # SM-time of the expert / its tiles
-        n_tiles.append(nt)
+        tile_us = hw.measured.fused_tile_us(k, n, swiglu, max(int(group_rows), 1), sms, (block_m, block_n), hw.hbm_GBps,
+                                            ctx.workload.dtype_bytes)
+        times.append(np.ceil(tile_us * 1e3))
+        n_tiles.append(-(-n // block_n))
     return np.array(times), np.array(n_tiles, dtype=np.int64)
 
 

@@ -74,7 +74,9 @@ def rank_groups(workload: Workload, routing: Routing, rank: int) -> list[Group]:
 
 
 def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, row_order: str,
-                 gpus_per_node: int) -> RankLayout:
+                 gpus_per_node: int, split_by_source: bool = False) -> RankLayout:
+    """`split_by_source`: row tiles never cross from one source's rows to the next (the fused kernels
+    as built: a tile is one contiguous copy from one source); else they run on across sources."""
     world = workload.world
     row_bytes = workload.model.hidden * workload.dtype_bytes
     order = source_order(rank, world, row_order, gpus_per_node)
@@ -91,8 +93,11 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
         ends = np.cumsum(rows)
         starts = ends - rows
         total = int(ends[-1]) if len(ends) else 0
-        for a in range(0, total, block_m):
-            b = min(a + block_m, total)
+        if split_by_source:
+            spans = [(a, min(a + block_m, int(e))) for s0, e in zip(starts, ends) for a in range(int(s0), int(e), block_m)]
+        else:
+            spans = [(a, min(a + block_m, total)) for a in range(0, total, block_m)]
+        for a, b in spans:
             first = int(np.searchsorted(ends, a, side="right"))
             last = int(np.searchsorted(ends, b - 1, side="right"))
             tile_group.append(gi)

@@ -152,7 +152,9 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     state: list[dict] = [{} for _ in range(world)]
 
     def rank_process(rank: int):
-        layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node)
+        # with a measured profile, the kernels as built: a row tile holds one source's rows
+        layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
+                              split_by_source=tables is not None)
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, knobs.block_n, 0, blocks0)

@@ -43,7 +43,7 @@ def test_loads_base_with_figures_and_tables():
     hw = load_hardware(PROFILES / "hand.json")
     base = HARDWARE_PRESETS["h100-sxm"]
     assert hw.name == "hand-measured" and hw.sms == 4 and hw.link_GBps == 64.0
-    assert hw.hbm_GBps == base.hbm_GBps and hw.nic_GBps == base.nic_GBps  # not measured: the base's
+    assert hw.gemm_tflops == base.gemm_tflops and hw.nic_GBps == base.nic_GBps  # not measured: the base's
     assert hw.measured is not None and hw.measured.gpus == 2
     assert hw.to_dict()["measured"]["tables"] == HAND["tables"]
     json.dumps(hw.to_dict())  # the simulate --json and validate outputs can carry it

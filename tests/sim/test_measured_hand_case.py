@@ -72,8 +72,9 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     # pack (1024 + 11 launches) -> device barrier 1000 -> layer0 launch: 2036. Own tile: no copy, ready
-    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4084, ready 5084. A tile on 2 SMs:
-    # 4.0 us x 2 SMs / 2 tiles = 4000 ns; the own tile runs beside the pull: x1.25 -> 2036-7036;
+    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4084, ready 5084. A tile: the table's
+    # 4.0 us over its one wave (2 tiles on 2 SMs; its fewest-rows call is all weight stream, so no fixed
+    # cost) = 4000 ns; the own tile runs beside the pull: x1.25 -> 2036-7036;
     # the remote one 5084-9084.
     assert ns(r.layer0_us) == 9084
     # layer1 from 9085: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10085 and its remote rows
@@ -116,3 +117,20 @@ def test_b0_takes_the_faster_expert_gemm_the_profile_timed(measured_case, tmp_pa
     # GEMM0 1000 instead of 2000 (loop); GEMM1 stays 1000 (grouped_mm, the faster there)
     assert ns(r.layer0_us) == 8588 - 1000
     assert ns(r.compute_alone_us) == 3000 - 1000
+
+
+def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_path):
+    data = json.loads(HAND_PROFILE.read_text())
+    gemm0 = data["tables"]["grouped_gemm"][2]
+    assert gemm0["impl"] == "fused" and gemm0["sms"] == 2
+    # 3 experts on 2 SMs: ceil(3 x tiles / 2) waves; the weights (3 x 256 x 256 x 2 B at 65.536 B/ns)
+    # stream in 6.0 us, and the 128-row call took 7.0: 1.0 us of the call is fixed (launch, ramp, tail)
+    gemm0.update(experts=3, us=[7.0, 13.0])
+    path = tmp_path / "waves.json"
+    path.write_text(json.dumps(data))
+    tables, hw = load_hardware(path).measured, load_hardware(path)
+    # 128 rows: 3 tiles -> 2 waves -> (7 - 1) / 2; 256 rows: 6 tiles -> 3 waves -> (13 - 1) / 3
+    assert tables.fused_tile_us(256, 128, True, 128, 2, (128, 128), hw.hbm_GBps) == pytest.approx(3.0)
+    assert tables.fused_tile_us(256, 128, True, 256, 2, (128, 128), hw.hbm_GBps) == pytest.approx(4.0)
+    # a K twice as deep, a tile half as wide: x 2 x 1/2
+    assert tables.fused_tile_us(512, 128, True, 256, 2, (128, 64), hw.hbm_GBps) == pytest.approx(4.0)
