@@ -211,3 +211,31 @@ def test_reference_is_the_dense_computation():
         expect = sum(w[t, j] * (torch.nn.functional.silu(x[t] @ weights.w_gate_up[ids[t, j], :, :6])
                                 * (x[t] @ weights.w_gate_up[ids[t, j], :, 6:])) @ weights.w_down[ids[t, j]] for j in range(2))
         assert torch.allclose(out[t], expect, atol=1e-5)
+
+
+def _many_ranks_worker(rank: int, port: int, world: int, out_dir: str) -> None:
+    """B0, B1 and the naive layer on a 4- or 8-rank group (the eight-GPU issue's code paths on the CPU)."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    weights = MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=3)
+    per_rank = EXPERTS // world
+    local = weights.local(rank * per_rank, per_rank)
+    errors = []
+    for call, tokens in enumerate((11, 1, 24)):
+        x = torch.randn(tokens * world, HIDDEN, generator=torch.Generator().manual_seed(world * 100 + call))
+        ids, w = route(x, weights.router, 2)
+        mine = slice(rank * tokens, (rank + 1) * tokens)
+        expected = reference_moe(x[mine], weights, ids[mine], w[mine])
+        for impl, fn in layers(tokens).items():
+            errors.append([f"{world} ranks {impl} call={call}", relative_error(fn(x[mine], ids[mine], w[mine], local, None), expected)])
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(errors))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [4, 8])
+def test_four_and_eight_ranks_match_the_reference(tmp_path, world):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_many_ranks_worker, args=(free_port(), world, str(tmp_path)), nprocs=world, join=True)
+    errors = [e for r in range(world) for e in json.loads((tmp_path / f"rank{r}.json").read_text())]
+    assert len(errors) == world * 3 * len(layers(1))
+    bad = [f"{label}: {err:.2e}" for label, err in errors if not err < TOLERANCE]
+    assert not bad, bad

@@ -35,18 +35,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(worker, *args) -> None:
-    mp.spawn(worker, args=(_free_port(), *args), nprocs=WORLD, join=True)
+def _spawn(worker, *args, world: int = WORLD) -> None:
+    mp.spawn(worker, args=(_free_port(), *args), nprocs=world, join=True)
 
 
-def _init(rank: int, port: int) -> MoEWeights:
+def _init(rank: int, port: int, world: int = WORLD) -> MoEWeights:
     os.environ["TRITON_INTERPRET"] = "1"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     return MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
 
 
 def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedMoE:
-    per_rank = EXPERTS // WORLD
+    per_rank = EXPERTS // dist.get_world_size()
     return FusedMoE(weights.local(rank * per_rank, per_rank), top_k=top_k, max_tokens=CAPACITY, dtype=dtype,
                     config=FusedConfig(**{**SMALL.__dict__, **knobs}))
 
@@ -166,3 +166,21 @@ def _stuck_worker(rank: int, port: int) -> None:
 
 def test_a_producer_that_never_signals_raises_instead_of_hanging():
     _spawn(_stuck_worker)
+
+
+def _many_ranks_worker(rank: int, port: int, world: int) -> None:
+    """Every rank of a 4- or 8-rank group (the eight-GPU issue's code paths on the CPU): random top-2
+    routings, uneven token counts (one rank empty), both tile orders, three consecutive calls each."""
+    weights = _init(rank, port, world)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    for order in ("layout", "expert"):
+        layer = _layer(rank, weights, 2, torch.float32, tile_order=order)
+        for i, tokens in enumerate(([9, 3, 14, 7, 1, 11, 5, 8], [0, 12, 6, 16, 2, 9, 13, 4], [16] * 8)):
+            err = _call(layer, rank, weights, tokens[:world], router, seed=10 * world + i, dtype=torch.float32)
+            assert err < 1e-4, f"{world} ranks, {order} order, call {i}: relative error {err:.2e}"
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [4, 8])
+def test_four_and_eight_ranks_match_the_reference(world):
+    _spawn(_many_ranks_worker, world, world=world)
