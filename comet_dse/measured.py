@@ -272,6 +272,13 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
     if not isinstance(gemm_list, list) or not gemm_list:
         raise UserError(f"{path}.grouped_gemm", "must be a non-empty list of entries")
     gemm = tuple(_gemm_entry(e, f"{path}.grouped_gemm[{i}]") for i, e in enumerate(gemm_list))
+    seen: dict[tuple, int] = {}
+    for i, e in enumerate(gemm):  # a lookup takes the nearest entry: two of one kind would be a silent pick
+        key = (e.impl, e.k, e.n, e.swiglu, e.sms, e.block_m, e.block_n)
+        if key in seen:
+            raise UserError(f"{path}.grouped_gemm[{i}]", f"measures what entry {seen[key]} measured "
+                                                         "(impl, K, N, swiglu, sms, tile): one entry each")
+        seen[key] = i
     if not any(e.impl == "grouped_mm" for e in gemm):
         raise UserError(f"{path}.grouped_gemm", "needs at least one \"grouped_mm\" entry (the baselines' GEMM)")
 

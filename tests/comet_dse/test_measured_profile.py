@@ -136,6 +136,8 @@ BAD = {
     "bad_base": (lambda d: d.update(base="a100"), "hardware.base"),
     "contention_not_from_0": (lambda d: d["tables"]["gemm_contention"].update(copy_blocks=[1, 4]),
                               "hardware.tables.gemm_contention.copy_blocks"),
+    "duplicate_gemm": (lambda d: d["tables"]["grouped_gemm"].append(dict(d["tables"]["grouped_gemm"][0])),
+                       "hardware.tables.grouped_gemm[4]"),
 }
 SIMULATE = ["simulate", "--model", "mixtral-8x7b", "--ep", "2", "--tokens", "512"]
 
