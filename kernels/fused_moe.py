@@ -17,6 +17,12 @@ spins on its flag (bounded) and then reads its rows through TMA. FLATTEN lets Tr
 across the tiles that need no wait; measured 1.7-2.2x slower on H100 (results/measurements/
 ep2_h100/variants/), so it is off by default. With N_COMM = 0 (the copy-engine variant) the rows are
 moved by the copy engine and the flags are one per source segment, written by the stream.
+The communication blocks of both layers walk only the plan's `remote` list (the remote tiles in
+the order the compute blocks consume them), so every one of them has work.
+
+EXPERT_ORDER (the plan's tile_order "expert"): both layers' compute blocks walk the tiles expert
+by expert instead, an expert's own and remote tiles together (one weight stream per expert from
+HBM, for layers with few rows per expert), a remote tile waiting for its flag as above.
 
 Layer1 (GEMM1 + combine): compute blocks run GEMM1 column split by column split (decomposed
 along N), remote tiles first. A local tile's result goes straight to its row of this rank's
