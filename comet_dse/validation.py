@@ -75,10 +75,12 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
     return None
 
 
-def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = False) -> list[Case]:
+def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = False, b0_key: str = "b0") -> list[Case]:
     """Every figure of the file the simulator is compared with. B0 and B1 are timed once per
     token count and repeated in every run of it: each distinct figure counts once. `measured`:
-    the profile has measured tables (more fused variants are modelled)."""
+    the profile has measured tables (more fused variants are modelled). `b0_key`: the B0 figure
+    `sequential` is compared with: "b0" (the faster expert GEMM, what a user keeps), or
+    "b0_grouped" where the profile timed only torch._grouped_mm, so that is the B0 it prices."""
     cases: list[Case] = []
     seen: set[tuple[int, str, float]] = set()
     for run in bench.runs:
@@ -86,10 +88,10 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
             continue
         common = dict(source=str(bench.path), run=run.index, model=bench.model, tokens=run.tokens)
         for key, us in run.timings_us.items():
-            if (key == "b0" or CHUNKED_KEY.fullmatch(key)) and (run.tokens, key, us) in seen:
+            if (key == b0_key or CHUNKED_KEY.fullmatch(key)) and (run.tokens, key, us) in seen:
                 continue
             seen.add((run.tokens, key, us))
-            if key == "b0":
+            if key == b0_key:
                 cases.append(Case(**common, schedule="sequential", measured_key=key, measured_us=us))
             elif match := CHUNKED_KEY.fullmatch(key):
                 cases.append(Case(**common, schedule="chunked", measured_key=key, measured_us=us,

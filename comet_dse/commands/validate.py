@@ -132,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out", f"{out} is a folder; give a file name")
     if args.html:
         check_writable(args.html, "--html")
-    cases = [case for bench in benches for case in cases_of(bench, tokens, measured=hardware.measured is not None)]
+    measured = hardware.measured is not None
+    # a measured profile without B0's per-expert torch.mm GEMM prices B0 with torch._grouped_mm: compare like with like
+    b0_key = "b0_grouped" if measured and not hardware.measured.has_impl("loop") else "b0"
+    cases = [case for bench in benches for case in cases_of(bench, tokens, measured=measured, b0_key=b0_key)]
     if not cases:
         raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
     workloads = {(str(b.path), run.tokens): workload_of(b, run.tokens) for b in benches for run in b.runs

@@ -185,3 +185,17 @@ def test_the_html_report_draws_every_section_from_the_same_figures(capsys, tmp_p
     comet = next(t for t in parity["data"] if t["name"] == "comet")
     ok = [p for p in report["schedules"]["comet"]["points"] if p["status"] == "ok"]
     assert sorted(zip(comet["x"], comet["y"])) == sorted((p["measured_us"], p["predicted_us"]) for p in ok)
+
+
+def test_a_profile_without_the_loop_gemm_is_compared_with_the_grouped_b0(capsys, tmp_path):
+    """The simulator prices B0 with the expert GEMMs the profile timed: without B0's per-expert
+    torch.mm ("loop") that is torch._grouped_mm, so the figure to compare is b0_grouped, not b0."""
+    profile = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "h100-sxm-x2-synthetic.json"
+    out = tmp_path / "v.json"
+    code, _, _ = run_cli(capsys, "validate", "--measurements", str(QWEN), "--tokens", "1024", "--hardware", str(profile),
+                         "--out", str(out))
+    assert code == 0
+    points = json.loads(out.read_text())["schedules"]["sequential"]["points"]
+    raw = json.loads(QWEN.read_text())["runs"]
+    assert [p["measured_key"] for p in points] == ["b0_grouped"]
+    assert points[0]["measured_us"] == next(r["timings_us"]["b0_grouped"] for r in raw if r["tokens"] == 1024)
