@@ -31,7 +31,7 @@ from comet_dse.errors import UserError
 DEFAULT_MODELS = "qwen2-moe-2.7b,mixtral-8x7b"
 FULL_ROWS = [16 << i for i in range(10)]  # 16 ... 8192 rows per expert
 QUICK_ROWS = [16, 128, 1024, 8192]
-FULL_COMM_BLOCKS = [1, 8, 16, 32]  # communication blocks the fused schedules take from the SMs
+FULL_COMM_BLOCKS = [1, 8, 16, 32, 48]  # communication blocks the fused schedules take from the SMs (the sweeps reach 48)
 QUICK_COMM_BLOCKS = [16]
 FULL_COPY_BLOCKS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 132]
 QUICK_COPY_BLOCKS = [1, 4, 16, 32, 132]
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", help="rows per expert of the GEMM tables, multiples of 16, comma-separated "
                                        "(default: 16,32,...,8192; --quick 16,128,1024,8192)")
     parser.add_argument("--comm-blocks", help="communication blocks taken from the SMs for the fused GEMM and "
-                                              "contention tables, comma-separated (default: 1,8,16,32; --quick 16)")
+                                              "contention tables, comma-separated (default: 1,8,16,32,48; --quick 16)")
     parser.add_argument("--copy-blocks", help="thread blocks of the copy table, comma-separated; counts above the "
                                               "SM count are dropped (default: 1,2,4,...,96,132; --quick 1,4,16,32,132)")
     parser.add_argument("--alltoall-max", type=int, default=MAX_ALLTOALL_BYTES,
