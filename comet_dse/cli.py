@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             # as for any other unusable command line, so a script that lost its subcommand fails
             parser.print_help(sys.stderr)
             return 2
+        args.argv = list(argv) if argv is not None else sys.argv[1:]  # a command that relaunches itself needs it
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args))
     except UserError as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_ORDERS
-from comet_dse.commands.launch import check_gpu_launch
+from comet_dse.commands.launch import add_gpus_argument, check_gpu_launch, relaunch_per_gpu
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
@@ -66,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--programs", type=int, help="fused grid size (default: the SM count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and routings (default 0)")
     parser.add_argument("--out", default="results/measurements", help="folder of the bench JSON (default results/measurements)")
+    add_gpus_argument(parser)
 
 
 def _ints(text: str, field: str, minimum: int = 1) -> list[int]:
@@ -129,6 +130,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
         m = resolve_model(args.model)
         experts, top_k, hidden, ffn, model_name = m.num_experts, m.top_k, m.hidden, m.ffn, m.name
+    if args.gpus is not None and (args.gpus < 1 or experts % args.gpus):
+        raise UserError("--gpus", f"must be an integer >= 1 that divides the {experts} experts, got {args.gpus}")
     if top_k > experts:
         raise UserError("--shape" if args.shape else "--model", f"top_k={top_k} exceeds the {experts} experts")
     if hidden % 16 or ffn % 16:
@@ -154,6 +157,9 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
 def run(args: argparse.Namespace) -> int:
     s = _settings(args)
+    relaunched = relaunch_per_gpu("bench", args)
+    if relaunched is not None:
+        return relaunched
     check_gpu_launch("bench")
     from comet_dse.kernels.bench_runner import BenchRunner
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comet_dse.commands.launch import check_gpu_launch
+from comet_dse.commands.launch import add_gpus_argument, check_gpu_launch, relaunch_per_gpu
 from comet_dse.errors import UserError
 
 DEFAULT_MODELS = "qwen2-moe-2.7b,mixtral-8x7b"
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ". Launch once per GPU with torchrun; one GPU gives a partial profile (no all-to-all, peer copy or "
         "contention tables: the simulator will not run on it until calibrated on 2+ GPUs).")
     parser.add_argument("--out", default="results/hardware", help="folder of the profile JSON")
+    add_gpus_argument(parser)
     parser.add_argument("--name", help="profile name and file stem (default: <gpu>-x<gpus>, e.g. h100-80gb-hbm3-x2)")
     parser.add_argument("--base", default="h100-sxm",
                         help="preset whose figures fill every scalar figure not measured here")
@@ -168,7 +169,10 @@ def _alltoall_sizes(largest: int, step: int) -> list[int]:
 
 def settings(args: argparse.Namespace) -> Settings:
     """Every input checked before any GPU work."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.gpus is not None and args.gpus < 1:
+        raise UserError("--gpus", f"must be an integer >= 1, got {args.gpus}")
+    # the ranks it will run on: --gpus where it launches them itself, else torchrun's
+    world = args.gpus if args.gpus is not None and "RANK" not in os.environ else int(os.environ.get("WORLD_SIZE", "1"))
     quick = args.quick
     rows = _ints(args.rows, "--rows") if args.rows else (QUICK_ROWS if quick else FULL_ROWS)
     if any(r % 16 for r in rows):
@@ -214,6 +218,9 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
+    relaunched = relaunch_per_gpu("calibrate", args)
+    if relaunched is not None:
+        return relaunched
     check_gpu_launch("calibrate")
     from comet_dse.kernels.calibration import Calibration, ProfileError, check_profile
 

@@ -30,6 +30,7 @@ def folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--rows", "0,16"], "--rows: must be integers >= 1"),
+    (["--gpus", "0"], "--gpus: must be an integer >= 1"),
     (["--rows", "16,24"], "--rows: must be multiples of 16"),
     (["--rows", "16"], "--rows: needs at least 2 row counts"),
     (["--rows", "16,16,32"], "--rows: lists a value twice"),

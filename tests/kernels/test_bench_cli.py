@@ -57,6 +57,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--tokens", "0"], "--tokens: must be integers >= 1"),
+    (["--gpus", "3", "--shape", "8,2,32,48"], "--gpus: must be an integer >= 1 that divides the 8 experts"),
     (["--comm-blocks", "-1"], "--comm-blocks: must be integers >= 0"),
     (["--chunks", "0"], "--chunks: must be integers >= 1"),
     (["--block-k", "0"], "--block-k: must be >= 1"),
@@ -84,3 +85,17 @@ def test_bench_needs_no_simulator_dependencies():
             "import comet_dse.commands.bench, comet_dse.kernels.bench_runner; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TRITON_INTERPRET": "1"})
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_bench_gpus_launches_its_own_ranks(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--gpus", "2", "--shape", "8,2,32,48", "--tokens", "5",
+           "--comm-blocks", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2",
+           "--runs", "1", "--warmup", "0", "--kind", "fused", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = list(tmp_path.glob("bench-*.json"))
+    assert len(files) == 1
+    result = json.loads(files[0].read_text())
+    assert result["gpus"] == 2 and result["runs"][0]["max_rel_error"]["fused"] < 1e-4
