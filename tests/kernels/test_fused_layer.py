@@ -39,10 +39,10 @@ def _spawn(worker, *args, world: int = WORLD) -> None:
     mp.spawn(worker, args=(_free_port(), *args), nprocs=world, join=True)
 
 
-def _init(rank: int, port: int, world: int = WORLD) -> MoEWeights:
+def _init(rank: int, port: int, world: int = WORLD, hidden: int = HIDDEN) -> MoEWeights:
     os.environ["TRITON_INTERPRET"] = "1"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    return MoEWeights.random(EXPERTS, HIDDEN, FFN, seed=2)
+    return MoEWeights.random(EXPERTS, hidden, FFN, seed=2)
 
 
 def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedMoE:
@@ -54,7 +54,7 @@ def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedM
 def _call(layer: FusedMoE, rank: int, weights: MoEWeights, tokens: list[int], ids_of, seed: int, dtype) -> float:
     """One call with tokens[r] tokens on rank r; the relative error of this rank's output."""
     total = sum(tokens)
-    x = torch.randn(total, HIDDEN, generator=torch.Generator().manual_seed(seed)).to(dtype).float()
+    x = torch.randn(total, weights.w_down.shape[2], generator=torch.Generator().manual_seed(seed)).to(dtype).float()
     ids = ids_of(x)
     w = routing_weights(x, weights.router, ids)
     mine = slice(sum(tokens[:rank]), sum(tokens[:rank + 1]))
@@ -184,3 +184,21 @@ def _many_ranks_worker(rank: int, port: int, world: int) -> None:
 @pytest.mark.parametrize("world", [4, 8])
 def test_four_and_eight_ranks_match_the_reference(world):
     _spawn(_many_ranks_worker, world, world=world)
+
+
+def _wide_layer1_worker(rank: int, port: int) -> None:
+    """H = 512 in 2 splits: layer1 takes its default 256-wide tiles (what every model shape on the GPUs
+    uses), layer0 its 16-wide ones; both tile orders, changing routings."""
+    weights = _init(rank, port, hidden=512)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    for order in ("layout", "expert"):
+        layer = _layer(rank, weights, 2, torch.float32, tile_order=order)
+        assert layer.block_n1 == 256 and layer.cfg.block_n == 16
+        for i, tokens in enumerate(([13, 6], [2, 20], [CAPACITY, CAPACITY])):
+            err = _call(layer, rank, weights, tokens, router, seed=i, dtype=torch.float32)
+            assert err < 1e-4, f"{order} order, call {i}: relative error {err:.2e}"
+    dist.destroy_process_group()
+
+
+def test_layer1_at_its_default_256_wide_tiles_matches_the_reference():
+    _spawn(_wide_layer1_worker)
