@@ -17,3 +17,12 @@ SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 DTYPES = ("bfloat16", "float16", "float32")
 # the routing forms: a name or a prefix with its argument
 ROUTING_FORMS = "uniform | std:<x> | zipf:<a> | trace:<file.npy>"
+
+# the fused kernels' layer1 (GEMM1) tile width unless one is given: GEMM1 has one accumulator, so a
+# 256-wide tile fits in registers and was 20-30% faster than 128 on H100
+# (results/measurements/ep2_h100/profile/); it must divide a column split of H, else block_n
+WIDE_BLOCK_N1 = 256
+
+
+def default_layer1_width(hidden: int, n_splits: int, block_n: int) -> int:
+    return WIDE_BLOCK_N1 if (hidden // max(1, n_splits)) % WIDE_BLOCK_N1 == 0 else block_n

@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from comet_dse.choices import default_layer1_width
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.measurements import BenchFile
@@ -59,13 +60,11 @@ def workload_of(bench: BenchFile, tokens: int) -> Workload:
 def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
     """Fused variants the comet schedule has no knob for. With a measured profile the simulator
     prices the kernels as built: the copy engine and layer1's own tile width (sim/fused_costs.py)."""
-    from comet_dse.sim.fused_costs import layer1_width
-
     if config["comm_blocks0"] == 0 and not measured:
         return "copy-engine variant (comm_blocks0 = 0) is modelled with a measured profile only"
     if config.get("flatten"):
         return "cross-tile pipelining (flatten) is not modelled"
-    width = layer1_width(hidden, config["n_splits"], config["block_n"]) if measured else config["block_n"]
+    width = default_layer1_width(hidden, config["n_splits"], config["block_n"]) if measured else config["block_n"]
     if config.get("block_n1") not in (None, width):
         return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than {width} is not modelled"
     if config.get("tile_order", "layout") != "layout":

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 import triton
 import triton.language as tl
+from comet_dse.choices import default_layer1_width
 from comet_dse.errors import UserError
 from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, HardwareProfile
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
@@ -578,7 +579,7 @@ class Calibration:
     def _splits(self, hidden: int) -> int:
         """layer1's column splits: the default 4 where they cut H into whole tiles, else fewer."""
         for n in (4, 3, 2, 1):
-            width = FusedConfig(block_n=self.s.block_n, n_splits=n).layer1_width(hidden)
+            width = default_layer1_width(hidden, n, self.s.block_n)
             if hidden % n == 0 and (hidden // n) % width == 0:
                 return n
         return 1

@@ -48,7 +48,7 @@ from comet_dse.kernels.fused_moe import (
     layer0_kernel,
     layer1_kernel,
 )
-from comet_dse.choices import TILE_ORDERS
+from comet_dse.choices import TILE_ORDERS, default_layer1_width
 from comet_dse.kernels.fused_plan import ROW_ORDERS, DevicePlan, device_plan, max_row_tiles, source_rotation
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
@@ -56,7 +56,6 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 __all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
 
-WIDE_BLOCK_N1 = 256
 
 @dataclass(frozen=True)
 class FusedConfig:
@@ -66,9 +65,7 @@ class FusedConfig:
     comm_blocks1: int = 16
     block_m: int = 128
     block_n: int = 128
-    # layer1's tile width: GEMM1 has one accumulator, so 256 fits in registers and was 20-30% faster than 128 on
-    # H100 (results/measurements/ep2_h100/profile/); default 256 where it divides a split, else block_n
-    block_n1: int | None = None
+    block_n1: int | None = None  # layer1's tile width; default comet_dse.choices.default_layer1_width
     flatten: bool = False  # software-pipeline across tiles where no wait intervenes (own tiles, GEMM1)
     # the order both layers visit the row tiles: "layout" (layer0 own tiles first, layer1 remote first: most
     # overlap) or "expert" (expert by expert: each expert's weights stream from HBM once, for few rows per expert)
@@ -86,10 +83,7 @@ class FusedConfig:
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
 
     def layer1_width(self, hidden: int) -> int:
-        if self.block_n1:
-            return self.block_n1
-        split_cols = hidden // max(1, self.n_splits)
-        return WIDE_BLOCK_N1 if split_cols % WIDE_BLOCK_N1 == 0 else self.block_n
+        return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:

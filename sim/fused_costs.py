@@ -21,18 +21,12 @@ from comet_dse.sim.baseline_kernels import OUT_BYTES, gemm_shape, pass_ns
 from comet_dse.sim.layout import Group, group_tile_ns
 from comet_dse.sim.runtime import SimContext
 
-WIDE_BLOCK_N1 = 256  # kernels/fused_layer.py FusedConfig.layer1_width: its default layer1 tile width
 # The fused forward's small kernels (kernels/fused_layer.py FusedMoE.__call__), one launch each:
 # before layer0: epoch += 1, the sort (2), searchsorted, the counts (sub + copy), the pair
 # positions (scatter_), counters.zero_, the barrier, the stack of the peers' counts, the plan;
 PROLOGUE_OPS = 11
 # after layer1 and its barrier (whose launch hides behind layer1): the weights' fp32 cast, the combine kernel.
 EPILOGUE_OPS = 2
-
-
-def layer1_width(hidden: int, n_splits: int, block_n: int) -> int:
-    """The fused kernel's GEMM1 tile width: 256 where it divides a split's columns, else block_n."""
-    return WIDE_BLOCK_N1 if (hidden // n_splits) % WIDE_BLOCK_N1 == 0 else block_n
 
 
 def fused_tile_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from comet_dse.choices import default_layer1_width
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -34,7 +35,6 @@ from comet_dse.sim.fused_costs import (
     contended,
     engine_GBps,
     fused_tile_ns,
-    layer1_width,
     pack_ns,
 )
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
@@ -146,7 +146,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
     slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)
     slow1 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks1)
-    block_n1 = knobs.block_n if tables is None else layer1_width(wl.model.hidden, knobs.n_splits, knobs.block_n)
+    block_n1 = knobs.block_n if tables is None else default_layer1_width(wl.model.hidden, knobs.n_splits, knobs.block_n)
     barrier0 = ctx.collective("device barrier", hw.link_latency_us * 1e3)
     arrivals = np.zeros(world)  # last combine data landed, per destination rank
     state: list[dict] = [{} for _ in range(world)]
