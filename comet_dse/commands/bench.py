@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_ORDERS
-from comet_dse.commands.launch import add_gpus_argument, check_gpu_launch, relaunch_per_gpu
+from comet_dse.commands.launch import (
+    add_gpus_argument,
+    check_gpu_launch,
+    check_tile_size,
+    parse_ints,
+    parse_tile,
+    relaunch_per_gpu,
+)
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
@@ -69,16 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gpus_argument(parser)
 
 
-def _ints(text: str, field: str, minimum: int = 1) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(field, f"must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < minimum:
-        raise UserError(field, f"must be integers >= {minimum}, got {text!r}")
-    return values
-
-
 @dataclass
 class _Settings:
     tokens: list[int]
@@ -98,9 +95,9 @@ class _Settings:
 
 def _settings(args: argparse.Namespace) -> _Settings:
     """Every input checked before any GPU work."""
-    tokens = _ints(args.tokens, "--tokens")
-    comm_blocks = _ints(args.comm_blocks, "--comm-blocks", minimum=0)
-    chunks = _ints(args.chunks, "--chunks")
+    tokens = parse_ints(args.tokens, "--tokens")
+    comm_blocks = parse_ints(args.comm_blocks, "--comm-blocks", minimum=0)
+    chunks = parse_ints(args.chunks, "--chunks")
     tile_orders = [v.strip() for v in args.tile_order.split(",") if v.strip()]
     if not tile_orders or any(v not in TILE_ORDERS for v in tile_orders):
         raise UserError("--tile-order", f"must be comma-separated values of {', '.join(TILE_ORDERS)}, got {args.tile_order!r}")
@@ -113,15 +110,12 @@ def _settings(args: argparse.Namespace) -> _Settings:
         raise UserError("--comm-blocks1", f"must be >= 1, got {args.comm_blocks1}")
     if args.programs is not None and args.programs < 2:
         raise UserError("--programs", f"must be >= 2 (communication and compute blocks), got {args.programs}")
-    try:
-        block_m, block_n = (int(v) for v in args.tile.lower().split("x"))
-    except ValueError:
-        raise UserError("--tile", f"expected BMxBN such as 128x128, got {args.tile!r}") from None
-    for flag, size in (("--tile", block_m), ("--tile", block_n), ("--block-k", args.block_k), ("--block-n1", args.block_n1 or 16)):
-        if size < 16 or size & (size - 1):
-            raise UserError(flag, f"tile sizes must be powers of two >= 16, got {size}")
+    block_m, block_n = parse_tile(args.tile)
+    check_tile_size(args.block_k, "--block-k")
+    if args.block_n1:  # 0 or none: the default width
+        check_tile_size(args.block_n1, "--block-n1")
     if args.shape:
-        experts, top_k, hidden, ffn = (_ints(args.shape, "--shape") + [0] * 4)[:4]
+        experts, top_k, hidden, ffn = (parse_ints(args.shape, "--shape") + [0] * 4)[:4]
         if len(args.shape.split(",")) != 4:
             raise UserError("--shape", f"expected E,top_k,H,F, got {args.shape!r}")
         model_name = f"shape-{args.shape.replace(',', 'x')}"

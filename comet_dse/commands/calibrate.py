@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comet_dse.commands.launch import add_gpus_argument, check_gpu_launch, relaunch_per_gpu
+from comet_dse.commands.launch import add_gpus_argument, check_gpu_launch, parse_ints, parse_tile, relaunch_per_gpu
 from comet_dse.errors import UserError
 
 DEFAULT_MODELS = "qwen2-moe-2.7b,mixtral-8x7b"
@@ -107,27 +107,11 @@ class Settings:
 
 
 def _ints(text: str, flag: str, minimum: int = 1) -> list[int]:
-    """Sorted distinct integers >= minimum from 'a,b,c'."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(flag, f"must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < minimum:
-        raise UserError(flag, f"must be integers >= {minimum}, got {text!r}")
+    """Sorted distinct integers >= minimum from 'a,b,c' (the axis of a table)."""
+    values = parse_ints(text, flag, minimum)
     if len(set(values)) != len(values):
         raise UserError(flag, f"lists a value twice: {text!r}")
     return sorted(values)
-
-
-def _tile(text: str) -> tuple[int, int]:
-    try:
-        block_m, block_n = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError("--tile", f"expected BMxBN such as 128x128, got {text!r}") from None
-    for size in (block_m, block_n):
-        if size < 16 or size & (size - 1):
-            raise UserError("--tile", f"tile sizes must be powers of two >= 16, got {size}")
-    return block_m, block_n
 
 
 def _models(text: str, world: int, block_n: int) -> tuple[list, list[GemmShape]]:
@@ -186,7 +170,7 @@ def settings(args: argparse.Namespace) -> Settings:
     if len(copy_blocks) < 2:
         raise UserError("--copy-blocks", f"needs at least 2 block counts for a curve, got {args.copy_blocks!r}")
     sizes = _alltoall_sizes(args.alltoall_max, QUICK_ALLTOALL_STEP if quick else FULL_ALLTOALL_STEP)
-    block_m, block_n = _tile(args.tile)
+    block_m, block_n = parse_tile(args.tile)
     if args.block_k < 16 or args.block_k & (args.block_k - 1):
         raise UserError("--block-k", f"must be a power of two >= 16, got {args.block_k}")
     if args.programs is not None and args.programs <= max(comm_blocks):

@@ -1,4 +1,5 @@
-"""What every command launched once per GPU (`bench`, `calibrate`) checks before it imports the kernels."""
+"""What the commands launched once per GPU (`bench`, `calibrate`) share: their list and tile options,
+the launch checks made before the kernels are imported, and launching their own ranks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,33 @@ from comet_dse.errors import UserError
 
 # NVLink SHARP (multicast) stays off on the lent machines: GPU_NOTES.md and the device notes say why
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def parse_ints(text: str, flag: str, minimum: int = 1) -> list[int]:
+    """Integers >= minimum from 'a,b,c', in the order given."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(flag, f"must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise UserError(flag, f"must be integers >= {minimum}, got {text!r}")
+    return values
+
+
+def check_tile_size(size: int, flag: str) -> None:
+    if size < 16 or size & (size - 1):
+        raise UserError(flag, f"tile sizes must be powers of two >= 16, got {size}")
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """'BMxBN' -> (BM, BN), both powers of two >= 16."""
+    try:
+        block_m, block_n = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError("--tile", f"expected BMxBN such as 128x128, got {text!r}") from None
+    for size in (block_m, block_n):
+        check_tile_size(size, "--tile")
+    return block_m, block_n
 
 
 def check_gpu_launch(command: str) -> None:
