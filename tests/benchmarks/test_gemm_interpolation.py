@@ -3,7 +3,6 @@ committed figures are what the committed profile gives."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,15 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gemm_interpolation.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("gemm_interpolation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_power_law_is_predicted_exactly_and_a_knee_is_not():
-    loo = _module().leave_one_out
+def test_a_power_law_is_predicted_exactly_and_a_knee_is_not(load_script):
+    loo = load_script("gemm_interpolation").leave_one_out
     line = {"rows_per_expert": [16, 32, 64, 128], "us": [10.0, 20.0, 40.0, 80.0]}  # straight in log-log
     assert [p["error_pct"] for p in loo(line)] == [0.0, 0.0]
     knee = {"rows_per_expert": [16, 32, 64, 128], "us": [10.0, 10.0, 20.0, 40.0]}  # flat, then linear

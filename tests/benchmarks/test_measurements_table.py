@@ -3,27 +3,15 @@ committed JSON: no figure in it was typed by hand, and none is stale."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "measurements_table.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("measurements_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_committed_readme_is_generated_from_the_json():
-    table = _module()
+def test_the_committed_readme_is_generated_from_the_json(load_script):
+    table = load_script("measurements_table")
     assert (table.ROOT / "README.md").read_text() == table.render(), \
         "results/measurements/README.md is stale: run python benchmarks/measurements_table.py"
 
 
-def test_the_targets_are_read_off_the_figures(tmp_path):
-    table = _module()
+def test_the_targets_are_read_off_the_figures(load_script):
+    table = load_script("measurements_table")
     text = table.render()
     # a figure in the table is the JSON's: Qwen2-MoE at 8192 tokens, best fused over the n_comm sweep
     import json
