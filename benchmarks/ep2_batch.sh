@@ -4,7 +4,7 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -39,7 +39,8 @@ suite)  # the GPU test suite
 sanitize)  # the suite on a small shape under compute-sanitizer (racecheck is slow: it may hit its limit)
     small=(--replays 2 --skip stuck,delayed,plan_on_gpu --capacity 128 --graph-tokens 64 --shape 8,2,512,256)
     for tool in racecheck synccheck; do
-        run 90 "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
+        limit=90; [ "$tool" = racecheck ] && limit=${RACECHECK_LIMIT:-90}
+        run "$limit" "sanitizer_$tool" compute-sanitizer --tool "$tool" --target-processes all \
             torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" "${small[@]}" --out "/tmp/$tool.json"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|error" "$out/sanitizer_$tool.log" | tail -n 5 >"$out/sanitizer_$tool.txt"
     done
@@ -73,16 +74,30 @@ tile-orders)  # both tile orders where the layers are weight-bound (few rows per
     run 200 mixtral_orders "${bench[@]}" --model mixtral-8x7b "${orders[@]}"
     run 150 qwen_orders "${bench[@]}" --model qwen2-moe-2.7b "${orders[@]}"
     ;;
+layouts)  # merged vs by-source row tiles, both tile orders, where partial tiles cost most (few rows per expert)
+    layouts=(--tokens 256,1024,4096,8192 --comm-blocks 4,8,16 --chunks 2 --tile-order layout,expert
+             --tile-layout merged,by-source)
+    run 240 qwen_layouts "${bench[@]}" --model qwen2-moe-2.7b "${layouts[@]}"
+    run 300 mixtral_layouts "${bench[@]}" --model mixtral-8x7b "${layouts[@]}"
+    ;;
+group-m)  # row tiles sharing a weight tile through L2, beside the default 8 (in the layouts stage)
+    for gm in 16 32; do
+        run 90 "qwen_gm$gm" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --group-m "$gm" --kind fused
+        run 90 "mixtral_gm$gm" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 4 --group-m "$gm" --kind fused
+    done
+    ;;
 flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes
     run 100 qwen_flat "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --flatten --kind fused
     run 100 mixtral_flat "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --flatten --kind fused
     ;;
 profile)  # per-kernel time of the fused forward for tile / stage / warp variants
     configs=${PROFILE_CONFIGS:-128x128/128/s3/w8,128x128/128/s4/w8,64x128/128/s4/w4,128x128/256/s3/w8}
+    extra=(--tokens "${PROFILE_TOKENS:-1024,8192}" --configs "$configs" --tile-orders "${PROFILE_ORDERS:-layout}"
+           --comm-blocks "${PROFILE_BLOCKS:-8}")
     run 200 profile_qwen torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model qwen2-moe-2.7b \
-        --tokens 1024,8192 --configs "$configs" --out "$out/profile-qwen2-moe-2.7b.json"
+        "${extra[@]}" --out "$out/profile-qwen2-moe-2.7b.json"
     run 240 profile_mixtral torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model mixtral-8x7b \
-        --tokens 1024,8192 --configs "$configs" --out "$out/profile-mixtral-8x7b.json"
+        "${extra[@]}" --out "$out/profile-mixtral-8x7b.json"
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

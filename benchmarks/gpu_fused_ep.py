@@ -19,6 +19,7 @@ rows without any collective.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -29,7 +30,13 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
-from comet_dse.kernels.fused_plan import device_plan, max_row_tiles, reference_plan, source_rotation  # noqa: E402
+from comet_dse.kernels.fused_plan import (  # noqa: E402
+    device_plan,
+    layout_groups,
+    max_row_tiles,
+    reference_plan,
+    source_rotation,
+)
 from comet_dse.kernels.reference import MoEWeights, reference_moe, routing_weights  # noqa: E402
 from comet_dse.kernels.timing import environment  # noqa: E402
 
@@ -87,15 +94,18 @@ class Suite:
             if trial % 5 == 0:
                 all_ids = [torch.arange(self.top_k).repeat(tokens, 1) for _ in range(self.world)]
             counts = torch.stack([torch.bincount(i.reshape(-1), minlength=self.experts) for i in all_ids])
-            max_tiles = max_row_tiles(self.world * 300 * min(self.top_k, self.per_rank), self.world * self.per_rank, 128)
-            for row_order in ("local-first", "source-order"):
+            for merged, row_order in itertools.product((False, True), ("local-first", "source-order")):
+                max_tiles = max_row_tiles(self.world * 300 * min(self.top_k, self.per_rank),
+                                          layout_groups(self.world, self.per_rank, merged), 128)
                 rot = source_rotation(self.rank, self.world, row_order)
                 plan = device_plan(counts.to(self.dev, torch.int32), self.rank, self.per_rank, 128,
-                                   torch.tensor(rot, device=self.dev), max_tiles)
-                tiles, order1 = reference_plan(counts.tolist(), self.rank, self.per_rank, 128, rot)
+                                   torch.tensor(rot, device=self.dev), max_tiles, merged=merged)
+                tiles, order1, pieces = reference_plan(counts.tolist(), self.rank, self.per_rank, 128, rot, merged=merged)
                 n = int(plan.num_tiles.item())
-                assert n == len(tiles) and [tuple(t) for t in plan.tiles[:n].tolist()] == tiles, (trial, row_order)
-                assert plan.order1[:n].tolist() == order1, (trial, row_order)
+                case = (trial, row_order, merged)
+                assert n == len(tiles) and [tuple(t) for t in plan.tiles[:n].tolist()] == tiles, case
+                assert plan.order1[:n].tolist() == order1, case
+                assert [[tuple(p) for p in e] for e in plan.pieces.tolist()] == pieces, case
                 cases += 1
         self.report["checks"]["device_plan"] = {"cases": cases, "equal": True}
 
@@ -106,7 +116,8 @@ class Suite:
                  ([cap] * self.world, "first"), ([5] + [cap] * (self.world - 1), "random"), ([64] * self.world, "last"),
                  ([0] + [33] * (self.world - 1), "random")]
         result = {}
-        for name, knobs in (("comm_blocks", {}), ("copy_engine", {"comm_blocks0": 0}),
+        for name, knobs in (("comm_blocks", {}), ("comm_blocks_by_source", {"tile_layout": "by-source"}),
+                            ("copy_engine", {"comm_blocks0": 0}),
                             ("source_order_1split", {"row_order": "source-order", "n_splits": 1})):
             layer = self.layer(**knobs)
             worst = 0.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
-from comet_dse.kernels.fused_moe import COMPUTE_ONLY, FULL
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, route
 from comet_dse.kernels.timing import environment, median_us
 from comet_dse.models import resolve_model
@@ -31,17 +31,17 @@ PROFILED_FORWARDS = 5
 CONFIG = re.compile(r"(\d+)x(\d+)/(\d+)/s(\d+)/w(\d+)")
 
 
-def parse_config(text: str, comm_blocks: int) -> FusedConfig:
+def parse_config(text: str, comm_blocks: int, tile_order: str = "layout", tile_layout: str = "merged") -> FusedConfig:
     match = CONFIG.fullmatch(text)
     if not match:
         raise SystemExit(f"--configs: expected BMxBN/BN1/sS/wW such as 128x128/128/s3/w8, got {text!r}")
     bm, bn, bn1, stages, warps = (int(v) for v in match.groups())
     return FusedConfig(comm_blocks0=comm_blocks, comm_blocks1=comm_blocks, block_m=bm, block_n=bn, block_n1=bn1,
-                       num_stages=stages, num_warps=warps)
+                       num_stages=stages, num_warps=warps, tile_order=tile_order, tile_layout=tile_layout)
 
 
 def category(name: str) -> str:
-    for key in ("layer0_kernel", "layer1_kernel", "combine_kernel", "barrier_kernel"):
+    for key in ("layer0_kernel", "layer1_kernel", "combine_kernel", "barrier_kernel", "place_own_kernel"):
         if key in name:
             return key.removesuffix("_kernel")
     return "plan and packing (torch ops)"
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--tokens", default="1024,8192")
     parser.add_argument("--configs", default="128x128/128/s3/w8")
     parser.add_argument("--comm-blocks", type=int, default=8)
+    parser.add_argument("--tile-orders", default="layout", help="comma-separated: layout, expert")
+    parser.add_argument("--tile-layout", default="merged", help="merged or by-source")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
@@ -95,16 +97,17 @@ def main() -> None:
         g = torch.Generator().manual_seed(tokens * 31 + rank)
         x = torch.randn(tokens, model.hidden, generator=g).to("cuda", torch.bfloat16)
         ids, w = route(x, weights.router, model.top_k)
-        for text in args.configs.split(","):
-            cfg = parse_config(text, args.comm_blocks)
+        for text, order in ((t, o) for t in args.configs.split(",") for o in args.tile_orders.split(",")):
+            cfg = parse_config(text, args.comm_blocks, order, args.tile_layout)
             try:
                 layer = FusedMoE(local, model.top_k, tokens, config=cfg, dtype=torch.bfloat16)
             except ValueError as exc:
                 if rank == 0:
                     print(f"skip {text}: {exc}", flush=True)
                 continue
-            row = {"tokens": tokens, "config": text, "comm_blocks": args.comm_blocks}
-            for name, mode in (("fused", FULL), ("compute_only", COMPUTE_ONLY)):
+            row = {"tokens": tokens, "config": text, "comm_blocks": args.comm_blocks, "tile_order": order,
+                   "tile_layout": cfg.layout(world)}
+            for name, mode in (("fused", FULL), ("compute_only", COMPUTE_ONLY), ("comm_only", COMM_ONLY)):
                 step = layer.graphed(tokens, mode)
                 step.set_inputs(x, ids, w)
                 row[f"{name}_us"] = slowest(median_us(step.replay, runs=20, warmup=3, before_each=dist.barrier))

@@ -5,8 +5,9 @@ typed by hand.
     python benchmarks/measurements_table.py --check    # exit 1 if the README is not what the JSON gives
 
 Reads the `comet-dse bench` results (bench-*.json) and GPU suites (suite.json) of the two-GPU
-runs under results/measurements/ep2_h100/: the final kernels at the top level, the first sweep
-and the variants that were tried and dropped in their own folders. Standard library only.
+runs under results/measurements/ep2_h200/ (the current kernels, on 2x H200) and ep2_h100/ (the
+kernels before the merged row tiles, on 2x H100: the issue's machine): each folder's final runs
+at its top level, earlier versions and variants in their own folders. Standard library only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "results" / "measurements"
-FINAL = "ep2_h100"
+FINAL = "ep2_h100"  # the H100 runs: the issue's targets machine, kernels before the merged layout
+CURRENT = "ep2_h200"  # the current kernels (merged row tiles), measured on 2x H200
 
 
 def _command(env: dict) -> str:
@@ -85,7 +87,13 @@ def _least_favourable(group: list[dict]) -> dict:
 
 def _order_note(config: dict) -> str:
     order = config.get("tile_order", "layout")
-    return "" if order == "layout" else f", {order} order"
+    layout = ", by source" if config.get("tile_layout") == "by-source" and config["comm_blocks0"] > 0 else ""
+    return ("" if order == "layout" else f", {order} order") + layout
+
+
+def _variant(config: dict) -> tuple[str, str]:
+    """(tile layout, tile order) of a fused run; files from before the merged layout ran by source."""
+    return config.get("tile_layout", "by-source"), config.get("tile_order", "layout")
 
 
 def _headline(runs: list[dict]) -> list[str]:
@@ -111,22 +119,59 @@ def _headline(runs: list[dict]) -> list[str]:
 
 
 def _sweep(runs: list[dict]) -> list[str]:
+    """Fused time by communication blocks, one table per model and (tile layout, tile order); the copy
+    engine (0) runs by source whatever layout was asked, so its column sits in the merged tables too."""
     out = []
     for model, by_tokens in _by_model_tokens(runs).items():
         configs = [r["config"] for rs in by_tokens.values() for r in rs if r["config"]]
         blocks = sorted({c["comm_blocks0"] for c in configs})
-        orders = sorted({c.get("tile_order", "layout") for c in configs}, key=lambda o: o != "layout")
-        for order in orders:
+        variants = sorted({_variant(c) for c in configs if c["comm_blocks0"] > 0},
+                          key=lambda v: (v[0] != "merged", v[1] != "layout"))
+        layouts = {v[0] for v in variants}
+        for layout, order in variants:
             rows = []
             for tokens in sorted(by_tokens):
                 cells = {r["config"]["comm_blocks0"]: r["timings_us"]["fused"] for r in by_tokens[tokens]
-                         if r["config"] and r["config"].get("tile_order", "layout") == order}
+                         if r["config"] and _variant(r["config"])[1] == order
+                         and (_variant(r["config"])[0] == layout or r["config"]["comm_blocks0"] == 0)}
                 b0 = by_tokens[tokens][0]["timings_us"]["b0"]
                 if cells:
                     rows.append([str(tokens), _us(b0)] + [_us(cells.get(b)) for b in blocks])
             title = f"### {model}: fused µs by communication blocks (0 = copy engine, eager)"
-            out += [title + (f", tile order {order}" if len(orders) > 1 else ""), ""]
+            what = ([f"tiles {layout}"] if len(layouts) > 1 else []) + ([f"tile order {order}"] if len(variants) > len(layouts) else [])
+            out += [title + "".join(f", {w}" for w in what), ""]
             out += _table(["tokens/GPU", "B0"] + [str(b) for b in blocks], rows) + [""]
+    return out
+
+
+def _layouts(runs: list[dict]) -> list[str]:
+    """Merged against by-source row tiles where one run timed both: each variant's best fused
+    configuration, its compute-only and comm-only, and the ratio of the two layouts' best."""
+    out = []
+    for model, by_tokens in _by_model_tokens(runs).items():
+        rows = []
+        for tokens in sorted(by_tokens):
+            for file in sorted({r["file"] for r in by_tokens[tokens]}):
+                graphed = _graphed([r for r in by_tokens[tokens] if r["file"] == file])
+                best = {}
+                for r in graphed:
+                    v = _variant(r["config"])
+                    if v not in best or r["timings_us"]["fused"] < best[v]["timings_us"]["fused"]:
+                        best[v] = r
+                if {v[0] for v in best} != {"merged", "by-source"}:
+                    continue
+                cells = []
+                for v in sorted(best, key=lambda v: (v[0] != "merged", v[1] != "layout")):
+                    t = best[v]["timings_us"]
+                    cells.append(f"{_us(t['fused'])} ({best[v]['config']['comm_blocks0']}) / {_us(t['compute_only'])} / "
+                                 f"{_us(t['comm_only'])}")
+                fastest = {layout: min(r["timings_us"]["fused"] for v, r in best.items() if v[0] == layout)
+                           for layout in ("merged", "by-source")}
+                rows.append([str(tokens)] + cells + [_ratio(fastest["by-source"], fastest["merged"]), file])
+        if rows:
+            out += [f"### {model}", ""]
+            out += _table(["tokens/GPU", "merged, layout order", "merged, expert order", "by source, layout order",
+                           "by source, expert order", "by source / merged (best of each)", "file"], rows) + [""]
     return out
 
 
@@ -135,7 +180,7 @@ def _suite(path: Path) -> list[str]:
         return []
     s = json.loads(path.read_text())
     c = s["checks"]
-    rows = [["device-side plan = plain loops", f"{c['device_plan']['cases']} routings", "equal" if c["device_plan"]["equal"] else "DIFFER"]]
+    rows = [["device-side plan = plain loops", f"{c['device_plan']['cases']} plans", "equal" if c["device_plan"]["equal"] else "DIFFER"]]
     for name, a in c["adversarial"].items():
         rows.append([f"adversarial routings, {name.replace('_', ' ')}", f"{a['calls']} calls, one over capacity",
                      f"max rel. err {a['max_rel_error']:.4f}; over capacity raised: {a['over_capacity_raised']}"])
@@ -150,15 +195,25 @@ def _suite(path: Path) -> list[str]:
 
 
 def _variants(folder: Path, final: list[dict]) -> list[str]:
+    """Each variant run beside the default knobs' figures for the same configuration (the fastest
+    where several runs timed it: default tile layout and order)."""
     runs = _load(folder)
     if not runs:
         return []
-    index = {(r["model"], r["tokens"], r["config"]["comm_blocks0"]): r["timings_us"] for r in final if r["config"]}
+    index: dict[tuple, dict] = {}
+    for r in final:
+        if r["config"]:
+            key = (r["model"], r["tokens"], r["config"]["comm_blocks0"], _variant(r["config"]))
+            if key not in index or r["timings_us"]["fused"] < index[key]["fused"]:
+                index[key] = r["timings_us"]
     rows = []
     for r in runs:
         cfg = r["config"]
-        base = index.get((r["model"], r["tokens"], cfg["comm_blocks0"]), {})
-        label = "flatten" + (f", layer1 tile {cfg['block_m']}x{cfg['block_n1']}" if cfg.get("block_n1") else "")
+        base = index.get((r["model"], r["tokens"], cfg["comm_blocks0"], _variant(cfg)), {})
+        if cfg.get("flatten") or r["file"].startswith("flatten-"):  # the first flatten files did not record it
+            label = "flatten" + (f", layer1 tile {cfg['block_m']}x{cfg['block_n1']}" if cfg.get("block_n1") else "")
+        else:
+            label = f"GROUP_M {cfg['group_m']}"
         rows.append([r["model"], str(r["tokens"]), str(cfg["comm_blocks0"]), label, _us(r["timings_us"]["compute_only"]),
                      _us(base.get("compute_only")), _us(r["timings_us"]["fused"]), _us(base.get("fused")), r["file"]])
     return _table(["model", "tokens/GPU", "n_comm", "variant", "compute-only", "same, default knobs", "fused",
@@ -223,9 +278,50 @@ def _targets(runs: list[dict]) -> list[str]:
     return _table(["target (best configuration per token count, least favourable run)", "measured", ""], table) + [""]
 
 
+def _machine(root: Path, folder: str, title: str, intro: str) -> list[str]:
+    """One machine's section: the commands, the targets, the best configurations, the sweep, the suite."""
+    final = _load(root / folder)
+    if not final:
+        return []
+    env = final[0]["env"]
+    lines = [
+        f"## {title} (`{folder}/`)",
+        "",
+        intro,
+        "",
+        f"{env['gpus']}× {env['gpu']} (NVLink), driver {env['driver']}, torch {env['torch']}, triton {env['triton']}; "
+        f"EP=2, bf16. Every figure is the median of {env['runs_per_figure']} timed runs (CUDA events, 3 rotated input "
+        "sets, a barrier before each) on the slowest rank, in µs. `fused`, `compute-only`, `comm-only` and `grouped_mm` "
+        "are CUDA-graph replays; `fused eager` is the same forward launched op by op; the baselines run eagerly (each "
+        "syncs with the host once per call). `comm floor` = bytes this rank sends over NVLink / the peer-copy bandwidth "
+        "measured in the same run. Commands:",
+        "",
+    ]
+    lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in final}.values()] + [""]
+    lines += [f"### Targets of the fused-layer issue, on {env['gpu']}", ""] + _targets(final)
+    lines += ["### Fused layer against the baselines and its limits (best configuration per token count)", "",
+              "Where two runs measured a token count, the row is the run with the lower B0 / fused (B0 syncs with the "
+              "host and varies by up to 30% between runs; each ratio is taken inside one run).", ""] + _headline(final)
+    layouts = _layouts(final)
+    if layouts:
+        lines += ["### Merged against by-source row tiles", "",
+                  "Each cell: the variant's best fused µs (its communication blocks) / compute-only / comm-only of that "
+                  "configuration, timed in one run.", ""] + layouts
+    lines += _sweep(final)
+    lines += [f"### GPU test suite (`benchmarks/gpu_fused_ep.py`), on {env['gpu']}", ""] + _suite(root / folder / "suite.json")
+    return lines
+
+
+def _group_m(root: Path) -> list[str]:
+    variants = _variants(root / CURRENT / "variants", _load(root / CURRENT))
+    if not variants:
+        return []
+    return ["### Row tiles sharing a weight tile through L2 (`ep2_h200/variants/`)", "",
+            "GROUP_M (`--group-m`) beside the default 8, merged tiles, layout order; the default's figure is the "
+            "fastest of this section's runs of that configuration (another process, so a few % of noise):", ""] + variants
+
+
 def render(root: Path = ROOT) -> str:
-    final = _load(root / FINAL)
-    env = final[0]["env"] if final else {}
     lines = [
         "# Measurements",
         "",
@@ -233,34 +329,28 @@ def render(root: Path = ROOT) -> str:
         "hand. Each JSON holds the exact command, GPU, driver, torch and triton versions and every rank's figures;",
         "`HISTORY.md` has the single-GPU measurements of earlier versions.",
         "",
-        f"## The fused layer on two GPUs, expert parallel (`{FINAL}/`)",
-        "",
-        f"{env.get('gpus', '?')}× {env.get('gpu', '?')} (NVLink), driver {env.get('driver', '?')}, torch {env.get('torch', '?')}, "
-        f"triton {env.get('triton', '?')}; EP=2, bf16. Every figure is the median of {env.get('runs_per_figure', '?')} timed runs "
-        "(CUDA events, 3 rotated input sets, a barrier before each) on the slowest rank, in µs. `fused`, `compute-only`, "
-        "`comm-only` and `grouped_mm` are CUDA-graph replays; `fused eager` is the same forward launched op by op; "
-        "the baselines run eagerly (each syncs with the host once per call). `comm floor` = bytes this rank sends over "
-        "NVLink / the peer-copy bandwidth measured in the same run. Commands:",
-        "",
     ]
-    lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in final}.values()] + [""]
-    lines += ["### Targets of the fused-layer issue", ""] + _targets(final)
-    lines += ["### Fused layer against the baselines and its limits (best configuration per token count)", "",
-              "Where two runs measured a token count, the row is the run with the lower B0 / fused (B0 syncs with the "
-              "host and varies by up to 30% between runs; each ratio is taken inside one run).", ""] + _headline(final)
-    lines += _sweep(final)
-    lines += ["## GPU test suite (`benchmarks/gpu_fused_ep.py`)", ""] + _suite(root / FINAL / "suite.json")
+    lines += _machine(root, CURRENT, "The fused layer on two GPUs, expert parallel: current kernels",
+                      "The kernels as they are now: row tiles merged across sources by default (`--tile-layout`). The "
+                      "device tool lent 2× H200 for these runs, not the H100s of the issue's targets: H200 has the same "
+                      "SMs and clocks and 1.4× the HBM bandwidth, so figures compare within this section only. "
+                      "`layouts_before_own_copy/` is the first merged version (own rows copied by the communication "
+                      "blocks), kept for the comparison it made.")
+    lines += _group_m(root)
+    lines += _machine(root, FINAL, "The fused layer on two GPUs, expert parallel: the kernels before merged tiles, on H100",
+                      "The previous version of the kernels (every row tile one source's rows) on the issue's machine, "
+                      "2× H100; the calibrated H100 profile and its validation were made from these runs.")
     lines += _copy_bandwidth(root.parent / "hardware")
     variants = _variants(root / FINAL / "variants", _load(root / FINAL / "history" / "torch_plan"))
     if variants:
-        lines += ["## Variants tried and dropped (`variants/`)", "",
+        lines += ["## Variants tried and dropped (`ep2_h100/variants/`)", "",
                   "Software-pipelining the GEMMs across tiles (`--flatten`; with 128×128 or 128×256 layer1 tiles), "
                   "measured on the kernels of `history/torch_plan/` (the plan in torch ops, 128×128 layer1 tiles), beside "
                   "that version's default figures for the same configuration. (128×256 layer1 tiles without "
                   "`--flatten` were 20–30% faster and are the default now: `profile/`.)", ""] + variants
     first = _load(root / FINAL / "first_sweep")
     if first:
-        lines += ["## The first sweep (`first_sweep/`)", "",
+        lines += ["## The first sweep (`ep2_h100/first_sweep/`)", "",
                   "The same benchmark on the first device-side version (before own tiles were split from remote ones), "
                   "kept to show run-to-run spread:", ""] + _headline(first)
     return "\n".join(lines).rstrip() + "\n"

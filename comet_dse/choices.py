@@ -12,6 +12,9 @@ from __future__ import annotations
 ROW_ORDERS = ("local-first", "source-order")
 # the order the fused kernels visit row tiles: layer0 own tiles first and layer1 remote first, or expert by expert
 TILE_ORDERS = ("layout", "expert")
+# how the fused kernels cut a rank's received rows into row tiles: an expert's rows of all sources
+# together (at most one partial tile per expert), or per source (the copy engine's: one copy per source)
+TILE_LAYOUTS = ("merged", "by-source")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from comet_dse.choices import default_layer1_width
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
-from comet_dse.measurements import BenchFile
+from comet_dse.measurements import FUSED_KNOBS, BenchFile
 from comet_dse.models import ModelConfig
 from comet_dse.workload import Workload
 
@@ -97,7 +97,8 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                                   knobs={"chunks": int(match.group(1))}))
             elif key == "fused":
                 c = run.config
-                knobs = {k: c[k] for k in ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits")}
+                knobs = {k: c[k] for k in FUSED_KNOBS}
+                knobs["tile_layout"] = c.get("tile_layout", "by-source")  # files before the merged layout ran by source
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
                                   skip=_comet_skip(c, bench.shape["hidden"], measured)))
     return cases

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -82,8 +83,8 @@ class BenchRunner:
             limit = self._grouped_mm_us(inputs[0][1])
             for cfg in self._configs(tokens):
                 fused, fused_errors, graphs = self._fused(cfg, tokens, inputs, check, expected)
-                runs.append({**base, "config": {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden)}, "graphs": graphs,
-                             **self._reduce({**timings, **fused, **limit}), **extra,
+                config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world)}
+                runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})
                 if self.rank == 0:
                     print(_summary(runs[-1]), flush=True)
@@ -102,9 +103,12 @@ class BenchRunner:
                  "flatten": a.flatten}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
-        return [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
-                            n_splits=a.n_splits, row_order=a.row_order, tile_order=order, **knobs)
-                for order in s.tile_orders for b in s.comm_blocks]
+        configs = [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
+                               n_splits=a.n_splits, row_order=a.row_order, tile_order=order, tile_layout=layout, **knobs)
+                   for layout in s.tile_layouts for order in s.tile_orders for b in s.comm_blocks]
+        # the copy engine always runs by source: time it once, not once per layout
+        return [c for i, c in enumerate(configs) if c.comm_blocks0 > 0 or
+                all(replace(c, tile_layout="by-source") != replace(d, tile_layout="by-source") for d in configs[:i])]
 
     def _reference(self, x, ids, w) -> torch.Tensor:
         """The fp32 reference for this rank's tokens: a token's output depends only on its own
@@ -228,7 +232,8 @@ class BenchRunner:
 def _summary(run: dict) -> str:
     t = run["timings_us"]
     cfg = run["config"] or {}
-    parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}", f"tile_order={cfg.get('tile_order')}"]
+    parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}", f"tile_order={cfg.get('tile_order')}",
+             f"tile_layout={cfg.get('tile_layout', 'by-source')}"]
     parts += [f"{k}={v:.0f}" for k, v in t.items()]
     parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
     return " ".join(parts)

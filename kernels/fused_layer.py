@@ -47,9 +47,17 @@ from comet_dse.kernels.fused_moe import (
     combine_kernel,
     layer0_kernel,
     layer1_kernel,
+    place_own_kernel,
 )
-from comet_dse.choices import TILE_ORDERS, default_layer1_width
-from comet_dse.kernels.fused_plan import ROW_ORDERS, DevicePlan, device_plan, max_row_tiles, source_rotation
+from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
+from comet_dse.kernels.fused_plan import (
+    ROW_ORDERS,
+    DevicePlan,
+    device_plan,
+    layout_groups,
+    max_row_tiles,
+    source_rotation,
+)
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -70,6 +78,10 @@ class FusedConfig:
     # the order both layers visit the row tiles: "layout" (layer0 own tiles first, layer1 remote first: most
     # overlap) or "expert" (expert by expert: each expert's weights stream from HBM once, for few rows per expert)
     tile_order: str = "layout"
+    # "merged": a row tile may hold rows of several sources (one expert; at most one partial tile per
+    # expert); "by-source": never (kernels/fused_plan.py). The copy engine (comm_blocks0 = 0) and a
+    # group of one rank always use by-source (`FusedMoE.merged` says which ran).
+    tile_layout: str = "merged"
     block_k: int = 64
     group_m: int = 8
     row_order: str = "local-first"
@@ -82,6 +94,10 @@ class FusedConfig:
     copy_elems: int = 16384  # elements one communication block moves per step (16-byte vectors)
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
 
+    def layout(self, world: int) -> str:
+        """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
+        return "merged" if self.tile_layout == "merged" and self.comm_blocks0 > 0 and world > 1 else "by-source"
+
     def layer1_width(self, hidden: int) -> int:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
 
@@ -89,7 +105,7 @@ class FusedConfig:
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
         """The configuration a comet-dse plan picks for `tokens` tokens per GPU."""
         picked = plan.lookup(tokens)
-        keys = ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits")
+        keys = ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits", "tile_layout")
         return cls(**{**{k: picked[k] for k in keys if k in picked}, **overrides})
 
 
@@ -166,7 +182,8 @@ class FusedMoE:
         world, hidden = self.world, self.hidden
         self.send_rows = max_tokens * top_k
         recv_rows = world * max_tokens * min(top_k, self.experts)  # every token of every rank routed here
-        self.max_tiles = max_row_tiles(recv_rows, world * self.experts, cfg.block_m)
+        self.merged = cfg.layout(world) == "merged"
+        self.max_tiles = max_row_tiles(recv_rows, layout_groups(world, self.experts, self.merged), cfg.block_m)
         # ---- peer-addressable buffers: send + receive rows; combine + staging rows; counts; signals ----
         self.xbuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
         self.ybuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
@@ -184,8 +201,10 @@ class FusedMoE:
         # sort keys as narrow as the expert count allows: a radix sort makes one pass per key byte
         key_dtype = torch.int16 if world * self.experts < torch.iinfo(torch.int16).max else torch.int32
         self.expert_edges = torch.arange(world * self.experts + 1, dtype=key_dtype, device=self.device)
-        self.rotation = torch.tensor(source_rotation(self.rank, world, cfg.row_order), device=self.device)
-        self.plan = DevicePlan.empty(self.max_tiles, world, self.device)
+        rotation = source_rotation(self.rank, world, cfg.row_order)
+        self.rotation = torch.tensor(rotation, device=self.device)
+        self.own_pos = rotation.index(self.rank)  # this rank's layout position: its piece of each expert
+        self.plan = DevicePlan.empty(self.max_tiles, world, self.experts, self.device)
         self._calls = 0
         self.delay_spins = 0  # tests: > 0 slows every layer0 producer, < 0 stops it from signalling
         # ---- TMA descriptors, made once: nothing they describe moves ----
@@ -205,6 +224,8 @@ class FusedMoE:
             raise ValueError(f"row_order must be one of {', '.join(ROW_ORDERS)}, got {cfg.row_order!r}")
         if cfg.tile_order not in TILE_ORDERS:
             raise ValueError(f"tile_order must be one of {', '.join(TILE_ORDERS)}, got {cfg.tile_order!r}")
+        if cfg.tile_layout not in TILE_LAYOUTS:
+            raise ValueError(f"tile_layout must be one of {', '.join(TILE_LAYOUTS)}, got {cfg.tile_layout!r}")
         if not 0 <= cfg.comm_blocks0 < self.programs:
             raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
         if not 1 <= cfg.comm_blocks1 < self.programs:
@@ -241,11 +262,16 @@ class FusedMoE:
         # ---- 2. the plan, from every rank's counts ----
         counts = torch.stack([self.meta.peer(r)[0] for r in range(self.world)])  # (W, E)
         plan = device_plan(counts, self.rank, self.experts, self.cfg.block_m, self.rotation, self.max_tiles, self.plan,
-                           expert_order=self.cfg.tile_order == "expert")
+                           expert_order=self.cfg.tile_order == "expert", merged=self.merged)
         if self.cfg.comm_blocks0 == 0 and mode == COMPUTE_ONLY:  # nothing moves: the flags on the device
             self.flags[self.max_tiles:].copy_(self.epoch.expand(self.world))
         elif self.cfg.comm_blocks0 == 0:
             self._copy_engine_dispatch(plan)
+        if self.merged and mode != COMPUTE_ONLY:  # own rows short of a full tile into their runs, on every SM
+            rows = 16
+            place_own_kernel[(self.experts, triton.cdiv(self.cfg.block_m, rows))](
+                self.xbuf.local, plan.pieces, self.own_pos, self.send_rows, self.hidden, WORLD=self.world, ROWS=rows,
+                COPY_COLS=min(triton.next_power_of_2(self.hidden), 1024))
         self._launch_layer0(plan, mode)
         self._launch_layer1(plan, mode)
         if self.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY and self.device.type == "cuda":
@@ -330,11 +356,11 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
-            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
-            plan.local_tiles, self.flags, self.err, self.epoch, self.rank, cfg.max_spins, self.delay_spins, hidden, self.ffn,
-            self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
-            COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-            MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order1, plan.remote,
+            plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch, self.rank, self.own_pos,
+            cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
+            WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             EXPERT_ORDER=cfg.tile_order == "expert",
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
@@ -345,10 +371,10 @@ class FusedMoE:
         copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
-            plan.local_tiles, self.counters, self.err, self.rank, cfg.max_spins, hidden, self.ffn, self.send_rows, split_cols,
-            self.programs - cfg.comm_blocks1, self.programs,
-            N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1, COPY_ROWS=max(1, cfg.copy_elems // copy_cols),
-            COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
+            plan.local_tiles, plan.pieces, self.counters, self.err, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
+            self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs,
+            WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
+            COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

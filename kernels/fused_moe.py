@@ -1,15 +1,18 @@
 """Comet's two fused MoE kernels in Triton, expert parallel, over peer-addressable buffers.
 
 The layout (kernels/fused_plan.py): every rank packs its token rows in expert order into the
-send region of its `xbuf` (rows [0, SEND_ROWS)); rank r's received rows form one segment per
-source and one group per local expert inside it; row tiles never cross a group, so a tile's
-rows come from one source and are contiguous there. Tiles of the rank's own tokens are not
-copied at all: their GEMM reads the send region directly.
+send region of its `xbuf` (rows [0, SEND_ROWS)); rank r's received rows are cut into row tiles
+of one expert each, either merged (an expert's own rows that fill whole tiles, then one run of
+its remaining own rows and every peer's rows, tiled across sources) or by source (one group per
+(source, expert)). Tiles that hold only this rank's own rows are not copied at all: their GEMM
+reads the send region directly. The other tiles' rows come in pieces, one per source, each a
+contiguous run of rows at its source.
 
 Layer0 (dispatch + GEMM0 + SwiGLU): one persistent grid; programs [0, N_COMM) are
 communication blocks, the rest compute blocks. Communication blocks pull each remote tile's
-rows from the source's send region into this rank's receive region (rows [SEND_ROWS, ...) of
-`xbuf`) in bulk 16-byte copies, then raise the tile's flag to the call's epoch (rising
+pieces from the sources' send regions into this rank's receive region (rows [SEND_ROWS, ...)
+of `xbuf`) in bulk 16-byte copies (a merged tile's own piece was put there before, by
+`place_own_kernel` on every SM), then raise the tile's flag to the call's epoch (rising
 epochs: flags are never reset). Compute blocks walk (row tile, column tile) work, this rank's
 own tiles first (they need no wait), then the others in layout order, GROUP_M row tiles at a
 time column by column so that weight tiles are shared through L2; a remote tile's work first
@@ -25,11 +28,11 @@ by expert instead, an expert's own and remote tiles together (one weight stream 
 HBM, for layers with few rows per expert), a remote tile waiting for its flag as above.
 
 Layer1 (GEMM1 + combine): compute blocks run GEMM1 column split by column split (decomposed
-along N), remote tiles first. A local tile's result goes straight to its row of this rank's
-combine region (rows [0, SEND_ROWS) of `ybuf`, in send order); a remote tile's goes to the
-staging region and each finished (tile, split) bumps a counter. Communication blocks wait for
-a (tile, split) to complete and push its rows into the source's combine region at the rows'
-send positions: one contiguous block per tile. After a device barrier each rank takes the
+along N), remote tiles first. Own rows' results go straight to their rows of this rank's
+combine region (rows [0, SEND_ROWS) of `ybuf`, in send order); other rows' go to the staging
+region and each finished (tile, split) bumps a counter. Communication blocks wait for a
+(tile, split) to complete and push each of its remote pieces into its source's combine region
+at the rows' send positions: one contiguous block per piece. After a device barrier each rank takes the
 weighted top-k sum of its combine region in one pass (`combine_kernel`).
 
 Producers get the lowest program ids (communication in layer0, compute in layer1): on the GPU
@@ -142,14 +145,15 @@ def _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, row0, rows,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Column tile c of row tile (expert, row0, rows), its rows at a_row of xbuf: GEMM0 + SwiGLU into h."""
     acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
-    _store_tile(h_ptr, row0, rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+    _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
-def _store_tile(out_ptr, out_row, rows, col0, N, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _store_tile(out_ptr, out_rows, rows, col0, N, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The first `rows` rows of acc to rows out_rows (BLOCK_M,) of out, columns [col0, col0 + BLOCK_N)."""
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = col0 + tl.arange(0, BLOCK_N)
-    out = out_ptr + (out_row + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+    out = out_ptr + out_rows.to(tl.int64)[:, None] * N + offs_n[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < rows)[:, None] & (offs_n < N)[None, :])
 
 
@@ -170,6 +174,44 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
             tl.store(dst + c[None, :], tl.load(src + c[None, :], mask=m), mask=m)
 
 
+@triton.jit
+def _move_tile(buf_ptr, deltas_ptr, pieces_ptr, expert, row0, rows, recv_base, col0, cols, stride, own_pos,
+               WORLD: tl.constexpr, PULL: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr):
+    """Move row tile (expert, row0, rows) between this rank's rows recv_base + layout row and its
+    sources' rows, piece by piece (the tile's intersection with each of its expert's pieces: one
+    piece by source, up to WORLD merged): PULL each piece from its source's send region (layer0),
+    else push it to the source's combine region (layer1). This rank's own piece (layout position
+    own_pos) is not moved here: `place_own_kernel` put it in place before layer0, and layer1's
+    compute blocks write its results straight to the combine region."""
+    for j in range(WORLD):
+        piece = pieces_ptr + (expert * WORLD + j) * 4
+        first = tl.load(piece)
+        lo = tl.maximum(row0, first)
+        hi = tl.minimum(row0 + rows, first + tl.load(piece + 1))
+        if (hi > lo) & (j != own_pos):
+            src = tl.load(piece + 2)
+            at_src = tl.load(piece + 3) + lo - first
+            peer = tl.multiple_of(tl.load(deltas_ptr + src), 16)
+            if PULL:
+                _copy_block(buf_ptr + peer, at_src, buf_ptr, recv_base + lo, hi - lo, col0, cols, stride, COPY_ROWS, COPY_COLS)
+            else:
+                _copy_block(buf_ptr, recv_base + lo, buf_ptr + peer, at_src, hi - lo, col0, cols, stride, COPY_ROWS, COPY_COLS)
+
+
+@triton.jit
+def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.constexpr, ROWS: tl.constexpr,
+                     COPY_COLS: tl.constexpr):
+    """Merged layout: this rank's own piece of every expert's run (its rows short of a full tile)
+    from the send region to its layout rows, before layer0, on every SM: program (expert, j) copies
+    rows [j * ROWS, (j + 1) * ROWS) of it. The communication blocks then move remote rows only."""
+    piece = pieces_ptr + (tl.program_id(0) * WORLD + own_pos) * 4
+    first = tl.program_id(1) * ROWS
+    rows = tl.minimum(tl.load(piece + 1) - first, ROWS)
+    if rows > 0:
+        _copy_block(xbuf_ptr, tl.load(piece + 3) + first, xbuf_ptr, SEND_ROWS + tl.load(piece) + first, rows, 0, H, H,
+                    ROWS, COPY_COLS)
+
+
 # ----------------------------------------------------------------------------------------
 # layer0: dispatch (pull) + GEMM0 + SwiGLU
 # ----------------------------------------------------------------------------------------
@@ -178,9 +220,9 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 @triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
-    flags_ptr, err_ptr, epoch_ptr,
-    rank, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
-    COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    pieces_ptr, flags_ptr, err_ptr, epoch_ptr,
+    rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
+    WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
     EXPERT_ORDER: tl.constexpr,
@@ -200,8 +242,8 @@ def layer0_kernel(
             u = tl.load(remote_ptr + i)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             if MODE != _COMPUTE_ONLY:
-                peer = tl.multiple_of(tl.load(x_deltas_ptr + src), 16)
-                _copy_block(xbuf_ptr + peer, src_row0, xbuf_ptr, SEND_ROWS + row0, rows, 0, H, H, COPY_ROWS, COPY_COLS)
+                _move_tile(xbuf_ptr, x_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, 0, H, H, own_pos, WORLD, True,
+                           COPY_ROWS, COPY_COLS)
             for _ in range(delay_spins):  # a slow producer, for the tests
                 tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
             tl.debug_barrier()
@@ -250,10 +292,10 @@ def layer0_kernel(
 
 @triton.jit
 def layer1_kernel(
-    h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, counters_ptr,
-    err_ptr,
-    rank, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
-    N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+    h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
+    counters_ptr, err_ptr,
+    rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
+    WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
     FLATTEN: tl.constexpr,
 ):
@@ -270,11 +312,19 @@ def layer1_kernel(
             v, c = _swizzle(w % per_split, n_tiles, COL_TILES, GROUP_M)
             u = tl.load(order_ptr + v)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            out_row = tl.where(src == rank, src_row0, SEND_ROWS + row0)  # local: straight to the combine region
             if MODE != _COMM_ONLY:
                 col0 = split * SPLIT_COLS + c * BLOCK_N
                 acc = _gemm(h_desc, row0, w_desc, expert * F, col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
-                _store_tile(ybuf_ptr, out_row, rows, col0, H, acc, BLOCK_M, BLOCK_N)
+                # own rows straight to the combine region, the rest to staging (pushed home from there)
+                r = row0 + tl.arange(0, BLOCK_M)
+                if src == rank:
+                    out_rows = src_row0 - row0 + r
+                else:  # a remote tile, or a merged run's, whose own piece (if any) goes home in place
+                    own = pieces_ptr + (expert * WORLD + own_pos) * 4
+                    own_first = tl.load(own)
+                    own_end = own_first + tl.load(own + 1)
+                    out_rows = tl.where((r >= own_first) & (r < own_end), tl.load(own + 3) - own_first + r, SEND_ROWS + r)
+                _store_tile(ybuf_ptr, out_rows, rows, col0, H, acc, BLOCK_M, BLOCK_N)
             if src != rank:
                 tl.debug_barrier()
                 tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
@@ -287,9 +337,8 @@ def layer1_kernel(
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             counter = u * N_SPLITS + split
             _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
-            peer = tl.multiple_of(tl.load(y_deltas_ptr + src), 16)
-            _copy_block(ybuf_ptr, SEND_ROWS + row0, ybuf_ptr + peer, src_row0, rows, split * SPLIT_COLS,
-                        SPLIT_COLS, H, COPY_ROWS, COPY_COLS)
+            _move_tile(ybuf_ptr, y_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, split * SPLIT_COLS, SPLIT_COLS, H,
+                       own_pos, WORLD, False, COPY_ROWS, COPY_COLS)
 
 
 # ----------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 
 # Part of every tuning study's identity (search/study.py): bump it whenever a change to the
 # simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
-COST_MODEL_VERSION = 2  # 2: measured profiles price the fused kernels as built (per-source tiles, waves)
+COST_MODEL_VERSION = 3  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
+# 3: comet's row tiles merged across sources unless tile_layout='by-source'; measured: layer1 by last source
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
            "default_schedule", "simulate"]

@@ -26,11 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_ORDERS
+from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.launch import (
     add_gpus_argument,
     check_gpu_launch,
     check_tile_size,
+    parse_choices,
     parse_ints,
     parse_tile,
     relaunch_per_gpu,
@@ -65,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the fused kernels' tile orders to time, comma-separated: {' or '.join(TILE_ORDERS)} "
                              "(layout: own tiles first in layer0, remote first in layer1; expert: expert by expert, each "
                              "expert's weights read once) (default layout)")
+    parser.add_argument("--tile-layout", default="merged",
+                        help=f"the fused kernels' row-tile layouts to time, comma-separated: {' or '.join(TILE_LAYOUTS)} "
+                             "(merged: an expert's rows of every source share tiles; by-source: a tile holds one source's "
+                             "rows; the copy engine, --comm-blocks 0, always runs by-source) (default merged)")
     parser.add_argument("--chunks", default="2,4", help="chunk counts of B1, comma-separated (default 2,4)")
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
@@ -81,6 +86,7 @@ class _Settings:
     tokens: list[int]
     comm_blocks: list[int]
     tile_orders: list[str]
+    tile_layouts: list[str]
     chunks: list[int]
     block_m: int
     block_n: int
@@ -98,9 +104,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     tokens = parse_ints(args.tokens, "--tokens")
     comm_blocks = parse_ints(args.comm_blocks, "--comm-blocks", minimum=0)
     chunks = parse_ints(args.chunks, "--chunks")
-    tile_orders = [v.strip() for v in args.tile_order.split(",") if v.strip()]
-    if not tile_orders or any(v not in TILE_ORDERS for v in tile_orders):
-        raise UserError("--tile-order", f"must be comma-separated values of {', '.join(TILE_ORDERS)}, got {args.tile_order!r}")
+    tile_orders = parse_choices(args.tile_order, "--tile-order", TILE_ORDERS)
+    tile_layouts = parse_choices(args.tile_layout, "--tile-layout", TILE_LAYOUTS)
     for name in ("runs", "block_k", "group_m", "n_splits"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
@@ -146,7 +151,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, chunks, block_m, block_n, experts, top_k, hidden, ffn, model_name, capacity, plan)
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, chunks, block_m, block_n, experts, top_k, hidden, ffn, model_name, capacity, plan)
 
 
 def run(args: argparse.Namespace) -> int:

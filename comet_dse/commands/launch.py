@@ -25,6 +25,14 @@ def parse_ints(text: str, flag: str, minimum: int = 1) -> list[int]:
     return values
 
 
+def parse_choices(text: str, flag: str, allowed: tuple[str, ...]) -> list[str]:
+    """Values of `allowed` from 'a,b', in the order given."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or any(v not in allowed for v in values):
+        raise UserError(flag, f"must be comma-separated values of {', '.join(allowed)}, got {text!r}")
+    return values
+
+
 def check_tile_size(size: int, flag: str) -> None:
     if size < 16 or size & (size - 1):
         raise UserError(flag, f"tile sizes must be powers of two >= 16, got {size}")

@@ -14,7 +14,8 @@ the row order, over as many peers at a time as the blocks need to fill that path
 
 With a measured profile the kernels as built (kernels/fused_layer.py, priced in
 sim/fused_costs.py): this rank's own tiles need no copy (their GEMM reads the send region)
-and are computed first; the local rows of layer1 are written in place, not sent; GEMM tiles
+and are computed first (merged layout: an expert's own full tiles; its own remaining rows share
+a tile with the first remote rows and are copied with them, a cost left out); the local rows of layer1 are written in place, not sent; GEMM tiles
 slow down while copies run; the pack, the plan and a device barrier come before layer0 and a
 device barrier and one combine pass after layer1. comm_blocks0 = 0 is the copy-engine
 variant: one peer copy per source on a side stream after a host sync, each source's tiles
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.choices import default_layer1_width
+from comet_dse.choices import TILE_LAYOUTS, default_layer1_width
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -66,6 +67,9 @@ class Comet(Schedule):
     comm_blocks1: int = 16
     row_order: str = "local-first"
     n_splits: int = 4
+    # the kernels' row tiles (kernels/fused_plan.py): "merged" (an expert's rows of every source share
+    # tiles) or "by-source"; the copy engine (comm_blocks0 = 0) always runs by source
+    tile_layout: str = "merged"
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -76,6 +80,8 @@ class Comet(Schedule):
                 raise UserError(field_name, f"must be an integer in [{low}, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
         if self.row_order not in ROW_ORDERS:
             raise UserError("--row-order", f"must be one of {', '.join(ROW_ORDERS)}, got {self.row_order!r}")
+        if self.tile_layout not in TILE_LAYOUTS:
+            raise UserError("--tile-layout", f"must be one of {', '.join(TILE_LAYOUTS)}, got {self.tile_layout!r}")
         hidden = workload.model.hidden
         if not isinstance(self.n_splits, int) or self.n_splits < 1 or column_tiles(hidden, self.block_n) % self.n_splits:
             allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))
@@ -152,9 +158,10 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
     state: list[dict] = [{} for _ in range(world)]
 
     def rank_process(rank: int):
-        # with a measured profile, the kernels as built: a row tile holds one source's rows
+        # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
+        # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
-                              split_by_source=tables is not None)
+                              split_by_source=copy_engine or knobs.tile_layout == "by-source")
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, knobs.block_n, 0, blocks0)
@@ -219,11 +226,14 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         start1 = layer0_end + launch
         position = np.empty(world, dtype=np.int64)
         position[layout.source_order] = np.arange(world)
-        first_source_rank = position[layout.tile_first_source]
+        # a tile's place by its first source; the kernels as built (measured profile) go by its last: a merged
+        # tile holding own and remote rows is pushed home, so it is computed with the remote ones
+        placed_by = layout.tile_first_source if tables is None else np.maximum(layout.tile_last_source, 0)
+        source_rank = position[placed_by]
         if knobs.row_order == "local-first":
-            first_source_rank = (first_source_rank - 1) % world  # remote rows first, local last
-        first_source_rank = np.where(layout.tile_last_source < 0, world, first_source_rank)  # shared experts last
-        order1 = np.lexsort((np.arange(len(first_source_rank)), first_source_rank))
+            source_rank = (source_rank - 1) % world  # remote rows first, local last
+        source_rank = np.where(layout.tile_last_source < 0, world, source_rank)  # shared experts last
+        order1 = np.lexsort((np.arange(len(source_rank)), source_rank))
         g1 = layout.tile_group[order1]
         per_split = n_tiles1[g1] // knobs.n_splits
         dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])

@@ -54,7 +54,7 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
 
 def main() -> None:
     ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "local_tiles_ptr": "*i32",
-            "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
+            "pieces_ptr": "*i32", "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
             "order_ptr": "*i32", "remote_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
@@ -64,23 +64,28 @@ def main() -> None:
     for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
         for seg_flags in (False, True):
             report[f"layer0_mode{mode}_seg{int(seg_flags)}"] = _compile(
-                fm.layer0_kernel, ptrs, {**tiles, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
+                fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
                                          "SEG_FLAGS": seg_flags, "PROXY_FENCE": True, "FLATTEN": seg_flags,
                                          "EXPERT_ORDER": False})
         report[f"layer1_mode{mode}"] = _compile(
-            fm.layer1_kernel, ptrs, {**tiles, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
+            fm.layer1_kernel, ptrs, {**tiles, "WORLD": 8, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
                                      "FLATTEN": False})
     report["layer0_expert"] = _compile(
-        fm.layer0_kernel, ptrs, {**tiles, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
+        fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": True})
     report["layer1_n256"] = _compile(
-        fm.layer1_kernel, wide, {**tiles, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
+        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": True})
-    report["plan"] = _compile(fused_plan.plan_kernel, {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32",
-                                                        "num_tiles_ptr": "*i32", "order1_ptr": "*i32", "remote_ptr": "*i32",
-                                                        "local_tiles_ptr": "*i32", "segments_ptr": "*i64"},
-                              {"WORLD": 8, "W_P2": 8, "E_P2": 32, "ET_P2": 256, "BLOCK_M": BM,
-                               "BLOCK_U": fused_plan.plan_block_u(8 * 32), "EXPERT_ORDER": True}, num_warps=8)
+    plan_ptrs = {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
+                 "order1_ptr": "*i32", "remote_ptr": "*i32", "local_tiles_ptr": "*i32", "segments_ptr": "*i64",
+                 "pieces_ptr": "*i32"}
+    for name, merged in (("plan", False), ("plan_merged", True)):
+        q_p2 = 2 if merged else 8
+        report[name] = _compile(fused_plan.plan_kernel, plan_ptrs,
+                                {"WORLD": 8, "W_P2": 8, "E_P2": 32, "ET_P2": 256, "Q_P2": q_p2, "BLOCK_M": BM,
+                                 "BLOCK_U": fused_plan.plan_block_u(q_p2 * 32), "EXPERT_ORDER": True, "MERGED": merged},
+                                num_warps=8)
+    report["place_own"] = _compile(fm.place_own_kernel, ptrs, {"WORLD": 8, "ROWS": 16, "COPY_COLS": 1024}, num_warps=4)
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
     report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
     json.dump(report, sys.stdout, indent=1)

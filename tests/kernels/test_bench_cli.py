@@ -30,7 +30,8 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "5,16",
                "--comm-blocks", "0,2", "--comm-blocks1", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16",
-               "--n-splits", "2", "--runs", "2", "--warmup", "1", "--tile-order", "layout,expert", "--out", str(tmp_path)]
+               "--n-splits", "2", "--runs", "2", "--warmup", "1", "--tile-order", "layout,expert", "--tile-layout", "merged,by-source",
+               "--out", str(tmp_path)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -40,9 +41,12 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     result = json.loads(files[0].read_text())
     assert {"gpu", "gpus", "driver", "torch", "triton", "command", "model", "ep", "tp", "kind", "runs"} <= set(result)
     assert result["gpus"] == 2 and result["ep"] == 2
-    # one run per token count and configuration: each tile order with the copy engine (0) and 2 communication blocks
-    assert [(r["tokens"], r["config"]["tile_order"], r["config"]["comm_blocks0"]) for r in result["runs"]] == [
-        (t, order, b) for t in (5, 16) for order in ("layout", "expert") for b in (0, 2)]
+    # one run per token count and configuration: each tile layout and order with the copy engine (0) and 2
+    # communication blocks; the copy engine runs by source whatever was asked, so once per order
+    assert [(r["tokens"], r["config"]["tile_layout"], r["config"]["tile_order"], r["config"]["comm_blocks0"])
+            for r in result["runs"]] == [
+        (t, "by-source" if b == 0 else layout, order, b) for t in (5, 16) for layout in ("merged", "by-source")
+        for order in ("layout", "expert") for b in (0, 2) if b or layout == "merged"]
     for r in result["runs"]:
         assert set(r["timings_us"]) == {"naive", "b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
         assert r["timings_us"]["b0"] == min(r["timings_us"]["b0_grouped"], r["timings_us"]["b0_loop"])
@@ -67,6 +71,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     (["--block-n1", "96"], "--block-n1: tile sizes must be powers of two"),
     (["--tile", "big"], "--tile: expected BMxBN"),
     (["--tile-order", "layout,random"], "--tile-order: must be comma-separated values of layout, expert"),
+    (["--tile-layout", "mixed"], "--tile-layout: must be comma-separated values of merged, by-source"),
     (["--shape", "8,2,32"], "--shape: expected E,top_k,H,F"),
     (["--shape", "4,8,32,48"], "--shape: top_k=8 exceeds the 4 experts"),
     (["--capacity", "4", "--tokens", "8"], "--capacity: must hold the largest --tokens (8)"),

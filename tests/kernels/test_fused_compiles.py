@@ -39,7 +39,8 @@ def test_gemms_use_wgmma_and_tma(report):
 
 
 def test_row_copies_move_16_bytes_per_access(report):
-    for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer1_mode0", "layer1_mode2", "combine"):
+    for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer1_mode0", "layer1_mode2", "combine",
+                 "place_own"):
         k = report[name]
         assert k["LDG.E.128"] > 0 and k["STG.E.128"] > 0, name
         assert k["LDG.E.U16"] == 0 and k["STG.E.U16"] == 0, f"{name} has 2-byte accesses"

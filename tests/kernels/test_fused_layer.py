@@ -91,6 +91,8 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"comm_blocks0": 0}),  # the copy-engine variant
     ("float16", {"tile_order": "expert"}),
     ("float32", {"tile_order": "expert", "comm_blocks0": 0, "row_order": "source-order"}),
+    ("float32", {"tile_layout": "by-source"}),  # the default is merged
+    ("float16", {"tile_layout": "by-source", "tile_order": "expert", "row_order": "source-order"}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)

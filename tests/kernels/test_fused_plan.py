@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch", reason="the kernels need torch (pip install
 
 from comet_dse.kernels.fused_plan import (  # noqa: E402
     device_plan,
+    layout_groups,
     max_row_tiles,
     reference_plan,
     source_rotation,
@@ -21,28 +22,44 @@ def _counts(all_ids: list[torch.Tensor], experts: int) -> torch.Tensor:
 
 
 def _check(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str) -> None:
-    for expert_order in (False, True):
-        _check_order(all_ids, experts, block_m, row_order, expert_order)
+    for merged in (False, True):
+        for expert_order in (False, True):
+            _check_order(all_ids, experts, block_m, row_order, expert_order, merged)
 
 
-def _check_order(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str, expert_order: bool) -> None:
+def _tile_rows(tile: tuple, pieces: list[tuple]) -> list[tuple[int, int]]:
+    """(source, send row) of each of a tile's rows: in place, or from its expert's pieces."""
+    expert, row0, rows, src, at_src = tile
+    if src >= 0:
+        return [(src, at_src + i) for i in range(rows)]
+    found = []
+    for row in range(row0, row0 + rows):
+        holders = [(p_src, p_at + row - first) for first, n, p_src, p_at in pieces[expert] if first <= row < first + n]
+        assert len(holders) == 1, (tile, row)
+        found += holders
+    return found
+
+
+def _check_order(all_ids: list[torch.Tensor], experts: int, block_m: int, row_order: str, expert_order: bool,
+                 merged: bool) -> None:
     world = len(all_ids)
     per_rank = experts // world
     counts = _counts(all_ids, experts)
     max_tokens = max(ids.shape[0] for ids in all_ids)
     top_k = all_ids[0].shape[1]
-    max_tiles = max_row_tiles(world * max_tokens * min(top_k, per_rank), world * per_rank, block_m)
+    max_tiles = max_row_tiles(world * max_tokens * min(top_k, per_rank), layout_groups(world, per_rank, merged), block_m)
     for rank in range(world):
         rotation = source_rotation(rank, world, row_order)
         plan = device_plan(counts.to(torch.int32), rank, per_rank, block_m, torch.tensor(rotation), max_tiles,
-                           expert_order=expert_order)
-        tiles, order1 = reference_plan(counts.tolist(), rank, per_rank, block_m, rotation, expert_order)
+                           expert_order=expert_order, merged=merged)
+        tiles, order1, pieces = reference_plan(counts.tolist(), rank, per_rank, block_m, rotation, expert_order, merged)
         n = int(plan.num_tiles.item())
         assert n == len(tiles) <= max_tiles
         assert [tuple(t) for t in plan.tiles[:n].tolist()] == tiles
         assert (plan.tiles[n:, 2] == 0).all()  # padding tiles have no rows
         assert plan.order1[:n].tolist() == order1
         assert sorted(plan.order1.tolist()) == list(range(max_tiles))
+        assert [[tuple(p) for p in e] for e in plan.pieces.tolist()] == pieces
         if expert_order:  # experts never go back
             assert [tiles[u][0] for u in order1] == sorted(t[0] for t in tiles)
         own = [i for i, t in enumerate(tiles) if t[3] == rank]  # this rank's tiles: one contiguous run
@@ -50,17 +67,22 @@ def _check_order(all_ids: list[torch.Tensor], experts: int, block_m: int, row_or
         assert plan.remote[:n - len(own)].tolist() == [u for u in order1 if tiles[u][3] != rank]
         first, end = plan.local_tiles.tolist()
         assert own == list(range(first, end)) and (first == end or own)
-        if not own:  # an empty own segment sits where its position in the rotation puts it
+        if merged:  # own tiles are full and first; an expert has at most one partial tile
+            assert first == 0 and all(tiles[u][2] == block_m for u in own)
+            assert all(sum(t[0] == e and t[2] < block_m for t in tiles) <= 1 for e in range(per_rank))
+        elif not own:  # an empty own segment sits where its position in the rotation puts it
             assert first == sum(1 for t in tiles if rotation.index(t[3]) < rotation.index(rank))
         # every pair routed to this rank is in exactly one tile row, at its source's send row
-        covered = {(t[3], t[4] + i) for t in tiles for i in range(t[2])}
+        covered = [row for t in tiles for row in _tile_rows(t, pieces)]
         expected = set()
         for src, ids in enumerate(all_ids):
             order = torch.sort(ids.reshape(-1), stable=True).indices
             for send_row, pair in enumerate(order.tolist()):
                 if ids.reshape(-1)[pair] // per_rank == rank:
                     expected.add((src, send_row))
-        assert covered == expected
+        assert sorted(covered) == sorted(expected)
+        # layout rows: tiles never overlap and fill [0, rows received) (h and the receive region)
+        assert sorted(r for t in tiles for r in range(t[1], t[1] + t[2])) == list(range(len(expected)))
         segments = plan.segments.tolist()
         for src in range(world):
             assert segments[src][1] == int(counts[src, rank * per_rank:(rank + 1) * per_rank].sum())
@@ -113,12 +135,28 @@ def test_local_first_puts_own_rows_first_and_layer1_sends_remote_rows_first():
     # 2 ranks, 2 experts each, top-1; rank 0 holds experts 0 and 1
     ids0, ids1 = torch.tensor([[0], [1], [2]]), torch.tensor([[0], [0], [3]])
     counts = _counts([ids0, ids1], 4)
-    tiles, order1 = reference_plan(counts.tolist(), 0, 2, 2, source_rotation(0, 2, "local-first"))
+    tiles, order1, _ = reference_plan(counts.tolist(), 0, 2, 2, source_rotation(0, 2, "local-first"))
     # own segment: expert 0 (1 row), expert 1 (1 row); then rank 1's: expert 0 (2 rows, send rows 0-1)
     assert tiles == [(0, 0, 1, 0, 0), (1, 1, 1, 0, 1), (0, 2, 2, 1, 0)]
     assert order1 == [2, 0, 1]
     plan = device_plan(counts.to(torch.int32), 0, 2, 2, torch.tensor([0, 1]), 8)
     assert [tuple(t) for t in plan.tiles[:3].tolist()] == tiles
+
+
+def test_merged_runs_put_an_experts_rows_of_every_source_in_one_tile():
+    # the same routing, 2-row tiles, merged: no own row fills a whole tile, so everything is in the runs;
+    # expert 0's run = its own row (send row 0) + rank 1's two rows -> 2 tiles instead of 2 + 1 by source
+    ids0, ids1 = torch.tensor([[0], [1], [2]]), torch.tensor([[0], [0], [3]])
+    counts = _counts([ids0, ids1], 4)
+    tiles, order1, pieces = reference_plan(counts.tolist(), 0, 2, 2, [0, 1], merged=True)
+    assert tiles == [(0, 0, 2, -1, 0), (0, 2, 1, -1, 0), (1, 3, 1, -1, 0)]
+    assert pieces == [[(0, 1, 0, 0), (1, 2, 1, 0)], [(3, 1, 0, 1), (4, 0, 1, 2)]]
+    assert order1 == [0, 1, 2]
+    plan = device_plan(counts.to(torch.int32), 0, 2, 2, torch.tensor([0, 1]), 8, merged=True)
+    assert [tuple(t) for t in plan.tiles[:3].tolist()] == tiles
+    # with 1-row tiles rank 0's own rows fill whole tiles: read in place, first
+    tiles, _, _ = reference_plan(counts.tolist(), 0, 2, 1, [0, 1], merged=True)
+    assert tiles[:2] == [(0, 0, 1, 0, 0), (1, 1, 1, 0, 1)] and {t[3] for t in tiles[2:]} == {-1}
 
 
 class _NoHostSync(torch.utils._python_dispatch.TorchDispatchMode):
@@ -136,7 +174,8 @@ def test_the_device_plan_never_reads_a_value_on_the_host():
     counts = torch.tensor([[3, 0, 5, 1], [2, 2, 0, 7]], dtype=torch.int32)
     for rank in range(2):
         rotation = torch.tensor(source_rotation(rank, 2, "local-first"))
-        with _NoHostSync():
-            device_plan(counts, rank, 2, 2, rotation, 16)
+        for merged in (False, True):
+            with _NoHostSync():
+                device_plan(counts, rank, 2, 2, rotation, 16, merged=merged)
     with pytest.raises(AssertionError, match="reads a device value on the host"), _NoHostSync():
         torch.arange(3)[torch.tensor(1)]  # the mode does catch a 0-d index (what broke a capture once)
