@@ -41,7 +41,7 @@ def parse_config(text: str, comm_blocks: int, tile_order: str = "layout", tile_l
 
 
 def category(name: str) -> str:
-    for key in ("layer0_kernel", "layer1_kernel", "combine_kernel", "barrier_kernel", "place_own_kernel"):
+    for key in ("layer0_kernel", "layer1_kernel", "combine_kernel", "barrier_kernel", "place_own_kernel", "plan_kernel"):
         if key in name:
             return key.removesuffix("_kernel")
     return "plan and packing (torch ops)"

@@ -335,7 +335,9 @@ def render(root: Path = ROOT) -> str:
                       "device tool lent 2× H200 for these runs, not the H100s of the issue's targets: H200 has the same "
                       "SMs and clocks and 1.4× the HBM bandwidth, so figures compare within this section only. "
                       "`layouts_before_own_copy/` is the first merged version (own rows copied by the communication "
-                      "blocks), kept for the comparison it made.")
+                      "blocks), kept for the comparison it made. The bench figures predate the last change to the plan kernel "
+                      "(its tile table spread over many programs: 4–30 µs less per call, `profile/parallel_plan/`); "
+                      "the GPU suite below ran after it.")
     lines += _group_m(root)
     lines += _machine(root, FINAL, "The fused layer on two GPUs, expert parallel: the kernels before merged tiles, on H100",
                       "The previous version of the kernels (every row tile one source's rows) on the issue's machine, "

@@ -19,9 +19,9 @@ Rank r lays its received rows out in one of two layouts (both have every tile ho
   up to W *pieces*; the communication blocks move them piece by piece (own rows by a local copy).
   An expert then wastes at most one partial tile.
 
-`device_plan` is one Triton program (`plan_kernel`): a handful of vector scans over the
-(source, expert) groups and one pass over the tile table, so it runs without a host sync and
-inside a CUDA graph, in one launch (the fixed-shape torch ops it replaces were ~30 launches,
+`device_plan` is one Triton kernel (`plan_kernel`): a handful of vector scans over the
+(source, expert) groups, then the tile table, a block of entries per program, so it runs without
+a host sync and inside a CUDA graph, in one launch (the fixed-shape torch ops it replaces were ~30 launches,
 100+ us per call on H100: results/measurements/ep2_h100/profile/). `reference_plan` is the
 same layout written as plain Python loops, for the tests.
 
@@ -97,7 +97,9 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
                 segments_ptr, pieces_ptr, rank, experts_per_rank, max_tiles,
                 WORLD: tl.constexpr, W_P2: tl.constexpr, E_P2: tl.constexpr, ET_P2: tl.constexpr, Q_P2: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_U: tl.constexpr, EXPERT_ORDER: tl.constexpr, MERGED: tl.constexpr):
-    """One program. Tiles are cut from *groups* on a (Q_P2, E_P2) grid, flattened q-major, which is
+    """One program per BLOCK_U entries of the tile table (grid cdiv(max_tiles, BLOCK_U)): each redoes
+    the few scans over the groups and writes its entries; program 0 also writes the scalars, the
+    segments and the pieces. Tiles are cut from *groups* on a (Q_P2, E_P2) grid, flattened q-major, which is
     layout order (padding groups have no rows, hence no tiles): by source, q is the layout position
     (Q_P2 = W_P2); MERGED, q = 0 holds each expert's own full tiles and q = 1 its merged run (Q_P2 = 2).
     EXPERT_ORDER: both layers visit the tiles expert by expert (groups in layout order inside an
@@ -141,13 +143,6 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
         g_rows, g_start, g_src_start = rows, piece_row, at_src
         g_src = src[:, None] + tl.zeros((W_P2, E_P2), dtype=tl.int32)
         g_remote = (p_ok & (src != rank))[:, None] & (e < E_P2)[None, :]
-    # every (expert, layout position) piece: its first layout row, rows, source, first row at the source
-    piece = pieces_ptr + (e[None, :] * WORLD + p[:, None]) * 4
-    piece_ok = p_ok[:, None] & (e < experts_per_rank)[None, :]
-    tl.store(piece, piece_row, mask=piece_ok)
-    tl.store(piece + 1, piece_rows, mask=piece_ok)
-    tl.store(piece + 2, src[:, None] + tl.zeros((W_P2, E_P2), dtype=tl.int32), mask=piece_ok)
-    tl.store(piece + 3, piece_at_src, mask=piece_ok)
     group_tiles = (g_rows + BLOCK_M - 1) // BLOCK_M  # (Q_P2, E_P2)
     q_tiles = tl.sum(group_tiles, axis=1)
     q_tile_start = tl.cumsum(q_tiles, axis=0) - q_tiles
@@ -171,7 +166,24 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
     else:
         own_start = tl.sum(tl.where(p_ok & (src == rank), q_tile_start, 0), axis=0)
     groups = tl.arange(0, G)
-    for u0 in range(0, max_tiles, BLOCK_U):
+    pid = tl.program_id(0)
+    if pid == 0:  # the per-call scalars and tables, once
+        tl.store(num_tiles_ptr, num_tiles)
+        tl.store(local_tiles_ptr, own_start)
+        tl.store(local_tiles_ptr + 1, own_start + n_own)
+        seg = segments_ptr + 3 * src
+        tl.store(seg, seg_start.to(tl.int64), mask=p_ok)
+        tl.store(seg + 1, seg_rows.to(tl.int64), mask=p_ok)
+        tl.store(seg + 2, base.to(tl.int64), mask=p_ok)
+        # every (expert, layout position) piece: its first layout row, rows, source, first row at the source
+        piece = pieces_ptr + (e[None, :] * WORLD + p[:, None]) * 4
+        piece_ok = p_ok[:, None] & (e < experts_per_rank)[None, :]
+        tl.store(piece, piece_row, mask=piece_ok)
+        tl.store(piece + 1, piece_rows, mask=piece_ok)
+        tl.store(piece + 2, src[:, None] + tl.zeros((W_P2, E_P2), dtype=tl.int32), mask=piece_ok)
+        tl.store(piece + 3, piece_at_src, mask=piece_ok)
+    # this program's BLOCK_U entries of the tile table and of both orders
+    for u0 in range(pid * BLOCK_U, (pid + 1) * BLOCK_U, BLOCK_U):
         u = u0 + tl.arange(0, BLOCK_U)
         in_table = u < max_tiles
         group = tl.sum((f_tile_end[None, :] <= u[:, None]).to(tl.int32), axis=1)  # first group ending after u
@@ -196,13 +208,6 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
             remote_at = at
         tl.store(order1_ptr + at, u, mask=in_table)
         tl.store(remote_ptr + remote_at, u, mask=in_table & is_remote)
-    tl.store(num_tiles_ptr, num_tiles)
-    tl.store(local_tiles_ptr, own_start)
-    tl.store(local_tiles_ptr + 1, own_start + n_own)
-    seg = segments_ptr + 3 * src
-    tl.store(seg, seg_start.to(tl.int64), mask=p_ok)
-    tl.store(seg + 1, seg_rows.to(tl.int64), mask=p_ok)
-    tl.store(seg + 2, base.to(tl.int64), mask=p_ok)
 
 
 def plan_block_u(groups: int) -> int:
@@ -221,10 +226,11 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
     plan = out if out is not None else DevicePlan.empty(max_tiles, world, experts_per_rank, counts.device)
     p2 = lambda n: max(2, triton.next_power_of_2(n))  # noqa: E731
     q_p2 = 2 if merged else p2(world)
-    plan_kernel[(1,)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.remote,
+    block_u = plan_block_u(q_p2 * p2(experts_per_rank))
+    plan_kernel[(triton.cdiv(max_tiles, block_u),)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.remote,
                       plan.local_tiles, plan.segments, plan.pieces, rank, experts_per_rank, max_tiles,
                       WORLD=world, W_P2=p2(world), E_P2=p2(experts_per_rank), ET_P2=p2(counts.shape[1]), Q_P2=q_p2,
-                      BLOCK_M=block_m, BLOCK_U=plan_block_u(q_p2 * p2(experts_per_rank)),
+                      BLOCK_M=block_m, BLOCK_U=block_u,
                       EXPERT_ORDER=expert_order, MERGED=merged, num_warps=8)
     return plan
 
