@@ -26,7 +26,7 @@ PLAN_VERSION = 1
 @dataclass(frozen=True)
 class PlanEntry:
     tokens: int
-    config: dict  # the comet schedule's knobs: comm_blocks0/1, block_m, block_n, row_order, n_splits, tile_layout
+    config: dict  # the comet schedule's knobs: comm_blocks0/1, block_m, block_n, row_order, n_splits, tile_layout, tile_order
     chunked: dict  # the best chunk count of the coarse pipeline
     predicted_us: dict  # latency of comet, chunked and sequential with their best knobs
     speedup: dict  # comet over sequential and over chunked

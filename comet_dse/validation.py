@@ -67,8 +67,6 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
     width = default_layer1_width(hidden, config["n_splits"], config["block_n"]) if measured else config["block_n"]
     if config.get("block_n1") not in (None, width):
         return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than {width} is not modelled"
-    if config.get("tile_order", "layout") != "layout":
-        return f"tile order {config['tile_order']!r} is not modelled (the simulator walks tiles in layout order)"
     if config.get("programs") is not None:
         return f"a grid of {config['programs']} programs is not modelled (the simulator uses every SM)"
     return None
@@ -99,6 +97,7 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 c = run.config
                 knobs = {k: c[k] for k in FUSED_KNOBS}
                 knobs["tile_layout"] = c.get("tile_layout", "by-source")  # files before the merged layout ran by source
+                knobs["tile_order"] = c.get("tile_order", "layout")
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
                                   skip=_comet_skip(c, bench.shape["hidden"], measured)))
     return cases

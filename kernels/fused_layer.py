@@ -105,7 +105,7 @@ class FusedConfig:
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
         """The configuration a comet-dse plan picks for `tokens` tokens per GPU."""
         picked = plan.lookup(tokens)
-        keys = ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits", "tile_layout")
+        keys = ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits", "tile_layout", "tile_order")
         return cls(**{**{k: picked[k] for k in keys if k in picked}, **overrides})
 
 

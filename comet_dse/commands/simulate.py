@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from comet_dse.choices import ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS
+from comet_dse.choices import ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "128 does not divide the first tile whose width does, e.g. 128x64)")
     parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
                         help="comet's row order on each rank: its own rows first, or by source rank")
+    parser.add_argument("--tile-order", default="layout", choices=TILE_ORDERS,
+                        help="comet's tile order: layer0 own tiles first and layer1 remote first, or expert by expert "
+                             "(as the fused kernels' --tile-order)")
     parser.add_argument("--tile-layout", default="merged", choices=TILE_LAYOUTS,
                         help="comet's row tiles: an expert's rows of every source together, or one source's rows per "
                              "tile (as the fused kernels' --tile-layout; the copy engine runs by source)")
@@ -99,7 +102,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
         block_m=block_m, block_n=block_n,
         comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
         comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
-        row_order=args.row_order, n_splits=n_splits, tile_layout=args.tile_layout,
+        row_order=args.row_order, n_splits=n_splits, tile_layout=args.tile_layout, tile_order=args.tile_order,
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n),
@@ -109,7 +112,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
     given = {"chunked": args.chunks is not None,
              "comet": any(v is not None for v in (args.comm_blocks, args.comm_blocks0, args.comm_blocks1, args.n_splits))
-             or args.row_order != "local-first" or args.tile_layout != "merged"}
+             or args.row_order != "local-first" or args.tile_layout != "merged" or args.tile_order != "layout"}
     also = [every[name] for name in SCHEDULE_NAMES if name not in names and given.get(name)]
     return [every[name] for name in names], also
 

@@ -20,6 +20,11 @@ slow down while copies run; the pack, the plan and a device barrier come before 
 device barrier and one combine pass after layer1. comm_blocks0 = 0 is the copy-engine
 variant: one peer copy per source on a side stream after a host sync, each source's tiles
 ready when its whole segment has landed, every SM computing.
+
+`tile_order="expert"`: both layers' compute blocks take the tiles expert by expert (the layout's
+own order) instead, each remote tile still waiting for its rows; the pulls keep their per-source
+flows (exact at EP=2, where one peer's rows arrive in expert order anyway). The kernels' GROUP_M
+swizzle is not modelled in either order: a tile's column tiles run one after another.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.choices import TILE_LAYOUTS, default_layer1_width
+from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -70,6 +75,9 @@ class Comet(Schedule):
     # the kernels' row tiles (kernels/fused_plan.py): "merged" (an expert's rows of every source share
     # tiles) or "by-source"; the copy engine (comm_blocks0 = 0) always runs by source
     tile_layout: str = "merged"
+    # the order compute blocks visit the row tiles: "layout" (layer0 in arrival order, own tiles first;
+    # layer1 remote tiles first) or "expert" (both layers expert by expert, own and remote rows together)
+    tile_order: str = "layout"
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -80,6 +88,8 @@ class Comet(Schedule):
                 raise UserError(field_name, f"must be an integer in [{low}, {hardware.sms - 1}] ({hardware.name} has {hardware.sms} SMs), got {value!r}")
         if self.row_order not in ROW_ORDERS:
             raise UserError("--row-order", f"must be one of {', '.join(ROW_ORDERS)}, got {self.row_order!r}")
+        if self.tile_order not in TILE_ORDERS:
+            raise UserError("--tile-order", f"must be one of {', '.join(TILE_ORDERS)}, got {self.tile_order!r}")
         if self.tile_layout not in TILE_LAYOUTS:
             raise UserError("--tile-layout", f"must be one of {', '.join(TILE_LAYOUTS)}, got {self.tile_layout!r}")
         hidden = workload.model.hidden
@@ -209,7 +219,10 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
             if src >= 0 and src in flows:
                 at = flows[src].size if copy_engine else offset  # copy engine: one flag per segment
                 tile_ready[i] = flows[src].time_at(at) + ctx.latency_ns(src, rank)
-        order0 = np.argsort(tile_ready, kind="stable")  # compute takes tiles in arrival order (own tiles first)
+        expert_order = knobs.tile_order == "expert"
+        n_tiles = len(tile_ready)
+        # compute takes tiles in arrival order (own tiles first), or expert by expert: the layout's own order
+        order0 = np.arange(n_tiles) if expert_order else np.argsort(tile_ready, kind="stable")
         g0 = layout.tile_group[order0]
         dur0 = np.repeat(tile_ns0[g0], n_tiles0[g0])
         ready0 = np.repeat(tile_ready[order0], n_tiles0[g0])
@@ -233,7 +246,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         if knobs.row_order == "local-first":
             source_rank = (source_rank - 1) % world  # remote rows first, local last
         source_rank = np.where(layout.tile_last_source < 0, world, source_rank)  # shared experts last
-        order1 = np.lexsort((np.arange(len(source_rank)), source_rank))
+        order1 = np.arange(n_tiles) if expert_order else np.lexsort((np.arange(len(source_rank)), source_rank))
         g1 = layout.tile_group[order1]
         per_split = n_tiles1[g1] // knobs.n_splits
         dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])

@@ -164,3 +164,11 @@ def test_an_unknown_tile_layout_is_refused(measured_case):
     workload, hw = measured_case
     with pytest.raises(UserError, match="--tile-layout: must be one of merged, by-source"):
         simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, tile_layout="mixed"))
+
+
+def test_an_unknown_tile_order_is_refused(measured_case):
+    from comet_dse.errors import UserError
+
+    workload, hw = measured_case
+    with pytest.raises(UserError, match="--tile-order: must be one of layout, expert"):
+        simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, tile_order="random"))

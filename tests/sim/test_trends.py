@@ -43,3 +43,14 @@ def test_imbalanced_routing_slows_the_slowest_rank():
         latencies = [simulate(Workload(model, 2048, 8, routing=r, seed=1), hw, schedule).latency_us
                      for r in ("uniform", "std:0.005", "std:0.02")]
         assert latencies[0] < latencies[1] < latencies[2], (schedule.name, latencies)
+
+
+def test_expert_tile_order_waits_for_remote_rows_that_layout_order_hides():
+    # both orders compute the same tiles; expert by expert, a remote tile comes up before the own
+    # tiles of later experts have covered its pull, so on a slow link layer0 takes longer
+    hw = replace(HARDWARE_PRESETS["h800"], link_GBps=50.0)
+    workload = Workload(MODEL_PRESETS["qwen2-moe-2.7b"], 1024, 2)
+    layout, expert = (simulate(workload, hw, Comet(comm_blocks0=16, comm_blocks1=16, tile_order=order))
+                      for order in ("layout", "expert"))
+    assert expert.compute_alone_us == layout.compute_alone_us
+    assert expert.layer0_us > 1.1 * layout.layer0_us
