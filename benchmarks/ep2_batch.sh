@@ -4,7 +4,7 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert, layouts, group-m; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m, plan-check; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -84,6 +84,13 @@ group-m)  # row tiles sharing a weight tile through L2, beside the default 8 (in
     for gm in 16 32; do
         run 90 "qwen_gm$gm" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --group-m "$gm" --kind fused
         run 90 "mixtral_gm$gm" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 4 --group-m "$gm" --kind fused
+    done
+    ;;
+plan-check)  # a tuned plan's picks (results/validation/plan_check/) beside a sweep of communication blocks, one run
+    for m in mixtral-8x7b phi-3.5-moe; do
+        plan="$repo/results/validation/plan_check/$m-h200-x2-ep2-tp1.json"
+        run 120 "${m}_plan" "${bench[@]}" --model "$m" --plan "$plan" --tokens 1024,4096,8192 --kind fused
+        run 150 "${m}_sweep" "${bench[@]}" --model "$m" --tokens 1024,4096,8192 --comm-blocks 2,4,8,16 --kind fused
     done
     ;;
 flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes

@@ -162,6 +162,12 @@ class MeasuredTables:
     def has_impl(self, impl: str) -> bool:
         return any(e.impl == impl for e in self.grouped_gemm)
 
+    def fused_layer0_tiles(self) -> tuple[tuple[int, int], ...]:
+        """The (block_m, block_n) tiles at which calibrate ran the fused kernels' layer0 (GEMM0 +
+        SwiGLU): the tiles those kernels are known to run at, sorted."""
+        return tuple(sorted({(e.block_m, e.block_n) for e in self.grouped_gemm
+                             if e.impl == "fused" and e.swiglu and e.block_m is not None and e.block_n is not None}))
+
     def _nearest_gemm(self, impl: str, k: int, n: int, swiglu: bool, sms: int, tile: tuple[int, int] | None) -> GemmEntry:
         entries = [e for e in self.grouped_gemm if e.impl == impl] or [e for e in self.grouped_gemm if e.impl == "grouped_mm"]
         if tile is not None:

@@ -30,6 +30,11 @@ class CometSpace:
     def for_workload(cls, workload: Workload, hardware: HardwareProfile, max_comm_blocks: int = MAX_COMM_BLOCKS) -> CometSpace:
         hidden = workload.model.hidden
         tiles = model_tiles(hidden)
+        if hardware.measured is not None:
+            # a measured profile prices the fused kernels as built: offer only the tiles calibrate ran them
+            # at, so a plan's pick runs on the GPU it was tuned for (comet-dse bench --plan)
+            ran = tuple(f"{m}x{n}" for m, n in hardware.measured.fused_layer0_tiles())
+            tiles = tuple(t for t in tiles if t in ran) or tiles
         return cls(max_comm_blocks=min(max_comm_blocks, hardware.sms - 1), tiles=tiles, n_splits=common_splits(hidden, tiles))
 
     def suggest(self, trial: optuna.Trial) -> Comet:

@@ -82,3 +82,15 @@ def test_gpt_oss_tunes(tmp_path, capsys):
     assert payload["buckets"][0]["trials"] == 6 and report.exists()
     config = load_plan(payload["plan"]).lookup(512)
     assert config["block_n"] == 64 and 2880 % (config["n_splits"] * config["block_n"]) == 0
+
+
+def test_a_measured_profile_offers_only_the_tiles_the_fused_kernels_ran_at():
+    # the hand profile calibrated the fused kernels at 128x128 only: a plan tuned on it must run on that GPU
+    from pathlib import Path
+
+    from comet_dse.hardware import load_hardware
+
+    hand = load_hardware(Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "hand.json")
+    space = CometSpace.for_workload(Workload(MODEL_PRESETS["mixtral-8x7b"], 1024, 2), hand)
+    assert space.tiles == ("128x128",)
+    assert hand.measured.fused_layer0_tiles() == ((128, 128),)
