@@ -12,11 +12,12 @@ at its top level, earlier versions and variants in their own folders. Standard l
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from generated_file import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent / "results" / "measurements"
 FINAL = "ep2_h100"  # the H100 runs: the targets machine, kernels before the merged layout
@@ -359,18 +360,7 @@ def render(root: Path = ROOT) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from what the JSON gives")
-    args = parser.parse_args()
-    text, readme = render(), ROOT / "README.md"
-    if args.check:
-        if not readme.exists() or readme.read_text() != text:
-            print(f"{readme} is out of date: run python benchmarks/measurements_table.py", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(text)
-    print(f"wrote {readme}")
-    return 0
+    return write_or_check(__doc__, ROOT / "README.md", render, "measurements_table.py")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from generated_file import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANS = ROOT / "results" / "validation" / "plan_check"
@@ -63,19 +64,12 @@ def render() -> dict:
     }
 
 
+def render_text() -> str:
+    return json.dumps(render(), indent=1) + "\n"
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is not what the inputs give")
-    args = parser.parse_args()
-    text = json.dumps(render(), indent=1) + "\n"
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run python benchmarks/plan_check.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(__doc__, OUT, render_text, "plan_check.py")
 
 
 if __name__ == "__main__":
