@@ -16,13 +16,14 @@ Rank r lays its received rows out in one of two layouts (both have every tile ho
 - *merged* (the default with communication blocks): first each expert's own rows that fill whole
   tiles (read in place, no copy, no wait); then per expert one *run*: its own remaining rows and
   every peer's rows, sources in the row order, tiled across the sources. A run tile's rows come in
-  up to W *pieces*; the communication blocks move them piece by piece (own rows by a local copy).
+  up to W *pieces*; the communication blocks move the remote ones piece by piece (the own piece is
+  put in place by a local copy on every SM before layer0: fused_moe.place_own_kernel).
   An expert then wastes at most one partial tile.
 
 `device_plan` is one Triton kernel (`plan_kernel`): a handful of vector scans over the
 (source, expert) groups, then the tile table, a block of entries per program, so it runs without
-a host sync and inside a CUDA graph, in one launch (the fixed-shape torch ops it replaces were ~30 launches,
-100+ us per call on H100: results/measurements/ep2_h100/profile/). `reference_plan` is the
+a host sync and inside a CUDA graph, in one launch (the fixed-shape torch ops it replaces were ~30
+launches, 100+ us per call on H100: results/measurements/ep2_h100/profile/). `reference_plan` is the
 same layout written as plain Python loops, for the tests.
 
 A tile-table row (int32): expert, first row, rows, source rank, first row at the source; a
@@ -99,8 +100,8 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
                 BLOCK_M: tl.constexpr, BLOCK_U: tl.constexpr, EXPERT_ORDER: tl.constexpr, MERGED: tl.constexpr):
     """One program per BLOCK_U entries of the tile table (grid cdiv(max_tiles, BLOCK_U)): each redoes
     the few scans over the groups and writes its entries; program 0 also writes the scalars, the
-    segments and the pieces. Tiles are cut from *groups* on a (Q_P2, E_P2) grid, flattened q-major, which is
-    layout order (padding groups have no rows, hence no tiles): by source, q is the layout position
+    segments and the pieces. Tiles are cut from *groups* on a (Q_P2, E_P2) grid, flattened q-major,
+    which is layout order (padding groups have no rows, hence no tiles): by source, q is the layout position
     (Q_P2 = W_P2); MERGED, q = 0 holds each expert's own full tiles and q = 1 its merged run (Q_P2 = 2).
     EXPERT_ORDER: both layers visit the tiles expert by expert (groups in layout order inside an
     expert), and the remote tiles move in that order; else layer0's own tiles come first, layer1's
@@ -183,35 +184,34 @@ def plan_kernel(counts_ptr, rotation_ptr, tiles_ptr, num_tiles_ptr, order1_ptr, 
         tl.store(piece + 2, src[:, None] + tl.zeros((W_P2, E_P2), dtype=tl.int32), mask=piece_ok)
         tl.store(piece + 3, piece_at_src, mask=piece_ok)
     # this program's BLOCK_U entries of the tile table and of both orders
-    for u0 in range(pid * BLOCK_U, (pid + 1) * BLOCK_U, BLOCK_U):
-        u = u0 + tl.arange(0, BLOCK_U)
-        in_table = u < max_tiles
-        group = tl.sum((f_tile_end[None, :] <= u[:, None]).to(tl.int32), axis=1)  # first group ending after u
-        onehot = group[:, None] == groups[None, :]  # no group past the last tile: padding rows are 0
-        index = u - (_pick(onehot, f_tile_end) - _pick(onehot, f_tiles))  # row tile within its group
-        first = index * BLOCK_M
-        entry = tiles_ptr + 5 * u
-        tl.store(entry, _pick(onehot, f_expert), mask=in_table)
-        tl.store(entry + 1, _pick(onehot, f_start) + first, mask=in_table)
-        tl.store(entry + 2, tl.minimum(_pick(onehot, f_rows) - first, BLOCK_M) * (u < num_tiles), mask=in_table)
-        tile_src = _pick(onehot, f_src)
-        tl.store(entry + 3, tile_src, mask=in_table)
-        tl.store(entry + 4, tl.where(tile_src < 0, 0, _pick(onehot, f_src_start) + first), mask=in_table)
-        own_end = own_start + n_own
-        is_remote = ((u < own_start) | (u >= own_end)) & (u < num_tiles)
-        if EXPERT_ORDER:
-            at = tl.where(u < num_tiles, _pick(onehot, f_em_start) + index, u)
-            remote_at = _pick(onehot, f_em_remote_start) + index
-        else:  # layer1: remote tiles first in layout order, then this rank's own, then the padding
-            at = tl.where(u < own_start, u,
-                          tl.where(u < own_end, n_remote + u - own_start, tl.where(u < num_tiles, u - n_own, u)))
-            remote_at = at
-        tl.store(order1_ptr + at, u, mask=in_table)
-        tl.store(remote_ptr + remote_at, u, mask=in_table & is_remote)
+    u = pid * BLOCK_U + tl.arange(0, BLOCK_U)
+    in_table = u < max_tiles
+    group = tl.sum((f_tile_end[None, :] <= u[:, None]).to(tl.int32), axis=1)  # first group ending after u
+    onehot = group[:, None] == groups[None, :]  # no group past the last tile: padding rows are 0
+    index = u - (_pick(onehot, f_tile_end) - _pick(onehot, f_tiles))  # row tile within its group
+    first = index * BLOCK_M
+    entry = tiles_ptr + 5 * u
+    tl.store(entry, _pick(onehot, f_expert), mask=in_table)
+    tl.store(entry + 1, _pick(onehot, f_start) + first, mask=in_table)
+    tl.store(entry + 2, tl.minimum(_pick(onehot, f_rows) - first, BLOCK_M) * (u < num_tiles), mask=in_table)
+    tile_src = _pick(onehot, f_src)
+    tl.store(entry + 3, tile_src, mask=in_table)
+    tl.store(entry + 4, tl.where(tile_src < 0, 0, _pick(onehot, f_src_start) + first), mask=in_table)
+    own_end = own_start + n_own
+    is_remote = ((u < own_start) | (u >= own_end)) & (u < num_tiles)
+    if EXPERT_ORDER:
+        at = tl.where(u < num_tiles, _pick(onehot, f_em_start) + index, u)
+        remote_at = _pick(onehot, f_em_remote_start) + index
+    else:  # layer1: remote tiles first in layout order, then this rank's own, then the padding
+        at = tl.where(u < own_start, u,
+                      tl.where(u < own_end, n_remote + u - own_start, tl.where(u < num_tiles, u - n_own, u)))
+        remote_at = at
+    tl.store(order1_ptr + at, u, mask=in_table)
+    tl.store(remote_ptr + remote_at, u, mask=in_table & is_remote)
 
 
 def plan_block_u(groups: int) -> int:
-    """Tiles per step of plan_kernel: its one-hot (tiles x groups) matrix stays in registers
+    """Tiles per program of plan_kernel: its one-hot (tiles x groups) matrix stays in registers
     (8192 entries over 8 warps: no spills at 8 ranks x 32 experts, tests/kernels/test_fused_compiles.py)."""
     return max(16, min(64, 8192 // groups))
 
@@ -227,11 +227,11 @@ def device_plan(counts: torch.Tensor, rank: int, experts_per_rank: int, block_m:
     p2 = lambda n: max(2, triton.next_power_of_2(n))  # noqa: E731
     q_p2 = 2 if merged else p2(world)
     block_u = plan_block_u(q_p2 * p2(experts_per_rank))
-    plan_kernel[(triton.cdiv(max_tiles, block_u),)](counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.remote,
-                      plan.local_tiles, plan.segments, plan.pieces, rank, experts_per_rank, max_tiles,
-                      WORLD=world, W_P2=p2(world), E_P2=p2(experts_per_rank), ET_P2=p2(counts.shape[1]), Q_P2=q_p2,
-                      BLOCK_M=block_m, BLOCK_U=block_u,
-                      EXPERT_ORDER=expert_order, MERGED=merged, num_warps=8)
+    plan_kernel[(triton.cdiv(max_tiles, block_u),)](
+        counts.to(torch.int32).contiguous(), rotation, plan.tiles, plan.num_tiles, plan.order1, plan.remote,
+        plan.local_tiles, plan.segments, plan.pieces, rank, experts_per_rank, max_tiles,
+        WORLD=world, W_P2=p2(world), E_P2=p2(experts_per_rank), ET_P2=p2(counts.shape[1]), Q_P2=q_p2,
+        BLOCK_M=block_m, BLOCK_U=block_u, EXPERT_ORDER=expert_order, MERGED=merged, num_warps=8)
     return plan
 
 
