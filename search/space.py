@@ -58,6 +58,17 @@ class CometSpace:
         return [{"tile": tile, "comm_blocks0": n, "comm_blocks1": n, "row_order": order, "n_splits": splits}
                 for n in (4, 8, 16) if n <= self.max_comm_blocks]
 
+    def neighbours(self, params: dict) -> list[dict]:
+        """The legal points one knob away from `params`, in the order a polish tries them: the other
+        row order, the other tiles, the other split counts, then each communication block count +-1.
+        TPE finds the block counts' region well but can stop on a categorical combination that one
+        change improves (results/bench/search_quality.json)."""
+        changes = [("row_order", v) for v in self.row_orders] + [("tile", v) for v in self.tiles]
+        changes += [("n_splits", v) for v in self.n_splits]
+        for knob in ("comm_blocks0", "comm_blocks1"):
+            changes += [(knob, params[knob] + d) for d in (-1, 1) if 1 <= params[knob] + d <= self.max_comm_blocks]
+        return [{**params, knob: value} for knob, value in changes if params[knob] != value]
+
     def points(self):
         """Every point of the space, for enumeration (as the params a trial would hold)."""
         blocks = range(1, self.max_comm_blocks + 1)

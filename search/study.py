@@ -71,6 +71,10 @@ logging.getLogger("optuna.study._optimize").addFilter(_not_interrupt)
 
 DEFAULT_STUDY_DIR = Path("results/studies")
 STALL_LIMIT_S = 600.0  # give up waiting for stale trials of dead workers after this long
+# the last trials of a study's budget: one-knob changes of the best point so far (CometSpace.neighbours),
+# a coordinate polish after TPE; a quarter of the budget, at most 10
+POLISH_SHARE, POLISH_MAX = 4, 10
+POLISH_BATCH = 3  # neighbours queued at a time: a better point found starts the next batch
 DIGEST_CHARS = 10  # 40 bits: a collision among one storage's studies is out of reach
 SCHEMA_TRIES = 10  # concurrent first runs: each retry finds more of the schema the others made
 
@@ -315,7 +319,8 @@ def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int, worker: int) -> tuple[optuna.Study, Objective]:
+def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int,
+             worker: int) -> tuple[optuna.Study, Objective, CometSpace]:
     workload = spec.bucket(tokens)
     study = load_or_create(spec, storage, tokens, make_sampler(spec, bucket_index, worker))
     space = CometSpace.for_workload(workload, spec.hardware)
@@ -323,14 +328,35 @@ def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int
         for point in space.warm_start():  # workers starting together would each queue the same points
             study.enqueue_trial(point, skip_if_exists=True)
     objective = Objective(workload, spec.hardware, make_routing(workload), space, spec.objectives, spec.trials)
-    return study, objective
+    return study, objective, space
+
+
+def polish_trials(trials: int) -> int:
+    return min(POLISH_MAX, trials // POLISH_SHARE)
+
+
+def enqueue_polish(study: optuna.Study, space: CometSpace, trials: int) -> None:
+    """Once the budget's last polish_trials(trials) are all that is left: queue the best point's
+    neighbours not tried yet, POLISH_BATCH at a time (skip_if_exists: workers doing it at once queue
+    each once); when TPE's trial would come instead (no neighbour left), it does."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    room = trials - len(done) - len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    if not done or room <= 0 or len(done) < trials - polish_trials(trials):
+        return
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return  # the last batch first: the next one starts from whatever is best then
+    best = min(done, key=lambda t: t.values[0])
+    tried = [t.params for t in study.get_trials(deepcopy=False)]
+    fresh = [p for p in space.neighbours(best.params) if p not in tried]
+    for params in fresh[:min(room, POLISH_BATCH)]:
+        study.enqueue_trial(params, skip_if_exists=True)
 
 
 def prime_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int) -> None:
     """Create the study and run its warm-start trials in this process, before local workers
     start: SQLite cannot lock a queued trial for one worker (PostgreSQL can), so two
     workers could otherwise both take the same one."""
-    study, objective = _prepare(spec, storage, tokens, bucket_index, worker=0)
+    study, objective, _ = _prepare(spec, storage, tokens, bucket_index, worker=0)
     waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     if waiting:
         study.optimize(objective, n_trials=min(waiting, max(0, spec.trials - completed(study))), gc_after_trial=False)
@@ -359,13 +385,15 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
     this worker waits without starting any: a started trial would be pruned by the
     objective's exact-target check, and a rerun after a crash would pile up pruned filler
     for the whole grace period."""
-    study, objective = _prepare(spec, storage, tokens, bucket_index, worker)
-    callbacks = [lambda s, _t: progress(s, completed(s), in_flight(s))] if progress else []
+    study, objective, space = _prepare(spec, storage, tokens, bucket_index, worker)
+    polish = lambda s, _t: enqueue_polish(s, space, spec.trials)  # noqa: E731  after every trial
+    callbacks = [polish] + ([lambda s, _t: progress(s, completed(s), in_flight(s))] if progress else [])
     waited = 0.0
     while (done := completed(study)) < spec.trials:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried
         fail_silent_trials(study, storage)
         room = spec.trials - done - in_flight(study)
+        enqueue_polish(study, space, spec.trials)  # a rerun that stopped just before the polish
         if room > 0:
             started: list[int] = []
             try:

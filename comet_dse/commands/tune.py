@@ -19,7 +19,7 @@ MAX_WORKERS = 64
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
     parser.add_argument("--tokens", default=DEFAULT_TOKENS, help=f"token buckets, in tokens per GPU, comma-separated (default {DEFAULT_TOKENS})")
-    parser.add_argument("--trials", type=int, default=40, help="completed trials that each bucket's study is brought to")
+    parser.add_argument("--trials", type=int, default=50, help="completed trials that each bucket's study is brought to (the last up to 10: a polish of the best)")
     parser.add_argument("--storage", help="Optuna storage URL (default: an SQLite file under results/studies/); "
                                           "postgresql://USER:PASS@HOST/DB to share studies between machines")
     parser.add_argument("--workers", type=int, default=1, help=f"local worker processes on the same studies (at most {MAX_WORKERS})")
