@@ -339,14 +339,17 @@ def enqueue_polish(study: optuna.Study, space: CometSpace, trials: int) -> None:
     """Once the budget's last polish_trials(trials) are all that is left: queue the best point's
     neighbours not tried yet, POLISH_BATCH at a time (skip_if_exists: workers doing it at once queue
     each once); when TPE's trial would come instead (no neighbour left), it does."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    room = trials - len(done) - len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
-    if not done or room <= 0 or len(done) < trials - polish_trials(trials):
+    every = study.get_trials(deepcopy=False)  # one read of the storage, after every trial
+    done = [t for t in every if t.state == TrialState.COMPLETE]
+    if not done or len(done) < trials - polish_trials(trials):
         return
-    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    if any(t.state == TrialState.WAITING for t in every):
         return  # the last batch first: the next one starts from whatever is best then
+    room = trials - len(done) - sum(t.state == TrialState.RUNNING for t in every)
+    if room <= 0:
+        return
     best = min(done, key=lambda t: t.values[0])
-    tried = [t.params for t in study.get_trials(deepcopy=False)]
+    tried = [t.params for t in every]
     fresh = [p for p in space.neighbours(best.params) if p not in tried]
     for params in fresh[:min(room, POLISH_BATCH)]:
         study.enqueue_trial(params, skip_if_exists=True)
