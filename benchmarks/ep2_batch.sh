@@ -4,7 +4,7 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert, layouts, group-m, plan-check; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m, plan-check, pack; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -105,6 +105,9 @@ profile)  # per-kernel time of the fused forward for tile / stage / warp variant
         "${extra[@]}" --out "$out/profile-qwen2-moe-2.7b.json"
     run 240 profile_mixtral torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model mixtral-8x7b \
         "${extra[@]}" --out "$out/profile-mixtral-8x7b.json"
+    ;;
+pack)  # step 1 of the forward (pairs ordered by expert, rows gathered), previous torch ops vs kernels, one GPU
+    run 120 pack python3 "$repo/benchmarks/bench_pack.py" --out "$out/pack"
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

@@ -8,8 +8,9 @@
 
 One call, all on the device and in stream order, no host sync:
 
-1. epoch += 1; sort this rank's (token, slot) pairs by expert; pack the token rows in that
-   order into the send region of `xbuf`; publish the per-expert counts (`meta`).
+1. epoch += 1; order this rank's (token, slot) pairs by expert (kernels/fused_pack.py, two
+   launches); gather the token rows in that order into the send region of `xbuf`; the per-expert
+   counts land in `meta`, where the peers read them.
 2. device barrier: every rank has published (and every rank is past the previous call).
 3. the plan (kernels/fused_plan.py, one kernel) from every rank's counts, read through peer memory.
 4. layer0 kernel (pull + GEMM0 + SwiGLU), layer1 kernel (GEMM1 + push).
@@ -50,6 +51,7 @@ from comet_dse.kernels.fused_moe import (
     place_own_kernel,
 )
 from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
+from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
     ROW_ORDERS,
     DevicePlan,
@@ -196,11 +198,10 @@ class FusedMoE:
         self.counters = torch.zeros(self.max_tiles * cfg.n_splits, dtype=torch.int32, device=self.device)
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
-        self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)
-        self.iota = torch.arange(self.send_rows, device=self.device)
-        # sort keys as narrow as the expert count allows: a radix sort makes one pass per key byte
-        key_dtype = torch.int16 if world * self.experts < torch.iinfo(torch.int16).max else torch.int32
-        self.expert_edges = torch.arange(world * self.experts + 1, dtype=key_dtype, device=self.device)
+        self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
+        self.token_of_row = torch.zeros(self.send_rows, dtype=torch.int32, device=self.device)
+        self.order_scratch = torch.empty(scratch_size(self.send_rows, world * self.experts), dtype=torch.int32,
+                                         device=self.device)
         rotation = source_rotation(self.rank, world, cfg.row_order)
         self.rotation = torch.tensor(rotation, device=self.device)
         self.own_pos = rotation.index(self.rank)  # this rank's layout position: its piece of each expert
@@ -252,11 +253,8 @@ class FusedMoE:
         pairs = tokens * top_k
         self.epoch.add_(1)
         # ---- 1. pack this rank's rows in expert order, publish the counts ----
-        sorted_ids, order = torch.sort(ids.reshape(-1).to(self.expert_edges.dtype), stable=True)
-        edges = torch.searchsorted(sorted_ids, self.expert_edges)
-        self.meta.local[0].copy_(edges[1:] - edges[:-1])
-        torch.index_select(x.to(self.dtype), 0, order // top_k, out=self.xbuf.local[:pairs])
-        self.pos[:pairs].scatter_(0, order, self.iota[:pairs])  # pair -> its send row
+        order_pairs(ids, self.world * self.experts, self.order_scratch, self.meta.local[0], self.pos, self.token_of_row)
+        torch.index_select(x.to(self.dtype), 0, self.token_of_row[:pairs], out=self.xbuf.local[:pairs])
         self.counters.zero_()
         self._barrier(0)
         # ---- 2. the plan, from every rank's counts ----

@@ -17,7 +17,7 @@ import tempfile
 import triton
 import triton.backends.nvidia
 from comet_dse.kernels import fused_moe as fm
-from comet_dse.kernels import fused_plan
+from comet_dse.kernels import fused_pack, fused_plan
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -85,6 +85,12 @@ def main() -> None:
                                 {"WORLD": 8, "W_P2": 8, "E_P2": 32, "ET_P2": 256, "Q_P2": q_p2, "BLOCK_M": BM,
                                  "BLOCK_U": fused_plan.plan_block_u(q_p2 * 32), "EXPERT_ORDER": True, "MERGED": merged},
                                 num_warps=8)
+    pack_ptrs = {"ids_ptr": "*i64", "chunk_counts_ptr": "*i32", "counts_ptr": "*i32", "pos_ptr": "*i64",
+                 "token_of_row_ptr": "*i32"}
+    pack = {"EXPERTS": 256, "E_P2": 512, "CHUNK": fused_pack.MAX_CHUNK}  # 8 ranks x 32 experts
+    report["pack_count"] = _compile(fused_pack.count_kernel, pack_ptrs, pack, num_warps=4)
+    report["pack_order"] = _compile(fused_pack.order_kernel, pack_ptrs,
+                                    {**pack, "TOP_K": 8, "CHUNK_ROWS": fused_pack.CHUNK_ROWS}, num_warps=8)
     report["place_own"] = _compile(fm.place_own_kernel, ptrs, {"WORLD": 8, "ROWS": 16, "COPY_COLS": 1024}, num_warps=4)
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
     report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
