@@ -115,5 +115,7 @@ sweep-mixtral)
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
 done
+# the device tool brings back at most 8 files: the logs in one archive, the JSON in another
 cd "$out" && tar czf logs.tgz ./*.log && rm -f ./*.log
+find . -name '*.json' | sort | tar czf json.tgz -T - && find . -name '*.json' -delete
 ls -la "$out"

@@ -313,13 +313,52 @@ def _machine(root: Path, folder: str, title: str, intro: str) -> list[str]:
     return lines
 
 
+def _fastest(runs: list[dict], variant: str) -> float:
+    return min(r["timings_us"][variant] for r in _graphed(runs))
+
+
+def _device_pack(root: Path) -> list[str]:
+    """Step 1 of the forward on the device: the micro-benchmark (one run, both versions), and the
+    best fused / compute-only of this section's runs beside those of the runs before it."""
+    folder = root / CURRENT
+    lines = []
+    for path in sorted((folder / "pack").glob("pack-*.json")):
+        data = json.loads(path.read_text())
+        lines += [f"`{_command(data)}` on one {data['gpu']}, {data['date']}: the pairs of one rank ordered by expert, "
+                  "counted, and their rows gathered into the send region, each version captured in a CUDA graph (median "
+                  "of 50 replays, µs); `same`: both wrote the same send rows, positions and counts.", ""]
+        lines += _table(["model", "tokens/GPU", "pairs", "torch ops", "kernels", "torch ops / kernels", "same"],
+                        [[r["model"], str(r["tokens"]), str(r["pairs"]), f"{r['torch ops us']:.1f}",
+                          f"{r['kernels us']:.1f}", f"{r['speedup']:.2f}", "yes" if r["same"] else "NO"]
+                         for r in data["rows"]]) + [""]
+    before = _by_model_tokens(_load(folder / "before_device_pack"))
+    rows = []
+    for model, by_tokens in _by_model_tokens(_load(folder)).items():
+        for tokens in sorted(set(by_tokens) & set(before.get(model, {}))):
+            old, new = before[model][tokens], by_tokens[tokens]
+            rows.append([model, str(tokens), _us(_fastest(old, "fused")), _us(_fastest(new, "fused")),
+                         _ratio(_fastest(old, "fused"), _fastest(new, "fused")), _us(_fastest(old, "compute_only")),
+                         _us(_fastest(new, "compute_only")),
+                         _ratio(_fastest(old, "compute_only"), min(r["timings_us"]["grouped_mm"] for r in old)),
+                         _ratio(_fastest(new, "compute_only"), min(r["timings_us"]["grouped_mm"] for r in new))])
+    if rows:
+        lines += ["Fastest graphed fused and compute-only configuration per token count, this section's runs against "
+                  "`before_device_pack/` (same kernels but step 1 in torch ops; other runs on other machines of the same "
+                  "kind, so a few % of noise):", ""]
+        lines += _table(["model", "tokens/GPU", "fused before", "fused now", "before / now", "compute-only before",
+                         "compute-only now", "co / grouped_mm before", "co / grouped_mm now"], rows) + [""]
+    return ["### Step 1 on the device: pairs ordered by a counting sort instead of torch ops", ""] + lines if lines else []
+
+
 def _group_m(root: Path) -> list[str]:
-    variants = _variants(root / CURRENT / "variants", _load(root / CURRENT))
+    # measured before step 1 moved to the device: compared with the runs of that version
+    variants = _variants(root / CURRENT / "variants", _load(root / CURRENT / "before_device_pack"))
     if not variants:
         return []
     return ["### Row tiles sharing a weight tile through L2 (`ep2_h200/variants/`)", "",
-            "GROUP_M (`--group-m`) beside the default 8, merged tiles, layout order; the default's figure is the "
-            "fastest of this section's runs of that configuration (another process, so a few % of noise):", ""] + variants
+            "GROUP_M (`--group-m`) beside the default 8, merged tiles, layout order, on the kernels of "
+            "`before_device_pack/`; the default's figure is the fastest of those runs for that configuration "
+            "(another process, so a few % of noise):", ""] + variants
 
 
 def render(root: Path = ROOT) -> str:
@@ -335,10 +374,11 @@ def render(root: Path = ROOT) -> str:
                       "The kernels as they are now: row tiles merged across sources by default (`--tile-layout`). The "
                       "device tool lent 2× H200 for these runs, not the H100s of the issue's targets: H200 has the same "
                       "SMs and clocks and 1.4× the HBM bandwidth, so figures compare within this section only. "
-                      "`layouts_before_own_copy/` is the first merged version (own rows copied by the communication "
-                      "blocks), kept for the comparison it made. The bench figures predate the last change to the plan kernel "
-                      "(its tile table spread over many programs: 4–30 µs less per call, `profile/parallel_plan/`); "
-                      "the GPU suite below ran after it.")
+                      "Step 1 of the forward (the pairs ordered by expert) is two Triton kernels (kernels/fused_pack.py); "
+                      "`before_device_pack/` holds the runs of the same kernels with that step in torch ops (and the plan "
+                      "kernel before its tile table was spread over many programs), `layouts_before_own_copy/` the first "
+                      "merged version (own rows copied by the communication blocks), each kept for the comparison it made.")
+    lines += _device_pack(root)
     lines += _group_m(root)
     lines += _machine(root, FINAL, "The fused layer on two GPUs, expert parallel: the kernels before merged tiles, on H100",
                       "The previous version of the kernels (every row tile one source's rows) on the issue's machine, "

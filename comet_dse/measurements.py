@@ -43,6 +43,22 @@ class BenchFile:
     tp: int
     dtype_bytes: int
     runs: tuple[BenchRun, ...]
+    pack: str = "kernels"  # how its fused runs did step 1 (see `fused_pack`)
+
+
+# Step 1 of the fused forward (the pairs ordered by expert) became two kernels (kernels/fused_pack.py,
+# commit 8fb7fbe); bench files written since record "pack" in their fused configs. Files without it
+# ran torch ops, except those written from this time on (the first runs of that commit).
+PACK_KERNELS_SINCE = "2026-11-26 02:30"
+
+
+def fused_pack(data: dict) -> str:
+    """"kernels" or "torch ops": how a bench file's fused runs did step 1."""
+    recorded = {r["config"]["pack"] for r in data["runs"] if isinstance(r, dict) and isinstance(r.get("config"), dict)
+                and "pack" in r["config"]}
+    if recorded:
+        return recorded.pop()
+    return "kernels" if str(data.get("date", "")) >= PACK_KERNELS_SINCE else "torch ops"
 
 
 def _positive_int(value: object, where: str) -> int:
@@ -110,7 +126,7 @@ def load_bench(path: str | Path) -> BenchFile:
     return BenchFile(
         path=path, gpu=data["gpu"], gpus=gpus, model=data["model"], shape=shape, ep=ep, tp=tp,
         dtype_bytes=DTYPE_BYTES[data["dtype"]],
-        runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)),
+        runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)), pack=fused_pack(data),
     )
 
 

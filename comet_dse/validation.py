@@ -78,6 +78,8 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
     the profile has measured tables (more fused variants are modelled). `b0_key`: the B0 figure
     `sequential` is compared with: "b0" (the faster expert GEMM, what a user keeps), or
     "b0_grouped" where the profile timed only torch._grouped_mm, so that is the B0 it prices."""
+    from comet_dse.sim.fused_costs import PROLOGUE_OPS, TORCH_PACK_PROLOGUE_OPS
+
     cases: list[Case] = []
     seen: set[tuple[int, str, float]] = set()
     for run in bench.runs:
@@ -98,6 +100,8 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 knobs = {k: c[k] for k in FUSED_KNOBS}
                 knobs["tile_layout"] = c.get("tile_layout", "by-source")  # files before the merged layout ran by source
                 knobs["tile_order"] = c.get("tile_order", "layout")
+                # the kernels before step 1 ran on the device launched more small kernels
+                knobs["prologue_launches"] = PROLOGUE_OPS if bench.pack == "kernels" else TORCH_PACK_PROLOGUE_OPS
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
                                   skip=_comet_skip(c, bench.shape["hidden"], measured)))
     return cases

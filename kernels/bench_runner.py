@@ -83,7 +83,9 @@ class BenchRunner:
             limit = self._grouped_mm_us(inputs[0][1])
             for cfg in self._configs(tokens):
                 fused, fused_errors, graphs = self._fused(cfg, tokens, inputs, check, expected)
-                config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world)}
+                # pack: step 1 of the forward as two kernels (the simulator's validation reads it)
+                config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
+                          "pack": "kernels"}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})
                 if self.rank == 0:

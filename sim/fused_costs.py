@@ -22,9 +22,12 @@ from comet_dse.sim.layout import Group, group_tile_ns
 from comet_dse.sim.runtime import SimContext
 
 # The fused forward's small kernels (kernels/fused_layer.py FusedMoE.__call__), one launch each:
-# before layer0: epoch += 1, the sort (2), searchsorted, the counts (sub + copy), the pair
-# positions (scatter_), counters.zero_, the barrier, the stack of the peers' counts, the plan;
-PROLOGUE_OPS = 11
+# before layer0: epoch += 1, the pairs' counting sort (2: kernels/fused_pack.py), counters.zero_,
+# the barrier, the stack of the peers' counts, the plan (the row gather is priced as a pass);
+PROLOGUE_OPS = 7
+# the same before the counting sort (bench files of kernels until 2026-11-26, without "pack"): the
+# sort (2), searchsorted, the counts (sub + copy) and the pair positions (scatter_) in its place
+TORCH_PACK_PROLOGUE_OPS = 11
 # after layer1 and its barrier (whose launch hides behind layer1): the weights' fp32 cast, the combine kernel.
 EPILOGUE_OPS = 2
 

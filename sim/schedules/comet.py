@@ -78,6 +78,9 @@ class Comet(Schedule):
     # the order compute blocks visit the row tiles: "layout" (layer0 in arrival order, own tiles first;
     # layer1 remote tiles first) or "expert" (both layers expert by expert, own and remote rows together)
     tile_order: str = "layout"
+    # small kernels launched before layer0 (sim/fused_costs.py): validation sets the count of the
+    # kernel version a bench file measured
+    prologue_launches: int = PROLOGUE_OPS
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -97,6 +100,12 @@ class Comet(Schedule):
             allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))
             raise UserError("--n-splits", f"must divide the {column_tiles(hidden, self.block_n)} column tiles of H={hidden} "
                                           f"at block_n={self.block_n}: one of {allowed}; got {self.n_splits!r}")
+
+    def params(self) -> dict:
+        out = super().params()
+        if self.prologue_launches == PROLOGUE_OPS:  # the kernels as built: not a knob, kept out of plans
+            del out["prologue_launches"]
+        return out
 
     def run(self, ctx: SimContext) -> Outcome:
         outcomes, comm_alone = _run(ctx, self)
@@ -183,7 +192,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
             yield env.timeout(launch)
         else:
             overheads["permute"] = pack_ns(ctx, rank)
-            yield env.timeout(PROLOGUE_OPS * launch + overheads["permute"])
+            yield env.timeout(knobs.prologue_launches * launch + overheads["permute"])
             ctx.add_slice(rank, "stream", "pack rows + plan", 0, env.now)
             yield barrier0.arrive(rank)
             if copy_engine:  # the segment sizes go to the host before the copies are issued
@@ -315,7 +324,7 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
             end = received + reduce + launch
             ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
         else:
-            reduce, launches = combine_pass_ns(ctx, rank), PROLOGUE_OPS + 2 + EPILOGUE_OPS  # + layer0 and layer1
+            reduce, launches = combine_pass_ns(ctx, rank), knobs.prologue_launches + 2 + EPILOGUE_OPS  # + layer0 and layer1
             received = released
             end = received + EPILOGUE_OPS * launch + reduce
             ctx.add_slice(rank, "comm", "device barrier", max(s["own_end"], arrivals[rank]), released)

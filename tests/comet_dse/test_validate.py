@@ -199,3 +199,24 @@ def test_a_profile_without_the_loop_gemm_is_compared_with_the_grouped_b0(capsys,
     raw = json.loads(QWEN.read_text())["runs"]
     assert [p["measured_key"] for p in points] == ["b0_grouped"]
     assert points[0]["measured_us"] == next(r["timings_us"]["b0_grouped"] for r in raw if r["tokens"] == 1024)
+
+
+@pytest.mark.parametrize("date, recorded, launches", [
+    ("2026-11-25 18:58:59", None, 11),  # before step 1 moved to the device: torch ops
+    ("2026-11-26 02:37:21", None, 7),  # the first runs of the device-side step 1 did not record it yet
+    ("2026-11-26 02:37:21", "torch ops", 11),  # what a file records wins
+    ("2026-11-25 18:58:59", "kernels", 7),
+])
+def test_each_file_is_simulated_with_the_prologue_its_kernels_launched(tmp_path, date, recorded, launches):
+    from comet_dse.measurements import load_bench
+    from comet_dse.validation import cases_of
+
+    data = json.loads(QWEN.read_text())
+    data["date"] = date
+    for run in data["runs"]:
+        if recorded is not None and run["config"]:
+            run["config"]["pack"] = recorded
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    comet = [c for c in cases_of(load_bench(path), measured=True) if c.schedule == "comet"]
+    assert comet and {c.knobs["prologue_launches"] for c in comet} == {launches}

@@ -71,27 +71,35 @@ def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
 def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    # pack (1024 + 11 launches) -> device barrier 1000 -> layer0 launch: 2036. Own tile: no copy, ready
-    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4084, ready 5084. A tile: the table's
+    # pack (1024 + 7 launches) -> device barrier 1000 -> layer0 launch: 2032. Own tile: no copy, ready
+    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4080, ready 5080. A tile: the table's
     # 4.0 us over its one wave (2 tiles on 2 SMs; its fewest-rows call is all weight stream, so no fixed
-    # cost) = 4000 ns; the own tile runs beside the pull: x1.25 -> 2036-7036;
-    # the remote one 5084-9084.
-    assert ns(r.layer0_us) == 9084
-    # layer1 from 9085: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10085 and its remote rows
-    # (32768 B) pushed at 32 B/ns -> 11109; split 1 beside the push (x1.25) done 11335, pushed -> 12359,
-    # landed 13359; barrier 1000 -> 14359; cast + combine launches 2, combine pass 768.
-    assert ns(r.latency_us) == 14359 + 2 + 768 == 15129
+    # cost) = 4000 ns; the own tile runs beside the pull: x1.25 -> 2032-7032;
+    # the remote one 5080-9080.
+    assert ns(r.layer0_us) == 9080
+    # layer1 from 9081: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10081 and its remote rows
+    # (32768 B) pushed at 32 B/ns -> 11105; split 1 beside the push (x1.25) done 11331, pushed -> 12355,
+    # landed 13355; barrier 1000 -> 14355; cast + combine launches 2, combine pass 768.
+    assert ns(r.latency_us) == 14355 + 2 + 768 == 15125
     assert ns(r.compute_alone_us) == 4000 + 2000
-    assert r.overheads_us == {"permute": 1.024, "reduce": 0.768, "launch": 0.015}
+    assert r.overheads_us == {"permute": 1.024, "reduce": 0.768, "launch": 0.011}
+
+
+def test_comet_before_the_device_pack_launched_four_more_kernels(measured_case):
+    """Bench files of the kernels before step 1 moved to the device are validated with their 11 launches."""
+    workload, hw = measured_case
+    r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, prologue_launches=11))
+    assert ns(r.latency_us) == 15125 + 4
+    assert r.overheads_us["launch"] == 0.015
 
 
 def test_comet_copy_engine_variant(measured_case):
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
-    # + host sync 1000 before the copies: layer0 from 3036 on all 4 SMs (a tile 4000, as the table's
-    # SM-time is kept); one copy at 32 B/ns -> 5084, the segment ready 6084 -> remote tile 6084-10084.
-    assert ns(r.layer0_us) == 10084
-    assert ns(r.latency_us) == 15129 + 1000  # layer1 as above, 1000 later
+    # + host sync 1000 before the copies: layer0 from 3032 on all 4 SMs (a tile 4000, as the table's
+    # SM-time is kept); one copy at 32 B/ns -> 5080, the segment ready 6080 -> remote tile 6080-10080.
+    assert ns(r.layer0_us) == 10080
+    assert ns(r.latency_us) == 15125 + 1000  # layer1 as above, 1000 later
     assert r.overheads_us["host_sync"] == 1.0
 
 
