@@ -19,7 +19,7 @@ SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")
 # the routing forms: a name or a prefix with its argument
-ROUTING_FORMS = "uniform | std:<x> | zipf:<a> | trace:<file.npy>"
+ROUTING_FORMS = "uniform | std:<x> | zipf:<a> | trace:<file.npy> | counts:<file.json|file.csv>[#<layer>]"
 
 # the fused kernels' layer1 (GEMM1) tile width unless one is given: GEMM1 has one accumulator, so a
 # 256-wide tile fits in registers and was 20-30% faster than 128 on H100

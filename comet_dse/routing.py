@@ -10,6 +10,14 @@ in Megatron's permute + all-to-all. Specs:
 - `zipf:<a>`      share of the i-th most popular expert proportional to 1 / i^a;
 - `trace:<file>`  a .npy int array (tokens x top-k) of expert ids; rank r's token j uses
                   row (r * tokens + j) mod len(trace).
+- `counts:<file>[#<layer>]`  tokens per expert per MoE layer, as training frameworks log them
+                  (Megatron's `tokens_per_expert`): a JSON list (or {"counts": list}) of layers,
+                  each E numbers or W lists of E numbers (one per source rank, W = EP x TP), or a
+                  CSV with one layer per line (E numbers; a first line of names is skipped). Each
+                  rank's rows are split over the experts in the layer's proportions (its own
+                  proportions where the file has one row per source rank), by largest remainder:
+                  your routing at the workload's token count, no draw. `#<layer>` picks a layer
+                  (from 0); a file of one layer needs none; `comet-dse simulate --layers` runs several.
 
 Synthetic routings draw each rank's tokens x top-k rows from a multinomial over the expert
 shares with the workload's seed (a token's k picks are not forced distinct).
@@ -20,8 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import csv
+import json
+import re
+
 import numpy as np
 
+from comet_dse.choices import ROUTING_FORMS
 from comet_dse.errors import UserError
 from comet_dse.workload import Workload
 
@@ -84,12 +97,113 @@ def load_trace(path: str | Path, workload: Workload) -> np.ndarray:
     return trace.astype(np.int64, copy=False)
 
 
+def split_counts_spec(arg: str) -> tuple[str, int | None]:
+    """`file#3` -> (file, 3); `file` -> (file, None)."""
+    match = re.fullmatch(r"(.+)#(\d+)", arg)
+    return (match.group(1), int(match.group(2))) if match else (arg, None)
+
+
+def _counts_rows(path: Path) -> list:
+    """The file's layers as nested lists, before any check of their numbers."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(FIELD, f"cannot read counts file {path} ({exc.strerror or exc})") from None
+    if path.suffix.lower() == ".csv":
+        rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+        if rows and not _numeric(rows[0][0]):
+            rows = rows[1:]  # a line of column names
+        try:
+            return [[float(cell) for cell in row] for row in rows]
+        except ValueError:
+            raise UserError(FIELD, f"counts file {path}: every cell after the header must be a number") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(FIELD, f"counts file {path} is not JSON ({exc.msg} at line {exc.lineno}); use .json or .csv") from None
+    if isinstance(data, dict):
+        data = data.get("counts")
+    if not isinstance(data, list):
+        raise UserError(FIELD, f"counts file {path} must hold a list of layers (or an object with a 'counts' list)")
+    return data
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_counts(path: str | Path, experts: int) -> np.ndarray:
+    """(L, E) or (L, W, E) tokens per expert, checked: E as the model's, every number finite and
+    >= 0, every layer (and source rank) with some tokens."""
+    path = Path(path)
+    rows = _counts_rows(path)
+    try:
+        counts = np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(FIELD, f"counts file {path}: every layer must have the same shape, all numbers") from None
+    if counts.ndim not in (2, 3) or counts.shape[0] == 0:
+        raise UserError(FIELD, f"counts file {path} has shape {counts.shape}; expected (layers, {experts}) or "
+                               f"(layers, ranks, {experts})")
+    if counts.shape[-1] != experts:
+        raise UserError(FIELD, f"counts file {path} has {counts.shape[-1]} experts per layer; the model has {experts}")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise UserError(FIELD, f"counts file {path}: counts must be finite numbers >= 0")
+    if (counts.sum(axis=-1) <= 0).any():
+        raise UserError(FIELD, f"counts file {path}: a layer (or a source rank of one) routes no tokens")
+    return counts
+
+
+def counts_layers(spec: str, experts: int) -> int:
+    """How many layers the file of a `counts:` spec holds."""
+    path, _ = split_counts_spec(spec.partition(":")[2])
+    return load_counts(path, experts).shape[0]
+
+
+def apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """`total` whole rows over the weights' proportions, by largest remainder (ties: lower index)."""
+    quota = total * weights / weights.sum()
+    whole = np.floor(quota).astype(np.int64)
+    short = total - int(whole.sum())
+    if short:
+        whole[np.argsort(-(quota - whole), kind="stable")[:short]] += 1
+    return whole
+
+
+def _counts_routing(arg: str, workload: Workload) -> Routing:
+    experts, world = workload.model.num_experts, workload.world
+    if not arg:
+        raise UserError(FIELD, "counts needs a file: counts:<file.json|file.csv>[#<layer>]")
+    path, layer = split_counts_spec(arg)
+    counts = load_counts(path, experts)
+    layers = counts.shape[0]
+    if layer is None and layers > 1:
+        raise UserError(FIELD, f"counts file {path} has {layers} layers: pick one with counts:{path}#<layer> "
+                               "(or simulate them all with comet-dse simulate --layers all)")
+    layer = layer or 0
+    if layer >= layers:
+        raise UserError(FIELD, f"counts file {path} has layers 0 … {layers - 1}; got #{layer}")
+    table = counts[layer]
+    if table.ndim == 2 and table.shape[0] != world:
+        raise UserError(FIELD, f"counts file {path} has {table.shape[0]} source ranks per layer; the workload has "
+                               f"EP x TP = {world}")
+    per_source = table if table.ndim == 2 else np.broadcast_to(table, (world, experts))
+    rows = workload.tokens * workload.model.top_k
+    routed = np.stack([apportion(rows, per_source[s]) for s in range(world)])
+    return Routing(routed, table.reshape(-1, experts).sum(axis=0) / table.sum())
+
+
 def make_routing(workload: Workload) -> Routing:
     spec = workload.routing
     experts, world = workload.model.num_experts, workload.world
     rows_per_rank = workload.tokens * workload.model.top_k
     rng = np.random.default_rng(workload.seed)
     kind, _, arg = spec.partition(":")
+    if kind == "counts":
+        return _counts_routing(arg, workload)
     if kind == "trace":
         if not arg:
             raise UserError(FIELD, "trace needs a file: trace:<file.npy>")
@@ -111,6 +225,6 @@ def make_routing(workload: Workload) -> Routing:
                                    f"(at {MAX_ZIPF_EXPONENT:g} one expert takes every row already)")
         shares = _zipf_shares(experts, a, rng)
     else:
-        raise UserError(FIELD, f"unknown routing {spec!r}; allowed: uniform, std:<x>, zipf:<a>, trace:<file.npy>")
+        raise UserError(FIELD, f"unknown routing {spec!r}; allowed: {ROUTING_FORMS}")
     counts = rng.multinomial(rows_per_rank, shares, size=world)
     return Routing(counts.astype(np.int64), shares)

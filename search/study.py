@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
-from comet_dse.routing import make_routing
+from comet_dse.routing import make_routing, split_counts_spec
 from comet_dse.workload import Workload
 
 # heartbeats and stale-trial retry are Optuna's documented way to survive dead workers,
@@ -105,14 +105,15 @@ def inputs_digest(inputs: dict) -> str:
 
 
 def routing_inputs(workload: Workload) -> dict:
-    """The routing spec and seed; a trace by its content, which can change under one path."""
+    """The routing spec and seed; a trace or counts file by its content, which can change under one path."""
     out: dict = {"spec": workload.routing, "seed": workload.seed}
     kind, _, path = workload.routing.partition(":")
-    if kind == "trace":
+    if kind in ("trace", "counts"):
+        path = split_counts_spec(path)[0] if kind == "counts" else path
         try:
-            out["trace_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            out[f"{kind}_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         except OSError as exc:
-            raise UserError("--routing", f"cannot read trace {path}: {exc.strerror}") from None
+            raise UserError("--routing", f"cannot read {kind} file {path}: {exc.strerror}") from None
     return out
 
 

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tile (as the fused kernels' --tile-layout; the copy engine runs by source)")
     parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
                                                      "(default: the largest such count up to 4)")
+    parser.add_argument("--layers", metavar="all|I,J",
+                        help="with --routing counts:<file>: the file's MoE layers to simulate, each with its own routing, "
+                             "and their sum ('all' or indices from 0; default: every layer of a file of several)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks (default: none)")
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline, self-contained HTML: a heat strip of all ranks and "
@@ -141,6 +144,68 @@ def format_table(results, workload) -> str:
     return "\n".join(lines)
 
 
+def layer_routings(args: argparse.Namespace, workload) -> list[tuple[int, str]] | None:
+    """(layer, routing spec) per layer to simulate, or None for one routing as given."""
+    from comet_dse.routing import counts_layers, split_counts_spec
+
+    kind, _, arg = workload.routing.partition(":")
+    if kind != "counts":
+        if args.layers is not None:
+            raise UserError("--layers", "needs --routing counts:<file> (the tokens per expert of each layer)")
+        return None
+    path, picked = split_counts_spec(arg)
+    if picked is not None:
+        if args.layers is not None:
+            raise UserError("--layers", f"give the layer either in --routing (counts:{path}#{picked}) or with --layers, "
+                                        "not both")
+        return None
+    total = counts_layers(workload.routing, workload.model.num_experts)
+    if args.layers is None and total == 1:
+        return None
+    text = "all" if args.layers is None else args.layers.strip()
+    if text == "all":
+        return [(i, f"counts:{path}#{i}") for i in range(total)]
+    try:
+        layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UserError("--layers", f"must be 'all' or comma-separated layer indices, got {args.layers!r}") from None
+    bad = [i for i in layers if not 0 <= i < total]
+    if bad or len(set(layers)) != len(layers):
+        raise UserError("--layers", f"must be distinct layers in 0 … {total - 1} of {path}, got {args.layers!r}")
+    return [(i, f"counts:{path}#{i}") for i in layers]
+
+
+def format_layers_table(per_layer: list[tuple[int, list]], workload) -> str:
+    """One line per layer (latency per schedule, comet's speedup over sequential) and their sum."""
+    names = [r.schedule for r in per_layer[0][1]]
+    saving = {"sequential", "comet"} <= set(names)  # the question asked: what comet saves
+    header = ["layer", *(f"{n} µs" for n in names)] + (["comet vs sequential"] if saving else [])
+    totals = dict.fromkeys(names, 0.0)
+
+    def row(label: str, latencies: dict[str, float]) -> list[str]:
+        cells = [label, *(f"{latencies[n]:.1f}" for n in names)]
+        if saving:
+            cells.append(f"{latencies['sequential'] / latencies['comet']:.2f}x")
+        return cells
+
+    rows = []
+    for layer, results in per_layer:
+        latencies = {r.schedule: r.latency_us for r in results}
+        for name, us in latencies.items():
+            totals[name] += us
+        rows.append(row(str(layer), latencies))
+    rows.append(row("sum", totals))
+    m = workload.model
+    lines = [f"{m.name}: E={m.num_experts} top-{m.top_k} H={m.hidden} F={m.ffn}"
+             + (f" shared={m.shared_ffn}" if m.shared_ffn else "")
+             + f" | EP={workload.ep} TP={workload.tp} | {workload.tokens} tokens/GPU | "
+             f"{len(per_layer)} layer{'s' if len(per_layer) > 1 else ''} of {workload.routing}", *align_columns([header, *rows])]
+    for r in per_layer[0][1]:
+        knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
+        lines.append(f"  {r.schedule}: {knobs}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from comet_dse.progress import Progress, SlowNotice, wanted
     from comet_dse.routing import make_routing
@@ -155,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
     schedules, unused = build_schedules(args, workload.model.hidden)
     for schedule in (*schedules, *unused):  # every knob checked before any simulation runs
         schedule.validate(workload, hardware)
+    layers = layer_routings(args, workload)
+    if layers is not None:
+        return _run_layers(args, hardware, workload, schedules, layers)
     routing = make_routing(workload)
     record = bool(args.trace or args.html)
     names = ", ".join(s.name for s in schedules)
@@ -178,4 +246,40 @@ def run(args: argparse.Namespace) -> int:
         for path in (args.trace, args.html):
             if path:
                 print(f"wrote {path}")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace, hardware, workload, schedules, layers: list[tuple[int, str]]) -> int:
+    """Every layer with its own routing: the per-layer table and the sum."""
+    from dataclasses import replace
+
+    from comet_dse.progress import Progress, wanted
+    from comet_dse.routing import make_routing
+    from comet_dse.sim import simulate
+
+    for path, field in ((args.trace, "--trace"), (args.html, "--html")):
+        if path is not None:
+            raise UserError(field, "draws one layer: pick it with --routing counts:<file>#<layer>")
+    workloads = [(layer, replace(workload, routing=spec)) for layer, spec in layers]
+    routings = [make_routing(wl) for _, wl in workloads]  # every layer's counts checked before any simulation
+    per_layer = []
+    progress = Progress(wanted(args.quiet), prefix="comet-dse simulate")
+    for i, ((layer, wl), routing) in enumerate(zip(workloads, routings, strict=True)):
+        progress.status(f"layer {layer} ({i + 1}/{len(workloads)})")
+        per_layer.append((layer, [simulate(wl, hardware, s, routing=routing, record=False) for s in schedules]))
+    progress.end()
+    if args.json:
+        names = [r.schedule for r in per_layer[0][1]]
+        payload = {
+            "workload": {**workload.to_dict(), "hardware": hardware.name},
+            "hardware": hardware.to_dict(),
+            "layers": [{"layer": layer, "routing": wl.routing, "routing_load_std": round(routing.load_std, 6),
+                        "results": {r.schedule: r.to_dict() for r in results}}
+                       for (layer, wl), routing, (_, results) in zip(workloads, routings, per_layer, strict=True)],
+            "total_latency_us": {n: round(sum(r.latency_us for _, rs in per_layer for r in rs if r.schedule == n), 3)
+                                 for n in names},
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_layers_table(per_layer, workload))
     return 0

@@ -31,6 +31,8 @@ def make_inputs(folder: Path) -> None:
     config = json.loads((FIXTURES / "mixtral-8x7b.json").read_text())
     (folder / "hidden_float.json").write_text(json.dumps({**config, "hidden_size": 4096.0}))
     (folder / "experts_bool.json").write_text(json.dumps({**config, "num_local_experts": True}))
+    (folder / "counts.json").write_text(json.dumps([[1] * 8, [2] * 8]))  # two layers of Mixtral's 8 experts
+    (folder / "counts7.json").write_text(json.dumps([[1] * 7]))
 
 
 # (subcommand and its arguments, the field the one line must name)
@@ -38,6 +40,13 @@ CASES: list[tuple[list[str], str]] = [
     # simulate: workload and knobs
     (["simulate", *SMALL, "--ep", "3"], "--ep"),
     (["simulate", *SMALL, "--tokens", "0"], "--tokens"),
+    (["simulate", *SMALL, "--routing", "counts:counts7.json"], "--routing"),
+    (["simulate", *SMALL, "--routing", "counts:counts.json", "--layers", "2"], "--layers"),
+    (["simulate", *SMALL, "--routing", "counts:counts.json", "--layers", "0,x"], "--layers"),
+    (["simulate", *SMALL, "--routing", "counts:counts.json#1", "--layers", "0"], "--layers"),
+    (["simulate", *SMALL, "--layers", "all"], "--layers"),
+    (["simulate", *SMALL, "--routing", "counts:counts.json", "--trace", "t.json"], "--trace"),
+    (["tune", *TUNE, "--routing", "counts:counts.json"], "--routing"),
     (["simulate", *SMALL, "--tokens", "-5"], "--tokens"),
     (["simulate", *SMALL, "--tokens", HUGE], "--tokens"),
     (["simulate", *SMALL, "--tokens", "many"], "--tokens"),

@@ -101,3 +101,24 @@ def test_identical_json_across_processes():
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs[0] == outs[1]
+
+
+def test_layers_each_with_its_routing_and_their_sum(capsys, tmp_path):
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps({"counts": [[1] * 8, [8, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 30]]}))
+    small = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8", "--tokens", "512", "--json"]
+    code, out, _ = run_cli(capsys, "simulate", *small, "--routing", f"counts:{counts}", "--layers", "all")
+    assert code == 0
+    payload = json.loads(out)
+    assert [entry["layer"] for entry in payload["layers"]] == [0, 1, 2]
+    for entry in payload["layers"]:  # each row is the single-layer simulation of that layer
+        code, single, _ = run_cli(capsys, "simulate", *small, "--routing", f"counts:{counts}#{entry['layer']}")
+        assert json.loads(single)["results"] == entry["results"]
+    for name, total in payload["total_latency_us"].items():
+        assert total == round(sum(entry["results"][name]["latency_us"] for entry in payload["layers"]), 3)
+    # the skewed layers are slower than the uniform one (their hot expert's rank is the straggler)
+    latency = [entry["results"]["sequential"]["latency_us"] for entry in payload["layers"]]
+    assert latency[0] < latency[1] < latency[2]
+    code, table, _ = run_cli(capsys, "simulate", *small[:-1], "--routing", f"counts:{counts}", "--layers", "2,0")
+    assert code == 0
+    assert [line.split()[0] for line in table.splitlines()[2:5]] == ["2", "0", "sum"]

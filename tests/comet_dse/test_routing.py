@@ -1,3 +1,6 @@
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -65,3 +68,63 @@ def test_trace_ids_out_of_range(tmp_path):
     np.save(tmp_path / "bad.npy", np.array([[0, 8]]))
     with pytest.raises(UserError, match=r"allowed \[0, 7\]"):
         make_routing(Workload(MODEL_PRESETS["mixtral-8x7b"], 4, 8, routing=f"trace:{tmp_path / 'bad.npy'}"))
+
+
+MIXTRAL = MODEL_PRESETS["mixtral-8x7b"]
+
+
+def _counts_file(tmp_path, data, name="counts.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_counts_are_each_ranks_rows_in_the_layers_proportions(tmp_path):
+    path = _counts_file(tmp_path, {"counts": [[1, 1, 2, 0, 0, 0, 0, 4], [1] * 8]})
+    routing = make_routing(Workload(MIXTRAL, 100, 2, routing=f"counts:{path}#0"))
+    # 200 rows per rank over 1/8, 1/8, 2/8, 4/8: exact shares, the same on both ranks, no draw
+    assert routing.counts.tolist() == [[25, 25, 50, 0, 0, 0, 0, 100]] * 2
+    assert routing.shares.tolist() == [0.125, 0.125, 0.25, 0, 0, 0, 0, 0.5]
+
+
+def test_counts_per_source_rank_and_largest_remainder(tmp_path):
+    per_rank = [[[1] * 8, [3, 0, 0, 0, 0, 0, 0, 0]]]  # one layer, rank 0 uniform, rank 1 all to expert 0
+    path = _counts_file(tmp_path, per_rank)
+    counts = make_routing(Workload(MIXTRAL, 3, 2, routing=f"counts:{path}")).counts
+    # 6 rows over 8 equal shares: 0.75 each, the six largest remainders (ties: lower expert) get 1
+    assert counts.tolist() == [[1, 1, 1, 1, 1, 1, 0, 0], [6, 0, 0, 0, 0, 0, 0, 0]]
+
+
+def test_csv_with_a_header_reads_as_the_json(tmp_path):
+    json_path = _counts_file(tmp_path, [[5, 1, 1, 1, 1, 1, 1, 1], [1, 2, 3, 4, 5, 6, 7, 8]])
+    csv_path = _counts_file(tmp_path, "e0,e1,e2,e3,e4,e5,e6,e7\n5,1,1,1,1,1,1,1\n1,2,3,4,5,6,7,8\n", "counts.csv")
+    for layer in (0, 1):
+        a = make_routing(Workload(MIXTRAL, 512, 8, routing=f"counts:{json_path}#{layer}")).counts
+        b = make_routing(Workload(MIXTRAL, 512, 8, routing=f"counts:{csv_path}#{layer}")).counts
+        assert (a == b).all() and (a.sum(axis=1) == 1024).all()
+
+
+def test_the_example_file_reads():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "results" / "examples" / "routing-counts-mixtral-8x7b.json"
+    routing = make_routing(Workload(MIXTRAL, 4096, 8, routing=f"counts:{example}#3"))
+    assert (routing.counts.sum(axis=1) == 4096 * 2).all() and routing.load_std > 0.01
+
+
+@pytest.mark.parametrize("data, spec_tail, message", [
+    ([[1] * 7], "", "has 7 experts per layer; the model has 8"),
+    ([[1] * 8, [1] * 8], "", "has 2 layers: pick one with counts:"),
+    ([[1] * 8], "#1", "has layers 0 … 0; got #1"),
+    ([[1, -1, 1, 1, 1, 1, 1, 1]], "", "counts must be finite numbers >= 0"),
+    ([[0] * 8], "", "routes no tokens"),
+    ([[[1] * 8] * 3], "", "has 3 source ranks per layer; the workload has EP x TP = 2"),
+    ([[1] * 8, [1] * 4], "", "every layer must have the same shape"),
+    ({"layers": []}, "", "must hold a list of layers"),
+    ("not json", "", "is not JSON"),
+])
+def test_bad_counts_files_name_the_field(tmp_path, data, spec_tail, message):
+    path = _counts_file(tmp_path, data)
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        make_routing(Workload(MIXTRAL, 64, 2, routing=f"counts:{path}{spec_tail}"))
+    assert err.value.field == "--routing"
