@@ -5,7 +5,7 @@ from __future__ import annotations
 from comet_dse.sim.result import Result, summarize
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules import SCHEDULES
-from comet_dse.sim.schedules.base import Schedule, default_tile, parse_tile
+from comet_dse.sim.schedules.base import Schedule, comm_alone_ns, default_tile, parse_tile
 from comet_dse.sim.schedules.comet import Comet, default_n_splits
 
 from comet_dse.errors import UserError
@@ -41,4 +41,4 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     routing = routing if routing is not None else make_routing(workload)
     ctx = SimContext(workload, hardware, routing, record=record)
     outcome = sched.run(ctx)
-    return summarize(sched.name, sched.params(), outcome, ctx.timeline, ctx.env.events_scheduled)
+    return summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled)

@@ -29,9 +29,12 @@ class Result:
     layer0_us: float
     layer1_us: float
     compute_alone_us: float  # GEMM kernels alone (all rows present, this schedule's blocks), slowest rank
-    comm_alone_us: float  # the communication alone on this schedule's resources (comet: a lower bound, see comet.py)
+    comm_alone_us: float  # dispatch + combine bytes alone at the links' full rate, every schedule alike (base.comm_alone_ns)
     exposed_comm_us: float  # latency - compute alone - listed overheads (>= 0)
-    hidden_comm_fraction: float  # 1 - exposed / comm alone, in [0, 1]
+    # of the communication that compute could hide (min(comm, compute) alone), the share hidden: 1 - (exposed
+    # beyond what no overlap can hide) / that, in [0, 1]; with comm_bound the rest is exposed whatever the schedule
+    hidden_comm_fraction: float
+    comm_bound: bool  # the communication alone takes longer than the compute alone
     bubble_us: float  # mean idle time of a compute block on the slowest rank
     overheads_us: dict[str, float]
     params: dict
@@ -48,6 +51,7 @@ class Result:
             "comm_alone_us": self.comm_alone_us,
             "exposed_comm_us": self.exposed_comm_us,
             "hidden_comm_fraction": self.hidden_comm_fraction,
+            "comm_bound": self.comm_bound,
             "bubble_us": self.bubble_us,
             "overheads_us": self.overheads_us,
             "params": self.params,
@@ -55,7 +59,7 @@ class Result:
         }
 
 
-def summarize(schedule: str, params: dict, outcome: Outcome, timeline: Timeline, events: int) -> Result:
+def summarize(schedule: str, params: dict, outcome: Outcome, comm_ns: float, timeline: Timeline, events: int) -> Result:
     per_rank = [
         RankResult(
             rank=i,
@@ -72,17 +76,19 @@ def summarize(schedule: str, params: dict, outcome: Outcome, timeline: Timeline,
     overheads = sum(worst.overheads_ns.values())
     compute_alone = max(r.compute_alone_ns for r in outcome.ranks)
     exposed = max(0.0, worst.end_ns - compute_alone - overheads)
-    comm = outcome.comm_alone_ns
-    hidden = 1.0 if comm <= 0 else min(1.0, max(0.0, 1.0 - exposed / comm))
+    hideable = min(comm_ns, compute_alone)  # perfect overlap hides this much and exposes the rest
+    unavoidable = comm_ns - hideable
+    hidden = 1.0 if hideable <= 0 else min(1.0, max(0.0, 1.0 - (exposed - unavoidable) / hideable))
     return Result(
         schedule=schedule,
         latency_us=_us(worst.end_ns),
         layer0_us=_us(worst.layer0_end_ns),
         layer1_us=_us(worst.end_ns - worst.layer0_end_ns),
         compute_alone_us=_us(compute_alone),
-        comm_alone_us=_us(comm),
+        comm_alone_us=_us(comm_ns),
         exposed_comm_us=_us(exposed),
         hidden_comm_fraction=round(float(hidden), 6),
+        comm_bound=bool(comm_ns > compute_alone),
         bubble_us=_us(worst.bubble_ns),
         overheads_us={k: _us(v) for k, v in worst.overheads_ns.items()},
         params={"schedule": schedule, "slowest_rank": slowest, **params},

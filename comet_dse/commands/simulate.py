@@ -123,11 +123,12 @@ def build_schedules(args: argparse.Namespace, hidden: int):
 def format_table(results, workload) -> str:
     base = next((r.latency_us for r in results if r.schedule == "sequential"), None)
     header = ["schedule", "latency µs", "layer0 µs", "layer1 µs", "compute µs", "comm µs", "exposed µs",
-              "hidden", "bubble µs"] + (["vs sequential"] if base else [])
+              "hidden", "bound", "bubble µs"] + (["vs sequential"] if base else [])
     rows = []
     for r in results:
         row = [r.schedule, f"{r.latency_us:.1f}", f"{r.layer0_us:.1f}", f"{r.layer1_us:.1f}", f"{r.compute_alone_us:.1f}",
-               f"{r.comm_alone_us:.1f}", f"{r.exposed_comm_us:.1f}", f"{100 * r.hidden_comm_fraction:.1f}%", f"{r.bubble_us:.1f}"]
+               f"{r.comm_alone_us:.1f}", f"{r.exposed_comm_us:.1f}", f"{100 * r.hidden_comm_fraction:.1f}%",
+               "comm" if r.comm_bound else "compute", f"{r.bubble_us:.1f}"]
         if base:
             row.append(f"{base / r.latency_us:.2f}x")
         rows.append(row)

@@ -39,7 +39,6 @@ class RankOutcome:
 @dataclass
 class Outcome:
     ranks: list[RankOutcome]
-    comm_alone_ns: float  # the communication alone, on this schedule's resources
 
 
 def parse_tile(text: str, field_name: str = "--tile") -> tuple[int, int]:
@@ -110,6 +109,31 @@ def pair_bytes(ctx: SimContext, counts: np.ndarray) -> np.ndarray:
     world, row_bytes = wl.world, wl.model.hidden * wl.dtype_bytes
     per_ep = counts.reshape(world, wl.ep, wl.experts_per_rank).sum(axis=2)  # (W, EP)
     return np.repeat(per_ep, wl.tp, axis=1).astype(float) * row_bytes
+
+
+def link_floor_ns(ctx: SimContext, sends: np.ndarray) -> float:
+    """One all-to-all's bytes `sends` (W, W) alone on the links at their full rate: per rank, what it
+    sends and what it receives over NVLink and over the NIC, each port at its capacity (the ports
+    work at once), plus the longest path latency it uses; the slowest rank. Local rows move no link."""
+    node = ctx.node_of
+    same = node[:, None] == node[None, :]
+    np.fill_diagonal(same, False)
+    remote = ~(node[:, None] == node[None, :])
+    hw = ctx.hardware
+    floor = np.zeros(len(node))
+    for mask, capacity, latency_ns in ((same, hw.link_GBps, hw.link_latency_us * 1e3),
+                                       (remote, hw.nic_GBps, hw.nic_latency_us * 1e3)):
+        moved = np.where(mask, sends, 0.0)
+        port = np.maximum(moved.sum(axis=1), moved.sum(axis=0))  # out and in are separate directions
+        floor = np.maximum(floor, np.where(port > 0, port / capacity + latency_ns, 0.0))
+    return float(floor.max(initial=0.0))
+
+
+def comm_alone_ns(ctx: SimContext) -> float:
+    """The layer's communication alone, one definition for every schedule: the dispatch and the
+    combine (the same bytes, `pair_bytes`) each at the links' full rate (`link_floor_ns`)."""
+    sends = pair_bytes(ctx, ctx.routing.counts)
+    return link_floor_ns(ctx, sends) + link_floor_ns(ctx, sends.T)
 
 
 def permute_ns(ctx: SimContext, rank: int) -> float:

@@ -108,8 +108,7 @@ class Comet(Schedule):
         return out
 
     def run(self, ctx: SimContext) -> Outcome:
-        outcomes, comm_alone = _run(ctx, self)
-        return Outcome(ranks=outcomes, comm_alone_ns=comm_alone)
+        return Outcome(ranks=_run(ctx, self))
 
 
 def legal_splits(hidden: int, block_n: int, at_most: int | None = None) -> tuple[int, ...]:
@@ -121,22 +120,6 @@ def legal_splits(hidden: int, block_n: int, at_most: int | None = None) -> tuple
 def default_n_splits(hidden: int, block_n: int) -> int:
     """The largest legal split count up to Comet's default (4): the default where it is legal."""
     return legal_splits(hidden, block_n, at_most=Comet.n_splits)[-1]
-
-
-def _comm_alone_ns(ctx: SimContext, rank: int, peer_bytes: dict[int, float], engine_GBps: float) -> float:
-    """A lower bound on one layer's communication on `rank`: its comm blocks and its own
-    ports (local copy, NVLink, NIC) each move their bytes at full speed, nothing else runs."""
-    per_kind: dict[str, float] = {}
-    latency = 0.0
-    for peer, size in peer_bytes.items():
-        if size > 0:
-            kind = ctx.lane(peer, rank)
-            per_kind[kind] = per_kind.get(kind, 0.0) + size
-            latency = max(latency, ctx.latency_ns(peer, rank))
-    if not per_kind:
-        return 0.0
-    busiest = max(size / ctx.lane_capacity(kind) for kind, size in per_kind.items())
-    return max(sum(per_kind.values()) / engine_GBps, busiest) + latency
 
 
 def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndarray, bytes_per_row: int,
@@ -161,7 +144,7 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     return sends
 
 
-def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
+def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     env, hw, wl = ctx.env, ctx.hardware, ctx.workload
     world = wl.world
     launch = hw.kernel_launch_us * 1e3
@@ -298,13 +281,8 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
         ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)
         if ctx.record:
             ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts1, ends1)
-        sent: dict[int, float] = {}
-        for _, dest, size in sends:
-            sent[dest] = sent.get(dest, 0.0) + size
-        comm_alone = (_comm_alone_ns(ctx, rank, dict(enumerate(pull_bytes)), cap0)
-                      + _comm_alone_ns(ctx, rank, sent, cap1))
         state[rank] = dict(
-            layer0_end=layer0_end, own_end=env.now, comm_alone=comm_alone,
+            layer0_end=layer0_end, own_end=env.now,
             compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
             tiles0=dur0, tiles1=dur1, overheads=overheads,
         )
@@ -336,4 +314,4 @@ def _run(ctx: SimContext, knobs: Comet) -> tuple[list[RankOutcome], float]:
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
             overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch},
         ))
-    return outcomes, max(s["comm_alone"] for s in state)
+    return outcomes

@@ -34,7 +34,7 @@ def test_json_is_one_object_with_the_documented_keys(capsys):
     payload = json.loads(out)
     assert payload["workload"]["tokens"] == 512 and payload["workload"]["hardware"] == "h800"
     assert set(payload["results"]) == {"sequential", "chunked", "comet"}
-    keys = {"latency_us", "layer0_us", "layer1_us", "compute_alone_us", "comm_alone_us", "exposed_comm_us",
+    keys = {"latency_us", "layer0_us", "layer1_us", "compute_alone_us", "comm_alone_us", "exposed_comm_us", "comm_bound",
             "hidden_comm_fraction", "bubble_us", "params"}
     for result in payload["results"].values():
         assert keys <= set(result)

@@ -33,6 +33,22 @@ def test_comet_by_hand(hand_case):
     # the peer's last rows land 1000 later; reduce 1 ns.
     assert ns(r.latency_us) == 10692 + 1000 + 1
     assert ns(r.compute_alone_us) == 2000 + 1000
-    # comm-only variant: pulls end 4096, remote rows at 5096; sends 5096-7144-9192, +1000
-    assert ns(r.comm_alone_us) == 10192
+    # communication alone, as for every schedule: the peer's 65536 B each way at the link's 64 B/ns
+    # + 1000 latency, twice (dispatch, combine); the comm blocks' own limit is comet's to hide or not
+    assert ns(r.comm_alone_us) == 2 * 2024
     assert r.overheads_us == {"reduce": 0.001, "launch": 0.0}
+
+
+def test_every_schedule_has_the_same_communication_alone(hand_case):
+    from comet_dse.sim import Chunked
+
+    workload, hw = hand_case
+    results = [simulate(workload, hw, s) for s in (Sequential(), Chunked(chunks=2), Comet(comm_blocks0=2, comm_blocks1=2,
+                                                                                          n_splits=2))]
+    assert {ns(r.comm_alone_us) for r in results} == {2 * 2024}
+    # compute alone 1500-3000 ns < 4048: communication-bound whatever the schedule
+    assert all(r.comm_bound for r in results)
+    seq, comet = results[0], results[2]
+    assert seq.hidden_comm_fraction == 0.0  # one step after another: nothing hidden
+    # comet: exposed 11693 - 3000 - 1 = 8692 > the 4048 - 3000 that no overlap can hide: 0 of the hideable
+    assert comet.hidden_comm_fraction == 0.0 and ns(comet.exposed_comm_us) == 8692
