@@ -202,8 +202,11 @@ class MeasuredTables:
         return None if curve is None else curve.linear(blocks, through_origin=True)
 
     def gemm_slowdown(self, copy_blocks: int) -> float:
-        """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured)."""
-        return 1.0 if self.contention is None or copy_blocks <= 0 else self.contention.linear(copy_blocks)
+        """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured).
+        At least 1: copies on other SMs cannot speed a GEMM up, so a measured ratio below 1 is noise."""
+        if self.contention is None or copy_blocks <= 0:
+            return 1.0
+        return max(1.0, self.contention.linear(copy_blocks))
 
 
 # ---- validation ----------------------------------------------------------------------------

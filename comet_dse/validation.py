@@ -224,7 +224,14 @@ def sweeps(points: list[dict]) -> list[dict]:
     return [sweep(group) for group in groups.values() if len(group) >= 2]
 
 
-def sweep_summary(found: list[dict]) -> dict:
+# a sweep over the fused-layer issue's grid of communication blocks (4 ... 48; the copy engine, 0, is a
+# separate sweep: other tiles): the one the Spearman and regret targets are stated on
+FULL_SWEEP_POINTS = 6
+
+
+def sweep_summary(found: list[dict], min_points: int = 2) -> dict:
+    """Mean and worst Spearman and regret over the sweeps of at least `min_points` block counts."""
+    found = [s for s in found if s["n"] >= min_points]
     rhos = [s["spearman"] for s in found if s["spearman"] is not None]
     regrets = [s["regret_pct"] for s in found]
     return {

@@ -92,7 +92,10 @@ def validation_html(report: dict) -> str:
     notes = (f"<p>Command: <code>{html.escape(report['command'])}</code>. Routing {html.escape(str(report['routing']))}, "
              f"seed {report['seed']}, cost model version {report['cost_model_version']}. Comet sweeps across communication "
              f"blocks: {t['n']}, mean Spearman {_num(t['mean_spearman'], '+.2f')} (min {_num(t['min_spearman'], '+.2f')}), "
-             f"regret of the simulator's pick mean {_num(t['mean_regret_pct'], '.1f')}%, max {_num(t['max_regret_pct'], '.1f')}%.</p>")
+             f"regret of the simulator's pick mean {_num(t['mean_regret_pct'], '.1f')}%, max {_num(t['max_regret_pct'], '.1f')}%"
+             + (f"; over the {f['n']} full sweeps (6 or more block counts) mean Spearman {_num(f['mean_spearman'], '+.2f')}, "
+                f"regret max {_num(f['max_regret_pct'], '.1f')}%" if (f := report.get("full_sweeps_summary")) else "")
+             + ".</p>")
     sweep_rows = "".join(
         f"<tr><td>{html.escape(s['model'])}</td><td>{s['tokens']}</td><td>{s['n']}</td><td>{_num(s['spearman'], '+.2f')}</td>"
         f"<td>{_num(s['regret_pct'], '.1f')}%</td><td>{'/'.join(map(str, s['predicted_best']))}</td>"

@@ -750,19 +750,23 @@ class Calibration:
         pull = self._copy_launcher(buf, buf_rows, cols, push=False)
         side = torch.cuda.Stream()
         alone, busy = [], []
+
+        def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
+            torch.cuda.synchronize()
+            dist.barrier()
+
         for n in s.comm_blocks:
             layer.cfg = replace(layer.cfg, comm_blocks0=n)
 
             def gemm() -> None:
                 layer._launch_layer0(plan, COMPUTE_ONLY)
 
-            alone.append(self._time(gemm, together=True))
+            alone.append(self._time(gemm, before=settle))
             once = self._time(lambda: pull(n), together=True)
             repeats = max(1, math.ceil(3 * alone[-1] / once))
 
             def copies(n=n, repeats=repeats) -> None:
-                torch.cuda.synchronize()  # the previous run's copies are done on this rank,
-                dist.barrier()  # and on every rank: all start copying together
+                settle()  # the previous run's copies are done, and every rank starts copying together
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     pull(n, repeats)
@@ -774,6 +778,7 @@ class Calibration:
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
         self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
                           f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
-                          f"on a side stream; slowest of {self.world} GPUs")
+                          f"on a side stream, both after a device sync and a barrier; slowest of {self.world} GPUs "
+                          f"(the simulator reads a ratio below 1 as 1: noise)")
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
 

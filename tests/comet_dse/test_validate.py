@@ -97,6 +97,17 @@ def test_sweep_metrics_on_a_hand_made_case():
     assert sweep(points[:2])["spearman"] is None  # two points rank nothing
 
 
+def test_the_full_sweep_summary_keeps_only_sweeps_over_the_whole_grid():
+    from comet_dse.validation import FULL_SWEEP_POINTS, sweep_summary
+
+    short = {"n": 3, "spearman": -1.0, "regret_pct": 12.0}
+    full = [{"n": FULL_SWEEP_POINTS, "spearman": rho, "regret_pct": regret} for rho, regret in ((1.0, 0.0), (0.8, 2.0))]
+    assert sweep_summary([short, *full]) == {"n": 3, "mean_spearman": round(0.8 / 3, 4), "min_spearman": -1.0,
+                                             "mean_regret_pct": 4.67, "max_regret_pct": 12.0}
+    assert sweep_summary([short, *full], FULL_SWEEP_POINTS) == {"n": 2, "mean_spearman": 0.9, "min_spearman": 0.8,
+                                                                "mean_regret_pct": 1.0, "max_regret_pct": 2.0}
+
+
 def test_a_folder_reads_its_bench_files_and_the_table_prints(capsys, tmp_path):
     out = tmp_path / "v.json"
     code, text, err = run_cli(capsys, "validate", "--measurements", str(MEASURED), "--tokens", "256", "--out", str(out))
