@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 from comet_dse.choices import ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.columns import align_columns
@@ -86,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html-ranks", default="slowest,fastest,0", metavar="LIST",
                         help="ranks whose tracks the --html timeline draws: integers, 'slowest', 'fastest' (default: slowest,fastest,0)")
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal anyway)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the simulation (cProfile) and print its hot spots on stderr: where the time goes")
 
 
 def build_schedules(args: argparse.Namespace, hidden: int):
@@ -143,6 +148,32 @@ def format_table(results, workload) -> str:
         knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
         lines.append(f"  {r.schedule}: {knobs}; slowest rank {r.params['slowest_rank']}")
     return "\n".join(lines)
+
+
+@contextmanager
+def hot_spots(enabled: bool, top: int = 15):
+    """With `enabled`, the functions the block spent most time in (own time), on stderr."""
+    if not enabled:
+        yield
+        return
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        print(f"hot spots: {total:.2f} s profiled, the {top} functions with the most own time", file=sys.stderr)
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+        for (path, line, name), (_, calls, own, cumulative, _) in rows:
+            where = f"{Path(path).name}:{line}" if line else path
+            print(f"  {own:7.2f} s own {cumulative:7.2f} s total {calls:>9} calls  {name} ({where})", file=sys.stderr)
 
 
 def layer_routings(args: argparse.Namespace, workload) -> list[tuple[int, str]] | None:
@@ -229,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
     names = ", ".join(s.name for s in schedules)
     notice = f"simulating {names} on {workload.ep * workload.tp} GPUs ({workload.tokens} tokens each) …"
     with SlowNotice(Progress(wanted(args.quiet), prefix="comet-dse simulate"), notice, long=workload.ep >= LONG_EP):
-        results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
+        with hot_spots(args.profile):
+            results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
 
     if args.trace:
         write_chrome_trace(results, args.trace)

@@ -122,3 +122,13 @@ def test_layers_each_with_its_routing_and_their_sum(capsys, tmp_path):
     code, table, _ = run_cli(capsys, "simulate", *small[:-1], "--routing", f"counts:{counts}", "--layers", "2,0")
     assert code == 0
     assert [line.split()[0] for line in table.splitlines()[2:5]] == ["2", "0", "sum"]
+
+
+def test_profile_names_the_hot_spots_on_stderr_and_leaves_the_json_alone(capsys):
+    small = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8", "--tokens", "512", "--json"]
+    code, plain, _ = run_cli(capsys, "simulate", *small)
+    code, out, err = run_cli(capsys, "simulate", *small, "--profile")
+    assert code == 0 and json.loads(out) == json.loads(plain)
+    lines = err.splitlines()
+    assert lines[0].startswith("hot spots: ") and len(lines) == 16
+    assert any("network.py" in line or "comet.py" in line for line in lines[1:])  # the simulator's own code shows
