@@ -101,19 +101,23 @@ class HardwareProfile:
         Bottleneck model: the busiest port (NVLink or NIC, in or out) sets the time at the
         collective's achieved bandwidth, plus a fixed latency. The diagonal stays local.
         """
+        nvlink, nic = self.busiest_ports(pair_bytes)
+        eff = self.collective_efficiency
+        worst = max(nvlink / (self.link_GBps * 1e9 * eff), nic / (self.nic_GBps * 1e9 * eff))
+        latency_us = self.collective_latency_us + (self.nic_latency_us if nic > 0 else 0.0)
+        return worst * NS_PER_S + latency_us * 1e3
+
+    def busiest_ports(self, pair_bytes: np.ndarray) -> tuple[float, float]:
+        """Bytes through the busiest NVLink port and the busiest NIC port (a GPU's sends or its
+        receives: the directions are separate) when GPU s sends pair_bytes[s, d] to GPU d; the
+        diagonal stays local."""
         world = pair_bytes.shape[0]
         node = np.arange(world) // self.gpus_per_node
         same_node = node[:, None] == node[None, :]
-        off_diag = ~np.eye(world, dtype=bool)
-        intra = np.where(same_node & off_diag, pair_bytes, 0.0)
+        intra = np.where(same_node & ~np.eye(world, dtype=bool), pair_bytes, 0.0)
         inter = np.where(~same_node, pair_bytes, 0.0)
-        eff = self.collective_efficiency
-        worst = max(
-            max(intra.sum(axis=1).max(), intra.sum(axis=0).max()) / (self.link_GBps * 1e9 * eff),
-            max(inter.sum(axis=1).max(), inter.sum(axis=0).max()) / (self.nic_GBps * 1e9 * eff),
-        )
-        latency_us = self.collective_latency_us + (self.nic_latency_us if inter.any() else 0.0)
-        return worst * NS_PER_S + latency_us * 1e3
+        return (float(max(intra.sum(axis=1).max(), intra.sum(axis=0).max())),
+                float(max(inter.sum(axis=1).max(), inter.sum(axis=0).max())))
 
     def to_dict(self) -> dict:
         """The figures and sources; a measured profile's tables under "measured" (absent otherwise)."""

@@ -157,7 +157,6 @@ def hot_spots(enabled: bool, top: int = 15):
         yield
         return
     import cProfile
-    import io
     import pstats
 
     profiler = cProfile.Profile()
@@ -166,8 +165,7 @@ def hot_spots(enabled: bool, top: int = 15):
         yield
     finally:
         profiler.disable()
-        text = io.StringIO()
-        stats = pstats.Stats(profiler, stream=text)
+        stats = pstats.Stats(profiler)
         total = stats.total_tt  # type: ignore[attr-defined]
         print(f"hot spots: {total:.2f} s profiled, the {top} functions with the most own time", file=sys.stderr)
         rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]

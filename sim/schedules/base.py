@@ -112,21 +112,13 @@ def pair_bytes(ctx: SimContext, counts: np.ndarray) -> np.ndarray:
 
 
 def link_floor_ns(ctx: SimContext, sends: np.ndarray) -> float:
-    """One all-to-all's bytes `sends` (W, W) alone on the links at their full rate: per rank, what it
-    sends and what it receives over NVLink and over the NIC, each port at its capacity (the ports
-    work at once), plus the longest path latency it uses; the slowest rank. Local rows move no link."""
-    node = ctx.node_of
-    same = node[:, None] == node[None, :]
-    np.fill_diagonal(same, False)
-    remote = ~(node[:, None] == node[None, :])
+    """One all-to-all's bytes `sends` (W, W) alone on the links at their full rate: the busiest NVLink
+    and NIC ports (sends or receives of one GPU; the ports work at once), each at its capacity plus
+    its path latency. Local rows move no link."""
     hw = ctx.hardware
-    floor = np.zeros(len(node))
-    for mask, capacity, latency_ns in ((same, hw.link_GBps, hw.link_latency_us * 1e3),
-                                       (remote, hw.nic_GBps, hw.nic_latency_us * 1e3)):
-        moved = np.where(mask, sends, 0.0)
-        port = np.maximum(moved.sum(axis=1), moved.sum(axis=0))  # out and in are separate directions
-        floor = np.maximum(floor, np.where(port > 0, port / capacity + latency_ns, 0.0))
-    return float(floor.max(initial=0.0))
+    nvlink, nic = hw.busiest_ports(sends)
+    return max(nvlink / hw.link_GBps + hw.link_latency_us * 1e3 if nvlink > 0 else 0.0,
+               nic / hw.nic_GBps + hw.nic_latency_us * 1e3 if nic > 0 else 0.0)
 
 
 def comm_alone_ns(ctx: SimContext) -> float:
