@@ -56,7 +56,7 @@ def render() -> dict:
     return {
         "what": "tuned plans' picks measured on the GPUs they were tuned for (comet-dse validate's plan check)",
         "command": "python benchmarks/plan_check.py",
-        "hardware_profile": "results/hardware/h200-x2.json",
+        "hardware_profile": "results/hardware/h200-x2-run9.json",
         "gpu": picked_run["gpu"] if rows else None,
         "bench_commands": sorted({json.loads(p.read_text())["command"] for p in BENCH.glob("bench-*.json")}),
         "buckets": rows,

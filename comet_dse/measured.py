@@ -12,7 +12,8 @@ The lookups here are what the simulator prices kernels with (sim/measured_costs.
 - `memory_pass_ns`: a memory-bound pass of a kind over some bytes;
 - `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
 - `comm_GBps`: what n communication blocks move (pull or push);
-- `gemm_slowdown`: GEMM time with n blocks copying beside it / alone.
+- `gemm_slowdown`: GEMM time with n blocks copying beside it / alone;
+- `copy_slowdown`: n blocks' copy time beside a GEMM on the other SMs / alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TOP_KEYS = ("format", "name", "base", "gpus", "provenance", "figures", "sources"
 IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per expert (B0's "loop"); the fused kernels
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
-TABLES_OPTIONAL = ("comm_blocks", "gemm_contention")
+TABLES_OPTIONAL = ("comm_blocks", "gemm_contention", "copy_contention")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -83,6 +84,16 @@ class GemmEntry:
         return 2.0 * rows * self.k * self.n * (2 if self.swiglu else 1)
 
 
+def _per_tile(entry: GemmEntry, weight_GBps: float, dtype_bytes: int) -> Curve:
+    """A fused entry's time per tile over rows per expert (see MeasuredTables.fused_tile_us)."""
+    weights_us = entry.experts * entry.k * entry.n * (2 if entry.swiglu else 1) * dtype_bytes / weight_GBps / 1e3
+    fixed = max(0.0, entry.us.y[0] - weights_us)
+    tiles_n = -(-entry.n // entry.block_n)
+    per_tile = [(us - fixed) / -(-(entry.experts * -(-int(r) // entry.block_m) * tiles_n) // entry.sms)
+                for r, us in zip(entry.us.x, entry.us.y)]
+    return Curve(entry.us.x, tuple(per_tile))
+
+
 # ---- the tables ----------------------------------------------------------------------------
 
 
@@ -97,7 +108,8 @@ class MeasuredTables:
     alltoall: dict[int, Curve]  # world size -> us over bytes per rank
     comm: dict[str, Curve]  # "pull" / "push" -> GB/s over blocks; empty: the scalar figures' curve
     copy_engine_GBps: float | None
-    contention: Curve | None  # slowdown over copy blocks
+    contention: Curve | None  # GEMM slowdown over copy blocks
+    copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
 
     @property
@@ -152,12 +164,22 @@ class MeasuredTables:
         entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
         if entry.block_m is None:  # no fused entry at all: a grouped_mm call's time per (expert, column tile)
             return self.expert_gemm_us("fused", k, n, swiglu, rows, sms, tile) * sms / -(-n // tile[1])
-        weights_us = entry.experts * entry.k * entry.n * (2 if entry.swiglu else 1) * dtype_bytes / weight_GBps / 1e3
-        fixed = max(0.0, entry.us.y[0] - weights_us)
-        per_tile = [(us - fixed) / -(-(entry.experts * -(-int(r) // entry.block_m) * -(-entry.n // entry.block_n)) // entry.sms)
-                    for r, us in zip(entry.us.x, entry.us.y)]
         scale = (k / entry.k) * (tile[0] * tile[1]) / (entry.block_m * entry.block_n)
-        return Curve(entry.us.x, tuple(per_tile)).loglog(rows) * scale
+        # Every SM count measured for that shape and tile, not just the nearest: a tile's time
+        # changes smoothly with the SMs at work (clocks and HBM shared by fewer SMs), while one
+        # timed call can be 15% off (h200-x2.json: Mixtral GEMM0 at 124 SMs, 4096 rows). A robust
+        # line through them (Theil-Sen) keeps such a point from setting the time of one SM count.
+        peers = [e for e in self.grouped_gemm if (e.impl, e.k, e.n, e.swiglu, e.block_m, e.block_n)
+                 == (entry.impl, entry.k, entry.n, entry.swiglu, entry.block_m, entry.block_n)]
+        at_rows = [_per_tile(e, weight_GBps, dtype_bytes).loglog(rows) for e in peers]
+        if len(peers) < 3:
+            return at_rows[peers.index(entry)] * scale
+        from scipy.stats import theilslopes  # here: calibrate reads profiles without the simulator's dependencies
+
+        counts = [e.sms for e in peers]
+        slope, intercept, _, _ = theilslopes(at_rows, counts, method="joint")
+        at = min(max(sms, min(counts)), max(counts))  # no extrapolation past the measured SM counts
+        return max(intercept + slope * at, min(at_rows)) * scale
 
     def has_impl(self, impl: str) -> bool:
         return any(e.impl == impl for e in self.grouped_gemm)
@@ -208,6 +230,13 @@ class MeasuredTables:
             return 1.0
         return max(1.0, self.contention.linear(copy_blocks))
 
+    def copy_slowdown(self, copy_blocks: int) -> float:
+        """Copy time of `copy_blocks` communication blocks beside a GEMM on the other SMs / alone
+        (1 if not measured; at least 1, as for the GEMM)."""
+        if self.copy_contention is None or copy_blocks <= 0:
+            return 1.0
+        return max(1.0, self.copy_contention.linear(copy_blocks))
+
 
 # ---- validation ----------------------------------------------------------------------------
 
@@ -255,6 +284,16 @@ def _curve(obj: dict, path: str, xs: str, ys: str, x_low: float = 0.0, x_strict:
     if bad is not None:
         raise UserError(f"{path}.{xs}", f"must be strictly increasing, got {xv[bad - 1]:g} then {xv[bad]:g} at [{bad}]")
     return Curve(tuple(xv), tuple(yv))
+
+
+def _slowdowns(tables: dict, path: str, name: str, x_low: float) -> Curve | None:
+    """An optional {"copy_blocks", "slowdown"} table (gemm_contention, copy_contention)."""
+    if name not in tables:
+        return None
+    at = f"{path}.{name}"
+    obj = _object(tables[name], at)
+    _keys(obj, at, ("copy_blocks", "slowdown"))
+    return _curve(obj, at, "copy_blocks", "slowdown", x_low, x_strict=False)
 
 
 def _gemm_entry(obj, path: str) -> GemmEntry:
@@ -323,15 +362,12 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         if "copy_engine_GBps" in blocks:
             engine = _number(blocks["copy_engine_GBps"], f"{at}.copy_engine_GBps")
 
-    contention = None
-    if "gemm_contention" in tables:
-        at = f"{path}.gemm_contention"
-        obj = _object(tables["gemm_contention"], at)
-        _keys(obj, at, ("copy_blocks", "slowdown"))
-        contention = _curve(obj, at, "copy_blocks", "slowdown", 0.0, x_strict=False)
-        if contention.x[0] != 0:
-            raise UserError(f"{at}.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
-    return MeasuredTables(gpus, gemm, memory, alltoall, comm, engine, contention, raw=json.loads(json.dumps(tables)))
+    contention = _slowdowns(tables, path, "gemm_contention", 0.0)
+    if contention is not None and contention.x[0] != 0:
+        raise UserError(f"{path}.gemm_contention.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
+    copies = _slowdowns(tables, path, "copy_contention", 1.0)
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, engine, contention, copies,
+                          raw=json.loads(json.dumps(tables)))
 
 
 def load_measured(path: Path, data: dict) -> HardwareProfile:

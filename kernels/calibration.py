@@ -17,7 +17,9 @@ the package.
 - copies: `copy_blocks_kernel` below runs the fused kernels' `_copy_block` on n programs, pulling
   (as layer0) or pushing (as layer1) over peer memory addressed as in fused_moe.py; the copy
   engine is one peer `copy_` on a side stream.
-- contention: layer0's GEMM on the compute programs alone vs beside n copy programs on a side stream.
+- contention: layer0's GEMM on the compute programs alone vs beside n copy programs on a side stream,
+  and the other way round: the n copy programs alone vs beside that GEMM (gemm_contention and
+  copy_contention).
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def _check_grouped_gemm(entries) -> None:
 
 
 def _check_tables(tables: dict, gpus: int) -> None:
-    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "gemm_contention"}
+    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "gemm_contention", "copy_contention"}
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
@@ -282,6 +284,11 @@ def _check_tables(tables: dict, gpus: int) -> None:
         _curve(gc_["copy_blocks"], gc_["slowdown"], "tables.gemm_contention", "copy_blocks", "slowdown", x_min=0)
         if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
             raise ProfileError("tables.gemm_contention", "must start at copy_blocks 0 with slowdown 1.0")
+    if "copy_contention" in tables:
+        cc = tables["copy_contention"]
+        if not isinstance(cc, dict) or set(cc) != {"copy_blocks", "slowdown"}:
+            raise ProfileError("tables.copy_contention", "must have exactly the keys ['copy_blocks', 'slowdown']")
+        _curve(cc["copy_blocks"], cc["slowdown"], "tables.copy_contention", "copy_blocks", "slowdown")
 
 
 def check_profile(data: dict) -> None:
@@ -750,6 +757,7 @@ class Calibration:
         pull = self._copy_launcher(buf, buf_rows, cols, push=False)
         side = torch.cuda.Stream()
         alone, busy = [], []
+        copy_alone, copy_busy = [], []
 
         def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
             torch.cuda.synchronize()
@@ -773,12 +781,33 @@ class Calibration:
 
             busy.append(self._time(gemm, before=copies))
             torch.cuda.synchronize()
-        times = self._slowest(alone + busy)
-        slow = [b / a for a, b in zip(times[:len(alone)], times[len(alone):])]
+            # the other way round: the copies timed beside GEMMs that outlast them, as layer0's pulls
+            # run beside its compute blocks (HBM, L2 and the memory system shared with the tiles)
+            copy_alone.append(once)
+            gemm_repeats = max(1, math.ceil(2 * once / alone[-1]))
+
+            def gemms(gemm_repeats=gemm_repeats) -> None:
+                settle()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(gemm_repeats):
+                        gemm()
+
+            copy_busy.append(self._time(lambda: pull(n), before=gemms))  # the spin lets the GEMM take its SMs first
+            torch.cuda.synchronize()
+        times = self._slowest(alone + busy + copy_alone + copy_busy)
+        k = len(alone)
+        slow = [b / a for a, b in zip(times[:k], times[k:2 * k])]
+        copy_slow = [b / a for a, b in zip(times[2 * k:3 * k], times[3 * k:])]
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
+        self.tables["copy_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in copy_slow]}
         self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
                           f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
                           f"on a side stream, both after a device sync and a barrier; slowest of {self.world} GPUs "
                           f"(the simulator reads a ratio below 1 as 1: noise)")
+        self.notes.append(f"copy_contention: copy_blocks_kernel pulling with n programs, timed alone vs beside the same "
+                          f"GEMM (launched first on a side stream, repeated to outlast the copies); slowest of "
+                          f"{self.world} GPUs (the simulator reads a ratio below 1 as 1)")
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
+        self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
 

@@ -9,7 +9,8 @@ the fused layer as built does, priced from the tables:
   (MeasuredTables.fused_tile_us); GEMM0 is one tile per BLOCK_N columns of F doing gate and up
   (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
-- GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks;
+- GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks, and the
+  communication blocks' bandwidth divided by copy_contention (their copies beside a GEMM);
 - the plan's small kernels, the pack gather and a device barrier before layer0, a device
   barrier after layer1 and one combine pass at the owner.
 """

@@ -98,6 +98,18 @@ def test_pass_alltoall_comm_and_contention_lookups(tmp_path):
     assert t.gemm_slowdown(0) == 1.0 and t.gemm_slowdown(2) == 1.25 and t.gemm_slowdown(8) == 1.5
     bare = load_hardware_from(edited(lambda d: [d["tables"].pop(k) for k in ("comm_blocks", "gemm_contention")]), tmp_path)
     assert bare.comm_GBps("pull", 2) is None and bare.gemm_slowdown(16) == 1.0
+    assert t.copy_slowdown(4) == 1.0  # hand.json measured no copy contention
+
+
+def test_copy_contention_lookup(tmp_path):
+    table = {"copy_blocks": [2, 4, 8], "slowdown": [0.95, 1.2, 1.4]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=table)), tmp_path)
+    assert t.copy_slowdown(4) == pytest.approx(1.2) and t.copy_slowdown(6) == pytest.approx(1.3)
+    assert t.copy_slowdown(2) == 1.0  # a measured speed-up is noise
+    assert t.copy_slowdown(64) == pytest.approx(1.4) and t.copy_slowdown(0) == 1.0  # the copy engine: not SMs
+    with pytest.raises(UserError, match=r"hardware\.tables\.copy_contention\.slowdown\[1\]"):
+        load_hardware_from(edited(lambda d: d["tables"].update(
+            copy_contention={"copy_blocks": [2, 4], "slowdown": [1.0, -1.0]})), tmp_path)
 
 
 # ---- bad profiles: one line naming the field, exit 2 -------------------------------------------

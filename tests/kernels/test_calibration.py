@@ -145,6 +145,7 @@ VALID = {
         "comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [20.0, 40.0]}, "push": {"blocks": [1, 2], "GBps": [21.0, 41.0]},
                         "copy_engine_GBps": 380.0},
         "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
+        "copy_contention": {"copy_blocks": [1, 16], "slowdown": [1.01, 1.2]},
     },
 }
 
@@ -193,6 +194,8 @@ def test_the_hand_made_profile_passes():
     ("tables.comm_blocks.copy_engine_GBps", 0, "hardware.tables.comm_blocks.copy_engine_GBps"),
     ("tables.gemm_contention.copy_blocks", [1, 16], "hardware.tables.gemm_contention: must start at copy_blocks 0"),
     ("tables.gemm_contention.slowdown", [1.0, 0.0], "hardware.tables.gemm_contention.slowdown[1]"),
+    ("tables.copy_contention.slowdown", [1.0, 0.0], "hardware.tables.copy_contention.slowdown[1]"),
+    ("tables.copy_contention.copy_blocks", [16, 1], "hardware.tables.copy_contention.copy_blocks"),
 ])
 def test_a_broken_profile_names_its_field(path, value, field):
     data = copy.deepcopy(VALID)

@@ -146,6 +146,31 @@ def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_p
     assert tables.fused_tile_us(512, 128, True, 256, 2, (128, 64), hw.hbm_GBps) == pytest.approx(4.0)
 
 
+def test_a_fused_tile_at_one_sm_count_follows_the_line_through_every_sm_count_measured(tmp_path):
+    data = json.loads(HAND_PROFILE.read_text())
+    gemm0 = data["tables"]["grouped_gemm"][2]
+    # one expert: at 256 rows 2 tiles in one wave on 2+ SMs; the weights stream in 2.0 us, so a call of
+    # us0 at 128 rows has us0 - 2 fixed and a 256-row tile takes 2 us0 - (us0 - 2) = us0 + 2: 4, 5, 11
+    # (one slow call), 7, 8 us at 2..6 SMs
+    entries = [{**gemm0, "sms": sms, "us": [us, 2 * us]} for sms, us in ((2, 2.0), (3, 3.0), (4, 9.0), (5, 5.0), (6, 6.0))]
+    data["tables"]["grouped_gemm"][2:3] = entries
+    path = tmp_path / "sms.json"
+    path.write_text(json.dumps(data))
+    hw = load_hardware(path)
+
+    def tile(hw, sms: int) -> float:
+        return hw.measured.fused_tile_us(256, 128, True, 256, sms, (128, 128), hw.hbm_GBps)
+
+    # the robust line through the five is the line through the four regular ones (2 + SMs): the slow
+    # call does not set 4 SMs' time, and the line is not extrapolated past the SM counts measured
+    assert [tile(hw, s) for s in range(1, 8)] == pytest.approx([4.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.0])
+    # with fewer than 3 SM counts measured, the nearest one is taken as it is
+    data["tables"]["grouped_gemm"][2:7] = entries[1:3]
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(data))
+    assert tile(load_hardware(two), 4) == pytest.approx(11.0)
+
+
 def test_merged_tiles_compute_fewer_partial_tiles_than_tiles_by_source(tmp_path):
     # each rank: 64 tokens to expert 0 (rank 0), 192 to expert 1 (rank 1). Rank 0 holds 64 own + 64 remote
     # rows: by source two half tiles, merged one full one; rank 1's 192 + 192: by source 2 + 2 tiles,
