@@ -158,7 +158,8 @@ class MeasuredTables:
         persistent schedule charges that again). The fixed cost (launch, ramp-up, tail of a kernel
         timed alone) is what the call at its fewest rows took beyond streaming its experts' weights
         once at `weight_GBps` (HBM): there the weights are all the work. Per-tile times interpolate
-        log-log in rows per expert; another tile shape or K scales by its area and K."""
+        log-log in rows per expert; another tile shape or K scales by its area and K. Where 3+ SM
+        counts were measured, the time at `sms` is read from a robust line through all of them."""
         if rows <= 0:
             return 0.0
         entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
@@ -167,7 +168,7 @@ class MeasuredTables:
         scale = (k / entry.k) * (tile[0] * tile[1]) / (entry.block_m * entry.block_n)
         # Every SM count measured for that shape and tile, not just the nearest: a tile's time
         # changes smoothly with the SMs at work (clocks and HBM shared by fewer SMs), while one
-        # timed call can be 15% off (h200-x2.json: Mixtral GEMM0 at 124 SMs, 4096 rows). A robust
+        # timed call can be 15% off (h200-x2-run9.json: Mixtral GEMM0 at 124 SMs, 4096 rows). A robust
         # line through them (Theil-Sen) keeps such a point from setting the time of one SM count.
         peers = [e for e in self.grouped_gemm if (e.impl, e.k, e.n, e.swiglu, e.block_m, e.block_n)
                  == (entry.impl, entry.k, entry.n, entry.swiglu, entry.block_m, entry.block_n)]
