@@ -231,15 +231,28 @@ def _copy_bandwidth(folder: Path) -> list[str]:
         if not copies or data.get("provenance", {}).get("quick"):
             continue
         link = max([copies.get("copy_engine_GBps") or 0] + copies["pull"]["GBps"] + copies["push"]["GBps"])
-        rows = [[str(b), f"{pull:.0f}", f"{pull / link:.0%}", f"{push:.0f}", f"{push / link:.0%}"]
-                for b, pull, push in zip(copies["pull"]["blocks"], copies["pull"]["GBps"], copies["push"]["GBps"])]
+        layer = data["tables"].get("layer_comm_blocks")  # the layer's own tile walk (calibrate since 2026-11-26)
+        by_blocks = {} if not layer else {
+            b: (pull, push) for b, pull, push in zip(layer["pull"]["blocks"], layer["pull"]["GBps"], layer["push"]["GBps"])}
+
+        def share(v: float | None) -> list[str]:
+            return ["–", "–"] if v is None else [f"{v:.0f}", f"{v / link:.0%}"]
+
+        rows = []
+        for b, pull, push in zip(copies["pull"]["blocks"], copies["pull"]["GBps"], copies["push"]["GBps"]):
+            in_layer = by_blocks.get(b, (None, None))
+            rows.append([str(b), *share(pull), *share(push)] + ([*share(in_layer[0]), *share(in_layer[1])] if layer else []))
         prov = data["provenance"]
         out += [f"## Communication blocks → bandwidth (`{path.relative_to(folder.parent.parent)}`)", "",
                 f"`{prov['command']}` on {prov['gpus']}× {prov['gpu']}, {prov['date']}: the fused kernels' copy code "
                 "(`_copy_block`, 16-byte accesses) pulling (layer0) and pushing (layer1) 128 MiB over NVLink, every GPU "
                 f"copying at once, in GB/s and as a share of the best peer copy measured ({link:.0f} GB/s, the copy "
-                "engine's).", ""]
-        out += _table(["blocks", "pull GB/s", "pull / link", "push GB/s", "push / link"], rows) + [""]
+                "engine's)" + (". In the layer: the same copies through the fused kernels' own tile walk (layer0 and "
+                               "layer1 in COMM_ONLY mode: tile table, pieces, flags and counters included)." if layer
+                               else "."), ""]
+        header = ["blocks", "pull GB/s", "pull / link", "push GB/s", "push / link"]
+        header += ["in the layer: pull", "/ link", "push", "/ link"] if layer else []
+        out += _table(header, rows) + [""]
     return out
 
 

@@ -11,7 +11,7 @@ The lookups here are what the simulator prices kernels with (sim/measured_costs.
 - `expert_gemm_us`: one expert's share of a grouped GEMM call, by (impl, K, N, swiglu, rows, SMs);
 - `memory_pass_ns`: a memory-bound pass of a kind over some bytes;
 - `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
-- `comm_GBps`: what n communication blocks move (pull or push);
+- `comm_GBps`: what n communication blocks move (pull or push), through the layer's tile walk if timed;
 - `gemm_slowdown`: GEMM time with n blocks copying beside it / alone;
 - `copy_slowdown`: n blocks' copy time beside a GEMM on the other SMs / alone.
 """
@@ -36,8 +36,9 @@ FORMAT = "comet-dse-profile/1"
 TOP_KEYS = ("format", "name", "base", "gpus", "provenance", "figures", "sources", "tables")
 IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per expert (B0's "loop"); the fused kernels
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
+PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
-TABLES_OPTIONAL = ("comm_blocks", "gemm_contention", "copy_contention")
+TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -107,6 +108,7 @@ class MeasuredTables:
     memory_pass_GBps: dict[str, float]
     alltoall: dict[int, Curve]  # world size -> us over bytes per rank
     comm: dict[str, Curve]  # "pull" / "push" -> GB/s over blocks; empty: the scalar figures' curve
+    layer_comm: dict[str, Curve]  # the same through the fused layer's own tile walk (COMM_ONLY); empty: not measured
     copy_engine_GBps: float | None
     contention: Curve | None  # GEMM slowdown over copy blocks
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
@@ -220,8 +222,10 @@ class MeasuredTables:
         return self.alltoall[world].loglog(max(bytes_per_rank, 1.0))
 
     def comm_GBps(self, direction: str, blocks: int) -> float | None:
-        """What `blocks` communication blocks move, pulling or pushing (None: not measured)."""
-        curve = self.comm.get(direction)
+        """What `blocks` communication blocks move, pulling or pushing (None: not measured): through
+        the fused layer's own tile walk where calibrate timed it (layer_comm_blocks), else the bare
+        copy code's rate (comm_blocks)."""
+        curve = self.layer_comm.get(direction) or self.comm.get(direction)
         return None if curve is None else curve.linear(blocks, through_origin=True)
 
     def gemm_slowdown(self, copy_blocks: int) -> float:
@@ -287,6 +291,21 @@ def _curve(obj: dict, path: str, xs: str, ys: str, x_low: float = 0.0, x_strict:
     return Curve(tuple(xv), tuple(yv))
 
 
+def _directions(tables: dict, path: str, name: str, extra: tuple[str, ...] = ()) -> dict[str, Curve]:
+    """An optional table of "pull" and "push" curves of GB/s over blocks (comm_blocks, layer_comm_blocks)."""
+    if name not in tables:
+        return {}
+    at = f"{path}.{name}"
+    blocks = _object(tables[name], at)
+    _keys(blocks, at, DIRECTIONS, extra)
+    curves = {}
+    for direction in DIRECTIONS:
+        curve_obj = _object(blocks[direction], f"{at}.{direction}")
+        _keys(curve_obj, f"{at}.{direction}", ("blocks", "GBps"))
+        curves[direction] = _curve(curve_obj, f"{at}.{direction}", "blocks", "GBps", 1.0, x_strict=False)
+    return curves
+
+
 def _slowdowns(tables: dict, path: str, name: str, x_low: float) -> Curve | None:
     """An optional {"copy_blocks", "slowdown"} table (gemm_contention, copy_contention)."""
     if name not in tables:
@@ -332,8 +351,8 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         raise UserError(f"{path}.grouped_gemm", "needs at least one \"grouped_mm\" entry (the baselines' GEMM)")
 
     passes = _object(tables["memory_pass_GBps"], f"{path}.memory_pass_GBps")
-    _keys(passes, f"{path}.memory_pass_GBps", PASS_KINDS)
-    memory = {k: _number(passes[k], f"{path}.memory_pass_GBps.{k}") for k in PASS_KINDS}
+    _keys(passes, f"{path}.memory_pass_GBps", PASS_KINDS, PASS_KINDS_OPTIONAL)
+    memory = {k: _number(v, f"{path}.memory_pass_GBps.{k}") for k, v in passes.items()}
 
     a2a_list = tables["alltoall"]
     if not isinstance(a2a_list, list) or not a2a_list:
@@ -350,24 +369,16 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
             raise UserError(f"{at}.world", f"{world} GPUs measured twice")
         alltoall[world] = _curve(entry, at, "bytes_per_rank", "us")
 
-    comm: dict[str, Curve] = {}
-    engine = None
-    if "comm_blocks" in tables:
-        at = f"{path}.comm_blocks"
-        blocks = _object(tables["comm_blocks"], at)
-        _keys(blocks, at, DIRECTIONS, ("copy_engine_GBps",))
-        for direction in DIRECTIONS:
-            curve_obj = _object(blocks[direction], f"{at}.{direction}")
-            _keys(curve_obj, f"{at}.{direction}", ("blocks", "GBps"))
-            comm[direction] = _curve(curve_obj, f"{at}.{direction}", "blocks", "GBps", 1.0, x_strict=False)
-        if "copy_engine_GBps" in blocks:
-            engine = _number(blocks["copy_engine_GBps"], f"{at}.copy_engine_GBps")
+    comm, engine = _directions(tables, path, "comm_blocks", ("copy_engine_GBps",)), None
+    if "copy_engine_GBps" in tables.get("comm_blocks", {}):
+        engine = _number(tables["comm_blocks"]["copy_engine_GBps"], f"{path}.comm_blocks.copy_engine_GBps")
+    layer_comm = _directions(tables, path, "layer_comm_blocks")
 
     contention = _slowdowns(tables, path, "gemm_contention", 0.0)
     if contention is not None and contention.x[0] != 0:
         raise UserError(f"{path}.gemm_contention.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
-    return MeasuredTables(gpus, gemm, memory, alltoall, comm, engine, contention, copies,
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies,
                           raw=json.loads(json.dumps(tables)))
 
 

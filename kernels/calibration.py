@@ -44,8 +44,8 @@ from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN,
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import _weighted_sum
-from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
-from comet_dse.kernels.fused_moe import COMPUTE_ONLY, _copy_block
+from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import environment, join_ranks, median_us
@@ -58,6 +58,7 @@ PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: fa
 HOST_SYNC_TOKENS = 4096
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
+PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's weighted top-k sum (profiles before 2026-11-26 lack it)
 
 # ----------------------------------------------------------------------------------------
 # the copy kernel: the fused layers' own copy code on n programs
@@ -240,8 +241,17 @@ def _check_grouped_gemm(entries) -> None:
         raise ProfileError("tables.grouped_gemm", "needs at least one grouped_mm entry")
 
 
+def _check_ways(table: dict, path: str) -> None:
+    """A table's "pull" and "push" curves of GB/s over blocks."""
+    for way in ("pull", "push"):
+        if not isinstance(table[way], dict) or set(table[way]) != {"blocks", "GBps"}:
+            raise ProfileError(f"{path}.{way}", "must have exactly the keys ['GBps', 'blocks']")
+        _curve(table[way]["blocks"], table[way]["GBps"], f"{path}.{way}", "blocks", "GBps")
+
+
 def _check_tables(tables: dict, gpus: int) -> None:
-    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "gemm_contention", "copy_contention"}
+    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "layer_comm_blocks", "gemm_contention",
+               "copy_contention"}
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
@@ -251,8 +261,9 @@ def _check_tables(tables: dict, gpus: int) -> None:
             raise ProfileError(f"tables.{name}", "is missing")
     _check_grouped_gemm(tables["grouped_gemm"])
     passes = tables["memory_pass_GBps"]
-    if not isinstance(passes, dict) or set(passes) != set(PASS_KINDS):
-        raise ProfileError("tables.memory_pass_GBps", f"must have exactly the kinds {list(PASS_KINDS)}")
+    if not isinstance(passes, dict) or not set(PASS_KINDS) <= set(passes) <= set(PASS_KINDS + PASS_KINDS_OPTIONAL):
+        raise ProfileError("tables.memory_pass_GBps", f"must have the kinds {list(PASS_KINDS)} "
+                                                      f"and may have {list(PASS_KINDS_OPTIONAL)}")
     for kind, value in passes.items():
         _positive(value, f"tables.memory_pass_GBps.{kind}")
     if "alltoall" in tables:
@@ -272,11 +283,13 @@ def _check_tables(tables: dict, gpus: int) -> None:
         cb = tables["comm_blocks"]
         if not isinstance(cb, dict) or set(cb) != {"pull", "push", "copy_engine_GBps"}:
             raise ProfileError("tables.comm_blocks", "must have exactly the keys ['copy_engine_GBps', 'pull', 'push']")
-        for way in ("pull", "push"):
-            if not isinstance(cb[way], dict) or set(cb[way]) != {"blocks", "GBps"}:
-                raise ProfileError(f"tables.comm_blocks.{way}", "must have exactly the keys ['GBps', 'blocks']")
-            _curve(cb[way]["blocks"], cb[way]["GBps"], f"tables.comm_blocks.{way}", "blocks", "GBps")
+        _check_ways(cb, "tables.comm_blocks")
         _positive(cb["copy_engine_GBps"], "tables.comm_blocks.copy_engine_GBps")
+    if "layer_comm_blocks" in tables:
+        lc = tables["layer_comm_blocks"]
+        if not isinstance(lc, dict) or set(lc) != {"pull", "push"}:
+            raise ProfileError("tables.layer_comm_blocks", "must have exactly the keys ['pull', 'push']")
+        _check_ways(lc, "tables.layer_comm_blocks")
     if "gemm_contention" in tables:
         gc_ = tables["gemm_contention"]
         if not isinstance(gc_, dict) or set(gc_) != {"copy_blocks", "slowdown"}:
@@ -414,7 +427,7 @@ class Calibration:
     def run_all(self) -> dict | None:
         steps = [self.dense, self.launch, self.memory_passes]
         if self.world > 1:
-            steps += [self.alltoall, self.host_sync, self.copies]
+            steps += [self.alltoall, self.host_sync, self.copies, self.layer_copies]
         for step in steps:
             step()
             self._free()  # each step's tensors: gone with its frame
@@ -506,6 +519,7 @@ class Calibration:
         h = self._random(pairs, 2 * ffn, seed=5)
         topk_w = self._random(tokens, k, seed=6, dtype=torch.float32).softmax(-1)
         reduced = torch.empty(tokens, hidden, device=self.device, dtype=torch.float32)
+        slots = perm.view(tokens, k)  # each token's k rows, anywhere in the region (as the send rows are)
         e = self.elem
         row_bytes = pairs * hidden * e
         passes = {  # kind: (the op, bytes read + written)
@@ -515,12 +529,15 @@ class Calibration:
             "elementwise": (lambda: torch.nn.functional.silu(h[:, :ffn], inplace=True).mul_(h[:, ffn:]), 5 * pairs * ffn * e),
             "fp32_reduce": (lambda: _weighted_sum(topk_w, rows.view(tokens, k, hidden), reduced),
                             row_bytes + 4 * pairs + 4 * tokens * hidden),
+            # the fused layer's combine: rows read by position, weighted, summed in fp32 in one pass
+            "combine": (lambda: combine_rows(rows, slots, topk_w, reduced), row_bytes + 12 * pairs + 4 * tokens * hidden),
         }
         us = self._slowest([self._time(fn) for fn, _ in passes.values()])
         self.tables["memory_pass_GBps"] = {kind: _sig(b / t / 1e3) for (kind, (_, b)), t in zip(passes.items(), us)}
         self.notes.append(f"memory_pass_GBps: B0's ops on {m.name}'s rows ({tokens} tokens x top-{k}, H={hidden}, F={ffn}): "
                           "index_select (gather), index_copy_ (scatter), silu_ + mul_ (elementwise), the top-k bmm "
-                          "into fp32 (fp32_reduce); bytes read + written / median time")
+                          "into fp32 (fp32_reduce); and the fused layer's combine_kernel (combine); bytes read + "
+                          "written / median time")
         self._say("memory passes GB/s: " + ", ".join(f"{k_}={v:.0f}" for k_, v in self.tables["memory_pass_GBps"].items()))
 
     # ---- grouped GEMM tables -----------------------------------------------------------------
@@ -568,8 +585,9 @@ class Calibration:
         self._say(f"grouped_gemm {impl} {shape.model} K={shape.K} N={shape.N}{' swiglu' if shape.swiglu else ''} "
                   f"x{shape.experts} sms={sms}: " + " ".join(f"{r}:{t:.0f}" for r, t in zip(self.s.rows, us)) + " µs")
 
-    def _fused_layer(self, model, max_rows: int, comm_blocks: int) -> FusedMoE:
-        """The model's local experts in a FusedMoE on this rank alone (top-1: rows = tokens)."""
+    def _fused_layer(self, model, max_rows: int, comm_blocks: int, every_rank: bool = False) -> FusedMoE:
+        """The model's local experts in a FusedMoE on this rank alone (top-1: rows = tokens), or
+        (every_rank) over every rank, `max_rows` tokens per local expert and rank."""
         local = model.num_experts // self.world
         hidden, ffn = model.hidden, model.ffn
         w13 = self._random(local, hidden, 2 * ffn, seed=30) * hidden ** -0.5
@@ -579,7 +597,7 @@ class Calibration:
                           block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(hidden),
                           programs=self.programs)
         try:
-            return FusedMoE(weights, 1, local * max_rows, self.single, config=cfg, dtype=self.dtype)
+            return FusedMoE(weights, 1, local * max_rows, None if every_rank else self.single, config=cfg, dtype=self.dtype)
         except ValueError as exc:
             raise UserError("--tile", f"{model.name}: {exc}") from None
 
@@ -722,6 +740,45 @@ class Calibration:
         self._figure("comm_saturation", p, fitted)
         self._say(f"copy engine {engine_GBps:.0f} GB/s; link {link:.0f} GB/s; per block {c:.1f} GB/s, saturation {p:.2f}")
         self._fit_collective()
+
+    def layer_copies(self) -> None:
+        """The fused layer's own communication path at n blocks: layer0 (pull) and layer1 (push) of
+        a FusedMoE over every rank in COMM_ONLY mode (the compute blocks skip their GEMMs), each
+        launch timed with every rank launching at once. Unlike `copies`, this includes what the
+        blocks do per tile: the tile table, the pieces, the flags and the counters they wait on."""
+        m, s = self.s.models[0], self.s
+        rows = min(s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
+        blocks = [b for b in self.copy_blocks if b < self.programs]
+        layer = self._fused_layer(m, rows, blocks[0], every_rank=True)
+        tokens, experts = layer.max_tokens, m.num_experts
+        ids = (torch.arange(tokens, device=self.device) % experts).view(-1, 1)  # every expert alike, every rank alike
+        layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)
+        plan = layer.plan
+        remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
+        nbytes = remote_rows * m.hidden * self.elem
+        us = {"pull": [], "push": []}
+        for n in blocks:
+            layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
+            us["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True))
+            us["push"].append(self._time(lambda: self._push_once(layer, plan), together=True))
+        layer.check()  # a wait that gave up would make these times meaningless
+        curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
+        self.tables["layer_comm_blocks"] = {way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]}
+                                            for way in ("pull", "push")}
+        self.notes.append(f"layer_comm_blocks: layer0 (pull) and layer1 (push) of a FusedMoE over {self.world} GPUs in "
+                          f"COMM_ONLY mode, {m.name}, {tokens} tokens per GPU round-robin over the experts (top-1), "
+                          f"{remote_rows} rows to peers; bytes moved / median launch time (layer1's with the memset of its "
+                          f"counters), slowest rank")
+        for way in ("pull", "push"):
+            self._say(f"layer comm {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way])) + " GB/s")
+
+    @staticmethod
+    def _push_once(layer: FusedMoE, plan) -> None:
+        """layer1 in COMM_ONLY mode from zeroed counters (its pushes wait for each counter to reach the
+        tile's column count, so a second launch on the first one's counts would wait forever): the
+        memset (one small kernel) is timed with it."""
+        layer.counters.zero_()
+        layer._launch_layer1(plan, COMM_ONLY)
 
     def _fit_collective(self) -> None:
         sizes, us = self.alltoall_sizes, self.alltoall_us

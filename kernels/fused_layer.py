@@ -64,7 +64,17 @@ from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-__all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer"]
+__all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer", "combine_rows"]
+
+
+def combine_rows(rows: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor, out: torch.Tensor) -> None:
+    """out[t] = sum_j weights[t, j] * rows[pos[t * top_k + j]] in fp32, one pass (fused_moe.combine_kernel):
+    the last step of the forward, and what calibrate times as the "combine" memory pass."""
+    tokens, top_k = weights.shape
+    hidden = out.shape[1]
+    block_t, block_h = 16, min(256, triton.next_power_of_2(hidden))
+    combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(hidden, block_h))](
+        rows, pos, weights, out, tokens, hidden, TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h)
 
 
 @dataclass(frozen=True)
@@ -278,10 +288,7 @@ class FusedMoE:
         # ---- 3. the weighted top-k sum of what came back ----
         out = torch.empty(tokens, self.hidden, dtype=self.out_dtype, device=self.device)
         if tokens:
-            weights = topk_weights.to(torch.float32).contiguous()
-            block_t, block_h = 16, min(256, triton.next_power_of_2(self.hidden))
-            combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(self.hidden, block_h))](
-                self.ybuf.local, self.pos, weights, out, tokens, self.hidden, TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h)
+            combine_rows(self.ybuf.local, self.pos, topk_weights.to(torch.float32).contiguous(), out)
         self._calls += 1
         if self.cfg.check_every and self._calls % self.cfg.check_every == 0 and not self._capturing():
             self.check()

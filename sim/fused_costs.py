@@ -12,7 +12,7 @@ the fused layer as built does, priced from the tables:
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks, and the
   communication blocks' bandwidth divided by copy_contention (their copies beside a GEMM);
 - the plan's small kernels, the pack gather and a device barrier before layer0, a device
-  barrier after layer1 and one combine pass at the owner.
+  barrier after layer1 and one combine pass at the owner (calibrate's "combine" rate).
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def pack_ns(ctx: SimContext, rank: int) -> float:
 
 
 def combine_pass_ns(ctx: SimContext, rank: int) -> float:
-    """The weighted top-k sum of the combine region: bf16 rows read, fp32 rows written."""
+    """The weighted top-k sum of the combine region (fused_moe.combine_kernel, one pass): bf16 rows
+    read by position, their positions and weights, fp32 rows written. At calibrate's "combine"
+    rate; a profile from before it timed that kernel takes the gather's (index_select: also one
+    pass reading rows by index), not B0's three-pass fp32_reduce."""
     wl = ctx.workload
     pairs = int(ctx.routing.counts[rank].sum()) * wl.tp
-    return pass_ns(ctx, "fp32_reduce", pairs * wl.model.hidden * wl.dtype_bytes + wl.tokens * wl.model.hidden * OUT_BYTES)
+    kind = "combine" if "combine" in ctx.hardware.measured.memory_pass_GBps else "gather"
+    return pass_ns(ctx, kind, pairs * (wl.model.hidden * wl.dtype_bytes + 12) + wl.tokens * wl.model.hidden * OUT_BYTES)

@@ -101,6 +101,15 @@ def test_pass_alltoall_comm_and_contention_lookups(tmp_path):
     assert t.copy_slowdown(4) == 1.0  # hand.json measured no copy contention
 
 
+def test_the_layers_own_copy_rate_comes_first(tmp_path):
+    layer = {"pull": {"blocks": [1, 4], "GBps": [8.0, 32.0]}, "push": {"blocks": [1, 4], "GBps": [12.0, 48.0]}}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=layer)), tmp_path)
+    assert t.comm_GBps("pull", 2) == 16.0 and t.comm_GBps("push", 4) == 48.0  # hand.json's comm_blocks: 32, 64
+    assert load_hardware(PROFILES / "hand.json").measured.comm_GBps("pull", 2) == 32.0
+    with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks\.push: missing"):
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks={"pull": layer["pull"]})), tmp_path)
+
+
 def test_copy_contention_lookup(tmp_path):
     table = {"copy_blocks": [2, 4, 8], "slowdown": [0.95, 1.2, 1.4]}
     t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=table)), tmp_path)

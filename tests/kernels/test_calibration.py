@@ -81,10 +81,14 @@ def test_two_ranks_write_a_full_profile(tmp_path):
         fused = entries["fused", k, n, sw]
         assert fused["sms"] == 4 - 1 and (fused["block_m"], fused["block_n"]) == (16, 16)  # 4 programs, 1 comm block
         assert entries["grouped_mm", k, n, sw]["block_m"] is None
-    assert set(tables["memory_pass_GBps"]) == {"gather", "scatter", "elementwise", "fp32_reduce"}
+    assert set(tables["memory_pass_GBps"]) == {"gather", "scatter", "elementwise", "fp32_reduce", "combine"}
     assert tables["alltoall"] == [{"world": 2, "bytes_per_rank": [4096, 16384], "us": tables["alltoall"][0]["us"]}]
     cb = tables["comm_blocks"]
     assert cb["pull"]["blocks"] == cb["push"]["blocks"] == [1, 2]
+    # the layer's own tile walk, both ways, at the same block counts (all below the 4 programs)
+    lc = tables["layer_comm_blocks"]
+    assert lc["pull"]["blocks"] == lc["push"]["blocks"] == [1, 2] and min(lc["pull"]["GBps"] + lc["push"]["GBps"]) > 0
+    assert "combine" in tables["memory_pass_GBps"]
     figures = profile["figures"]
     assert {"gemm_tflops", "hbm_GBps", "kernel_launch_us", "host_sync_us", "link_GBps", "comm_saturation"} <= set(figures)
     # the interpreter copies at well under 1 MB/s per block: below what a profile takes, so left out, with a note
@@ -146,6 +150,7 @@ VALID = {
                         "copy_engine_GBps": 380.0},
         "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
         "copy_contention": {"copy_blocks": [1, 16], "slowdown": [1.01, 1.2]},
+        "layer_comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [18.0, 36.0]}, "push": {"blocks": [1, 2], "GBps": [19.0, 38.0]}},
     },
 }
 
@@ -195,6 +200,10 @@ def test_the_hand_made_profile_passes():
     ("tables.gemm_contention.copy_blocks", [1, 16], "hardware.tables.gemm_contention: must start at copy_blocks 0"),
     ("tables.gemm_contention.slowdown", [1.0, 0.0], "hardware.tables.gemm_contention.slowdown[1]"),
     ("tables.copy_contention.slowdown", [1.0, 0.0], "hardware.tables.copy_contention.slowdown[1]"),
+    ("tables.layer_comm_blocks.push.GBps", [19.0], "hardware.tables.layer_comm_blocks.push"),
+    ("tables.layer_comm_blocks.pull", _DELETE, "hardware.tables.layer_comm_blocks: must have exactly the keys"),
+    ("tables.memory_pass_GBps.combine", -1.0, "hardware.tables.memory_pass_GBps.combine"),
+    ("tables.memory_pass_GBps.fused", 1.0, "hardware.tables.memory_pass_GBps: must have the kinds"),
     ("tables.copy_contention.copy_blocks", [16, 1], "hardware.tables.copy_contention.copy_blocks"),
 ])
 def test_a_broken_profile_names_its_field(path, value, field):

@@ -81,17 +81,29 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     assert ns(r.layer0_us) == 9080
     # layer1 from 9081: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10081 and its remote rows
     # (32768 B) pushed at 32 B/ns -> 11105; split 1 beside the push (x1.25) done 11331, pushed -> 12355,
-    # landed 13355; barrier 1000 -> 14355; cast + combine launches 2, combine pass 768.
-    assert ns(r.latency_us) == 14355 + 2 + 768 == 15125
+    # landed 13355; barrier 1000 -> 14355; cast + combine launches 2; the combine pass reads 256 rows of
+    # 512 B with their positions and weights (12 B) and writes 256 fp32 rows of 1024 B: 396288 B at the
+    # gather's 256 B/ns (hand.json timed no "combine" pass) = 1548.
+    assert ns(r.latency_us) == 14355 + 2 + 1548 == 15905
     assert ns(r.compute_alone_us) == 4000 + 2000
-    assert r.overheads_us == {"permute": 1.024, "reduce": 0.768, "launch": 0.011}
+    assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
+
+
+def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    data["tables"]["memory_pass_GBps"]["combine"] = 396.288  # the 396288 B pass in 1000 ns
+    path = tmp_path / "combine.json"
+    path.write_text(json.dumps(data))
+    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert r.overheads_us["reduce"] == 1.0 and ns(r.latency_us) == 15905 - 548
 
 
 def test_comet_before_the_device_pack_launched_four_more_kernels(measured_case):
     """Bench files of the kernels before step 1 moved to the device are validated with their 11 launches."""
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, prologue_launches=11))
-    assert ns(r.latency_us) == 15125 + 4
+    assert ns(r.latency_us) == 15905 + 4
     assert r.overheads_us["launch"] == 0.015
 
 
@@ -101,7 +113,7 @@ def test_comet_copy_engine_variant(measured_case):
     # + host sync 1000 before the copies: layer0 from 3032 on all 4 SMs (a tile 4000, as the table's
     # SM-time is kept); one copy at 32 B/ns -> 5080, the segment ready 6080 -> remote tile 6080-10080.
     assert ns(r.layer0_us) == 10080
-    assert ns(r.latency_us) == 15125 + 1000  # layer1 as above, 1000 later
+    assert ns(r.latency_us) == 15905 + 1000  # layer1 as above, 1000 later
     assert r.overheads_us["host_sync"] == 1.0
 
 
