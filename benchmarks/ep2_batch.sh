@@ -4,7 +4,7 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert, layouts, group-m, plan-check, pack; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-elems; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -108,6 +108,16 @@ profile)  # per-kernel time of the fused forward for tile / stage / warp variant
     ;;
 pack)  # step 1 of the forward (pairs ordered by expert, rows gathered), previous torch ops vs kernels, one GPU
     run 120 pack python3 "$repo/benchmarks/bench_pack.py" --out "$out/pack"
+    ;;
+layer-copies)  # the layer's copies (COMM_ONLY) with and without ~120 polling compute blocks, two copy steps
+    run 150 layer_copies torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_layer_copies.py" --out "$out/layer_copies.json"
+    ;;
+copy-elems)  # the fused layer with 16384 and 32768 elements per copy step, one run
+    for ce in 16384 32768; do
+        grid=(--tokens 1024,4096,8192,16384 --comm-blocks 4,8,16,32 --kind fused --copy-elems "$ce")
+        run 150 "qwen_ce$ce" "${bench[@]}" --model qwen2-moe-2.7b "${grid[@]}"
+        run 200 "mixtral_ce$ce" "${bench[@]}" --model mixtral-8x7b "${grid[@]}"
+    done
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

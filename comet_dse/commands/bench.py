@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
     parser.add_argument("--flatten", action="store_true", help="software-pipeline the fused GEMMs across tiles where no wait intervenes")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
+    parser.add_argument("--copy-elems", type=int,
+                        help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
     parser.add_argument("--n-splits", type=int, default=4, help="layer1 column splits of H (default 4)")
     parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
                         help="the fused layer's row order on each rank: its own rows first, or by source rank")
@@ -111,6 +113,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
             raise UserError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise UserError("--warmup", f"must be >= 0, got {args.warmup}")
+    if args.copy_elems is not None and not (256 <= args.copy_elems <= 131072 and args.copy_elems & (args.copy_elems - 1) == 0):
+        raise UserError("--copy-elems", f"must be a power of two in [256, 131072], got {args.copy_elems}")
     if args.comm_blocks1 is not None and args.comm_blocks1 < 1:
         raise UserError("--comm-blocks1", f"must be >= 1, got {args.comm_blocks1}")
     if args.programs is not None and args.programs < 2:

@@ -1,0 +1,92 @@
+"""Why the fused layer's communication blocks move less than the bare copy code: layer0 (pull) and
+layer1 (push) of a FusedMoE in COMM_ONLY mode, as calibrate's layer_comm_blocks times them, with
+the grid varied (every SM: ~120 compute blocks poll their flags beside the copies; n + 4 programs:
+almost none do) and the copy step varied (`copy_elems`: bytes in flight per block and step).
+
+    torchrun --nproc-per-node 2 benchmarks/gpu_layer_copies.py --out results/measurements/layer_copies.json
+
+Rows are round-robin over the experts (top-1), `--rows` per local expert and rank, as calibrate.
+GB/s = bytes to peers / median launch time, slowest rank. Imports only torch, triton and the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import torch.distributed as dist
+from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
+from comet_dse.kernels.fused_moe import COMM_ONLY
+from comet_dse.kernels.grouped_gemm import sm_count
+from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.timing import environment, median_us
+from comet_dse.models import resolve_model
+
+
+def _copy_times(layer: FusedMoE) -> list[float]:
+    """Median µs of layer0 and of layer1 in COMM_ONLY mode on the layer's last plan, slowest rank."""
+    plan = layer.plan
+
+    def push() -> None:
+        layer.counters.zero_()  # layer1's pushes wait for each counter to reach its column count
+        layer._launch_layer1(plan, COMM_ONLY)
+
+    times = [median_us(fn, runs=20, warmup=3, before_each=dist.barrier)
+             for fn in (lambda: layer._launch_layer0(plan, COMM_ONLY), push)]
+    layer.check()
+    slowest = torch.tensor(times, device="cuda")
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return slowest.tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2-moe-2.7b")
+    parser.add_argument("--rows", type=int, default=1024, help="rows per local expert and rank (default 1024)")
+    parser.add_argument("--blocks", default="8,16,32")
+    parser.add_argument("--copy-elems", default="16384,65536")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
+        os.environ.setdefault(var, value)
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = resolve_model(args.model)
+    per_rank = model.num_experts // world
+    weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
+                                dtype=torch.bfloat16)
+    local = weights.local(rank * per_rank, per_rank)
+    tokens = per_rank * args.rows
+    ids = (torch.arange(tokens, device="cuda") % model.num_experts).view(-1, 1)
+    x = torch.randn(tokens, model.hidden, device="cuda", dtype=torch.bfloat16)
+    nbytes = (tokens - tokens // world) * model.hidden * 2  # every row not for this rank's experts
+    sms = sm_count(torch.device("cuda"))
+    rows = []
+    for copy_elems in (int(v) for v in args.copy_elems.split(",")):
+        for n in (int(v) for v in args.blocks.split(",")):
+            for programs in (sms, n + 4):
+                cfg = FusedConfig(comm_blocks0=n, comm_blocks1=n, programs=programs, copy_elems=copy_elems)
+                layer = FusedMoE(local, 1, tokens, config=cfg, dtype=torch.bfloat16)
+                layer(x, ids, torch.ones(tokens, 1, device="cuda"), mode=COMM_ONLY)
+                pull_us, push_us = _copy_times(layer)
+                row = {"copy_elems": copy_elems, "comm_blocks": n, "programs": programs,
+                       "pull_GBps": round(nbytes / pull_us / 1e3, 1), "push_GBps": round(nbytes / push_us / 1e3, 1)}
+                rows.append(row)
+                if rank == 0:
+                    print(json.dumps(row), flush=True)
+                del layer
+                torch.cuda.empty_cache()
+    if rank == 0:
+        with open(args.out, "w") as f:
+            json.dump({**environment(), "gpus": world, "model": model.name, "rows_per_expert": args.rows,
+                       "bytes_to_peers": nbytes, "runs": rows}, f, indent=1)
+            f.write("\n")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
