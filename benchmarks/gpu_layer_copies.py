@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import torch
 import torch.distributed as dist
@@ -21,7 +20,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, median_us
+from comet_dse.kernels.timing import environment, join_gpus, median_us
 from comet_dse.models import resolve_model
 
 
@@ -49,16 +48,11 @@ def main() -> None:
     parser.add_argument("--copy-elems", default="16384,65536")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
-        os.environ.setdefault(var, value)
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = join_gpus()
     model = resolve_model(args.model)
     per_rank = model.num_experts // world
-    weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
-                                dtype=torch.bfloat16)
-    local = weights.local(rank * per_rank, per_rank)
+    local = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
+                              dtype=torch.bfloat16).of_rank(rank, world)
     tokens = per_rank * args.rows
     ids = (torch.arange(tokens, device="cuda") % model.num_experts).view(-1, 1)
     x = torch.randn(tokens, model.hidden, device="cuda", dtype=torch.bfloat16)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch.distributed as dist
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, route
-from comet_dse.kernels.timing import environment, median_us
+from comet_dse.kernels.timing import environment, join_gpus, median_us
 from comet_dse.models import resolve_model
 
 PROFILED_FORWARDS = 5
@@ -82,16 +81,11 @@ def main() -> None:
     parser.add_argument("--tile-layout", default="merged", help="merged or by-source")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"), ("NVSHMEM_DISABLE_NVLS", "1")):
-        os.environ.setdefault(var, value)
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = join_gpus()
     model = resolve_model(args.model)
-    per_rank = model.num_experts // world
     weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
                                 dtype=torch.bfloat16)
-    local = weights.local(rank * per_rank, per_rank)
+    local = weights.of_rank(rank, world)
     runs = []
     for tokens in (int(t) for t in args.tokens.split(",")):
         g = torch.Generator().manual_seed(tokens * 31 + rank)

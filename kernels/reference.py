@@ -36,6 +36,11 @@ class MoEWeights:
         """The slice of experts one EP rank holds (the router stays whole)."""
         return MoEWeights(self.router, self.w_gate_up[first_expert:first_expert + count], self.w_down[first_expert:first_expert + count])
 
+    def of_rank(self, rank: int, world: int) -> MoEWeights:
+        """This EP rank's experts out of `world` equal shares."""
+        per_rank = self.num_experts // world
+        return self.local(rank * per_rank, per_rank)
+
 
 def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(top-k expert ids (T, k) int64, their weights (T, k) fp32)."""

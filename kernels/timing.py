@@ -25,6 +25,18 @@ def join_ranks() -> tuple[bool, torch.device]:
     return cuda, torch.device("cuda") if cuda else torch.device("cpu")
 
 
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def join_gpus() -> tuple[int, int]:
+    """join_ranks for a GPU script launched by torchrun, NVLink multicast off (the lent machines'
+    drivers hang on it: shared/GPU_NOTES.md); (rank, world)."""
+    for var, value in NO_MULTICAST.items():
+        os.environ.setdefault(var, value)
+    join_ranks()
+    return dist.get_rank(), dist.get_world_size()
+
+
 def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_each: Callable[[], object] | None = None) -> float:
     """Warm up, then time `runs` calls (each after `before_each`, e.g. a barrier) and take the median."""
     for _ in range(warmup):
