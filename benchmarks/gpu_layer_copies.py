@@ -16,6 +16,7 @@ import json
 
 import torch
 import torch.distributed as dist
+from comet_dse.kernels.calibration import push_once
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
@@ -27,13 +28,8 @@ from comet_dse.models import resolve_model
 def _copy_times(layer: FusedMoE) -> list[float]:
     """Median µs of layer0 and of layer1 in COMM_ONLY mode on the layer's last plan, slowest rank."""
     plan = layer.plan
-
-    def push() -> None:
-        layer.counters.zero_()  # layer1's pushes wait for each counter to reach its column count
-        layer._launch_layer1(plan, COMM_ONLY)
-
     times = [median_us(fn, runs=20, warmup=3, before_each=dist.barrier)
-             for fn in (lambda: layer._launch_layer0(plan, COMM_ONLY), push)]
+             for fn in (lambda: layer._launch_layer0(plan, COMM_ONLY), lambda: push_once(layer, plan))]
     layer.check()
     slowest = torch.tensor(times, device="cuda")
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)

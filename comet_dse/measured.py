@@ -113,6 +113,9 @@ class MeasuredTables:
     contention: Curve | None  # GEMM slowdown over copy blocks
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
+    # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
+    # answer fits a line through every SM count measured (the tables never change once read)
+    _tiles: dict = field(default_factory=dict, repr=False, init=False)
 
     @property
     def digest(self) -> str:
@@ -164,6 +167,13 @@ class MeasuredTables:
         counts were measured, the time at `sms` is read from a robust line through all of them."""
         if rows <= 0:
             return 0.0
+        key = (k, n, swiglu, rows, sms, tile, weight_GBps, dtype_bytes)
+        if key not in self._tiles:
+            self._tiles[key] = self._fused_tile_us(*key)
+        return self._tiles[key]
+
+    def _fused_tile_us(self, k: int, n: int, swiglu: bool, rows: float, sms: int, tile: tuple[int, int],
+                       weight_GBps: float, dtype_bytes: int) -> float:
         entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
         if entry.block_m is None:  # no fused entry at all: a grouped_mm call's time per (expert, column tile)
             return self.expert_gemm_us("fused", k, n, swiglu, rows, sms, tile) * sms / -(-n // tile[1])

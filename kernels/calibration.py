@@ -91,6 +91,14 @@ def copy_blocks_kernel(buf_ptr, deltas_ptr, peer, rows, cols, split_cols, repeat
                         split_cols, cols, COPY_ROWS, COPY_COLS)
 
 
+def push_once(layer: FusedMoE, plan) -> None:
+    """layer1 in COMM_ONLY mode from zeroed counters (its pushes wait for each counter to reach the
+    tile's column count, so a second launch on the first one's counts would wait forever): the
+    memset (one small kernel) is timed with it."""
+    layer.counters.zero_()
+    layer._launch_layer1(plan, COMM_ONLY)
+
+
 def copy_shape(width: int, copy_elems: int) -> tuple[int, int]:
     """(COPY_ROWS, COPY_COLS) of a copy `width` elements wide, as fused_layer.py sizes its launches."""
     copy_cols = min(triton.next_power_of_2(width), 2048, copy_elems)
@@ -746,8 +754,8 @@ class Calibration:
         a FusedMoE over every rank in COMM_ONLY mode (the compute blocks skip their GEMMs), each
         launch timed with every rank launching at once. Unlike `copies`, this includes what the
         blocks do per tile: the tile table, the pieces, the flags and the counters they wait on."""
-        m, s = self.s.models[0], self.s
-        rows = min(s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
+        m = self.s.models[0]
+        rows = self._contention_rows()
         blocks = [b for b in self.copy_blocks if b < self.programs]
         layer = self._fused_layer(m, rows, blocks[0], every_rank=True)
         tokens, experts = layer.max_tokens, m.num_experts
@@ -760,7 +768,7 @@ class Calibration:
         for n in blocks:
             layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
             us["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True))
-            us["push"].append(self._time(lambda: self._push_once(layer, plan), together=True))
+            us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
         layer.check()  # a wait that gave up would make these times meaningless
         curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
         self.tables["layer_comm_blocks"] = {way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]}
@@ -772,13 +780,9 @@ class Calibration:
         for way in ("pull", "push"):
             self._say(f"layer comm {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way])) + " GB/s")
 
-    @staticmethod
-    def _push_once(layer: FusedMoE, plan) -> None:
-        """layer1 in COMM_ONLY mode from zeroed counters (its pushes wait for each counter to reach the
-        tile's column count, so a second launch on the first one's counts would wait forever): the
-        memset (one small kernel) is timed with it."""
-        layer.counters.zero_()
-        layer._launch_layer1(plan, COMM_ONLY)
+    def _contention_rows(self) -> int:
+        """The --rows value nearest CONTENTION_ROWS: the rows per expert of the layers timed beside copies."""
+        return min(self.s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
 
     def _fit_collective(self) -> None:
         sizes, us = self.alltoall_sizes, self.alltoall_us
@@ -806,7 +810,7 @@ class Calibration:
             self.notes.append("gemm_contention: not measured on the CPU (no concurrent kernels in the interpreter)")
             return
         m, s = self.s.models[0], self.s
-        rows = min(s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
+        rows = self._contention_rows()
         layer = self._fused_layer(m, rows, min(s.comm_blocks))
         x = self._random(layer.max_tokens, m.hidden, seed=33)
         plan = self._plan_rows(layer, x, rows)

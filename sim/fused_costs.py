@@ -55,8 +55,11 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
     hw, tables = ctx.hardware, ctx.hardware.measured
     if blocks == 0:
         return tables.copy_engine_GBps or hw.link_GBps
-    measured = None if tables is None else tables.comm_GBps(direction, blocks)
-    return hw.comm_blocks_GBps(blocks) if measured is None else measured
+    if tables is None:
+        return hw.comm_blocks_GBps(blocks)
+    measured = tables.comm_GBps(direction, blocks)
+    rate = hw.comm_blocks_GBps(blocks) if measured is None else measured
+    return rate / tables.copy_slowdown(blocks)  # the blocks copy beside the compute blocks' GEMM tiles
 
 
 def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, float], slowdown: float) -> np.ndarray:

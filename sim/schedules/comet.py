@@ -152,8 +152,6 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     copy_engine = knobs.comm_blocks0 == 0
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
     cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
-    if tables is not None:  # the communication blocks copy beside the compute blocks' GEMM tiles
-        cap0, cap1 = cap0 / tables.copy_slowdown(knobs.comm_blocks0), cap1 / tables.copy_slowdown(knobs.comm_blocks1)
     slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)
     slow1 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks1)
     block_n1 = knobs.block_n if tables is None else default_layer1_width(wl.model.hidden, knobs.n_splits, knobs.block_n)
