@@ -4,7 +4,7 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-elems; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -111,6 +111,12 @@ pack)  # step 1 of the forward (pairs ordered by expert, rows gathered), previou
     ;;
 layer-copies)  # the layer's copies (COMM_ONLY) with and without ~120 polling compute blocks, two copy steps
     run 150 layer_copies torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_layer_copies.py" --out "$out/layer_copies.json"
+    ;;
+copy-ladder)  # from the bare copy kernel to layer0's COMM_ONLY pull, one added piece per rung, 4 and 8 warps
+    run 200 copy_ladder torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_copy_ladder.py" --out "$out/copy_ladder.json"
+    # the same behind calibrate's old ~50 µs spin, shorter than a layer launch's host time
+    run 200 copy_ladder_spin50 torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_copy_ladder.py" --warps 8 \
+        --spin-cycles 100000 --out "$out/copy_ladder_spin50.json"
     ;;
 copy-elems)  # the fused layer with 16384 and 32768 elements per copy step, one run
     for ce in 16384 32768; do

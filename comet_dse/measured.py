@@ -38,7 +38,7 @@ IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per e
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
-TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention")
+TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention", "b0_host")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -112,6 +112,7 @@ class MeasuredTables:
     copy_engine_GBps: float | None
     contention: Curve | None  # GEMM slowdown over copy blocks
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
+    b0_host_chain_us: float | None  # B0's time past its plan at a few tokens: the host's launches after the sync
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
@@ -388,7 +389,15 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
     if contention is not None and contention.x[0] != 0:
         raise UserError(f"{path}.gemm_contention.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
-    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies,
+    chain = None
+    if "b0_host" in tables:
+        at = f"{path}.b0_host"
+        b0_host = _object(tables["b0_host"], at)
+        _keys(b0_host, at, ("tokens", "plan_us", "b0_us"))
+        _integer(b0_host["tokens"], f"{at}.tokens")
+        plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
+        chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies, chain,
                           raw=json.loads(json.dumps(tables)))
 
 

@@ -4,7 +4,7 @@ in the format "comet-dse-profile/1" (checked here by `check_profile` before it i
 
 Every rank runs the same sequence of collectives and measures its own GPU; each figure is the
 slowest rank's. Times are medians of CUDA-event-timed runs after a warm-up (wall clock on the
-CPU, kernels in Triton's interpreter there); a single launch is timed behind a ~50 µs device spin,
+CPU, kernels in Triton's interpreter there); a single launch is timed behind a ~500 µs device spin,
 so the host's launch cost stays out of the kernel's time. Imports only torch, triton, numpy and
 the package.
 
@@ -43,7 +43,7 @@ from comet_dse.errors import UserError
 from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, HardwareProfile
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
-from comet_dse.kernels.baselines import _weighted_sum
+from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
@@ -51,11 +51,15 @@ from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import environment, join_ranks, median_us
 
 FORMAT = "comet-dse-profile/1"
-SPIN_CYCLES = 100_000  # ~50 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued
+# ~500 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued. A fused-layer launch
+# takes 35-55 µs of host time (its two TMA descriptors and ~30 arguments), more on a loaded host: the
+# old ~50 µs spin left some of it in the layer's figures (results/measurements/ep2_h200/copy_ladder/)
+SPIN_CYCLES = 1_000_000
 ROTATE = 3  # input sets rotated through the grouped_mm runs
 LAUNCHES = 200  # back-to-back launches per kernel-launch timing
 PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
 HOST_SYNC_TOKENS = 4096
+B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's weighted top-k sum (profiles before 2026-11-26 lack it)
@@ -259,7 +263,7 @@ def _check_ways(table: dict, path: str) -> None:
 
 def _check_tables(tables: dict, gpus: int) -> None:
     allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "layer_comm_blocks", "gemm_contention",
-               "copy_contention"}
+               "copy_contention", "b0_host"}
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
@@ -305,6 +309,13 @@ def _check_tables(tables: dict, gpus: int) -> None:
         _curve(gc_["copy_blocks"], gc_["slowdown"], "tables.gemm_contention", "copy_blocks", "slowdown", x_min=0)
         if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
             raise ProfileError("tables.gemm_contention", "must start at copy_blocks 0 with slowdown 1.0")
+    if "b0_host" in tables:
+        bh = tables["b0_host"]
+        if not isinstance(bh, dict) or set(bh) != {"tokens", "plan_us", "b0_us"}:
+            raise ProfileError("tables.b0_host", "must have exactly the keys ['b0_us', 'plan_us', 'tokens']")
+        _positive(bh["tokens"], "tables.b0_host.tokens", integer=True)
+        for key in ("plan_us", "b0_us"):
+            _positive(bh[key], f"tables.b0_host.{key}")
     if "copy_contention" in tables:
         cc = tables["copy_contention"]
         if not isinstance(cc, dict) or set(cc) != {"copy_blocks", "slowdown"}:
@@ -391,7 +402,7 @@ class Calibration:
               spin: bool = True) -> float:
         """Median µs of fn on this rank. together: a barrier first (every rank starts at once);
         before: after the barrier (contention launches its copies there); spin: the device spins
-        ~50 µs first, so the timed launch is enqueued before the GPU reaches it."""
+        ~500 µs first, so the timed launch is enqueued before the GPU reaches it."""
         def prepare() -> None:
             if together:
                 dist.barrier()
@@ -435,7 +446,7 @@ class Calibration:
     def run_all(self) -> dict | None:
         steps = [self.dense, self.launch, self.memory_passes]
         if self.world > 1:
-            steps += [self.alltoall, self.host_sync, self.copies, self.layer_copies]
+            steps += [self.alltoall, self.host_sync, self.b0_host, self.copies, self.layer_copies]
         for step in steps:
             step()
             self._free()  # each step's tensors: gone with its frame
@@ -668,11 +679,36 @@ class Calibration:
         tokens = min(HOST_SYNC_TOKENS, max(1, PASS_ROWS // m.top_k))
         g = torch.Generator().manual_seed(self.s.seed + self.rank)
         ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
-        us, = self._slowest([self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True)])
+        # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it)
+        us, = self._slowest([self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True,
+                                        spin=False)])
         self._figure("host_sync_us", us, f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, "
                                          f".tolist() of the split sizes) at {tokens} tokens x top-{m.top_k} of {m.name}, "
-                                         f"{self.world} GPUs, median of {self.s.runs}")
+                                         f"{self.world} GPUs, after a barrier, median of {self.s.runs}")
         self._say(f"host sync: {us:.0f} µs")
+
+    def b0_host(self) -> None:
+        """B0 (baselines.moe_sequential) and its routing plan alone at B0_HOST_TOKENS tokens per rank,
+        timed as bench times B0 (after a barrier, no spin). Its kernels then do next to nothing, so
+        what B0 takes past its plan is the host's chain of launches after the sync: the simulator
+        spreads it over B0's launches and lets the GPU wait where the host is behind."""
+        m = self.s.models[0]
+        local = m.num_experts // self.world
+        tokens = B0_HOST_TOKENS
+        weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
+                                    dtype=self.dtype).of_rank(self.rank, self.world)
+        g = torch.Generator().manual_seed(self.s.seed + 7 * self.rank)
+        ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
+        x = self._random(tokens, m.hidden, seed=35)
+        topk_w = self._random(tokens, m.top_k, seed=36, dtype=torch.float32).softmax(-1)
+        plan_us, b0_us = self._slowest([
+            self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True, spin=False),
+            self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False)])
+        self.tables["b0_host"] = {"tokens": tokens, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us)}
+        self.notes.append(f"b0_host: B0 (moe_sequential) and its routing plan (baselines._plan) alone on {m.name} at "
+                          f"{tokens} tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of "
+                          f"{self.s.runs}, slowest of {self.world} GPUs; b0_us - plan_us is the host's chain after the sync")
+        self._say(f"B0 at {tokens} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs")
 
     def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
         cols = self.s.models[0].hidden
@@ -817,6 +853,7 @@ class Calibration:
         buf, buf_rows, cols = self._copy_buffer()
         pull = self._copy_launcher(buf, buf_rows, cols, push=False)
         side = torch.cuda.Stream()
+        spin = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), runs=5, warmup=1)  # µs
         alone, busy = [], []
         copy_alone, copy_busy = [], []
 
@@ -832,7 +869,8 @@ class Calibration:
 
             alone.append(self._time(gemm, before=settle))
             once = self._time(lambda: pull(n), together=True)
-            repeats = max(1, math.ceil(3 * alone[-1] / once))
+            # the side stream's work starts with the spin before the timed launch: it must outlast both
+            repeats = max(1, math.ceil((3 * alone[-1] + spin) / once))
 
             def copies(n=n, repeats=repeats) -> None:
                 settle()  # the previous run's copies are done, and every rank starts copying together
@@ -845,7 +883,7 @@ class Calibration:
             # the other way round: the copies timed beside GEMMs that outlast them, as layer0's pulls
             # run beside its compute blocks (HBM, L2 and the memory system shared with the tiles)
             copy_alone.append(once)
-            gemm_repeats = max(1, math.ceil(2 * once / alone[-1]))
+            gemm_repeats = max(1, math.ceil((2 * once + spin) / alone[-1]))
 
             def gemms(gemm_repeats=gemm_repeats) -> None:
                 settle()

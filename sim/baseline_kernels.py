@@ -28,6 +28,16 @@ REGROUP_INDEX_OPS = 11
 # the cast of the top-k weights before the weighted sum.
 REDUCE_OPS = 1
 OUT_BYTES = 4  # the layer's output is fp32 (out_dtype), as in the bench
+# What the host launches after B0's one sync (kernels/baselines.py; the steps here put the send-order
+# gather before the sync, where the GPU time is the same): a dispatch is the gather and its all-to-all,
+# a combine its all-to-all, the final passes the token-order scatter and the weighted sum.
+DISPATCH_LAUNCHES = 2
+COMBINE_LAUNCHES = 1
+REDUCE_LAUNCHES = 1 + 1 + REDUCE_OPS
+# B0's launches after the sync with rows regrouped (several ranks, several local experts: what
+# calibrate's b0_host times): dispatch, the regroup index ops and gather, GEMM0, SwiGLU's two
+# passes, GEMM1, the scatter back, combine, the final passes.
+B0_LAUNCHES_AFTER_SYNC = DISPATCH_LAUNCHES + REGROUP_INDEX_OPS + 1 + 1 + 2 + 1 + 1 + COMBINE_LAUNCHES + REDUCE_LAUNCHES
 
 
 @dataclass
@@ -139,3 +149,23 @@ def combine_side(ctx: SimContext, rank: int) -> list[Kernel]:
     return [Kernel("stream", "scatter to token order", pass_ns(ctx, "scatter", 2 * pairs * row), "unpermute"),
             Kernel("stream", "weighted top-k sum", pass_ns(ctx, "fp32_reduce", weighted), "reduce",
                    launches=1 + REDUCE_OPS)]
+
+
+def host_launch_ns(ctx: SimContext) -> float | None:
+    """The host's time per launch after B0's (and B1's) one sync: calibrate's b0_host chain spread
+    over B0's launches. None without that table: the host is taken to keep ahead of the GPU."""
+    tables = ctx.hardware.measured
+    if tables is None or tables.b0_host_chain_us is None:
+        return None
+    return tables.b0_host_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
+
+
+def host_ready_ns(ops: list[tuple[object, int]], per_launch_ns: float) -> dict[object, float]:
+    """When the host has enqueued each op after the sync, in ns from the sync's end: it launches
+    `ops` ((key, launches), in program order) one after another and never waits for the GPU
+    (no sync follows), so the times depend on the program order only."""
+    ready, t = {}, 0.0
+    for key, launches in ops:
+        t += launches * per_launch_ns
+        ready[key] = t
+    return ready

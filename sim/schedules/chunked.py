@@ -10,7 +10,9 @@ With a measured profile each chunk runs the kernels of B1 (kernels/baselines.py 
 priced from the tables as in `sequential`: the regroup gather, GEMM0, SwiGLU, GEMM1 and the
 scatter back on the compute stream (only the GEMMs slow down under a collective: the passes
 are bound by memory, not SMs), the routing plan, host sync and send-order gather before the
-first dispatch, the (token, slot) scatter and weighted sum after the last combine.
+first dispatch, the (token, slot) scatter and weighted sum after the last combine; where the
+profile timed B0's host chain (b0_host) every step after the sync also waits until the host, which
+launches them in B1's program order, has launched it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.sim.baseline_kernels import Kernel, alltoall_ns, combine_side, dispatch_side, expert_side, gemm_kernel
+from comet_dse.sim.baseline_kernels import (
+    COMBINE_LAUNCHES,
+    DISPATCH_LAUNCHES,
+    REDUCE_LAUNCHES,
+    Kernel,
+    alltoall_ns,
+    combine_side,
+    dispatch_side,
+    expert_side,
+    gemm_kernel,
+    host_launch_ns,
+    host_ready_ns,
+)
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules.base import (
@@ -74,13 +88,21 @@ class Chunked(Schedule):
             rows = np.concatenate([rows, shared])
         shared_sms = ctx.hardware.sms - ctx.hardware.collective_sms
         if ctx.hardware.measured is not None:
-            return expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}")
+            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}")
+            # B1 computes the expert-major gather index of every chunk at once, before chunk 0. Only
+            # where the host chain is measured is it charged once: without it, a launch's figure is all
+            # that stands for the host's work, and the per-chunk charge is kept (the validations of
+            # profiles without b0_host are ceilings that this must not raise)
+            if i and host_launch_ns(ctx) is not None:
+                layer0 = [k for k in layer0 if not k.label.startswith("expert-major index")]
+            return layer0, layer1
         return ([gemm_kernel(ctx, f"GEMM0 + SwiGLU chunk {i}", groups, rows, 0, self.block_m, self.block_n, shared_sms)],
                 [gemm_kernel(ctx, f"GEMM1 chunk {i}", groups, rows, 1, self.block_m, self.block_n, shared_sms)])
 
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
+        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         measured = hw.measured is not None
         parts = split_counts(ctx.routing.counts, self.chunks)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
@@ -103,7 +125,26 @@ class Chunked(Schedule):
             ready = env.event()
             done = {key: env.event() for key in colls}
             gemm_done = [env.event() for _ in parts]
-            state = {"busy": False, "changed": env.event(), "layer0_end": 0.0}
+            state = {"busy": False, "changed": env.event(), "layer0_end": 0.0, "synced": 0.0}
+            # B1's program order after the sync (kernels/baselines.py moe_chunked): dispatch 0, then per
+            # chunk the next dispatch, the chunk's kernels and its combine; the final passes last
+            # (a dispatch: its gather and all-to-all; after combine i, i >= 1, chunk i-1's final passes)
+            program: list[tuple[object, int]] = [(("dispatch", 0), DISPATCH_LAUNCHES)]
+            for i, (layer0, layer1) in enumerate(kernels):
+                if i + 1 < self.chunks:
+                    program.append((("dispatch", i + 1), DISPATCH_LAUNCHES))
+                program += [(id(k), k.launches) for k in (*layer0, *layer1)]
+                program.append((("combine", i), COMBINE_LAUNCHES + (REDUCE_LAUNCHES if i else 0)))
+            program += [(id(k), k.launches) for k in after]
+            host_ready = {} if host is None else host_ready_ns(program, host)
+
+            def host_wait(key, earliest: float) -> float:
+                """How long a stream waits past `earliest` for the host to have launched `key`."""
+                if key not in host_ready:
+                    return 0.0
+                wait = max(0.0, state["synced"] + host_ready[key] - earliest)
+                overheads["host_wait"] = overheads.get("host_wait", 0.0) + wait
+                return wait
 
             def set_busy(busy: bool) -> None:
                 state["busy"] = busy
@@ -113,7 +154,8 @@ class Chunked(Schedule):
             def run_steps(steps: list[Kernel]):
                 for k in steps:
                     start = env.now + k.launches * launch
-                    yield env.timeout(k.launches * launch + k.ns)
+                    start += host_wait(id(k), start)
+                    yield env.timeout(start - env.now + k.ns)
                     if k.overhead != "launch":  # (a run of small ops has no body to show)
                         ctx.add_slice(rank, k.role, k.label, start, env.now)
                     if k.overhead != "launch":  # launches are counted at the end
@@ -123,10 +165,14 @@ class Chunked(Schedule):
                 yield from run_steps(before)
                 yield sync.arrive(rank)
                 overheads["host_sync"] = sync.duration_ns
+                state["synced"] = env.now
                 ready.succeed()
                 for key in stream_order(self.chunks):
                     if key[0] == "combine":
                         yield gemm_done[key[1]]
+                    wait = host_wait(key, env.now)
+                    if wait:
+                        yield env.timeout(wait)
                     set_busy(True)
                     yield colls[key].arrive(rank)
                     set_busy(False)
@@ -136,7 +182,8 @@ class Chunked(Schedule):
             def run_kernel(kernel: Kernel):
                 full, label = kernel.ns, kernel.label
                 shared = kernel.shared_ns if kernel.shared_ns is not None else full
-                yield env.timeout(kernel.launches * launch)
+                earliest = env.now + kernel.launches * launch
+                yield env.timeout(earliest - env.now + host_wait(id(kernel), earliest))
                 start, fraction = env.now, 0.0
                 while fraction < 1.0:
                     total = shared if state["busy"] else full

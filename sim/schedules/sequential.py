@@ -3,7 +3,9 @@
 permute -> split-size exchange + host sync -> NCCL all-to-all dispatch -> grouped GEMM0
 (+ SwiGLU) on all SMs -> grouped GEMM1 on all SMs -> all-to-all combine -> weighted
 unpermute. The collectives block until the slowest rank arrives. With a measured profile
-the steps are the kernels B0 really launches, each priced from its tables (sim/baseline_kernels.py).
+the steps are the kernels B0 really launches, each priced from its tables (sim/baseline_kernels.py),
+and where the profile timed B0's host chain (b0_host) a step after the sync also waits until the
+host has launched it: at few tokens B0 is bound by the host, not the GPU.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.sim.baseline_kernels import Kernel, alltoall_ns, combine_side, dispatch_side, expert_side, gemm_kernel
+from comet_dse.sim.baseline_kernels import (
+    COMBINE_LAUNCHES,
+    DISPATCH_LAUNCHES,
+    Kernel,
+    alltoall_ns,
+    combine_side,
+    dispatch_side,
+    expert_side,
+    gemm_kernel,
+    host_launch_ns,
+    host_ready_ns,
+)
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import Collective, SimContext
 from comet_dse.sim.schedules.base import Outcome, RankOutcome, Schedule, bubble, pair_bytes, permute_ns, reduce_ns
@@ -40,6 +53,7 @@ class Sequential(Schedule):
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
+        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         sends = pair_bytes(ctx, ctx.routing.counts)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
         dispatch = ctx.collective("dispatch all-to-all", alltoall_ns(ctx, sends))
@@ -50,16 +64,35 @@ class Sequential(Schedule):
             steps = self.steps(ctx, rank, sync, dispatch, combine)
             overheads: dict[str, float] = {}
             layer0_end = 0.0
+            after_sync = [s for s in steps[steps.index(sync) + 1:] if s != LAYER0_END]
+            collective_launches = {id(dispatch): DISPATCH_LAUNCHES, id(combine): COMBINE_LAUNCHES}
+            ready = {} if host is None else host_ready_ns(
+                [(id(s), collective_launches[id(s)] if isinstance(s, Collective) else s.launches) for s in after_sync], host)
+            synced = 0.0
+
+            def host_wait(step, earliest: float) -> float:
+                """How long the stream waits past `earliest` for the host to have launched `step`."""
+                if id(step) not in ready:
+                    return 0.0
+                wait = max(0.0, synced + ready[id(step)] - earliest)
+                overheads["host_wait"] = overheads.get("host_wait", 0.0) + wait
+                return wait
+
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now
                 elif isinstance(step, Collective):
+                    wait = host_wait(step, env.now)
+                    if wait:
+                        yield env.timeout(wait)
                     yield step.arrive(rank)
                     if step is sync:
                         overheads["host_sync"] = sync.duration_ns
+                        synced = env.now
                 else:
                     start = env.now + step.launches * launch
-                    yield env.timeout(step.launches * launch + step.ns)
+                    start += host_wait(step, start)
+                    yield env.timeout(start - env.now + step.ns)
                     if step.overhead != "launch":  # (a run of small ops has no body to show)
                         ctx.add_slice(rank, step.role, step.label, start, env.now)
                     if step.overhead not in (None, "launch"):  # launches are counted below

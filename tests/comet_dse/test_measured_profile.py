@@ -110,6 +110,19 @@ def test_the_layers_own_copy_rate_comes_first(tmp_path):
         load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks={"pull": layer["pull"]})), tmp_path)
 
 
+def test_b0_host_chain_is_b0_less_its_plan(tmp_path):
+    t = load_hardware_from(edited(lambda d: d["tables"].update(b0_host={"tokens": 8, "plan_us": 300.0, "b0_us": 700.0})),
+                           tmp_path)
+    assert t.b0_host_chain_us == 400.0
+    noisy = load_hardware_from(edited(lambda d: d["tables"].update(b0_host={"tokens": 8, "plan_us": 300.0, "b0_us": 290.0})),
+                               tmp_path)
+    assert noisy.b0_host_chain_us == 0.0  # two medians: a difference below 0 is noise
+    assert load_hardware(PROFILES / "hand.json").measured.b0_host_chain_us is None  # not measured: the host keeps up
+    with pytest.raises(UserError, match=r"hardware\.tables\.b0_host\.tokens"):
+        load_hardware_from(edited(lambda d: d["tables"].update(b0_host={"tokens": 0, "plan_us": 1.0, "b0_us": 2.0})),
+                           tmp_path)
+
+
 def test_copy_contention_lookup(tmp_path):
     table = {"copy_blocks": [2, 4, 8], "slowdown": [0.95, 1.2, 1.4]}
     t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=table)), tmp_path)

@@ -89,6 +89,8 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     lc = tables["layer_comm_blocks"]
     assert lc["pull"]["blocks"] == lc["push"]["blocks"] == [1, 2] and min(lc["pull"]["GBps"] + lc["push"]["GBps"]) > 0
     assert "combine" in tables["memory_pass_GBps"]
+    # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference
+    assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us"} and tables["b0_host"]["b0_us"] > 0
     figures = profile["figures"]
     assert {"gemm_tflops", "hbm_GBps", "kernel_launch_us", "host_sync_us", "link_GBps", "comm_saturation"} <= set(figures)
     # the interpreter copies at well under 1 MB/s per block: below what a profile takes, so left out, with a note
@@ -101,7 +103,7 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     # no concurrent kernels in the interpreter: no contention table, and the profile says why
     assert "gemm_contention" not in tables
     assert any(note.startswith("gemm_contention: not measured") for note in prov["notes"])
-    for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "comm blocks pull", "comm blocks push",
+    for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "B0 at 8 tokens", "comm blocks pull", "comm blocks push",
                   "grouped_gemm grouped_mm", "grouped_gemm fused"):
         assert f"] {table}" in stdout, stdout
     assert "wrote " in stdout
@@ -151,6 +153,7 @@ VALID = {
         "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
         "copy_contention": {"copy_blocks": [1, 16], "slowdown": [1.01, 1.2]},
         "layer_comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [18.0, 36.0]}, "push": {"blocks": [1, 2], "GBps": [19.0, 38.0]}},
+        "b0_host": {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0},
     },
 }
 
@@ -205,6 +208,9 @@ def test_the_hand_made_profile_passes():
     ("tables.memory_pass_GBps.combine", -1.0, "hardware.tables.memory_pass_GBps.combine"),
     ("tables.memory_pass_GBps.fused", 1.0, "hardware.tables.memory_pass_GBps: must have the kinds"),
     ("tables.copy_contention.copy_blocks", [16, 1], "hardware.tables.copy_contention.copy_blocks"),
+    ("tables.b0_host.tokens", 8.5, "hardware.tables.b0_host.tokens"),
+    ("tables.b0_host.b0_us", 0.0, "hardware.tables.b0_host.b0_us"),
+    ("tables.b0_host.plan_us", _DELETE, "hardware.tables.b0_host: must have exactly the keys"),
 ])
 def test_a_broken_profile_names_its_field(path, value, field):
     data = copy.deepcopy(VALID)

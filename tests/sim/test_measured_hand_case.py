@@ -56,6 +56,31 @@ def test_sequential_is_b0s_kernels_priced_from_the_tables(measured_case):
     assert ns(r.exposed_comm_us) == 2 * ALLTOALL
 
 
+def test_b0_waits_for_the_host_where_it_is_behind(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    # B0's chain after the sync, spread over its 23 launches (sim/baseline_kernels.py): 3000 ns each
+    data["tables"]["b0_host"] = {"tokens": 8, "plan_us": 1.0, "b0_us": 1.0 + 23 * 3.0}
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(data))
+    hw = load_hardware(path)
+    r = simulate(workload, hw, Sequential())
+    # the host launches, from the sync's end (2025): dispatch (gather + all-to-all) +6000, GEMM0 +9000,
+    # SwiGLU (2) +15000, GEMM1 +18000, combine +21000, scatter +24000, weighted sum (2) +30000. Dispatch
+    # 8025-10025; GEMM0 waits to 11025 -> 13025; SwiGLU waits to 17025 -> 19585 (layer0); GEMM1 20025 ->
+    # 21025; combine 23025 -> 25025; scatter 26025 -> 27049; the weighted sum 32025 -> 32793
+    assert ns(r.layer0_us) == 19585
+    assert ns(r.latency_us) == 2025 + 30000 + 768 == 32793
+    assert ns(r.overheads_us["host_wait"]) == 6000 + 999 + 3998 + 439 + 2000 + 999 + 4974
+    # B1 with one chunk launches the same ops in the same order: B0's time
+    assert ns(simulate(workload, hw, Chunked(chunks=1)).latency_us) == 32793
+    # a host at 1 ns per launch is ahead of every kernel (each pays its 1 ns launch already): only the
+    # dispatch, launched 2 ns after the sync, starts 2 ns later than in the hand case's 13384
+    data["tables"]["b0_host"]["b0_us"] = 1.0 + 23 * 0.001
+    path.write_text(json.dumps(data))
+    assert ns(simulate(workload, load_hardware(path), Sequential()).latency_us) == 13384 + 2
+
+
 def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
     workload, hw = measured_case
     one = simulate(workload, hw, Chunked(chunks=1))
