@@ -374,6 +374,23 @@ def _group_m(root: Path) -> list[str]:
             "(another process, so a few % of noise):", ""] + variants
 
 
+def _one_machine_sets(root: Path) -> list[str]:
+    """The benches each made on the machine that calibrated beside them (runs 26-28): the targets,
+    each folder on its own machine."""
+    lines = []
+    for folder in sorted(root.glob(f"{CURRENT}_run*")):
+        runs = _load(folder)
+        if not runs:
+            continue
+        env = runs[0]["env"]
+        lines += [f"### Targets on one machine: `{folder.name}/`", "",
+                  f"The same kernels, every bench of this folder and the profile `results/hardware/h200-x2-{folder.name.split('_')[-1]}.json` "
+                  f"made in one device call on one machine ({env['gpus']}× {env['gpu']}, {env['date'][:10]}); commands:", ""]
+        lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in runs}.values()] + [""]
+        lines += _targets(runs)
+    return lines
+
+
 def render(root: Path = ROOT) -> str:
     lines = [
         "# Measurements",
@@ -393,6 +410,7 @@ def render(root: Path = ROOT) -> str:
                       "merged version (own rows copied by the communication blocks), each kept for the comparison it made.")
     lines += _device_pack(root)
     lines += _group_m(root)
+    lines += _one_machine_sets(root)
     lines += _machine(root, FINAL, "The fused layer on two GPUs, expert parallel: the kernels before merged tiles, on H100",
                       "The previous version of the kernels (every row tile one source's rows) on the issue's machine, "
                       "2× H100; the calibrated H100 profile and its validation were made from these runs.")
