@@ -7,6 +7,8 @@ almost none do) and the copy step varied (`copy_elems`: bytes in flight per bloc
 
 Rows are round-robin over the experts (top-1), `--rows` per local expert and rank, as calibrate.
 GB/s = bytes to peers / median launch time, slowest rank. Imports only torch, triton and the package.
+No device spin comes before a timed launch, so a layer launch's host time (35-130 µs on the lent
+hosts) is in these figures: `gpu_copy_ladder.py` times the same launches behind a spin.
 """
 
 from __future__ import annotations

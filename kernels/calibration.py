@@ -52,8 +52,8 @@ from comet_dse.kernels.timing import environment, join_ranks, median_us
 
 FORMAT = "comet-dse-profile/1"
 # ~500 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued. A fused-layer launch
-# takes 35-55 µs of host time (its two TMA descriptors and ~30 arguments), more on a loaded host: the
-# old ~50 µs spin left some of it in the layer's figures (results/measurements/ep2_h200/copy_ladder/)
+# took 35-130 µs of host time on the lent hosts (its two TMA descriptors and ~30 arguments): the old
+# ~50 µs spin left the rest of it in the layer's figures (results/measurements/ep2_h200/copy_ladder/)
 SPIN_CYCLES = 1_000_000
 ROTATE = 3  # input sets rotated through the grouped_mm runs
 LAUNCHES = 200  # back-to-back launches per kernel-launch timing

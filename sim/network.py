@@ -12,7 +12,10 @@ local max-min step: it never oversubscribes a link, and can leave some capacity 
 until those flows' own neighbourhood changes).
 
 Completion times live in one heap with lazy invalidation and a single SimPy timer armed
-for the earliest one, so a rate change costs no event.
+for the earliest one, so a rate change costs no event. The links a change touches are re-rated
+once per instant, after every change of that instant is in (a lane's send ending and its next
+one starting cost one step): with the whole component re-rated (up to `exact_limit` flows) the
+rates are the same as re-rating at each change, since no time passes in between.
 
 Units: bytes and nanoseconds, so 1 GB/s (1e9 B/s) is 1 byte/ns.
 """
@@ -75,6 +78,8 @@ class FlowNetwork:
         self._tie = itertools.count()
         self._armed_at = math.inf
         self.active = 0  # flows in flight
+        self._pending: dict[Link, None] = {}  # links whose flows changed at this instant, re-rated once
+        self._flush_at: float | None = None
 
     def transfer(self, path: Sequence[Link], size: float) -> Flow:
         flow = Flow(self.env, path, size, next(self._ids))
@@ -85,8 +90,25 @@ class FlowNetwork:
         for link in flow.path:
             link.flows[flow] = None
         self.active += 1
-        self._rebalance(flow.path)
+        self._touch(flow.path)
         return flow
+
+    def _touch(self, links: Iterable[Link]) -> None:
+        """Re-rate `links` once this instant's changes are all in: a flow that ends and the next one a
+        process starts at the same time (a lane's next send) cost one max-min step, not two. No time
+        passes in between, so no byte moves at the rates skipped."""
+        for link in links:
+            self._pending[link] = None
+        if self._flush_at != self.env.now:
+            self._flush_at = self.env.now
+            flush = self.env.event()
+            flush.callbacks.append(self._flush)
+            flush.succeed()  # after the events already queued for this instant (a process's next transfer)
+
+    def _flush(self, _event: simpy.Event) -> None:
+        self._flush_at = None
+        links, self._pending = self._pending, {}
+        self._rebalance(links)
 
     # ---- rates ------------------------------------------------------------------------------
 
@@ -155,7 +177,7 @@ class FlowNetwork:
             self.active -= 1
             flow.done.succeed(flow)
         if touched:
-            self._rebalance(touched)
+            self._touch(touched)
         else:
             self._arm()
 
@@ -181,15 +203,20 @@ def _max_min_rates(flows: list[Flow], whole: bool) -> dict[Flow, float]:
                 left[link] = max(0.0, link.capacity - used)
             count[link] = count.get(link, 0) + 1
     while active:
-        level = min(left[l] / count[l] for l in count if count[l] > 0)
-        full = [l for l, n in count.items() if n > 0 and left[l] / n <= level * (1 + _EPS)]
+        # each link's fair share once per round; a link leaves `count` when its last active flow freezes
+        shares = {link: left[link] / n for link, n in count.items()}
+        level = min(shares.values())
+        full = [link for link, share in shares.items() if share <= level * (1 + _EPS)]
         frozen = sorted({f for link in full for f in link.flows if f in active}, key=_by_id)
         for flow in frozen:
             rates[flow] = level
             for link in flow.path:
                 if level != math.inf:  # inf - inf would poison the link with NaN
                     left[link] -= level
-                count[link] -= 1
+                if count[link] == 1:
+                    del count[link]
+                else:
+                    count[link] -= 1
         for flow in frozen:
             del active[flow]
     return rates

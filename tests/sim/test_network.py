@@ -42,6 +42,38 @@ def test_two_flows_share_then_the_survivor_speeds_up():
     assert flows["b"].time_at(1500) == 250
 
 
+@pytest.mark.parametrize("exact_limit", [64, 0])
+def test_a_lane_starting_its_next_send_as_one_ends_is_rated_once(exact_limit):
+    """A process whose send ends starts the next at the same instant: both changes are re-rated
+    together, and the timeline is exact max-min's."""
+    env = simpy.Environment()
+    net = FlowNetwork(env, exact_limit=exact_limit)
+    link = Link("l", 1.0)
+    ends = {}
+    steps = []
+    original = net._rebalance
+    net._rebalance = lambda links: (steps.append(env.now), original(links))[1]
+
+    def lane():
+        for name in ("a1", "a2"):
+            flow = net.transfer([link], 100)
+            yield flow.done
+            ends[name] = env.now
+
+    def other():
+        flow = net.transfer([link], 300)
+        yield flow.done
+        ends["b"] = env.now
+
+    env.process(lane())
+    env.process(other())
+    env.run()
+    # 0.5 B/ns each: a1 ends at 200 with b at 100 B; a2 and b share until a2 ends at 400; b's last
+    # 100 B alone by 500
+    assert ends == {"a1": 200, "a2": 400, "b": 500}
+    assert steps == [0, 200, 400, 500]  # one re-rating per instant: both starts at 0, a1's end and a2's start at 200
+
+
 def test_late_arrival_slows_the_first_flow():
     link = Link("l", 10.0)
     ends, _ = run_flows({"a": (0, [link], 1000), "b": (50, [link], 250)})
