@@ -35,9 +35,9 @@ from comet_dse.kernels.calibration import SPIN_CYCLES, copy_blocks_kernel, copy_
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, _move_tile, _swizzle, _tile, _wait_rows
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import environment, join_gpus, join_ranks, median_us
 from comet_dse.models import resolve_model
+from gpu_layer_copies import round_robin_rows, slowest  # the same workload and reduction (benchmarks/)
 
 
 @triton.jit
@@ -98,12 +98,6 @@ def host_us(fn, runs: int = 20) -> float:
     return statistics.median(times)
 
 
-def slowest(times: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(times, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2-moe-2.7b")
@@ -120,13 +114,9 @@ def main() -> None:
     cuda, device = join_ranks()  # the CPU (gloo, TRITON_INTERPRET=1) runs it too, for a smoke test
     rank, world = dist.get_rank(), dist.get_world_size()
     model = resolve_model(args.model)
-    hidden, per_rank = model.hidden, model.num_experts // world
-    local = MoEWeights.random(model.num_experts, hidden, model.ffn, seed=0, device=device,
-                              dtype=torch.bfloat16).of_rank(rank, world)
-    tokens = per_rank * args.rows
-    ids = (torch.arange(tokens, device=device) % model.num_experts).view(-1, 1)
-    x = torch.randn(tokens, hidden, device=device, dtype=torch.bfloat16)
-    remote_rows = tokens - tokens // world
+    hidden = model.hidden
+    local, ids, x, remote_rows = round_robin_rows(model, args.rows, rank, world, device)
+    tokens = x.shape[0]
     nbytes = remote_rows * hidden * 2
     blocks = [int(v) for v in args.blocks.split(",")]
     sms = sm_count(device) if cuda else max(blocks) + 8

@@ -24,7 +24,26 @@ from comet_dse.kernels.fused_moe import COMM_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import environment, join_gpus, median_us
-from comet_dse.models import resolve_model
+from comet_dse.models import ModelConfig, resolve_model
+
+
+def slowest(times: list[float], device: torch.device) -> list[float]:
+    """Each figure's maximum over the ranks (every rank passes as many)."""
+    t = torch.tensor(times, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def round_robin_rows(model: ModelConfig, rows: int, rank: int, world: int,
+                     device: torch.device) -> tuple[MoEWeights, torch.Tensor, torch.Tensor, int]:
+    """This rank's local experts (random bf16 weights, seed 0) and its tokens, top-1 and round-robin
+    over every expert, `rows` per expert: (weights, ids, x, rows that go to peers)."""
+    local = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=device,
+                              dtype=torch.bfloat16).of_rank(rank, world)
+    tokens = model.num_experts // world * rows
+    ids = (torch.arange(tokens, device=device) % model.num_experts).view(-1, 1)
+    x = torch.randn(tokens, model.hidden, device=device, dtype=torch.bfloat16)
+    return local, ids, x, tokens - tokens // world  # every row not for this rank's experts
 
 
 def _copy_times(layer: FusedMoE) -> list[float]:
@@ -33,9 +52,7 @@ def _copy_times(layer: FusedMoE) -> list[float]:
     times = [median_us(fn, runs=20, warmup=3, before_each=dist.barrier)
              for fn in (lambda: layer._launch_layer0(plan, COMM_ONLY), lambda: push_once(layer, plan))]
     layer.check()
-    slowest = torch.tensor(times, device="cuda")
-    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-    return slowest.tolist()
+    return slowest(times, torch.device("cuda"))
 
 
 def main() -> None:
@@ -48,13 +65,9 @@ def main() -> None:
     args = parser.parse_args()
     rank, world = join_gpus()
     model = resolve_model(args.model)
-    per_rank = model.num_experts // world
-    local = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=torch.device("cuda"),
-                              dtype=torch.bfloat16).of_rank(rank, world)
-    tokens = per_rank * args.rows
-    ids = (torch.arange(tokens, device="cuda") % model.num_experts).view(-1, 1)
-    x = torch.randn(tokens, model.hidden, device="cuda", dtype=torch.bfloat16)
-    nbytes = (tokens - tokens // world) * model.hidden * 2  # every row not for this rank's experts
+    local, ids, x, remote_rows = round_robin_rows(model, args.rows, rank, world, torch.device("cuda"))
+    tokens = x.shape[0]
+    nbytes = remote_rows * model.hidden * 2
     sms = sm_count(torch.device("cuda"))
     rows = []
     for copy_elems in (int(v) for v in args.copy_elems.split(",")):

@@ -32,6 +32,11 @@ def _command(env: dict) -> str:
     return " ".join(words)
 
 
+def _commands(runs: list[dict]) -> list[str]:
+    """One bullet per distinct command the runs came from, then a blank line."""
+    return [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in runs}.values()] + [""]
+
+
 def _load(folder: Path) -> list[dict]:
     runs = []
     for path in sorted(folder.glob("bench-*.json")) + sorted(folder.glob("flatten-*.json")):
@@ -311,7 +316,7 @@ def _machine(root: Path, folder: str, title: str, intro: str) -> list[str]:
         "measured in the same run. Commands:",
         "",
     ]
-    lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in final}.values()] + [""]
+    lines += _commands(final)
     lines += [f"### Targets of the fused-layer issue, on {env['gpu']}", ""] + _targets(final)
     lines += ["### Fused layer against the baselines and its limits (best configuration per token count)", "",
               "Where two runs measured a token count, the row is the run with the lower B0 / fused (B0 syncs with the "
@@ -386,7 +391,7 @@ def _one_machine_sets(root: Path) -> list[str]:
         lines += [f"### Targets on one machine: `{folder.name}/`", "",
                   f"The same kernels, every bench of this folder and the profile `results/hardware/h200-x2-{folder.name.split('_')[-1]}.json` "
                   f"made in one device call on one machine ({env['gpus']}× {env['gpu']}, {env['date'][:10]}); commands:", ""]
-        lines += [f"- `{_command(r['env'])}`" for r in {r["env"]["command"]: r for r in runs}.values()] + [""]
+        lines += _commands(runs)
         lines += _targets(runs)
     return lines
 

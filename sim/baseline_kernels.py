@@ -160,12 +160,26 @@ def host_launch_ns(ctx: SimContext) -> float | None:
     return tables.b0_host_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
 
 
-def host_ready_ns(ops: list[tuple[object, int]], per_launch_ns: float) -> dict[object, float]:
-    """When the host has enqueued each op after the sync, in ns from the sync's end: it launches
-    `ops` ((key, launches), in program order) one after another and never waits for the GPU
-    (no sync follows), so the times depend on the program order only."""
-    ready, t = {}, 0.0
-    for key, launches in ops:
-        t += launches * per_launch_ns
-        ready[key] = t
-    return ready
+class HostClock:
+    """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches), in program order)
+    one after another, `per_launch_ns` each, and never waits for the GPU (no sync follows), so when
+    each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
+    ahead of the GPU and nothing waits. Waits add up under overheads["host_wait"]."""
+
+    def __init__(self, ops: list[tuple[object, int]], per_launch_ns: float | None, overheads: dict[str, float]) -> None:
+        self.ready: dict[object, float] = {}  # ns from the sync's end until each op is launched
+        if per_launch_ns is not None:
+            t = 0.0
+            for key, launches in ops:
+                t += launches * per_launch_ns
+                self.ready[key] = t
+        self.synced = 0.0  # when the sync ended: set by the schedule
+        self.overheads = overheads
+
+    def wait(self, key: object, earliest: float) -> float:
+        """How long a stream waits past `earliest` for the host to have launched `key`."""
+        if key not in self.ready:
+            return 0.0
+        wait = max(0.0, self.synced + self.ready[key] - earliest)
+        self.overheads["host_wait"] = self.overheads.get("host_wait", 0.0) + wait
+        return wait

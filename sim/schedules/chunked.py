@@ -26,6 +26,7 @@ from comet_dse.sim.baseline_kernels import (
     COMBINE_LAUNCHES,
     DISPATCH_LAUNCHES,
     REDUCE_LAUNCHES,
+    HostClock,
     Kernel,
     alltoall_ns,
     combine_side,
@@ -33,7 +34,6 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
-    host_ready_ns,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
@@ -125,7 +125,7 @@ class Chunked(Schedule):
             ready = env.event()
             done = {key: env.event() for key in colls}
             gemm_done = [env.event() for _ in parts]
-            state = {"busy": False, "changed": env.event(), "layer0_end": 0.0, "synced": 0.0}
+            state = {"busy": False, "changed": env.event(), "layer0_end": 0.0}
             # B1's program order after the sync (kernels/baselines.py moe_chunked): dispatch 0, then per
             # chunk the next dispatch, the chunk's kernels and its combine; the final passes last
             # (a dispatch: its gather and all-to-all; after combine i, i >= 1, chunk i-1's final passes)
@@ -136,15 +136,7 @@ class Chunked(Schedule):
                 program += [(id(k), k.launches) for k in (*layer0, *layer1)]
                 program.append((("combine", i), COMBINE_LAUNCHES + (REDUCE_LAUNCHES if i else 0)))
             program += [(id(k), k.launches) for k in after]
-            host_ready = {} if host is None else host_ready_ns(program, host)
-
-            def host_wait(key, earliest: float) -> float:
-                """How long a stream waits past `earliest` for the host to have launched `key`."""
-                if key not in host_ready:
-                    return 0.0
-                wait = max(0.0, state["synced"] + host_ready[key] - earliest)
-                overheads["host_wait"] = overheads.get("host_wait", 0.0) + wait
-                return wait
+            clock = HostClock(program, host, overheads)
 
             def set_busy(busy: bool) -> None:
                 state["busy"] = busy
@@ -154,7 +146,7 @@ class Chunked(Schedule):
             def run_steps(steps: list[Kernel]):
                 for k in steps:
                     start = env.now + k.launches * launch
-                    start += host_wait(id(k), start)
+                    start += clock.wait(id(k), start)
                     yield env.timeout(start - env.now + k.ns)
                     if k.overhead != "launch":  # (a run of small ops has no body to show)
                         ctx.add_slice(rank, k.role, k.label, start, env.now)
@@ -165,12 +157,12 @@ class Chunked(Schedule):
                 yield from run_steps(before)
                 yield sync.arrive(rank)
                 overheads["host_sync"] = sync.duration_ns
-                state["synced"] = env.now
+                clock.synced = env.now
                 ready.succeed()
                 for key in stream_order(self.chunks):
                     if key[0] == "combine":
                         yield gemm_done[key[1]]
-                    wait = host_wait(key, env.now)
+                    wait = clock.wait(key, env.now)
                     if wait:
                         yield env.timeout(wait)
                     set_busy(True)
@@ -183,7 +175,7 @@ class Chunked(Schedule):
                 full, label = kernel.ns, kernel.label
                 shared = kernel.shared_ns if kernel.shared_ns is not None else full
                 earliest = env.now + kernel.launches * launch
-                yield env.timeout(earliest - env.now + host_wait(id(kernel), earliest))
+                yield env.timeout(earliest - env.now + clock.wait(id(kernel), earliest))
                 start, fraction = env.now, 0.0
                 while fraction < 1.0:
                     total = shared if state["busy"] else full

@@ -17,6 +17,7 @@ import numpy as np
 from comet_dse.sim.baseline_kernels import (
     COMBINE_LAUNCHES,
     DISPATCH_LAUNCHES,
+    HostClock,
     Kernel,
     alltoall_ns,
     combine_side,
@@ -24,7 +25,6 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
-    host_ready_ns,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import Collective, SimContext
@@ -66,32 +66,22 @@ class Sequential(Schedule):
             layer0_end = 0.0
             after_sync = [s for s in steps[steps.index(sync) + 1:] if s != LAYER0_END]
             collective_launches = {id(dispatch): DISPATCH_LAUNCHES, id(combine): COMBINE_LAUNCHES}
-            ready = {} if host is None else host_ready_ns(
-                [(id(s), collective_launches[id(s)] if isinstance(s, Collective) else s.launches) for s in after_sync], host)
-            synced = 0.0
-
-            def host_wait(step, earliest: float) -> float:
-                """How long the stream waits past `earliest` for the host to have launched `step`."""
-                if id(step) not in ready:
-                    return 0.0
-                wait = max(0.0, synced + ready[id(step)] - earliest)
-                overheads["host_wait"] = overheads.get("host_wait", 0.0) + wait
-                return wait
-
+            clock = HostClock([(id(s), collective_launches[id(s)] if isinstance(s, Collective) else s.launches)
+                               for s in after_sync], host, overheads)
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now
                 elif isinstance(step, Collective):
-                    wait = host_wait(step, env.now)
+                    wait = clock.wait(id(step), env.now)
                     if wait:
                         yield env.timeout(wait)
                     yield step.arrive(rank)
                     if step is sync:
                         overheads["host_sync"] = sync.duration_ns
-                        synced = env.now
+                        clock.synced = env.now
                 else:
                     start = env.now + step.launches * launch
-                    start += host_wait(step, start)
+                    start += clock.wait(id(step), start)
                     yield env.timeout(start - env.now + step.ns)
                     if step.overhead != "launch":  # (a run of small ops has no body to show)
                         ctx.add_slice(rank, step.role, step.label, start, env.now)
