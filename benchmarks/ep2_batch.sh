@@ -4,7 +4,8 @@
 #   bash benchmarks/ep2_batch.sh STAGE...   (STAGE: smoke, suite, sanitize, sweep-qwen, sweep-mixtral, wide1,
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
-#                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems; OUT: what comes back)
+#                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
+#                                            gemm-variants, gate-up, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -48,6 +49,12 @@ sanitize)  # the suite on a small shape under compute-sanitizer (racecheck is sl
 sweep-qwen)
     run 200 qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
     ;;
+sweeps-both-orders)  # sweep-qwen and sweep-mixtral in both tile orders (expert order streams each expert's weights once)
+    run 200 qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8 \
+        --tile-order layout,expert
+    run 240 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8 \
+        --tile-order layout,expert
+    ;;
 wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the targets
     run 120 qwen_n256 "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192,16384 --comm-blocks 8,16 --block-n1 256 --kind fused
     run 150 mixtral_n256 "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --block-n1 256 --kind fused
@@ -61,6 +68,9 @@ calibrate-quick)  # the hardware profile, reduced grid
     ;;
 calibrate)  # the hardware profile, full grid
     run 560 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out"
+    ;;
+phi)  # held-out's first half, where a call has no time for DeepSeek-V3's
+    run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
     ;;
 held-out)  # shapes calibration never measured: validation's held-out set
     run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
@@ -123,6 +133,15 @@ copy-elems)  # the fused layer with 16384 and 32768 elements per copy step, one 
         grid=(--tokens 1024,4096,8192,16384 --comm-blocks 4,8,16,32 --kind fused --copy-elems "$ce")
         run 150 "qwen_ce$ce" "${bench[@]}" --model qwen2-moe-2.7b "${grid[@]}"
         run 200 "mixtral_ce$ce" "${bench[@]}" --model mixtral-8x7b "${grid[@]}"
+    done
+    ;;
+gemm-variants)  # the fused GEMM launches under kernel variants beside torch._grouped_mm, one rank per GPU
+    run 330 gemm_variants torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_gemm_variants.py" --out "$out/gemm_variants.json"
+    ;;
+gate-up)  # the layer with GEMM0's gate/up weight in column pairs and layer0's TMA store, beside halves and plain stores
+    for v in pairs halves; do
+        flags=(); [ "$v" = halves ] && flags=(--gate-up halves --no-tma-store)
+        run 120 "qwen_$v" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --kind fused "${flags[@]}"
     done
     ;;
 sweep-mixtral)

@@ -15,6 +15,8 @@ TILE_ORDERS = ("layout", "expert")
 # how the fused kernels cut a rank's received rows into row tiles: an expert's rows of all sources
 # together (at most one partial tile per expert), or per source (the copy engine's: one copy per source)
 TILE_LAYOUTS = ("merged", "by-source")
+# GEMM0's gate/up weight in the fused kernels: gate | up halves (two dots per K step) or column pairs (one dot)
+GATE_UP_LAYOUTS = ("halves", "pairs")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")

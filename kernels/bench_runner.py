@@ -102,7 +102,8 @@ class BenchRunner:
     def _configs(self, tokens: int) -> list[FusedConfig]:
         s, a = self.s, self.args
         knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1,
-                 "flatten": a.flatten, **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
+                 "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store,
+                 **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
         configs = [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,

@@ -50,7 +50,7 @@ from comet_dse.kernels.fused_moe import (
     layer1_kernel,
     place_own_kernel,
 )
-from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
+from comet_dse.choices import GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
 from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
     ROW_ORDERS,
@@ -75,6 +75,17 @@ def combine_rows(rows: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor, o
     block_t, block_h = 16, min(256, triton.next_power_of_2(hidden))
     combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(hidden, block_h))](
         rows, pos, weights, out, tokens, hidden, TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h)
+
+
+def gate_up_weight(w13: torch.Tensor, layout: str) -> torch.Tensor:
+    """(E, H, 2F) gate | up halves as GEMM0 reads them: unchanged ("halves"), or "pairs": column 2j
+    gate j, column 2j + 1 up j (one dot per step covers a column tile's gate and up)."""
+    if layout not in GATE_UP_LAYOUTS:
+        raise ValueError(f"gate_up must be one of {', '.join(GATE_UP_LAYOUTS)}, got {layout!r}")
+    if layout == "halves":
+        return w13.contiguous()
+    ffn = w13.shape[2] // 2
+    return torch.stack([w13[..., :ffn], w13[..., ffn:]], dim=-1).reshape(w13.shape).contiguous()
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,12 @@ class FusedConfig:
     num_stages: int = 3
     copy_elems: int = 16384  # elements one communication block moves per step (16-byte vectors)
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
+    # GEMM0's weight: "halves" (gate in the first F columns, up in the next F: two dots per step) or
+    # "pairs" (interleaved column by column: one dot of twice the width, split in registers); with
+    # tma_store, layer0's full tiles leave through an asynchronous TMA store. Together 3-5% off
+    # layer0 on H200 at both target shapes, neither alone more than 1% (results/measurements/gemm_variants/)
+    gate_up: str = "pairs"
+    tma_store: bool = True
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
@@ -186,7 +203,7 @@ class FusedMoE:
         self.group, self.top_k, self.max_tokens = group, top_k, max_tokens
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
         self.device, self.dtype, self.out_dtype = weights.w_gate_up.device, dtype, out_dtype
-        self.w13 = weights.w_gate_up.to(dtype).contiguous()  # (E_l, H, 2F)
+        self.w13 = gate_up_weight(weights.w_gate_up.to(dtype), cfg.gate_up)  # (E_l, H, 2F)
         self.w2 = weights.w_down.to(dtype).contiguous()  # (E_l, F, H)
         self.experts, self.hidden, self.ffn = self.w13.shape[0], self.w13.shape[1], self.w2.shape[1]
         self.programs = cfg.programs or sm_count(self.device)
@@ -223,7 +240,9 @@ class FusedMoE:
         self.block_n1 = cfg.layer1_width(hidden)
         self.xbuf_desc = TensorDescriptor.from_tensor(self.xbuf.local, [bm, bk])
         self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
-        self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, bn])  # (E_l * H, 2F)
+        pairs = cfg.gate_up == "pairs"
+        self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, 2 * bn if pairs else bn])
+        self.h_store_desc = TensorDescriptor.from_tensor(self.h, [bm, bn])
         self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, hidden), [bk, self.block_n1])  # (E_l * F, H)
         dist.barrier(group=group)  # every rank's signals are zero before anyone raises one
         if self.device.type == "cuda":
@@ -361,12 +380,12 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
-            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, plan.tiles, plan.order1, plan.remote,
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, self.h_store_desc, plan.tiles, plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch, self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
-            EXPERT_ORDER=cfg.tile_order == "expert",
+            EXPERT_ORDER=cfg.tile_order == "expert", PAIRS=cfg.gate_up == "pairs", TMA_STORE=cfg.tma_store,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 

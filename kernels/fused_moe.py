@@ -123,29 +123,48 @@ def _swizzle(w, n_rows, n_cols, GROUP_M: tl.constexpr):
 
 @triton.jit
 def _gemm(a_desc, a_row, w_desc, w_row, col0, K, N, SWIGLU: tl.constexpr,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PAIRS: tl.constexpr):
     """acc (BLOCK_M, BLOCK_N) fp32: rows [a_row, a_row + BLOCK_M) of a (., K) times the weight
     rows [w_row, w_row + K), columns [col0, col0 + BLOCK_N), both through TMA; with SWIGLU,
-    silu(a w[:, cols]) * (a w[:, N + cols]). Rows past the tile belong to other tiles (their
-    results are masked on store); a K tail reads a's zero padding."""
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        a = a_desc.load([a_row, k0])
-        acc = tl.dot(a, w_desc.load([w_row + k0, col0]), acc)
+    silu(a w[:, cols]) * (a w[:, N + cols]), or with PAIRS (gate and up interleaved column by
+    column: w[:, 2j] gate, w[:, 2j + 1] up) one dot of twice the width per step, split in
+    registers after the loop. Rows past the tile belong to other tiles (their results are masked
+    on store); a K tail reads a's zero padding."""
+    # one return at the end, the branches static: the compiler builds only the branch taken
+    if SWIGLU and PAIRS:
+        both = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            both = tl.dot(a_desc.load([a_row, k0]), w_desc.load([w_row + k0, 2 * col0]), both)
+        gate, up = tl.split(tl.reshape(both, (BLOCK_M, BLOCK_N, 2)))
+        acc = gate * tl.sigmoid(gate) * up
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            a = a_desc.load([a_row, k0])
+            acc = tl.dot(a, w_desc.load([w_row + k0, col0]), acc)
+            if SWIGLU:
+                acc_up = tl.dot(a, w_desc.load([w_row + k0, col0 + N]), acc_up)
         if SWIGLU:
-            acc_up = tl.dot(a, w_desc.load([w_row + k0, col0 + N]), acc_up)
-    if SWIGLU:
-        acc = acc * tl.sigmoid(acc) * acc_up
+            acc = acc * tl.sigmoid(acc) * acc_up
     return acc
 
 
 @triton.jit
-def _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, row0, rows,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Column tile c of row tile (expert, row0, rows), its rows at a_row of xbuf: GEMM0 + SwiGLU into h."""
-    acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K)
-    _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+def _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PAIRS: tl.constexpr,
+                TMA_STORE: tl.constexpr):
+    """Column tile c of row tile (expert, row0, rows), its rows at a_row of xbuf: GEMM0 + SwiGLU into h.
+    TMA_STORE: a full tile leaves through h_desc (an asynchronous bulk store: the program goes on to
+    its next tile while it drains; layer1, the reader, is the next launch); a partial one is masked."""
+    acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K, PAIRS)
+    if TMA_STORE:
+        if rows == BLOCK_M:
+            h_desc.store([row0, c * BLOCK_N], acc.to(h_ptr.dtype.element_ty))
+        else:
+            _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+    else:
+        _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -219,13 +238,13 @@ def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.cons
 
 @triton.jit
 def layer0_kernel(
-    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
+    xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, h_desc, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
     pieces_ptr, flags_ptr, err_ptr, epoch_ptr,
     rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
-    EXPERT_ORDER: tl.constexpr,
+    EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr,
 ):
     """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
@@ -261,7 +280,8 @@ def layer0_kernel(
                 _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
                 a_row = SEND_ROWS + row0
             if MODE != _COMM_ONLY:
-                _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
+                _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
+                            PAIRS, TMA_STORE)
     else:
         # ---- compute blocks: GEMM0 + SwiGLU; this rank's own tiles first, then the rest ----
         n_cols = tl.cdiv(F, BLOCK_N)
@@ -273,7 +293,8 @@ def layer0_kernel(
             for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=FLATTEN):
                 v, c = _swizzle(w, n_own, n_cols, GROUP_M)
                 expert, row0, rows, src, src_row0 = _tile(tiles_ptr, first + v)
-                _gemm0_tile(xbuf_desc, src_row0, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
+                _gemm0_tile(xbuf_desc, src_row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
+                            PAIRS, TMA_STORE)
         # remote tiles, each after its flag: not flattened, so no load is hoisted above a wait
         n_rest = n_tiles - n_own
         for w in range(pid - N_COMM, n_rest * n_cols, N_PROGRAMS - N_COMM):
@@ -282,7 +303,8 @@ def layer0_kernel(
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
             if MODE != _COMM_ONLY:
-                _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K)
+                _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
+                            PAIRS, TMA_STORE)
 
 
 # ----------------------------------------------------------------------------------------
@@ -314,7 +336,7 @@ def layer1_kernel(
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             if MODE != _COMM_ONLY:
                 col0 = split * SPLIT_COLS + c * BLOCK_N
-                acc = _gemm(h_desc, row0, w_desc, expert * F, col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K)
+                acc = _gemm(h_desc, row0, w_desc, expert * F, col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K, False)
                 # own rows straight to the combine region, the rest to staging (pushed home from there)
                 r = row0 + tl.arange(0, BLOCK_M)
                 if src == rank:

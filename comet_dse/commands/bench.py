@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import DTYPES, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.launch import (
     add_gpus_argument,
     check_gpu_launch,
@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step, in elements (default 64)")
     parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
     parser.add_argument("--flatten", action="store_true", help="software-pipeline the fused GEMMs across tiles where no wait intervenes")
+    parser.add_argument("--gate-up", default="pairs", choices=GATE_UP_LAYOUTS,
+                        help="GEMM0's gate/up weight layout: halves (two dots per K step) or pairs (interleaved "
+                             "columns, one dot of twice the width) (default pairs)")
+    parser.add_argument("--tma-store", action=argparse.BooleanOptionalAction, default=True,
+                        help="layer0's full tiles leave through an asynchronous TMA store (default on)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")

@@ -1,6 +1,6 @@
 """Compile the fused kernels for Hopper (sm_90a) on a machine without a GPU and print, per kernel,
 what the speed depends on, as one JSON object: registers, spilled bytes, and counts of the SASS
-instructions that matter (HGMMA: wgmma tensor cores; UTMALDG: TMA loads; LDG.E.128 / STG.E.128:
+instructions that matter (HGMMA: wgmma tensor cores; UTMALDG / UTMASTG: TMA loads and stores; LDG.E.128 / STG.E.128:
 16-byte loads and stores). Run without TRITON_INTERPRET (tests/kernels/test_fused_compiles.py
 runs it in a subprocess). The launch specialisations are mimicked: pointers and the sizes that
 are multiples of 16 are marked 16-divisible, as Triton marks them at a real launch."""
@@ -46,7 +46,7 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
         info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", obj],
                               capture_output=True, text=True, check=True).stderr
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", obj], capture_output=True, text=True, check=True).stdout
-    ops = ("HGMMA", "UTMALDG", "LDG.E.128", "STG.E.128", "LDG.E.U16", "STG.E.U16")
+    ops = ("HGMMA", "UTMALDG", "UTMASTG", "LDG.E.128", "STG.E.128", "LDG.E.U16", "STG.E.U16")
     return {"registers": int(re.search(r"Used (\d+) registers", info).group(1)),
             "spill_bytes": sum(int(v) for v in re.findall(r"(\d+) bytes spill", info)),
             **{op: len(re.findall(re.escape(op) + r"\b", sass)) for op in ops}}
@@ -66,13 +66,20 @@ def main() -> None:
             report[f"layer0_mode{mode}_seg{int(seg_flags)}"] = _compile(
                 fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
                                          "SEG_FLAGS": seg_flags, "PROXY_FENCE": True, "FLATTEN": seg_flags,
-                                         "EXPERT_ORDER": False})
+                                         "EXPERT_ORDER": False, "PAIRS": False, "TMA_STORE": False})
         report[f"layer1_mode{mode}"] = _compile(
             fm.layer1_kernel, ptrs, {**tiles, "WORLD": 8, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
                                      "FLATTEN": False})
     report["layer0_expert"] = _compile(
         fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
-                                 "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": True})
+                                 "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": True, "PAIRS": False,
+                                 "TMA_STORE": False})
+    # GEMM0's gate/up in column pairs (one dot of 2 x BN per step), full tiles stored by TMA
+    pairs = {**ptrs, "w_desc": _desc((BK, 2 * BN)), "h_desc": _desc((BM, BN))}
+    report["layer0_pairs_tma"] = _compile(
+        fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
+                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
+                                  "TMA_STORE": True})
     report["layer1_n256"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": True})

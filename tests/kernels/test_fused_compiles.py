@@ -34,8 +34,10 @@ def test_every_kernel_compiles_without_spills(report):
 
 
 def test_gemms_use_wgmma_and_tma(report):
-    for name in ("layer0_mode0_seg0", "layer0_mode1_seg0", "layer0_expert", "layer1_mode0", "layer1_mode1"):
+    for name in ("layer0_mode0_seg0", "layer0_mode1_seg0", "layer0_expert", "layer1_mode0", "layer1_mode1",
+                 "layer0_pairs_tma"):
         assert report[name]["HGMMA"] > 0 and report[name]["UTMALDG"] > 0, name
+    assert report["layer0_pairs_tma"]["UTMASTG"] > 0 and report["layer0_mode0_seg0"]["UTMASTG"] == 0
 
 
 def test_row_copies_move_16_bytes_per_access(report):
