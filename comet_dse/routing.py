@@ -1,8 +1,8 @@
 """Routings: how many (token, expert) pairs each rank sends to each expert.
 
 The simulator needs counts, not token ids: counts[s, e] = rows that source rank s routes to
-expert e. Rows are (token, expert) pairs and are not deduplicated per destination rank, as
-in Megatron's permute + all-to-all. Specs:
+expert e. Rows are (token, expert) pairs; with EP only they are not deduplicated per destination
+rank, as in Megatron's permute + all-to-all (with TP see below). Specs:
 
 - `uniform`       every expert equally likely;
 - `std:<x>`       per-expert load shares with standard deviation x (the Comet paper's
@@ -16,11 +16,16 @@ in Megatron's permute + all-to-all. Specs:
                   CSV with one layer per line (E numbers; a first line of names is skipped). Each
                   rank's rows are split over the experts in the layer's proportions (its own
                   proportions where the file has one row per source rank), by largest remainder:
-                  your routing at the workload's token count, no draw. `#<layer>` picks a layer
-                  (from 0); a file of one layer needs none; `comet-dse simulate --layers` runs several.
+                  your routing at the workload's token count, no draw (with TP > 1, but see below).
+                  `#<layer>` picks a layer (from 0); a file of one layer needs none; `comet-dse simulate
+                  --layers` runs several.
 
 Synthetic routings draw each rank's tokens x top-k rows from a multinomial over the expert
 shares with the workload's seed (a token's k picks are not forced distinct).
+
+Tensor parallelism also needs which rows share a token: a token goes once to each TP rank of an
+EP group however many of its experts live there (`tokens_per_group`). A trace knows its tokens;
+otherwise `token_picks` forms them from the counts (see there).
 """
 
 from __future__ import annotations
@@ -44,16 +49,59 @@ FIELD = "--routing"
 MAX_ZIPF_EXPONENT = 16.0
 
 
+# The seed's second stream forms tokens from counts, so the counts' own draw never shifts.
+TOKEN_STREAM = 1
+
+
 @dataclass(frozen=True)
 class Routing:
     counts: np.ndarray  # (W, E) int64: rows from source rank s to expert e
     shares: np.ndarray  # (E,) expected share of rows per expert
+    picks: np.ndarray | None = None  # (W, tokens, top-k) expert ids where known (traces); None: formed from counts
 
     @property
     def load_std(self) -> float:
         """Standard deviation of the realised per-expert share of rows."""
         load = self.counts.sum(axis=0)
         return float(np.std(load / load.sum()))
+
+
+def rows_per_group(workload: Workload, counts: np.ndarray) -> np.ndarray:
+    """(W, EP) (token, expert) rows source s routes to the experts of EP group g."""
+    return counts.reshape(workload.world, workload.ep, workload.experts_per_rank).sum(axis=2)
+
+
+def token_picks(routing: Routing, top_k: int, seed: int) -> list[np.ndarray]:
+    """Per source rank, its tokens' expert ids, (tokens, top_k); -1 pads a last token short of top_k rows.
+
+    A trace's tokens as given. Otherwise each rank's rows are dealt to its tokens in a random order
+    drawn from `seed` (stream TOKEN_STREAM). For the synthetic routings that is the sampler's own law,
+    exactly: T k i.i.d. picks are a multinomial draw of the counts followed by a uniformly random order
+    of them (so a token's picks need not be distinct, as there). For a counts file it assumes the rows
+    meet in tokens at random, a file of counts saying nothing more.
+    """
+    if routing.picks is not None:
+        return list(routing.picks)
+    rng = np.random.default_rng([seed, TOKEN_STREAM])
+    out = []
+    for counts in routing.counts:
+        rows = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+        rows = np.concatenate([rows, np.full(-len(rows) % top_k, -1, dtype=rows.dtype)])
+        out.append(rows.reshape(-1, top_k))  # (tokens, top_k)
+    return out
+
+
+def tokens_per_group(workload: Workload, routing: Routing) -> np.ndarray:
+    """(W, EP) tokens of source s routed to at least one expert of EP group g: a token with several
+    experts in g counts once."""
+    ep, per_rank = workload.ep, workload.experts_per_rank
+    out = np.zeros((workload.world, ep), dtype=np.int64)
+    for s, picks in enumerate(token_picks(routing, workload.model.top_k, workload.seed)):
+        groups = np.where(picks >= 0, picks // per_rank, ep)  # (tokens, top_k); padding in a spare column
+        hit = np.zeros((len(picks), ep + 1), dtype=bool)
+        hit[np.arange(len(picks))[:, None], groups] = True
+        out[s] = hit[:, :ep].sum(axis=0)
+    return out
 
 
 def _parse_float(spec: str, text: str) -> float:
@@ -213,7 +261,7 @@ def make_routing(workload: Workload) -> Routing:
         flat = picks + (np.arange(world) * experts)[:, None]
         counts = np.bincount(flat.ravel(), minlength=world * experts).reshape(world, experts)
         shares = counts.sum(axis=0) / counts.sum()
-        return Routing(counts.astype(np.int64), shares)
+        return Routing(counts.astype(np.int64), shares, picks.reshape(world, workload.tokens, -1))
     if kind == "uniform" and not arg:
         shares = np.full(experts, 1.0 / experts)
     elif kind == "std" and arg:

@@ -37,7 +37,8 @@ class Placement:
         counts[:, self.slot_of_expert] = routing.counts
         shares = np.zeros_like(routing.shares)
         shares[self.slot_of_expert] = routing.shares
-        return Routing(counts, shares)
+        picks = None if routing.picks is None else self.slot_of_expert[routing.picks]
+        return Routing(counts, shares, picks)
 
 
 def cross_node_cost(workload: Workload, routing: Routing, gpus_per_node: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from comet_dse.sim.gemm import kernel_time_ns
 from comet_dse.sim.layout import Group
 from comet_dse.sim.runtime import SimContext
-from comet_dse.sim.schedules.base import grouped_gemm_tiles
+from comet_dse.sim.schedules.base import grouped_gemm_tiles, sent_rows
 
 # Small torch ops of B0 (kernels/baselines.py) that do no pass over rows, each charged one
 # kernel launch (figures.kernel_launch_us, which calibrate measures as a small kernel's cost).
@@ -109,9 +109,10 @@ def regroups(ctx: SimContext) -> bool:
 
 def dispatch_side(ctx: SimContext, rank: int) -> list[Kernel]:
     """Measured B0 before the dispatch (after the routing plan, priced as the host sync): the
-    gather of this rank's (token, slot) rows into send order (read + write)."""
+    gather of this rank's rows into send order (read + write): (token, slot) rows, one per token and
+    EP group with TP (sent_rows)."""
     wl = ctx.workload
-    pairs = int(ctx.routing.counts[rank].sum())
+    pairs = sent_rows(ctx, rank)
     row = wl.model.hidden * wl.dtype_bytes
     return [Kernel("stream", "gather to send order", pass_ns(ctx, "gather", 2 * pairs * row), "permute")]
 
@@ -143,7 +144,7 @@ def combine_side(ctx: SimContext, rank: int) -> list[Kernel]:
     """Measured B0 after the combine: the returned rows scattered into (token, slot) order, then
     the weighted top-k sum (bf16 rows read, fp32 accumulated and written)."""
     wl = ctx.workload
-    pairs = int(ctx.routing.counts[rank].sum()) * wl.tp
+    pairs = sent_rows(ctx, rank) * wl.tp
     row = wl.model.hidden * wl.dtype_bytes
     weighted = pairs * row + wl.tokens * wl.model.hidden * OUT_BYTES
     return [Kernel("stream", "scatter to token order", pass_ns(ctx, "scatter", 2 * pairs * row), "unpermute"),

@@ -21,6 +21,7 @@ import numpy as np
 from comet_dse.sim.baseline_kernels import OUT_BYTES, gemm_shape, pass_ns
 from comet_dse.sim.layout import Group, group_tile_ns
 from comet_dse.sim.runtime import SimContext
+from comet_dse.sim.schedules.base import sent_rows
 
 # The fused forward's small kernels (kernels/fused_layer.py FusedMoE.__call__), one launch each:
 # before layer0: epoch += 1, the pairs' counting sort (2: kernels/fused_pack.py), counters.zero_,
@@ -71,9 +72,9 @@ def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, fl
 
 
 def pack_ns(ctx: SimContext, rank: int) -> float:
-    """The pack of this rank's (token, slot) rows in expert order into its send region (a gather)."""
+    """The pack of this rank's rows to send (`sent_rows`) in expert order into its send region (a gather)."""
     wl = ctx.workload
-    pairs = int(ctx.routing.counts[rank].sum())
+    pairs = sent_rows(ctx, rank)
     return pass_ns(ctx, "gather", 2 * pairs * wl.model.hidden * wl.dtype_bytes)
 
 
@@ -83,6 +84,6 @@ def combine_pass_ns(ctx: SimContext, rank: int) -> float:
     rate; a profile from before it timed that kernel takes the gather's (index_select: also one
     pass reading rows by index), not B0's three-pass fp32_reduce."""
     wl = ctx.workload
-    pairs = int(ctx.routing.counts[rank].sum()) * wl.tp
+    pairs = sent_rows(ctx, rank) * wl.tp
     kind = "combine" if "combine" in ctx.hardware.measured.memory_pass_GBps else "gather"
     return pass_ns(ctx, kind, pairs * (wl.model.hidden * wl.dtype_bytes + 12) + wl.tokens * wl.model.hidden * OUT_BYTES)

@@ -16,6 +16,7 @@ never communicated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,9 @@ class RankLayout:
     tile_last_offset: np.ndarray  # bytes of that source's flow that must have arrived
     tile_first_source: np.ndarray
     tile_parts: list[list[tuple[int, int]]]  # (source, rows) per tile, for layer1 sends
+    # (W,) with TP: tokens each source sends this rank per row of its (tokens / rows), the share of a
+    # tile's rows that travel (layer0) and come back pre-reduced (layer1); None: every row (EP only)
+    row_share: np.ndarray | None = None
 
     @property
     def routed_rows(self) -> int:
@@ -73,10 +77,20 @@ def rank_groups(workload: Workload, routing: Routing, rank: int) -> list[Group]:
     return groups
 
 
+def token_share(rows: np.ndarray, tokens: np.ndarray | None) -> np.ndarray | None:
+    """(W,) tokens per row of each source (0 where it sends none); None without tokens (EP only)."""
+    if tokens is None:
+        return None
+    return np.divide(tokens, rows, out=np.zeros(len(rows)), where=rows > 0)
+
+
 def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, row_order: str,
-                 gpus_per_node: int, split_by_source: bool = False) -> RankLayout:
+                 gpus_per_node: int, split_by_source: bool = False, sent_tokens: np.ndarray | None = None) -> RankLayout:
     """`split_by_source`: row tiles never cross from one source's rows to the next (the fused kernels
-    as built: a tile is one contiguous copy from one source); else they run on across sources."""
+    as built: a tile is one contiguous copy from one source); else they run on across sources.
+    `sent_tokens` (W,): with TP, the tokens each source sends this rank (SimContext.group_sends), each
+    once however many of its rows here it feeds. Which rows share a token is not tracked here, so a
+    source's tokens are taken to arrive spread evenly over its rows: a tile waits for its share."""
     world = workload.world
     row_bytes = workload.model.hidden * workload.dtype_bytes
     order = source_order(rank, world, row_order, gpus_per_node)
@@ -84,8 +98,15 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
     routed = [g for g in groups if g.expert >= 0]
     # layer0 pulls source by source; inside one source's flow, the rows of each expert in turn
     per_source = np.array([g.rows_by_source for g in routed]).reshape(len(routed), world)  # (groups, W)
-    offset_in_flow = np.vstack([np.zeros((1, world), dtype=np.int64), np.cumsum(per_source, axis=0)[:-1]]) * row_bytes
-    flow_bytes = per_source.sum(axis=0) * row_bytes
+    offset_in_flow = np.vstack([np.zeros((1, world), dtype=np.int64), np.cumsum(per_source, axis=0)[:-1]])  # rows
+    share = token_share(per_source.sum(axis=0), sent_tokens)
+    flow_bytes = (per_source.sum(axis=0) if sent_tokens is None else np.asarray(sent_tokens)) * row_bytes
+
+    def flow_offset(src: int, rows: int) -> int:
+        """Bytes of src's flow that carry its first `rows` rows here."""
+        if share is None:
+            return rows * row_bytes
+        return min(math.ceil(rows * share[src] - 1e-9), int(sent_tokens[src])) * row_bytes
 
     tile_group, tile_rows, last_src, last_off, first_src, parts = [], [], [], [], [], []
     for gi, group in enumerate(groups):
@@ -110,7 +131,7 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
             else:
                 src = int(order[last])
                 last_src.append(src)
-                last_off.append(int(offset_in_flow[gi, src] + (b - starts[last]) * row_bytes))
+                last_off.append(flow_offset(src, int(offset_in_flow[gi, src] + b - starts[last])))
     return RankLayout(
         rank=rank,
         groups=groups,
@@ -122,6 +143,7 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
         tile_last_offset=np.array(last_off, dtype=np.int64),
         tile_first_source=np.array(first_src, dtype=np.int64),
         tile_parts=parts,
+        row_share=share,
     )
 
 

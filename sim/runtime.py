@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import simpy
@@ -13,7 +14,7 @@ from comet_dse.sim.network import FlowNetwork, Link
 from comet_dse.sim.timeline import Timeline
 
 from comet_dse.hardware import HardwareProfile
-from comet_dse.routing import Routing
+from comet_dse.routing import Routing, rows_per_group, tokens_per_group
 from comet_dse.workload import Workload
 
 
@@ -76,6 +77,17 @@ class SimContext:
         self.nic_out = [Link(f"nic-out{r}", hw.nic_GBps) for r in range(world)]
         self.nic_in = [Link(f"nic-in{r}", hw.nic_GBps) for r in range(world)]
         self.hbm_copy = [Link(f"hbm{r}", hw.hbm_GBps / 2) for r in range(world)]  # a copy reads and writes
+
+    @cached_property
+    def group_sends(self) -> np.ndarray:
+        """(W, EP) rows source s sends each TP rank of EP group g in the dispatch, and gets back from each
+        in the combine. EP only: its (token, expert) rows, as B0's all-to-all and the fused kernels move
+        them. With TP: its tokens routed to g, each once (an all-gather of tokens to g's TP ranks, which
+        expand them into rows), and back from each TP rank one partial sum per token, pre-reduced over
+        the token's experts in g (then reduce-scattered: the owner adds the TP ranks' partials)."""
+        if self.workload.tp == 1:
+            return rows_per_group(self.workload, self.routing.counts)
+        return tokens_per_group(self.workload, self.routing)
 
     def path(self, src: int, dst: int) -> list[Link]:
         if src == dst:

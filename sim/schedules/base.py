@@ -103,12 +103,29 @@ def grouped_gemm_tiles(ctx: SimContext, groups: list[Group], rows: np.ndarray, b
     return np.repeat(tile_ns, m_tiles * n_tiles)
 
 
-def pair_bytes(ctx: SimContext, counts: np.ndarray) -> np.ndarray:
-    """(W, W) bytes each rank sends each rank in the dispatch: every TP rank of an expert gets its rows."""
+def pair_bytes(ctx: SimContext, per_group: np.ndarray | None = None) -> np.ndarray:
+    """(W, W) bytes each rank sends each rank in the dispatch; the combine is its transpose. Every TP
+    rank of an EP group gets what the source sends the group: `per_group` (W, EP) rows, by default
+    ctx.group_sends (EP only: (token, expert) rows; with TP: tokens, each once per group)."""
     wl = ctx.workload
-    world, row_bytes = wl.world, wl.model.hidden * wl.dtype_bytes
-    per_ep = counts.reshape(world, wl.ep, wl.experts_per_rank).sum(axis=2)  # (W, EP)
-    return np.repeat(per_ep, wl.tp, axis=1).astype(float) * row_bytes
+    per_group = ctx.group_sends if per_group is None else per_group
+    return np.repeat(per_group, wl.tp, axis=1).astype(float) * wl.model.hidden * wl.dtype_bytes
+
+
+def sent_rows(ctx: SimContext, rank: int) -> int:
+    """Rows this rank packs for the dispatch; the combine brings back TP times as many partial rows."""
+    return int(ctx.group_sends[rank].sum())
+
+
+def collective_names(ctx: SimContext) -> tuple[str, str]:
+    """The dispatch and combine as NCCL would run them: all-to-alls of rows (EP only), an all-gather and a
+    reduce-scatter of tokens (TP only), both at once where EP and TP mix (priced as one exchange)."""
+    wl = ctx.workload
+    if wl.tp == 1:
+        return "dispatch all-to-all", "combine all-to-all"
+    if wl.ep == 1:
+        return "dispatch all-gather", "combine reduce-scatter"
+    return "dispatch all-to-all + all-gather", "combine reduce-scatter + all-to-all"
 
 
 def link_floor_ns(ctx: SimContext, sends: np.ndarray) -> float:
@@ -124,21 +141,21 @@ def link_floor_ns(ctx: SimContext, sends: np.ndarray) -> float:
 def comm_alone_ns(ctx: SimContext) -> float:
     """The layer's communication alone, one definition for every schedule: the dispatch and the
     combine (the same bytes, `pair_bytes`) each at the links' full rate (`link_floor_ns`)."""
-    sends = pair_bytes(ctx, ctx.routing.counts)
+    sends = pair_bytes(ctx)
     return link_floor_ns(ctx, sends) + link_floor_ns(ctx, sends.T)
 
 
 def permute_ns(ctx: SimContext, rank: int) -> float:
-    """Gather this rank's (token, expert) rows into expert order: read + write."""
+    """Gather this rank's rows to send (`sent_rows`) into expert order: read + write."""
     wl = ctx.workload
-    rows = ctx.routing.counts[rank].sum()
+    rows = sent_rows(ctx, rank)
     return float(np.ceil(ctx.hardware.hbm_pass_ns(2 * rows * wl.model.hidden * wl.dtype_bytes)))
 
 
 def reduce_ns(ctx: SimContext, rank: int) -> float:
     """Weighted top-k (and TP partial) sum of the returned rows into the token order."""
     wl = ctx.workload
-    rows_back = ctx.routing.counts[rank].sum() * wl.tp
+    rows_back = sent_rows(ctx, rank) * wl.tp
     moved = (rows_back + wl.tokens) * wl.model.hidden * wl.dtype_bytes
     return float(np.ceil(ctx.hardware.hbm_pass_ns(moved)))
 

@@ -12,7 +12,8 @@ scatter back on the compute stream (only the GEMMs slow down under a collective:
 are bound by memory, not SMs), the routing plan, host sync and send-order gather before the
 first dispatch, the (token, slot) scatter and weighted sum after the last combine; where the
 profile timed B0's host chain (b0_host) every step after the sync also waits until the host, which
-launches them in B1's program order, has launched it.
+launches them in B1's program order, has launched it. With TP the collectives move tokens, as in
+`sequential`: an all-gather to each EP group's TP ranks, a reduce-scatter of pre-reduced partials back.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from comet_dse.sim.schedules.base import (
     RankOutcome,
     Schedule,
     bubble,
+    collective_names,
     pair_bytes,
     permute_ns,
     reduce_ns,
@@ -49,6 +51,7 @@ from comet_dse.sim.schedules.base import (
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
+from comet_dse.routing import rows_per_group
 from comet_dse.workload import Workload
 
 MAX_CHUNKS = 64
@@ -58,6 +61,16 @@ def split_counts(counts: np.ndarray, chunks: int) -> list[np.ndarray]:
     """Cut every (source, expert) count into `chunks` near-equal parts (the first ones larger)."""
     base, extra = np.divmod(counts, chunks)
     return [base + (i < extra) for i in range(chunks)]
+
+
+def chunk_group_sends(ctx: SimContext, parts: list[np.ndarray]) -> list[np.ndarray]:
+    """(W, EP) rows each chunk sends each TP rank of every EP group (see SimContext.group_sends): EP only,
+    the chunk's own (token, expert) rows; with TP, the tokens each source sends a group cut into chunks
+    as its tokens are."""
+    wl = ctx.workload
+    if wl.tp == 1:
+        return [rows_per_group(wl, part) for part in parts]
+    return split_counts(ctx.group_sends, len(parts))
 
 
 def stream_order(chunks: int) -> list[tuple[str, int]]:
@@ -107,10 +120,11 @@ class Chunked(Schedule):
         parts = split_counts(ctx.routing.counts, self.chunks)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
         colls = {}
-        for i, part in enumerate(parts):
-            sends = pair_bytes(ctx, part)
-            colls["dispatch", i] = ctx.collective(f"dispatch all-to-all {i}", alltoall_ns(ctx, sends))
-            colls["combine", i] = ctx.collective(f"combine all-to-all {i}", alltoall_ns(ctx, sends.T))
+        dispatch_name, combine_name = collective_names(ctx)
+        for i, per_group in enumerate(chunk_group_sends(ctx, parts)):
+            sends = pair_bytes(ctx, per_group)
+            colls["dispatch", i] = ctx.collective(f"{dispatch_name} {i}", alltoall_ns(ctx, sends))
+            colls["combine", i] = ctx.collective(f"{combine_name} {i}", alltoall_ns(ctx, sends.T))
         outcomes: list[RankOutcome | None] = [None] * wl.world
 
         def rank_processes(rank: int):

@@ -21,6 +21,12 @@ device barrier and one combine pass after layer1. comm_blocks0 = 0 is the copy-e
 variant: one peer copy per source on a side stream after a host sync, each source's tiles
 ready when its whole segment has landed, every SM computing.
 
+With TP (SimContext.group_sends) a rank pulls each source's tokens routed to its EP group once,
+however many of their rows it computes, and sends back one partial per token, pre-reduced over the
+token's experts here (the owner adds the TP ranks' partials: a reduce-scatter). Token ids are not
+tracked per tile, so tokens are taken spread evenly over a source's rows (RankLayout.row_share), and a
+partial is sent with its tile's split: the wait for a token's other experts' tiles is not modelled.
+
 `tile_order="expert"`: both layers' compute blocks take the tiles expert by expert (the layout's
 own order) instead, each remote tile still waiting for its rows; the pulls keep their per-source
 flows (exact at EP=2, where one peer's rows arrive in expert order anyway). The kernels' GROUP_M
@@ -123,14 +129,17 @@ def default_n_splits(hidden: int, block_n: int) -> int:
 
 
 def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndarray, bytes_per_row: int,
-                  tiles_per_send: int) -> list[tuple[float, int, int]]:
+                  tiles_per_send: int) -> list[tuple[float, int, float]]:
     """(ready time, destination, bytes) of every layer1 send, in production order.
 
     split_end[j, i] is when column split j of the i-th m-tile (in `tile_order`) is done.
     The tiles are taken in batches of `tiles_per_send` (about one compute wave, which
-    finishes together anyway); a batch's rows for one destination go in one send.
+    finishes together anyway); a batch's rows for one destination go in one send. With TP
+    a token's rows here go back as one partial (pre-reduced over its experts here), so a
+    destination gets its token share (layout.row_share) of the rows' bytes.
     """
-    sends: list[tuple[float, int, int]] = []
+    share = layout.row_share
+    sends: list[tuple[float, int, float]] = []
     for j in range(split_end.shape[0]):
         for first in range(0, len(tile_order), tiles_per_send):
             batch = range(first, min(first + tiles_per_send, len(tile_order)))
@@ -139,7 +148,8 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
             for i in batch:
                 for dest, rows in layout.tile_parts[tile_order[i]]:
                     rows_to[dest] = rows_to.get(dest, 0) + rows
-            sends.extend((ready, dest, rows * bytes_per_row) for dest, rows in rows_to.items())
+            sends.extend((ready, dest, rows * bytes_per_row if share is None else rows * share[dest] * bytes_per_row)
+                         for dest, rows in rows_to.items())
     sends.sort(key=lambda s: s[0])  # stable: production order
     return sends
 
@@ -163,7 +173,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
         # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
-                              split_by_source=copy_engine or knobs.tile_layout == "by-source")
+                              split_by_source=copy_engine or knobs.tile_layout == "by-source",
+                              sent_tokens=None if wl.tp == 1 else ctx.group_sends[:, rank // wl.tp])
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, knobs.block_n, 0, blocks0)
@@ -249,7 +260,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         waves_tiles = max(1, SEND_WAVES * blocks1 // max(1, int(per_split.max(initial=1))))
         bytes_per_row = wl.model.hidden // knobs.n_splits * wl.dtype_bytes
 
-        def layer1_sends(ends: np.ndarray) -> list[tuple[float, int, int]]:
+        def layer1_sends(ends: np.ndarray) -> list[tuple[float, int, float]]:
             # end of split j of the i-th tile in order1: the last of its per_split column tiles
             split_end = (ends[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
             found = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
@@ -265,7 +276,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         compute1_end = float(ends1.max(initial=start1))
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
-        def push(lane: str, lane_sends: list[tuple[float, int, int]]):
+        def push(lane: str, lane_sends: list[tuple[float, int, float]]):
             for ready, dest, size in lane_sends:
                 if ready > env.now:
                     yield env.timeout(ready - env.now)

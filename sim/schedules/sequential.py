@@ -2,7 +2,11 @@
 
 permute -> split-size exchange + host sync -> NCCL all-to-all dispatch -> grouped GEMM0
 (+ SwiGLU) on all SMs -> grouped GEMM1 on all SMs -> all-to-all combine -> weighted
-unpermute. The collectives block until the slowest rank arrives. With a measured profile
+unpermute. The collectives block until the slowest rank arrives. With TP the dispatch
+all-gathers tokens to the TP ranks of each EP group a token is routed to, and the combine
+reduce-scatters one partial per (token, group) back, pre-reduced over the token's experts
+there (SimContext.group_sends): at EP=1 Megatron's all-gather dispatcher; where EP and TP mix,
+both in one exchange, priced as one all-to-all of those bytes. With a measured profile
 the steps are the kernels B0 really launches, each priced from its tables (sim/baseline_kernels.py),
 and where the profile timed B0's host chain (b0_host) a step after the sync also waits until the
 host has launched it: at few tokens B0 is bound by the host, not the GPU.
@@ -28,7 +32,16 @@ from comet_dse.sim.baseline_kernels import (
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import Collective, SimContext
-from comet_dse.sim.schedules.base import Outcome, RankOutcome, Schedule, bubble, pair_bytes, permute_ns, reduce_ns
+from comet_dse.sim.schedules.base import (
+    Outcome,
+    RankOutcome,
+    Schedule,
+    bubble,
+    collective_names,
+    pair_bytes,
+    permute_ns,
+    reduce_ns,
+)
 
 LAYER0_END = "layer0 end"  # a marker in a rank's steps
 
@@ -54,10 +67,11 @@ class Sequential(Schedule):
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
         host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
-        sends = pair_bytes(ctx, ctx.routing.counts)
+        sends = pair_bytes(ctx)
         sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
-        dispatch = ctx.collective("dispatch all-to-all", alltoall_ns(ctx, sends))
-        combine = ctx.collective("combine all-to-all", alltoall_ns(ctx, sends.T))
+        dispatch_name, combine_name = collective_names(ctx)
+        dispatch = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
+        combine = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))
         outcomes: list[RankOutcome | None] = [None] * wl.world
 
         def rank_process(rank: int):
