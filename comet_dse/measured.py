@@ -85,10 +85,21 @@ class GemmEntry:
         return 2.0 * rows * self.k * self.n * (2 if self.swiglu else 1)
 
 
-def _per_tile(entry: GemmEntry, weight_GBps: float, dtype_bytes: int) -> Curve:
-    """A fused entry's time per tile over rows per expert (see MeasuredTables.fused_tile_us)."""
-    weights_us = entry.experts * entry.k * entry.n * (2 if entry.swiglu else 1) * dtype_bytes / weight_GBps / 1e3
-    fixed = max(0.0, entry.us.y[0] - weights_us)
+def _weights_us(entry: GemmEntry, weight_GBps: float, dtype_bytes: int) -> float:
+    """Streaming the entry's experts' weights once at `weight_GBps`."""
+    return entry.experts * entry.k * entry.n * (2 if entry.swiglu else 1) * dtype_bytes / weight_GBps / 1e3
+
+
+def _fixed_us(peers: list[GemmEntry], weight_GBps: float, dtype_bytes: int) -> float:
+    """A launch's own cost (launch, ramp-up, tail), the same at every SM count: the least any of the
+    shape's calls at its fewest rows took beyond streaming the weights once. Fewer SMs stream them
+    slower, but that is work of the tiles (each reads its weight slice), not of the launch."""
+    return min(max(0.0, e.us.y[0] - _weights_us(e, weight_GBps, dtype_bytes)) for e in peers)
+
+
+def _per_tile(entry: GemmEntry, fixed: float) -> Curve:
+    """A fused entry's time per tile over rows per expert, its launch's `fixed` cost taken off
+    (see MeasuredTables.fused_tile_us)."""
     tiles_n = -(-entry.n // entry.block_n)
     per_tile = [(us - fixed) / -(-(entry.experts * -(-int(r) // entry.block_m) * tiles_n) // entry.sms)
                 for r, us in zip(entry.us.x, entry.us.y)]
@@ -163,7 +174,9 @@ class MeasuredTables:
         its waves (not over tiles / SMs: a last partial wave costs a whole one, and the simulator's
         persistent schedule charges that again). The fixed cost (launch, ramp-up, tail of a kernel
         timed alone) is what the call at its fewest rows took beyond streaming its experts' weights
-        once at `weight_GBps` (HBM): there the weights are all the work. Per-tile times interpolate
+        once at `weight_GBps` (HBM), there the weights being all the work: the least of it over the
+        SM counts measured (at fewer SMs the weights stream slower, a cost of the tiles; taking it
+        as the launch's made a tile at 84 SMs 35% cheaper than measured at 128 rows per expert). Per-tile times interpolate
         log-log in rows per expert; another tile shape or K scales by its area and K. Where 3+ SM
         counts were measured, the time at `sms` is read from a robust line through all of them."""
         if rows <= 0:
@@ -185,7 +198,8 @@ class MeasuredTables:
         # line through them (Theil-Sen) keeps such a point from setting the time of one SM count.
         peers = [e for e in self.grouped_gemm if (e.impl, e.k, e.n, e.swiglu, e.block_m, e.block_n)
                  == (entry.impl, entry.k, entry.n, entry.swiglu, entry.block_m, entry.block_n)]
-        at_rows = [_per_tile(e, weight_GBps, dtype_bytes).loglog(rows) for e in peers]
+        fixed = _fixed_us(peers, weight_GBps, dtype_bytes)
+        at_rows = [_per_tile(e, fixed).loglog(rows) for e in peers]
         if len(peers) < 3:
             return at_rows[peers.index(entry)] * scale
         from scipy.stats import theilslopes  # here: calibrate reads profiles without the simulator's dependencies

@@ -186,9 +186,9 @@ def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_p
 def test_a_fused_tile_at_one_sm_count_follows_the_line_through_every_sm_count_measured(tmp_path):
     data = json.loads(HAND_PROFILE.read_text())
     gemm0 = data["tables"]["grouped_gemm"][2]
-    # one expert: at 256 rows 2 tiles in one wave on 2+ SMs; the weights stream in 2.0 us, so a call of
-    # us0 at 128 rows has us0 - 2 fixed and a 256-row tile takes 2 us0 - (us0 - 2) = us0 + 2: 4, 5, 11
-    # (one slow call), 7, 8 us at 2..6 SMs
+    # one expert: at 256 rows 2 tiles in one wave on 2+ SMs; the weights stream in 2.0 us, and the least
+    # any call at 128 rows took beyond them is 0 (the 2-SM call): no fixed cost, so a 256-row tile takes
+    # the call's time, 2 us0: 4, 6, 18 (one slow call), 10, 12 us at 2..6 SMs
     entries = [{**gemm0, "sms": sms, "us": [us, 2 * us]} for sms, us in ((2, 2.0), (3, 3.0), (4, 9.0), (5, 5.0), (6, 6.0))]
     data["tables"]["grouped_gemm"][2:3] = entries
     path = tmp_path / "sms.json"
@@ -198,14 +198,29 @@ def test_a_fused_tile_at_one_sm_count_follows_the_line_through_every_sm_count_me
     def tile(hw, sms: int) -> float:
         return hw.measured.fused_tile_us(256, 128, True, 256, sms, (128, 128), hw.hbm_GBps)
 
-    # the robust line through the five is the line through the four regular ones (2 + SMs): the slow
+    # the robust line through the five is the line through the four regular ones (2 x SMs): the slow
     # call does not set 4 SMs' time, and the line is not extrapolated past the SM counts measured
-    assert [tile(hw, s) for s in range(1, 8)] == pytest.approx([4.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.0])
-    # with fewer than 3 SM counts measured, the nearest one is taken as it is
+    assert [tile(hw, s) for s in range(1, 8)] == pytest.approx([4.0, 4.0, 6.0, 8.0, 10.0, 12.0, 12.0])
+    # with fewer than 3 SM counts measured, the nearest one is taken as it is: 2 x 9 less the fixed
+    # cost of the two, the least of 3 - 2 and 9 - 2
     data["tables"]["grouped_gemm"][2:7] = entries[1:3]
     two = tmp_path / "two.json"
     two.write_text(json.dumps(data))
-    assert tile(load_hardware(two), 4) == pytest.approx(11.0)
+    assert tile(load_hardware(two), 4) == pytest.approx(17.0)
+
+
+def test_a_launch_costs_the_same_at_every_sm_count_so_slower_streaming_is_the_tiles(tmp_path):
+    data = json.loads(HAND_PROFILE.read_text())
+    gemm0 = data["tables"]["grouped_gemm"][2]
+    # one expert, weights stream in 2.0 us at HBM rate. On 4 SMs the 128-row call takes 3.0 (1.0 fixed);
+    # on 2 SMs 5.0: two SMs cannot stream at HBM rate. That excess is the tiles' (each reads its weight
+    # slice), so the 2-SM tile at 256 rows (one wave) is 10 - 1 = 9, not 10 - (5 - 2) = 7
+    data["tables"]["grouped_gemm"][2:3] = [{**gemm0, "sms": sms, "us": [us, 2 * us]} for sms, us in ((2, 5.0), (4, 3.0))]
+    path = tmp_path / "stream.json"
+    path.write_text(json.dumps(data))
+    hw = load_hardware(path)
+    assert hw.measured.fused_tile_us(256, 128, True, 256, 2, (128, 128), hw.hbm_GBps) == pytest.approx(9.0)
+    assert hw.measured.fused_tile_us(256, 128, True, 256, 4, (128, 128), hw.hbm_GBps) == pytest.approx(5.0)
 
 
 def test_merged_tiles_compute_fewer_partial_tiles_than_tiles_by_source(tmp_path):
