@@ -96,11 +96,11 @@ group-m)  # row tiles sharing a weight tile through L2, beside the default 8 (in
         run 90 "mixtral_gm$gm" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 4 --group-m "$gm" --kind fused
     done
     ;;
-plan-check)  # a tuned plan's picks (results/validation/plan_check/) beside a sweep of communication blocks, one run
+plan-check)  # a tuned plan's picks (PLAN_DIR, default results/validation/plan_check/) beside a sweep of communication blocks
     for m in mixtral-8x7b phi-3.5-moe; do
-        plan="$repo/results/validation/plan_check/$m-h200-x2-ep2-tp1.json"
+        plan="$repo/${PLAN_DIR:-results/validation/plan_check}/$m-h200-x2-ep2-tp1.json"
         run 120 "${m}_plan" "${bench[@]}" --model "$m" --plan "$plan" --tokens 1024,4096,8192 --kind fused
-        run 150 "${m}_sweep" "${bench[@]}" --model "$m" --tokens 1024,4096,8192 --comm-blocks 2,4,8,16 --kind fused
+        run 150 "${m}_sweep" "${bench[@]}" --model "$m" --tokens 1024,4096,8192 --comm-blocks "${PLAN_SWEEP:-2,4,8,16}" --kind fused
     done
     ;;
 flatten)  # the fused GEMMs software-pipelined across tiles, beside the default, on the target shapes
