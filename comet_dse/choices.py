@@ -18,6 +18,8 @@ TILE_LAYOUTS = ("merged", "by-source")
 # GEMM0's gate/up weight in the fused kernels: gate | up halves (two dots per K step) or column pairs (one dot)
 GATE_UP_LAYOUTS = ("halves", "pairs")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
+# how a token crosses nodes (comet_dse/hardware.py INTERNODE_ROUTES says what each means)
+INTERNODE_ROUTES = ("direct", "rail", "pxn")
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")
 # the routing forms: a name or a prefix with its argument

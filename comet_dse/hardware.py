@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from comet_dse.choices import INTERNODE_ROUTES
 from comet_dse.errors import UserError
 from comet_dse.files import read_json_object
 
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
     from comet_dse.measured import MeasuredTables
 
 NS_PER_S = 1e9
+# How a token crosses nodes (SimContext.path and the collectives' busiest ports follow the same rule):
+# "direct": the source GPU's own NIC to the destination GPU's own NIC;
+# "rail": DeepEP's internode kernels (DeepSeek-V3 report, 3.2.2): over the source's rail to the GPU of the
+#   same local index on the destination node, then forwarded over NVLink there;
+# "pxn": NCCL's PXN: over NVLink first to the source-node GPU on the destination's rail, then rail to rail.
+# (INTERNODE_ROUTES, their names, live in comet_dse/choices.py for the CLI.)
+# the multi-node figures and their defaults, at which a profile predicts as it did before they existed:
+# left out of figures() and to_dict() at these values, so earlier tuning studies keep their identity
+MULTI_NODE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct"}
 
 
 @dataclass(frozen=True)
@@ -33,13 +43,17 @@ class HardwareProfile:
     comm_block_GBps: float  # what one communication thread block can move (one CTA cannot fill a link)
     comm_saturation: float  # sharpness p of the blocks -> bandwidth curve (see comm_blocks_GBps)
     gpus_per_node: int
-    nic_GBps: float  # inter-node, per GPU, per direction
+    nic_GBps: float  # inter-node, per NIC, per direction (one NIC per GPU unless nics_per_node says fewer)
     nic_latency_us: float
     collective_efficiency: float  # NCCL all-to-all bandwidth / link_GBps
     collective_latency_us: float  # fixed cost of one NCCL collective (launch + handshake)
     collective_sms: int  # SMs an NCCL all-to-all holds while it runs
     host_sync_us: float  # exchange of split sizes + device-to-host copy + stream sync
     kernel_launch_us: float
+    # ---- multi-node figures: each default predicts as before the figure existed (MULTI_NODE_DEFAULTS) ----
+    nics_per_node: int | None = None  # NICs of a node; GPU local i uses NIC i * nics // gpus_per_node. None: one per GPU
+    nic_collective_efficiency: float | None = None  # NCCL bandwidth / nic_GBps over the NIC; None: collective_efficiency
+    internode: str = "direct"  # how a token crosses nodes: one of INTERNODE_ROUTES
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -47,7 +61,7 @@ class HardwareProfile:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "sources", "measured"):
+            if f.name in ("name", "sources", "measured") or f.name in MULTI_NODE_DEFAULTS:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
                 raise UserError(f"hardware.{f.name}", f"must be a number >= 0, got {value!r}")
@@ -61,6 +75,28 @@ class HardwareProfile:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
         if self.collective_sms >= self.sms:
             raise UserError("hardware.collective_sms", f"must be < sms ({self.sms})")
+        self._check_multi_node()
+
+    def _check_multi_node(self) -> None:
+        nics, g = self.nics_per_node, self.gpus_per_node
+        if nics is not None and (not isinstance(nics, int) or isinstance(nics, bool) or nics < 1 or g % nics):
+            # whole rails: every NIC serves the same number of GPUs
+            raise UserError("hardware.nics_per_node", f"must be a positive integer that divides gpus_per_node ({g}), got {nics!r}")
+        eff = self.nic_collective_efficiency
+        if eff is not None and (not isinstance(eff, (int, float)) or isinstance(eff, bool) or not 0 < eff <= 1):
+            raise UserError("hardware.nic_collective_efficiency", f"must be in (0, 1], got {eff!r}")
+        if self.internode not in INTERNODE_ROUTES:
+            raise UserError("hardware.internode", f"must be one of {', '.join(INTERNODE_ROUTES)}, got {self.internode!r}")
+
+    @property
+    def nics(self) -> int:
+        """NICs per node: nics_per_node, or one per GPU."""
+        return self.gpus_per_node if self.nics_per_node is None else self.nics_per_node
+
+    @property
+    def nic_efficiency(self) -> float:
+        """A collective's achieved share of nic_GBps: nic_collective_efficiency, or the NVLink figure."""
+        return self.collective_efficiency if self.nic_collective_efficiency is None else self.nic_collective_efficiency
 
     # ---- cost formulas -------------------------------------------------------------------
 
@@ -102,27 +138,78 @@ class HardwareProfile:
         collective's achieved bandwidth, plus a fixed latency. The diagonal stays local.
         """
         nvlink, nic = self.busiest_ports(pair_bytes)
-        eff = self.collective_efficiency
-        worst = max(nvlink / (self.link_GBps * 1e9 * eff), nic / (self.nic_GBps * 1e9 * eff))
+        worst = max(nvlink / (self.link_GBps * 1e9 * self.collective_efficiency),
+                    nic / (self.nic_GBps * 1e9 * self.nic_efficiency))
         latency_us = self.collective_latency_us + (self.nic_latency_us if nic > 0 else 0.0)
         return worst * NS_PER_S + latency_us * 1e3
 
     def busiest_ports(self, pair_bytes: np.ndarray) -> tuple[float, float]:
         """Bytes through the busiest NVLink port and the busiest NIC port (a GPU's sends or its
-        receives: the directions are separate) when GPU s sends pair_bytes[s, d] to GPU d; the
-        diagonal stays local."""
+        receives, a NIC's out or in: the directions are separate) when GPU s sends pair_bytes[s, d]
+        to GPU d, each cross-node pair along `internode_routes`; the diagonal stays local."""
         world = pair_bytes.shape[0]
         node = np.arange(world) // self.gpus_per_node
         same_node = node[:, None] == node[None, :]
         intra = np.where(same_node & ~np.eye(world, dtype=bool), pair_bytes, 0.0)
         inter = np.where(~same_node, pair_bytes, 0.0)
-        return (float(max(intra.sum(axis=1).max(), intra.sum(axis=0).max())),
-                float(max(inter.sum(axis=1).max(), inter.sum(axis=0).max())))
+        if self.internode == "direct" and self.nics == self.gpus_per_node:  # each GPU its own NIC, no hop
+            return (float(max(intra.sum(axis=1).max(), intra.sum(axis=0).max())),
+                    float(max(inter.sum(axis=1).max(), inter.sum(axis=0).max())))
+        routes = self.internode_routes(world)
+        nvlink_out, nvlink_in = intra.sum(axis=1), intra.sum(axis=0)
+        hop = routes.hop_from >= 0
+        np.add.at(nvlink_out, routes.hop_from[hop], pair_bytes[hop])
+        np.add.at(nvlink_in, routes.hop_to[hop], pair_bytes[hop])
+        cross = ~same_node
+        nic_out, nic_in = np.zeros(routes.nic_count), np.zeros(routes.nic_count)
+        np.add.at(nic_out, routes.nic_out[cross], inter[cross])
+        np.add.at(nic_in, routes.nic_in[cross], inter[cross])
+        return (float(max(nvlink_out.max(), nvlink_in.max())), float(max(nic_out.max(), nic_in.max())))
+
+    def internode_routes(self, world: int) -> InternodeRoutes:
+        """The NICs and the NVLink hop of every pair of ranks, as `internode` says (INTERNODE_ROUTES).
+
+        GPU (node a, local i) sits on rail i * nics // gpus_per_node and uses that NIC of its node.
+        A pair (a:i -> b:j), a != b, on rails r(i), r(j):
+          direct: NIC (a, r(i)) out -> NIC (b, r(j)) in; no hop.
+          rail:   NIC (a, r(i)) out -> NIC (b, r(i)) in -> NVLink b:i -> b:j   (DeepEP normal kernels)
+          pxn:    NVLink a:i -> a:j -> NIC (a, r(j)) out -> NIC (b, r(j)) in   (NCCL PXN)
+        No hop where r(i) == r(j) (a shared NIC reaches both GPUs), nor where the forwarding GPU
+        does not exist (a partly filled last node): such a pair goes direct.
+        """
+        g, n = self.gpus_per_node, self.nics
+        rank = np.arange(world)
+        node, local = rank // g, rank % g
+        rail = local * n // g
+        src_node, dst_node = node[:, None], node[None, :]  # (W, 1), (1, W): broadcast to (W, W)
+        src_rail, dst_rail = rail[:, None], rail[None, :]
+        cross = src_node != dst_node
+        nic_out = np.broadcast_to(src_node * n + src_rail, (world, world)).copy()
+        nic_in = np.broadcast_to(dst_node * n + dst_rail, (world, world)).copy()
+        hop_from, hop_to = np.full((world, world), -1), np.full((world, world), -1)
+        forward = cross & (src_rail != dst_rail)
+        src, dst = np.broadcast_to(rank[:, None], (world, world)), np.broadcast_to(rank[None, :], (world, world))
+        if self.internode == "rail":  # via b:i, the destination node's GPU on the source's rail
+            via = np.broadcast_to(dst_node * g + local[:, None], (world, world))
+            forward &= via < world
+            nic_in = np.where(forward, dst_node * n + src_rail, nic_in)
+            hop_from, hop_to = np.where(forward, via, -1), np.where(forward, dst, -1)
+        elif self.internode == "pxn":  # via a:j, the source node's GPU on the destination's rail
+            via = np.broadcast_to(src_node * g + local[None, :], (world, world))
+            forward &= via < world
+            nic_out = np.where(forward, src_node * n + dst_rail, nic_out)
+            hop_from, hop_to = np.where(forward, src, -1), np.where(forward, via, -1)
+        nic_count = int(max(nic_out.max(initial=0), nic_in.max(initial=0))) + 1
+        return InternodeRoutes(np.where(cross, nic_out, -1), np.where(cross, nic_in, -1), hop_from, hop_to, nic_count)
 
     def to_dict(self) -> dict:
-        """The figures and sources; a measured profile's tables under "measured" (absent otherwise)."""
+        """The figures and sources; a measured profile's tables under "measured" (absent otherwise); the
+        multi-node figures only where they differ from their defaults (a profile file takes no null)."""
         out = asdict(replace(self, measured=None))
         del out["measured"]
+        for name, default in MULTI_NODE_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
         if self.measured is not None:
             out["measured"] = self.measured.to_dict()
         return out
@@ -131,15 +218,33 @@ class HardwareProfile:
         """Every figure, as its declared type (a JSON profile's 300 and a preset's 300.0 are one
         figure): a tuning study's identity. The name and the sources change no prediction. A measured
         profile adds its tables' digest, so a changed table is a new study; a preset's stays as it was."""
-        cast = {"int": int, "float": float}
-        out = {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self) if f.name not in ("name", "sources", "measured")}
+        cast = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}
+        out = {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self)
+               if f.name not in ("name", "sources", "measured") and getattr(self, f.name) != MULTI_NODE_DEFAULTS.get(f.name, ())}
         if self.measured is not None:
             out["measured_tables"] = self.measured.digest
         return out
 
 
+@dataclass(frozen=True)
+class InternodeRoutes:
+    """(W, W) tables of `HardwareProfile.internode_routes`: -1 where a pair has no such step."""
+
+    nic_out: np.ndarray  # the NIC a cross-node pair leaves by (node * nics + rail)
+    nic_in: np.ndarray  # the NIC it enters by
+    hop_from: np.ndarray  # its NVLink forwarding hop, GPU to GPU
+    hop_to: np.ndarray
+    nic_count: int  # NIC indices run 0 … nic_count - 1
+
+
 _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
 _NO_TABLES = "none: every cost from the figures (a measured profile from comet-dse calibrate brings tables)"
+# the multi-node figures at their defaults (none measured across nodes in this project)
+_MULTI_NODE_SOURCES = {
+    "nics_per_node": "one NIC per GPU, as DGX/HGX H100 (8 ConnectX-7 per 8 GPUs, datasheet); a JSON profile may say fewer",
+    "nic_collective_efficiency": "assumed, not measured: as collective_efficiency (measured over NVLink only)",
+    "internode": "direct (each GPU's own NIC); rail and pxn are the forwarding schemes of DeepEP and NCCL PXN",
+}
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,
     comm_block_GBps=15.5,
@@ -164,6 +269,7 @@ _HOPPER_SHARED_SOURCES = {
     "host_sync_us": "estimate (count exchange + cudaMemcpy D2H + sync)",
     "kernel_launch_us": "estimate",
     "measured": _NO_TABLES,
+    **_MULTI_NODE_SOURCES,
 }
 
 HARDWARE_PRESETS: dict[str, HardwareProfile] = {
@@ -206,6 +312,7 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
                 "link_latency_us": "estimate (PCIe peer access)", "collective_efficiency": "estimate",
                 "collective_latency_us": "estimate", "collective_sms": "estimate",
                 "host_sync_us": "estimate", "kernel_launch_us": "estimate", "measured": _NO_TABLES,
+                **_MULTI_NODE_SOURCES, "nics_per_node": "one NIC per GPU (assumed, not measured)",
             },
         ),
     )
@@ -228,6 +335,10 @@ def check_json_figures(path: Path, data: dict, prefix: str = "hardware") -> None
     rates = {"gemm_tflops", "hbm_GBps", "link_GBps", "comm_block_GBps", "nic_GBps"}
     for key, value in data.items():
         if key in ("name", "sources", "base"):
+            continue
+        if key == "internode":  # the one figure that is a word
+            if value not in INTERNODE_ROUTES:
+                raise UserError(f"{prefix}.{key}", f"must be one of {', '.join(INTERNODE_ROUTES)} in {path}, got {value!r}")
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise UserError(f"{prefix}.{key}", f"must be a finite number in {path}, got {value!r}")
@@ -263,14 +374,19 @@ def load_hardware(path: str | Path) -> HardwareProfile:
     return HardwareProfile(**data)
 
 
-def resolve_hardware(name_or_path: str, gpus_per_node: int | None = None) -> HardwareProfile:
-    """A preset or a profile .json; `gpus_per_node` (the --gpus-per-node option) overrides its node size."""
+def resolve_hardware(name_or_path: str, gpus_per_node: int | None = None, internode: str | None = None) -> HardwareProfile:
+    """A preset or a profile .json; `gpus_per_node` (the --gpus-per-node option) overrides its node size,
+    `internode` (--internode) its cross-node route."""
     if name_or_path in HARDWARE_PRESETS:
         profile = HARDWARE_PRESETS[name_or_path]
     elif name_or_path.endswith(".json") or Path(name_or_path).exists():
         profile = load_hardware(name_or_path)
     else:
         raise UserError("--hardware", f"unknown preset {name_or_path!r}; choose one of {', '.join(HARDWARE_PRESETS)} or give a profile .json")
+    if internode is not None:
+        if internode not in INTERNODE_ROUTES:
+            raise UserError("--internode", f"must be one of {', '.join(INTERNODE_ROUTES)}, got {internode!r}")
+        profile = replace(profile, internode=internode, sources={**profile.sources, "internode": "--internode"})
     if gpus_per_node is None:
         return profile
     if gpus_per_node < 1:

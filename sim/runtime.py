@@ -74,8 +74,13 @@ class SimContext:
         self.node_of = np.arange(world) // hw.gpus_per_node
         self.nvlink_out = [Link(f"nvlink-out{r}", hw.link_GBps) for r in range(world)]
         self.nvlink_in = [Link(f"nvlink-in{r}", hw.link_GBps) for r in range(world)]
-        self.nic_out = [Link(f"nic-out{r}", hw.nic_GBps) for r in range(world)]
-        self.nic_in = [Link(f"nic-in{r}", hw.nic_GBps) for r in range(world)]
+        # one link per NIC and direction, indexed node * nics + rail (= rank with one NIC per GPU):
+        # GPUs that share a NIC share its links, and a NIC's in-link bounds the incast into it
+        routes = hw.internode_routes(world)
+        self._nic_out_of, self._nic_in_of = routes.nic_out.tolist(), routes.nic_in.tolist()
+        self._hop_of = np.stack([routes.hop_from, routes.hop_to], axis=-1).tolist()
+        self.nic_out = [Link(f"nic-out{k}", hw.nic_GBps) for k in range(routes.nic_count)]
+        self.nic_in = [Link(f"nic-in{k}", hw.nic_GBps) for k in range(routes.nic_count)]
         self.hbm_copy = [Link(f"hbm{r}", hw.hbm_GBps / 2) for r in range(world)]  # a copy reads and writes
 
     @cached_property
@@ -90,11 +95,27 @@ class SimContext:
         return tokens_per_group(self.workload, self.routing)
 
     def path(self, src: int, dst: int) -> list[Link]:
+        """The links a flow from `src` to `dst` holds, in the order it crosses them: an HBM copy, NVLink
+        in a node, and between nodes as the profile's `internode` route says (HardwareProfile.internode_routes):
+          direct: [nic_out(a:i), nic_in(b:j)]
+          rail:   [nic_out(a:i), nic_in(b:i), nvlink_out(b:i), nvlink_in(b:j)]   (DeepEP)
+          pxn:    [nvlink_out(a:i), nvlink_in(a:j), nic_out(a:j), nic_in(b:j)]   (NCCL PXN)
+        with nic(x) the NIC of GPU x's rail, and no NVLink hop where both GPUs share a rail. One flow holds
+        every link at once: a forwarding GPU relays chunk by chunk, so the hops pipeline (no store-and-forward)."""
         if src == dst:
             return [self.hbm_copy[src]]
         if self.node_of[src] == self.node_of[dst]:
             return [self.nvlink_out[src], self.nvlink_in[dst]]
-        return [self.nic_out[src], self.nic_in[dst]]
+        network = [self.nic_out[self._nic_out_of[src][dst]], self.nic_in[self._nic_in_of[src][dst]]]
+        hop_from, hop_to = self._hop_of[src][dst]
+        if hop_from < 0:
+            return network
+        hop = [self.nvlink_out[hop_from], self.nvlink_in[hop_to]]
+        return hop + network if hop_from == src else network + hop
+
+    def forwarded(self, src: int, dst: int) -> bool:
+        """Whether a flow takes an NVLink hop on its way between nodes (rail or pxn routes)."""
+        return self.node_of[src] != self.node_of[dst] and self._hop_of[src][dst][0] >= 0
 
     def lane(self, src: int, dst: int) -> str:
         """The kind of path between two ranks: each is worked on in parallel by the comm blocks."""
@@ -130,6 +151,8 @@ class SimContext:
             return 0.0
         if self.node_of[src] == self.node_of[dst]:
             return self.hardware.link_latency_us * 1e3
+        if self.forwarded(src, dst):  # the relay's NVLink hop adds its own latency
+            return (self.hardware.nic_latency_us + self.hardware.link_latency_us) * 1e3
         return self.hardware.nic_latency_us * 1e3
 
     def collective(self, name: str, duration_ns: float) -> Collective:

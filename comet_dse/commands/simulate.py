@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from comet_dse.choices import ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import INTERNODE_ROUTES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -30,6 +30,11 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULTS["model"], help="preset name or a HuggingFace config.json path")
     parser.add_argument("--hardware", default=DEFAULTS["hardware"], help="preset name or a hardware profile .json")
     add_gpus_per_node_argument(parser)
+    parser.add_argument("--internode", choices=INTERNODE_ROUTES,
+                        help="how a token crosses nodes: direct (its GPU's NIC to the destination GPU's NIC), rail "
+                             "(DeepEP: NIC to the same-rail GPU of the destination node, then NVLink) or pxn (NCCL PXN: "
+                             "NVLink to the GPU on the destination's rail, then NIC to NIC) (default: the hardware "
+                             "profile's internode, direct in the presets)")
     parser.add_argument("--ep", type=int, default=DEFAULTS["ep"], help="expert-parallel size, in GPUs")
     parser.add_argument("--tp", type=int, default=DEFAULTS["tp"], help="tensor-parallel size, in GPUs (splits F); EP x TP GPUs in all")
     parser.add_argument("--routing", default="uniform", help=f"expert load: {ROUTING_FORMS}")
@@ -49,7 +54,7 @@ def resolve_workload(args: argparse.Namespace, tokens: int):
     from comet_dse.workload import Workload
 
     model = resolve_model(args.model)
-    hardware = resolve_hardware(args.hardware, args.gpus_per_node)
+    hardware = resolve_hardware(args.hardware, args.gpus_per_node, args.internode)
     label = args.model if args.model in MODEL_PRESETS else model.name.replace("/", "_")
     workload = Workload(model, tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
     if args.gpus_per_node is not None:

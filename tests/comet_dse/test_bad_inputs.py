@@ -24,7 +24,10 @@ def make_inputs(folder: Path) -> None:
     (folder / "plain").write_text("not a folder\n")
     profiles = {"base_list": {"base": ["h800"]}, "sources_str": {"base": "h800", "sources": "x"},
                 "link_inf": {"base": "h800", "link_GBps": float("inf")}, "link_tiny": {"base": "h800", "link_GBps": 1e-300},
-                "sms_text": {"base": "h800", "sms": "132"}, "name_number": {"base": "h800", "name": 7}}
+                "sms_text": {"base": "h800", "sms": "132"}, "name_number": {"base": "h800", "name": 7},
+                "nics_three": {"base": "h800", "nics_per_node": 3}, "nics_eight": {"base": "h800", "nics_per_node": 8},
+                "nic_eff_big": {"base": "h800", "nic_collective_efficiency": 1.5},
+                "internode_ring": {"base": "h800", "internode": "ring"}}
     for name, profile in profiles.items():
         (folder / f"{name}.json").write_text(json.dumps(profile))  # json writes inf as Infinity
     np.savez(folder / "trace.npz", a=np.zeros((16, 2), dtype=np.int64))
@@ -76,6 +79,15 @@ CASES: list[tuple[list[str], str]] = [
     (["simulate", *SMALL, "--hardware", "link_tiny.json"], "hardware.link_GBps"),
     (["simulate", *SMALL, "--hardware", "sms_text.json"], "hardware.sms"),
     (["simulate", *SMALL, "--hardware", "name_number.json"], "hardware.name"),
+    # multi-node: the route, NICs that do not split a node into whole rails, an efficiency above 1
+    (["simulate", *SMALL, "--internode", "ring"], "--internode"),
+    (["simulate", *SMALL, "--hardware", "nics_three.json"], "hardware.nics_per_node"),
+    (["simulate", *SMALL, "--hardware", "nics_eight.json", "--gpus-per-node", "4"], "hardware.nics_per_node"),
+    (["simulate", *SMALL, "--hardware", "nic_eff_big.json"], "hardware.nic_collective_efficiency"),
+    (["simulate", *SMALL, "--hardware", "internode_ring.json"], "hardware.internode"),
+    (["place", *SMALL, "--internode", "ring"], "--internode"),
+    (["tune", *TUNE, "--internode", "ring"], "--internode"),
+    (["tune", *TUNE, "--hardware", "nics_three.json"], "hardware.nics_per_node"),
     # HF configs
     (["simulate", *SMALL, "--model", "hidden_float.json"], "hidden_size"),
     (["simulate", *SMALL, "--model", "experts_bool.json"], "num_local_experts"),
