@@ -3,10 +3,12 @@
     python benchmarks/bench_sim.py [--quick] [--profile]
 
 Targets: Mixtral-8x7B on h800, EP=8, 16384 tokens/GPU, all three schedules together in <= 1 s
-on one core (issue 2); DeepSeek-V3 shapes, all three schedules, EP=64 in <= 2 s and EP=256 (32
-nodes x 8) in <= 10 s (the cluster-scale issue; EP=1024 in <= 60 s is not in the ladder: far
-from it today, it would take most of an hour).
-Writes results/bench/sim_speed.json. Threads are pinned to one so the figure is one core's.
+on one core (issue 2); DeepSeek-V3 shapes, all three schedules, EP=64 in <= 2 s, EP=256 (32
+nodes x 8) in <= 10 s and EP=1024 in <= 60 s (the cluster-scale issue).
+`--gpus 64,256 --repeat 3` times only those cases, each the median of three runs.
+Writes results/bench/sim_speed.json (with each case's peak memory, ru_maxrss, which only grows
+over a run: run a large case alone to read its own figure). Threads are pinned to one so the
+figure is one core's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import cProfile  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -41,12 +45,28 @@ LADDER = [
     ("deepseek-v3", "h800", 64, 4096),  # target: <= 2 s
     ("deepseek-v3", "h800", 128, 4096),
     ("deepseek-v3", "h800", 256, 4096),  # target: <= 10 s
+    # beyond 256 GPUs by TP: DeepSeek-V3's 256 experts cap EP at 256
+    ("deepseek-v3", "h800", 256, 4096, 2),
+    ("deepseek-v3", "h800", 256, 4096, 4),  # 1024 GPUs, target: <= 60 s
 ]
-TARGETS_S = {("mixtral-8x7b", 8, 16384): 1.0, ("deepseek-v3", 64, 4096): 2.0, ("deepseek-v3", 256, 4096): 10.0}
+# by (model, GPUs, tokens)
+TARGETS_S = {("mixtral-8x7b", 8, 16384): 1.0, ("deepseek-v3", 64, 4096): 2.0, ("deepseek-v3", 256, 4096): 10.0,
+             ("deepseek-v3", 1024, 4096): 60.0}
 
 
-def run_case(model: str, hardware: str, ep: int, tokens: int) -> dict:
-    workload = Workload(MODEL_PRESETS[model], tokens, ep)
+def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repeat: int = 1) -> dict:
+    """All schedules on one shared routing; with `repeat` > 1 the median run (by total time)."""
+    runs = [_run_case(model, hardware, ep, tokens, tp) for _ in range(repeat)]
+    row = sorted(runs, key=lambda r: r["total_wall_s"])[len(runs) // 2]
+    if repeat > 1:
+        row["runs_total_wall_s"] = [r["total_wall_s"] for r in runs]
+        row["total_wall_s"] = statistics.median(row["runs_total_wall_s"])
+        row["met"] = None if row["target_s"] is None else row["total_wall_s"] <= row["target_s"]
+    return row
+
+
+def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int) -> dict:
+    workload = Workload(MODEL_PRESETS[model], tokens, ep, tp)
     hw = HARDWARE_PRESETS[hardware]
     start = time.perf_counter()
     routing = make_routing(workload)
@@ -58,28 +78,34 @@ def run_case(model: str, hardware: str, ep: int, tokens: int) -> dict:
         per_schedule[name] = {"wall_s": round(wall, 4), "events": result.events,
                               "events_per_s": round(result.events / wall), "latency_us": result.latency_us}
     total = time.perf_counter() - start
-    target = TARGETS_S.get((model, ep, tokens))
-    return {"model": model, "hardware": hardware, "ep": ep, "gpus": workload.world, "tokens": tokens,
+    target = TARGETS_S.get((model, workload.world, tokens))
+    return {"model": model, "hardware": hardware, "ep": ep, "tp": tp, "gpus": workload.world, "tokens": tokens,
             "total_wall_s": round(total, 4), "target_s": target, "met": None if target is None else total <= target,
-            "schedules": per_schedule}
+            "max_rss_MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "schedules": per_schedule}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the two target cases")
+    parser.add_argument("--quick", action="store_true", help="only the target cases")
+    parser.add_argument("--gpus", help="only the cases with these GPU counts, comma-separated (e.g. 64,256)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is kept")
     parser.add_argument("--profile", action="store_true", help="print where the 64-GPU comet run spends its time")
     parser.add_argument("--out", default="results/bench/sim_speed.json")
     args = parser.parse_args()
 
-    ladder = [c for c in LADDER if (c[0], c[2], c[3]) in TARGETS_S] if args.quick else LADDER
+    gpus = [case[2] * (case[4] if len(case) > 4 else 1) for case in LADDER]
+    ladder = [(c, g) for c, g in zip(LADDER, gpus) if not args.quick or (c[0], g, c[3]) in TARGETS_S]
+    if args.gpus:
+        ladder = [(c, g) for c, g in ladder if g in {int(n) for n in args.gpus.split(",")}]
     rows = []
     print(f"{'model':16} {'GPUs':>4} {'tokens':>6} {'total s':>8} {'target':>7}  per schedule: s (events/s)")
-    for case in ladder:
-        row = run_case(*case)
+    for case, _ in ladder:
+        row = run_case(*case, repeat=args.repeat)
         rows.append(row)
         detail = "  ".join(f"{n} {s['wall_s']:.3f} ({s['events_per_s']:,})" for n, s in row["schedules"].items())
         target = f"{row['target_s']:.0f} s" if row["target_s"] else ""
-        print(f"{row['model']:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}")
+        print(f"{row['model']:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}"
+              f"  peak {row['max_rss_MiB']} MiB", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -114,12 +115,11 @@ class FlowNetwork:
 
     def _coupled(self, links: Iterable[Link]) -> tuple[list[Flow], bool]:
         """The flows to re-rate, by id: the whole component while few flows are in flight, else the neighbours."""
-        links = list(links)
         if self.active > self.exact_limit:  # a big component is likely: skip the search for it
-            return sorted({f for link in links for f in link.flows}, key=_by_id), False
+            return sorted({f for link in links for f in link.flows}, key=_BY_ID), False
         seen_links: set[Link] = set()
         flows: set[Flow] = set()
-        stack = links
+        stack = list(links)
         while stack:
             link = stack.pop()
             if link in seen_links:
@@ -129,23 +129,25 @@ class FlowNetwork:
                 if flow not in flows:
                     flows.add(flow)
                     stack.extend(flow.path)
-        return sorted(flows, key=_by_id), True
+        return sorted(flows, key=_BY_ID), True
 
-    def _rebalance(self, links: Iterable[Link]) -> None:
+    def _rebalance(self, links: dict[Link, None]) -> None:
         now = self.env.now
         flows, whole = self._coupled(links)
         for flow in flows:  # settle progress at the old rates
             if now > flow.t_last:  # (an infinite rate over no time would give NaN)
                 flow.remaining -= flow.rate * (now - flow.t_last)
             flow.t_last = now
-        for flow, rate in _max_min_rates(flows, whole).items():
+        heap, tie = self._heap, self._tie
+        for flow, rate in _max_min_rates(flows, None if whole else links):
             if rate == flow.rate:
                 continue
-            flow.history.append((now, flow.size - max(flow.remaining, 0.0)))
+            remaining = flow.remaining if flow.remaining > 0.0 else 0.0
+            flow.history.append((now, flow.size - remaining))
             flow.rate = rate
             flow.version += 1
-            finish = now + math.ceil(max(flow.remaining, 0.0) / rate - _EPS) if rate > 0 else math.inf
-            heapq.heappush(self._heap, (finish, next(self._tie), flow, flow.version))
+            finish = now + math.ceil(remaining / rate - _EPS) if rate > 0 else math.inf
+            heapq.heappush(heap, (finish, next(tie), flow, flow.version))
         self._arm()
 
     def _arm(self) -> None:
@@ -182,41 +184,56 @@ class FlowNetwork:
             self._arm()
 
 
-def _by_id(flow: Flow) -> int:
-    return flow.id
+_BY_ID = operator.attrgetter("id")
 
 
-def _max_min_rates(flows: list[Flow], whole: bool) -> dict[Flow, float]:
+def _max_min_rates(flows: list[Flow], touched: dict[Link, None] | None) -> list[tuple[Flow, float]]:
     """Progressive filling: raise the rates together, freezing flows at a full link.
 
-    With `whole` False, flows outside `flows` keep their rates and use up their share.
-    Flows come sorted by id and every loop keeps that order, so the float sums are the
-    same from run to run."""
-    rates: dict[Flow, float] = {}
-    active = dict.fromkeys(flows)
-    left: dict[Link, float] = {}
-    count: dict[Link, int] = {}
-    for flow in active:
+    `touched` None: `flows` is a whole component. Else `flows` are those on the `touched`
+    links, and flows outside them keep their rates and use up their share. Flows come
+    sorted by id and every loop keeps that order, so the float sums are the same from run
+    to run. Returns (flow, rate) in the order the flows froze."""
+    rates: list[tuple[Flow, float]] = []
+    state: dict[Link, list] = {}  # link -> [capacity left, rising flows on it]: one lookup per visit
+    members: set[Flow] | None = None
+    for flow in flows:
         for link in flow.path:
-            if link not in left:
-                used = 0.0 if whole else sum(f.rate for f in link.flows if f not in active)
-                left[link] = max(0.0, link.capacity - used)
-            count[link] = count.get(link, 0) + 1
-    while active:
-        # each link's fair share once per round; a link leaves `count` when its last active flow freezes
-        shares = {link: left[link] / n for link, n in count.items()}
-        level = min(shares.values())
-        full = [link for link, share in shares.items() if share <= level * (1 + _EPS)]
-        frozen = sorted({f for link in full for f in link.flows if f in active}, key=_by_id)
+            entry = state.get(link)
+            if entry is not None:
+                entry[1] += 1
+                continue
+            if touched is None or link in touched:  # only members use it: nothing held
+                room = link.capacity
+            else:
+                if members is None:
+                    members = set(flows)
+                room = link.capacity - sum([f.rate for f in link.flows if f not in members])
+            state[link] = [room if room > 0.0 else 0.0, 1]
+    rising = flows  # by id
+    eps1 = 1 + _EPS
+    while rising:
+        # each link's fair share once per round; a link leaves `state` when its last rising flow freezes
+        shares = [entry[0] / entry[1] for entry in state.values()]
+        level = min(shares)
+        if len(rising) == 1:  # every link left is on its path, the fullest too
+            frozen, rising = rising, []
+        else:
+            bound = level * eps1
+            full = {link for link, share in zip(state, shares) if share <= bound}
+            frozen, still = [], []
+            for flow in rising:
+                (still if full.isdisjoint(flow.path) else frozen).append(flow)
+            rising = still
+        finite = level != math.inf  # inf - inf would poison the link with NaN
         for flow in frozen:
-            rates[flow] = level
+            rates.append((flow, level))
             for link in flow.path:
-                if level != math.inf:  # inf - inf would poison the link with NaN
-                    left[link] -= level
-                if count[link] == 1:
-                    del count[link]
+                entry = state[link]
+                if finite:
+                    entry[0] -= level
+                if entry[1] == 1:
+                    del state[link]
                 else:
-                    count[link] -= 1
-        for flow in frozen:
-            del active[flow]
+                    entry[1] -= 1
     return rates
