@@ -16,3 +16,15 @@ def test_the_fused_layer_takes_its_configuration_from_a_plan():
     small, large = FusedConfig.from_plan(plan, 1500), FusedConfig.from_plan(plan, 6000, programs=8)
     assert (small.comm_blocks0, small.comm_blocks1, small.n_splits) == (4, 12, 8)
     assert (large.comm_blocks0, large.comm_blocks1, large.n_splits, large.programs) == (20, 24, 2, 8)
+
+
+def test_gate_up_pairs_interleave_the_gate_and_up_columns():
+    import torch
+    from comet_dse.kernels.fused_layer import gate_up_weight
+
+    w = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)  # (E, H, 2F), F = 4: gate | up
+    pairs = gate_up_weight(w, "pairs")
+    assert torch.equal(pairs[..., 0::2], w[..., :4]) and torch.equal(pairs[..., 1::2], w[..., 4:])
+    assert torch.equal(gate_up_weight(w, "halves"), w)
+    with pytest.raises(ValueError, match="gate_up must be one of halves, pairs, got 'mixed'"):
+        gate_up_weight(w, "mixed")
