@@ -1,6 +1,6 @@
 """The fused layer's two GEMM launches under kernel variants, beside torch._grouped_mm on the same rows.
 
-    torchrun --nproc-per-node 2 benchmarks/gpu_gemm_variants.py --out results/measurements/gemm_variants.json
+    torchrun --nproc-per-node 2 benchmarks/gpu_gemm_variants.py --out results/measurements/ep2_h200/gemm_variants/gemm_variants.json
 
 Each rank works alone (a one-rank process group, as calibrate's fused GEMM table): layer0
 (GEMM0 + SwiGLU) and layer1 (GEMM1) of a FusedMoE with a model's EP=2 local experts, compute-only,
@@ -32,16 +32,20 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"  # the CPU (Triton's interpreter, fp32) only checks that the script runs
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 BASE = "base"
-VARIANTS = {  # name -> FusedConfig overrides ("programs" as a multiple of the SM count)
-    BASE: {},
-    "stages4": {"num_stages": 4},
-    "pairs": {"gate_up": "pairs"},
-    "tma_store": {"tma_store": True},
-    "pairs_tma": {"gate_up": "pairs", "tma_store": True},
-    "pairs_tma_stages4": {"gate_up": "pairs", "tma_store": True, "num_stages": 4},
-    "k128_stages2": {"block_k": 128, "num_stages": 2},
-    "m64_two_per_sm": {"block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2},
-    "m64_two_per_sm_pairs": {"block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2, "gate_up": "pairs"},
+HALVES = {"gate_up": "halves", "tma_store": False}  # the kernels before 2026-11-26's defaults
+PAIRS_TMA = {"gate_up": "pairs", "tma_store": True}  # the defaults since
+# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs,
+# so a variant means the same kernel whatever FusedConfig's defaults are
+VARIANTS = {
+    BASE: HALVES,
+    "stages4": {**HALVES, "num_stages": 4},
+    "pairs": {**HALVES, "gate_up": "pairs"},
+    "tma_store": {**HALVES, "tma_store": True},
+    "pairs_tma": PAIRS_TMA,
+    "pairs_tma_stages4": {**PAIRS_TMA, "num_stages": 4},
+    "k128_stages2": {**HALVES, "block_k": 128, "num_stages": 2},
+    "m64_two_per_sm": {**HALVES, "block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2},
+    "m64_two_per_sm_pairs": {**HALVES, "block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2, "gate_up": "pairs"},
 }
 
 

@@ -176,9 +176,10 @@ class MeasuredTables:
         timed alone) is what the call at its fewest rows took beyond streaming its experts' weights
         once at `weight_GBps` (HBM), there the weights being all the work: the least of it over the
         SM counts measured (at fewer SMs the weights stream slower, a cost of the tiles; taking it
-        as the launch's made a tile at 84 SMs 35% cheaper than measured at 128 rows per expert). Per-tile times interpolate
-        log-log in rows per expert; another tile shape or K scales by its area and K. Where 3+ SM
-        counts were measured, the time at `sms` is read from a robust line through all of them."""
+        as the launch's made a tile at 84 SMs 35% cheaper than measured at 128 rows per expert).
+        Per-tile times interpolate log-log in rows per expert; another tile shape or K scales by its
+        area and K. Where 3+ SM counts were measured, the time at `sms` is read from a robust line
+        through all of them."""
         if rows <= 0:
             return 0.0
         key = (k, n, swiglu, rows, sms, tile, weight_GBps, dtype_bytes)

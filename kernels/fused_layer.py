@@ -118,8 +118,8 @@ class FusedConfig:
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
     # GEMM0's weight: "halves" (gate in the first F columns, up in the next F: two dots per step) or
     # "pairs" (interleaved column by column: one dot of twice the width, split in registers); with
-    # tma_store, layer0's full tiles leave through an asynchronous TMA store. Together 3-5% off
-    # layer0 on H200 at both target shapes, neither alone more than 1% (results/measurements/gemm_variants/)
+    # tma_store, layer0's full tiles leave through an asynchronous TMA store. Together layer0 5-9% faster on
+    # H200 at both target shapes, neither alone more than 1% (results/measurements/ep2_h200/gemm_variants/)
     gate_up: str = "pairs"
     tma_store: bool = True
 
@@ -242,7 +242,8 @@ class FusedMoE:
         self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
         pairs = cfg.gate_up == "pairs"
         self.w13_desc = TensorDescriptor.from_tensor(self.w13.view(-1, 2 * self.ffn), [bk, 2 * bn if pairs else bn])
-        self.h_store_desc = TensorDescriptor.from_tensor(self.h, [bm, bn])
+        # layer0 stores full tiles through this one (a plain argument the kernel ignores without tma_store)
+        self.h_store_desc = TensorDescriptor.from_tensor(self.h, [bm, bn]) if cfg.tma_store else self.h_desc
         self.w2_desc = TensorDescriptor.from_tensor(self.w2.view(-1, hidden), [bk, self.block_n1])  # (E_l * F, H)
         dist.barrier(group=group)  # every rank's signals are zero before anyone raises one
         if self.device.type == "cuda":
@@ -380,7 +381,8 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         copy_cols = min(triton.next_power_of_2(hidden), 2048, cfg.copy_elems)
         layer0_kernel[(self.programs,)](
-            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, self.h_store_desc, plan.tiles, plan.order1, plan.remote,
+            self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, self.h_store_desc, plan.tiles,
+            plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch, self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,

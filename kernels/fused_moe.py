@@ -158,11 +158,8 @@ def _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, h_desc, row0, 
     TMA_STORE: a full tile leaves through h_desc (an asynchronous bulk store: the program goes on to
     its next tile while it drains; layer1, the reader, is the next launch); a partial one is masked."""
     acc = _gemm(xbuf_desc, a_row, w_desc, expert * H, c * BLOCK_N, H, F, True, BLOCK_M, BLOCK_N, BLOCK_K, PAIRS)
-    if TMA_STORE:
-        if rows == BLOCK_M:
-            h_desc.store([row0, c * BLOCK_N], acc.to(h_ptr.dtype.element_ty))
-        else:
-            _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
+    if TMA_STORE and rows == BLOCK_M:  # columns past F are clipped by the descriptor
+        h_desc.store([row0, c * BLOCK_N], acc.to(h_ptr.dtype.element_ty))
     else:
         _store_tile(h_ptr, row0 + tl.arange(0, BLOCK_M), rows, c * BLOCK_N, F, acc, BLOCK_M, BLOCK_N)
 
@@ -280,8 +277,8 @@ def layer0_kernel(
                 _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
                 a_row = SEND_ROWS + row0
             if MODE != _COMM_ONLY:
-                _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
-                            PAIRS, TMA_STORE)
+                _gemm0_tile(xbuf_desc, a_row, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows,
+                            BLOCK_M, BLOCK_N, BLOCK_K, PAIRS, TMA_STORE)
     else:
         # ---- compute blocks: GEMM0 + SwiGLU; this rank's own tiles first, then the rest ----
         n_cols = tl.cdiv(F, BLOCK_N)
@@ -293,8 +290,8 @@ def layer0_kernel(
             for w in tl.range(pid - N_COMM, n_own * n_cols, N_PROGRAMS - N_COMM, flatten=FLATTEN):
                 v, c = _swizzle(w, n_own, n_cols, GROUP_M)
                 expert, row0, rows, src, src_row0 = _tile(tiles_ptr, first + v)
-                _gemm0_tile(xbuf_desc, src_row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
-                            PAIRS, TMA_STORE)
+                _gemm0_tile(xbuf_desc, src_row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows,
+                            BLOCK_M, BLOCK_N, BLOCK_K, PAIRS, TMA_STORE)
         # remote tiles, each after its flag: not flattened, so no load is hoisted above a wait
         n_rest = n_tiles - n_own
         for w in range(pid - N_COMM, n_rest * n_cols, N_PROGRAMS - N_COMM):
@@ -303,8 +300,8 @@ def layer0_kernel(
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS, PROXY_FENCE)
             if MODE != _COMM_ONLY:
-                _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows, BLOCK_M, BLOCK_N, BLOCK_K,
-                            PAIRS, TMA_STORE)
+                _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows,
+                            BLOCK_M, BLOCK_N, BLOCK_K, PAIRS, TMA_STORE)
 
 
 # ----------------------------------------------------------------------------------------

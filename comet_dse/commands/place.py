@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from comet_dse.routing import make_routing
+    import numpy as np
+    from comet_dse.routing import Routing, make_routing, token_picks
     from comet_dse.search.placement import (
         contiguous,
         cross_node_bytes,
@@ -33,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     out = check_writable(args.out or f"results/placements/{model_name}-{hardware.name}-ep{args.ep}-tp{args.tp}-tokens{args.tokens}.json",
                          "--out", make_folders=not args.out)  # before any simulation, not after minutes of it
     routing = make_routing(workload)
+    if routing.picks is None:  # the tokens formed once: each placement then renames the same tokens' experts
+        routing = Routing(routing.counts, routing.shares,
+                          np.stack(token_picks(routing, workload.model.top_k, workload.seed)))
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
     placements = [contiguous(workload), round_robin(workload), optimized(workload, routing, hardware.gpus_per_node)]
     rows = []

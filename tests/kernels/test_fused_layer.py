@@ -95,6 +95,7 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float16", {"tile_layout": "by-source", "tile_order": "expert", "row_order": "source-order"}),
     ("float32", {"gate_up": "halves", "tma_store": False}),  # the default is pairs (one dot per step), TMA stores
     ("float16", {"gate_up": "halves", "tile_order": "expert", "comm_blocks0": 0}),
+    ("float32", {"block_n": 32, "block_n1": 16}),  # F = 48: the last column tile reads past 2F (zero padding)
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
