@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from comet_dse.kernels.calibration import SPIN_CYCLES
+from comet_dse.kernels.calibration import SPIN_CYCLES, plan_for_rows
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMPUTE_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
@@ -88,10 +88,7 @@ def time_variant(name: str, model, weights: MoEWeights, rows: dict[str, list[int
     x = torch.randn(most, model.hidden, device=DEVICE, dtype=DTYPE)
     out = {}
     for kind, counts in rows.items():
-        ids = torch.repeat_interleave(torch.arange(len(counts), device=DEVICE),
-                                      torch.tensor(counts, device=DEVICE)).view(-1, 1)
-        layer(x[:len(ids)], ids, torch.ones(len(ids), 1, device=DEVICE), mode=COMPUTE_ONLY)  # the plan
-        plan = layer.plan
+        plan = plan_for_rows(layer, x, counts)
         out[kind] = {"layer0_us": round(time_launch(lambda: layer._launch_layer0(plan, COMPUTE_ONLY)), 1),
                      "layer1_us": round(time_launch(lambda: layer._launch_layer1(plan, COMPUTE_ONLY)), 1)}
     return {"config": dict(cfg.__dict__), **out}

@@ -114,6 +114,15 @@ def copy_shape(width: int, copy_elems: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------
 
 
+def plan_for_rows(layer: FusedMoE, x: torch.Tensor, counts: list[int]):
+    """Run a one-rank, top-1 layer once (compute-only) with counts[e] rows on local expert e; its plan,
+    for timing the layer's launches alone on those rows."""
+    ids = torch.repeat_interleave(torch.arange(len(counts), device=x.device),
+                                  torch.tensor(counts, device=x.device)).view(-1, 1)
+    layer(x[:len(ids)], ids, torch.ones(len(ids), 1, device=x.device), mode=COMPUTE_ONLY)
+    return layer.plan
+
+
 def fit_alltoall(bytes_per_rank: list[int], us: list[float], world: int) -> tuple[float, float] | None:
     """(latency µs, bandwidth GB/s) of us = latency + bytes leaving each GPU / bandwidth, least
     squares on relative error (small and large messages count alike); None without a positive slope."""
@@ -630,11 +639,7 @@ class Calibration:
 
     def _plan_rows(self, layer: FusedMoE, x: torch.Tensor, rows: int):
         """Run the layer once (compute-only) with `rows` rows on each local expert; its plan."""
-        local = layer.experts
-        ids = torch.arange(local, device=self.device).repeat_interleave(rows).view(-1, 1)
-        weights = torch.ones(local * rows, 1, device=self.device)
-        layer(x[:local * rows], ids, weights, mode=COMPUTE_ONLY)
-        return layer.plan
+        return plan_for_rows(layer, x, [rows] * layer.experts)
 
     def fused(self, model) -> None:
         """layer0 (GEMM0 + SwiGLU) and layer1 (GEMM1) launches alone, compute-only, at programs - n."""
