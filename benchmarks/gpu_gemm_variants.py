@@ -32,17 +32,19 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"  # the CPU (Triton's interpreter, fp32) only checks that the script runs
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 BASE = "base"
-HALVES = {"gate_up": "halves", "tma_store": False}  # the kernels before 2026-11-26's defaults
-PAIRS_TMA = {"gate_up": "pairs", "tma_store": True}  # the defaults since
-# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs,
-# so a variant means the same kernel whatever FusedConfig's defaults are
+# the kernels before 2026-11-26's defaults (layer1 then ran num_stages too)
+HALVES = {"gate_up": "halves", "tma_store": False, "num_stages1": 3}
+PAIRS_TMA = {"gate_up": "pairs", "tma_store": True, "num_stages1": 3}  # the defaults of 2026-11-26
+# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs
+# and layer1's stages, so a variant means the same kernel whatever FusedConfig's defaults are
 VARIANTS = {
     BASE: HALVES,
-    "stages4": {**HALVES, "num_stages": 4},
+    "stages4": {**HALVES, "num_stages": 4, "num_stages1": 4},
     "pairs": {**HALVES, "gate_up": "pairs"},
     "tma_store": {**HALVES, "tma_store": True},
     "pairs_tma": PAIRS_TMA,
-    "pairs_tma_stages4": {**PAIRS_TMA, "num_stages": 4},
+    "pairs_tma_stages4": {**PAIRS_TMA, "num_stages": 4, "num_stages1": 4},
+    "pairs_tma_layer1_stages4": {**PAIRS_TMA, "num_stages1": 4},  # the defaults since, where F <= 2048
     "k128_stages2": {**HALVES, "block_k": 128, "num_stages": 2},
     "m64_two_per_sm": {**HALVES, "block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2},
     "m64_two_per_sm_pairs": {**HALVES, "block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2, "gate_up": "pairs"},
@@ -117,7 +119,8 @@ def main() -> None:
     single = dist.new_subgroups(1)[0] if world > 1 else None
     names = ARGS.variants.split(",")
     others = [n for n in names if n != BASE]
-    mine = [BASE] + others[rank::world] if BASE in names else others[rank::world]
+    # in the order given (a paired run can alternate which kernel goes first); base on every rank
+    mine = [n for n in names if n == BASE or n in others[rank::world]]
     result = {**environment(), "rank": rank, "comm_blocks": ARGS.comm_blocks, "tokens": ARGS.tokens,
               "spin_cycles": SPIN_CYCLES, "models": {}}
     for spec in ARGS.models.split(","):

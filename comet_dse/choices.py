@@ -33,3 +33,14 @@ WIDE_BLOCK_N1 = 256
 
 def default_layer1_width(hidden: int, n_splits: int, block_n: int) -> int:
     return WIDE_BLOCK_N1 if (hidden // max(1, n_splits)) % WIDE_BLOCK_N1 == 0 else block_n
+
+
+# the fused kernels' layer1 (GEMM1) pipeline depth unless one is given: where its K (the FFN width) is
+# short, a fourth stage made GEMM1 9% faster on H100 and 2% on H200 at Qwen2-MoE's F = 1408; at
+# Mixtral's F = 14336 it was 0-8% slower on H100 (results/measurements/h100_x1/gemm_variants/), so
+# longer K keeps the layer's num_stages
+DEEP_STAGES1, SHORT_K1 = 4, 2048
+
+
+def default_layer1_stages(ffn: int, num_stages: int) -> int:
+    return DEEP_STAGES1 if ffn <= SHORT_K1 else num_stages

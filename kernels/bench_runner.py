@@ -102,7 +102,7 @@ class BenchRunner:
     def _configs(self, tokens: int) -> list[FusedConfig]:
         s, a = self.s, self.args
         knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1,
-                 "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store,
+                 "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store, "num_stages1": a.stages1,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]

@@ -50,7 +50,7 @@ from comet_dse.kernels.fused_moe import (
     layer1_kernel,
     place_own_kernel,
 )
-from comet_dse.choices import GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
+from comet_dse.choices import GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_stages, default_layer1_width
 from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
     ROW_ORDERS,
@@ -114,6 +114,7 @@ class FusedConfig:
     barrier_spins: int = 1 << 26  # the same for a device barrier (it waits for a peer's whole layer)
     num_warps: int = 8
     num_stages: int = 3
+    num_stages1: int | None = None  # layer1's pipeline depth; default comet_dse.choices.default_layer1_stages
     copy_elems: int = 16384  # elements one communication block moves per step (16-byte vectors)
     check_every: int = 0  # eager calls between reads of the error slot (0: only check())
     # GEMM0's weight: "halves" (gate in the first F columns, up in the next F: two dots per step) or
@@ -129,6 +130,9 @@ class FusedConfig:
 
     def layer1_width(self, hidden: int) -> int:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
+
+    def layer1_stages(self, ffn: int) -> int:
+        return self.num_stages1 or default_layer1_stages(ffn, self.num_stages)
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
@@ -238,6 +242,7 @@ class FusedMoE:
         # ---- TMA descriptors, made once: nothing they describe moves ----
         bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
         self.block_n1 = cfg.layer1_width(hidden)
+        self.stages1 = cfg.layer1_stages(self.ffn)
         self.xbuf_desc = TensorDescriptor.from_tensor(self.xbuf.local, [bm, bk])
         self.h_desc = TensorDescriptor.from_tensor(self.h, [bm, bk])
         pairs = cfg.gate_up == "pairs"
@@ -402,5 +407,5 @@ class FusedMoE:
             WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
             COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            num_warps=cfg.num_warps, num_stages=self.stages1,
         )

@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "columns, one dot of twice the width) (default pairs)")
     parser.add_argument("--tma-store", action=argparse.BooleanOptionalAction, default=True,
                         help="layer0's full tiles leave through an asynchronous TMA store (default on)")
+    parser.add_argument("--stages1", type=int,
+                        help="layer1's pipeline depth (default: 4 where the FFN width is <= 2048, else 3 as layer0)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
@@ -122,6 +124,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
         raise UserError("--copy-elems", f"must be a power of two in [256, 131072], got {args.copy_elems}")
     if args.comm_blocks1 is not None and args.comm_blocks1 < 1:
         raise UserError("--comm-blocks1", f"must be >= 1, got {args.comm_blocks1}")
+    if args.stages1 is not None and not 1 <= args.stages1 <= 6:
+        raise UserError("--stages1", f"must be an integer in [1, 6], got {args.stages1}")
     if args.programs is not None and args.programs < 2:
         raise UserError("--programs", f"must be >= 2 (communication and compute blocks), got {args.programs}")
     block_m, block_n = parse_tile(args.tile)

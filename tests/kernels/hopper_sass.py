@@ -47,7 +47,7 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
                               capture_output=True, text=True, check=True).stderr
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", obj], capture_output=True, text=True, check=True).stdout
     ops = ("HGMMA", "UTMALDG", "UTMASTG", "LDG.E.128", "STG.E.128", "LDG.E.U16", "STG.E.U16")
-    return {"registers": int(re.search(r"Used (\d+) registers", info).group(1)),
+    return {"registers": int(re.search(r"Used (\d+) registers", info).group(1)), "shared_bytes": compiled.metadata.shared,
             "spill_bytes": sum(int(v) for v in re.findall(r"(\d+) bytes spill", info)),
             **{op: len(re.findall(re.escape(op) + r"\b", sass)) for op in ops}}
 
@@ -83,6 +83,10 @@ def main() -> None:
     report["layer1_n256"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": True})
+    # layer1 as the default runs it where F <= 2048 (comet_dse.choices.default_layer1_stages): 4 stages
+    report["layer1_n256_stages4"] = _compile(
+        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
+                                 "MODE": fm.FULL, "FLATTEN": False}, num_stages=4)
     plan_ptrs = {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
                  "order1_ptr": "*i32", "remote_ptr": "*i32", "local_tiles_ptr": "*i32", "segments_ptr": "*i64",
                  "pieces_ptr": "*i32"}

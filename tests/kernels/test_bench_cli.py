@@ -67,6 +67,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     (["--block-k", "0"], "--block-k: must be >= 1"),
     (["--warmup", "-1"], "--warmup: must be >= 0"),
     (["--copy-elems", "1000"], "--copy-elems: must be a power of two in [256, 131072]"),
+    (["--stages1", "0"], "--stages1: must be an integer in [1, 6], got 0"),
     (["--programs", "0"], "--programs: must be >= 2"),
     (["--tile", "100x100"], "--tile: tile sizes must be powers of two"),
     (["--block-n1", "96"], "--block-n1: tile sizes must be powers of two"),

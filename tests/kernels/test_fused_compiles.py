@@ -17,6 +17,8 @@ import pytest
 
 pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.[kernels]')")
 
+SM90_SHARED_BYTES = 227 * 1024  # the most one block may take on an H100/H200
+
 
 @pytest.fixture(scope="module")
 def report() -> dict:
@@ -33,9 +35,15 @@ def test_every_kernel_compiles_without_spills(report):
         assert k["spill_bytes"] == 0, f"{name} spills {k['spill_bytes']} bytes"
 
 
+def test_every_kernel_fits_in_one_sms_shared_memory(report):
+    assert report["layer1_n256_stages4"]["shared_bytes"] > report["layer1_n256"]["shared_bytes"]  # the fourth stage
+    for name, k in report.items():
+        assert k["shared_bytes"] <= SM90_SHARED_BYTES, f"{name} needs {k['shared_bytes']} bytes of shared memory"
+
+
 def test_gemms_use_wgmma_and_tma(report):
     for name in ("layer0_mode0_seg0", "layer0_mode1_seg0", "layer0_expert", "layer1_mode0", "layer1_mode1",
-                 "layer0_pairs_tma"):
+                 "layer0_pairs_tma", "layer1_n256_stages4"):
         assert report[name]["HGMMA"] > 0 and report[name]["UTMALDG"] > 0, name
     assert report["layer0_pairs_tma"]["UTMASTG"] > 0 and report["layer0_mode0_seg0"]["UTMASTG"] == 0
 

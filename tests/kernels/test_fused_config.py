@@ -28,3 +28,10 @@ def test_gate_up_pairs_interleave_the_gate_and_up_columns():
     assert torch.equal(gate_up_weight(w, "halves"), w)
     with pytest.raises(ValueError, match="gate_up must be one of halves, pairs, got 'mixed'"):
         gate_up_weight(w, "mixed")
+
+
+def test_layer1_runs_four_stages_where_its_k_is_short_unless_told():
+    assert FusedConfig().layer1_stages(1408) == 4  # Qwen2-MoE's FFN width
+    assert FusedConfig().layer1_stages(14336) == 3  # Mixtral's: layer0's depth
+    assert FusedConfig(num_stages=2).layer1_stages(14336) == 2
+    assert FusedConfig(num_stages1=3).layer1_stages(1408) == 3
