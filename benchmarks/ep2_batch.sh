@@ -146,7 +146,7 @@ gate-up)  # the layer with GEMM0's gate/up weight in column pairs and layer0's T
     ;;
 layer1-stages)  # the layer with layer1 at 3 and at 4 pipeline stages, one after the other, twice
     for v in 3 4 4 3; do
-        run 120 "qwen_stages1_$v" "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096,8192 --comm-blocks 8,16 --kind fused --stages1 "$v"
+        run 120 "qwen_stages1_$v" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --kind fused --stages1 "$v"
     done
     ;;
 sweep-mixtral)
