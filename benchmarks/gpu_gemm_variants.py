@@ -32,18 +32,18 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"  # the CPU (Triton's interpreter, fp32) only checks that the script runs
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 BASE = "base"
-# the kernels before 2026-11-26's defaults (layer1 then ran num_stages too)
-HALVES = {"gate_up": "halves", "tma_store": False, "num_stages1": 3}
-PAIRS_TMA = {"gate_up": "pairs", "tma_store": True, "num_stages1": 3}  # the defaults of 2026-11-26
-# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs
-# and layer1's stages, so a variant means the same kernel whatever FusedConfig's defaults are
+HALVES = {"gate_up": "halves", "tma_store": False}  # the kernels before 2026-11-26's defaults
+PAIRS_TMA = {"gate_up": "pairs", "tma_store": True}  # the defaults of 2026-11-26 (before layer1's own stages)
+# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs,
+# and layer1 runs the variant's num_stages unless it names num_stages1 (time_variant), so a variant means
+# the same kernel whatever FusedConfig's defaults are
 VARIANTS = {
     BASE: HALVES,
-    "stages4": {**HALVES, "num_stages": 4, "num_stages1": 4},
+    "stages4": {**HALVES, "num_stages": 4},
     "pairs": {**HALVES, "gate_up": "pairs"},
     "tma_store": {**HALVES, "tma_store": True},
     "pairs_tma": PAIRS_TMA,
-    "pairs_tma_stages4": {**PAIRS_TMA, "num_stages": 4, "num_stages1": 4},
+    "pairs_tma_stages4": {**PAIRS_TMA, "num_stages": 4},
     "pairs_tma_layer1_stages4": {**PAIRS_TMA, "num_stages1": 4},  # the defaults since, where F <= 2048
     "k128_stages2": {**HALVES, "block_k": 128, "num_stages": 2},
     "m64_two_per_sm": {**HALVES, "block_m": 64, "num_warps": 4, "num_stages": 2, "programs": 2},
@@ -83,6 +83,7 @@ def time_variant(name: str, model, weights: MoEWeights, rows: dict[str, list[int
     knobs = dict(VARIANTS[name])
     sms = sm_count(DEVICE)
     per_sm = knobs.pop("programs", 1)
+    knobs.setdefault("num_stages1", knobs.get("num_stages", FusedConfig.num_stages))  # not the default's rule
     cfg = FusedConfig(comm_blocks0=ARGS.comm_blocks * per_sm, comm_blocks1=ARGS.comm_blocks * per_sm,
                       programs=sms * per_sm, **knobs)
     most = max(sum(c) for c in rows.values())
