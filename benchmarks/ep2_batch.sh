@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -147,6 +147,11 @@ gate-up)  # the layer with GEMM0's gate/up weight in column pairs and layer0's T
 layer1-stages)  # the layer with layer1 at 3 and at 4 pipeline stages, one after the other, twice
     for v in 3 4 4 3; do
         run 120 "qwen_stages1_$v" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 8,16 --kind fused --stages1 "$v"
+    done
+    ;;
+deepseek-stages)  # DeepSeek-V3 (F = 2048: layer1 at 4 stages by the default's rule) at 3 and at 4 stages
+    for v in 3 4 4 3; do
+        run 150 "deepseek_stages1_$v" "${bench[@]}" --model deepseek-v3 --tokens 4096 --comm-blocks 8 --kind fused --stages1 "$v"
     done
     ;;
 sweep-mixtral)
