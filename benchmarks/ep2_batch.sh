@@ -151,7 +151,7 @@ layer1-stages)  # the layer with layer1 at 3 and at 4 pipeline stages, one after
     ;;
 deepseek-stages)  # DeepSeek-V3 (F = 2048: layer1 at 4 stages by the default's rule) at 3 and at 4 stages
     for v in 3 4 4 3; do
-        run 150 "deepseek_stages1_$v" "${bench[@]}" --model deepseek-v3 --tokens 4096 --comm-blocks 8 --kind fused --stages1 "$v"
+        run 300 "deepseek_stages1_$v" "${bench[@]}" --model deepseek-v3 --tokens 4096 --comm-blocks 8 --kind fused --stages1 "$v"
     done
     ;;
 sweep-mixtral)
