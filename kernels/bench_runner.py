@@ -14,11 +14,12 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 from comet_dse.errors import UserError
-from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive, moe_sequential
+from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
 from comet_dse.kernels.timing import environment, join_ranks, median_us
+from comet_dse.kernels.tp_baselines import moe_chunked_tp, parallel_groups
 
 ROTATE = 3  # input sets rotated through the timed runs
 MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
@@ -29,13 +30,23 @@ class BenchRunner:
         self.s, self.args = settings, args
         self.cuda, self.device = join_ranks()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        if settings.experts % self.world:
-            raise UserError("--model", f"{settings.experts} experts do not divide over {self.world} ranks")
+        tp = settings.tp
+        if self.world % tp or (settings.ep is not None and settings.ep * tp != self.world):
+            raise UserError("--ep" if settings.ep else "--tp", f"EP x TP must equal the {self.world} ranks launched, got "
+                                                               f"{settings.ep or self.world / tp:g} x {tp}")
+        self.ep = self.world // tp
+        if settings.experts % self.ep:
+            raise UserError("--model", f"{settings.experts} experts do not divide over {self.ep} expert-parallel ranks")
         self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
-        self.per_rank = settings.experts // self.world
+        self.per_rank = settings.experts // self.ep
         self.weights = MoEWeights.random(settings.experts, settings.hidden, settings.ffn, seed=args.seed,
                                          device=self.device, dtype=self.dtype)
-        self.local = self.weights.local(self.rank * self.per_rank, self.per_rank)
+        # under TP: this rank's EP group's experts, its share of their FFN width (kernels/tp_baselines.py)
+        self.groups = parallel_groups(self.ep, tp) if tp > 1 else None
+        ep_rank = self.rank if self.groups is None else self.groups.ep_rank
+        self.local = self.weights.local(ep_rank * self.per_rank, self.per_rank)
+        if self.groups is not None:
+            self.local = self.local.ffn_shard(self.groups.tp_rank, tp)
 
     def close(self) -> None:
         dist.barrier()
@@ -73,9 +84,10 @@ class BenchRunner:
             timings, errors = {}, {}
             if self.args.kind != "fused":
                 timings, errors = self._baselines(inputs, check, expected)
-            remote_bytes = self._remote_bytes(inputs[0][1])
+            # the EP dispatch and combine's bytes; under TP the collectives move others (not counted)
+            remote_bytes = self._remote_bytes(inputs[0][1]) if self.groups is None else None
             extra = {"remote_bytes_out": remote_bytes, "link_GBps": link,
-                     "comm_floor_us": round(remote_bytes / (link * 1e3), 2) if link else None}
+                     "comm_floor_us": round(remote_bytes / (link * 1e3), 2) if link and remote_bytes is not None else None}
             if self.args.kind == "baselines":
                 runs.append({**base, "config": None, "graphs": False, **self._reduce(timings), **extra,
                              "max_rel_error": errors})
@@ -96,7 +108,7 @@ class BenchRunner:
         command = " ".join(["comet-dse" if sys.argv[0].endswith("cli.py") else sys.argv[0], *sys.argv[1:]])
         return {**environment(command), "gpus": self.world, "model": s.model_name,
                 "shape": {"experts": s.experts, "top_k": s.top_k, "hidden": s.hidden, "ffn": s.ffn},
-                "ep": self.world, "tp": 1, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
+                "ep": self.ep, "tp": self.s.tp, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
                 "runs_per_figure": self.args.runs, "runs": runs}
 
     def _configs(self, tokens: int) -> list[FusedConfig]:
@@ -130,17 +142,22 @@ class BenchRunner:
 
     def _baselines(self, inputs, check, expected) -> tuple[dict, dict]:
         """naive; B0 with each expert GEMM (b0 is the faster: what a user would keep); B1 per chunk
-        count with B0's GEMM."""
-        calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local)}
+        count with B0's GEMM. Under TP, B0 and B1 of kernels/tp_baselines.py and no naive layer."""
+        if self.groups is None:
+            calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local)}
+            layer = lambda x, ids, w, c, g: moe_chunked(x, ids, w, self.local, c, expert_gemm=g)  # noqa: E731
+        else:
+            calls = {}
+            layer = lambda x, ids, w, c, g: moe_chunked_tp(x, ids, w, self.local, self.groups, c, expert_gemm=g)  # noqa: E731
         for gemm in EXPERT_GEMMS:
-            calls[f"b0_{gemm}"] = lambda x, ids, w, g=gemm: moe_sequential(x, ids, w, self.local, expert_gemm=g)
+            calls[f"b0_{gemm}"] = lambda x, ids, w, g=gemm: layer(x, ids, w, 1, g)
         timings = {name: self._time(self._rotating(inputs, fn)) for name, fn in calls.items()}
         # the same decision on every rank: the slower rank's figures
         slowest = self._reduce(timings)["timings_us"]
         best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b0_{g}"])
         timings["b0"], calls["b0"] = timings[f"b0_{best}"], calls[f"b0_{best}"]
         for c in self.s.chunks:
-            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: moe_chunked(x, ids, w, self.local, c, expert_gemm=best)
+            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: layer(x, ids, w, c, best)
             timings[f"b1_c{c}"] = self._time(self._rotating(inputs, calls[f"b1_c{c}"]))
         errors = {name: self._error(fn(*check), expected) for name, fn in calls.items()}
         return timings, errors

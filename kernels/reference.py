@@ -41,6 +41,19 @@ class MoEWeights:
         per_rank = self.num_experts // world
         return self.local(rank * per_rank, per_rank)
 
+    def ffn_shard(self, tp_rank: int, tp: int) -> MoEWeights:
+        """This TP rank's share of every expert's FFN width (Megatron's column/row split): the gate and
+        up columns [tp_rank * F / tp, (tp_rank + 1) * F / tp) and the same rows of w_down. The shards'
+        outputs sum to the whole expert's, as SwiGLU acts column by column."""
+        ffn = self.w_down.shape[1]
+        if tp < 1 or ffn % tp or not 0 <= tp_rank < tp:
+            raise ValueError(f"tp={tp} must divide F={ffn} and tp_rank={tp_rank} lie in [0, tp)")
+        width = ffn // tp
+        cols = slice(tp_rank * width, (tp_rank + 1) * width)
+        gate, up = self.w_gate_up[..., :ffn], self.w_gate_up[..., ffn:]
+        return MoEWeights(self.router, torch.cat([gate[..., cols], up[..., cols]], dim=-1).contiguous(),
+                          self.w_down[:, cols].contiguous())
+
 
 def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(top-k expert ids (T, k) int64, their weights (T, k) fp32)."""

@@ -79,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the fused kernels' row-tile layouts to time, comma-separated: {' or '.join(TILE_LAYOUTS)} "
                              "(merged: an expert's rows of every source share tiles; by-source: a tile holds one source's "
                              "rows; the copy engine, --comm-blocks 0, always runs by-source) (default merged)")
+    parser.add_argument("--tp", type=int, default=1,
+                        help="tensor-parallel ranks per expert (its FFN width split over them); > 1 times B0 and B1 under "
+                             "EP x TP and needs --kind baselines: the fused kernels are expert parallel (default 1)")
+    parser.add_argument("--ep", type=int, help="expert-parallel ranks; EP x TP must be the ranks launched (default: ranks / TP)")
     parser.add_argument("--chunks", default="2,4", help="chunk counts of B1, comma-separated (default 2,4)")
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
@@ -106,6 +110,8 @@ class _Settings:
     model_name: str
     capacity: int
     plan: object | None
+    ep: int | None
+    tp: int
 
 
 def _settings(args: argparse.Namespace) -> _Settings:
@@ -142,14 +148,23 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
         m = resolve_model(args.model)
         experts, top_k, hidden, ffn, model_name = m.num_experts, m.top_k, m.hidden, m.ffn, m.name
-    if args.gpus is not None and (args.gpus < 1 or experts % args.gpus):
-        raise UserError("--gpus", f"must be an integer >= 1 that divides the {experts} experts, got {args.gpus}")
+    if args.tp < 1 or ffn % args.tp or (ffn // args.tp) % 8:
+        raise UserError("--tp", f"must be >= 1 and cut F={ffn} into multiples of 8, got {args.tp}")
+    if args.tp > 1 and args.kind != "baselines":
+        raise UserError("--tp", "the fused kernels are expert parallel only: --tp > 1 needs --kind baselines")
+    if args.ep is not None and (args.ep < 1 or experts % args.ep):
+        raise UserError("--ep", f"must be an integer >= 1 that divides the {experts} experts, got {args.ep}")
+    if args.gpus is not None and (args.gpus < 1 or args.gpus % args.tp or experts % (args.gpus // args.tp)):
+        raise UserError("--gpus", f"must be an integer >= 1, a multiple of --tp {args.tp}, whose quotient divides the "
+                                  f"{experts} experts, got {args.gpus}")
+    if args.gpus is not None and args.ep is not None and args.ep * args.tp != args.gpus:
+        raise UserError("--ep", f"EP x TP must equal --gpus {args.gpus}, got {args.ep} x {args.tp}")
     if top_k > experts:
         raise UserError("--shape" if args.shape else "--model", f"top_k={top_k} exceeds the {experts} experts")
     if hidden % 16 or ffn % 16:
         raise UserError("--shape" if args.shape else "--model", f"H={hidden} and F={ffn} must be multiples of 16")
     width1 = args.block_n1 or block_n
-    if hidden % args.n_splits or (hidden // args.n_splits) % width1:
+    if args.kind != "baselines" and (hidden % args.n_splits or (hidden // args.n_splits) % width1):  # the fused layer's
         raise UserError("--n-splits", f"must cut H={hidden} into multiples of layer1's tile width {width1}, got {args.n_splits}")
     capacity = args.capacity or max(tokens)
     if capacity < max(tokens):
@@ -164,7 +179,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, chunks, block_m, block_n, experts, top_k, hidden, ffn, model_name, capacity, plan)
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, chunks, block_m, block_n, experts, top_k, hidden, ffn,
+                     model_name, capacity, plan, args.ep, args.tp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runner.close()
     if result is not None:
-        out = Path(args.out) / f"bench-{s.model_name}-ep{result['ep']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        grid = f"ep{result['ep']}" + (f"-tp{result['tp']}" if result["tp"] > 1 else "")
+        out = Path(args.out) / f"bench-{s.model_name}-{grid}-{time.strftime('%Y%m%d-%H%M%S')}.json"
         from comet_dse.files import write_text_atomic
 
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
