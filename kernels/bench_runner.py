@@ -17,6 +17,7 @@ from comet_dse.errors import UserError
 from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
+from comet_dse.kernels.fused_tp import TensorParallelFused, virtual_routing
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
 from comet_dse.kernels.timing import environment, join_ranks, median_us
 from comet_dse.kernels.tp_baselines import moe_chunked_tp, parallel_groups
@@ -165,7 +166,11 @@ class BenchRunner:
     def _fused(self, cfg: FusedConfig, tokens: int, inputs, check, expected) -> tuple[dict, dict, bool]:
         """fused, compute_only and comm_only of one configuration (graphs where it can)."""
         try:
-            layer = FusedMoE(self.local, self.s.top_k, self.s.capacity, config=cfg, dtype=self.dtype)
+            if self.groups is None:
+                layer = FusedMoE(self.local, self.s.top_k, self.s.capacity, config=cfg, dtype=self.dtype)
+            else:
+                layer = TensorParallelFused(self.local, self.s.top_k, self.s.capacity, self.ep, self.s.tp, config=cfg,
+                                            dtype=self.dtype)
         except ValueError as exc:
             raise UserError("config", str(exc)) from None
         graphs = self.cuda and cfg.comm_blocks0 > 0
@@ -229,6 +234,8 @@ class BenchRunner:
         """torch._grouped_mm GEMM0 + GEMM1 on this rank's rows per expert (a graph), the compute limit."""
         if not self.cuda or self.dtype != torch.bfloat16:
             return {}
+        if self.groups is not None:  # this rank's rows: those of its shard of its group's experts
+            ids = virtual_routing(ids, torch.ones_like(ids, dtype=torch.float32), self.ep, self.s.tp, self.s.experts)[0]
         every = self._all_gather(ids).reshape(-1)
         mine = every[(every // self.per_rank) == self.rank] - self.rank * self.per_rank
         counts = torch.bincount(mine, minlength=self.per_rank)

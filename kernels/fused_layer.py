@@ -200,6 +200,28 @@ class GraphedForward:
         return self.replay()
 
 
+def capture_forward(forward, layer: FusedMoE, tokens: int, top_k: int, experts: int, mode: int, warmup: int) -> GraphedForward:
+    """`forward(x, ids, weights, mode)` for `tokens` tokens, routed over `experts` experts, in a CUDA
+    graph, after `warmup` eager calls on a side stream; `layer` is the FusedMoE it runs."""
+    if layer.device.type != "cuda":
+        raise ValueError("CUDA graphs need a GPU")
+    if layer.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY:  # its compute-only variant moves nothing
+        raise ValueError("the copy-engine variant (comm_blocks0=0) syncs with the host per call: no graph")
+    x = torch.zeros(tokens, layer.hidden, dtype=layer.dtype, device=layer.device)
+    ids = (torch.arange(tokens * top_k, device=layer.device) % experts).view(tokens, top_k)
+    weights = torch.full((tokens, top_k), 1.0 / top_k, device=layer.device)
+    stream = torch.cuda.Stream(layer.device)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            forward(x, ids, weights, mode)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = forward(x, ids, weights, mode)
+    return GraphedForward(graph, (x, ids, weights), out)
+
+
 class FusedMoE:
     def __init__(self, weights: MoEWeights, top_k: int, max_tokens: int, group=None, config: FusedConfig = FusedConfig(),
                  dtype: torch.dtype = torch.bfloat16, out_dtype: torch.dtype = torch.float32) -> None:
@@ -322,23 +344,7 @@ class FusedMoE:
     def graphed(self, tokens: int, mode: int = FULL, warmup: int = 2) -> GraphedForward:
         """The forward for `tokens` tokens captured in a CUDA graph (see GraphedForward). Every rank
         captures and replays in the same order: the warm-up calls and the replays run the barriers."""
-        if self.device.type != "cuda":
-            raise ValueError("CUDA graphs need a GPU")
-        if self.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY:  # its compute-only variant moves nothing
-            raise ValueError("the copy-engine variant (comm_blocks0=0) syncs with the host per call: no graph")
-        x = torch.zeros(tokens, self.hidden, dtype=self.dtype, device=self.device)
-        ids = (torch.arange(tokens * self.top_k, device=self.device) % (self.world * self.experts)).view(tokens, self.top_k)
-        weights = torch.full((tokens, self.top_k), 1.0 / self.top_k, device=self.device)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                self(x, ids, weights, mode)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self(x, ids, weights, mode)
-        return GraphedForward(graph, (x, ids, weights), out)
+        return capture_forward(self, self, tokens, self.top_k, self.world * self.experts, mode, warmup)
 
     def check(self) -> None:
         """Raise if any bounded wait gave up since the layer was made (a host sync)."""

@@ -80,8 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(merged: an expert's rows of every source share tiles; by-source: a tile holds one source's "
                              "rows; the copy engine, --comm-blocks 0, always runs by-source) (default merged)")
     parser.add_argument("--tp", type=int, default=1,
-                        help="tensor-parallel ranks per expert (its FFN width split over them); > 1 times B0 and B1 under "
-                             "EP x TP and needs --kind baselines: the fused kernels are expert parallel (default 1)")
+                        help="tensor-parallel ranks per expert (its FFN width split over them): B0 and B1 under EP x TP "
+                             "(kernels/tp_baselines.py) and the fused layer through virtual experts "
+                             "(kernels/fused_tp.py) (default 1)")
     parser.add_argument("--ep", type=int, help="expert-parallel ranks; EP x TP must be the ranks launched (default: ranks / TP)")
     parser.add_argument("--chunks", default="2,4", help="chunk counts of B1, comma-separated (default 2,4)")
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
@@ -148,10 +149,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
         m = resolve_model(args.model)
         experts, top_k, hidden, ffn, model_name = m.num_experts, m.top_k, m.hidden, m.ffn, m.name
-    if args.tp < 1 or ffn % args.tp or (ffn // args.tp) % 8:
-        raise UserError("--tp", f"must be >= 1 and cut F={ffn} into multiples of 8, got {args.tp}")
-    if args.tp > 1 and args.kind != "baselines":
-        raise UserError("--tp", "the fused kernels are expert parallel only: --tp > 1 needs --kind baselines")
+    if args.tp < 1 or ffn % args.tp or (ffn // args.tp) % 16:
+        raise UserError("--tp", f"must be >= 1 and cut F={ffn} into multiples of 16, got {args.tp}")
     if args.ep is not None and (args.ep < 1 or experts % args.ep):
         raise UserError("--ep", f"must be an integer >= 1 that divides the {experts} experts, got {args.ep}")
     if args.gpus is not None and (args.gpus < 1 or args.gpus % args.tp or experts % (args.gpus // args.tp)):

@@ -62,8 +62,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--tokens", "0"], "--tokens: must be integers >= 1"),
     (["--gpus", "3", "--shape", "8,2,32,48"], "--gpus: must be an integer >= 1, a multiple of --tp 1, whose quotient divides the 8 experts"),
-    (["--tp", "2"], "--tp: the fused kernels are expert parallel only: --tp > 1 needs --kind baselines"),
-    (["--tp", "5", "--kind", "baselines", "--shape", "8,2,32,48"], "--tp: must be >= 1 and cut F=48 into multiples of 8, got 5"),
+    (["--tp", "2", "--shape", "8,2,32,48"], "--tp: must be >= 1 and cut F=48 into multiples of 16, got 2"),
     (["--gpus", "4", "--tp", "2", "--ep", "4", "--kind", "baselines"], "--ep: EP x TP must equal --gpus 4, got 4 x 2"),
     (["--ep", "3", "--shape", "8,2,32,48"], "--ep: must be an integer >= 1 that divides the 8 experts, got 3"),
     (["--comm-blocks", "-1"], "--comm-blocks: must be integers >= 0"),
@@ -112,17 +111,19 @@ def test_bench_gpus_launches_its_own_ranks(tmp_path):
     assert result["gpus"] == 2 and result["runs"][0]["max_rel_error"]["fused"] < 1e-4
 
 
-def test_bench_times_the_baselines_under_tensor_parallelism(tmp_path):
+def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--gpus", "2", "--tp", "2", "--shape", "8,2,32,48", "--tokens", "5,16",
-           "--chunks", "2", "--runs", "1", "--warmup", "0", "--kind", "baselines", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--gpus", "2", "--tp", "2", "--shape", "8,2,32,64", "--tokens", "5,16",
+           "--comm-blocks", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2",
+           "--runs", "1", "--warmup", "0", "--out", str(tmp_path)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     files = list(tmp_path.glob("bench-*-ep1-tp2-*.json"))
     assert len(files) == 1
     result = json.loads(files[0].read_text())
     assert (result["gpus"], result["ep"], result["tp"]) == (2, 1, 2)
-    for r in result["runs"]:
-        assert set(r["timings_us"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2"}  # no naive layer under TP
+    for r in result["runs"]:  # no naive layer under TP; the fused layer through virtual experts
+        assert set(r["timings_us"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
+        assert set(r["max_rel_error"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused"}
         assert max(r["max_rel_error"].values()) < 1e-4 and r["remote_bytes_out"] is None

@@ -39,10 +39,10 @@ def _spawn(worker, *args, world: int = WORLD) -> None:
     mp.spawn(worker, args=(_free_port(), *args), nprocs=world, join=True)
 
 
-def _init(rank: int, port: int, world: int = WORLD, hidden: int = HIDDEN) -> MoEWeights:
+def _init(rank: int, port: int, world: int = WORLD, hidden: int = HIDDEN, ffn: int = FFN) -> MoEWeights:
     os.environ["TRITON_INTERPRET"] = "1"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    return MoEWeights.random(EXPERTS, hidden, FFN, seed=2)
+    return MoEWeights.random(EXPERTS, hidden, ffn, seed=2)
 
 
 def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedMoE:
@@ -207,3 +207,42 @@ def _wide_layer1_worker(rank: int, port: int) -> None:
 
 def test_layer1_at_its_default_256_wide_tiles_matches_the_reference():
     _spawn(_wide_layer1_worker)
+
+
+def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: str) -> None:
+    """EP x TP through virtual experts (kernels/fused_tp.py): each rank its group's experts on its share of
+    their FFN width; consecutive calls with changing routings, token counts and top-k, against the whole layer."""
+    from comet_dse.kernels.fused_tp import TensorParallelFused
+
+    weights = _init(rank, port, world=ep * tp, ffn=64)  # a shard's F must be a multiple of 16, as every F
+    dtype = getattr(torch, dtype_name)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    ep_rank, tp_rank = divmod(rank, tp)
+    per_rank = EXPERTS // ep
+    shard = weights.local(ep_rank * per_rank, per_rank).ffn_shard(tp_rank, tp)
+    router = lambda k: lambda x: route(x, weights.router, k)[0]  # noqa: E731
+    to_first = lambda k: lambda x: torch.arange(k).repeat(len(x), 1)  # noqa: E731
+    for top_k, calls in ((2, [([21] * ep * tp, router(2)), ([1] * ep * tp, router(2)), ([CAPACITY] * ep * tp, to_first(2)),
+                              ([5, 17] * (ep * tp // 2), router(2))]),
+                         (1, [([16] * ep * tp, router(1)), ([7, 9] * (ep * tp // 2), to_first(1))])):
+        layer = TensorParallelFused(shard, top_k, CAPACITY, ep, tp, dtype=dtype, config=SMALL)
+        for i, (tokens, ids_of) in enumerate(calls):
+            err = _call(layer, rank, weights, tokens, ids_of, seed=10 * top_k + i, dtype=dtype)
+            assert err < tol, f"ep={ep} tp={tp} {dtype_name} top_k={top_k} call {i}: relative error {err:.2e}"
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("ep, tp, dtype_name", [(1, 2, "float32"), (1, 2, "float16"), (2, 2, "float32")])
+def test_tensor_parallel_through_virtual_experts_matches_the_reference(ep, tp, dtype_name):
+    _spawn(_tensor_parallel_worker, ep, tp, dtype_name, world=ep * tp)
+
+
+def test_virtual_routing_gives_each_slot_one_row_per_shard():
+    from comet_dse.kernels.fused_tp import virtual_routing
+
+    ids = torch.tensor([[0, 5], [7, 2]])  # 8 experts over ep = 2 ranks: 0-3 on group 0, 4-7 on group 1
+    w = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    virtual, weights = virtual_routing(ids, w, ep=2, tp=2, experts=8)
+    # expert e of group g, shard t -> rank g * 2 + t, local index e % 4: virtual id (g * 2 + t) * 4 + e % 4
+    assert virtual.tolist() == [[0, 4, 9, 13], [11, 15, 2, 6]]
+    assert weights.tolist() == [[0.25, 0.25, 0.75, 0.75], [0.5, 0.5, 0.5, 0.5]]
