@@ -242,7 +242,7 @@ class BenchRunner:
         rows = int(counts.sum())
         offs = torch.cumsum(counts, 0).to(torch.int32)
         a = torch.randn(rows, self.s.hidden, device=self.device, dtype=self.dtype)
-        h = torch.randn(rows, self.s.ffn, device=self.device, dtype=self.dtype)
+        h = torch.randn(rows, self.local.w_down.shape[1], device=self.device, dtype=self.dtype)  # F, or its TP share
         w13, w2 = self.local.w_gate_up.contiguous(), self.local.w_down.contiguous()
 
         def both() -> None:
