@@ -191,17 +191,20 @@ def _max_min_rates(flows: list[Flow], touched: dict[Link, None] | None) -> list[
     """Progressive filling: raise the rates together, freezing flows at a full link.
 
     `touched` None: `flows` is a whole component. Else `flows` are those on the `touched`
-    links, and flows outside them keep their rates and use up their share. Flows come
-    sorted by id and every loop keeps that order, so the float sums are the same from run
-    to run. Returns (flow, rate) in the order the flows froze."""
+    links, and flows outside them keep their rates and use up their share. The links come off
+    a heap by fair share, so a round costs the links it changes, not every link. Flows come
+    sorted by id and each round freezes its flows in that order, so the float sums are the
+    same from run to run. Returns (flow, rate) in the order the flows froze."""
     rates: list[tuple[Flow, float]] = []
-    state: dict[Link, list] = {}  # link -> [capacity left, rising flows on it]: one lookup per visit
+    # link -> [capacity left, rising flows on it, version, its flows by id]: one lookup per visit
+    state: dict[Link, list] = {}
     members: set[Flow] | None = None
     for flow in flows:
         for link in flow.path:
             entry = state.get(link)
             if entry is not None:
                 entry[1] += 1
+                entry[3].append(flow)
                 continue
             if touched is None or link in touched:  # only members use it: nothing held
                 room = link.capacity
@@ -209,23 +212,35 @@ def _max_min_rates(flows: list[Flow], touched: dict[Link, None] | None) -> list[
                 if members is None:
                     members = set(flows)
                 room = link.capacity - sum([f.rate for f in link.flows if f not in members])
-            state[link] = [room if room > 0.0 else 0.0, 1]
-    rising = flows  # by id
+            state[link] = [room if room > 0.0 else 0.0, 1, len(state), [flow]]
+    # the fullest links first: a heap of (fair share, tie, link, version), an entry stale once its link's
+    # version moved on; a round freezes every rising flow on the links at the lowest share (to 1 + eps)
+    heap = [(entry[0] / entry[1], entry[2], link, entry[2]) for link, entry in state.items()]
+    heapq.heapify(heap)
+    ties = itertools.count(len(heap))
+    settled: set[Flow] = set()
     eps1 = 1 + _EPS
-    while rising:
-        # each link's fair share once per round; a link leaves `state` when its last rising flow freezes
-        shares = [entry[0] / entry[1] for entry in state.values()]
-        level = min(shares)
-        if len(rising) == 1:  # every link left is on its path, the fullest too
-            frozen, rising = rising, []
-        else:
-            bound = level * eps1
-            full = {link for link, share in zip(state, shares) if share <= bound}
-            frozen, still = [], []
-            for flow in rising:
-                (still if full.isdisjoint(flow.path) else frozen).append(flow)
-            rising = still
+    while heap:
+        _, _, link, version = heap[0]
+        entry = state.get(link)
+        if entry is None or entry[2] != version:
+            heapq.heappop(heap)  # stale
+            continue
+        level = heap[0][0]
+        bound = level * eps1
+        frozen: list[Flow] = []
+        while heap and heap[0][0] <= bound:
+            _, _, link, version = heapq.heappop(heap)
+            entry = state.get(link)
+            if entry is None or entry[2] != version:
+                continue  # stale
+            for flow in entry[3]:
+                if flow not in settled:
+                    settled.add(flow)
+                    frozen.append(flow)
+        frozen.sort(key=_BY_ID)  # the rising order, as the sums must run
         finite = level != math.inf  # inf - inf would poison the link with NaN
+        changed: dict[Link, list] = {}
         for flow in frozen:
             rates.append((flow, level))
             for link in flow.path:
@@ -234,6 +249,11 @@ def _max_min_rates(flows: list[Flow], touched: dict[Link, None] | None) -> list[
                     entry[0] -= level
                 if entry[1] == 1:
                     del state[link]
+                    changed.pop(link, None)
                 else:
                     entry[1] -= 1
+                    changed[link] = entry
+        for link, entry in changed.items():
+            entry[2] = tie = next(ties)
+            heapq.heappush(heap, (entry[0] / entry[1], tie, link, tie))
     return rates

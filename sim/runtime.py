@@ -5,6 +5,7 @@ the collectives and the flows that wait on it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +17,15 @@ from comet_dse.sim.timeline import Timeline
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing, rows_per_group, tokens_per_group
 from comet_dse.workload import Workload
+
+# A rank's comm blocks copy to (or from) at most this many network peers at once; beyond, those peers take
+# turns (LaneGate). Every peer at once is the model, and what a node's NVLink peers always get (the node
+# size bounds them); but 63..255 network peers per rank made comet several times slower from EP=64 (the
+# max-min solver). Eight at once fill the rank's NIC, and freed turns going to the least-served peer keep
+# every far NIC fed: within 1.2% of every peer at once for DeepSeek-V3 at EP=64 and 128 and Qwen2 at EP=32
+# (4096 tokens; 3% at 256, where a merged row tile spans many sources); 4 to 6 at once were 2-11% off and
+# jagged.
+MAX_CONCURRENT_PEERS = 8
 
 
 class CountingEnvironment(simpy.Environment):
@@ -57,6 +67,52 @@ class Collective:
                 self.ctx.add_slice(rank, "comm", f"wait {self.name}", arrived, self.start_ns)
             self.ctx.add_slice(rank, "comm", self.name, self.start_ns, end)
         self.done.succeed()
+
+
+class LaneGate:
+    """Turns for a rank's lanes to more network peers than MAX_CONCURRENT_PEERS: at most `slots` move at
+    once; a freed turn goes to the waiting lane whose peer's port carries the fewest flows now (first come
+    on a tie), so the turns spread over the far ports as every peer at once would."""
+
+    def __init__(self, env: simpy.Environment, slots: int) -> None:
+        self.env = env
+        self.free = slots
+        self.waiting: list[tuple[Link, simpy.Event]] = []  # in arrival order
+
+    def acquire(self, port: Link) -> simpy.Event:
+        turn = self.env.event()
+        if self.free > 0:
+            self.free -= 1
+            turn.succeed()
+        else:
+            self.waiting.append((port, turn))
+        return turn
+
+    def release(self) -> None:
+        if not self.waiting:
+            self.free += 1
+            return
+        best, fewest = 0, len(self.waiting[0][0].flows)
+        for i in range(1, len(self.waiting)):
+            if fewest == 0:
+                break
+            if (flows := len(self.waiting[i][0].flows)) < fewest:
+                best, fewest = i, flows
+        turn = self.waiting.pop(best)[1]
+        # urgent, as Event.succeed with a higher priority: the next flow starts before the network re-rates
+        # this instant's links (FlowNetwork._touch), so a hand-over costs one max-min step, not two
+        turn._ok, turn._value = True, None
+        self.env.schedule(turn, simpy.events.URGENT)
+
+
+@dataclass
+class Lane:
+    """Work items one after another, in their order; `gate` (when set) gives the turns, by the peer's `port`."""
+
+    name: str
+    items: list
+    gate: LaneGate | None = None
+    port: Link | None = None
 
 
 @dataclass
@@ -127,24 +183,39 @@ class SimContext:
         hw = self.hardware
         return {"local": hw.hbm_GBps / 2, "nvlink": hw.link_GBps, "network": hw.nic_GBps}[lane]
 
-    def lanes(self, items: list, peer_of, rank: int, engine_GBps: float) -> list[tuple[str, list]]:
-        """Split work items by kind of path, keeping their order; each kind is further dealt
-        round-robin over as many concurrent peers as the comm blocks need to fill that path
-        (ceil(engine bandwidth / path bandwidth)): blocks spread over peers, not queue on one."""
-        split: dict[str, list] = {}
+    def lanes(self, items: list, peer_of: Callable[[object], int], rank: int, engine_GBps: float, pull: bool) -> list[Lane]:
+        """Split work items into concurrent lanes, each keeping its items' order. One lane per peer: the
+        comm blocks work on every destination (source, for pulls) at once, as DeepEP's and Comet's blocks
+        per rank do, so no receiver idles while the ranks queue on another; the engine link caps the rank's
+        total and each peer's port is shared by its senders. More than MAX_CONCURRENT_PEERS network peers
+        take turns (LaneGate). The local copy is dealt round-robin over as many lanes as the blocks need
+        to fill HBM (ceil(engine bandwidth / copy bandwidth))."""
+        by_kind: dict[str, dict[int, list]] = {}
         for item in items:
-            split.setdefault(self.lane(peer_of(item), rank), []).append(item)
+            peer = peer_of(item)
+            by_kind.setdefault(self.lane(peer, rank), {}).setdefault(peer, []).append(item)
         lanes = []
-        for kind, work in split.items():
-            path_GBps = self.lane_capacity(kind)
-            if math.isinf(path_GBps):
-                fanout = 1  # one flow already moves at the blocks' full speed
-            elif math.isinf(engine_GBps):
-                fanout = len(work)
-            else:
-                fanout = max(1, min(len(work), math.ceil(engine_GBps / path_GBps - 1e-9)))
-            lanes.extend((f"{kind} {i}", work[i::fanout]) for i in range(fanout))
+        for kind, by_peer in by_kind.items():
+            if kind == "local":
+                lanes.extend(self._local_lanes(by_peer[rank], engine_GBps))
+                continue
+            turns = kind == "network" and len(by_peer) > MAX_CONCURRENT_PEERS
+            gate = LaneGate(self.env, MAX_CONCURRENT_PEERS) if turns else None
+            for peer, work in by_peer.items():
+                # the peer's own port: the source's out-link of a pull, the destination's in-link of a push
+                port = None if gate is None else self.path(peer, rank)[0] if pull else self.path(rank, peer)[-1]
+                lanes.append(Lane(f"{kind} {'from' if pull else 'to'} {peer}", work, gate, port))
         return lanes
+
+    def _local_lanes(self, work: list, engine_GBps: float) -> list[Lane]:
+        copy_GBps = self.lane_capacity("local")
+        if math.isinf(copy_GBps):
+            fanout = 1  # one flow already moves at the blocks' full speed
+        elif math.isinf(engine_GBps):
+            fanout = len(work)
+        else:
+            fanout = max(1, min(len(work), math.ceil(engine_GBps / copy_GBps - 1e-9)))
+        return [Lane(f"local {i}", work[i::fanout]) for i in range(fanout)]
 
     def latency_ns(self, src: int, dst: int) -> float:
         if src == dst:

@@ -9,8 +9,10 @@ once a split is done for a group of rows, the communication blocks send it back 
 rows' source ranks. The communication blocks of one rank move at most
 hardware.comm_blocks_GBps(comm_blocks) in all (the measured saturation curve), and share
 every link with the other ranks' flows.
-Each kind of path (a local copy, NVLink peers, network peers) is worked on at once, in
-the row order, over as many peers at a time as the blocks need to fill that path.
+Every peer is worked on at once, one lane per peer (source of a pull, destination of a
+push) keeping its items in the row order; more than MAX_CONCURRENT_PEERS network peers take
+turns (sim/runtime.py). The local copy is dealt over as many lanes as the blocks need to
+fill HBM.
 
 With a measured profile the kernels as built (kernels/fused_layer.py, priced in
 sim/fused_costs.py): this rank's own tiles need no copy (their GEMM reads the send region)
@@ -52,7 +54,7 @@ from comet_dse.sim.fused_costs import (
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
 from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
 from comet_dse.sim.network import Flow, Link
-from comet_dse.sim.runtime import SimContext
+from comet_dse.sim.runtime import Lane, SimContext
 from comet_dse.sim.schedules.base import (
     Outcome,
     RankOutcome,
@@ -199,12 +201,16 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
         flows: dict[int, Flow] = {}
 
-        def pull(lane: str, sources: list[int]):
-            for src in sources:
+        def pull(lane: Lane):
+            for src in lane.items:
+                if lane.gate is not None:
+                    yield lane.gate.acquire(lane.port)
                 flow = ctx.network.transfer([engine0, *ctx.path(src, rank)], float(layout.flow_bytes[src]))
                 yield flow.done
+                if lane.gate is not None:
+                    lane.gate.release()
                 flows[src] = flow
-                ctx.add_slice(rank, f"comm0 {lane}", f"pull from rank {src}", flow.start, env.now,
+                ctx.add_slice(rank, f"comm0 {lane.name}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
         pull_bytes = layout.flow_bytes.astype(float)
@@ -212,10 +218,10 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
         pulls = [src for src in layout.source_order if pull_bytes[src] > 0]
         if copy_engine:  # one copy per source, in rank order, one after another on the side stream
-            lanes = [("copy engine", sorted(pulls))]
+            lanes = [Lane("copy engine", sorted(pulls))]
         else:
-            lanes = ctx.lanes(pulls, lambda src: src, rank, cap0)
-        yield env.all_of([env.process(pull(*lane)) for lane in lanes])
+            lanes = ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
+        yield env.all_of([env.process(pull(lane)) for lane in lanes])
         pulls_end = env.now
         tile_ready = np.full(len(layout.tile_rows), float(start0))
         for i, (src, offset) in enumerate(zip(layout.tile_last_source, layout.tile_last_offset)):
@@ -276,17 +282,30 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         compute1_end = float(ends1.max(initial=start1))
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
-        def push(lane: str, lane_sends: list[tuple[float, int, float]]):
-            for ready, dest, size in lane_sends:
+        def push(lane: Lane):
+            lane_sends: list[tuple[float, int, float]] = lane.items
+            i = 0
+            while i < len(lane_sends):
+                ready, dest, size = lane_sends[i]
+                i += 1
                 if ready > env.now:
                     yield env.timeout(ready - env.now)
+                if lane.gate is not None:
+                    yield lane.gate.acquire(lane.port)
+                    # a lane that takes turns sends every split of its peer ready by now in one flow: the same
+                    # bytes on the same path back to back, at a fraction of the events (its turn is then longer)
+                    while i < len(lane_sends) and lane_sends[i][0] <= env.now:
+                        size += lane_sends[i][2]
+                        i += 1
                 flow = ctx.network.transfer([engine1, *ctx.path(rank, dest)], size)
                 yield flow.done
+                if lane.gate is not None:
+                    lane.gate.release()
                 arrivals[dest] = max(arrivals[dest], env.now + ctx.latency_ns(rank, dest))
-                ctx.add_slice(rank, f"comm1 {lane}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
+                ctx.add_slice(rank, f"comm1 {lane.name}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
 
-        lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1)
-        yield env.all_of([env.process(push(*lane)) for lane in lanes])
+        lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
+        yield env.all_of([env.process(push(lane)) for lane in lanes])
         if compute1_end > env.now:
             yield env.timeout(compute1_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)

@@ -33,7 +33,10 @@ def test_best_comm_blocks_grow_as_link_bandwidth_shrinks():
     hw = HARDWARE_PRESETS["h800"]
     workload = Workload(MODEL_PRESETS["qwen2-moe-2.7b"], 4096, 8)  # communication close to compute
     best = [best_comm_blocks(workload, replace(hw, link_GBps=link)) for link in (400.0, 200.0, 100.0)]
-    assert best[0] < best[1] < best[2], best
+    # at 400 and 200 GB/s the best is 16 blocks, short of the step near 20 where the fewer compute blocks
+    # cost more than the copies gain; at 100 the copies are worth it (the strict growth of the old model came
+    # from its jagged one-peer-at-a-time copies)
+    assert best[0] <= best[1] < best[2], best
 
 
 def test_imbalanced_routing_slows_the_slowest_rank():
