@@ -32,11 +32,11 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"  # the CPU (Triton's interpreter, fp32) only checks that the script runs
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 BASE = "base"
-HALVES = {"gate_up": "halves", "tma_store": False}  # the kernels before 2026-11-26's defaults
-PAIRS_TMA = {"gate_up": "pairs", "tma_store": True}  # the defaults of 2026-11-26 (before layer1's own stages)
-# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs,
-# and layer1 runs the variant's num_stages unless it names num_stages1 (time_variant), so a variant means
-# the same kernel whatever FusedConfig's defaults are
+HALVES = {"gate_up": "halves", "tma_store": False, "num_stages": 3}  # the kernels before 2026-11-26's defaults
+PAIRS_TMA = {"gate_up": "pairs", "tma_store": True, "num_stages": 3}  # the defaults of 2026-11-26 (before layer1's own stages)
+# name -> FusedConfig overrides ("programs" as a multiple of the SM count); each states both GEMM0 knobs and
+# the pipeline depth, and layer1 runs the variant's num_stages unless it names num_stages1 (time_variant): the
+# knobs the variants compare do not move with FusedConfig's defaults (tile sizes, block_n1 and the rest do)
 VARIANTS = {
     BASE: HALVES,
     "stages4": {**HALVES, "num_stages": 4},

@@ -32,10 +32,13 @@ class BenchRunner:
         self.cuda, self.device = join_ranks()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         tp = settings.tp
-        if self.world % tp or (settings.ep is not None and settings.ep * tp != self.world):
-            raise UserError("--ep" if settings.ep else "--tp", f"EP x TP must equal the {self.world} ranks launched, got "
-                                                               f"{settings.ep or self.world / tp:g} x {tp}")
+        if self.world % tp:
+            raise UserError("--tp", f"must divide the {self.world} ranks launched, got {tp}")
+        if settings.ep is not None and settings.ep * tp != self.world:
+            raise UserError("--ep", f"EP x TP must equal the {self.world} ranks launched, got {settings.ep} x {tp}")
         self.ep = self.world // tp
+        if settings.plan is not None and settings.plan.ep != self.ep:
+            raise UserError("--plan", f"the plan is for EP={settings.plan.ep}, this run has EP={self.ep}")
         if settings.experts % self.ep:
             raise UserError("--model", f"{settings.experts} experts do not divide over {self.ep} expert-parallel ranks")
         self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
@@ -98,6 +101,7 @@ class BenchRunner:
                 fused, fused_errors, graphs = self._fused(cfg, tokens, inputs, check, expected)
                 # pack: step 1 of the forward as two kernels (the simulator's validation reads it)
                 config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
+                          "num_stages1": cfg.layer1_stages(self.local.w_down.shape[1]),
                           "pack": "kernels"}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})

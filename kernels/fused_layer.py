@@ -132,7 +132,12 @@ class FusedConfig:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
 
     def layer1_stages(self, ffn: int) -> int:
-        return self.num_stages1 or default_layer1_stages(ffn, self.num_stages)
+        if self.num_stages1:
+            return self.num_stages1
+        # the fourth stage was measured at 128-row tiles, 64-deep K steps and 3 stages otherwise; another
+        # choice keeps its own depth (a deeper one may not fit in shared memory)
+        measured = (self.num_stages, self.block_m, self.block_k) == (3, 128, 64)
+        return default_layer1_stages(ffn, self.num_stages) if measured else self.num_stages
 
     @classmethod
     def from_plan(cls, plan, tokens: int, **overrides) -> FusedConfig:
@@ -224,7 +229,10 @@ def capture_forward(forward, layer: FusedMoE, tokens: int, top_k: int, experts: 
 
 class FusedMoE:
     def __init__(self, weights: MoEWeights, top_k: int, max_tokens: int, group=None, config: FusedConfig = FusedConfig(),
-                 dtype: torch.dtype = torch.bfloat16, out_dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.bfloat16, out_dtype: torch.dtype = torch.float32,
+                 rows_per_token: int | None = None) -> None:
+        """rows_per_token: the most rows one token sends one rank (default top_k; kernels/fused_tp.py's
+        virtual experts give a token top_k * tp slots but at most top_k rows to any one rank)."""
         cfg = self.cfg = config
         self.group, self.top_k, self.max_tokens = group, top_k, max_tokens
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
@@ -236,7 +244,8 @@ class FusedMoE:
         self._validate()
         world, hidden = self.world, self.hidden
         self.send_rows = max_tokens * top_k
-        recv_rows = world * max_tokens * min(top_k, self.experts)  # every token of every rank routed here
+        # every token of every rank routed here
+        recv_rows = world * max_tokens * min(rows_per_token or top_k, self.experts)
         self.merged = cfg.layout(world) == "merged"
         self.max_tiles = max_row_tiles(recv_rows, layout_groups(world, self.experts, self.merged), cfg.block_m)
         # ---- peer-addressable buffers: send + receive rows; combine + staging rows; counts; signals ----

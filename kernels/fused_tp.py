@@ -44,7 +44,8 @@ class TensorParallelFused:
                  config: FusedConfig = FusedConfig(), dtype: torch.dtype = torch.bfloat16,
                  out_dtype: torch.dtype = torch.float32) -> None:
         self.ep, self.tp, self.top_k = ep, tp, top_k
-        self.inner = FusedMoE(shard, top_k * tp, max_tokens, group, config, dtype, out_dtype)
+        # a token's tp shards of one slot go to tp different ranks: any one rank gets at most top_k of its rows
+        self.inner = FusedMoE(shard, top_k * tp, max_tokens, group, config, dtype, out_dtype, rows_per_token=top_k)
         if self.inner.world != ep * tp:
             raise ValueError(f"ep={ep} x tp={tp} must equal the group's {self.inner.world} ranks")
         self.experts = ep * self.inner.experts  # real experts

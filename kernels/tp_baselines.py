@@ -12,7 +12,9 @@ brings its own T tokens (equal across a TP group, as with sequence parallelism).
 3. reduce-scatter the partials over the TP group (`reduce_scatter_tensor`): rank tp_rank keeps the
    sum for its own T tokens.
 
-With tp = 1 this is the EP layer itself; with ep = 1 step 2 exchanges nothing (no host sync).
+With tp = 1 this is the EP layer itself; with ep = 1 step 2 exchanges nothing (no split-size exchange;
+the loop GEMM still reads its row counts on the host once). The partials are reduced in the
+activations' dtype (bf16 on GPUs), then cast to `out_dtype`.
 gloo has no reduce-scatter: on CPU groups step 3 is an all-reduce and a slice (same result).
 """
 
@@ -57,8 +59,9 @@ def moe_chunked_tp(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tenso
     if groups.tp == 1:
         return moe_chunked(x, ids, topk_weights, shard, chunks, groups.ep_group, out_dtype=out_dtype, expert_gemm=expert_gemm)
     gathered = [_all_gather(t, groups.tp, groups.tp_group) for t in (x, ids, topk_weights)]
-    partial = moe_chunked(*gathered, shard, chunks, groups.ep_group, out_dtype=out_dtype, expert_gemm=expert_gemm)
-    return _reduce_scatter(partial, groups.tp, groups.tp_rank, groups.tp_group)
+    # the partials in the activations' dtype, as Megatron reduces them (bf16 on GPUs: half fp32's bytes)
+    partial = moe_chunked(*gathered, shard, chunks, groups.ep_group, out_dtype=x.dtype, expert_gemm=expert_gemm)
+    return _reduce_scatter(partial, groups.tp, groups.tp_rank, groups.tp_group).to(out_dtype)
 
 
 def moe_sequential_tp(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, shard: MoEWeights,

@@ -202,8 +202,10 @@ class SimContext:
             turns = kind == "network" and len(by_peer) > MAX_CONCURRENT_PEERS
             gate = LaneGate(self.env, MAX_CONCURRENT_PEERS) if turns else None
             for peer, work in by_peer.items():
-                # the peer's own port: the source's out-link of a pull, the destination's in-link of a push
-                port = None if gate is None else self.path(peer, rank)[0] if pull else self.path(rank, peer)[-1]
+                # the peer's NIC: the source's out-port of a pull, the destination's in-port of a push (on a rail
+                # or pxn route the path also holds NVLink hops; the turns go by the NIC, the shared port)
+                port = None if gate is None else (self.nic_out[self._nic_out_of[peer][rank]] if pull
+                                                  else self.nic_in[self._nic_in_of[rank][peer]])
                 lanes.append(Lane(f"{kind} {'from' if pull else 'to'} {peer}", work, gate, port))
         return lanes
 

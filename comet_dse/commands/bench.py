@@ -131,8 +131,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
         raise UserError("--copy-elems", f"must be a power of two in [256, 131072], got {args.copy_elems}")
     if args.comm_blocks1 is not None and args.comm_blocks1 < 1:
         raise UserError("--comm-blocks1", f"must be >= 1, got {args.comm_blocks1}")
-    if args.stages1 is not None and not 1 <= args.stages1 <= 6:
-        raise UserError("--stages1", f"must be an integer in [1, 6], got {args.stages1}")
+    if args.stages1 is not None and not 1 <= args.stages1 <= 4:  # 5 stages of 128x64 + 64x256 tiles: 240 KB
+        raise UserError("--stages1", f"must be an integer in [1, 4] (more do not fit in an SM's shared memory), got {args.stages1}")
     if args.programs is not None and args.programs < 2:
         raise UserError("--programs", f"must be >= 2 (communication and compute blocks), got {args.programs}")
     block_m, block_n = parse_tile(args.tile)
@@ -175,6 +175,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
         plan = load_plan(args.plan)
         if not args.shape and plan.model != model_name:
             raise UserError("--plan", f"the plan is for model {plan.model!r}, not {model_name!r}")
+        if plan.tp != args.tp or (args.ep is not None and plan.ep != args.ep):
+            raise UserError("--plan", f"the plan is for EP={plan.ep} x TP={plan.tp}, not this run's --ep/--tp")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")

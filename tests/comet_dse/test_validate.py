@@ -231,3 +231,16 @@ def test_each_file_is_simulated_with_the_prologue_its_kernels_launched(tmp_path,
     path.write_text(json.dumps(data))
     comet = [c for c in cases_of(load_bench(path), measured=True) if c.schedule == "comet"]
     assert comet and {c.knobs["prologue_launches"] for c in comet} == {launches}
+
+
+def test_the_fused_layer_under_tp_is_skipped_with_its_reason(tmp_path):
+    from comet_dse.measurements import load_bench
+    from comet_dse.validation import cases_of
+
+    # kernels/fused_tp.py moves a row per slot and returns partials un-reduced: not what the TP model prices
+    data = json.loads(QWEN.read_text())
+    data["ep"], data["tp"] = 1, 2
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    comet = [c for c in cases_of(load_bench(path), measured=True) if c.schedule == "comet"]
+    assert comet and all(c.skip and "under TP" in c.skip for c in comet)

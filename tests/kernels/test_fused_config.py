@@ -35,3 +35,6 @@ def test_layer1_runs_four_stages_where_its_k_is_short_unless_told():
     assert FusedConfig().layer1_stages(14336) == 3  # Mixtral's: layer0's depth
     assert FusedConfig(num_stages=2).layer1_stages(14336) == 2
     assert FusedConfig(num_stages1=3).layer1_stages(1408) == 3
+    # other tiles, K steps or depths than the one measured keep their own (128-deep K at 4 stages would not fit)
+    assert FusedConfig(num_stages=2, block_k=128).layer1_stages(1408) == 2
+    assert FusedConfig(block_m=64).layer1_stages(1408) == 3

@@ -209,12 +209,12 @@ def test_layer1_at_its_default_256_wide_tiles_matches_the_reference():
     _spawn(_wide_layer1_worker)
 
 
-def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: str) -> None:
+def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: str, ffn: int, knobs: dict) -> None:
     """EP x TP through virtual experts (kernels/fused_tp.py): each rank its group's experts on its share of
     their FFN width; consecutive calls with changing routings, token counts and top-k, against the whole layer."""
     from comet_dse.kernels.fused_tp import TensorParallelFused
 
-    weights = _init(rank, port, world=ep * tp, ffn=64)  # a shard's F must be a multiple of 16, as every F
+    weights = _init(rank, port, world=ep * tp, ffn=ffn)  # a shard's F must be a multiple of 16, as every F
     dtype = getattr(torch, dtype_name)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     ep_rank, tp_rank = divmod(rank, tp)
@@ -225,16 +225,21 @@ def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: 
     for top_k, calls in ((2, [([21] * ep * tp, router(2)), ([1] * ep * tp, router(2)), ([CAPACITY] * ep * tp, to_first(2)),
                               ([5, 17] * (ep * tp // 2), router(2))]),
                          (1, [([16] * ep * tp, router(1)), ([7, 9] * (ep * tp // 2), to_first(1))])):
-        layer = TensorParallelFused(shard, top_k, CAPACITY, ep, tp, dtype=dtype, config=SMALL)
+        layer = TensorParallelFused(shard, top_k, CAPACITY, ep, tp, dtype=dtype, config=FusedConfig(**{**SMALL.__dict__, **knobs}))
         for i, (tokens, ids_of) in enumerate(calls):
             err = _call(layer, rank, weights, tokens, ids_of, seed=10 * top_k + i, dtype=dtype)
             assert err < tol, f"ep={ep} tp={tp} {dtype_name} top_k={top_k} call {i}: relative error {err:.2e}"
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("ep, tp, dtype_name", [(1, 2, "float32"), (1, 2, "float16"), (2, 2, "float32")])
-def test_tensor_parallel_through_virtual_experts_matches_the_reference(ep, tp, dtype_name):
-    _spawn(_tensor_parallel_worker, ep, tp, dtype_name, world=ep * tp)
+@pytest.mark.parametrize("ep, tp, dtype_name, ffn, knobs", [
+    (1, 2, "float32", 64, {}),
+    (1, 2, "float16", 64, {}),
+    (2, 2, "float32", 64, {}),
+    (1, 2, "float32", 96, {"block_n": 32, "block_n1": 16}),  # a shard of F = 48: its last column tile partial
+])
+def test_tensor_parallel_through_virtual_experts_matches_the_reference(ep, tp, dtype_name, ffn, knobs):
+    _spawn(_tensor_parallel_worker, ep, tp, dtype_name, ffn, knobs, world=ep * tp)
 
 
 def test_virtual_routing_gives_each_slot_one_row_per_shard():

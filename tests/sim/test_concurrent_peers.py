@@ -201,3 +201,8 @@ def test_many_network_peers_take_turns(tmp_path, monkeypatch):
         f"pull from rank {p}" for p in far}
     assert {s.name for s in r.timeline.slices if s.rank == 0 and s.role.startswith("comm1 network")} == {
         f"send to rank {p}" for p in far}  # every peer got its turn
+    # and every byte: 4 rows of each far rank come in (layer0) and go back (layer1, a turn's ready splits as one copy)
+    row = MODEL.hidden * workload.dtype_bytes
+    for layer in ("comm0 network", "comm1 network"):
+        moved = sum(s.args["bytes"] for s in r.timeline.slices if s.rank == 0 and s.role.startswith(layer))
+        assert moved == 4 * len(far) * row, (layer, moved)

@@ -30,14 +30,21 @@ def test_latency_is_never_below_the_link_latency_chain(schedule, ep):
         assert r.latency_us >= chain_us, (tokens, r.latency_us, chain_us)
 
 
-@pytest.mark.parametrize("schedule", ["sequential", "comet"])
+@pytest.mark.parametrize("schedule", [
+    "sequential",
+    pytest.param("comet", marks=pytest.mark.xfail(strict=True, reason=(
+        "a cost-model quirk: at 256 tokens the GEMMs alone come out faster than at 128 (the shared expert's "
+        "second row tile spreads its weight streaming over more SMs: comet's compute alone 155.1 -> 152.4 us), "
+        "and since concurrent peers the copies no longer hide it (167.9 -> 166.1 us)"))),
+])
 def test_latency_never_falls_as_tokens_grow(schedule):
-    results = [simulate(Workload(MODEL_PRESETS["qwen2-moe-2.7b"], tokens, 8), H800, schedule, record=False)
+    latencies = [simulate(Workload(MODEL_PRESETS["qwen2-moe-2.7b"], tokens, 8), H800, schedule, record=False).latency_us
+                 for tokens in DECODE_TOKENS]
+    assert latencies == sorted(latencies)  # more tokens touch more experts' weights and move more rows
+
+
+def test_comet_exposed_communication_never_falls_as_tokens_grow():
+    results = [simulate(Workload(MODEL_PRESETS["qwen2-moe-2.7b"], tokens, 8), H800, "comet", record=False)
                for tokens in DECODE_TOKENS]
     exposed = [r.latency_us - r.compute_alone_us for r in results]
     assert exposed == sorted(exposed)  # more tokens move more rows
-    # more tokens touch more experts' weights; the GEMMs alone may still get faster (at 256 tokens the shared
-    # expert's second row tile spreads its weight streaming over twice the SMs), and the layer with them
-    for fewer, more in zip(results, results[1:]):
-        if more.compute_alone_us >= fewer.compute_alone_us:
-            assert more.latency_us >= fewer.latency_us, (fewer.latency_us, more.latency_us)
