@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, tp2, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -152,6 +152,12 @@ layer1-stages)  # the layer with layer1 at 3 and at 4 pipeline stages, one after
 deepseek-stages)  # DeepSeek-V3 (F = 2048: layer1 at 4 stages by the default's rule) at 3 and at 4 stages
     for v in 3 4 4 3; do
         run 300 "deepseek_stages1_$v" "${bench[@]}" --model deepseek-v3 --tokens 4096 --comm-blocks 8 --kind fused --stages1 "$v"
+    done
+    ;;
+tp2)  # the TP-kernels issue: the layer at EP=1 x TP=2 (fused through virtual experts, B0/B1 under TP) beside EP=2
+    for m in mixtral-8x7b qwen2-moe-2.7b; do
+        run 240 "${m%%-*}_tp2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --tp 2
+        run 240 "${m%%-*}_ep2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2
     done
     ;;
 sweep-mixtral)
