@@ -102,6 +102,7 @@ class BenchRunner:
                 # pack: step 1 of the forward as two kernels (the simulator's validation reads it)
                 config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
                           "num_stages1": cfg.layer1_stages(self.local.w_down.shape[1]),
+                          "dedup": cfg.deduplicates(self.world),
                           "pack": "kernels"}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})
@@ -120,6 +121,7 @@ class BenchRunner:
         s, a = self.s, self.args
         knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1,
                  "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store, "num_stages1": a.stages1,
+                 "dedup": a.dedup,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]

@@ -46,6 +46,7 @@ from comet_dse.kernels.fused_moe import (
     FULL,
     barrier_kernel,
     combine_kernel,
+    dedup_kernel,
     layer0_kernel,
     layer1_kernel,
     place_own_kernel,
@@ -123,10 +124,19 @@ class FusedConfig:
     # H200 at both target shapes, neither alone more than 1% (results/measurements/ep2_h200/gemm_variants/)
     gate_up: str = "pairs"
     tma_store: bool = True
+    # layer0 brings a token across the link once per destination rank: its other rows there are copied
+    # from the first (fused_moe.dedup_kernel). Needs communication blocks (`FusedMoE.deduplicated` says
+    # whether it ran). Off by default: on 2x H200 it moved fewer bytes but no faster, slower at 4-8 blocks
+    # (results/measurements/tp2_h200/dedup/): the blocks' copies are latency-bound, not link-bound
+    dedup: bool = False
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
         return "merged" if self.tile_layout == "merged" and self.comm_blocks0 > 0 and world > 1 else "by-source"
+
+    def deduplicates(self, world: int) -> bool:
+        """Whether layer0 brings a token to a rank once (dedup, where communication blocks pull)."""
+        return self.dedup and self.comm_blocks0 > 0 and world > 1
 
     def layer1_width(self, hidden: int) -> int:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
@@ -247,6 +257,7 @@ class FusedMoE:
         # every token of every rank routed here
         recv_rows = world * max_tokens * min(rows_per_token or top_k, self.experts)
         self.merged = cfg.layout(world) == "merged"
+        self.deduplicated = cfg.deduplicates(world)
         self.max_tiles = max_row_tiles(recv_rows, layout_groups(world, self.experts, self.merged), cfg.block_m)
         # ---- peer-addressable buffers: send + receive rows; combine + staging rows; counts; signals ----
         self.xbuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
@@ -261,7 +272,13 @@ class FusedMoE:
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
-        self.token_of_row = torch.zeros(self.send_rows, dtype=torch.int32, device=self.device)
+        # the send rows' tokens: peers read them to find the rows they would pull twice (dedup)
+        self.tok = PeerBuffer(1, self.send_rows, torch.int32, self.device, group)
+        self.token_of_row = self.tok.local[0]
+        if self.deduplicated:
+            self.firsts = torch.empty(world * max_tokens, dtype=torch.int32, device=self.device)
+            self.dup_row = torch.empty(recv_rows, dtype=torch.int32, device=self.device)
+            self.dup_tile = torch.empty(recv_rows, dtype=torch.int32, device=self.device)
         self.order_scratch = torch.empty(scratch_size(self.send_rows, world * self.experts), dtype=torch.int32,
                                          device=self.device)
         rotation = source_rotation(self.rank, world, cfg.row_order)
@@ -331,6 +348,8 @@ class FusedMoE:
             self.flags[self.max_tiles:].copy_(self.epoch.expand(self.world))
         elif self.cfg.comm_blocks0 == 0:
             self._copy_engine_dispatch(plan)
+        if self.deduplicated and mode != COMPUTE_ONLY:
+            self._find_duplicates(plan)
         if self.merged and mode != COMPUTE_ONLY:  # own rows short of a full tile into their runs, on every SM
             rows = 16
             place_own_kernel[(self.experts, triton.cdiv(self.cfg.block_m, rows))](
@@ -378,6 +397,15 @@ class FusedMoE:
         barrier_kernel[(1,)](self.sig.local, self.sig.deltas, self.epoch, self.err, self.rank, slot,
                              self.cfg.barrier_spins, WORLD=self.world)
 
+    def _find_duplicates(self, plan: DevicePlan) -> None:
+        """Which remote rows repeat a (source, token) an earlier remote tile brings (fused_moe.dedup_kernel)."""
+        self.firsts.fill_(torch.iinfo(torch.int32).max)
+        for resolve in (False, True):
+            dedup_kernel[(self.programs,)](
+                plan.tiles, plan.remote, plan.num_tiles, plan.local_tiles, plan.pieces, self.tok.local, self.tok.deltas,
+                self.firsts, self.dup_row, self.dup_tile, self.own_pos, self.max_tokens,
+                WORLD=self.world, BLOCK_M=self.cfg.block_m, RESOLVE=resolve)
+
     def _copy_engine_dispatch(self, plan: DevicePlan) -> None:
         """Each peer's rows by one copy on the side stream, then its segment flag."""
         # the host sync: per source (first row, rows, first row at the source), and the epoch
@@ -403,12 +431,13 @@ class FusedMoE:
         layer0_kernel[(self.programs,)](
             self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, self.h_store_desc, plan.tiles,
             plan.order1, plan.remote,
-            plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch, self.rank, self.own_pos,
+            plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch,
+            *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)), self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             EXPERT_ORDER=cfg.tile_order == "expert", PAIRS=cfg.gate_up == "pairs", TMA_STORE=cfg.tma_store,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DEDUP=self.deduplicated, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 
     def _launch_layer1(self, plan: DevicePlan, mode: int) -> None:

@@ -20,6 +20,9 @@ spins on its flag (bounded) and then reads its rows through TMA. FLATTEN lets Tr
 across the tiles that need no wait; measured 1.7-2.2x slower on H100 (results/measurements/
 ep2_h100/variants/), so it is off by default. With N_COMM = 0 (the copy-engine variant) the rows are
 moved by the copy engine and the flags are one per source segment, written by the stream.
+With DEDUP (FusedConfig.dedup) a remote row whose (source, token) an earlier remote tile of this rank
+holds is copied from that tile once its flag is up, else pulled (dedup_kernel finds the pairs, reading
+the sources' token_of_row in peer memory): a token crosses the link about once per destination rank.
 The communication blocks of both layers walk only the plan's `remote` list (the remote tiles in
 the order the compute blocks consume them), so every one of them has work.
 
@@ -192,13 +195,15 @@ def _copy_block(src_ptr, src_row, dst_ptr, dst_row, rows, col0, cols, stride,
 
 @triton.jit
 def _move_tile(buf_ptr, deltas_ptr, pieces_ptr, expert, row0, rows, recv_base, col0, cols, stride, own_pos,
-               WORLD: tl.constexpr, PULL: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr):
+               WORLD: tl.constexpr, PULL: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
+               dup_row_ptr, dup_tile_ptr, flags_ptr, epoch, DEDUP: tl.constexpr):
     """Move row tile (expert, row0, rows) between this rank's rows recv_base + layout row and its
     sources' rows, piece by piece (the tile's intersection with each of its expert's pieces: one
     piece by source, up to WORLD merged): PULL each piece from its source's send region (layer0),
     else push it to the source's combine region (layer1). This rank's own piece (layout position
     own_pos) is not moved here: `place_own_kernel` put it in place before layer0, and layer1's
-    compute blocks write its results straight to the combine region."""
+    compute blocks write its results straight to the combine region. DEDUP (pulls of whole rows):
+    a row whose token an earlier tile already brought is copied from there (`_pull_dedup`)."""
     for j in range(WORLD):
         piece = pieces_ptr + (expert * WORLD + j) * 4
         first = tl.load(piece)
@@ -208,10 +213,74 @@ def _move_tile(buf_ptr, deltas_ptr, pieces_ptr, expert, row0, rows, recv_base, c
             src = tl.load(piece + 2)
             at_src = tl.load(piece + 3) + lo - first
             peer = tl.multiple_of(tl.load(deltas_ptr + src), 16)
-            if PULL:
+            if PULL and DEDUP:
+                _pull_dedup(buf_ptr + peer, at_src, buf_ptr, recv_base, lo, hi - lo, stride, dup_row_ptr, dup_tile_ptr,
+                            flags_ptr, epoch, COPY_ROWS, COPY_COLS)
+            elif PULL:
                 _copy_block(buf_ptr + peer, at_src, buf_ptr, recv_base + lo, hi - lo, col0, cols, stride, COPY_ROWS, COPY_COLS)
             else:
                 _copy_block(buf_ptr, recv_base + lo, buf_ptr + peer, at_src, hi - lo, col0, cols, stride, COPY_ROWS, COPY_COLS)
+
+
+@triton.jit
+def _pull_dedup(src_ptr, src_row, buf_ptr, recv_base, lo, rows, stride, dup_row_ptr, dup_tile_ptr, flags_ptr, epoch,
+                COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr):
+    """Pull layout rows [lo, lo + rows) (whole rows) from src_row of a peer's send region, except the
+    rows whose (source, token) an earlier remote tile of this rank already holds (dup_tile >= 0)
+    and whose tile has landed: those are copied from that row here instead of over the link."""
+    offs_r = tl.arange(0, COPY_ROWS)
+    offs_c = tl.arange(0, COPY_COLS)
+    for r0 in range(0, rows, COPY_ROWS):
+        in_r = (r0 + offs_r) < rows
+        dup_tile = tl.load(dup_tile_ptr + lo + r0 + offs_r, mask=in_r, other=-1)
+        has_first = in_r & (dup_tile >= 0)
+        # a tile's flag is raised after its rows are written (release): read it with acquire
+        landed = has_first & (tl.atomic_add(flags_ptr + dup_tile, 0, mask=has_first, sem="acquire", scope="gpu") == epoch)
+        over_link = in_r & ~landed
+        here = tl.load(dup_row_ptr + lo + r0 + offs_r, mask=landed, other=0)
+        remote = src_ptr + (src_row + r0 + offs_r).to(tl.int64)[:, None] * stride
+        local = buf_ptr + (recv_base + here).to(tl.int64)[:, None] * stride
+        dst = buf_ptr + (recv_base + lo + r0 + offs_r).to(tl.int64)[:, None] * stride
+        for c0 in range(0, stride, COPY_COLS):
+            c = c0 + offs_c
+            in_c = (c < stride)[None, :]
+            row = tl.load(remote + c[None, :], mask=over_link[:, None] & in_c)
+            row = tl.where(landed[:, None], tl.load(local + c[None, :], mask=landed[:, None] & in_c), row)
+            tl.store(dst + c[None, :], row, mask=in_r[:, None] & in_c)
+
+
+@triton.jit
+def dedup_kernel(tiles_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr, tok_ptr, tok_deltas_ptr,
+                 firsts_ptr, dup_row_ptr, dup_tile_ptr, own_pos, max_tokens,
+                 WORLD: tl.constexpr, BLOCK_M: tl.constexpr, RESOLVE: tl.constexpr):
+    """Deduplicated layer0 pulls, two launches over the remote tiles in the order they move (`remote`).
+    Every remote layout row is (source s, its send row) and so (s, token t) through s's token_of_row,
+    read in peer memory. RESOLVE = 0: firsts[s, t] = the earliest move position (move index * BLOCK_M +
+    row in tile) holding (s, t). RESOLVE = 1: every other row holding (s, t) gets that row and its
+    tile (dup_row, dup_tile), -1 the first: layer0 copies it locally once that tile has landed."""
+    n_remote = tl.load(num_tiles_ptr) - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
+    offs = tl.arange(0, BLOCK_M)
+    for m in range(tl.program_id(0), n_remote, tl.num_programs(0)):
+        expert, row0, rows, src, src_row0 = _tile(tiles_ptr, tl.load(remote_ptr + m))
+        r = row0 + offs  # layout rows
+        position = m * BLOCK_M + offs
+        for j in range(WORLD):
+            piece = pieces_ptr + (expert * WORLD + j) * 4
+            first = tl.load(piece)
+            n = tl.load(piece + 1)
+            if (j != own_pos) & (n > 0):
+                s = tl.load(piece + 2)
+                mine = (offs < rows) & (r >= first) & (r < first + n)
+                t = tl.load(tok_ptr + tl.load(tok_deltas_ptr + s) + tl.load(piece + 3) + r - first, mask=mine, other=0)
+                key = s * max_tokens + t
+                if RESOLVE:
+                    f = tl.load(firsts_ptr + key, mask=mine, other=0)
+                    f_tile = tl.load(remote_ptr + f // BLOCK_M, mask=mine, other=0)
+                    f_row = tl.load(tiles_ptr + 5 * f_tile + 1, mask=mine, other=0) + f % BLOCK_M
+                    tl.store(dup_tile_ptr + r, tl.where(f == position, -1, f_tile), mask=mine)
+                    tl.store(dup_row_ptr + r, f_row, mask=mine)
+                else:
+                    tl.atomic_min(firsts_ptr + key, position, mask=mine, sem="relaxed")
 
 
 @triton.jit
@@ -236,14 +305,16 @@ def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.cons
 @triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, h_desc, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
-    pieces_ptr, flags_ptr, err_ptr, epoch_ptr,
+    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr,
     rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
-    EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr,
+    EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr, DEDUP: tl.constexpr,
 ):
-    """delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
+    """DEDUP: a remote row whose (source, token) an earlier tile already brought is copied locally
+    from there once that tile's flag is up (dedup_kernel's tables), else pulled: a token crosses
+    the link about once per destination rank, not once per expert slot. delay_spins: > 0 slows every producer by that many spins, < 0 stops it from signalling
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
     engine's), not on their own. EXPERT_ORDER: the compute blocks walk the tiles in `order` (expert
     by expert, own and remote alike): an expert's weights stream from HBM once, not once per phase.
@@ -259,7 +330,7 @@ def layer0_kernel(
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             if MODE != _COMPUTE_ONLY:
                 _move_tile(xbuf_ptr, x_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, 0, H, H, own_pos, WORLD, True,
-                           COPY_ROWS, COPY_COLS)
+                           COPY_ROWS, COPY_COLS, dup_row_ptr, dup_tile_ptr, flags_ptr, epoch, DEDUP)
             for _ in range(delay_spins):  # a slow producer, for the tests
                 tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
             tl.debug_barrier()
@@ -357,7 +428,7 @@ def layer1_kernel(
             counter = u * N_SPLITS + split
             _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
             _move_tile(ybuf_ptr, y_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, split * SPLIT_COLS, SPLIT_COLS, H,
-                       own_pos, WORLD, False, COPY_ROWS, COPY_COLS)
+                       own_pos, WORLD, False, COPY_ROWS, COPY_COLS, counters_ptr, counters_ptr, counters_ptr, 0, False)
 
 
 # ----------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ GEMMs run on its shard, and the weighted sum over the `top_k * tp` returned part
 owner is the sum over TP and over top-k at once (SwiGLU acts column by column, so the shards'
 outputs add up to the expert's).
 
-What this is not, yet: the TP-kernels issue's dedicated kernels. A token routed to k experts of one
-group reaches each TP rank k times (once per slot) instead of once, and its partials come back
-k * tp rows wide instead of pre-reduced over the rank's experts: k times the bytes of an all-gather
-of tokens and a reduce-scatter. At k = 2 on NVLink this is a share of a compute-bound layer; the
-deduplicated version is the next step.
+What it moves: a token routed to k experts of one group reaches each TP rank k times (once per slot),
+and its partials come back k * tp rows wide instead of pre-reduced over the rank's experts: k times the
+bytes of an all-gather of tokens and a reduce-scatter. `FusedConfig(dedup=True)` brings the token to a
+rank once (its other rows there are local copies); on 2x H200 that moved fewer bytes and ran no faster
+(results/measurements/tp2_h200/README.md), so it is off by default. The layer1 pre-reduction is not built.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layer0's full tiles leave through an asynchronous TMA store (default on)")
     parser.add_argument("--stages1", type=int,
                         help="layer1's pipeline depth (default: 4 where the FFN width is <= 2048, else 3 as layer0)")
+    parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=False,
+                        help="layer0 brings a token to a rank once, not once per expert slot there (default off)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")

@@ -48,9 +48,15 @@ def test_gemms_use_wgmma_and_tma(report):
     assert report["layer0_pairs_tma"]["UTMASTG"] > 0 and report["layer0_mode0_seg0"]["UTMASTG"] == 0
 
 
+def test_deduplicated_pulls_load_a_row_from_the_link_or_from_here(report):
+    # two 16-byte load paths per step (over the link, or the copy of an earlier tile's row), one store
+    assert report["layer0_dedup"]["LDG.E.128"] == 2 * report["layer0_pairs_tma"]["LDG.E.128"]
+    assert {"dedup_resolve0", "dedup_resolve1"} <= set(report)
+
+
 def test_row_copies_move_16_bytes_per_access(report):
     for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer1_mode0", "layer1_mode2", "combine",
-                 "place_own"):
+                 "place_own", "layer0_dedup"):
         k = report[name]
         assert k["LDG.E.128"] > 0 and k["STG.E.128"] > 0, name
         assert k["LDG.E.U16"] == 0 and k["STG.E.U16"] == 0, f"{name} has 2-byte accesses"

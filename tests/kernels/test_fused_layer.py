@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -96,6 +97,8 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"gate_up": "halves", "tma_store": False}),  # the default is pairs (one dot per step), TMA stores
     ("float16", {"gate_up": "halves", "tile_order": "expert", "comm_blocks0": 0}),
     ("float32", {"block_n": 32, "block_n1": 16}),  # F = 48: the last column tile reads past 2F (zero padding)
+    ("float32", {"dedup": True}),  # a token's second row at a rank copied from its first
+    ("float16", {"dedup": True, "tile_layout": "by-source", "tile_order": "expert", "comm_blocks0": 1}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
@@ -237,9 +240,40 @@ def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: 
     (1, 2, "float16", 64, {}),
     (2, 2, "float32", 64, {}),
     (1, 2, "float32", 96, {"block_n": 32, "block_n1": 16}),  # a shard of F = 48: its last column tile partial
+    (1, 2, "float32", 64, {"dedup": True}),  # a token's rows at a TP rank: one over the link, the rest copied there
+    (2, 2, "float16", 64, {"dedup": True, "tile_layout": "by-source"}),
 ])
 def test_tensor_parallel_through_virtual_experts_matches_the_reference(ep, tp, dtype_name, ffn, knobs):
     _spawn(_tensor_parallel_worker, ep, tp, dtype_name, ffn, knobs, world=ep * tp)
+
+
+def _dedup_tables_worker(rank: int, port: int) -> None:
+    from comet_dse.kernels.fused_tp import TensorParallelFused
+
+    weights = _init(rank, port, ffn=64)
+    shard = weights.ffn_shard(rank, 2)  # EP = 1, TP = 2: every token's both experts have a shard here
+    layer = TensorParallelFused(shard, 2, CAPACITY, 1, 2, config=replace(SMALL, dedup=True), dtype=torch.float32)
+    tokens = [21, 13]
+    err = _call(layer, rank, weights, tokens, lambda x: route(x, weights.router, 2)[0], seed=3, dtype=torch.float32)
+    assert err < 1e-4, err
+    inner = layer.inner
+    assert inner.deduplicated
+    pieces = inner.plan.pieces.tolist()  # (E_l, W, 4): first layout row, rows, source, row there
+    remote = [(first, rows, src, there) for expert in pieces for j, (first, rows, src, there) in enumerate(expert)
+              if j != inner.own_pos and rows]
+    peer_rows = sum(rows for _, rows, _, _ in remote)
+    assert peer_rows == 2 * tokens[1 - rank]  # the peer's every token, once per expert
+    dup_tile, dup_row = inner.dup_tile.tolist(), inner.dup_row.tolist()
+    seconds = [i for first, rows, _, _ in remote for i in range(first, first + rows) if dup_tile[i] >= 0]
+    assert len(seconds) == tokens[1 - rank]  # one row of each token crosses the link, the other is copied here
+    recv = inner.xbuf.local[inner.send_rows:]
+    for i in seconds:
+        assert dup_tile[dup_row[i]] == -1 and torch.equal(recv[i], recv[dup_row[i]])
+    dist.destroy_process_group()
+
+
+def test_each_token_crosses_the_link_once_per_rank_under_tp():
+    _spawn(_dedup_tables_worker)
 
 
 def test_virtual_routing_gives_each_slot_one_row_per_shard():
