@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, tp2, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, dedup, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -154,8 +154,19 @@ deepseek-stages)  # DeepSeek-V3 (F = 2048: layer1 at 4 stages by the default's r
         run 300 "deepseek_stages1_$v" "${bench[@]}" --model deepseek-v3 --tokens 4096 --comm-blocks 8 --kind fused --stages1 "$v"
     done
     ;;
+suite-tp2)  # the GPU test suite at EP=1 x TP=2
+    run 200 suite_tp2 torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --replays 600 --out "$out/suite_tp2.json"
+    ;;
+dedup)  # layer0 bringing a token to a rank once (--dedup) against a row per expert slot: the GPU suites with it at
+        # TP=2 and EP=2, then Mixtral at EP=2 both ways (TP=2 and Qwen2-MoE at EP=2: run 46, results/measurements/tp2_h200/dedup/)
+    run 150 suite_tp2_dedup torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --dedup --replays 600 --out "$out/suite_tp2_dedup.json"
+    run 150 suite_ep2_dedup torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --dedup --replays 600 --out "$out/suite_ep2_dedup.json"
+    grid=(--tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2)
+    run 150 mixtral_ep2_dedup "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --dedup --kind fused
+    run 150 mixtral_ep2_rows "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --kind fused
+    ;;
 tp2)  # the TP-kernels issue: the layer at EP=1 x TP=2 (fused through virtual experts, B0/B1 under TP) beside EP=2
-    for m in mixtral-8x7b qwen2-moe-2.7b; do
+    for m in ${TP2_MODELS:-mixtral-8x7b qwen2-moe-2.7b}; do
         run 240 "${m%%-*}_tp2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --tp 2
         run 240 "${m%%-*}_ep2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2
     done

@@ -1,6 +1,7 @@
-"""The fused layer's GPU test suite, expert parallel over every GPU of one node (bf16):
+"""The fused layer's GPU test suite over every GPU of one node (bf16), expert parallel or EP × TP:
 
     torchrun --nproc-per-node 2 benchmarks/gpu_fused_ep.py --out results/measurements/fused_ep2_suite.json
+    torchrun --nproc-per-node 2 benchmarks/gpu_fused_ep.py --tp 2 --out ...   # EP=1 x TP=2 (kernels/fused_tp.py)
 
 1. the device-side plan on the GPU equals the plain loops on random and adversarial routings;
 2. adversarial routings (all tokens to experts 0..k-1, one token, top-1, every expert, ranks
@@ -13,7 +14,9 @@
 
 Only torch, triton, numpy and comet_dse.kernels are imported. Every rank draws the same
 inputs for the whole group from a shared seed, so each computes the reference for its own
-rows without any collective.
+rows without any collective. Under TP (`--tp`) every check but the plan's runs the layer of
+kernels/fused_tp.py on this rank's EP group's experts, its share of their FFN width; the reference
+is the whole layer, as the outputs are.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
+from comet_dse.kernels.fused_tp import TensorParallelFused  # noqa: E402
 from comet_dse.kernels.fused_plan import (  # noqa: E402
     device_plan,
     layout_groups,
@@ -51,12 +55,24 @@ class Suite:
         self.experts, self.top_k, self.hidden, self.ffn = args.experts, args.top_k, args.hidden, args.ffn
         self.per_rank = self.experts // self.world
         self.weights = MoEWeights.random(self.experts, self.hidden, self.ffn, seed=0, device=self.dev, dtype=torch.bfloat16)
-        self.local = self.weights.local(self.rank * self.per_rank, self.per_rank)
+        self.tp = args.tp
+        self.ep = self.world // self.tp
+        ep_rank, tp_rank = divmod(self.rank, self.tp)  # as kernels/tp_baselines.py numbers the ranks
+        self.local = self.weights.of_rank(ep_rank, self.ep).ffn_shard(tp_rank, self.tp)
         self.report: dict = {"checks": {}}
 
-    def layer(self, **knobs) -> FusedMoE:
-        cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4, **knobs})
+    def layer(self, **knobs) -> FusedMoE | TensorParallelFused:
+        cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4,
+                             "dedup": self.args.dedup, **knobs})
+        if self.tp > 1:
+            return TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
+                                       dtype=torch.bfloat16)
         return FusedMoE(self.local, self.top_k, self.args.capacity, config=cfg, dtype=torch.bfloat16)
+
+    @staticmethod
+    def kernels(layer: FusedMoE | TensorParallelFused) -> FusedMoE:
+        """The EP layer that launches the kernels (under TP, the one over virtual experts)."""
+        return getattr(layer, "inner", layer)
 
     def inputs(self, seed: int, tokens: list[int], kind: str = "random"):
         """Every rank's inputs (the same on every rank) and this rank's slice."""
@@ -156,7 +172,7 @@ class Suite:
     # ---- 4. a slow producer ----
     def delayed(self) -> None:
         layer = self.layer()
-        layer.delay_spins = 20_000
+        self.kernels(layer).delay_spins = 20_000
         x, ids, w, mine = self.inputs(5, [self.args.graph_tokens] * self.world)
         eager = self.error(layer(x[mine], ids[mine], w[mine]), x, ids, w, mine)
         step = layer.graphed(self.args.graph_tokens)
@@ -167,7 +183,7 @@ class Suite:
     # ---- 5. a producer that never signals ----
     def stuck(self) -> None:
         layer = self.layer(max_spins=1 << 16, barrier_spins=1 << 22)
-        layer.delay_spins = -1
+        self.kernels(layer).delay_spins = -1
         x, ids, w, mine = self.inputs(6, [256] * self.world)
         t0 = time.perf_counter()
         layer(x[mine], ids[mine], w[mine])
@@ -190,8 +206,13 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=1024)
     parser.add_argument("--shape", default="16,4,512,384", help="E,top_k,H,F (default: a small Qwen2-MoE-like layer)")
     parser.add_argument("--skip", default="", help="comma-separated checks to skip")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (EP = GPUs / TP)")
+    parser.add_argument("--dedup", action="store_true", help="layer0 brings a token to a rank once (FusedConfig.dedup)")
     args = parser.parse_args()
     args.experts, args.top_k, args.hidden, args.ffn = (int(v) for v in args.shape.split(","))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.tp < 1 or world % args.tp or args.experts % (world // args.tp) or args.ffn % args.tp:
+        parser.error(f"--tp must divide the {world} GPUs and F={args.ffn}, and E={args.experts} the EP ranks; got {args.tp}")
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("nccl")
     suite = Suite(args)
@@ -204,7 +225,8 @@ def main() -> None:
             print(f"{name}: {json.dumps(suite.report['checks'].get(name.replace('plan_on_gpu', 'device_plan'), {}))} "
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
     if suite.rank == 0:
-        suite.report.update({**environment(), "gpus": suite.world, "shape": args.shape})
+        suite.report.update({**environment(), "gpus": suite.world, "ep": suite.ep, "tp": suite.tp, "shape": args.shape,
+                             "dedup": args.dedup})
         with open(args.out, "w") as f:
             json.dump(suite.report, f, indent=2)
         print(f"wrote {args.out}")
