@@ -34,10 +34,12 @@ def test_no_schedule_predicts_worse_than_the_committed_validation(tmp_path, path
     out = tmp_path / "now.json"
     # the same inputs as the committed file: its command names the measurements and the profile
     words = committed["command"].split()
-    measurements, hardware = words[words.index("--measurements") + 1], words[words.index("--hardware") + 1]
+    first = words.index("--measurements") + 1
+    measurements = words[first:next((i for i in range(first, len(words)) if words[i].startswith("--")), len(words))]
+    hardware = words[words.index("--hardware") + 1]
     if hardware.endswith(".json"):
         hardware = str(ROOT / hardware)
-    run = subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", str(ROOT / measurements),
+    run = subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", *(str(ROOT / m) for m in measurements),
                           "--hardware", hardware, "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     now = json.loads(out.read_text())
