@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, dedup, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, dedup, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -164,6 +164,12 @@ dedup)  # layer0 bringing a token to a rank once (--dedup) against a row per exp
     grid=(--tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2)
     run 150 mixtral_ep2_dedup "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --dedup --kind fused
     run 150 mixtral_ep2_rows "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --kind fused
+    ;;
+tp2-fine)  # the best n_comm at TP=2 vs EP=2 on a finer grid round the tp2 stage's picks (Mixtral 4, Qwen2-MoE 16 at 8192)
+    for parallel in "--tp 2" "--tp 1"; do
+        run 120 "mixtral_fine_${parallel// /}" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 1,2,3,4,6 --kind fused $parallel
+        run 120 "qwen2_fine_${parallel// /}" "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192 --comm-blocks 12,16,20,24 --kind fused $parallel
+    done
     ;;
 tp2)  # the TP-kernels issue: the layer at EP=1 x TP=2 (fused through virtual experts, B0/B1 under TP) beside EP=2
     for m in ${TP2_MODELS:-mixtral-8x7b qwen2-moe-2.7b}; do
