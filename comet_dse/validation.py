@@ -22,6 +22,7 @@ from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.measurements import FUSED_KNOBS, BenchFile
 from comet_dse.models import ModelConfig
+from comet_dse.routing import Routing
 from comet_dse.workload import Workload
 
 SCHEDULES = ("sequential", "chunked", "comet")
@@ -59,7 +60,7 @@ def workload_of(bench: BenchFile, tokens: int) -> Workload:
         raise UserError(f"{bench.path}: {_JSON_FIELD.get(exc.field, exc.field)}", exc.message) from None
 
 
-def virtual_experts(workload: Workload):
+def virtual_experts(workload: Workload) -> Workload:
     """The layer kernels/fused_tp.py runs for an EP x TP workload: the EP layer over world = EP * TP ranks
     whose experts are the (expert, FFN shard) pairs, E * TP of them, F / TP wide, top_k * TP slots a token
     (a row per slot to every TP rank, partials back un-reduced). The simulator's own TP model prices the
@@ -71,11 +72,9 @@ def virtual_experts(workload: Workload):
     return replace(workload, model=model, ep=workload.world, tp=1)
 
 
-def virtual_routing(workload: Workload, routing):
+def virtual_routing(workload: Workload, routing: Routing) -> Routing:
     """A routing of `workload` (EP x TP) as its virtual experts route: expert e = g * E_l + i of EP group g,
     shard t, is virtual expert (g * TP + t) * E_l + i on rank g * TP + t, with e's rows from every source."""
-    from comet_dse.routing import Routing
-
     tp, per_rank = workload.tp, workload.experts_per_rank
     grouped = routing.counts.reshape(workload.world, workload.ep, 1, per_rank)
     counts = np.broadcast_to(grouped, (workload.world, workload.ep, tp, per_rank)).reshape(workload.world, -1)
