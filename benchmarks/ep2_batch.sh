@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, dedup, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -164,6 +164,17 @@ dedup)  # layer0 bringing a token to a rank once (--dedup) against a row per exp
     grid=(--tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2)
     run 150 mixtral_ep2_dedup "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --dedup --kind fused
     run 150 mixtral_ep2_rows "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --kind fused
+    ;;
+mix4)  # four GPUs (nvidia-h100-x4): the layer at TP=4, EP=2 x TP=2 and EP=4 at 8192 tokens (Comet's EP/TP-mix trend),
+      # then the GPU suite at EP=2 x TP=2
+    bench4=(torchrun --nproc-per-node 4 -m comet_dse.cli bench --out "$out" --tokens 8192 --comm-blocks 4,8,16,32 --chunks 2)
+    for m in qwen2-moe-2.7b mixtral-8x7b; do
+        for mix in "--ep 1 --tp 4" "--ep 2 --tp 2" "--ep 4 --tp 1"; do
+            name="${m%%-*}_$(echo "$mix" | tr -d ' -')"
+            run 90 "$name" "${bench4[@]}" --model "$m" $mix
+        done
+    done
+    run 90 suite_ep2tp2 torchrun --nproc-per-node 4 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --replays 500 --out "$out/suite_ep2tp2.json"
     ;;
 tp2-fine)  # the best n_comm at TP=2 vs EP=2 on a finer grid round the tp2 stage's picks (Mixtral 4, Qwen2-MoE 16 at 8192)
     for parallel in "--tp 2" "--tp 1"; do
