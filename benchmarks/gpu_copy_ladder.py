@@ -57,7 +57,7 @@ def walk_kernel(buf_ptr, deltas_ptr, tiles_ptr, remote_ptr, num_tiles_ptr, local
             u = tl.load(remote_ptr + i)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             _move_tile(buf_ptr, deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, 0, H, H, own_pos, WORLD, True,
-                       COPY_ROWS, COPY_COLS)
+                       COPY_ROWS, COPY_COLS, pieces_ptr, pieces_ptr, pieces_ptr, 0, False)  # every row pulled (no dedup)
             if FLAGS:
                 tl.debug_barrier()
                 tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
