@@ -18,6 +18,10 @@ TILE_LAYOUTS = ("merged", "by-source")
 # GEMM0's gate/up weight in the fused kernels: gate | up halves (two dots per K step) or column pairs (one dot)
 GATE_UP_LAYOUTS = ("halves", "pairs")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")
+# how comet moves an EP x TP layer's rows: "tokens" (Comet's design: a token once to each TP rank of its experts'
+# group, partials pre-reduced over its experts there) or "rows" (what kernels/fused_tp.py runs: every (token,
+# expert) row to each of those TP ranks, partials back per row: the EP layer over virtual experts)
+TP_DISPATCH = ("tokens", "rows")
 # how a token crosses nodes (comet_dse/hardware.py INTERNODE_ROUTES says what each means)
 INTERNODE_ROUTES = ("direct", "rail", "pxn")
 # torch dtype names that `comet-dse bench` runs the kernels in

@@ -30,7 +30,7 @@ otherwise `token_picks` forms them from the counts (see there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import csv
@@ -276,3 +276,17 @@ def make_routing(workload: Workload) -> Routing:
         raise UserError(FIELD, f"unknown routing {spec!r}; allowed: {ROUTING_FORMS}")
     counts = rng.multinomial(rows_per_rank, shares, size=world)
     return Routing(counts.astype(np.int64), shares)
+
+
+def virtual_experts(workload: Workload, routing: Routing) -> tuple[Workload, Routing]:
+    """An EP x TP layer as kernels/fused_tp.py runs it: the EP layer over world = EP * TP ranks whose
+    experts are the (expert, FFN shard) pairs, E * TP of them, F / TP wide, top_k * TP slots a token (a
+    row per slot to every TP rank, partials back per row). Expert e = g * E_l + i of EP group g, shard t,
+    is virtual expert (g * TP + t) * E_l + i on rank g * TP + t, with e's rows from every source."""
+    m, tp, per_rank, world = workload.model, workload.tp, workload.experts_per_rank, workload.world
+    model = replace(m, num_experts=m.num_experts * tp, top_k=m.top_k * tp, ffn=m.ffn // tp,
+                    source=f"{m.source} as virtual experts (TP={tp})")
+    grouped = routing.counts.reshape(world, workload.ep, 1, per_rank)
+    counts = np.broadcast_to(grouped, (world, workload.ep, tp, per_rank)).reshape(world, -1)
+    shares = np.broadcast_to(routing.shares.reshape(workload.ep, 1, per_rank) / tp, (workload.ep, tp, per_rank))
+    return replace(workload, model=model, ep=world, tp=1), Routing(np.ascontiguousarray(counts), shares.reshape(-1))

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from comet_dse.choices import default_layer1_width
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.measurements import FUSED_KNOBS, BenchFile
 from comet_dse.models import ModelConfig
-from comet_dse.routing import Routing
 from comet_dse.workload import Workload
 
 SCHEDULES = ("sequential", "chunked", "comet")
@@ -58,28 +55,6 @@ def workload_of(bench: BenchFile, tokens: int) -> Workload:
         return Workload(model, tokens, bench.ep, bench.tp, routing=ROUTING, seed=SEED, dtype_bytes=bench.dtype_bytes)
     except UserError as exc:
         raise UserError(f"{bench.path}: {_JSON_FIELD.get(exc.field, exc.field)}", exc.message) from None
-
-
-def virtual_experts(workload: Workload) -> Workload:
-    """The layer kernels/fused_tp.py runs for an EP x TP workload: the EP layer over world = EP * TP ranks
-    whose experts are the (expert, FFN shard) pairs, E * TP of them, F / TP wide, top_k * TP slots a token
-    (a row per slot to every TP rank, partials back un-reduced). The simulator's own TP model prices the
-    deduplicated layer (tokens once per TP rank, partials pre-reduced), which the kernels do not build, so
-    validation compares the fused figures under TP with this one."""
-    m, tp = workload.model, workload.tp
-    model = replace(m, num_experts=m.num_experts * tp, top_k=m.top_k * tp, ffn=m.ffn // tp,
-                    source=f"{m.source} as virtual experts (TP={tp})")
-    return replace(workload, model=model, ep=workload.world, tp=1)
-
-
-def virtual_routing(workload: Workload, routing: Routing) -> Routing:
-    """A routing of `workload` (EP x TP) as its virtual experts route: expert e = g * E_l + i of EP group g,
-    shard t, is virtual expert (g * TP + t) * E_l + i on rank g * TP + t, with e's rows from every source."""
-    tp, per_rank = workload.tp, workload.experts_per_rank
-    grouped = routing.counts.reshape(workload.world, workload.ep, 1, per_rank)
-    counts = np.broadcast_to(grouped, (workload.world, workload.ep, tp, per_rank)).reshape(workload.world, -1)
-    shares = np.broadcast_to(routing.shares.reshape(workload.ep, 1, per_rank) / tp, (workload.ep, tp, per_rank))
-    return Routing(np.ascontiguousarray(counts), shares.reshape(-1))
 
 
 def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
@@ -129,6 +104,8 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 knobs["tile_order"] = c.get("tile_order", "layout")
                 # the kernels before step 1 ran on the device launched more small kernels
                 knobs["prologue_launches"] = PROLOGUE_OPS if bench.pack == "kernels" else TORCH_PACK_PROLOGUE_OPS
+                if bench.tp > 1:  # kernels/fused_tp.py: a row per (token, expert) to each TP rank, the EP layer over
+                    knobs["tp_dispatch"] = "rows"  # virtual experts (the simulator's default prices Comet's tokens)
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
                                   skip=_comet_skip(c, bench.shape["hidden"], measured)))
     return cases
@@ -163,8 +140,6 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
     from comet_dse.sim import simulate
 
     routings = {key: make_routing(wl) for key, wl in workloads.items()}  # one draw per layer, shared by its schedules
-    # under TP the fused kernels run the layer of virtual experts (virtual_experts), on the same draw
-    virtual = {key: (virtual_experts(wl), virtual_routing(wl, routings[key])) for key, wl in workloads.items() if wl.tp > 1}
     points = []
     for case in cases:
         point = {"source": case.source, "run": case.run, "model": case.model, "tokens": case.tokens,
@@ -174,12 +149,8 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
             point.update(status="skipped", reason=case.skip)
         else:
             key = (case.source, case.tokens)
-            workload, routing = workloads[key], routings[key]
-            if case.schedule == "comet" and key in virtual:
-                workload, routing = virtual[key]
-                point["modelled_as"] = f"EP={workload.ep} over {workload.model.num_experts} virtual experts (F / TP)"
             try:
-                result = simulate(workload, hardware, _schedule(case), routing=routing, record=False)
+                result = simulate(workloads[key], hardware, _schedule(case), routing=routings[key], record=False)
             except Exception as exc:  # noqa: BLE001 - any failure is a finding about the simulator, kept in the output
                 point.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             else:

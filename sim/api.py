@@ -10,7 +10,7 @@ from comet_dse.sim.schedules.comet import Comet, default_n_splits
 
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
-from comet_dse.routing import Routing, make_routing
+from comet_dse.routing import Routing, make_routing, virtual_experts
 from comet_dse.workload import Workload
 
 
@@ -39,6 +39,9 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     sched = as_schedule(schedule, workload.model.hidden)
     sched.validate(workload, hardware)
     routing = routing if routing is not None else make_routing(workload)
+    if isinstance(sched, Comet) and sched.tp_dispatch == "rows" and workload.tp > 1:
+        # a row per (token, expert) to each TP rank: the EP layer over the virtual experts, on the same draw
+        workload, routing = virtual_experts(workload, routing)
     ctx = SimContext(workload, hardware, routing, record=record)
     outcome = sched.run(ctx)
     return summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled)

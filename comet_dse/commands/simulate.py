@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from comet_dse.choices import INTERNODE_ROUTES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import INTERNODE_ROUTES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-layout", default="merged", choices=TILE_LAYOUTS,
                         help="comet's row tiles: an expert's rows of every source together, or one source's rows per "
                              "tile (as the fused kernels' --tile-layout; the copy engine runs by source)")
+    parser.add_argument("--tp-dispatch", default="tokens", choices=TP_DISPATCH,
+                        help="comet under TP: a token once to each TP rank, partials pre-reduced (Comet's design), or "
+                             "a row per (token, expert), partials per row (what comet-dse's fused kernels run) (default tokens)")
     parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
                                                      "(default: the largest such count up to 4)")
     parser.add_argument("--layers", metavar="all|I,J",
@@ -116,6 +119,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
         comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
         comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
         row_order=args.row_order, n_splits=n_splits, tile_layout=args.tile_layout, tile_order=args.tile_order,
+        tp_dispatch=args.tp_dispatch,
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n),
@@ -125,7 +129,8 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)
     given = {"chunked": args.chunks is not None,
              "comet": any(v is not None for v in (args.comm_blocks, args.comm_blocks0, args.comm_blocks1, args.n_splits))
-             or args.row_order != "local-first" or args.tile_layout != "merged" or args.tile_order != "layout"}
+             or args.row_order != "local-first" or args.tile_layout != "merged" or args.tile_order != "layout"
+             or args.tp_dispatch != "tokens"}
     also = [every[name] for name in SCHEDULE_NAMES if name not in names and given.get(name)]
     return [every[name] for name in names], also
 

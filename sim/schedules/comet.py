@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, default_layer1_width
+from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH, default_layer1_width
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -89,6 +89,9 @@ class Comet(Schedule):
     # small kernels launched before layer0 (sim/fused_costs.py): validation sets the count of the
     # kernel version a bench file measured
     prologue_launches: int = PROLOGUE_OPS
+    # under TP: "tokens" (Comet's design) or "rows" (the EP layer over virtual experts, as kernels/fused_tp.py
+    # runs it; sim/api.py simulates it as that layer); comet_dse/choices.py TP_DISPATCH
+    tp_dispatch: str = "tokens"
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -103,6 +106,8 @@ class Comet(Schedule):
             raise UserError("--tile-order", f"must be one of {', '.join(TILE_ORDERS)}, got {self.tile_order!r}")
         if self.tile_layout not in TILE_LAYOUTS:
             raise UserError("--tile-layout", f"must be one of {', '.join(TILE_LAYOUTS)}, got {self.tile_layout!r}")
+        if self.tp_dispatch not in TP_DISPATCH:
+            raise UserError("--tp-dispatch", f"must be one of {', '.join(TP_DISPATCH)}, got {self.tp_dispatch!r}")
         hidden = workload.model.hidden
         if not isinstance(self.n_splits, int) or self.n_splits < 1 or column_tiles(hidden, self.block_n) % self.n_splits:
             allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))

@@ -132,3 +132,16 @@ def test_profile_names_the_hot_spots_on_stderr_and_leaves_the_json_alone(capsys)
     lines = err.splitlines()
     assert lines[0].startswith("hot spots: ") and len(lines) == 16
     assert any("network.py" in line or "comet.py" in line for line in lines[1:])  # the simulator's own code shows
+
+
+def test_tp_dispatch_prices_comet_under_tp_as_the_fused_kernels_run_it(capsys):
+    tp = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "2", "--tp", "4", "--tokens", "1024", "--schedule", "comet",
+          "--json"]
+    code, out, _ = run_cli(capsys, "simulate", *tp)
+    tokens = json.loads(out)["results"]["comet"]
+    code_rows, out, _ = run_cli(capsys, "simulate", *tp, "--tp-dispatch", "rows")
+    rows = json.loads(out)["results"]["comet"]
+    assert code == code_rows == 0 and rows["params"]["tp_dispatch"] == "rows" and tokens["params"]["tp_dispatch"] == "tokens"
+    assert rows["comm_alone_us"] > tokens["comm_alone_us"]  # top-2: two rows of a token per TP rank, two partials back
+    code, _, err = run_cli(capsys, "simulate", *SMALL, "--tp-dispatch", "pairs")
+    assert code == 2 and "--tp-dispatch" in err and "invalid choice" in err
