@@ -7,6 +7,8 @@ process's own runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 from comet_dse.search.space import CometSpace
 from comet_dse.sim import simulate
@@ -26,8 +28,9 @@ def _key(params: dict) -> tuple:
 
 class Objective:
     def __init__(self, workload: Workload, hardware: HardwareProfile, routing: Routing, space: CometSpace,
-                 objectives: tuple[str, ...], target_trials: int) -> None:
+                 objectives: tuple[str, ...], target_trials: int, tp_dispatch: str = "tokens") -> None:
         self.workload, self.hardware, self.routing, self.space = workload, hardware, routing, space
+        self.tp_dispatch = tp_dispatch  # not searched: how comet moves rows under TP (sim Comet.tp_dispatch)
         self.objectives = objectives
         self.target_trials = target_trials
         self.cache: dict[tuple, dict] = {}
@@ -46,7 +49,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._stop_at_target(trial)
-        schedule = self.space.suggest(trial)
+        schedule = replace(self.space.suggest(trial), tp_dispatch=self.tp_dispatch)
         key = _key(trial.params)
         if key not in self.cache:
             self._learn(trial.study)

@@ -87,7 +87,8 @@ def common_splits(hidden: int, tiles: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(sorted(set.intersection(*per_width)))
 
 
-def comet_from_params(params: dict) -> Comet:
+def comet_from_params(params: dict, tp_dispatch: str = "tokens") -> Comet:
     block_m, block_n = parse_tile(params["tile"])
     return Comet(block_m=block_m, block_n=block_n, comm_blocks0=int(params["comm_blocks0"]),
-                 comm_blocks1=int(params["comm_blocks1"]), row_order=params["row_order"], n_splits=int(params["n_splits"]))
+                 comm_blocks1=int(params["comm_blocks1"]), row_order=params["row_order"], n_splits=int(params["n_splits"]),
+                 tp_dispatch=tp_dispatch)

@@ -129,6 +129,7 @@ class TuneSpec:
     objectives: tuple[str, ...]
     storage_url: str
     heartbeat_s: int = 10
+    tp_dispatch: str = "tokens"  # comet under TP: Comet's design, or "rows" as comet-dse's fused kernels run it
 
     def bucket(self, tokens: int) -> Workload:
         return replace(self.workload, tokens=tokens)
@@ -140,6 +141,8 @@ class TuneSpec:
             name += f"-{wl.routing}-seed{wl.seed}"
         if self.objectives != ("latency",):
             name += "-" + "+".join(self.objectives)
+        if self.tp_dispatch != "tokens":
+            name += f"-{self.tp_dispatch}"
         return name
 
     def identity(self, tokens: int) -> StudyIdentity:
@@ -153,6 +156,8 @@ class TuneSpec:
             "space": asdict(CometSpace.for_workload(workload, self.hardware)),
             "objectives": list(self.objectives),
         }
+        if self.tp_dispatch != "tokens":  # the default stays out: studies made before the knob keep their names
+            inputs["tp_dispatch"] = self.tp_dispatch
         inputs = json.loads(json.dumps(inputs))
         return StudyIdentity(self.study_prefix(tokens), inputs, inputs_digest(inputs))
 
@@ -328,7 +333,8 @@ def _prepare(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_index: int
     if not study.trials:
         for point in space.warm_start():  # workers starting together would each queue the same points
             study.enqueue_trial(point, skip_if_exists=True)
-    objective = Objective(workload, spec.hardware, make_routing(workload), space, spec.objectives, spec.trials)
+    objective = Objective(workload, spec.hardware, make_routing(workload), space, spec.objectives, spec.trials,
+                          tp_dispatch=spec.tp_dispatch)
     return study, objective, space
 
 

@@ -194,7 +194,7 @@ def shared_inputs(spec: TuneSpec, buckets: list[int]) -> dict:
 def make_plan(spec: TuneSpec, results: list[BucketResult], storage_label: str) -> Plan:
     entries = []
     for r in results:
-        config = comet_from_params(r.best_params).params()
+        config = comet_from_params(r.best_params, spec.tp_dispatch).params()
         entries.append(PlanEntry(
             tokens=r.tokens, config=config, chunked={"chunks": r.chunked["chunks"]},
             predicted_us={"comet": r.comet["latency_us"], "chunked": r.chunked["latency_us"], "sequential": r.sequential_us},
@@ -223,6 +223,7 @@ def allocation_heatmap(spec: TuneSpec, results: list[BucketResult], layer: int) 
         row = []
         for b in blocks:
             params = {**r.best_params, f"comm_blocks{layer}": b}
-            row.append(simulate(workload, spec.hardware, comet_from_params(params), routing=routing, record=False).latency_us)
+            row.append(simulate(workload, spec.hardware, comet_from_params(params, spec.tp_dispatch), routing=routing,
+                                record=False).latency_us)
         z.append(row)
     return {"tokens": [r.tokens for r in results], "blocks": blocks, "latency_us": z}

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from comet_dse.choices import TP_DISPATCH
 from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import add_workload_arguments, check_tokens, resolve_workload
 from comet_dse.errors import UserError
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help=f"local worker processes on the same studies (at most {MAX_WORKERS})")
     parser.add_argument("--objectives", default="latency", help="what to minimise: latency (µs), or latency,comm_sms for the Pareto front of latency and the "
                                                              "SMs held by communication")
+    parser.add_argument("--tp-dispatch", default="tokens", choices=TP_DISPATCH,
+                        help="comet under TP: a token once to each TP rank (Comet's design) or a row per (token, expert), as "
+                             "comet-dse's fused kernels run it (default tokens)")
     parser.add_argument("--heartbeat", type=int, default=10, help="seconds between trial heartbeats; a trial silent "
                                                                   "for 3 heartbeats is failed and retried (default 10 s)")
     parser.add_argument("--plan-dir", default="results/plans", help="folder of the plan JSON (default results/plans, untracked by git)")
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(url.removeprefix("sqlite:///"), "--storage", make_folders=not args.storage)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat)
+    spec = TuneSpec(model_name, hardware, workload, args.trials, args.seed, objectives, url, args.heartbeat, args.tp_dispatch)
     display = Progress(wanted(args.quiet), prefix="comet-dse tune")
     replaced = superseded(spec, open_storage(url, args.heartbeat), buckets)
     run_workers(spec, buckets, args.workers, display)

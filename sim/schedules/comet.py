@@ -118,6 +118,8 @@ class Comet(Schedule):
         out = super().params()
         if self.prologue_launches == PROLOGUE_OPS:  # the kernels as built: not a knob, kept out of plans
             del out["prologue_launches"]
+        if self.tp_dispatch == "tokens":  # the default model: plans and outputs name only the other
+            del out["tp_dispatch"]
         return out
 
     def run(self, ctx: SimContext) -> Outcome:

@@ -67,6 +67,21 @@ def test_single_worker_run_is_reproducible(tmp_path, monkeypatch, capsys):
     assert outs[0] == outs[1]
 
 
+def test_tp_dispatch_rows_tunes_the_layer_the_fused_kernels_run_in_its_own_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tp = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "2", "--tp", "4", "--tokens", "1024", "--trials", "8",
+          "--json", "--no-report"]
+    assert main(["tune", *tp]) == 0
+    tokens = json.loads(capsys.readouterr().out)["buckets"][0]
+    assert main(["tune", *tp, "--tp-dispatch", "rows"]) == 0
+    rows = json.loads(capsys.readouterr().out)["buckets"][0]
+    # a study of its own (not the tokens one resumed), and the plan says which model it was tuned on
+    assert rows["study"].startswith("mixtral-8x7b-h800-ep2-tp4-tokens1024-rows-") and "-rows-" not in tokens["study"]
+    plan = json.loads(Path("results/plans/mixtral-8x7b-h800-ep2-tp4.json").read_text())
+    assert plan["buckets"][0]["config"]["tp_dispatch"] == "rows"
+    assert rows["predicted_us"]["comet"] > tokens["predicted_us"]["comet"]  # more rows move
+
+
 def test_two_objectives_give_a_pareto_front(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["tune", *FAST, "--tokens", "1024", "--trials", "20", "--objectives", "latency,comm_sms", "--json"]) == 0
