@@ -21,6 +21,8 @@ package (no simulator dependencies), so it runs on the GPU machines as they are.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import json
 import time
 from dataclasses import dataclass
@@ -179,6 +181,11 @@ def _settings(args: argparse.Namespace) -> _Settings:
             raise UserError("--plan", f"the plan is for model {plan.model!r}, not {model_name!r}")
         if plan.tp != args.tp or (args.ep is not None and plan.ep != args.ep):
             raise UserError("--plan", f"the plan is for EP={plan.ep} x TP={plan.tp}, not this run's --ep/--tp")
+        if plan.tp > 1 and any(e.config.get("tp_dispatch") != "rows" for e in plan.entries) and os.environ.get("RANK", "0") == "0":
+            # a warning, not a refusal: timing Comet's design's picks on these kernels is a fair question too
+            print("comet-dse bench: note: the plan was tuned on Comet's TP layer (a token once per TP rank); the fused "
+                  "kernels under TP move a row per (token, expert): `comet-dse tune --tp-dispatch rows` tunes that",
+                  file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")

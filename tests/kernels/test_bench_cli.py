@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,20 @@ def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):
         assert set(r["max_rel_error"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused"}
         assert max(r["max_rel_error"].values()) < 1e-4 and r["remote_bytes_out"] is None
         assert not r["config"]["dedup"]  # the default: every row over the link
+
+
+def test_a_tp_plan_tuned_on_comets_tp_layer_gets_a_note(tmp_path):
+    plan = json.loads((Path(__file__).resolve().parents[2] / "results/examples/mixtral-8x7b-h800-ep8-tp1.json").read_text())
+    plan["ep"], plan["tp"] = 1, 2
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    argv = ["--model", "mixtral-8x7b", "--tp", "2", "--plan", str(path)]
+    out = subprocess.run([sys.executable, "-m", "comet_dse.cli", "bench", *argv], capture_output=True, text=True, env=env)
+    # the note, then the launch refusal (no GPU here): the plan itself is accepted
+    assert out.returncode == 2 and "tune --tp-dispatch rows" in out.stderr and "launch it once per GPU" in out.stderr
+    for bucket in plan["buckets"]:
+        bucket["config"]["tp_dispatch"] = "rows"
+    path.write_text(json.dumps(plan))
+    out = subprocess.run([sys.executable, "-m", "comet_dse.cli", "bench", *argv], capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "tp-dispatch" not in out.stderr
