@@ -73,8 +73,11 @@ class Plan:
         return cls(data["model"], data["hardware"], int(data["ep"]), int(data["tp"]), entries, meta)
 
 
-def plan_filename(model: str, hardware: str, ep: int, tp: int) -> str:
-    return f"{model}-{hardware}-ep{ep}-tp{tp}.json"
+def plan_filename(model: str, hardware: str, ep: int, tp: int, tp_dispatch: str = "tokens") -> str:
+    """The plan's file name; a plan tuned on the rows the fused kernels move under TP (tune --tp-dispatch rows)
+    gets its own, so it never overwrites the default's."""
+    suffix = "" if tp_dispatch == "tokens" else f"-{tp_dispatch}"
+    return f"{model}-{hardware}-ep{ep}-tp{tp}{suffix}.json"
 
 
 def load_plan(path: str | Path) -> Plan:

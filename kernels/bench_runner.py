@@ -88,7 +88,8 @@ class BenchRunner:
             timings, errors = {}, {}
             if self.args.kind != "fused":
                 timings, errors = self._baselines(inputs, check, expected)
-            # the EP dispatch and combine's bytes; under TP the collectives move others (not counted)
+            # the EP dispatch and combine's bytes (B0's all-to-alls, the fused layer's rows without --dedup; with it
+            # fewer cross, how many depends on which first tiles have landed: not counted); under TP not counted
             remote_bytes = self._remote_bytes(inputs[0][1]) if self.groups is None else None
             extra = {"remote_bytes_out": remote_bytes, "link_GBps": link,
                      "comm_floor_us": round(remote_bytes / (link * 1e3), 2) if link and remote_bytes is not None else None}

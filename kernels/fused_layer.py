@@ -126,8 +126,8 @@ class FusedConfig:
     tma_store: bool = True
     # layer0 brings a token across the link once per destination rank: its other rows there are copied
     # from the first (fused_moe.dedup_kernel). Needs communication blocks (`FusedMoE.deduplicated` says
-    # whether it ran). Off by default: on 2x H200 it moved fewer bytes but no faster, slower at 4-8 blocks
-    # (results/measurements/tp2_h200/dedup/): the blocks' copies are latency-bound, not link-bound
+    # whether it ran). Off by default: on 2x H200 it was no faster, up to 1.3x slower at 4-8 blocks
+    # (results/measurements/tp2_h200/dedup/; how many rows it found landed there was not counted)
     dedup: bool = False
 
     def layout(self, world: int) -> str:

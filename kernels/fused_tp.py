@@ -12,7 +12,7 @@ outputs add up to the expert's).
 What it moves: a token routed to k experts of one group reaches each TP rank k times (once per slot),
 and its partials come back k * tp rows wide instead of pre-reduced over the rank's experts: k times the
 bytes of an all-gather of tokens and a reduce-scatter. `FusedConfig(dedup=True)` brings the token to a
-rank once (its other rows there are local copies); on 2x H200 that moved fewer bytes and ran no faster
+rank once (its other rows there are local copies, once the first has landed); on 2x H200 it ran no faster
 (results/measurements/tp2_h200/README.md), so it is off by default. The layer1 pre-reduction is not built.
 """
 

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages1", type=int,
                         help="layer1's pipeline depth (default: 4 where the FFN width is <= 2048, else 3 as layer0)")
     parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=False,
-                        help="layer0 brings a token to a rank once, not once per expert slot there (default off)")
+                        help="layer0 brings a token to a rank once, not once per expert slot there, where communication "
+                             "blocks pull (not the copy engine); the JSON's config says whether it ran (default off)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
@@ -181,11 +182,6 @@ def _settings(args: argparse.Namespace) -> _Settings:
             raise UserError("--plan", f"the plan is for model {plan.model!r}, not {model_name!r}")
         if plan.tp != args.tp or (args.ep is not None and plan.ep != args.ep):
             raise UserError("--plan", f"the plan is for EP={plan.ep} x TP={plan.tp}, not this run's --ep/--tp")
-        if plan.tp > 1 and any(e.config.get("tp_dispatch") != "rows" for e in plan.entries) and os.environ.get("RANK", "0") == "0":
-            # a warning, not a refusal: timing Comet's design's picks on these kernels is a fair question too
-            print("comet-dse bench: note: the plan was tuned on Comet's TP layer (a token once per TP rank); the fused "
-                  "kernels under TP move a row per (token, expert): `comet-dse tune --tp-dispatch rows` tunes that",
-                  file=sys.stderr)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
@@ -198,6 +194,13 @@ def run(args: argparse.Namespace) -> int:
     relaunched = relaunch_per_gpu("bench", args)
     if relaunched is not None:
         return relaunched
+    plan = s.plan
+    if plan is not None and plan.tp > 1 and any(e.config.get("tp_dispatch") != "rows" for e in plan.entries) \
+            and os.environ.get("RANK", "0") == "0":  # once: in the process that runs, rank 0
+        # a note, not a refusal: timing Comet's design's picks on these kernels is a fair question too
+        print("comet-dse bench: note: the plan was tuned on Comet's TP layer (a token once per TP rank); the fused "
+              "kernels under TP move a row per (token, expert): `comet-dse tune --tp-dispatch rows` tunes that",
+              file=sys.stderr)
     check_gpu_launch("bench")
     from comet_dse.kernels.bench_runner import BenchRunner
 

@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="profile the simulation (cProfile) and print its hot spots on stderr: where the time goes")
 
 
+def check_tp_dispatch(args: argparse.Namespace) -> None:
+    """`--tp-dispatch rows` names a TP layout: without TP it would change nothing, so it is refused, not ignored."""
+    if args.tp_dispatch != "tokens" and args.tp == 1:
+        raise UserError("--tp-dispatch", f"{args.tp_dispatch} needs --tp > 1: without TP every row moves as a "
+                                         "(token, expert) pair already")
+
+
 def build_schedules(args: argparse.Namespace, hidden: int):
     """The schedules asked for, then those whose own options were given (to be checked too,
     so `--schedule sequential --comm-blocks0 -1` is refused, not ignored); a tile or split
@@ -109,6 +116,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     from comet_dse.sim.schedules.base import default_tile, parse_tile
     from comet_dse.sim.schedules.comet import default_n_splits
 
+    check_tp_dispatch(args)
     block_m, block_n = parse_tile(args.tile or default_tile(hidden))
     n_splits = args.n_splits if args.n_splits is not None else default_n_splits(hidden, block_n)
     if args.comm_blocks is not None and (args.comm_blocks0 is not None or args.comm_blocks1 is not None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from comet_dse.choices import TP_DISPATCH
 from comet_dse.commands.columns import align_columns
-from comet_dse.commands.simulate import add_workload_arguments, check_tokens, resolve_workload
+from comet_dse.commands.simulate import add_workload_arguments, check_tokens, check_tp_dispatch, resolve_workload
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable, write_texts_atomic
 
@@ -147,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
     objectives = parse_objectives(args.objectives)
     model_name, hardware, workload = resolve_workload(args, buckets[0])
     make_routing(workload)  # a bad routing spec or trace fails here, before any study exists
+    check_tp_dispatch(args)
     # every output path too: minutes of tuning must not end in a traceback at the last step
-    plan_path = check_writable(Path(args.plan_dir) / plan_filename(model_name, hardware.name, args.ep, args.tp), "--plan-dir",
-                               make_folders=True)
+    plan_path = check_writable(Path(args.plan_dir) / plan_filename(model_name, hardware.name, args.ep, args.tp, args.tp_dispatch),
+                               "--plan-dir", make_folders=True)
     report_path = None
     if not args.no_report:
         report_path = check_writable(args.report or Path("results/reports") / plan_path.with_suffix(".html").name, "--report",

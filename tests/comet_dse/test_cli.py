@@ -145,3 +145,6 @@ def test_tp_dispatch_prices_comet_under_tp_as_the_fused_kernels_run_it(capsys):
     assert rows["comm_alone_us"] > tokens["comm_alone_us"]  # top-2: two rows of a token per TP rank, two partials back
     code, _, err = run_cli(capsys, "simulate", *SMALL, "--tp-dispatch", "pairs")
     assert code == 2 and "--tp-dispatch" in err and "invalid choice" in err
+    code, out, err = run_cli(capsys, "simulate", *SMALL, "--tp-dispatch", "rows")  # SMALL has no TP
+    assert code == 2 and out == "" and err.strip().endswith("--tp-dispatch: rows needs --tp > 1: without TP every row moves "
+                                                          "as a (token, expert) pair already")

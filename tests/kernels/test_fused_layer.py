@@ -276,6 +276,42 @@ def test_each_token_crosses_the_link_once_per_rank_under_tp():
     _spawn(_dedup_tables_worker)
 
 
+def _local_copy_worker(rank: int, port: int) -> None:
+    """Poison, at the peer, every row `_pull_dedup` should copy locally (its first tile has landed here): the output
+    stays right only if those rows really are not pulled again."""
+    import triton.language as tl
+    from comet_dse.kernels import fused_moe
+
+    pull = fused_moe._pull_dedup
+    poisoned = [0]
+
+    def poisoning(src_ptr, src_row, buf_ptr, recv_base, lo, rows, stride, dup_row_ptr, dup_tile_ptr, flags_ptr, epoch,
+                  COPY_ROWS, COPY_COLS):
+        offs = tl.arange(0, 8)
+        cols = tl.arange(0, HIDDEN)
+        for r0 in range(0, int(rows.handle.data), 8):
+            in_r = (r0 + offs) < rows
+            dup_tile = tl.load(dup_tile_ptr + lo + r0 + offs, mask=in_r, other=-1)
+            landed = in_r & (dup_tile >= 0) & (tl.load(flags_ptr + dup_tile, mask=in_r & (dup_tile >= 0), other=-1) == epoch)
+            at = src_ptr + (src_row + r0 + offs)[:, None] * stride + cols[None, :]
+            tl.store(at, tl.full((8, HIDDEN), float("nan"), tl.float32), mask=landed[:, None])
+            poisoned[0] += int(landed.handle.data.sum())
+        return pull(src_ptr, src_row, buf_ptr, recv_base, lo, rows, stride, dup_row_ptr, dup_tile_ptr, flags_ptr, epoch,
+                    COPY_ROWS, COPY_COLS)
+
+    fused_moe._pull_dedup = poisoning
+    weights = _init(rank, port)
+    layer = _layer(rank, weights, 2, torch.float32, dedup=True, comm_blocks0=1)  # one block: every earlier tile has landed
+    err = _call(layer, rank, weights, [21, 21], lambda x: torch.arange(2).repeat(len(x), 1), seed=4, dtype=torch.float32)
+    # experts 0 and 1 live on rank 0: there every token of rank 1 has its second row copied (and no NaN came through)
+    assert poisoned[0] == (21 if rank == 0 else 0) and err < 1e-4, (rank, poisoned[0], err)
+    dist.destroy_process_group()
+
+
+def test_deduplicated_rows_are_copied_here_not_pulled_again():
+    _spawn(_local_copy_worker)
+
+
 def test_virtual_routing_gives_each_slot_one_row_per_shard():
     from comet_dse.kernels.fused_tp import virtual_routing
 

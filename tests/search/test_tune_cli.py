@@ -77,8 +77,13 @@ def test_tp_dispatch_rows_tunes_the_layer_the_fused_kernels_run_in_its_own_study
     rows = json.loads(capsys.readouterr().out)["buckets"][0]
     # a study of its own (not the tokens one resumed), and the plan says which model it was tuned on
     assert rows["study"].startswith("mixtral-8x7b-h800-ep2-tp4-tokens1024-rows-") and "-rows-" not in tokens["study"]
-    plan = json.loads(Path("results/plans/mixtral-8x7b-h800-ep2-tp4.json").read_text())
+    plan = json.loads(Path("results/plans/mixtral-8x7b-h800-ep2-tp4-rows.json").read_text())
     assert plan["buckets"][0]["config"]["tp_dispatch"] == "rows"
+    # the default's plan is its own file, untouched
+    assert "tp_dispatch" not in json.loads(Path("results/plans/mixtral-8x7b-h800-ep2-tp4.json").read_text())["buckets"][0]["config"]
+    # without TP there is nothing to choose: refused, naming the option, before any study
+    assert main(["tune", *FAST, "--tokens", "1024", "--trials", "4", "--tp-dispatch", "rows"]) == 2
+    assert "--tp-dispatch: rows needs --tp > 1" in capsys.readouterr().err
     assert rows["predicted_us"]["comet"] > tokens["predicted_us"]["comet"]  # more rows move
 
 
