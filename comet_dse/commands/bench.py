@@ -21,9 +21,9 @@ package (no simulator dependencies), so it runs on the GPU machines as they are.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path

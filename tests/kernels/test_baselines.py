@@ -162,12 +162,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rank_reports(worker, world: int, out_dir: Path, *args) -> list:
+    """Run `worker(rank, *args)` on `world` gloo processes, each writing out_dir/rank<r>.json; their contents."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(worker, args=args, nprocs=world, join=True)
+    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in range(world)]
+
+
 @pytest.fixture(scope="module")
 def gloo_reports(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("baselines")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return rank_reports(_worker, WORLD, out_dir, free_port(), str(out_dir))
 
 
 def test_every_layer_matches_the_reference(gloo_reports):
@@ -233,9 +238,8 @@ def _many_ranks_worker(rank: int, port: int, world: int, out_dir: str) -> None:
 
 @pytest.mark.parametrize("world", [4, 8])
 def test_four_and_eight_ranks_match_the_reference(tmp_path, world):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_many_ranks_worker, args=(free_port(), world, str(tmp_path)), nprocs=world, join=True)
-    errors = [e for r in range(world) for e in json.loads((tmp_path / f"rank{r}.json").read_text())]
+    reports = rank_reports(_many_ranks_worker, world, tmp_path, free_port(), world, str(tmp_path))
+    errors = [e for report in reports for e in report]
     assert len(errors) == world * 3 * len(layers(1))
     bad = [f"{label}: {err:.2e}" for label, err in errors if not err < TOLERANCE]
     assert not bad, bad

@@ -5,18 +5,26 @@ calls with changing routings (the TP-kernels issue's CPU check of its baselines)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, routing_weights  # noqa: E402
 from comet_dse.kernels.tp_baselines import moe_chunked_tp, moe_sequential_tp, parallel_groups  # noqa: E402
 
-from tests.kernels.test_baselines import CALLS, EXPERTS, FFN, HIDDEN, TOLERANCE, free_port, relative_error, routings  # noqa: E402
+from tests.kernels.test_baselines import (  # noqa: E402
+    CALLS,
+    EXPERTS,
+    FFN,
+    HIDDEN,
+    TOLERANCE,
+    free_port,
+    rank_reports,
+    relative_error,
+    routings,
+)
 
 CASES = [(37, 2), (1, 2), (16, 1), (9, 8)]  # (tokens per rank, top-k), as the EP baselines' minus the large one
 GRIDS = {2: [(1, 2), (2, 1)], 4: [(2, 2)]}  # world -> (ep, tp)
@@ -56,9 +64,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def gloo_reports(request, tmp_path_factory) -> list[dict]:
     world = request.param
     out_dir = tmp_path_factory.mktemp(f"tp_baselines_{world}")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(world, free_port(), str(out_dir)), nprocs=world, join=True)
-    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(world)]
+    return rank_reports(_worker, world, out_dir, world, free_port(), str(out_dir))
 
 
 def test_every_grid_matches_the_reference(gloo_reports):
