@@ -272,13 +272,15 @@ class FusedMoE:
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
-        # the send rows' tokens: peers read them to find the rows they would pull twice (dedup)
-        self.tok = PeerBuffer(1, self.send_rows, torch.int32, self.device, group)
-        self.token_of_row = self.tok.local[0]
         if self.deduplicated:
+            # the send rows' tokens, in peer memory: peers read them to find the rows they would pull twice
+            self.tok = PeerBuffer(1, self.send_rows, torch.int32, self.device, group)
+            self.token_of_row = self.tok.local[0]
             self.firsts = torch.empty(world * max_tokens, dtype=torch.int32, device=self.device)
             self.dup_row = torch.empty(recv_rows, dtype=torch.int32, device=self.device)
             self.dup_tile = torch.empty(recv_rows, dtype=torch.int32, device=self.device)
+        else:
+            self.token_of_row = torch.zeros(self.send_rows, dtype=torch.int32, device=self.device)
         self.order_scratch = torch.empty(scratch_size(self.send_rows, world * self.experts), dtype=torch.int32,
                                          device=self.device)
         rotation = source_rotation(self.rank, world, cfg.row_order)
