@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, sweeps-both-orders, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -164,6 +164,18 @@ dedup)  # layer0 bringing a token to a rank once (--dedup) against a row per exp
     grid=(--tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2)
     run 150 mixtral_ep2_dedup "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --dedup --kind fused
     run 150 mixtral_ep2_rows "${bench[@]}" --model mixtral-8x7b "${grid[@]}" --kind fused
+    ;;
+prereduce)  # layer1 sending a token's rows at a rank home as one weighted sum (--prereduce) against a row per slot,
+           # on and off in one call: the GPU suites with it at TP=2 and EP=2, then both models at TP=2 and EP=2
+    run 150 suite_tp2_prereduce torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --prereduce --replays 600 --out "$out/suite_tp2_prereduce.json"
+    run 150 suite_ep2_prereduce torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --prereduce --replays 600 --out "$out/suite_ep2_prereduce.json"
+    grid=(--tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --kind fused)
+    for m in ${PREREDUCE_MODELS:-qwen2-moe-2.7b mixtral-8x7b}; do
+        for tp in 2 1; do
+            run 150 "${m%%-*}_tp${tp}_prereduce" "${bench[@]}" --model "$m" --tp "$tp" "${grid[@]}" --prereduce
+            run 150 "${m%%-*}_tp${tp}_rows" "${bench[@]}" --model "$m" --tp "$tp" "${grid[@]}"
+        done
+    done
     ;;
 mix4)  # four GPUs (nvidia-h100-x4): the layer at TP=4, EP=2 x TP=2 and EP=4 at 8192 tokens (Comet's EP/TP-mix trend),
       # then the GPU suite at EP=2 x TP=2

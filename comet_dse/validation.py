@@ -62,6 +62,8 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
     prices the kernels as built: the copy engine and layer1's own tile width (sim/fused_costs.py)."""
     if config.get("dedup"):
         return "layer0's deduplicated pulls (dedup) are not modelled"
+    if config.get("prereduce"):
+        return "layer1's top-k pre-reduction (prereduce) is not modelled"
     if config["comm_blocks0"] == 0 and not measured:
         return "copy-engine variant (comm_blocks0 = 0) is modelled with a measured profile only"
     if config.get("flatten"):

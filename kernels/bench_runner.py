@@ -88,8 +88,9 @@ class BenchRunner:
             timings, errors = {}, {}
             if self.args.kind != "fused":
                 timings, errors = self._baselines(inputs, check, expected)
-            # the EP dispatch and combine's bytes (B0's all-to-alls, the fused layer's rows without --dedup; with it
-            # fewer cross, how many depends on which first tiles have landed: not counted); under TP not counted
+            # the EP dispatch and combine's bytes (B0's all-to-alls, the fused layer's rows without --dedup and
+            # --prereduce; with dedup fewer cross, how many depends on which first tiles have landed: not counted;
+            # prereduce returns a row per (token, rank) instead of per slot); under TP not counted
             remote_bytes = self._remote_bytes(inputs[0][1]) if self.groups is None else None
             extra = {"remote_bytes_out": remote_bytes, "link_GBps": link,
                      "comm_floor_us": round(remote_bytes / (link * 1e3), 2) if link and remote_bytes is not None else None}
@@ -103,7 +104,7 @@ class BenchRunner:
                 # pack: step 1 of the forward as two kernels (the simulator's validation reads it)
                 config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
                           "num_stages1": cfg.layer1_stages(self.local.w_down.shape[1]),
-                          "dedup": cfg.deduplicates(self.world),
+                          "dedup": cfg.deduplicates(self.world), "prereduce": cfg.prereduce and self.world > 1,
                           "pack": "kernels"}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
                              "max_rel_error": {**errors, **fused_errors}})
@@ -122,7 +123,7 @@ class BenchRunner:
         s, a = self.s, self.args
         knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1,
                  "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store, "num_stages1": a.stages1,
-                 "dedup": a.dedup,
+                 "dedup": a.dedup, "prereduce": a.prereduce,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]

@@ -68,14 +68,19 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 __all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer", "combine_rows"]
 
 
-def combine_rows(rows: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor, out: torch.Tensor) -> None:
+def combine_rows(rows: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor, out: torch.Tensor,
+                 prereduced: tuple[torch.Tensor, torch.Tensor, int, int, int, int] | None = None) -> None:
     """out[t] = sum_j weights[t, j] * rows[pos[t * top_k + j]] in fp32, one pass (fused_moe.combine_kernel):
-    the last step of the forward, and what calibrate times as the "combine" memory pass."""
+    the last step of the forward, and what calibrate times as the "combine" memory pass. `prereduced`
+    (slot experts like pos, the peers' summed rows, rank, experts per rank, max_tokens, world): only the slots
+    this rank holds come from `rows`, the rest as one row per holding peer (FusedConfig.prereduce)."""
     tokens, top_k = weights.shape
     hidden = out.shape[1]
     block_t, block_h = 16, min(256, triton.next_power_of_2(hidden))
+    expert, red, rank, experts, max_tokens, world = prereduced or (pos, rows, 0, 1, 0, 1)
     combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(hidden, block_h))](
-        rows, pos, weights, out, tokens, hidden, TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h)
+        rows, pos, weights, out, tokens, hidden, expert, red, rank, experts, max_tokens,
+        TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h, PREREDUCED=prereduced is not None, WORLD=world)
 
 
 def gate_up_weight(w13: torch.Tensor, layout: str) -> torch.Tensor:
@@ -129,6 +134,11 @@ class FusedConfig:
     # whether it ran). Off by default: on 2x H200 it was no faster, up to 1.3x slower at 4-8 blocks
     # (results/measurements/tp2_h200/dedup/; how many rows it found landed there was not counted)
     dedup: bool = False
+    # layer1 sends a token's rows at a rank home as one row, their weighted sum (the top-k pre-reduction; under
+    # TP, the reduce-scatter's bytes): a split leaves once every remote tile has it, not tile by tile
+    # (fused_moe._reduce_tokens). `FusedMoE.prereduced` says whether it ran (it needs a peer). Off by default: on
+    # 2x H200 no faster, 0.96-1.06x the time at each layer's best block count (results/measurements/prereduce_h200/)
+    prereduce: bool = False
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
@@ -268,10 +278,17 @@ class FusedMoE:
         # ---- local state ----
         self.h = torch.empty(recv_rows, self.ffn, dtype=dtype, device=self.device)
         self.flags = torch.zeros(self.max_tiles + world, dtype=torch.int32, device=self.device)
-        self.counters = torch.zeros(self.max_tiles * cfg.n_splits, dtype=torch.int32, device=self.device)
+        # per (row tile, split), then per split (the pre-reduction waits for a whole split)
+        self.counters = torch.zeros((self.max_tiles + 1) * cfg.n_splits, dtype=torch.int32, device=self.device)
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
+        self.prereduced = cfg.prereduce and world > 1
+        if self.prereduced:
+            # per slot (t * top_k + j): its expert, its send row, its weight's fp32 bits; [3, 0] the token count.
+            # Peers read it to sum a token's rows there; `red` takes each peer's sums, max_tokens rows per peer
+            self.route = PeerBuffer(4, self.send_rows, torch.int32, self.device, group)
+            self.red = PeerBuffer(world * max_tokens, hidden, dtype, self.device, group)
         if self.deduplicated:
             # the send rows' tokens, in peer memory: peers read them to find the rows they would pull twice
             self.tok = PeerBuffer(1, self.send_rows, torch.int32, self.device, group)
@@ -340,6 +357,12 @@ class FusedMoE:
         # ---- 1. pack this rank's rows in expert order, publish the counts ----
         order_pairs(ids, self.world * self.experts, self.order_scratch, self.meta.local[0], self.pos, self.token_of_row)
         torch.index_select(x.to(self.dtype), 0, self.token_of_row[:pairs], out=self.xbuf.local[:pairs])
+        if self.prereduced:
+            route = self.route.local
+            route[0, :pairs] = ids.reshape(-1)
+            route[1, :pairs] = self.pos[:pairs]
+            route[2, :pairs] = topk_weights.to(torch.float32).reshape(-1).view(torch.int32)
+            route[3, :1].fill_(tokens)  # a memset: no host tensor in a graph capture
         self.counters.zero_()
         self._barrier(0)
         # ---- 2. the plan, from every rank's counts ----
@@ -365,7 +388,9 @@ class FusedMoE:
         # ---- 3. the weighted top-k sum of what came back ----
         out = torch.empty(tokens, self.hidden, dtype=self.out_dtype, device=self.device)
         if tokens:
-            combine_rows(self.ybuf.local, self.pos, topk_weights.to(torch.float32).contiguous(), out)
+            prereduced = ((self.route.local[0], self.red.local, self.rank, self.experts, self.max_tokens, self.world)
+                          if self.prereduced else None)
+            combine_rows(self.ybuf.local, self.pos, topk_weights.to(torch.float32).contiguous(), out, prereduced)
         self._calls += 1
         if self.cfg.check_every and self._calls % self.cfg.check_every == 0 and not self._capturing():
             self.check()
@@ -387,8 +412,10 @@ class FusedMoE:
         if code > 0:
             raise RuntimeError(f"layer0: a compute block waited {self.cfg.max_spins} spins for row tile {code - 1}'s rows; "
                                "its producer never raised the flag")
-        raise RuntimeError(f"layer1: a communication block waited {self.cfg.max_spins} spins for GEMM1 tiles of "
-                           f"(row tile, split) counter {-code - 1}")
+        counter = -code - 1
+        what = (f"split {counter - self.max_tiles * self.cfg.n_splits}" if counter >= self.max_tiles * self.cfg.n_splits
+                else f"(row tile, split) counter {counter}")
+        raise RuntimeError(f"layer1: a communication block waited {self.cfg.max_spins} spins for the GEMM1 tiles of {what}")
 
     # ---- the steps -------------------------------------------------------------------------
 
@@ -446,12 +473,21 @@ class FusedMoE:
         cfg, hidden = self.cfg, self.hidden
         split_cols = hidden // cfg.n_splits
         copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
+        copy_rows = max(1, cfg.copy_elems // copy_cols)
+        # without the pre-reduction its peer tables are unused arguments (any tensors)
+        route, red = (self.route, self.red) if self.prereduced else (self.ybuf, self.ybuf)
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
-            plan.local_tiles, plan.pieces, self.counters, self.err, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
-            self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs,
+            plan.local_tiles, plan.pieces, self.counters, self.err, route.local, route.deltas, red.local, red.deltas,
+            self.rotation, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
+            self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs, self.max_tiles * cfg.n_splits,
+            self.experts, self.max_tokens,
             WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
-            COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
-            FLATTEN=cfg.flatten,
+            COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
+            FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=triton.next_power_of_2(self.top_k),
+            # a pre-reduction step: REDUCE_ROWS tokens (their route entries, a peer round trip, then local reads), their
+            # rows gathered as (token, slot, column) blocks as large as a copy step. 64 tokens: the round trip was the
+            # cost at 16-32 (results/measurements/prereduce_h200/)
+            REDUCE_ROWS=64, REDUCE_COLS=max(16, cfg.copy_elems // (64 * triton.next_power_of_2(self.top_k))),
             num_warps=cfg.num_warps, num_stages=self.stages1,
         )

@@ -36,7 +36,9 @@ combine region (rows [0, SEND_ROWS) of `ybuf`, in send order); other rows' go to
 region and each finished (tile, split) bumps a counter. Communication blocks wait for a
 (tile, split) to complete and push each of its remote pieces into its source's combine region
 at the rows' send positions: one contiguous block per piece. After a device barrier each rank takes the
-weighted top-k sum of its combine region in one pass (`combine_kernel`).
+weighted top-k sum of its combine region in one pass (`combine_kernel`). With PREREDUCE (FusedConfig.prereduce)
+a token's rows at this rank go home as one row instead, their weighted sum (`_reduce_tokens`), a column split at
+a time once every remote tile has it; the owner adds one such row per peer to its own slots.
 
 Producers get the lowest program ids (communication in layer0, compute in layer1): on the GPU
 every program is resident (grid <= SMs), and in Triton's CPU interpreter, which runs programs
@@ -381,16 +383,56 @@ def layer0_kernel(
 
 
 @triton.jit
+def _reduce_tokens(ybuf_ptr, src_red_ptr, src_route_ptr, pieces_ptr, q, t0, n_tok, rank, experts, max_tokens, SEND_ROWS,
+                   H, col0, cols, WORLD: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
+                   REDUCE_COLS: tl.constexpr):
+    """Tokens [t0, t0 + REDUCE_ROWS) (of n_tok) of the source at layout position q, columns [col0, col0 + cols):
+    each token's rows here (its slots whose expert this rank holds) weighted and summed in fp32, stored once
+    to row rank * max_tokens + token of the source's `red` (src_red_ptr: already at the source). The source's
+    route table (src_route_ptr, peer memory, rows of max_tokens * TOP_K): slot experts, send rows, weights
+    (fp32 bits). A token's row of expert e from this source lies at layout row pieces[e, q].first + send row -
+    pieces[e, q].first row at the source. Every slot's rows of a column block are one gather (token, slot,
+    column): all of them in flight at once, then summed over the slots."""
+    route_cols = max_tokens * TOP_K
+    offs_t = t0 + tl.arange(0, REDUCE_ROWS)
+    j = tl.arange(0, K_P2)
+    slot = offs_t[:, None] * TOP_K + j[None, :]
+    in_slot = (offs_t < n_tok)[:, None] & (j < TOP_K)[None, :]
+    # the three peer reads at once (one round trip), then the local pieces
+    expert = tl.load(src_route_ptr + slot, mask=in_slot, other=-1) - rank * experts
+    send_row = tl.load(src_route_ptr + route_cols + slot, mask=in_slot, other=0)
+    weight = tl.load(src_route_ptr + 2 * route_cols + slot, mask=in_slot, other=0).to(tl.float32, bitcast=True)
+    here = (expert >= 0) & (expert < experts)
+    piece = pieces_ptr + (expert * WORLD + q) * 4
+    row = SEND_ROWS + tl.load(piece, mask=here, other=0) + send_row - tl.load(piece + 3, mask=here, other=0)
+    rows = ybuf_ptr + row.to(tl.int64)[:, :, None] * H
+    weight = tl.where(here, weight, 0.0)[:, :, None]
+    any_here = tl.max(here.to(tl.int32), axis=1) > 0
+    dst = src_red_ptr + (rank * max_tokens + offs_t).to(tl.int64)[:, None] * H
+    offs_c = tl.arange(0, REDUCE_COLS)
+    for c0 in range(col0, col0 + cols, REDUCE_COLS):
+        c = c0 + offs_c
+        in_c = c < col0 + cols
+        y = tl.load(rows + c[None, None, :], mask=here[:, :, None] & in_c[None, None, :], other=0.0)
+        total = tl.sum(y.to(tl.float32) * weight, axis=1)
+        tl.store(dst + c[None, :], total.to(src_red_ptr.dtype.element_ty), mask=any_here[:, None] & in_c[None, :])
+
+
+@triton.jit
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
-    counters_ptr, err_ptr,
-    rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS,
+    counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, rotation_ptr,
+    rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts, max_tokens,
     WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
-    FLATTEN: tl.constexpr,
+    FLATTEN: tl.constexpr, PREREDUCE: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
+    REDUCE_COLS: tl.constexpr,
 ):
     """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
-    The block counts are run-time arguments: one compiled kernel serves every n_comm."""
+    The block counts are run-time arguments: one compiled kernel serves every n_comm.
+    PREREDUCE (FusedConfig.prereduce): a split's remote results go home only once every remote tile has it
+    (one counter per split, at split_base + j), as one row per (source, token): the weighted sum of that
+    token's rows here (`_reduce_tokens`), into row rank * max_tokens + token of the source's `red`."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     if pid < N_COMPUTE:
@@ -417,7 +459,25 @@ def layer1_kernel(
                 _store_tile(ybuf_ptr, out_rows, rows, col0, H, acc, BLOCK_M, BLOCK_N)
             if src != rank:
                 tl.debug_barrier()
-                tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
+                if PREREDUCE:
+                    tl.atomic_add(counters_ptr + split_base + split, 1, sem="release", scope="gpu")
+                else:
+                    tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
+    elif (MODE != _COMPUTE_ONLY) & PREREDUCE:
+        # ---- communication blocks: per split, once it is done everywhere, each peer's tokens reduced and sent ----
+        n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
+        for split in range(N_SPLITS):
+            counter = split_base + split
+            _wait(counters_ptr + counter, n_remote * COL_TILES, err_ptr, -(counter + 1), max_spins, False)
+            for p in range(1, WORLD):  # the layout positions other than this rank's
+                q = (own_pos + p) % WORLD
+                src = tl.load(rotation_ptr + q).to(tl.int32)
+                src_route = route_ptr + tl.multiple_of(tl.load(route_deltas_ptr + src), 16)
+                n_tok = tl.load(src_route + 3 * max_tokens * TOP_K)  # the source's tokens this call
+                for b in range(pid - N_COMPUTE, tl.cdiv(n_tok, REDUCE_ROWS), N_PROGRAMS - N_COMPUTE):
+                    _reduce_tokens(ybuf_ptr, red_ptr + tl.multiple_of(tl.load(red_deltas_ptr + src), 16), src_route,
+                                   pieces_ptr, q, b * REDUCE_ROWS, n_tok, rank, experts, max_tokens, SEND_ROWS, H,
+                                   split * SPLIT_COLS, SPLIT_COLS, WORLD, TOP_K, K_P2, REDUCE_ROWS, REDUCE_COLS)
     elif MODE != _COMPUTE_ONLY:
         # ---- communication blocks: push each finished (remote tile, split) to its source ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
@@ -450,18 +510,33 @@ def barrier_kernel(sig_ptr, sig_deltas_ptr, epoch_ptr, err_ptr, rank, slot, max_
 
 
 @triton.jit
-def combine_kernel(comb_ptr, pos_ptr, weight_ptr, out_ptr, T, H, TOP_K: tl.constexpr,
-                   BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+def combine_kernel(comb_ptr, pos_ptr, weight_ptr, out_ptr, T, H, expert_ptr, red_ptr, rank, experts, max_tokens,
+                   TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, PREREDUCED: tl.constexpr,
+                   WORLD: tl.constexpr):
     """out[t] = sum_j weight[t, j] * comb[pos[t, j]]: the top-k rows of each token, at their
-    send positions, weighted and summed in fp32 in one pass."""
+    send positions, weighted and summed in fp32 in one pass. PREREDUCED (layer1 sent each peer's
+    rows of a token as one weighted sum, at red[peer * max_tokens + t]): the sum runs over the
+    slots whose expert (expert_ptr, like pos) this rank holds, plus one row per peer holding any."""
     offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask_t = offs_t < T
     mask = mask_t[:, None] & (offs_h < H)[None, :]
     acc = tl.zeros((BLOCK_T, BLOCK_H), dtype=tl.float32)
+    holders = tl.zeros((BLOCK_T,), dtype=tl.int32)  # PREREDUCED: bit r set if rank r holds a slot of the token
     for j in tl.static_range(TOP_K):
         pos = tl.load(pos_ptr + offs_t * TOP_K + j, mask=mask_t, other=0)
         weight = tl.load(weight_ptr + offs_t * TOP_K + j, mask=mask_t, other=0.0)
-        row = tl.load(comb_ptr + pos.to(tl.int64)[:, None] * H + offs_h[None, :], mask=mask, other=0.0)
+        take = mask
+        if PREREDUCED:
+            holder = tl.load(expert_ptr + offs_t * TOP_K + j, mask=mask_t, other=0) // experts
+            holders = holders | tl.where(mask_t, tl.full((BLOCK_T,), 1, tl.int32) << holder, 0)
+            take = mask & (holder == rank)[:, None]
+        row = tl.load(comb_ptr + pos.to(tl.int64)[:, None] * H + offs_h[None, :], mask=take, other=0.0)
         acc += weight.to(tl.float32)[:, None] * row.to(tl.float32)
+    if PREREDUCED:
+        for r in tl.static_range(WORLD):
+            take = mask & (((holders >> r) & 1) != 0)[:, None] & (r != rank)
+            row = tl.load(red_ptr + (r * max_tokens + offs_t).to(tl.int64)[:, None] * H + offs_h[None, :], mask=take,
+                          other=0.0)
+            acc += row.to(tl.float32)
     tl.store(out_ptr + offs_t.to(tl.int64)[:, None] * H + offs_h[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)

@@ -13,7 +13,9 @@ What it moves: a token routed to k experts of one group reaches each TP rank k t
 and its partials come back k * tp rows wide instead of pre-reduced over the rank's experts: k times the
 bytes of an all-gather of tokens and a reduce-scatter. `FusedConfig(dedup=True)` brings the token to a
 rank once (its other rows there are local copies, once the first has landed); on 2x H200 it ran no faster
-(results/measurements/tp2_h200/README.md), so it is off by default. The layer1 pre-reduction is not built.
+(results/measurements/tp2_h200/README.md), so it is off by default. `FusedConfig(prereduce=True)` sends a
+token's partials from a rank as one row, summed over its slots there (the reduce-scatter's bytes); also no
+faster there (results/measurements/prereduce_h200/README.md), also off.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=False,
                         help="layer0 brings a token to a rank once, not once per expert slot there, where communication "
                              "blocks pull (not the copy engine); the JSON's config says whether it ran (default off)")
+    parser.add_argument("--prereduce", action=argparse.BooleanOptionalAction, default=False,
+                        help="layer1 sends a token's rows at a rank home as one row, their weighted sum (the top-k "
+                             "pre-reduction; under TP the reduce-scatter's bytes); a split leaves once every tile has it "
+                             "(default off)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")

@@ -253,3 +253,12 @@ def test_the_fused_layer_under_tp_is_simulated_as_its_virtual_experts(tmp_path):
     assert fused and all(p["status"] == "ok" for p in fused)
     # B0 and B1 under TP are the TP collectives' layer, not the virtual experts'
     assert all("tp_dispatch" not in p["config"] for p in points if p["schedule"] != "comet")
+
+
+@pytest.mark.parametrize("knob, reason", [("dedup", "deduplicated pulls"), ("prereduce", "pre-reduction")])
+def test_fused_variants_the_simulator_does_not_model_are_skipped_with_a_reason(knob, reason):
+    from comet_dse.validation import _comet_skip
+
+    config = {"comm_blocks0": 16, "n_splits": 4, "block_n": 128, "block_n1": None, "programs": None}
+    assert _comet_skip(config, 4096, measured=True) is None
+    assert reason in _comet_skip({**config, knob: True}, 4096, measured=True)

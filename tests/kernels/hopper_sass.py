@@ -57,10 +57,12 @@ def main() -> None:
             "pieces_ptr": "*i32", "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
             "order_ptr": "*i32", "remote_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32",
-            "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32",
+            "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32", "route_ptr": "*i32", "route_deltas_ptr": "*i64",
+            "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "rotation_ptr": "*i64", "expert_ptr": "*i32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
     wide = {**ptrs, "w_desc": _desc((BK, 256))}
     tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8}
+    no_prereduce = {"PREREDUCE": False, "TOP_K": 4, "K_P2": 4, "REDUCE_ROWS": 64, "REDUCE_COLS": 64}
     report = {}
     for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
         for seg_flags in (False, True):
@@ -70,7 +72,7 @@ def main() -> None:
                                          "EXPERT_ORDER": False, "PAIRS": False, "TMA_STORE": False, "DEDUP": False})
         report[f"layer1_mode{mode}"] = _compile(
             fm.layer1_kernel, ptrs, {**tiles, "WORLD": 8, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
-                                     "FLATTEN": False})
+                                     "FLATTEN": False, **no_prereduce})
     report["layer0_expert"] = _compile(
         fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": True, "PAIRS": False,
@@ -91,11 +93,16 @@ def main() -> None:
                                                           num_warps=4)
     report["layer1_n256"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
-                                 "MODE": fm.FULL, "FLATTEN": True})
+                                 "MODE": fm.FULL, "FLATTEN": True, **no_prereduce})
     # layer1 as the default runs it where F <= 2048 (comet_dse.choices.default_layer1_stages): 4 stages
     report["layer1_n256_stages4"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
-                                 "MODE": fm.FULL, "FLATTEN": False}, num_stages=4)
+                                 "MODE": fm.FULL, "FLATTEN": False, **no_prereduce}, num_stages=4)
+    # layer1 sending a token's rows home as one weighted sum (FusedConfig.prereduce), top-8 of 8 x 2 slots (TP = 2)
+    report["layer1_prereduce"] = _compile(
+        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 8,
+                                 "COPY_COLS": 2048, "MODE": fm.FULL, "FLATTEN": False, "PREREDUCE": True, "TOP_K": 16,
+                                 "K_P2": 16, "REDUCE_ROWS": 64, "REDUCE_COLS": 16}, num_stages=4)
     plan_ptrs = {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
                  "order1_ptr": "*i32", "remote_ptr": "*i32", "local_tiles_ptr": "*i32", "segments_ptr": "*i64",
                  "pieces_ptr": "*i32"}
@@ -113,7 +120,10 @@ def main() -> None:
                                     {**pack, "TOP_K": 8, "CHUNK_ROWS": fused_pack.CHUNK_ROWS}, num_warps=8)
     report["place_own"] = _compile(fm.place_own_kernel, ptrs, {"WORLD": 8, "ROWS": 16, "COPY_COLS": 1024}, num_warps=4)
     report["barrier"] = _compile(fm.barrier_kernel, ptrs, {"WORLD": 2}, num_warps=1)
-    report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256}, num_warps=4)
+    report["combine"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256, "PREREDUCED": False,
+                                                          "WORLD": 1}, num_warps=4)
+    report["combine_prereduced"] = _compile(fm.combine_kernel, ptrs, {"TOP_K": 4, "BLOCK_T": 16, "BLOCK_H": 256,
+                                                                      "PREREDUCED": True, "WORLD": 8}, num_warps=4)
     json.dump(report, sys.stdout, indent=1)
 
 

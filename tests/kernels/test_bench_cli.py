@@ -105,14 +105,14 @@ def test_bench_gpus_launches_its_own_ranks(tmp_path):
     env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--gpus", "2", "--shape", "8,2,32,48", "--tokens", "5",
            "--comm-blocks", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2",
-           "--runs", "1", "--warmup", "0", "--kind", "fused", "--dedup", "--out", str(tmp_path)]
+           "--runs", "1", "--warmup", "0", "--kind", "fused", "--dedup", "--prereduce", "--out", str(tmp_path)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     files = list(tmp_path.glob("bench-*.json"))
     assert len(files) == 1
     result = json.loads(files[0].read_text())
     assert result["gpus"] == 2 and result["runs"][0]["max_rel_error"]["fused"] < 1e-4
-    assert result["runs"][0]["config"]["dedup"]  # asked for; the default is off
+    assert result["runs"][0]["config"]["dedup"] and result["runs"][0]["config"]["prereduce"]  # asked for; off by default
 
 
 def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):
@@ -131,7 +131,7 @@ def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):
         assert set(r["timings_us"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
         assert set(r["max_rel_error"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused"}
         assert max(r["max_rel_error"].values()) < 1e-4 and r["remote_bytes_out"] is None
-        assert not r["config"]["dedup"]  # the default: every row over the link
+        assert not r["config"]["dedup"] and not r["config"]["prereduce"]  # the default: every row over the link
 
 
 def test_a_tp_plan_tuned_on_comets_tp_layer_gets_a_note(tmp_path):

@@ -99,6 +99,10 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"block_n": 32, "block_n1": 16}),  # F = 48: the last column tile reads past 2F (zero padding)
     ("float32", {"dedup": True}),  # a token's second row at a rank copied from its first
     ("float16", {"dedup": True, "tile_layout": "by-source", "tile_order": "expert", "comm_blocks0": 1}),
+    ("float32", {"prereduce": True}),  # a token's rows at a rank go home as one weighted sum
+    ("float16", {"prereduce": True, "tile_layout": "by-source", "row_order": "source-order", "n_splits": 1,
+                 "comm_blocks1": 1}),
+    ("float32", {"prereduce": True, "dedup": True, "comm_blocks0": 0, "tile_order": "expert"}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
@@ -242,6 +246,8 @@ def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: 
     (1, 2, "float32", 96, {"block_n": 32, "block_n1": 16}),  # a shard of F = 48: its last column tile partial
     (1, 2, "float32", 64, {"dedup": True}),  # a token's rows at a TP rank: one over the link, the rest copied there
     (2, 2, "float16", 64, {"dedup": True, "tile_layout": "by-source"}),
+    (1, 2, "float32", 64, {"prereduce": True}),  # the reduce-scatter: one summed row per token and TP rank
+    (2, 2, "float16", 64, {"prereduce": True, "dedup": True}),
 ])
 def test_tensor_parallel_through_virtual_experts_matches_the_reference(ep, tp, dtype_name, ffn, knobs):
     _spawn(_tensor_parallel_worker, ep, tp, dtype_name, ffn, knobs, world=ep * tp)
@@ -310,6 +316,38 @@ def _local_copy_worker(rank: int, port: int) -> None:
 
 def test_deduplicated_rows_are_copied_here_not_pulled_again():
     _spawn(_local_copy_worker)
+
+
+def _prereduce_worker(rank: int, port: int) -> None:
+    """EP = 1, TP = 2, top-2: the peer sends each of this rank's tokens home as one row, the weighted sum of
+    its two experts' partials on its FFN shard; the slots' own rows in the combine region are never read."""
+    from comet_dse.kernels.fused_tp import TensorParallelFused
+
+    weights = _init(rank, port, ffn=64)
+    peer = 1 - rank
+    layer = TensorParallelFused(weights.ffn_shard(rank, 2), 2, CAPACITY, 1, 2, config=replace(SMALL, prereduce=True),
+                                dtype=torch.float32)
+    inner = layer.inner
+    assert inner.prereduced
+    for call, tokens in enumerate(([21, 13], [CAPACITY, 2], [7, 7])):
+        inner.ybuf.local[:inner.send_rows] = float("nan")  # the peer's slots: no row may come back per slot
+        x = torch.randn(sum(tokens), HIDDEN, generator=torch.Generator().manual_seed(call))
+        ids = route(x, weights.router, 2)[0]
+        w = routing_weights(x, weights.router, ids)
+        mine = slice(sum(tokens[:rank]), sum(tokens[:rank + 1]))
+        got = layer(x[mine], ids[mine], w[mine])
+        layer.check()
+        expected = reference_moe(x, weights, ids, w)[mine]
+        assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4, (rank, call)
+        # what the peer sent: its shard's weighted top-2 sum per token, one row each
+        peer_sum = reference_moe(x[mine], weights.ffn_shard(peer, 2), ids[mine], w[mine])
+        sent = inner.red.local[peer * CAPACITY:peer * CAPACITY + tokens[rank]]
+        assert ((sent - peer_sum).abs().max() / peer_sum.abs().max()).item() < 1e-4, (rank, call)
+    dist.destroy_process_group()
+
+
+def test_layer1_sends_a_tokens_rows_home_as_one_weighted_sum():
+    _spawn(_prereduce_worker)
 
 
 def test_virtual_routing_gives_each_slot_one_row_per_shard():
