@@ -192,68 +192,71 @@ def _max_min_rates(flows: list[Flow], touched: dict[Link, None] | None) -> list[
 
     `touched` None: `flows` is a whole component. Else `flows` are those on the `touched`
     links, and flows outside them keep their rates and use up their share. The links come off
-    a heap by fair share, so a round costs the links it changes, not every link. Flows come
+    a heap by fair share, so a round costs the links it changes, not every link, and the filling
+    stops once every flow has its rate (links left on the heap hold none still rising). Flows come
     sorted by id and each round freezes its flows in that order, so the float sums are the
     same from run to run. Returns (flow, rate) in the order the flows froze."""
     rates: list[tuple[Flow, float]] = []
-    # link -> [capacity left, rising flows on it, version, its flows by id]: one lookup per visit
+    # per link an entry [capacity left, rising flows on it, version (-1: no flow rises), its flows by id,
+    # changed this round]; per rising flow its links' entries, so a round looks up no link
     state: dict[Link, list] = {}
+    rising: dict[Flow, list[list]] = {}
     members: set[Flow] | None = None
     for flow in flows:
+        entries = []
         for link in flow.path:
             entry = state.get(link)
-            if entry is not None:
-                entry[1] += 1
-                entry[3].append(flow)
-                continue
-            if touched is None or link in touched:  # only members use it: nothing held
-                room = link.capacity
-            else:
-                if members is None:
-                    members = set(flows)
-                room = link.capacity - sum([f.rate for f in link.flows if f not in members])
-            state[link] = [room if room > 0.0 else 0.0, 1, len(state), [flow]]
-    # the fullest links first: a heap of (fair share, tie, link, version), an entry stale once its link's
-    # version moved on; a round freezes every rising flow on the links at the lowest share (to 1 + eps)
-    heap = [(entry[0] / entry[1], entry[2], link, entry[2]) for link, entry in state.items()]
+            if entry is None:
+                if touched is None or link in touched:  # only members use it: nothing held
+                    room = link.capacity
+                else:
+                    if members is None:
+                        members = set(flows)
+                    room = link.capacity - sum([f.rate for f in link.flows if f not in members])
+                entry = state[link] = [room if room > 0.0 else 0.0, 0, len(state), [], False]
+            entry[1] += 1
+            entry[3].append(flow)
+            entries.append(entry)
+        rising[flow] = entries
+    # the fullest links first: a heap of (fair share, version, entry), stale once the entry's version moved
+    # on; a round freezes every rising flow on the links at the lowest share (to 1 + eps). Equal shares
+    # leave the heap in the same round, so the order among them does not matter
+    heap = [(entry[0] / entry[1], entry[2], entry) for entry in state.values()]
     heapq.heapify(heap)
-    ties = itertools.count(len(heap))
-    settled: set[Flow] = set()
+    versions = itertools.count(len(heap))
     eps1 = 1 + _EPS
-    while heap:
-        _, _, link, version = heap[0]
-        entry = state.get(link)
-        if entry is None or entry[2] != version:
-            heapq.heappop(heap)  # stale
+    pop, push = heapq.heappop, heapq.heappush
+    while rising:
+        level, version, entry = heap[0]
+        if entry[2] != version:
+            pop(heap)  # stale
             continue
-        level = heap[0][0]
         bound = level * eps1
-        frozen: list[Flow] = []
+        frozen: list[tuple[int, Flow, list[list]]] = []  # by id: ids are unique, so no two flows are compared
         while heap and heap[0][0] <= bound:
-            _, _, link, version = heapq.heappop(heap)
-            entry = state.get(link)
-            if entry is None or entry[2] != version:
+            _, version, entry = pop(heap)
+            if entry[2] != version:
                 continue  # stale
             for flow in entry[3]:
-                if flow not in settled:
-                    settled.add(flow)
-                    frozen.append(flow)
-        frozen.sort(key=_BY_ID)  # the rising order, as the sums must run
+                if flow in rising:
+                    frozen.append((flow.id, flow, rising.pop(flow)))
+        frozen.sort()  # the rising order, as the sums must run
         finite = level != math.inf  # inf - inf would poison the link with NaN
-        changed: dict[Link, list] = {}
-        for flow in frozen:
+        changed: list[list] = []
+        for _, flow, entries in frozen:
             rates.append((flow, level))
-            for link in flow.path:
-                entry = state[link]
+            for entry in entries:
                 if finite:
                     entry[0] -= level
-                if entry[1] == 1:
-                    del state[link]
-                    changed.pop(link, None)
-                else:
-                    entry[1] -= 1
-                    changed[link] = entry
-        for link, entry in changed.items():
-            entry[2] = tie = next(ties)
-            heapq.heappush(heap, (entry[0] / entry[1], tie, link, tie))
+                entry[1] -= 1
+                if not entry[4]:
+                    entry[4] = True
+                    changed.append(entry)
+        for entry in changed:
+            entry[4] = False
+            if entry[1]:
+                entry[2] = version = next(versions)
+                push(heap, (entry[0] / entry[1], version, entry))
+            else:
+                entry[2] = -1
     return rates

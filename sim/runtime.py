@@ -92,13 +92,8 @@ class LaneGate:
         if not self.waiting:
             self.free += 1
             return
-        best, fewest = 0, len(self.waiting[0][0].flows)
-        for i in range(1, len(self.waiting)):
-            if fewest == 0:
-                break
-            if (flows := len(self.waiting[i][0].flows)) < fewest:
-                best, fewest = i, flows
-        turn = self.waiting.pop(best)[1]
+        loads = [len(port.flows) for port, _ in self.waiting]
+        turn = self.waiting.pop(loads.index(min(loads)))[1]  # the first of the fewest
         # urgent, as Event.succeed with a higher priority: the next flow starts before the network re-rates
         # this instant's links (FlowNetwork._touch), so a hand-over costs one max-min step, not two
         turn._ok, turn._value = True, None

@@ -115,6 +115,16 @@ def test_links_are_never_oversubscribed(exact_limit):
     assert min(w for w in worst if w > 0) > 0.1  # and not left idle
 
 
+@pytest.mark.parametrize("exact_limit", [64, 0])
+def test_an_unbounded_link_leaves_the_rate_to_the_others(exact_limit):
+    """A flow only on unbounded links ends at once; one that also crosses a finite link gets that link's
+    share (the filling stops once every flow has its rate, whatever is left on the heap)."""
+    free, narrow = Link("free", math.inf), Link("narrow", 2.0)
+    ends, _ = run_flows({"instant": (5, [free], 1000), "a": (0, [free, narrow], 200), "b": (0, [narrow], 200)},
+                        exact_limit=exact_limit)
+    assert ends == {"instant": 5, "a": 200, "b": 200}
+
+
 def test_zero_byte_flow_is_done_at_once():
     ends, _ = run_flows({"a": (7, [Link("l", 1.0)], 0)})
     assert ends == {"a": 7}
