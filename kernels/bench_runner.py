@@ -104,10 +104,12 @@ class BenchRunner:
                 # pack: step 1 of the forward as two kernels (the simulator's validation reads it)
                 config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
                           "num_stages1": cfg.layer1_stages(self.local.w_down.shape[1]),
-                          "dedup": cfg.deduplicates(self.world), "prereduce": cfg.prereduce and self.world > 1,
+                          "dedup": cfg.deduplicates(self.world), "prereduce": cfg.prereduces(self.world),
                           "pack": "kernels"}
+                # a pre-reduced layer1 returns a row per (token, holding rank), not the every-slot bytes counted above
+                moved = {"remote_bytes_out": None, "comm_floor_us": None} if config["prereduce"] else {}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
-                             "max_rel_error": {**errors, **fused_errors}})
+                             **moved, "max_rel_error": {**errors, **fused_errors}})
                 if self.rank == 0:
                     print(_summary(runs[-1]), flush=True)
         if self.rank != 0:

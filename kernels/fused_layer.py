@@ -148,6 +148,10 @@ class FusedConfig:
         """Whether layer0 brings a token to a rank once (dedup, where communication blocks pull)."""
         return self.dedup and self.comm_blocks0 > 0 and world > 1
 
+    def prereduces(self, world: int) -> bool:
+        """Whether layer1 sends a token's rows at a rank home as one sum (prereduce, where there is a peer)."""
+        return self.prereduce and world > 1
+
     def layer1_width(self, hidden: int) -> int:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
 
@@ -283,7 +287,7 @@ class FusedMoE:
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
-        self.prereduced = cfg.prereduce and world > 1
+        self.prereduced = cfg.prereduces(world)
         if self.prereduced:
             # per slot (t * top_k + j): its expert, its send row, its weight's fp32 bits; [3, 0] the token count.
             # Peers read it to sum a token's rows there; `red` takes each peer's sums, max_tokens rows per peer
@@ -338,6 +342,8 @@ class FusedMoE:
             raise ValueError(f"n_splits={cfg.n_splits} must cut H={hidden} into multiples of layer1's tile width {block_n1}")
         if hidden % 16 or self.ffn % 16:
             raise ValueError(f"H={hidden} and F={self.ffn} must be multiples of 16 (TMA rows are 16-byte aligned)")
+        if cfg.prereduce and self.world > 32:
+            raise ValueError(f"prereduce supports up to 32 ranks (a token's holders are a 32-bit mask), got {self.world}")
         if self.max_tokens < 1 or self.top_k < 1:
             raise ValueError(f"max_tokens and top_k must be >= 1, got {self.max_tokens} and {self.top_k}")
 
@@ -474,6 +480,7 @@ class FusedMoE:
         split_cols = hidden // cfg.n_splits
         copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
         copy_rows = max(1, cfg.copy_elems // copy_cols)
+        reduce_rows = min(64, max(8, cfg.copy_elems // 256))
         # without the pre-reduction its peer tables are unused arguments (any tensors)
         route, red = (self.route, self.red) if self.prereduced else (self.ybuf, self.ybuf)
         layer1_kernel[(self.programs,)](
@@ -486,8 +493,8 @@ class FusedMoE:
             COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=triton.next_power_of_2(self.top_k),
             # a pre-reduction step: REDUCE_ROWS tokens (their route entries, a peer round trip, then local reads), their
-            # rows gathered as (token, slot, column) blocks as large as a copy step. 64 tokens: the round trip was the
-            # cost at 16-32 (results/measurements/prereduce_h200/)
-            REDUCE_ROWS=64, REDUCE_COLS=max(16, cfg.copy_elems // (64 * triton.next_power_of_2(self.top_k))),
+            # rows gathered as (token, slot, column) blocks as large as a copy step; 64 tokens at the default step
+            # (16-32 were slower: results/measurements/prereduce_h200/), fewer with smaller steps (the tests)
+            REDUCE_ROWS=reduce_rows, REDUCE_COLS=max(16, cfg.copy_elems // (reduce_rows * triton.next_power_of_2(self.top_k))),
             num_warps=cfg.num_warps, num_stages=self.stages1,
         )

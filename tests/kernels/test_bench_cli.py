@@ -113,6 +113,7 @@ def test_bench_gpus_launches_its_own_ranks(tmp_path):
     result = json.loads(files[0].read_text())
     assert result["gpus"] == 2 and result["runs"][0]["max_rel_error"]["fused"] < 1e-4
     assert result["runs"][0]["config"]["dedup"] and result["runs"][0]["config"]["prereduce"]  # asked for; off by default
+    assert result["runs"][0]["remote_bytes_out"] is None  # the every-slot count would overstate a pre-reduced layer1
 
 
 def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):

@@ -319,20 +319,27 @@ def test_deduplicated_rows_are_copied_here_not_pulled_again():
 
 
 def _prereduce_worker(rank: int, port: int) -> None:
-    """EP = 1, TP = 2, top-2: the peer sends each of this rank's tokens home as one row, the weighted sum of
-    its two experts' partials on its FFN shard; the slots' own rows in the combine region are never read."""
+    """EP = 1, TP = 2, top-2 and top-3 (6 slots: a slot table wider than the slots): the peer sends each of this
+    rank's tokens home as one row, the weighted sum of its experts' partials on its FFN shard, in several steps
+    per source (8 tokens a step at these copy sizes); no row comes back per slot."""
     from comet_dse.kernels.fused_tp import TensorParallelFused
 
     weights = _init(rank, port, ffn=64)
     peer = 1 - rank
-    layer = TensorParallelFused(weights.ffn_shard(rank, 2), 2, CAPACITY, 1, 2, config=replace(SMALL, prereduce=True),
-                                dtype=torch.float32)
+    for top_k in (2, 3):
+        layer = TensorParallelFused(weights.ffn_shard(rank, 2), top_k, CAPACITY, 1, 2,
+                                    config=replace(SMALL, prereduce=True), dtype=torch.float32)
+        _check_prereduced_calls(layer, rank, peer, weights, top_k)
+    dist.destroy_process_group()
+
+
+def _check_prereduced_calls(layer, rank: int, peer: int, weights: MoEWeights, top_k: int) -> None:
     inner = layer.inner
     assert inner.prereduced
     for call, tokens in enumerate(([21, 13], [CAPACITY, 2], [7, 7])):
         inner.ybuf.local[:inner.send_rows] = float("nan")  # the peer's slots: no row may come back per slot
         x = torch.randn(sum(tokens), HIDDEN, generator=torch.Generator().manual_seed(call))
-        ids = route(x, weights.router, 2)[0]
+        ids = route(x, weights.router, top_k)[0]
         w = routing_weights(x, weights.router, ids)
         mine = slice(sum(tokens[:rank]), sum(tokens[:rank + 1]))
         got = layer(x[mine], ids[mine], w[mine])
@@ -343,7 +350,10 @@ def _prereduce_worker(rank: int, port: int) -> None:
         peer_sum = reference_moe(x[mine], weights.ffn_shard(peer, 2), ids[mine], w[mine])
         sent = inner.red.local[peer * CAPACITY:peer * CAPACITY + tokens[rank]]
         assert ((sent - peer_sum).abs().max() / peer_sum.abs().max()).item() < 1e-4, (rank, call)
-    dist.destroy_process_group()
+        pairs = tokens[rank] * top_k * 2
+        at_peer = inner.route.local[0, :pairs] // inner.experts != rank  # the slots on the peer's shard
+        assert int(at_peer.sum()) == pairs // 2
+        assert inner.ybuf.local[inner.pos[:pairs][at_peer]].isnan().all()  # their rows never pushed here
 
 
 def test_layer1_sends_a_tokens_rows_home_as_one_weighted_sum():
