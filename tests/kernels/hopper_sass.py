@@ -98,11 +98,15 @@ def main() -> None:
     report["layer1_n256_stages4"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": False, **no_prereduce}, num_stages=4)
-    # layer1 sending a token's rows home as one weighted sum (FusedConfig.prereduce), top-8 of 8 x 2 slots (TP = 2)
-    report["layer1_prereduce"] = _compile(
-        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 8,
-                                 "COPY_COLS": 2048, "MODE": fm.FULL, "FLATTEN": False, "PREREDUCE": True, "TOP_K": 16,
-                                 "K_P2": 16, "REDUCE_ROWS": 64, "REDUCE_COLS": 16}, num_stages=4)
+    # layer1 sending a token's rows home as one weighted sum (FusedConfig.prereduce), at the slot widths the
+    # launches give: top-8 of 8 x 2 slots (TP = 2), Qwen2-MoE at TP = 2 (8 slots), Mixtral at EP = 2 (2 slots)
+    for name, top_k, reduce_cols in (("layer1_prereduce", 16, 16), ("layer1_prereduce_k8", 8, 32),
+                                     ("layer1_prereduce_k2", 2, 128)):
+        report[name] = _compile(
+            fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 8,
+                                     "COPY_COLS": 2048, "MODE": fm.FULL, "FLATTEN": False, "PREREDUCE": True,
+                                     "TOP_K": top_k, "K_P2": top_k, "REDUCE_ROWS": 64, "REDUCE_COLS": reduce_cols},
+            num_stages=4)
     plan_ptrs = {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
                  "order1_ptr": "*i32", "remote_ptr": "*i32", "local_tiles_ptr": "*i32", "segments_ptr": "*i64",
                  "pieces_ptr": "*i32"}
