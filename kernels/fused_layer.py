@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -68,19 +69,30 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 __all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer", "combine_rows"]
 
 
+class Prereduced(NamedTuple):
+    """What the combine needs where layer1 sent each peer's rows of a token as one sum (FusedConfig.prereduce)."""
+
+    expert: torch.Tensor  # each slot's expert, laid out like pos: which rank holds it
+    red: torch.Tensor  # the peers' sums, row peer * max_tokens + token
+    rank: int
+    experts: int  # per rank
+    max_tokens: int
+    world: int
+
+
 def combine_rows(rows: torch.Tensor, pos: torch.Tensor, weights: torch.Tensor, out: torch.Tensor,
-                 prereduced: tuple[torch.Tensor, torch.Tensor, int, int, int, int] | None = None) -> None:
+                 prereduced: Prereduced | None = None) -> None:
     """out[t] = sum_j weights[t, j] * rows[pos[t * top_k + j]] in fp32, one pass (fused_moe.combine_kernel):
-    the last step of the forward, and what calibrate times as the "combine" memory pass. `prereduced`
-    (slot experts like pos, the peers' summed rows, rank, experts per rank, max_tokens, world): only the slots
-    this rank holds come from `rows`, the rest as one row per holding peer (FusedConfig.prereduce)."""
+    the last step of the forward, and what calibrate times as the "combine" memory pass. With `prereduced`
+    only the slots this rank holds come from `rows`, the rest as one row per holding peer."""
     tokens, top_k = weights.shape
     hidden = out.shape[1]
     block_t, block_h = 16, min(256, triton.next_power_of_2(hidden))
-    expert, red, rank, experts, max_tokens, world = prereduced or (pos, rows, 0, 1, 0, 1)
+    # without it the kernel's PREREDUCED branch is compiled out: its arguments are placeholders
+    p = prereduced or Prereduced(pos, rows, 0, 1, 0, 1)
     combine_kernel[(triton.cdiv(tokens, block_t), triton.cdiv(hidden, block_h))](
-        rows, pos, weights, out, tokens, hidden, expert, red, rank, experts, max_tokens,
-        TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h, PREREDUCED=prereduced is not None, WORLD=world)
+        rows, pos, weights, out, tokens, hidden, p.expert, p.red, p.rank, p.experts, p.max_tokens,
+        TOP_K=top_k, BLOCK_T=block_t, BLOCK_H=block_h, PREREDUCED=prereduced is not None, WORLD=p.world)
 
 
 def gate_up_weight(w13: torch.Tensor, layout: str) -> torch.Tensor:
@@ -394,8 +406,8 @@ class FusedMoE:
         # ---- 3. the weighted top-k sum of what came back ----
         out = torch.empty(tokens, self.hidden, dtype=self.out_dtype, device=self.device)
         if tokens:
-            prereduced = ((self.route.local[0], self.red.local, self.rank, self.experts, self.max_tokens, self.world)
-                          if self.prereduced else None)
+            prereduced = (Prereduced(self.route.local[0], self.red.local, self.rank, self.experts, self.max_tokens,
+                                     self.world) if self.prereduced else None)
             combine_rows(self.ybuf.local, self.pos, topk_weights.to(torch.float32).contiguous(), out, prereduced)
         self._calls += 1
         if self.cfg.check_every and self._calls % self.cfg.check_every == 0 and not self._capturing():

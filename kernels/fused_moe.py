@@ -473,11 +473,12 @@ def layer1_kernel(
                 q = (own_pos + p) % WORLD
                 src = tl.load(rotation_ptr + q).to(tl.int32)
                 src_route = route_ptr + tl.multiple_of(tl.load(route_deltas_ptr + src), 16)
+                src_red = red_ptr + tl.multiple_of(tl.load(red_deltas_ptr + src), 16)
                 n_tok = tl.load(src_route + 3 * max_tokens * TOP_K)  # the source's tokens this call
                 for b in range(pid - N_COMPUTE, tl.cdiv(n_tok, REDUCE_ROWS), N_PROGRAMS - N_COMPUTE):
-                    _reduce_tokens(ybuf_ptr, red_ptr + tl.multiple_of(tl.load(red_deltas_ptr + src), 16), src_route,
-                                   pieces_ptr, q, b * REDUCE_ROWS, n_tok, rank, experts, max_tokens, SEND_ROWS, H,
-                                   split * SPLIT_COLS, SPLIT_COLS, WORLD, TOP_K, K_P2, REDUCE_ROWS, REDUCE_COLS)
+                    _reduce_tokens(ybuf_ptr, src_red, src_route, pieces_ptr, q, b * REDUCE_ROWS, n_tok, rank, experts,
+                                   max_tokens, SEND_ROWS, H, split * SPLIT_COLS, SPLIT_COLS, WORLD, TOP_K, K_P2,
+                                   REDUCE_ROWS, REDUCE_COLS)
     elif MODE != _COMPUTE_ONLY:
         # ---- communication blocks: push each finished (remote tile, split) to its source ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
