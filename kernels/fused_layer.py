@@ -149,7 +149,7 @@ class FusedConfig:
     # layer1 sends a token's rows at a rank home as one row, their weighted sum (the top-k pre-reduction; under
     # TP, the reduce-scatter's bytes): a split leaves once every remote tile has it, not tile by tile
     # (fused_moe._reduce_tokens). `FusedMoE.prereduced` says whether it ran (it needs a peer). Off by default: on
-    # 2x H200 no faster, 0.96-1.06x the time at each layer's best block count (results/measurements/prereduce_h200/)
+    # 2x H200 on a par, 0.95-1.04x the time at each layer's best block count (run 56, results/measurements/prereduce_h200/)
     prereduce: bool = False
 
     def layout(self, world: int) -> str:
@@ -305,6 +305,9 @@ class FusedMoE:
             # Peers read it to sum a token's rows there; `red` takes each peer's sums, max_tokens rows per peer
             self.route = PeerBuffer(4, self.send_rows, torch.int32, self.device, group)
             self.red = PeerBuffer(world * max_tokens, hidden, dtype, self.device, group)
+            # this rank's own copy of each peer's slots here, as (staging row, weight bits) per token, built by layer1
+            self.route_table = torch.empty(world, 2, triton.next_power_of_2(top_k), max_tokens, dtype=torch.int32,
+                                           device=self.device)
         if self.deduplicated:
             # the send rows' tokens, in peer memory: peers read them to find the rows they would pull twice
             self.tok = PeerBuffer(1, self.send_rows, torch.int32, self.device, group)
@@ -492,21 +495,27 @@ class FusedMoE:
         split_cols = hidden // cfg.n_splits
         copy_cols = min(triton.next_power_of_2(split_cols), 2048, cfg.copy_elems)
         copy_rows = max(1, cfg.copy_elems // copy_cols)
-        reduce_rows = min(64, max(8, cfg.copy_elems // 256))
+        # a pre-reduction step: REDUCE_ROWS tokens, their slots here summed one after another as (token, column) blocks of
+        # up to 128 columns (256-byte row pieces): as many tokens as four copy steps hold over the slots (the loads of
+        # every slot in flight at once; a table read comes before them, so a step waits on two round trips where a
+        # copy waits on one), up to 64, and at least a 16-byte vector per thread in each block (fewer compile to
+        # 8-byte loads; small copy steps, the tests', excepted). No spills at 2-16 slots (tests/kernels/hopper_sass.py)
+        k_p2 = triton.next_power_of_2(self.top_k)
+        reduce_cols = min(128, triton.next_power_of_2(split_cols))
+        vector_tile = min(cfg.copy_elems, cfg.num_warps * 32 * 8)
+        reduce_rows = min(64, max(8, 4 * cfg.copy_elems // (k_p2 * reduce_cols), vector_tile // reduce_cols))
         # without the pre-reduction its peer tables are unused arguments (any tensors)
         route, red = (self.route, self.red) if self.prereduced else (self.ybuf, self.ybuf)
+        table = self.route_table if self.prereduced else self.counters
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
             plan.local_tiles, plan.pieces, self.counters, self.err, route.local, route.deltas, red.local, red.deltas,
-            self.rotation, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
+            table, self.rotation, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
             self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs, self.max_tiles * cfg.n_splits,
             self.experts, self.max_tokens,
             WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
             COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
-            FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=triton.next_power_of_2(self.top_k),
-            # a pre-reduction step: REDUCE_ROWS tokens (their route entries, a peer round trip, then local reads), their
-            # rows gathered as (token, slot, column) blocks as large as a copy step; 64 tokens at the default step
-            # (16-32 were slower: results/measurements/prereduce_h200/), fewer with smaller steps (the tests)
-            REDUCE_ROWS=reduce_rows, REDUCE_COLS=max(16, cfg.copy_elems // (reduce_rows * triton.next_power_of_2(self.top_k))),
+            FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=k_p2,
+            REDUCE_ROWS=reduce_rows, REDUCE_COLS=reduce_cols,
             num_warps=cfg.num_warps, num_stages=self.stages1,
         )

@@ -383,45 +383,66 @@ def layer0_kernel(
 
 
 @triton.jit
-def _reduce_tokens(ybuf_ptr, src_red_ptr, src_route_ptr, pieces_ptr, q, t0, n_tok, rank, experts, max_tokens, SEND_ROWS,
-                   H, col0, cols, WORLD: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
-                   REDUCE_COLS: tl.constexpr):
-    """Tokens [t0, t0 + REDUCE_ROWS) (of n_tok) of the source at layout position q, columns [col0, col0 + cols):
-    each token's rows here (its slots whose expert this rank holds) weighted and summed in fp32, stored once
-    to row rank * max_tokens + token of the source's `red` (src_red_ptr: already at the source). The source's
-    route table (src_route_ptr, peer memory, rows of max_tokens * TOP_K): slot experts, send rows, weights
-    (fp32 bits). A token's row of expert e from this source lies at layout row pieces[e, q].first + send row -
-    pieces[e, q].first row at the source. Every slot's rows of a column block are one gather (token, slot,
-    column): all of them in flight at once, then summed over the slots."""
+def _route_table(src_route_ptr, table_ptr, pieces_ptr, q, t0, n_tok, rank, experts, max_tokens, SEND_ROWS,
+                 WORLD: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr):
+    """Tokens [t0, t0 + REDUCE_ROWS) (of n_tok) of the source at layout position q: their slots whose expert this rank
+    holds, as (staging row, weight bits) in the local table (table_ptr: this source's (2, K_P2, max_tokens)),
+    compacted: a token's i-th slot here in column i, -1 past its last. Built once per call, so the sums read one
+    coalesced row index and weight per slot and token instead of the source's route entries (a peer round trip)
+    and the pieces behind them at every split. The source's route table (src_route_ptr, peer memory, rows of
+    max_tokens * TOP_K): slot experts, send rows, weights. A token's row of expert e from this source lies at
+    layout row pieces[e, q].first + send row - pieces[e, q].first row at the source."""
     route_cols = max_tokens * TOP_K
     offs_t = t0 + tl.arange(0, REDUCE_ROWS)
     j = tl.arange(0, K_P2)
+    in_t = offs_t < n_tok
     slot = offs_t[:, None] * TOP_K + j[None, :]
-    in_slot = (offs_t < n_tok)[:, None] & (j < TOP_K)[None, :]
+    in_slot = in_t[:, None] & (j < TOP_K)[None, :]
     # the three peer reads at once (one round trip), then the local pieces
     expert = tl.load(src_route_ptr + slot, mask=in_slot, other=-1) - rank * experts
     send_row = tl.load(src_route_ptr + route_cols + slot, mask=in_slot, other=0)
-    weight = tl.load(src_route_ptr + 2 * route_cols + slot, mask=in_slot, other=0).to(tl.float32, bitcast=True)
-    here = (expert >= 0) & (expert < experts)
+    weight = tl.load(src_route_ptr + 2 * route_cols + slot, mask=in_slot, other=0)
+    here = in_slot & (expert >= 0) & (expert < experts)
     piece = pieces_ptr + (expert * WORLD + q) * 4
     row = SEND_ROWS + tl.load(piece, mask=here, other=0) + send_row - tl.load(piece + 3, mask=here, other=0)
-    rows = ybuf_ptr + row.to(tl.int64)[:, :, None] * H
-    weight = tl.where(here, weight, 0.0)[:, :, None]
-    any_here = tl.max(here.to(tl.int32), axis=1) > 0
+    column = tl.cumsum(here.to(tl.int32), axis=1) - 1  # the i-th slot here goes to column i
+    count = tl.sum(here.to(tl.int32), axis=1)
+    tok = offs_t[:, None]
+    tl.store(table_ptr + column * max_tokens + tok, row, mask=here)
+    tl.store(table_ptr + (K_P2 + column) * max_tokens + tok, weight, mask=here)
+    tl.store(table_ptr + j[None, :] * max_tokens + tok, tl.full((REDUCE_ROWS, K_P2), -1, tl.int32),
+             mask=in_t[:, None] & (j[None, :] >= count[:, None]))
+
+
+@triton.jit
+def _reduce_tokens(ybuf_ptr, src_red_ptr, table_ptr, t0, n_tok, rank, max_tokens, H, col0, cols,
+                   K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr, REDUCE_COLS: tl.constexpr):
+    """Tokens [t0, t0 + REDUCE_ROWS) (of n_tok) of one source, columns [col0, col0 + cols): each token's rows here
+    (table_ptr: the source's local table, `_route_table`) weighted and summed in fp32, stored once to row
+    rank * max_tokens + token of the source's `red` (src_red_ptr: already at the source). Slot by slot, each a
+    (token, column) gather of 16-byte vectors; a slot column no token of the step has is masked off whole."""
+    offs_t = t0 + tl.arange(0, REDUCE_ROWS)
+    in_t = offs_t < n_tok
+    any_here = tl.load(table_ptr + offs_t, mask=in_t, other=-1) >= 0
     dst = src_red_ptr + (rank * max_tokens + offs_t).to(tl.int64)[:, None] * H
     offs_c = tl.arange(0, REDUCE_COLS)
     for c0 in range(col0, col0 + cols, REDUCE_COLS):
         c = c0 + offs_c
         in_c = c < col0 + cols
-        y = tl.load(rows + c[None, None, :], mask=here[:, :, None] & in_c[None, None, :], other=0.0)
-        total = tl.sum(y.to(tl.float32) * weight, axis=1)
+        total = tl.zeros((REDUCE_ROWS, REDUCE_COLS), tl.float32)
+        for i in tl.static_range(K_P2):
+            row = tl.load(table_ptr + i * max_tokens + offs_t, mask=in_t, other=-1)
+            weight = tl.load(table_ptr + (K_P2 + i) * max_tokens + offs_t, mask=in_t, other=0).to(tl.float32, bitcast=True)
+            y = tl.load(ybuf_ptr + row.to(tl.int64)[:, None] * H + c[None, :], mask=(row >= 0)[:, None] & in_c[None, :],
+                        other=0.0)
+            total += y.to(tl.float32) * weight[:, None]
         tl.store(dst + c[None, :], total.to(src_red_ptr.dtype.element_ty), mask=any_here[:, None] & in_c[None, :])
 
 
 @triton.jit
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
-    counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, rotation_ptr,
+    counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, table_ptr, rotation_ptr,
     rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts, max_tokens,
     WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
@@ -432,7 +453,8 @@ def layer1_kernel(
     The block counts are run-time arguments: one compiled kernel serves every n_comm.
     PREREDUCE (FusedConfig.prereduce): a split's remote results go home only once every remote tile has it
     (one counter per split, at split_base + j), as one row per (source, token): the weighted sum of that
-    token's rows here (`_reduce_tokens`), into row rank * max_tokens + token of the source's `red`."""
+    token's rows here (`_reduce_tokens`), into row rank * max_tokens + token of the source's `red`. table_ptr:
+    (WORLD, 2, K_P2, max_tokens) int32 of this rank, each source's slots here (`_route_table`)."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     if pid < N_COMPUTE:
@@ -464,21 +486,31 @@ def layer1_kernel(
                 else:
                     tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
     elif (MODE != _COMPUTE_ONLY) & PREREDUCE:
-        # ---- communication blocks: per split, once it is done everywhere, each peer's tokens reduced and sent ----
+        # ---- communication blocks: the peers' slots here as a local table while the first split computes, then per
+        # split, once it is done everywhere, each peer's tokens reduced and sent. A block builds the table entries of
+        # the steps it later sums (the same striding), so it waits on no other block, only on its own threads ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
+        for p in range(1, WORLD):  # the layout positions other than this rank's
+            q = (own_pos + p) % WORLD
+            src = tl.load(rotation_ptr + q).to(tl.int32)
+            src_route = route_ptr + tl.multiple_of(tl.load(route_deltas_ptr + src), 16)
+            n_tok = tl.load(src_route + 3 * max_tokens * TOP_K)  # the source's tokens this call
+            for b in range(pid - N_COMPUTE, tl.cdiv(n_tok, REDUCE_ROWS), N_PROGRAMS - N_COMPUTE):
+                _route_table(src_route, table_ptr + q * 2 * K_P2 * max_tokens, pieces_ptr, q, b * REDUCE_ROWS, n_tok, rank,
+                             experts, max_tokens, SEND_ROWS, WORLD, TOP_K, K_P2, REDUCE_ROWS)
+        tl.debug_barrier()  # the table entries one thread wrote, read by another of this block
         for split in range(N_SPLITS):
             counter = split_base + split
             _wait(counters_ptr + counter, n_remote * COL_TILES, err_ptr, -(counter + 1), max_spins, False)
-            for p in range(1, WORLD):  # the layout positions other than this rank's
+            for p in range(1, WORLD):
                 q = (own_pos + p) % WORLD
                 src = tl.load(rotation_ptr + q).to(tl.int32)
                 src_route = route_ptr + tl.multiple_of(tl.load(route_deltas_ptr + src), 16)
                 src_red = red_ptr + tl.multiple_of(tl.load(red_deltas_ptr + src), 16)
-                n_tok = tl.load(src_route + 3 * max_tokens * TOP_K)  # the source's tokens this call
+                n_tok = tl.load(src_route + 3 * max_tokens * TOP_K)
                 for b in range(pid - N_COMPUTE, tl.cdiv(n_tok, REDUCE_ROWS), N_PROGRAMS - N_COMPUTE):
-                    _reduce_tokens(ybuf_ptr, src_red, src_route, pieces_ptr, q, b * REDUCE_ROWS, n_tok, rank, experts,
-                                   max_tokens, SEND_ROWS, H, split * SPLIT_COLS, SPLIT_COLS, WORLD, TOP_K, K_P2,
-                                   REDUCE_ROWS, REDUCE_COLS)
+                    _reduce_tokens(ybuf_ptr, src_red, table_ptr + q * 2 * K_P2 * max_tokens, b * REDUCE_ROWS, n_tok, rank,
+                                   max_tokens, H, split * SPLIT_COLS, SPLIT_COLS, K_P2, REDUCE_ROWS, REDUCE_COLS)
     elif MODE != _COMPUTE_ONLY:
         # ---- communication blocks: push each finished (remote tile, split) to its source ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))

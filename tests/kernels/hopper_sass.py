@@ -1,7 +1,7 @@
 """Compile the fused kernels for Hopper (sm_90a) on a machine without a GPU and print, per kernel,
 what the speed depends on, as one JSON object: registers, spilled bytes, and counts of the SASS
 instructions that matter (HGMMA: wgmma tensor cores; UTMALDG / UTMASTG: TMA loads and stores; LDG.E.128 / STG.E.128:
-16-byte loads and stores). Run without TRITON_INTERPRET (tests/kernels/test_fused_compiles.py
+16-byte loads and stores; LDG.E.64 / LDG.E.32: 8- and 4-byte loads). Run without TRITON_INTERPRET (tests/kernels/test_fused_compiles.py
 runs it in a subprocess). The launch specialisations are mimicked: pointers and the sizes that
 are multiples of 16 are marked 16-divisible, as Triton marks them at a real launch."""
 
@@ -46,10 +46,11 @@ def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8
         info = subprocess.run([os.path.join(BIN, "ptxas"), "-arch=sm_90a", "-v", ptx, "-o", obj],
                               capture_output=True, text=True, check=True).stderr
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", obj], capture_output=True, text=True, check=True).stdout
-    ops = ("HGMMA", "UTMALDG", "UTMASTG", "LDG.E.128", "STG.E.128", "LDG.E.U16", "STG.E.U16")
+    ops = ("HGMMA", "UTMALDG", "UTMASTG", "LDG.E.128", "LDG.E.64", "STG.E.128", "LDG.E.U16", "STG.E.U16")
     return {"registers": int(re.search(r"Used (\d+) registers", info).group(1)), "shared_bytes": compiled.metadata.shared,
             "spill_bytes": sum(int(v) for v in re.findall(r"(\d+) bytes spill", info)),
-            **{op: len(re.findall(re.escape(op) + r"\b", sass)) for op in ops}}
+            **{op: len(re.findall(re.escape(op) + r"\b", sass)) for op in ops},
+            "LDG.E.32": len(re.findall(r"LDG\.E(?:\.STRONG\.\w+)? ", sass))}  # 4-byte loads (no width suffix)
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
             "order_ptr": "*i32", "remote_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32",
             "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32", "route_ptr": "*i32", "route_deltas_ptr": "*i64",
-            "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "rotation_ptr": "*i64", "expert_ptr": "*i32",
+            "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "table_ptr": "*i32", "rotation_ptr": "*i64", "expert_ptr": "*i32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
     wide = {**ptrs, "w_desc": _desc((BK, 256))}
     tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8}
@@ -100,12 +101,12 @@ def main() -> None:
                                  "MODE": fm.FULL, "FLATTEN": False, **no_prereduce}, num_stages=4)
     # layer1 sending a token's rows home as one weighted sum (FusedConfig.prereduce), at the slot widths the
     # launches give: top-8 of 8 x 2 slots (TP = 2), Qwen2-MoE at TP = 2 (8 slots), Mixtral at EP = 2 (2 slots)
-    for name, top_k, reduce_cols in (("layer1_prereduce", 16, 16), ("layer1_prereduce_k8", 8, 32),
-                                     ("layer1_prereduce_k2", 2, 128)):
+    for name, top_k, reduce_rows in (("layer1_prereduce", 16, 32), ("layer1_prereduce_k8", 8, 64),
+                                     ("layer1_prereduce_k2", 2, 64)):
         report[name] = _compile(
             fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 8,
                                      "COPY_COLS": 2048, "MODE": fm.FULL, "FLATTEN": False, "PREREDUCE": True,
-                                     "TOP_K": top_k, "K_P2": top_k, "REDUCE_ROWS": 64, "REDUCE_COLS": reduce_cols},
+                                     "TOP_K": top_k, "K_P2": top_k, "REDUCE_ROWS": reduce_rows, "REDUCE_COLS": 128},
             num_stages=4)
     plan_ptrs = {"counts_ptr": "*i32", "rotation_ptr": "*i64", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32",
                  "order1_ptr": "*i32", "remote_ptr": "*i32", "local_tiles_ptr": "*i32", "segments_ptr": "*i64",
