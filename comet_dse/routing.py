@@ -30,6 +30,7 @@ otherwise `token_picks` forms them from the counts (see there).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,7 +73,14 @@ def rows_per_group(workload: Workload, counts: np.ndarray) -> np.ndarray:
 
 
 def token_picks(routing: Routing, top_k: int, seed: int) -> list[np.ndarray]:
-    """Per source rank, its tokens' expert ids, (tokens, top_k); -1 pads a last token short of top_k rows.
+    """Per source rank, its tokens' expert ids, (tokens, top_k); -1 pads a last token short of top_k rows
+    (`iter_token_picks`, all at once)."""
+    return list(iter_token_picks(routing, top_k, seed))
+
+
+def iter_token_picks(routing: Routing, top_k: int, seed: int) -> Iterator[np.ndarray]:
+    """Per source rank in turn, its tokens' expert ids, (tokens, top_k); -1 pads a last token short of top_k rows.
+    One rank's at a time: all of them are W x tokens x top_k ids (256 MiB at 1024 GPUs of 4096 tokens, top-8).
 
     A trace's tokens as given. Otherwise each rank's rows are dealt to its tokens in a random order
     drawn from `seed` (stream TOKEN_STREAM). For the synthetic routings that is the sampler's own law,
@@ -81,14 +89,13 @@ def token_picks(routing: Routing, top_k: int, seed: int) -> list[np.ndarray]:
     meet in tokens at random, a file of counts saying nothing more.
     """
     if routing.picks is not None:
-        return list(routing.picks)
+        yield from routing.picks
+        return
     rng = np.random.default_rng([seed, TOKEN_STREAM])
-    out = []
     for counts in routing.counts:
         rows = rng.permutation(np.repeat(np.arange(len(counts)), counts))
         rows = np.concatenate([rows, np.full(-len(rows) % top_k, -1, dtype=rows.dtype)])
-        out.append(rows.reshape(-1, top_k))  # (tokens, top_k)
-    return out
+        yield rows.reshape(-1, top_k)  # (tokens, top_k)
 
 
 def tokens_per_group(workload: Workload, routing: Routing) -> np.ndarray:
@@ -96,7 +103,7 @@ def tokens_per_group(workload: Workload, routing: Routing) -> np.ndarray:
     experts in g counts once."""
     ep, per_rank = workload.ep, workload.experts_per_rank
     out = np.zeros((workload.world, ep), dtype=np.int64)
-    for s, picks in enumerate(token_picks(routing, workload.model.top_k, workload.seed)):
+    for s, picks in enumerate(iter_token_picks(routing, workload.model.top_k, workload.seed)):
         groups = np.where(picks >= 0, picks // per_rank, ep)  # (tokens, top_k); padding in a spare column
         hit = np.zeros((len(picks), ep + 1), dtype=bool)
         hit[np.arange(len(picks))[:, None], groups] = True

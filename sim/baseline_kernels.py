@@ -16,7 +16,7 @@ import numpy as np
 from comet_dse.sim.gemm import kernel_time_ns
 from comet_dse.sim.layout import Group
 from comet_dse.sim.runtime import SimContext
-from comet_dse.sim.schedules.base import grouped_gemm_tiles, sent_rows
+from comet_dse.sim.schedules.base import grouped_gemm_runs, sent_rows
 
 # Small torch ops of B0 (kernels/baselines.py) that do no pass over rows, each charged one
 # kernel launch (figures.kernel_launch_us, which calibrate measures as a small kernel's cost).
@@ -49,12 +49,14 @@ class Kernel:
     ns: float  # its body, after its launches
     overhead: str | None  # the overheads_ns key it counts under; None: a GEMM (compute alone)
     launches: int = 1
-    tiles: np.ndarray | None = None  # a GEMM's tile times (preset model): bubbles and compute alone
+    # a GEMM's tile times (preset model) as runs (tile time, tiles), for bubbles: every rank's kernels live for
+    # the whole run, and the tiles themselves are tens of thousands a rank at scale
+    tile_runs: tuple[np.ndarray, np.ndarray] | None = None
     shared_ns: float | None = None  # a GEMM's time while a collective holds its SMs (chunked)
 
     def busy_tiles(self, sms: int) -> np.ndarray:
         """Per-SM busy time as tiles: the tiles, or every SM busy for the whole kernel."""
-        return self.tiles if self.tiles is not None else np.full(sms, self.ns)
+        return np.repeat(*self.tile_runs) if self.tile_runs is not None else np.full(sms, self.ns)
 
 
 def busiest_bytes(sends: np.ndarray) -> float:
@@ -93,9 +95,10 @@ def gemm_kernel(ctx: SimContext, label: str, groups: list[Group], rows: np.ndarr
     if hw.measured is not None:
         shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms)
         return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms), None, shared_ns=shared)
-    tiles = grouped_gemm_tiles(ctx, groups, rows, block_m, block_n, layer)
+    runs = grouped_gemm_runs(ctx, groups, rows, block_m, block_n, layer)
+    tiles = np.repeat(*runs)
     shared = None if shared_sms is None else kernel_time_ns(tiles, shared_sms)
-    return Kernel("compute", label, kernel_time_ns(tiles, hw.sms), None, tiles=tiles, shared_ns=shared)
+    return Kernel("compute", label, kernel_time_ns(tiles, hw.sms), None, tile_runs=runs, shared_ns=shared)
 
 
 def pass_ns(ctx: SimContext, kind: str, bytes_moved: float) -> float:

@@ -48,7 +48,11 @@ class RankLayout:
     tile_last_source: np.ndarray  # source of the tile's last row; -1: ready at once (shared experts)
     tile_last_offset: np.ndarray  # bytes of that source's flow that must have arrived
     tile_first_source: np.ndarray
-    tile_parts: list[list[tuple[int, int]]]  # (source, rows) per tile, for layer1 sends
+    # (source, rows) per tile, for layer1 sends, flat: tile i's are part_source/part_rows[part_start[i]:part_start[i + 1]]
+    # (a list of tuples per tile is ~10x the memory, for every rank at once)
+    part_start: np.ndarray
+    part_source: np.ndarray
+    part_rows: np.ndarray
     # (W,) with TP: tokens each source sends this rank per row of its (tokens / rows), the share of a
     # tile's rows that travel (layer0) and come back pre-reduced (layer1); None: every row (EP only)
     row_share: np.ndarray | None = None
@@ -108,7 +112,8 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
             return rows * row_bytes
         return min(math.ceil(rows * share[src] - 1e-9), int(sent_tokens[src])) * row_bytes
 
-    tile_group, tile_rows, last_src, last_off, first_src, parts = [], [], [], [], [], []
+    tile_group, tile_rows, last_src, last_off, first_src = [], [], [], [], []
+    part_start, part_source, part_rows = [0], [], []
     for gi, group in enumerate(groups):
         rows = group.rows_by_source[order]  # rows per source, in layout order
         ends = np.cumsum(rows)
@@ -124,7 +129,11 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
             tile_group.append(gi)
             tile_rows.append(b - a)
             first_src.append(int(order[first]))
-            parts.append([(int(order[i]), int(min(b, ends[i]) - max(a, starts[i]))) for i in range(first, last + 1) if rows[i]])
+            for i in range(first, last + 1):
+                if rows[i]:
+                    part_source.append(int(order[i]))
+                    part_rows.append(int(min(b, ends[i]) - max(a, starts[i])))
+            part_start.append(len(part_source))
             if group.expert < 0:
                 last_src.append(-1)
                 last_off.append(0)
@@ -142,7 +151,9 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
         tile_last_source=np.array(last_src, dtype=np.int64),
         tile_last_offset=np.array(last_off, dtype=np.int64),
         tile_first_source=np.array(first_src, dtype=np.int64),
-        tile_parts=parts,
+        part_start=np.array(part_start, dtype=np.int64),
+        part_source=np.array(part_source, dtype=np.int64),
+        part_rows=np.array(part_rows, dtype=np.int64),
         row_share=share,
     )
 

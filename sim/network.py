@@ -48,7 +48,9 @@ class Link:
 
 
 class Flow:
-    """`size` bytes along `path`; `done` fires when the last byte has landed."""
+    """`size` bytes along `path`; `done` fires when the last byte has landed. It carries no value: the
+    flow as its value would be a reference cycle, and ended flows (with their histories) would then wait
+    for the cyclic garbage collector, O(W^2) of them on a large all-to-all."""
 
     __slots__ = ("id", "path", "size", "remaining", "rate", "t_last", "done", "version", "history", "start")
 
@@ -86,7 +88,7 @@ class FlowNetwork:
         flow = Flow(self.env, path, size, next(self._ids))
         if size <= 0 or not path:
             flow.history.append((self.env.now, flow.size))
-            flow.done.succeed(flow)
+            flow.done.succeed()
             return flow
         for link in flow.path:
             link.flows[flow] = None
@@ -148,6 +150,11 @@ class FlowNetwork:
             flow.version += 1
             finish = now + math.ceil(remaining / rate - _EPS) if rate > 0 else math.inf
             heapq.heappush(heap, (finish, next(tie), flow, flow.version))
+        if len(heap) > 2 * self.active + 1024:
+            # stale entries (a re-rated flow's earlier finish times) keep ended flows and their histories alive
+            # until their times pass: drop them. Ties are unique, so the valid entries pop in the same order
+            heap[:] = [entry for entry in heap if entry[3] == entry[2].version]
+            heapq.heapify(heap)
         self._arm()
 
     def _arm(self) -> None:
@@ -177,7 +184,7 @@ class FlowNetwork:
                 link.flows.pop(flow, None)
                 touched[link] = None
             self.active -= 1
-            flow.done.succeed(flow)
+            flow.done.succeed()
         if touched:
             self._touch(touched)
         else:

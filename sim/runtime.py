@@ -5,7 +5,7 @@ the collectives and the flows that wait on it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -77,7 +77,8 @@ class LaneGate:
     def __init__(self, env: simpy.Environment, slots: int) -> None:
         self.env = env
         self.free = slots
-        self.waiting: list[tuple[Link, simpy.Event]] = []  # in arrival order
+        # in arrival order: a waiting lane's turn event, or how to start a lane deferred until its turn (defer)
+        self.waiting: list[tuple[Link, simpy.Event | Callable[[], object]]] = []
 
     def acquire(self, port: Link) -> simpy.Event:
         turn = self.env.event()
@@ -88,19 +89,26 @@ class LaneGate:
             self.waiting.append((port, turn))
         return turn
 
+    def defer(self, port: Link, start: Callable[[], object]) -> None:
+        """Queue a lane that has not started: `start()` starts it, holding the turn, once the turn is its."""
+        self.waiting.append((port, start))
+
     def release(self) -> None:
         if not self.waiting:
             self.free += 1
             return
         loads = [len(port.flows) for port, _ in self.waiting]
         turn = self.waiting.pop(loads.index(min(loads)))[1]  # the first of the fewest
+        if not isinstance(turn, simpy.Event):
+            turn()  # a deferred lane's process: its start is scheduled urgent, where the turn would be
+            return
         # urgent, as Event.succeed with a higher priority: the next flow starts before the network re-rates
         # this instant's links (FlowNetwork._touch), so a hand-over costs one max-min step, not two
         turn._ok, turn._value = True, None
         self.env.schedule(turn, simpy.events.URGENT)
 
 
-@dataclass
+@dataclass(slots=True)  # W lanes a rank, every rank at once
 class Lane:
     """Work items one after another, in their order; `gate` (when set) gives the turns, by the peer's `port`."""
 
@@ -127,9 +135,10 @@ class SimContext:
         self.nvlink_in = [Link(f"nvlink-in{r}", hw.link_GBps) for r in range(world)]
         # one link per NIC and direction, indexed node * nics + rail (= rank with one NIC per GPU):
         # GPUs that share a NIC share its links, and a NIC's in-link bounds the incast into it
+        # (W, W) arrays, not nested lists: W^2 Python ints are ~200 MB at 1024 GPUs, for every schedule run
         routes = hw.internode_routes(world)
-        self._nic_out_of, self._nic_in_of = routes.nic_out.tolist(), routes.nic_in.tolist()
-        self._hop_of = np.stack([routes.hop_from, routes.hop_to], axis=-1).tolist()
+        self._nic_out_of, self._nic_in_of = routes.nic_out.astype(np.int32), routes.nic_in.astype(np.int32)
+        self._hop_from, self._hop_to = routes.hop_from.astype(np.int32), routes.hop_to.astype(np.int32)
         self.nic_out = [Link(f"nic-out{k}", hw.nic_GBps) for k in range(routes.nic_count)]
         self.nic_in = [Link(f"nic-in{k}", hw.nic_GBps) for k in range(routes.nic_count)]
         self.hbm_copy = [Link(f"hbm{r}", hw.hbm_GBps / 2) for r in range(world)]  # a copy reads and writes
@@ -157,16 +166,16 @@ class SimContext:
             return [self.hbm_copy[src]]
         if self.node_of[src] == self.node_of[dst]:
             return [self.nvlink_out[src], self.nvlink_in[dst]]
-        network = [self.nic_out[self._nic_out_of[src][dst]], self.nic_in[self._nic_in_of[src][dst]]]
-        hop_from, hop_to = self._hop_of[src][dst]
+        network = [self.nic_out[self._nic_out_of[src, dst]], self.nic_in[self._nic_in_of[src, dst]]]
+        hop_from = self._hop_from[src, dst]
         if hop_from < 0:
             return network
-        hop = [self.nvlink_out[hop_from], self.nvlink_in[hop_to]]
+        hop = [self.nvlink_out[hop_from], self.nvlink_in[self._hop_to[src, dst]]]
         return hop + network if hop_from == src else network + hop
 
     def forwarded(self, src: int, dst: int) -> bool:
         """Whether a flow takes an NVLink hop on its way between nodes (rail or pxn routes)."""
-        return self.node_of[src] != self.node_of[dst] and self._hop_of[src][dst][0] >= 0
+        return bool(self.node_of[src] != self.node_of[dst] and self._hop_from[src, dst] >= 0)
 
     def lane(self, src: int, dst: int) -> str:
         """The kind of path between two ranks: each is worked on in parallel by the comm blocks."""
@@ -199,10 +208,49 @@ class SimContext:
             for peer, work in by_peer.items():
                 # the peer's NIC: the source's out-port of a pull, the destination's in-port of a push (on a rail
                 # or pxn route the path also holds NVLink hops; the turns go by the NIC, the shared port)
-                port = None if gate is None else (self.nic_out[self._nic_out_of[peer][rank]] if pull
-                                                  else self.nic_in[self._nic_in_of[rank][peer]])
+                port = None if gate is None else (self.nic_out[self._nic_out_of[peer, rank]] if pull
+                                                  else self.nic_in[self._nic_in_of[rank, peer]])
                 lanes.append(Lane(f"{kind} {'from' if pull else 'to'} {peer}", work, gate, port))
         return lanes
+
+    def start_lanes(self, lanes: list[Lane], body: Callable[[Lane, bool], Generator]) -> simpy.Event:
+        """Run `body(lane, holds_turn)` as a process per lane; the event fires once all have ended, as
+        env.all_of of those processes. `body` must ask for a gated lane's turn before anything else
+        (unless it holds it): a lane that would find no turn free is then not started at all until
+        LaneGate.release hands it one (LaneGate.defer). Its start is scheduled where the turn would
+        be, so every event runs as with a waiting process, less the waiting process's own start;
+        a waiting process (its generator and two events) per lane is O(W^2) memory at scale."""
+        env = self.env
+        done = env.event()
+        left = len(lanes)
+
+        def ended(event: simpy.Event) -> None:  # as env.all_of's check
+            nonlocal left
+            if done.triggered:
+                return
+            left -= 1
+            if not event.ok:
+                event.defused = True
+                done.fail(event.value)
+            elif not left:
+                done.succeed()
+
+        def start(lane: Lane, holds_turn: bool) -> None:
+            env.process(body(lane, holds_turn)).callbacks.append(ended)
+
+        turns = {}  # per gate, the turns free when the lanes start
+        for lane in lanes:
+            gate = lane.gate
+            if gate is not None:
+                free = turns.setdefault(gate, gate.free)
+                turns[gate] = free - 1
+                if free <= 0:
+                    gate.defer(lane.port, lambda lane=lane: start(lane, True))
+                    continue
+            start(lane, False)
+        if not lanes:
+            done.succeed()
+        return done
 
     def _local_lanes(self, work: list, engine_GBps: float) -> list[Lane]:
         copy_GBps = self.lane_capacity("local")

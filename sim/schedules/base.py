@@ -96,11 +96,13 @@ class Schedule(ABC):
 # ---- helpers shared by the collective-based schedules -------------------------------------
 
 
-def grouped_gemm_tiles(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int, layer: int) -> np.ndarray:
-    """Tile times of one grouped GEMM in expert-major order (all rows present)."""
+def grouped_gemm_runs(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,
+                      layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tile times of one grouped GEMM in expert-major order (all rows present), as runs (tile time, tiles)
+    per group: np.repeat of them gives the tiles."""
     tile_ns, n_tiles = group_tile_ns(ctx.hardware, ctx.workload, groups, rows, block_m, block_n, layer)
     m_tiles = -(-rows // block_m)
-    return np.repeat(tile_ns, m_tiles * n_tiles)
+    return tile_ns, m_tiles * n_tiles
 
 
 def pair_bytes(ctx: SimContext, per_group: np.ndarray | None = None) -> np.ndarray:
@@ -160,5 +162,7 @@ def reduce_ns(ctx: SimContext, rank: int) -> float:
     return float(np.ceil(ctx.hardware.hbm_pass_ns(moved)))
 
 
-def bubble(span_ns: float, tile_ns: np.ndarray, blocks: int) -> float:
-    return max(0.0, span_ns - float(tile_ns.sum()) / blocks)
+def bubble(span_ns: float, tile_ns: np.ndarray | float, blocks: int) -> float:
+    """Mean idle time of a block over `span_ns`, from its tile times or their sum (float(tile_ns.sum()))."""
+    busy = tile_ns if isinstance(tile_ns, float) else float(tile_ns.sum())
+    return max(0.0, span_ns - busy / blocks)

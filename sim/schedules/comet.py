@@ -53,7 +53,7 @@ from comet_dse.sim.fused_costs import (
 )
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
 from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
-from comet_dse.sim.network import Flow, Link
+from comet_dse.sim.network import Link
 from comet_dse.sim.runtime import Lane, SimContext
 from comet_dse.sim.schedules.base import (
     Outcome,
@@ -148,6 +148,7 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     destination gets its token share (layout.row_share) of the rows' bytes.
     """
     share = layout.row_share
+    part_start, part_source, part_rows = layout.part_start.tolist(), layout.part_source.tolist(), layout.part_rows.tolist()
     sends: list[tuple[float, int, float]] = []
     for j in range(split_end.shape[0]):
         for first in range(0, len(tile_order), tiles_per_send):
@@ -155,7 +156,9 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
             ready = float(split_end[j, batch.start:batch.stop].max())
             rows_to: dict[int, int] = {}
             for i in batch:
-                for dest, rows in layout.tile_parts[tile_order[i]]:
+                tile = tile_order[i]
+                for dest, rows in zip(part_source[part_start[tile]:part_start[tile + 1]],
+                                      part_rows[part_start[tile]:part_start[tile + 1]]):
                     rows_to[dest] = rows_to.get(dest, 0) + rows
             sends.extend((ready, dest, rows * bytes_per_row if share is None else rows * share[dest] * bytes_per_row)
                          for dest, rows in rows_to.items())
@@ -206,17 +209,24 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
         # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
         engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
-        flows: dict[int, Flow] = {}
+        # a tile is ready when its last row has landed: read off its source's flow as that flow ends, so no
+        # finished flow (one per source, with its rate history) is kept for the rest of the run
+        tile_ready = np.full(len(layout.tile_rows), float(start0))
+        tiles_by_source = np.argsort(layout.tile_last_source, kind="stable")  # source -1 (shared experts) first
+        sorted_source = layout.tile_last_source[tiles_by_source]
 
-        def pull(lane: Lane):
+        def pull(lane: Lane, holds_turn: bool):
             for src in lane.items:
-                if lane.gate is not None:
+                if lane.gate is not None and not holds_turn:
                     yield lane.gate.acquire(lane.port)
+                holds_turn = False
                 flow = ctx.network.transfer([engine0, *ctx.path(src, rank)], float(layout.flow_bytes[src]))
                 yield flow.done
                 if lane.gate is not None:
                     lane.gate.release()
-                flows[src] = flow
+                for i in tiles_by_source[np.searchsorted(sorted_source, src):np.searchsorted(sorted_source, src, "right")]:
+                    at = flow.size if copy_engine else layout.tile_last_offset[i]  # copy engine: one flag per segment
+                    tile_ready[i] = flow.time_at(at) + ctx.latency_ns(src, rank)
                 ctx.add_slice(rank, f"comm0 {lane.name}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
@@ -228,65 +238,80 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             lanes = [Lane("copy engine", sorted(pulls))]
         else:
             lanes = ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
-        yield env.all_of([env.process(pull(lane)) for lane in lanes])
+        del pull_bytes, pulls
+        yield ctx.start_lanes(lanes, pull)
+        del lanes, tiles_by_source, sorted_source
         pulls_end = env.now
-        tile_ready = np.full(len(layout.tile_rows), float(start0))
-        for i, (src, offset) in enumerate(zip(layout.tile_last_source, layout.tile_last_offset)):
-            if src >= 0 and src in flows:
-                at = flows[src].size if copy_engine else offset  # copy engine: one flag per segment
-                tile_ready[i] = flows[src].time_at(at) + ctx.latency_ns(src, rank)
         expert_order = knobs.tile_order == "expert"
         n_tiles = len(tile_ready)
-        # compute takes tiles in arrival order (own tiles first), or expert by expert: the layout's own order
-        order0 = np.arange(n_tiles) if expert_order else np.argsort(tile_ready, kind="stable")
-        g0 = layout.tile_group[order0]
-        dur0 = np.repeat(tile_ns0[g0], n_tiles0[g0])
-        ready0 = np.repeat(tile_ready[order0], n_tiles0[g0])
-        starts0, ends0 = persistent_schedule(ready0, dur0, blocks0, start0)
-        if slow0 != 1.0 and not copy_engine:  # tiles that ran beside the pulls, once more at their slower pace
-            starts0, ends0 = persistent_schedule(ready0, contended(starts0, dur0, (start0, pulls_end), slow0), blocks0, start0)
-        layer0_end = max(float(ends0.max(initial=start0)), env.now)
+
+        # The compute plans below run in functions: every rank's generator lives for the whole run, and the
+        # per-tile arrays (tens of thousands of column tiles a rank at scale) must not stay in its frame.
+        def layer0_compute() -> tuple[float, float, float, tuple | None]:
+            """(end of the last tile, the tiles' busy time, GEMM0 alone, (starts, ends) to record or None)."""
+            # compute takes tiles in arrival order (own tiles first), or expert by expert: the layout's own order
+            order0 = np.arange(n_tiles) if expert_order else np.argsort(tile_ready, kind="stable")
+            g0 = layout.tile_group[order0]
+            dur0 = np.repeat(tile_ns0[g0], n_tiles0[g0])
+            ready0 = np.repeat(tile_ready[order0], n_tiles0[g0])
+            starts0, ends0 = persistent_schedule(ready0, dur0, blocks0, start0)
+            if slow0 != 1.0 and not copy_engine:  # tiles that ran beside the pulls, once more at their slower pace
+                starts0, ends0 = persistent_schedule(ready0, contended(starts0, dur0, (start0, pulls_end), slow0), blocks0, start0)
+            return (float(ends0.max(initial=start0)), float(dur0.sum()), kernel_time_ns(dur0, blocks0),
+                    (starts0, ends0) if ctx.record else None)
+
+        compute0_end, busy0, alone0, counter0 = layer0_compute()
+        del tile_ready
+        layer0_end = max(compute0_end, env.now)
         yield env.timeout(layer0_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM0 + SwiGLU (fused)", start0, layer0_end)
-        if ctx.record:
-            ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts0, ends0)
+        if counter0 is not None:
+            ctx.timeline.add_busy_counter(rank, "busy compute blocks", *counter0)
+        del counter0
 
         # ---- layer1: GEMM1 split by split; each finished split of rows is sent home ----
         start1 = layer0_end + launch
-        position = np.empty(world, dtype=np.int64)
-        position[layout.source_order] = np.arange(world)
-        # a tile's place by its first source; the kernels as built (measured profile) go by its last: a merged
-        # tile holding own and remote rows is pushed home, so it is computed with the remote ones
-        placed_by = layout.tile_first_source if tables is None else np.maximum(layout.tile_last_source, 0)
-        source_rank = position[placed_by]
-        if knobs.row_order == "local-first":
-            source_rank = (source_rank - 1) % world  # remote rows first, local last
-        source_rank = np.where(layout.tile_last_source < 0, world, source_rank)  # shared experts last
-        order1 = np.arange(n_tiles) if expert_order else np.lexsort((np.arange(len(source_rank)), source_rank))
-        g1 = layout.tile_group[order1]
-        per_split = n_tiles1[g1] // knobs.n_splits
-        dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
-        starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), dur1, blocks1, start1)
-        bounds = np.cumsum(np.tile(per_split, knobs.n_splits))
-        routed = order1[layout.tile_last_source[order1] >= 0]
-        routed_pos = np.flatnonzero(layout.tile_last_source[order1] >= 0)
-        waves_tiles = max(1, SEND_WAVES * blocks1 // max(1, int(per_split.max(initial=1))))
-        bytes_per_row = wl.model.hidden // knobs.n_splits * wl.dtype_bytes
 
-        def layer1_sends(ends: np.ndarray) -> list[tuple[float, int, float]]:
-            # end of split j of the i-th tile in order1: the last of its per_split column tiles
-            split_end = (ends[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
-            found = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
-            if tables is not None:  # local rows are written in place in the combine region, not sent
-                found = [s for s in found if s[1] != rank]
-            return found
+        def layer1_plan() -> tuple[list[tuple[float, int, float]], float, float, float, tuple | None]:
+            """(the sends, end of the last tile, the tiles' busy time, GEMM1 alone, (starts, ends) to record or None)."""
+            position = np.empty(world, dtype=np.int64)
+            position[layout.source_order] = np.arange(world)
+            # a tile's place by its first source; the kernels as built (measured profile) go by its last: a merged
+            # tile holding own and remote rows is pushed home, so it is computed with the remote ones
+            placed_by = layout.tile_first_source if tables is None else np.maximum(layout.tile_last_source, 0)
+            source_rank = position[placed_by]
+            if knobs.row_order == "local-first":
+                source_rank = (source_rank - 1) % world  # remote rows first, local last
+            source_rank = np.where(layout.tile_last_source < 0, world, source_rank)  # shared experts last
+            order1 = np.arange(n_tiles) if expert_order else np.lexsort((np.arange(len(source_rank)), source_rank))
+            g1 = layout.tile_group[order1]
+            per_split = n_tiles1[g1] // knobs.n_splits
+            dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
+            starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), dur1, blocks1, start1)
+            bounds = np.cumsum(np.tile(per_split, knobs.n_splits))
+            routed = order1[layout.tile_last_source[order1] >= 0]
+            routed_pos = np.flatnonzero(layout.tile_last_source[order1] >= 0)
+            waves_tiles = max(1, SEND_WAVES * blocks1 // max(1, int(per_split.max(initial=1))))
+            bytes_per_row = wl.model.hidden // knobs.n_splits * wl.dtype_bytes
 
-        sends = layer1_sends(ends1)
-        if slow1 != 1.0 and sends:  # tiles that ran once the pushes began, once more at their slower pace
-            starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), contended(starts1, dur1, (sends[0][0], np.inf), slow1),
-                                                 blocks1, start1)
+            def layer1_sends(ends: np.ndarray) -> list[tuple[float, int, float]]:
+                # end of split j of the i-th tile in order1: the last of its per_split column tiles
+                split_end = (ends[bounds - 1] if len(bounds) else np.zeros(0)).reshape(knobs.n_splits, len(order1))
+                found = _layer1_sends(layout, routed, split_end[:, routed_pos], bytes_per_row, waves_tiles)
+                if tables is not None:  # local rows are written in place in the combine region, not sent
+                    found = [s for s in found if s[1] != rank]
+                return found
+
             sends = layer1_sends(ends1)
-        compute1_end = float(ends1.max(initial=start1))
+            if slow1 != 1.0 and sends:  # tiles that ran once the pushes began, once more at their slower pace
+                starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), contended(starts1, dur1, (sends[0][0], np.inf), slow1),
+                                                     blocks1, start1)
+                sends = layer1_sends(ends1)
+            return (sends, float(ends1.max(initial=start1)), float(dur1.sum()), kernel_time_ns(dur1, blocks1),
+                    (starts1, ends1) if ctx.record else None)
+
+        sends, compute1_end, busy1, alone1, counter1 = layer1_plan()
+        del layout, groups, group_rows  # nothing below reads the layout
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
         def push(lane: Lane):
@@ -310,18 +335,18 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                     lane.gate.release()
                 arrivals[dest] = max(arrivals[dest], env.now + ctx.latency_ns(rank, dest))
                 ctx.add_slice(rank, f"comm1 {lane.name}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
+                del flow  # not held while the lane waits for its next split: W lanes a rank, each flow with its history
 
         lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
         yield env.all_of([env.process(push(lane)) for lane in lanes])
         if compute1_end > env.now:
             yield env.timeout(compute1_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)
-        if ctx.record:
-            ctx.timeline.add_busy_counter(rank, "busy compute blocks", starts1, ends1)
+        if counter1 is not None:
+            ctx.timeline.add_busy_counter(rank, "busy compute blocks", *counter1)
         state[rank] = dict(
-            layer0_end=layer0_end, own_end=env.now,
-            compute_alone=kernel_time_ns(dur0, blocks0) + kernel_time_ns(dur1, blocks1),
-            tiles0=dur0, tiles1=dur1, overheads=overheads,
+            layer0_end=layer0_end, own_end=env.now, compute_alone=alone0 + alone1,
+            busy0=busy0, busy1=busy1, overheads=overheads,
         )
 
     for rank in range(world):
@@ -346,7 +371,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             ctx.add_slice(rank, "stream", "weighted top-k sum", end - reduce, end)
         ctx.add_slice(rank, "layer", "layer0", 0, s["layer0_end"])
         ctx.add_slice(rank, "layer", "layer1", s["layer0_end"], end)
-        idle = bubble(s["layer0_end"], s["tiles0"], blocks0) + bubble(received - s["layer0_end"], s["tiles1"], blocks1)
+        idle = bubble(s["layer0_end"], s["busy0"], blocks0) + bubble(received - s["layer0_end"], s["busy1"], blocks1)
         outcomes.append(RankOutcome(
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
             overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch},
