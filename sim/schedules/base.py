@@ -162,7 +162,6 @@ def reduce_ns(ctx: SimContext, rank: int) -> float:
     return float(np.ceil(ctx.hardware.hbm_pass_ns(moved)))
 
 
-def bubble(span_ns: float, tile_ns: np.ndarray | float, blocks: int) -> float:
-    """Mean idle time of a block over `span_ns`, from its tile times or their sum (float(tile_ns.sum()))."""
-    busy = tile_ns if isinstance(tile_ns, float) else float(tile_ns.sum())
-    return max(0.0, span_ns - busy / blocks)
+def bubble(span_ns: float, busy_ns: float, blocks: int) -> float:
+    """Mean idle time of a block over `span_ns`, given the blocks' summed tile times."""
+    return max(0.0, span_ns - busy_ns / blocks)

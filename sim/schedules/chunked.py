@@ -233,7 +233,7 @@ class Chunked(Schedule):
                 end_ns=env.now,
                 layer0_end_ns=state["layer0_end"],
                 compute_alone_ns=state["compute_alone"],
-                bubble_ns=bubble(env.now, np.concatenate([k.busy_tiles(hw.sms) for k in gemms]), hw.sms),
+                bubble_ns=bubble(env.now, float(np.concatenate([k.busy_tiles(hw.sms) for k in gemms]).sum()), hw.sms),
                 overheads_ns=overheads,
             )
 

@@ -110,7 +110,7 @@ class Sequential(Schedule):
                 end_ns=env.now,
                 layer0_end_ns=layer0_end,
                 compute_alone_ns=sum(k.ns for k in gemms),
-                bubble_ns=bubble(env.now, np.concatenate([k.busy_tiles(hw.sms) for k in gemms]), hw.sms),
+                bubble_ns=bubble(env.now, float(np.concatenate([k.busy_tiles(hw.sms) for k in gemms]).sum()), hw.sms),
                 overheads_ns=overheads,
             )
 
