@@ -5,7 +5,8 @@
 Targets: Mixtral-8x7B on h800, EP=8, 16384 tokens/GPU, all three schedules together in <= 1 s
 on one core (issue 2); DeepSeek-V3 shapes, all three schedules, EP=64 in <= 2 s, EP=256 (32
 nodes x 8) in <= 10 s and EP=1024 in <= 60 s (the cluster-scale issue).
-`--gpus 64,256 --repeat 3` times only those cases, each the median of three runs.
+`--gpus 64,256 --repeat 3` times only those cases, each the median of three runs. `--network` prices
+comet's copies with that engine (default auto: flows up to 32 GPUs, fluid beyond; sim/api.network_engine).
 Writes results/bench/sim_speed.json (with each case's peak memory, ru_maxrss, which only grows
 over a run: run a large case alone to read its own figure). Threads are pinned to one so the
 figure is one core's.
@@ -30,6 +31,7 @@ from pathlib import Path  # noqa: E402
 
 from comet_dse.sim import SCHEDULES, simulate  # noqa: E402
 
+from comet_dse.choices import NETWORK_ENGINES  # noqa: E402
 from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
 from comet_dse.models import MODEL_PRESETS  # noqa: E402
 from comet_dse.routing import make_routing  # noqa: E402
@@ -54,9 +56,9 @@ TARGETS_S = {("mixtral-8x7b", 8, 16384): 1.0, ("deepseek-v3", 64, 4096): 2.0, ("
              ("deepseek-v3", 1024, 4096): 60.0}
 
 
-def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repeat: int = 1) -> dict:
+def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repeat: int = 1, network: str = "auto") -> dict:
     """All schedules on one shared routing; with `repeat` > 1 the median run (by total time)."""
-    runs = [_run_case(model, hardware, ep, tokens, tp) for _ in range(repeat)]
+    runs = [_run_case(model, hardware, ep, tokens, tp, network) for _ in range(repeat)]
     row = sorted(runs, key=lambda r: r["total_wall_s"])[len(runs) // 2]
     if repeat > 1:
         row["runs_total_wall_s"] = [r["total_wall_s"] for r in runs]
@@ -65,7 +67,7 @@ def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repea
     return row
 
 
-def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int) -> dict:
+def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int, network: str) -> dict:
     workload = Workload(MODEL_PRESETS[model], tokens, ep, tp)
     hw = HARDWARE_PRESETS[hardware]
     start = time.perf_counter()
@@ -73,10 +75,11 @@ def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int) -> dict:
     per_schedule = {}
     for name in SCHEDULES:
         t0 = time.perf_counter()
-        result = simulate(workload, hw, name, routing=routing, record=False)
+        result = simulate(workload, hw, name, routing=routing, record=False, network=network)
         wall = time.perf_counter() - t0
         per_schedule[name] = {"wall_s": round(wall, 4), "events": result.events,
-                              "events_per_s": round(result.events / wall), "latency_us": result.latency_us}
+                              "events_per_s": round(result.events / wall), "latency_us": result.latency_us,
+                              "network": result.network}
     total = time.perf_counter() - start
     target = TARGETS_S.get((model, workload.world, tokens))
     return {"model": model, "hardware": hardware, "ep": ep, "tp": tp, "gpus": workload.world, "tokens": tokens,
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--gpus", help="only the cases with these GPU counts, comma-separated (e.g. 64,256)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is kept")
     parser.add_argument("--profile", action="store_true", help="print where the 64-GPU comet run spends its time")
+    parser.add_argument("--network", default="auto", choices=NETWORK_ENGINES, help="comet's network engine (default auto)")
     parser.add_argument("--out", default="results/bench/sim_speed.json")
     args = parser.parse_args()
 
@@ -100,9 +104,10 @@ def main() -> None:
     rows = []
     print(f"{'model':16} {'GPUs':>4} {'tokens':>6} {'total s':>8} {'target':>7}  per schedule: s (events/s)")
     for case, _ in ladder:
-        row = run_case(*case, repeat=args.repeat)
+        row = run_case(*case, repeat=args.repeat, network=args.network)
         rows.append(row)
         detail = "  ".join(f"{n} {s['wall_s']:.3f} ({s['events_per_s']:,})" for n, s in row["schedules"].items())
+        detail += f"  comet's network {row['schedules']['comet']['network']}"
         target = f"{row['target_s']:.0f} s" if row["target_s"] else ""
         print(f"{row['model']:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}"
               f"  peak {row['max_rss_MiB']} MiB", flush=True)
@@ -110,12 +115,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine(),
                                            "cpus": os.cpu_count(), "threads": 1},
-                               "date": time.strftime("%Y-%m-%d"), "cases": rows}, indent=2) + "\n")
+                               "date": time.strftime("%Y-%m-%d"), "network": args.network, "cases": rows}, indent=2) + "\n")
     print(f"wrote {out}")
     if args.profile:
         workload = Workload(MODEL_PRESETS["deepseek-v3"], 4096, 64)
         profile = cProfile.Profile()
-        profile.runcall(simulate, workload, HARDWARE_PRESETS["h800"], "comet", record=False)
+        profile.runcall(simulate, workload, HARDWARE_PRESETS["h800"], "comet", record=False, network=args.network)
         pstats.Stats(profile).sort_stats("tottime").print_stats(12)
 
 

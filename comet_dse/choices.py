@@ -24,6 +24,11 @@ SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 TP_DISPATCH = ("tokens", "rows")
 # how a token crosses nodes (comet_dse/hardware.py INTERNODE_ROUTES says what each means)
 INTERNODE_ROUTES = ("direct", "rail", "pxn")
+# how the simulator prices comet's copies: "flows" (every copy a flow, max-min rates re-computed as flows start
+# and end: sim/network.py), "fluid" (each layer's link loads at once: sim/fluid.py), or "auto" (flows up to
+# FLOWS_UP_TO_GPUS GPUs, fluid beyond, where the flows' cost grows as W^2 flows x their re-ratings)
+NETWORK_ENGINES = ("auto", "flows", "fluid")
+FLOWS_UP_TO_GPUS = 32
 # torch dtype names that `comet-dse bench` runs the kernels in
 DTYPES = ("bfloat16", "float16", "float32")
 # the routing forms: a name or a prefix with its argument

@@ -6,7 +6,7 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 
 # Part of every tuning study's identity (search/study.py): bump it whenever a change to the
 # simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
-COST_MODEL_VERSION = 11  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
+COST_MODEL_VERSION = 12  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
 # 3: comet's row tiles merged across sources unless tile_layout='by-source'; measured: layer1 by last source;
 # 4: measured: 7 small kernels before layer0 (step 1 on the device); one communication-alone floor for every
 # schedule, hidden fraction of the hideable part, comm_bound; a measured GEMM slowdown below 1 read as 1;
@@ -18,6 +18,7 @@ COST_MODEL_VERSION = 11  # 2: measured profiles price the fused kernels as built
 # 10: measured: a fused GEMM launch's fixed cost is the least over its SM counts (slower weight streaming at
 # fewer SMs is the tiles' work, not the launch's)
 # 11: layer0/layer1 copies run to every peer at once (one lane per peer; network peers 8 at a time, by turns)
+# 12: beyond 32 GPUs comet's copies priced by the fluid network (sim/fluid.py; --network auto), not flows
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
            "default_schedule", "simulate"]

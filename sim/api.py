@@ -8,6 +8,7 @@ from comet_dse.sim.schedules import SCHEDULES
 from comet_dse.sim.schedules.base import Schedule, comm_alone_ns, default_tile, parse_tile
 from comet_dse.sim.schedules.comet import Comet, default_n_splits
 
+from comet_dse.choices import FLOWS_UP_TO_GPUS, NETWORK_ENGINES
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing, make_routing, virtual_experts
@@ -30,11 +31,12 @@ def as_schedule(schedule: str | Schedule, hidden: int) -> Schedule:
 
 
 def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Schedule = "comet",
-             routing: Routing | None = None, record: bool = True) -> Result:
+             routing: Routing | None = None, record: bool = True, network: str = "auto") -> Result:
     """Simulate one MoE layer forward on all ranks under one schedule.
 
     `routing` may be passed to share one drawn routing between schedules; by default it
     is drawn from the workload's routing spec and seed. `record=False` skips the timeline.
+    `network` prices comet's copies (NETWORK_ENGINES): "auto" is "flows" up to FLOWS_UP_TO_GPUS GPUs, else "fluid".
     """
     sched = as_schedule(schedule, workload.model.hidden)
     sched.validate(workload, hardware)
@@ -42,6 +44,16 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     if isinstance(sched, Comet) and sched.tp_dispatch == "rows" and workload.tp > 1:
         # a row per (token, expert) to each TP rank: the EP layer over the virtual experts, on the same draw
         workload, routing = virtual_experts(workload, routing)
-    ctx = SimContext(workload, hardware, routing, record=record)
+    ctx = SimContext(workload, hardware, routing, record=record, engine=network_engine(network, workload.world))
     outcome = sched.run(ctx)
-    return summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled)
+    return summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled,
+                     ctx.engine)
+
+
+def network_engine(network: str, world: int) -> str:
+    """The engine `network` names at `world` GPUs: "auto" resolved (NETWORK_ENGINES)."""
+    if network not in NETWORK_ENGINES:
+        raise UserError("--network", f"must be one of {', '.join(NETWORK_ENGINES)}, got {network!r}")
+    if network == "auto":
+        return "flows" if world <= FLOWS_UP_TO_GPUS else "fluid"
+    return network

@@ -40,6 +40,7 @@ class Result:
     params: dict
     per_rank: list[RankResult]
     events: int = 0
+    network: str = "flows"  # the engine that priced comet's copies (sim/api.network_engine)
     timeline: Timeline = field(default_factory=Timeline, repr=False)
 
     def to_dict(self) -> dict:
@@ -55,11 +56,13 @@ class Result:
             "bubble_us": self.bubble_us,
             "overheads_us": self.overheads_us,
             "params": self.params,
+            "network": self.network,
             "per_rank": [vars(r) for r in self.per_rank],
         }
 
 
-def summarize(schedule: str, params: dict, outcome: Outcome, comm_ns: float, timeline: Timeline, events: int) -> Result:
+def summarize(schedule: str, params: dict, outcome: Outcome, comm_ns: float, timeline: Timeline, events: int,
+              network: str = "flows") -> Result:
     per_rank = [
         RankResult(
             rank=i,
@@ -94,5 +97,6 @@ def summarize(schedule: str, params: dict, outcome: Outcome, comm_ns: float, tim
         params={"schedule": schedule, "slowest_rank": slowest, **params},
         per_rank=per_rank,
         events=events,
+        network=network,
         timeline=timeline,
     )

@@ -11,6 +11,7 @@ from functools import cached_property
 
 import numpy as np
 import simpy
+from comet_dse.sim.fluid import FluidNetwork
 from comet_dse.sim.network import FlowNetwork, Link
 from comet_dse.sim.timeline import Timeline
 
@@ -124,6 +125,7 @@ class SimContext:
     hardware: HardwareProfile
     routing: Routing
     record: bool = True  # False: skip the timeline (search runs only need numbers)
+    engine: str = "flows"  # the network: "flows", the max-min flow engine; "fluid", link loads per layer (sim/fluid.py)
 
     def __post_init__(self) -> None:
         self.env = CountingEnvironment()
@@ -142,6 +144,7 @@ class SimContext:
         self.nic_out = [Link(f"nic-out{k}", hw.nic_GBps) for k in range(routes.nic_count)]
         self.nic_in = [Link(f"nic-in{k}", hw.nic_GBps) for k in range(routes.nic_count)]
         self.hbm_copy = [Link(f"hbm{r}", hw.hbm_GBps / 2) for r in range(world)]  # a copy reads and writes
+        self.fluid = FluidNetwork(self) if self.engine == "fluid" else None
 
     @cached_property
     def group_sends(self) -> np.ndarray:
@@ -261,6 +264,15 @@ class SimContext:
         else:
             fanout = max(1, min(len(work), math.ceil(engine_GBps / copy_GBps - 1e-9)))
         return [Lane(f"local {i}", work[i::fanout]) for i in range(fanout)]
+
+    def latencies_ns(self, rank: int, incoming: bool) -> np.ndarray:
+        """(W,) latency_ns from every rank to `rank` (incoming) or from `rank` to every rank."""
+        peers = np.arange(self.workload.world)
+        hops = self._hop_from[:, rank] if incoming else self._hop_from[rank, :]
+        hw = self.hardware
+        same_node = self.node_of == self.node_of[rank]
+        network = np.where(hops >= 0, (hw.nic_latency_us + hw.link_latency_us) * 1e3, hw.nic_latency_us * 1e3)
+        return np.where(peers == rank, 0.0, np.where(same_node, hw.link_latency_us * 1e3, network))
 
     def latency_ns(self, src: int, dst: int) -> float:
         if src == dst:

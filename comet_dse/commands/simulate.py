@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from comet_dse.choices import INTERNODE_ROUTES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
+from comet_dse.choices import FLOWS_UP_TO_GPUS, INTERNODE_ROUTES, NETWORK_ENGINES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", metavar="all|I,J",
                         help="with --routing counts:<file>: the file's MoE layers to simulate, each with its own routing, "
                              "and their sum ('all' or indices from 0; default: every layer of a file of several)")
+    parser.add_argument("--network", default="auto", choices=NETWORK_ENGINES,
+                        help=f"how comet's copies are priced: flows (every copy a flow at max-min fair rates; exact, "
+                             f"W^2 flows), fluid (each layer's link loads at once, seconds at 1024 GPUs; within 3%% of "
+                             f"flows on the cases in results/bench/fluid_check.txt) or auto (flows up to "
+                             f"{FLOWS_UP_TO_GPUS} GPUs, fluid beyond) (default auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON (Perfetto) of all ranks (default: none)")
     parser.add_argument("--html", metavar="FILE", help="write a Plotly timeline, self-contained HTML: a heat strip of all ranks and "
@@ -164,7 +169,8 @@ def format_table(results, workload) -> str:
     ]
     for r in results:
         knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
-        lines.append(f"  {r.schedule}: {knobs}; slowest rank {r.params['slowest_rank']}")
+        network = f"; network {r.network}" if r.schedule == "comet" else ""
+        lines.append(f"  {r.schedule}: {knobs}; slowest rank {r.params['slowest_rank']}{network}")
     return "\n".join(lines)
 
 
@@ -277,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     notice = f"simulating {names} on {workload.ep * workload.tp} GPUs ({workload.tokens} tokens each) …"
     with SlowNotice(Progress(wanted(args.quiet), prefix="comet-dse simulate"), notice, long=workload.ep >= LONG_EP):
         with hot_spots(args.profile):
-            results = [simulate(workload, hardware, s, routing=routing, record=record) for s in schedules]
+            results = [simulate(workload, hardware, s, routing=routing, record=record, network=args.network) for s in schedules]
 
     if args.trace:
         write_chrome_trace(results, args.trace)
@@ -315,7 +321,8 @@ def _run_layers(args: argparse.Namespace, hardware, workload, schedules, layers:
     progress = Progress(wanted(args.quiet), prefix="comet-dse simulate")
     for i, ((layer, wl), routing) in enumerate(zip(workloads, routings, strict=True)):
         progress.status(f"layer {layer} ({i + 1}/{len(workloads)})")
-        per_layer.append((layer, [simulate(wl, hardware, s, routing=routing, record=False) for s in schedules]))
+        per_layer.append((layer, [simulate(wl, hardware, s, routing=routing, record=False, network=args.network)
+                                  for s in schedules]))
     progress.end()
     if args.json:
         names = [r.schedule for r in per_layer[0][1]]

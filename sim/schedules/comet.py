@@ -51,6 +51,7 @@ from comet_dse.sim.fused_costs import (
     fused_tile_ns,
     pack_ns,
 )
+from comet_dse.sim.fluid import pull_times, push_times
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
 from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
 from comet_dse.sim.network import Link
@@ -61,6 +62,7 @@ from comet_dse.sim.schedules.base import (
     Schedule,
     bubble,
     column_tiles,
+    pair_bytes,
     reduce_ns,
 )
 
@@ -180,6 +182,13 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     barrier0 = ctx.collective("device barrier", hw.link_latency_us * 1e3)
     arrivals = np.zeros(world)  # last combine data landed, per destination rank
     state: list[dict] = [{} for _ in range(world)]
+    fluid = None
+    if ctx.fluid is not None:  # each layer's link loads: the dispatch pulled, the combine pushed (sim/fluid.py)
+        sends = pair_bytes(ctx)
+        if tables is not None:  # own rows need no copy in either layer (read in place, written in place)
+            np.fill_diagonal(sends, 0.0)
+        fluid = (ctx.fluid.loads(sends), ctx.fluid.loads(sends.T.copy()))
+        del sends
 
     def rank_process(rank: int):
         # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
@@ -235,13 +244,24 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
         pulls = [src for src in layout.source_order if pull_bytes[src] > 0]
         if copy_engine:  # one copy per source, in rank order, one after another on the side stream
-            lanes = [Lane("copy engine", sorted(pulls))]
+            pulls.sort()
+        if fluid is not None:  # the fluid network: each source's landing priced at once, no flows
+            begin, end = np.full(world, float(start0)), np.full(world, float(start0))
+            begin[pulls], end[pulls] = pull_times(ctx, rank, pulls, pull_bytes[pulls], cap0, start0, fluid[0], copy_engine)
+            src = layout.tile_last_source
+            pulled = (src >= 0) & (pull_bytes[np.maximum(src, 0)] > 0)  # own tiles (measured) stay ready at start0
+            src = src[pulled]
+            landed = 1.0 if copy_engine else np.minimum(1.0, layout.tile_last_offset[pulled] / pull_bytes[src])
+            tile_ready[pulled] = begin[src] + (end[src] - begin[src]) * landed + ctx.latencies_ns(rank, incoming=True)[src]
+            for src in pulls:
+                ctx.add_slice(rank, "comm0 fluid", f"pull from rank {src}", begin[src], end[src], bytes=int(pull_bytes[src]))
+            pulls_end = float(end.max(initial=start0))
         else:
-            lanes = ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
-        del pull_bytes, pulls
-        yield ctx.start_lanes(lanes, pull)
-        del lanes, tiles_by_source, sorted_source
-        pulls_end = env.now
+            lanes = [Lane("copy engine", pulls)] if copy_engine else ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
+            yield ctx.start_lanes(lanes, pull)
+            del lanes
+            pulls_end = env.now
+        del pull_bytes, pulls, tiles_by_source, sorted_source
         expert_order = knobs.tile_order == "expert"
         n_tiles = len(tile_ready)
 
@@ -337,8 +357,17 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                 ctx.add_slice(rank, f"comm1 {lane.name}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
                 del flow  # not held while the lane waits for its next split: W lanes a rank, each flow with its history
 
-        lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
-        yield env.all_of([env.process(push(lane)) for lane in lanes])
+        if fluid is not None:
+            lefts = push_times(ctx, rank, sends, cap1, fluid[1])
+            latency = ctx.latencies_ns(rank, incoming=False)
+            for (ready, dest, size), left in zip(sends, lefts):
+                arrivals[dest] = max(arrivals[dest], left + latency[dest])
+                ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / cap1, left, bytes=int(size))
+            if lefts and max(lefts) > env.now:
+                yield env.timeout(max(lefts) - env.now)
+        else:
+            lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
+            yield env.all_of([env.process(push(lane)) for lane in lanes])
         if compute1_end > env.now:
             yield env.timeout(compute1_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM1 (fused, column splits)", start1, compute1_end)

@@ -43,6 +43,7 @@ CASES: list[tuple[list[str], str]] = [
     # simulate: workload and knobs
     (["simulate", *SMALL, "--ep", "3"], "--ep"),
     (["simulate", *SMALL, "--tokens", "0"], "--tokens"),
+    (["simulate", *SMALL, "--network", "packets"], "--network"),
     (["simulate", *SMALL, "--routing", "counts:counts7.json"], "--routing"),
     (["simulate", *SMALL, "--routing", "counts:counts.json", "--layers", "2"], "--layers"),
     (["simulate", *SMALL, "--routing", "counts:counts.json", "--layers", "0,x"], "--layers"),
