@@ -4,7 +4,9 @@
 
 The flow engine (sim/network.py) is the reference: every copy a flow at max-min fair rates, exact while at
 most 64 flows are in flight and a local max-min step beyond (what `--network flows` runs). Up to 32 GPUs
-the flows are also run exact however many flows are in flight ("exact": whole components re-rated, slow).
+the flows are also run exact however many flows are in flight ("exact": whole components re-rated, slow),
+and with every network peer at once ("all peers": the model the flows' turns, MAX_CONCURRENT_PEERS at a
+time, stand in for; sim/runtime.py).
 The fluid network (sim/fluid.py) prices each layer's copies from its link loads at once. Per case: the
 latencies, the fluid's error against the flows (and the exact), the wall times; per sweep of comm blocks:
 whether the flows and the fluid pick the same count, and the flows' latency at the fluid's pick over the
@@ -25,6 +27,7 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import comet_dse.sim.network as flow_network  # noqa: E402
+import comet_dse.sim.runtime as runtime  # noqa: E402
 from comet_dse.sim import simulate  # noqa: E402
 from comet_dse.sim.api import default_schedule  # noqa: E402
 
@@ -77,6 +80,14 @@ def run_case(model: str, hardware: str, internode: str | None, ep: int, tp: int,
             point["exact_us"] = exact
             point["error_vs_exact"] = round(point["fluid"]["latency_us"] / exact - 1, 5)
             point["flows_error_vs_exact"] = round(point["flows"]["latency_us"] / exact - 1, 5)
+            turns, runtime.MAX_CONCURRENT_PEERS = runtime.MAX_CONCURRENT_PEERS, 10**9
+            try:
+                every_peer = simulate(workload, hw, schedule, routing=drawn, record=False, network="flows").latency_us
+                every_peer_fluid = simulate(workload, hw, schedule, routing=drawn, record=False, network="fluid").latency_us
+            finally:
+                runtime.MAX_CONCURRENT_PEERS = turns
+            point["all_peers_us"] = every_peer
+            point["error_vs_all_peers"] = round(every_peer_fluid / every_peer - 1, 5)
         points.append(point)
     flows = {p["comm_blocks"]: p["flows"]["latency_us"] for p in points}
     fluid = {p["comm_blocks"]: p["fluid"]["latency_us"] for p in points}
@@ -97,25 +108,28 @@ def main() -> None:
         row = run_case(*case)
         rows.append(row)
         errors = " ".join(f"{p['comm_blocks']}:{100 * p['error']:+.2f}%"
-                          + (f" (exact: fluid {100 * p['error_vs_exact']:+.2f}%, flows {100 * p['flows_error_vs_exact']:+.2f}%)"
-                             if "exact_us" in p else "") for p in row["points"])
+                          + (f" (exact: fluid {100 * p['error_vs_exact']:+.2f}%, flows {100 * p['flows_error_vs_exact']:+.2f}%;"
+                             f" all peers {100 * p['error_vs_all_peers']:+.2f}%)" if "exact_us" in p else "") for p in row["points"])
         walls = sum(p["flows"]["wall_s"] for p in row["points"]), sum(p["fluid"]["wall_s"] for p in row["points"])
         print(f"{row['model']:15} {Path(row['hardware']).stem:20} {row['internode']:6} EP={row['ep']:<3} TP={row['tp']} "
               f"{row['tokens']:>5} {row['routing']:8} blocks:error {errors} | best flows {row['flows_best']} fluid "
               f"{row['fluid_best']} (regret {100 * row['regret']:.2f}%) | wall flows {walls[0]:.2f} s fluid {walls[1]:.2f} s",
               flush=True)
     errors = [abs(p["error"]) for r in rows for p in r["points"]]
-    exact = [(abs(p["error_vs_exact"]), abs(p["flows_error_vs_exact"])) for r in rows for p in r["points"] if "exact_us" in p]
+    exact = [(abs(p["error_vs_exact"]), abs(p["flows_error_vs_exact"]), abs(p["error_vs_all_peers"]))
+             for r in rows for p in r["points"] if "exact_us" in p]
     summary = {"points": len(errors), "max_abs_error": max(errors), "mean_abs_error": round(sum(errors) / len(errors), 5),
                "exact_points": len(exact), "fluid_max_abs_error_vs_exact": max(e[0] for e in exact),
                "flows_max_abs_error_vs_exact": max(e[1] for e in exact),
+               "max_abs_error_vs_all_peers": max(e[2] for e in exact),
                "same_pick": sum(r["flows_best"] == r["fluid_best"] for r in rows if len(r["points"]) > 1),
                "sweeps": sum(len(r["points"]) > 1 for r in rows), "max_regret": max(r["regret"] for r in rows)}
     print(f"{summary['points']} points: |error| mean {100 * summary['mean_abs_error']:.2f}%, max "
           f"{100 * summary['max_abs_error']:.2f}%; same best comm blocks in {summary['same_pick']} of {summary['sweeps']} "
           f"sweeps, regret at most {100 * summary['max_regret']:.2f}%; against the exact flows ({summary['exact_points']} "
           f"points up to {EXACT_UP_TO_GPUS} GPUs): fluid at most {100 * summary['fluid_max_abs_error_vs_exact']:.2f}%, "
-          f"flows at most {100 * summary['flows_max_abs_error_vs_exact']:.2f}% off")
+          f"flows at most {100 * summary['flows_max_abs_error_vs_exact']:.2f}% off; with every peer at once, the fluid "
+          f"at most {100 * summary['max_abs_error_vs_all_peers']:.2f}% off the flows")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/fluid_check.py"

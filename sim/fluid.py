@@ -19,10 +19,10 @@ re-ratings). This model prices a layer's traffic once, from the bytes every link
   its split is computed.
 
 What it leaves out: links loaded unevenly over time (a link hot early in the layer and idle later reads
-as its average; where the flows' turn-taking leaves some links idle while others queue, the fluid is
-optimistic: rail and PXN routes, TP across nodes, skewed routing), and a class's rate bound by its
-busiest pair's path rather than each peer's own. benchmarks/fluid_check.py measures how far it lands
-from the flow engine (results/bench/fluid_check.txt).
+as its average: skewed routing comes out a few percent fast), and a class's rate bound by its busiest
+pair's path rather than each peer's own. Against the flows it lands closest to every peer at once, the
+model the flows' turns (MAX_CONCURRENT_PEERS at a time) stand in for; benchmarks/fluid_check.py
+measures how far it lands from both (results/bench/fluid_check.txt).
 """
 
 from __future__ import annotations
@@ -158,15 +158,16 @@ def pull_times(ctx, rank: int, sources: list[int], sizes: np.ndarray, cap: float
                one_lane: bool) -> tuple[np.ndarray, np.ndarray]:
     """When each source's pull (`sizes[i]` bytes from `sources[i]`, in pull order) begins and ends landing.
     `one_lane`: the copy engine, one source after another on one stream."""
-    kinds = ["copy" if one_lane else ctx.lane(src, rank) for src in sources]
-    members: dict[str, list[int]] = {}
-    for i, kind in enumerate(kinds):
-        members.setdefault(kind, []).append(i)
-    sizes = np.asarray(sizes, dtype=float)
+    sources, sizes = np.asarray(sources, dtype=np.int64), np.asarray(sizes, dtype=float)
+    if one_lane:
+        members = {"copy": np.arange(len(sources))} if len(sources) else {}
+    else:
+        kind_of = _class_of(ctx, rank, sources)
+        members = {kind: idx for c, kind in enumerate(CLASSES) if len(idx := np.flatnonzero(kind_of == c))}
     bytes_by_class = {kind: float(sizes[idx].sum()) for kind, idx in members.items()}
     demand = {}
     for kind, idx in members.items():
-        slowest = float(loads.pair_ns[np.asarray(sources)[idx], rank].max())
+        slowest = float(loads.pair_ns[sources[idx], rank].max())
         demand[kind] = bytes_by_class[kind] / slowest if slowest > 0 else math.inf
     concurrent = {kind: _concurrent(kind, len(idx)) for kind, idx in members.items()}
     progress = class_progress(bytes_by_class, demand, concurrent, cap, start)
@@ -181,52 +182,86 @@ def pull_times(ctx, rank: int, sources: list[int], sizes: np.ndarray, cap: float
 
 
 def push_times(ctx, rank: int, sends: list[tuple[float, int, float]], cap: float,
-               loads: LinkLoads) -> list[float]:
+               loads: LinkLoads) -> np.ndarray:
     """When each send (ready, destination, bytes), in production order, has left: first come first served
     per class, none before its split is ready; the classes with a send under way share the engine
     (class_rates), re-shared as one goes idle or gets work."""
-    kinds = [ctx.lane(rank, dest) for _, dest, _ in sends]
-    queues: dict[str, list[int]] = {}
-    slowest: dict[str, float] = {}
-    peers: dict[str, set[int]] = {}
-    for i, ((_, dest, _), kind) in enumerate(zip(sends, kinds)):
-        queues.setdefault(kind, []).append(i)
-        slowest[kind] = max(slowest.get(kind, 0.0), float(loads.pair_ns[rank, dest]))
-        peers.setdefault(kind, set()).add(dest)
-    demand = {kind: sum(sends[i][2] for i in idx) / slowest[kind] if slowest[kind] > 0 else math.inf
-              for kind, idx in queues.items()}
-    weight = {kind: _concurrent(kind, len(peers[kind])) for kind in queues}
-    ready = {kind: [sends[i][0] for i in idx] for kind, idx in queues.items()}
-    size = {kind: [sends[i][2] for i in idx] for kind, idx in queues.items()}
+    if not sends:
+        return []
+    ready_at, dest, size_of = (np.array(column) for column in zip(*sends))
+    dest = dest.astype(np.int64)
+    kind_of = _class_of(ctx, rank, dest)
+    queues: dict[str, np.ndarray] = {}
+    demand: dict[str, float] = {}
+    weight: dict[str, int] = {}
+    for c, kind in enumerate(CLASSES):
+        idx = np.flatnonzero(kind_of == c)
+        if not len(idx):
+            continue
+        queues[kind] = idx
+        slowest = float(loads.pair_ns[rank, dest[idx]].max())
+        demand[kind] = float(size_of[idx].sum()) / slowest if slowest > 0 else math.inf
+        weight[kind] = _concurrent(kind, len(np.unique(dest[idx])))
+    ready = {kind: ready_at[idx] for kind, idx in queues.items()}
+    size = {kind: size_of[idx] for kind, idx in queues.items()}
     shares: dict[tuple[str, ...], dict[str, float]] = {}  # by the busy classes: a handful of sets
     head = dict.fromkeys(queues, 0)  # next send per class
-    left = {kind: size[kind][0] for kind in queues}  # bytes of the head send still to go
-    ends = [0.0] * len(sends)
-    now = min(ready for ready, _, _ in sends) if sends else 0.0
+    left = {kind: float(size[kind][0]) for kind in queues}  # bytes of the head send still to go
+    ends = np.zeros(len(sends))
+    now = float(ready_at.min())
     while head:
         busy = tuple(k for k in head if ready[k][head[k]] <= now)
         if not busy:
-            now = min(ready[k][head[k]] for k in head)
+            now = float(min(ready[k][head[k]] for k in head))
             continue
         rates = shares.get(busy)
         if rates is None:
             rates = shares[busy] = class_rates({k: demand[k] for k in busy}, weight, cap)
-        # the next change: a busy class's head send leaves, or an idle class's head send becomes ready
-        step = min(left[k] / rates[k] if rates[k] > 0 else math.inf for k in busy)
-        if len(busy) < len(head):
-            step = min(step, min(ready[k][head[k]] for k in head if k not in busy) - now)
-        now += step
-        for k in busy:
-            rate = rates[k]
-            left[k] -= left[k] if rate == math.inf else rate * step
-            if left[k] <= 1e-9 * max(1.0, size[k][head[k]]):
-                ends[queues[k][head[k]]] = now
-                head[k] += 1
-                if head[k] == len(queues[k]):
-                    del head[k]
-                else:
-                    left[k] = size[k][head[k]]
+        # while the busy set holds, each busy class sends back to back at its rate: its run of sends ends
+        # where the next is not ready yet (or its queue is empty); the set changes at the first such end
+        # or when an idle class's next send is ready
+        runs = {k: _run(now, left[k], ready[k], size[k], head[k], rates[k]) for k in busy}
+        until = min(float(t[-1]) for t in runs.values())
+        idle_ready = [float(ready[k][head[k]]) for k in head if k not in busy]
+        until = min([until, *idle_ready])
+        for k, t in runs.items():
+            done = int(np.searchsorted(t, until, side="right"))  # sends of the run ended by then
+            h = head[k]
+            ends[queues[k][h:h + done]] = t[:done]
+            h += done
+            if h == len(queues[k]):
+                del head[k]
+                continue
+            head[k] = h
+            if done == len(t):  # the run is over: the next send waits for its split, all of it to go
+                left[k] = float(size[k][h])
+            else:  # the send under way: what it has left at `until`
+                rate = rates[k]
+                left[k] = 0.0 if rate == math.inf else max(0.0, float(t[done] - until) * rate)
+        now = until
     return ends
+
+
+def _run(now: float, left: float, ready: np.ndarray, size: np.ndarray, head: int, rate: float) -> np.ndarray:
+    """End times of a class's sends from `head` on at `rate`, back to back from `now` (the head with `left`
+    bytes to go), up to the last one whose successor is not ready when it ends (or the queue's last)."""
+    window = 64
+    while True:
+        stop = min(len(size), head + window)
+        durations = np.divide(size[head + 1:stop], rate, out=np.zeros(stop - head - 1), where=size[head + 1:stop] > 0)
+        first = now + (left / rate if left > 0 else 0.0)
+        ends = first + np.concatenate(([0.0], np.cumsum(durations)))
+        waits = np.flatnonzero(ready[head + 1:stop] > ends[:-1])  # the run breaks before a send not ready yet
+        if len(waits):
+            return ends[:waits[0] + 1]
+        if stop == len(size):
+            return ends
+        window *= 4
+
+
+def _class_of(ctx, rank: int, peers: np.ndarray) -> np.ndarray:
+    """CLASSES' index of each peer's lane to or from `rank` (SimContext.lane): local, NVLink, network."""
+    return np.where(peers == rank, 0, np.where(ctx.node_of[peers] == ctx.node_of[rank], 1, 2))
 
 
 def _concurrent(kind: str, peers: int) -> int:

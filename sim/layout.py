@@ -106,54 +106,62 @@ def build_layout(workload: Workload, routing: Routing, rank: int, block_m: int, 
     share = token_share(per_source.sum(axis=0), sent_tokens)
     flow_bytes = (per_source.sum(axis=0) if sent_tokens is None else np.asarray(sent_tokens)) * row_bytes
 
-    def flow_offset(src: int, rows: int) -> int:
-        """Bytes of src's flow that carry its first `rows` rows here."""
-        if share is None:
-            return rows * row_bytes
-        return min(math.ceil(rows * share[src] - 1e-9), int(sent_tokens[src])) * row_bytes
-
     tile_group, tile_rows, last_src, last_off, first_src = [], [], [], [], []
-    part_start, part_source, part_rows = [0], [], []
+    part_counts, part_source, part_rows = [], [], []
     for gi, group in enumerate(groups):
         rows = group.rows_by_source[order]  # rows per source, in layout order
         ends = np.cumsum(rows)
         starts = ends - rows
         total = int(ends[-1]) if len(ends) else 0
-        if split_by_source:
-            spans = [(a, min(a + block_m, int(e))) for s0, e in zip(starts, ends) for a in range(int(s0), int(e), block_m)]
+        if split_by_source:  # block_m spans inside each source's rows
+            pieces = -(-rows // block_m)
+            span_start = np.repeat(starts, pieces) + (np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * block_m
+            span_end = np.minimum(span_start + block_m, np.repeat(ends, pieces))
         else:
-            spans = [(a, min(a + block_m, total)) for a in range(0, total, block_m)]
-        for a, b in spans:
-            first = int(np.searchsorted(ends, a, side="right"))
-            last = int(np.searchsorted(ends, b - 1, side="right"))
-            tile_group.append(gi)
-            tile_rows.append(b - a)
-            first_src.append(int(order[first]))
-            for i in range(first, last + 1):
-                if rows[i]:
-                    part_source.append(int(order[i]))
-                    part_rows.append(int(min(b, ends[i]) - max(a, starts[i])))
-            part_start.append(len(part_source))
-            if group.expert < 0:
-                last_src.append(-1)
-                last_off.append(0)
+            span_start = np.arange(0, total, block_m)
+            span_end = np.minimum(span_start + block_m, total)
+        first = np.searchsorted(ends, span_start, side="right")
+        last = np.searchsorted(ends, span_end - 1, side="right")
+        tile_group.append(np.full(len(span_start), gi))
+        tile_rows.append(span_end - span_start)
+        first_src.append(order[first])
+        # a tile's parts: the sources first..last of it that have rows here, each with its rows in the span
+        width = last - first + 1
+        tile_of = np.repeat(np.arange(len(span_start)), width)
+        source_index = np.repeat(first, width) + np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
+        kept = rows[source_index] > 0
+        tile_of, source_index = tile_of[kept], source_index[kept]
+        part_counts.append(np.bincount(tile_of, minlength=len(span_start)))
+        part_source.append(order[source_index])
+        part_rows.append(np.minimum(span_end[tile_of], ends[source_index]) - np.maximum(span_start[tile_of], starts[source_index]))
+        if group.expert < 0:
+            last_src.append(np.full(len(span_start), -1))
+            last_off.append(np.zeros(len(span_start), dtype=np.int64))
+        else:
+            src = order[last]
+            last_src.append(src)
+            # bytes of src's flow that carry its rows up to the tile's last one
+            up_to = offset_in_flow[gi, src] + span_end - starts[last]
+            if share is None:
+                last_off.append(up_to * row_bytes)
             else:
-                src = int(order[last])
-                last_src.append(src)
-                last_off.append(flow_offset(src, int(offset_in_flow[gi, src] + b - starts[last])))
+                tokens = np.minimum(np.ceil(up_to * share[src] - 1e-9).astype(np.int64), np.asarray(sent_tokens)[src])
+                last_off.append(tokens * row_bytes)
+    flat = (lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64))
+    part_start = np.concatenate(([0], np.cumsum(flat(part_counts))))
     return RankLayout(
         rank=rank,
         groups=groups,
         source_order=order,
         flow_bytes=flow_bytes,
-        tile_group=np.array(tile_group, dtype=np.int64),
-        tile_rows=np.array(tile_rows, dtype=np.int64),
-        tile_last_source=np.array(last_src, dtype=np.int64),
-        tile_last_offset=np.array(last_off, dtype=np.int64),
-        tile_first_source=np.array(first_src, dtype=np.int64),
-        part_start=np.array(part_start, dtype=np.int64),
-        part_source=np.array(part_source, dtype=np.int64),
-        part_rows=np.array(part_rows, dtype=np.int64),
+        tile_group=flat(tile_group),
+        tile_rows=flat(tile_rows),
+        tile_last_source=flat(last_src),
+        tile_last_offset=flat(last_off),
+        tile_first_source=flat(first_src),
+        part_start=part_start.astype(np.int64),
+        part_source=flat(part_source),
+        part_rows=flat(part_rows),
         row_share=share,
     )
 

@@ -256,7 +256,7 @@ def format_layers_table(per_layer: list[tuple[int, list]], workload) -> str:
              f"{len(per_layer)} layer{'s' if len(per_layer) > 1 else ''} of {workload.routing}", *align_columns([header, *rows])]
     for r in per_layer[0][1]:
         knobs = ", ".join(f"{k}={v}" for k, v in r.params.items() if k not in ("schedule", "slowest_rank"))
-        lines.append(f"  {r.schedule}: {knobs}")
+        lines.append(f"  {r.schedule}: {knobs}" + (f"; network {r.network}" if r.schedule == "comet" else ""))
     return "\n".join(lines)
 
 

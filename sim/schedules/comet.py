@@ -149,21 +149,28 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     a token's rows here go back as one partial (pre-reduced over its experts here), so a
     destination gets its token share (layout.row_share) of the rows' bytes.
     """
-    share = layout.row_share
-    part_start, part_source, part_rows = layout.part_start.tolist(), layout.part_source.tolist(), layout.part_rows.tolist()
+    share, world = layout.row_share, len(layout.flow_bytes)
+    if not len(tile_order):
+        return []
+    # every part (source, rows) of the tiles in `tile_order`, flat, and the batch of its tile
+    first, last = layout.part_start[tile_order], layout.part_start[tile_order + 1]
+    counts = last - first
+    parts = np.repeat(first - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(counts.sum())
+    batch = np.repeat(np.arange(len(tile_order)) // tiles_per_send, counts)
+    # a batch's rows per destination, the destinations in the order the batch's tiles first name them
+    keys = batch * world + layout.part_source[parts]
+    unique, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rows = np.bincount(inverse, weights=layout.part_rows[parts], minlength=len(unique))
+    order = np.argsort(first_seen, kind="stable")
+    key_batch, dest = unique[order] // world, unique[order] % world
+    rows = rows[order].astype(np.int64)
+    sizes = (rows * bytes_per_row if share is None else rows * share[dest] * bytes_per_row).tolist()
+    batch_starts = np.arange(0, len(tile_order), tiles_per_send)
     sends: list[tuple[float, int, float]] = []
+    dests = dest.tolist()
     for j in range(split_end.shape[0]):
-        for first in range(0, len(tile_order), tiles_per_send):
-            batch = range(first, min(first + tiles_per_send, len(tile_order)))
-            ready = float(split_end[j, batch.start:batch.stop].max())
-            rows_to: dict[int, int] = {}
-            for i in batch:
-                tile = tile_order[i]
-                for dest, rows in zip(part_source[part_start[tile]:part_start[tile + 1]],
-                                      part_rows[part_start[tile]:part_start[tile + 1]]):
-                    rows_to[dest] = rows_to.get(dest, 0) + rows
-            sends.extend((ready, dest, rows * bytes_per_row if share is None else rows * share[dest] * bytes_per_row)
-                         for dest, rows in rows_to.items())
+        ready = np.maximum.reduceat(split_end[j], batch_starts)[key_batch].tolist()
+        sends.extend(zip(ready, dests, sizes))
     sends.sort(key=lambda s: s[0])  # stable: production order
     return sends
 
@@ -359,12 +366,14 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
         if fluid is not None:
             lefts = push_times(ctx, rank, sends, cap1, fluid[1])
-            latency = ctx.latencies_ns(rank, incoming=False)
-            for (ready, dest, size), left in zip(sends, lefts):
-                arrivals[dest] = max(arrivals[dest], left + latency[dest])
-                ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / cap1, left, bytes=int(size))
-            if lefts and max(lefts) > env.now:
-                yield env.timeout(max(lefts) - env.now)
+            if len(sends):
+                dests = np.array([dest for _, dest, _ in sends], dtype=np.int64)
+                np.maximum.at(arrivals, dests, lefts + ctx.latencies_ns(rank, incoming=False)[dests])
+                if ctx.record:
+                    for (_, dest, size), left in zip(sends, lefts.tolist()):
+                        ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / cap1, left, bytes=int(size))
+                if lefts.max() > env.now:
+                    yield env.timeout(float(lefts.max()) - env.now)
         else:
             lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
             yield env.all_of([env.process(push(lane)) for lane in lanes])

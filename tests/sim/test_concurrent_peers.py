@@ -42,16 +42,18 @@ def largest_spike(latencies: list[float]) -> float:
     return max((mid - (before + after) / 2) / mid for before, mid, after in zip(latencies, latencies[1:], latencies[2:]))
 
 
-@pytest.mark.parametrize("model, ep, step", [
-    ("qwen2-moe-2.7b", 8, 2),
-    ("mixtral-8x7b", 8, 2),
-    ("qwen2-moe-2.7b", 16, 4),  # two nodes of 8: NVLink and network peers at once
+@pytest.mark.parametrize("model, ep, step, network", [
+    ("qwen2-moe-2.7b", 8, 2, "flows"),
+    ("mixtral-8x7b", 8, 2, "flows"),
+    ("qwen2-moe-2.7b", 16, 4, "flows"),  # two nodes of 8: NVLink and network peers at once
+    ("qwen2-moe-2.7b", 16, 4, "fluid"),  # the same on the fluid network (sim/fluid.py)
+    ("deepseek-v3", 64, 8, "auto"),  # eight nodes: the fluid network by default
 ])
 @pytest.mark.parametrize("knob", ["comm_blocks1", "comm_blocks0"])
-def test_latency_is_smooth_in_comm_blocks(model, ep, step, knob):
+def test_latency_is_smooth_in_comm_blocks(model, ep, step, network, knob):
     workload = Workload(MODEL_PRESETS[model], 4096, ep)
     routing = make_routing(workload)
-    latencies = [simulate(workload, H800, Comet(**{knob: blocks}), routing=routing, record=False).latency_us
+    latencies = [simulate(workload, H800, Comet(**{knob: blocks}), routing=routing, record=False, network=network).latency_us
                  for blocks in range(4, 49, step)]
     assert largest_spike(latencies) < SPIKE_BOUND, [round(x) for x in latencies]
 

@@ -52,12 +52,10 @@ def test_a_finished_class_hands_its_share_back():
     assert progress["nvlink"][0] == pytest.approx([0.0, 100 / 15])
 
 
-class _Lanes:
-    """A stand-in for SimContext.lane: ranks 0-1 share a node, 2+ are on another."""
+class _Nodes:
+    """A stand-in for SimContext: ranks 0-1 share a node, 2-3 another."""
 
-    @staticmethod
-    def lane(src: int, dst: int) -> str:
-        return "local" if src == dst else "nvlink" if src // 2 == dst // 2 else "network"
+    node_of = np.array([0, 0, 1, 1])
 
 
 class _Loads:
@@ -66,7 +64,7 @@ class _Loads:
 
 def test_sends_leave_in_order_no_earlier_than_ready():
     # one class at the engine's 10 B/ns (the links would allow 300 B / 10 ns): 10, 20, then the third waits for 50
-    ends = push_times(_Lanes, 0, [(0.0, 1, 100.0), (0.0, 1, 100.0), (50.0, 1, 100.0)], 10.0, _Loads)
+    ends = push_times(_Nodes, 0, [(0.0, 1, 100.0), (0.0, 1, 100.0), (50.0, 1, 100.0)], 10.0, _Loads)
     assert ends == pytest.approx([10.0, 20.0, 60.0])
 
 
@@ -79,7 +77,7 @@ def test_an_idle_class_leaves_the_engine_to_the_busy_one():
     # network's send is ready at 0 and wants at most 20 B/ns (200 B over its link's 10 ns); nvlink's at 5. Engine 30:
     # network alone 20 B/ns to 5 ns (100 B), then 15 each: network's last 100 B at 5 + 6.67, nvlink's 150 B by then
     # 100 B, then nvlink alone at 30: its last 50 B at 11.67 + 1.67
-    ends = push_times(_Lanes, 0, [(0.0, 2, 200.0), (5.0, 1, 150.0)], 30.0, _FastNVLink)
+    ends = push_times(_Nodes, 0, [(0.0, 2, 200.0), (5.0, 1, 150.0)], 30.0, _FastNVLink)
     assert ends == pytest.approx([5 + 100 / 15, 5 + 100 / 15 + 50 / 30])
 
 
