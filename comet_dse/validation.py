@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 
 from comet_dse.choices import default_layer1_width
@@ -144,7 +145,9 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
     routings = {key: make_routing(wl) for key, wl in workloads.items()}  # one draw per layer, shared by its schedules
     points = []
     for case in cases:
+        workload = workloads[(case.source, case.tokens)]
         point = {"source": case.source, "run": case.run, "model": case.model, "tokens": case.tokens,
+                 "ep": workload.ep, "tp": workload.tp,
                  "schedule": case.schedule, "measured_key": case.measured_key, "config": case.knobs,
                  "measured_us": case.measured_us, "predicted_us": None, "error_pct": None, "status": "ok", "reason": None}
         if case.skip:
@@ -228,6 +231,42 @@ def sweeps(points: list[dict]) -> list[dict]:
             other = tuple((k, v) for k, v in p["config"].items() if not k.startswith("comm_blocks"))
             groups.setdefault((p["source"], p["tokens"], other), []).append(p)
     return [sweep(group) for group in groups.values() if len(group) >= 2]
+
+
+def repeated_sweeps(points: list[dict]) -> list[dict]:
+    """Sweeps measured in several files (one bench command run again): per block setting the median over
+    the repeats and the run-to-run noise (slowest / fastest repeat - 1), then Spearman and the regret of
+    the simulator's pick on the medians. Where the medians' spread is within the noise, the hardware
+    cannot rank the settings (`beyond_noise` false); the regret is then noise, not a wrong pick."""
+    groups: dict[tuple, dict[tuple[int, int], list[dict]]] = {}
+    for p in points:
+        if p["schedule"] == "comet" and p["status"] == "ok":
+            other = tuple((k, v) for k, v in p["config"].items() if not k.startswith("comm_blocks"))
+            blocks = (p["config"]["comm_blocks0"], p["config"]["comm_blocks1"])
+            key = (p["model"], p.get("ep"), p.get("tp"), p["tokens"], other)
+            groups.setdefault(key, {}).setdefault(blocks, []).append(p)
+    found = []
+    for (model, ep, tp, tokens, other), by_blocks in groups.items():
+        repeats = min(len({p["source"] for p in ps}) for ps in by_blocks.values())
+        if repeats < 2 or len(by_blocks) < 2:
+            continue
+        settings = sorted(by_blocks)
+        measured = [statistics.median(p["measured_us"] for p in by_blocks[b]) for b in settings]
+        predicted = [by_blocks[b][0]["predicted_us"] for b in settings]
+        noise = [max(p["measured_us"] for p in by_blocks[b]) / min(p["measured_us"] for p in by_blocks[b]) - 1.0 for b in settings]
+        pick, best = predicted.index(min(predicted)), measured.index(min(measured))
+        spread = max(measured) / min(measured) - 1.0
+        regret = measured[pick] / measured[best] - 1.0
+        found.append({
+            "model": model, "ep": ep, "tp": tp, "tokens": tokens, "knobs": dict(other), "repeats": repeats,
+            "comm_blocks": [list(b) for b in settings], "n": len(settings),
+            "measured_median_us": [round(m, 2) for m in measured], "predicted_us": predicted,
+            "spearman": _spearman(predicted, measured), "regret_pct": round(100.0 * regret, 2),
+            "predicted_best": list(settings[pick]), "measured_best": list(settings[best]),
+            "measured_spread_pct": round(100.0 * spread, 2), "noise_pct": round(100.0 * max(noise), 2),
+            "beyond_noise": spread > max(noise), "regret_beyond_noise": regret > max(noise[pick], noise[best]),
+        })
+    return found
 
 
 # a sweep over the fused-layer issue's grid of communication blocks (4 ... 48; the copy engine, 0, is a

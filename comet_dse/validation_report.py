@@ -104,6 +104,21 @@ def validation_html(report: dict) -> str:
     notes += ("<h2 id='sweeps-title'>Comet sweeps: rank correlation and regret</h2><table><tr><th>model</th><th>tokens</th>"
               "<th>points</th><th>Spearman</th><th>regret</th><th>predicted best</th><th>measured best</th>"
               f"<th>measured spread</th></tr>{sweep_rows}</table>")
+    if report.get("repeated_sweeps"):
+        repeated_rows = "".join(
+            f"<tr><td>{html.escape(s['model'])}</td><td>{s['ep']}x{s['tp']}</td><td>{s['tokens']}</td>"
+            f"<td>{html.escape(str(s['knobs'].get('tile_order', '-')))}</td><td>{s['repeats']}</td>"
+            f"<td>{_num(s['spearman'], '+.2f')}</td><td>{_num(s['regret_pct'], '.1f')}%</td>"
+            f"<td>{'/'.join(map(str, s['predicted_best']))}</td><td>{'/'.join(map(str, s['measured_best']))}</td>"
+            f"<td>{_num(s['measured_spread_pct'], '.1f')}%</td><td>{_num(s['noise_pct'], '.1f')}%</td>"
+            f"<td>{'yes' if s['beyond_noise'] else 'no (within noise)'}</td></tr>"
+            for s in report["repeated_sweeps"])
+        notes += ("<h2 id='repeats-title'>Sweeps measured more than once: medians of the repeats</h2>"
+                  "<p>Noise: the slowest over the fastest repeat of one setting. Where the medians' spread is within it, "
+                  "the hardware cannot rank the settings.</p><table><tr><th>model</th><th>EP x TP</th><th>tokens</th>"
+                  "<th>tile order</th><th>repeats</th><th>Spearman</th><th>regret</th><th>predicted best</th>"
+                  "<th>measured best</th><th>spread</th><th>noise</th><th>ranked</th></tr>"
+                  f"{repeated_rows}</table>")
     figures = [("parity", "Predicted against measured, every point (y = x: exact)", _parity(report)),
                ("errors", "Signed error by model and token count", _errors(report)),
                ("sweep", "Comet across communication blocks, predicted and measured (one sweep at a time)", _sweep_lines(report))]

@@ -89,6 +89,17 @@ def format_report(report: dict) -> str:
                       "/".join(map(str, s["measured_best"])), _fmt(s["measured_spread_pct"], ".1f", "%")])
     lines.append("comet across communication blocks (blocks = layer0/layer1):")
     lines += align_columns(table)
+    if report.get("repeated_sweeps"):
+        table = [["model", "EP x TP", "tokens", "order", "repeats", "points", "spearman", "regret", "predicted best",
+                  "measured best", "spread", "noise", "ranked"]]
+        for s in report["repeated_sweeps"]:
+            table.append([s["model"], f"{s['ep']}x{s['tp']}", str(s["tokens"]), str(s["knobs"].get("tile_order", "-")),
+                          str(s["repeats"]), str(s["n"]), _fmt(s["spearman"], "+.2f"), _fmt(s["regret_pct"], ".1f", "%"),
+                          "/".join(map(str, s["predicted_best"])), "/".join(map(str, s["measured_best"])),
+                          _fmt(s["measured_spread_pct"], ".1f", "%"), _fmt(s["noise_pct"], ".1f", "%"),
+                          "yes" if s["beyond_noise"] else "no (within noise)"])
+        lines.append("comet sweeps measured more than once (medians of the repeats; noise: slowest / fastest repeat of a point):")
+        lines += align_columns(table, text_columns=(0, 1, 3, 12))
     for label, key in (("sweeps", "sweeps_summary"), ("full sweeps (>= 6 block counts)", "full_sweeps_summary")):
         t = report[key]
         lines.append(f"{label} {t['n']}: mean spearman {_fmt(t['mean_spearman'], '+.2f')} (min {_fmt(t['min_spearman'], '+.2f')}), "
@@ -118,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         SEED,
         cases_of,
         error_summary,
+        repeated_sweeps,
         simulate_cases,
         sort_key,
         sweep_summary,
@@ -165,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         "sweeps_summary": sweep_summary(found),
         "full_sweeps_summary": sweep_summary(found, FULL_SWEEP_POINTS),
         "sweeps": found,
+        "repeated_sweeps": repeated_sweeps(points),
     }
     files = {out: json.dumps(report, indent=2) + "\n"}
     if args.html:

@@ -97,6 +97,33 @@ def test_sweep_metrics_on_a_hand_made_case():
     assert sweep(points[:2])["spearman"] is None  # two points rank nothing
 
 
+def _repeat_points(measured_by_source: dict[str, dict[int, float]], predicted: dict[int, float], **extra) -> list[dict]:
+    return [{"source": source, "model": "m", "ep": 2, "tp": 1, "tokens": 1, "schedule": "comet", "status": "ok",
+             "predicted_us": predicted[b], "measured_us": us, "config": {"comm_blocks0": b, "comm_blocks1": b, "block_m": 128},
+             **extra} for source, by_blocks in measured_by_source.items() for b, us in by_blocks.items()]
+
+
+def test_repeated_sweeps_rank_the_medians_and_tell_noise_from_a_wrong_pick():
+    from comet_dse.validation import repeated_sweeps
+
+    predicted = {4: 1.0, 8: 2.0, 16: 3.0}
+    # medians 10, 12, 15 (4 blocks best, as predicted); noise at 8 blocks 13/11: 18.2%, the largest
+    clear = {"a": {4: 10.0, 8: 11.0, 16: 15.0}, "b": {4: 10.5, 8: 12.0, 16: 14.0}, "c": {4: 9.5, 8: 13.0, 16: 16.0}}
+    (s,) = repeated_sweeps(_repeat_points(clear, predicted))
+    assert s["measured_median_us"] == [10.0, 12.0, 15.0] and s["repeats"] == 3
+    assert s["spearman"] == pytest.approx(1.0) and s["regret_pct"] == 0.0
+    assert s["noise_pct"] == pytest.approx(100 * (13 / 11 - 1), abs=0.01)
+    assert s["measured_spread_pct"] == 50.0 and s["beyond_noise"]
+    # the simulator picks 4 blocks, measured median 10.4 against 8 blocks' 10: regret 4%, but 4 blocks' repeats
+    # span 9.9 .. 10.9 (10.1%): within the noise, as is the whole spread
+    noisy = {"a": {4: 10.4, 8: 10.0, 16: 10.2}, "b": {4: 9.9, 8: 10.3, 16: 10.0}, "c": {4: 10.9, 8: 9.8, 16: 10.5}}
+    (s,) = repeated_sweeps(_repeat_points(noisy, predicted))
+    assert s["predicted_best"] == [4, 4] and s["measured_best"] == [8, 8]
+    assert s["regret_pct"] == pytest.approx(4.0) and not s["regret_beyond_noise"] and not s["beyond_noise"]
+    # one file: nothing repeated
+    assert repeated_sweeps(_repeat_points({"a": clear["a"]}, predicted)) == []
+
+
 def test_the_full_sweep_summary_keeps_only_sweeps_over_the_whole_grid():
     from comet_dse.validation import FULL_SWEEP_POINTS, sweep_summary
 
