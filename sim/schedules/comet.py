@@ -289,7 +289,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
         compute0_end, busy0, alone0, counter0 = layer0_compute()
         del tile_ready
-        layer0_end = max(compute0_end, env.now)
+        layer0_end = max(compute0_end, pulls_end)  # (the flows: env.now is pulls_end)
         yield env.timeout(layer0_end - env.now)
         ctx.add_slice(rank, "compute", "GEMM0 + SwiGLU (fused)", start0, layer0_end)
         if counter0 is not None:
