@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -55,6 +55,12 @@ small-repeats)  # the latency-bound sweeps three times over, both tile orders: r
             --tile-order layout,expert --kind fused
         run 150 "small_mixtral_$i" "${bench[@]}" --model mixtral-8x7b --tokens 256,1024 --comm-blocks 4,8,16,24,32,48 \
             --tile-order layout,expert --kind fused
+    done
+    ;;
+large-repeats)  # the compute-bound sweeps three times over (layout order): Spearman and regret on medians
+    for i in 1 2 3; do
+        run 150 "large_qwen_$i" "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096,8192,16384 --comm-blocks 4,8,16,24,32,48 --kind fused
+        run 180 "large_mixtral_$i" "${bench[@]}" --model mixtral-8x7b --tokens 4096,8192,16384 --comm-blocks 4,8,16,24,32,48 --kind fused
     done
     ;;
 sweeps-both-orders)  # sweep-qwen and sweep-mixtral in both tile orders (expert order streams each expert's weights once)
