@@ -187,7 +187,7 @@ def push_times(ctx, rank: int, sends: list[tuple[float, int, float]], cap: float
     per class, none before its split is ready; the classes with a send under way share the engine
     (class_rates), re-shared as one goes idle or gets work."""
     if not sends:
-        return []
+        return np.zeros(0)
     ready_at, dest, size_of = (np.array(column) for column in zip(*sends))
     dest = dest.astype(np.int64)
     kind_of = _class_of(ctx, rank, dest)
