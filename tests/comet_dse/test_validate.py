@@ -225,6 +225,29 @@ def test_the_html_report_draws_every_section_from_the_same_figures(capsys, tmp_p
     assert sorted(zip(comet["x"], comet["y"])) == sorted((p["measured_us"], p["predicted_us"]) for p in ok)
 
 
+def test_a_bench_file_run_twice_is_pooled_in_the_json_the_table_and_the_page(capsys, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("bench-a.json", "bench-b.json"):  # the same figures twice: medians are the figures, noise 0
+        shutil.copy(QWEN, runs / name)
+    out, page = tmp_path / "v.json", tmp_path / "v.html"
+    code, text, _ = run_cli(capsys, "validate", "--measurements", str(runs), "--tokens", "1024", "--out", str(out),
+                            "--html", str(page))
+    assert code == 0
+    report = json.loads(out.read_text())
+    pooled = report["repeated_sweeps"]
+    assert pooled and all(s["repeats"] == 2 and s["noise_pct"] == 0.0 for s in pooled)
+    single = {(s["tokens"], tuple(map(tuple, s["comm_blocks"]))): s for s in report["sweeps"]}
+    for s in pooled:  # no noise: the pooled sweep is each file's own
+        one = single[(s["tokens"], tuple(map(tuple, s["comm_blocks"])))]
+        assert (s["spearman"], s["regret_pct"], s["measured_best"]) == (one["spearman"], one["regret_pct"], one["measured_best"])
+        assert s["beyond_noise"] == (s["measured_spread_pct"] > 0)
+    assert "comet sweeps measured more than once" in text
+    assert "Sweeps measured more than once" in page.read_text()
+
+
 def test_a_profile_without_the_loop_gemm_is_compared_with_the_grouped_b0(capsys, tmp_path):
     """The simulator prices B0 with the expert GEMMs the profile timed: without B0's per-expert
     torch.mm ("loop") that is torch._grouped_mm, so the figure to compare is b0_grouped, not b0."""
