@@ -3,6 +3,7 @@ flow engine where that engine is exact."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -119,3 +120,17 @@ def test_auto_runs_flows_up_to_32_gpus_and_fluid_beyond():
     assert network_engine("flows", 1024) == "flows"
     with pytest.raises(UserError, match="--network"):
         network_engine("packets", 8)
+
+
+def test_the_cli_names_the_network_in_the_table_and_the_json(capsys):
+    from comet_dse.cli import main
+
+    args = ["simulate", "--model", "mixtral-8x7b", "--ep", "8", "--tokens", "512", "--schedule", "comet", "--quiet"]
+    assert main([*args, "--network", "fluid", "--json"]) == 0
+    fluid = json.loads(capsys.readouterr().out)["results"]["comet"]
+    assert main([*args, "--json"]) == 0  # auto: 8 GPUs run the flows
+    flows = json.loads(capsys.readouterr().out)["results"]["comet"]
+    assert (fluid["network"], flows["network"]) == ("fluid", "flows")
+    assert fluid["latency_us"] == pytest.approx(flows["latency_us"], rel=0.001)  # one node: the same
+    assert main(args) == 0
+    assert "network flows" in capsys.readouterr().out
