@@ -4,7 +4,8 @@
 
 Targets: Mixtral-8x7B on h800, EP=8, 16384 tokens/GPU, all three schedules together in <= 1 s
 on one core (issue 2); DeepSeek-V3 shapes, all three schedules, EP=64 in <= 2 s, EP=256 (32
-nodes x 8) in <= 10 s and EP=1024 in <= 60 s (the cluster-scale issue).
+nodes x 8) in <= 10 s and 1024 GPUs in <= 60 s (the cluster-scale issue): EP=256 x TP=4 (DeepSeek-V3's 256
+experts cap its EP) and EP=1024 on the same layer with 1024 routed experts, one a GPU.
 `--gpus 64,256 --repeat 3` times only those cases, each the median of three runs. `--network` prices
 comet's copies with that engine (default auto: flows up to 32 GPUs, fluid beyond; sim/api.network_engine).
 Writes results/bench/sim_speed.json (with each case's peak memory, ru_maxrss, which only grows
@@ -27,6 +28,7 @@ import pstats  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from comet_dse.sim import SCHEDULES, simulate  # noqa: E402
@@ -50,15 +52,18 @@ LADDER = [
     # beyond 256 GPUs by TP: DeepSeek-V3's 256 experts cap EP at 256
     ("deepseek-v3", "h800", 256, 4096, 2),
     ("deepseek-v3", "h800", 256, 4096, 4),  # 1024 GPUs, target: <= 60 s
+    ("deepseek-v3", "h800", 1024, 4096, 1, 1024),  # EP=1024: DeepSeek-V3's layer with 1024 experts, one a GPU
 ]
 # by (model, GPUs, tokens)
 TARGETS_S = {("mixtral-8x7b", 8, 16384): 1.0, ("deepseek-v3", 64, 4096): 2.0, ("deepseek-v3", 256, 4096): 10.0,
              ("deepseek-v3", 1024, 4096): 60.0}
 
 
-def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repeat: int = 1, network: str = "auto") -> dict:
-    """All schedules on one shared routing; with `repeat` > 1 the median run (by total time)."""
-    runs = [_run_case(model, hardware, ep, tokens, tp, network) for _ in range(repeat)]
+def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, experts: int | None = None, repeat: int = 1,
+             network: str = "auto") -> dict:
+    """All schedules on one shared routing; with `repeat` > 1 the median run (by total time). `experts`: the
+    preset's layer with that many routed experts instead (EP beyond the preset's own count)."""
+    runs = [_run_case(model, hardware, ep, tokens, tp, experts, network) for _ in range(repeat)]
     row = sorted(runs, key=lambda r: r["total_wall_s"])[len(runs) // 2]
     if repeat > 1:
         row["runs_total_wall_s"] = [r["total_wall_s"] for r in runs]
@@ -67,8 +72,9 @@ def run_case(model: str, hardware: str, ep: int, tokens: int, tp: int = 1, repea
     return row
 
 
-def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int, network: str) -> dict:
-    workload = Workload(MODEL_PRESETS[model], tokens, ep, tp)
+def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int, experts: int | None, network: str) -> dict:
+    config = MODEL_PRESETS[model] if experts is None else replace(MODEL_PRESETS[model], num_experts=experts)
+    workload = Workload(config, tokens, ep, tp)
     hw = HARDWARE_PRESETS[hardware]
     start = time.perf_counter()
     routing = make_routing(workload)
@@ -82,7 +88,7 @@ def _run_case(model: str, hardware: str, ep: int, tokens: int, tp: int, network:
                               "network": result.network}
     total = time.perf_counter() - start
     target = TARGETS_S.get((model, workload.world, tokens))
-    return {"model": model, "hardware": hardware, "ep": ep, "tp": tp, "gpus": workload.world, "tokens": tokens,
+    return {"model": model, "experts": config.num_experts, "hardware": hardware, "ep": ep, "tp": tp, "gpus": workload.world, "tokens": tokens,
             "total_wall_s": round(total, 4), "target_s": target, "met": None if target is None else total <= target,
             "max_rss_MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "schedules": per_schedule}
 
@@ -97,7 +103,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/bench/sim_speed.json")
     args = parser.parse_args()
 
-    gpus = [case[2] * (case[4] if len(case) > 4 else 1) for case in LADDER]
+    gpus = [case[2] * (case[4] if len(case) > 4 else 1) for case in LADDER]  # EP x TP
     ladder = [(c, g) for c, g in zip(LADDER, gpus) if not args.quick or (c[0], g, c[3]) in TARGETS_S]
     if args.gpus:
         ladder = [(c, g) for c, g in ladder if g in {int(n) for n in args.gpus.split(",")}]
@@ -109,7 +115,8 @@ def main() -> None:
         detail = "  ".join(f"{n} {s['wall_s']:.3f} ({s['events_per_s']:,})" for n, s in row["schedules"].items())
         detail += f"  comet's network {row['schedules']['comet']['network']}"
         target = f"{row['target_s']:.0f} s" if row["target_s"] else ""
-        print(f"{row['model']:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}"
+        label = row["model"] if len(case) < 6 else f"{row['model']} E={row['experts']}"
+        print(f"{label:16} {row['gpus']:>4} {row['tokens']:>6} {row['total_wall_s']:>8.3f} {target:>7}  {detail}"
               f"  peak {row['max_rss_MiB']} MiB", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
