@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -212,6 +212,11 @@ tp2)  # the TP-kernels issue: the layer at EP=1 x TP=2 (fused through virtual ex
     for m in ${TP2_MODELS:-mixtral-8x7b qwen2-moe-2.7b}; do
         run 240 "${m%%-*}_tp2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --tp 2
         run 240 "${m%%-*}_ep2" "${bench[@]}" --model "$m" --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2
+    done
+    ;;
+tp2-target-repeats)  # the TP-kernels issue's target (Mixtral, TP=2, 8192 tokens: fused / B0) three times over, B0 and B1 alike
+    for i in 1 2 3; do
+        run 150 "mixtral_tp2_target_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 2,3,4,8 --chunks 2,4 --tp 2
     done
     ;;
 sweep-mixtral)
