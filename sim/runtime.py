@@ -176,10 +176,6 @@ class SimContext:
         hop = [self.nvlink_out[hop_from], self.nvlink_in[self._hop_to[src, dst]]]
         return hop + network if hop_from == src else network + hop
 
-    def forwarded(self, src: int, dst: int) -> bool:
-        """Whether a flow takes an NVLink hop on its way between nodes (rail or pxn routes)."""
-        return bool(self.node_of[src] != self.node_of[dst] and self._hop_from[src, dst] >= 0)
-
     def lane(self, src: int, dst: int) -> str:
         """The kind of path between two ranks: each is worked on in parallel by the comm blocks."""
         if src == dst:
@@ -266,7 +262,8 @@ class SimContext:
         return [Lane(f"local {i}", work[i::fanout]) for i in range(fanout)]
 
     def latencies_ns(self, rank: int, incoming: bool) -> np.ndarray:
-        """(W,) latency_ns from every rank to `rank` (incoming) or from `rank` to every rank."""
+        """(W,) latency from every rank to `rank` (incoming) or from `rank` to every rank: none to itself, NVLink's in
+        a node, the NIC's between nodes, plus NVLink's where the route forwards (its relay's hop)."""
         peers = np.arange(self.workload.world)
         hops = self._hop_from[:, rank] if incoming else self._hop_from[rank, :]
         hw = self.hardware
@@ -275,13 +272,8 @@ class SimContext:
         return np.where(peers == rank, 0.0, np.where(same_node, hw.link_latency_us * 1e3, network))
 
     def latency_ns(self, src: int, dst: int) -> float:
-        if src == dst:
-            return 0.0
-        if self.node_of[src] == self.node_of[dst]:
-            return self.hardware.link_latency_us * 1e3
-        if self.forwarded(src, dst):  # the relay's NVLink hop adds its own latency
-            return (self.hardware.nic_latency_us + self.hardware.link_latency_us) * 1e3
-        return self.hardware.nic_latency_us * 1e3
+        """One pair's latencies_ns."""
+        return float(self.latencies_ns(dst, incoming=True)[src])
 
     def collective(self, name: str, duration_ns: float) -> Collective:
         return Collective(self, name, duration_ns)

@@ -228,8 +228,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         # a tile is ready when its last row has landed: read off its source's flow as that flow ends, so no
         # finished flow (one per source, with its rate history) is kept for the rest of the run
         tile_ready = np.full(len(layout.tile_rows), float(start0))
-        tiles_by_source = np.argsort(layout.tile_last_source, kind="stable")  # source -1 (shared experts) first
-        sorted_source = layout.tile_last_source[tiles_by_source]
+        latency_in = ctx.latencies_ns(rank, incoming=True)
 
         def pull(lane: Lane, holds_turn: bool):
             for src in lane.items:
@@ -242,7 +241,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                     lane.gate.release()
                 for i in tiles_by_source[np.searchsorted(sorted_source, src):np.searchsorted(sorted_source, src, "right")]:
                     at = flow.size if copy_engine else layout.tile_last_offset[i]  # copy engine: one flag per segment
-                    tile_ready[i] = flow.time_at(at) + ctx.latency_ns(src, rank)
+                    tile_ready[i] = flow.time_at(at) + latency_in[src]
                 ctx.add_slice(rank, f"comm0 {lane.name}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
@@ -259,16 +258,18 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             pulled = (src >= 0) & (pull_bytes[np.maximum(src, 0)] > 0)  # own tiles (measured) stay ready at start0
             src = src[pulled]
             landed = 1.0 if copy_engine else np.minimum(1.0, layout.tile_last_offset[pulled] / pull_bytes[src])
-            tile_ready[pulled] = begin[src] + (end[src] - begin[src]) * landed + ctx.latencies_ns(rank, incoming=True)[src]
+            tile_ready[pulled] = begin[src] + (end[src] - begin[src]) * landed + latency_in[src]
             for src in pulls:
                 ctx.add_slice(rank, "comm0 fluid", f"pull from rank {src}", begin[src], end[src], bytes=int(pull_bytes[src]))
             pulls_end = float(end.max(initial=start0))
-        else:
+        else:  # the flows: `pull` reads each source's tiles off these as its flow ends
+            tiles_by_source = np.argsort(layout.tile_last_source, kind="stable")  # source -1 (shared experts) first
+            sorted_source = layout.tile_last_source[tiles_by_source]
             lanes = [Lane("copy engine", pulls)] if copy_engine else ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
             yield ctx.start_lanes(lanes, pull)
-            del lanes
+            del lanes, tiles_by_source, sorted_source
             pulls_end = env.now
-        del pull_bytes, pulls, tiles_by_source, sorted_source
+        del pull_bytes, pulls, latency_in
         expert_order = knobs.tile_order == "expert"
         n_tiles = len(tile_ready)
 
@@ -341,6 +342,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         del layout, groups, group_rows  # nothing below reads the layout
         engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
 
+        latency_out = ctx.latencies_ns(rank, incoming=False)
+
         def push(lane: Lane):
             lane_sends: list[tuple[float, int, float]] = lane.items
             i = 0
@@ -360,7 +363,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                 yield flow.done
                 if lane.gate is not None:
                     lane.gate.release()
-                arrivals[dest] = max(arrivals[dest], env.now + ctx.latency_ns(rank, dest))
+                arrivals[dest] = max(arrivals[dest], env.now + latency_out[dest])
                 ctx.add_slice(rank, f"comm1 {lane.name}", f"send to rank {dest}", flow.start, env.now, bytes=int(size))
                 del flow  # not held while the lane waits for its next split: W lanes a rank, each flow with its history
 
@@ -368,7 +371,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             lefts = push_times(ctx, rank, sends, cap1, fluid[1])
             if len(sends):
                 dests = np.array([dest for _, dest, _ in sends], dtype=np.int64)
-                np.maximum.at(arrivals, dests, lefts + ctx.latencies_ns(rank, incoming=False)[dests])
+                np.maximum.at(arrivals, dests, lefts + latency_out[dests])
                 if ctx.record:
                     for (_, dest, size), left in zip(sends, lefts.tolist()):
                         ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / cap1, left, bytes=int(size))
