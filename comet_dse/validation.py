@@ -214,7 +214,7 @@ def sweep(points: list[dict]) -> dict:
     first = points[0]
     return {
         "source": first["source"], "model": first["model"], "tokens": first["tokens"],
-        "knobs": {k: v for k, v in first["config"].items() if not k.startswith("comm_blocks")},
+        "knobs": sweep_knobs(first["config"]),
         "comm_blocks": [blocks(i) for i in range(len(points))], "n": len(points),
         "spearman": _spearman(predicted, measured),
         "regret_pct": round(100.0 * (measured[pick] / measured[best] - 1.0), 2),
@@ -223,12 +223,17 @@ def sweep(points: list[dict]) -> dict:
     }
 
 
+def sweep_knobs(config: dict) -> dict:
+    """A comet configuration's knobs other than the communication blocks: what one sweep shares."""
+    return {k: v for k, v in config.items() if not k.startswith("comm_blocks")}
+
+
 def sweeps(points: list[dict]) -> list[dict]:
     """Every comet sweep with at least two simulated communication-block settings."""
     groups: dict[tuple, list[dict]] = {}
     for p in points:
         if p["schedule"] == "comet" and p["status"] == "ok":
-            other = tuple((k, v) for k, v in p["config"].items() if not k.startswith("comm_blocks"))
+            other = tuple(sweep_knobs(p["config"]).items())
             groups.setdefault((p["source"], p["tokens"], other), []).append(p)
     return [sweep(group) for group in groups.values() if len(group) >= 2]
 
@@ -241,7 +246,7 @@ def repeated_sweeps(points: list[dict]) -> list[dict]:
     groups: dict[tuple, dict[tuple[int, int], list[dict]]] = {}
     for p in points:
         if p["schedule"] == "comet" and p["status"] == "ok":
-            other = tuple((k, v) for k, v in p["config"].items() if not k.startswith("comm_blocks"))
+            other = tuple(sweep_knobs(p["config"]).items())
             blocks = (p["config"]["comm_blocks0"], p["config"]["comm_blocks1"])
             key = (p["model"], p.get("ep"), p.get("tp"), p["tokens"], other)
             groups.setdefault(key, {}).setdefault(blocks, []).append(p)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from comet_dse.report import html_page
-from comet_dse.validation import config_text
+from comet_dse.validation import config_text, sweep_knobs
 
 
 def _ok(points: list[dict]) -> list[dict]:
@@ -57,7 +57,7 @@ def _sweep_lines(report: dict):
     fig, owners = go.Figure(), []
     for i, s in enumerate(report["sweeps"]):
         points = sorted((p for p in comet if p["source"] == s["source"] and p["tokens"] == s["tokens"]
-                         and _knobs(p["config"]) == s["knobs"]), key=lambda p: p["config"]["comm_blocks0"])
+                         and sweep_knobs(p["config"]) == s["knobs"]), key=lambda p: p["config"]["comm_blocks0"])
         x = [config_text(p, blocks_only=True) for p in points]
         name = f"{s['model']} {s['tokens']}"
         for kind in ("measured_us", "predicted_us"):
@@ -70,11 +70,6 @@ def _sweep_lines(report: dict):
                                     "yanchor": "bottom"}] if buttons else [],
                       xaxis_title="communication blocks (layer0/layer1; 0 = copy engine)", yaxis_title="latency (µs)")
     return fig
-
-
-def _knobs(config: dict) -> dict:
-    """A comet configuration's knobs other than the communication blocks (what one sweep shares)."""
-    return {k: v for k, v in config.items() if not k.startswith("comm_blocks")}
 
 
 def _num(value: float | None, spec: str) -> str:
