@@ -65,9 +65,12 @@ class Suite:
         cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4,
                              "dedup": self.args.dedup, "prereduce": self.args.prereduce, **knobs})
         if self.tp > 1:
-            return TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
-                                       dtype=torch.bfloat16)
-        return FusedMoE(self.local, self.top_k, self.args.capacity, config=cfg, dtype=torch.bfloat16)
+            layer = TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
+                                        dtype=torch.bfloat16)
+        else:
+            layer = FusedMoE(self.local, self.top_k, self.args.capacity, config=cfg, dtype=torch.bfloat16)
+        self.kernels(layer).poison_unwritten()  # a read of memory no call wrote shows as NaN, every time
+        return layer
 
     @staticmethod
     def kernels(layer: FusedMoE | TensorParallelFused) -> FusedMoE:

@@ -362,6 +362,21 @@ class FusedMoE:
         if self.max_tokens < 1 or self.top_k < 1:
             raise ValueError(f"max_tokens and top_k must be >= 1, got {self.max_tokens} and {self.top_k}")
 
+    def poison_unwritten(self) -> None:
+        """Tests: NaN (its bits, in index tables) in every buffer allocated without a value, so a kernel that
+        reads an entry no call wrote fails every time, not only where the allocator left such bits. Call it
+        right after construction, before any peer's first call (it writes the peer-visible buffers too)."""
+        for name in ("h", "route_table", "firsts", "dup_row", "dup_tile", "order_scratch"):
+            buf = getattr(self, name, None)
+            if buf is not None:
+                buf.view(torch.float32 if buf.element_size() == 4 else buf.dtype).fill_(float("nan"))
+        for name in ("xbuf", "ybuf", "red"):
+            if hasattr(self, name):
+                getattr(self, name).local.fill_(float("nan"))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dist.barrier(group=self.group)  # no peer reads these before they hold NaN
+
     # ---- the forward ------------------------------------------------------------------------
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, mode: int = FULL) -> torch.Tensor:

@@ -432,7 +432,9 @@ def _reduce_tokens(ybuf_ptr, src_red_ptr, table_ptr, t0, n_tok, rank, max_tokens
         total = tl.zeros((REDUCE_ROWS, REDUCE_COLS), tl.float32)
         for i in tl.static_range(K_P2):
             row = tl.load(table_ptr + i * max_tokens + offs_t, mask=in_t, other=-1)
-            weight = tl.load(table_ptr + (K_P2 + i) * max_tokens + offs_t, mask=in_t, other=0).to(tl.float32, bitcast=True)
+            # a column past the token's last slot here has row -1 and an unwritten weight: masked, not 0 * garbage
+            weight = tl.load(table_ptr + (K_P2 + i) * max_tokens + offs_t, mask=row >= 0,
+                             other=0).to(tl.float32, bitcast=True)
             y = tl.load(ybuf_ptr + row.to(tl.int64)[:, None] * H + c[None, :], mask=(row >= 0)[:, None] & in_c[None, :],
                         other=0.0)
             total += y.to(tl.float32) * weight[:, None]

@@ -46,10 +46,15 @@ def _init(rank: int, port: int, world: int = WORLD, hidden: int = HIDDEN, ffn: i
     return MoEWeights.random(EXPERTS, hidden, ffn, seed=2)
 
 
+def _poisoned(layer: FusedMoE) -> FusedMoE:
+    layer.poison_unwritten()  # a read of memory no call wrote fails every time, not now and then
+    return layer
+
+
 def _layer(rank: int, weights: MoEWeights, top_k: int, dtype, **knobs) -> FusedMoE:
     per_rank = EXPERTS // dist.get_world_size()
-    return FusedMoE(weights.local(rank * per_rank, per_rank), top_k=top_k, max_tokens=CAPACITY, dtype=dtype,
-                    config=FusedConfig(**{**SMALL.__dict__, **knobs}))
+    return _poisoned(FusedMoE(weights.local(rank * per_rank, per_rank), top_k=top_k, max_tokens=CAPACITY, dtype=dtype,
+                              config=FusedConfig(**{**SMALL.__dict__, **knobs})))
 
 
 def _call(layer: FusedMoE, rank: int, weights: MoEWeights, tokens: list[int], ids_of, seed: int, dtype) -> float:
@@ -119,7 +124,9 @@ def _capacity_worker(rank: int, port: int) -> None:
     with pytest.raises(ValueError, match=f"25 tokens exceed this layer's capacity max_tokens={CAPACITY}"):
         layer(x, ids, w)
     after = (layer.xbuf.local, layer.ybuf.local, layer.meta.local, layer.epoch)
-    assert all(torch.equal(a, b) for a, b in zip(before, after)), "a refused call wrote to the layer's buffers"
+    # equal_nan: rows no call wrote still hold _poisoned's NaN
+    unchanged = all(torch.allclose(a, b, rtol=0, atol=0, equal_nan=True) for a, b in zip(before, after))
+    assert unchanged, "a refused call wrote to the layer's buffers"
     assert _call(layer, rank, weights, [9, 11], router, seed=2, dtype=torch.float32) < 1e-4
     dist.destroy_process_group()
 
@@ -233,6 +240,7 @@ def _tensor_parallel_worker(rank: int, port: int, ep: int, tp: int, dtype_name: 
                               ([5, 17] * (ep * tp // 2), router(2))]),
                          (1, [([16] * ep * tp, router(1)), ([7, 9] * (ep * tp // 2), to_first(1))])):
         layer = TensorParallelFused(shard, top_k, CAPACITY, ep, tp, dtype=dtype, config=FusedConfig(**{**SMALL.__dict__, **knobs}))
+        _poisoned(layer.inner)
         for i, (tokens, ids_of) in enumerate(calls):
             err = _call(layer, rank, weights, tokens, ids_of, seed=10 * top_k + i, dtype=dtype)
             assert err < tol, f"ep={ep} tp={tp} {dtype_name} top_k={top_k} call {i}: relative error {err:.2e}"
@@ -338,6 +346,9 @@ def _check_prereduced_calls(layer, rank: int, peer: int, weights: MoEWeights, to
     assert inner.prereduced
     for call, tokens in enumerate(([21, 13], [CAPACITY, 2], [7, 7])):
         inner.ybuf.local[:inner.send_rows] = float("nan")  # the peer's slots: no row may come back per slot
+        # NaN bits in every table entry: one the call leaves unwritten (the weight of a column past a token's last
+        # slot here) must never reach a sum (it did, as 0 * NaN, only where torch.empty held such bits)
+        inner.route_table.view(torch.float32).fill_(float("nan"))
         x = torch.randn(sum(tokens), HIDDEN, generator=torch.Generator().manual_seed(call))
         ids = route(x, weights.router, top_k)[0]
         w = routing_weights(x, weights.router, ids)
