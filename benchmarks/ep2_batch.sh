@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -218,6 +218,21 @@ tp2-target-repeats)  # the TP-kernels issue's target (Mixtral, TP=2, 8192 tokens
     for i in 1 2 3; do
         run 150 "mixtral_tp2_target_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 2,3,4,8 --chunks 2,4 --tp 2
     done
+    ;;
+poisoned)  # the GPU suites on layers whose uninitialized buffers hold NaN (FusedMoE.poison_unwritten, every suite
+          # since run 61): EP=2 and TP=2, each with and without layer1's pre-reduction
+    for parallel in "--tp 1" "--tp 2"; do
+        for extra in "" "--prereduce"; do
+            name="suite_${parallel// /}${extra:+_prereduce}"
+            run 150 "${name//-/}" torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" $parallel $extra --replays 500 \
+                --out "$out/${name//-/}.json"
+        done
+    done
+    ;;
+per-layer)  # each variant's layer0 and layer1 timed alone beside the whole layer (bench's layer<i>:<variant>): where the
+           # fused layer loses to its pipeline at the block counts the simulator misranks (Qwen2-MoE at 8 blocks)
+    run 150 qwen_per_layer "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096,16384 --comm-blocks 4,8,16,24,32 --kind fused
+    run 150 mixtral_per_layer "${bench[@]}" --model mixtral-8x7b --tokens 4096,16384 --comm-blocks 4,8,16,32 --kind fused
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

@@ -199,10 +199,31 @@ class BenchRunner:
                     errors["fused"] = self._error(layer(*check), expected)
         if graphs:  # what the same forward costs when launched op by op from Python
             timings["fused_eager"] = self._time(self._rotating(inputs, lambda x, ids, w: layer(x, ids, w)))
+        if cfg.comm_blocks0 > 0:
+            timings.update(self._per_layer(layer, inputs[0]))
         layer.check()  # a bounded wait that gave up would have made every figure above meaningless
         del layer
         gc.collect()
         return timings, errors, graphs
+
+    def _per_layer(self, layer: FusedMoE | TensorParallelFused, inputs: tuple) -> dict:
+        """Each variant's layer0 and layer1 kernels timed alone (`layer0:<variant>`, `layer1:<variant>`), on
+        the plan of one forward of `inputs` in that variant: where the fused time goes that the whole-layer
+        figures cannot show (which layer loses to its pipeline), and what the simulator's per-layer spans are
+        compared with. Each launch starts from reset flags (layer0: its tiles wait for rows pulled anew) or
+        counters (layer1: its sends wait for the tiles), as in the forward; the copy engine's layer0 is not
+        timed this way (its rows come from a side stream)."""
+        kernels = getattr(layer, "inner", layer)  # under TP the EP layer over virtual experts launches them
+        found = {}
+        for name, mode in MODES.items():
+            layer(*inputs, mode=mode)
+            plan = kernels.plan
+            found[f"layer0:{name}"] = self._time(lambda: kernels._launch_layer0(plan, mode), before=kernels.flags.zero_)
+            found[f"layer1:{name}"] = self._time(lambda: kernels._launch_layer1(plan, mode), before=kernels.counters.zero_)
+        if self.cuda:
+            torch.cuda.synchronize()
+        dist.barrier()
+        return found
 
     def _reduce(self, timings: dict) -> dict:
         """The slowest rank's figure per timing, and every rank's."""

@@ -38,8 +38,11 @@ def join_gpus() -> tuple[int, int]:
 
 
 def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_each: Callable[[], object] | None = None) -> float:
-    """Warm up, then time `runs` calls (each after `before_each`, e.g. a barrier) and take the median."""
+    """Warm up, then time `runs` calls and take the median. `before_each` (e.g. a barrier, or a reset the call
+    needs) runs untimed before every call, warm-up calls included."""
     for _ in range(warmup):
+        if before_each is not None:
+            before_each()
         fn()
     cuda = torch.cuda.is_available()
     if cuda:

@@ -48,8 +48,11 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
             for r in result["runs"]] == [
         (t, "by-source" if b == 0 else layout, order, b) for t in (5, 16) for layout in ("merged", "by-source")
         for order in ("layout", "expert") for b in (0, 2) if b or layout == "merged"]
+    per_layer = {f"layer{i}:{v}" for i in (0, 1) for v in ("fused", "compute_only", "comm_only")}
     for r in result["runs"]:
-        assert set(r["timings_us"]) == {"naive", "b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
+        # each variant's two layer kernels timed alone too, where the blocks move the rows (not the copy engine)
+        assert set(r["timings_us"]) == {"naive", "b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only",
+                                        "comm_only"} | (per_layer if r["config"]["comm_blocks0"] else set())
         assert r["timings_us"]["b0"] == min(r["timings_us"]["b0_grouped"], r["timings_us"]["b0_loop"])
         assert all(v > 0 for v in r["timings_us"].values())
         assert all(len(v) == 2 for v in r["per_rank_us"].values())  # every rank's figure is kept
@@ -129,7 +132,8 @@ def test_bench_times_the_layers_under_tensor_parallelism(tmp_path):
     result = json.loads(files[0].read_text())
     assert (result["gpus"], result["ep"], result["tp"]) == (2, 1, 2)
     for r in result["runs"]:  # no naive layer under TP; the fused layer through virtual experts
-        assert set(r["timings_us"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only"}
+        assert set(r["timings_us"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused", "compute_only", "comm_only",
+                                        *(f"layer{i}:{v}" for i in (0, 1) for v in ("fused", "compute_only", "comm_only"))}
         assert set(r["max_rel_error"]) == {"b0_grouped", "b0_loop", "b0", "b1_c2", "fused"}
         assert max(r["max_rel_error"].values()) < 1e-4 and r["remote_bytes_out"] is None
         assert not r["config"]["dedup"] and not r["config"]["prereduce"]  # the default: every row over the link
