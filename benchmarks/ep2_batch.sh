@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -233,6 +233,10 @@ per-layer)  # each variant's layer0 and layer1 timed alone beside the whole laye
            # fused layer loses to its pipeline at the block counts the simulator misranks (Qwen2-MoE at 8 blocks)
     run 150 qwen_per_layer "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096,16384 --comm-blocks 4,8,16,24,32 --kind fused
     run 150 mixtral_per_layer "${bench[@]}" --model mixtral-8x7b --tokens 4096,16384 --comm-blocks 4,8,16,32 --kind fused
+    ;;
+contention-update)  # the copies' slowdown beside the GEMM through the layer's own pulls, into run 39's profile
+    run 300 contention torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --only contention \
+        --update "$repo/results/hardware/h200-x2-run39.json" --name "${CONTENTION_NAME:-h200-x2-run39-contention}"
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

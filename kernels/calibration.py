@@ -24,6 +24,7 @@ the package.
 
 from __future__ import annotations
 
+import copy
 import gc
 import itertools
 import math
@@ -365,6 +366,24 @@ def check_profile(data: dict) -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def merge_profile(base: dict, partial: dict, steps: list[str]) -> dict:
+    """`base` with the tables, figures and sources `partial` measured (calibrate --only STEPS --update BASE) in place
+    of its own, named as `partial`. Base notes about a replaced table or figure go; the run is recorded under
+    provenance.updates (what ran, where, when, its notes), the base's own provenance staying as it was."""
+    merged = copy.deepcopy(base)
+    merged["name"] = partial["name"]
+    replaced = set(partial["tables"]) | set(partial["figures"])
+    for key in ("tables", "figures", "sources"):
+        merged[key].update(partial[key])
+    prov = merged["provenance"]
+    prov["notes"] = [n for n in prov.get("notes", []) if n.split(":", 1)[0] not in replaced]
+    run = partial["provenance"]
+    prov.setdefault("updates", []).append({"steps": steps, "replaced": sorted(replaced),
+                                           **{k: run[k] for k in ("gpu", "driver", "torch", "triton", "date", "command")},
+                                           "notes": run.get("notes", [])})
+    return merged
+
+
 def _sig(value: float) -> float:
     """Four significant digits: readable, and never rounds a positive figure to 0."""
     return float(f"{value:.4g}")
@@ -453,6 +472,11 @@ class Calibration:
     # ---- the whole run ---------------------------------------------------------------------
 
     def run_all(self) -> dict | None:
+        if self.s.only:  # a few steps, their tables to go into an existing profile (merge_profile)
+            for name in self.s.only:
+                getattr(self, name)()
+                self._free()
+            return self._profile() if self.rank == 0 else None
         steps = [self.dense, self.launch, self.memory_passes]
         if self.world > 1:
             steps += [self.alltoall, self.host_sync, self.b0_host, self.copies, self.layer_copies]
@@ -796,15 +820,10 @@ class Calibration:
         launch timed with every rank launching at once. Unlike `copies`, this includes what the
         blocks do per tile: the tile table, the pieces, the flags and the counters they wait on."""
         m = self.s.models[0]
-        rows = self._contention_rows()
         blocks = [b for b in self.copy_blocks if b < self.programs]
-        layer = self._fused_layer(m, rows, blocks[0], every_rank=True)
-        tokens, experts = layer.max_tokens, m.num_experts
-        ids = (torch.arange(tokens, device=self.device) % experts).view(-1, 1)  # every expert alike, every rank alike
-        layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)
-        plan = layer.plan
-        remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
+        layer, plan, remote_rows = self._copies_layer(blocks[0])
         nbytes = remote_rows * m.hidden * self.elem
+        tokens = layer.max_tokens
         us = {"pull": [], "push": []}
         for n in blocks:
             layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
@@ -820,6 +839,18 @@ class Calibration:
                           f"counters), slowest rank")
         for way in ("pull", "push"):
             self._say(f"layer comm {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way])) + " GB/s")
+
+    def _copies_layer(self, comm_blocks: int):
+        """A FusedMoE over every rank for timing its copies (the first model, CONTENTION_ROWS tokens per local
+        expert, top-1 round-robin over the experts: every rank alike), run once in COMM_ONLY mode; it, its
+        plan and the rows each rank pulls from (and pushes to) its peers."""
+        m = self.s.models[0]
+        layer = self._fused_layer(m, self._contention_rows(), comm_blocks, every_rank=True)
+        tokens, experts = layer.max_tokens, m.num_experts
+        ids = (torch.arange(tokens, device=self.device) % experts).view(-1, 1)
+        layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)
+        remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
+        return layer, layer.plan, remote_rows
 
     def _contention_rows(self) -> int:
         """The --rows value nearest CONTENTION_ROWS: the rows per expert of the layers timed beside copies."""
@@ -846,7 +877,8 @@ class Calibration:
 
     def contention(self) -> None:
         """layer0's GEMM alone on programs - n compute programs vs beside n copy programs pulling
-        over NVLink on a side stream (the copies outlast the GEMM), both ranks at once."""
+        over NVLink on a side stream (the copies outlast the GEMM), both ranks at once; and the other
+        way round, the layer's own pulls on n communication programs alone vs beside the GEMM."""
         if not self.cuda:
             self.notes.append("gemm_contention: not measured on the CPU (no concurrent kernels in the interpreter)")
             return
@@ -859,8 +891,9 @@ class Calibration:
         pull = self._copy_launcher(buf, buf_rows, cols, push=False)
         side = torch.cuda.Stream()
         spin = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), runs=5, warmup=1)  # µs
+        copier, copier_plan, _ = self._copies_layer(min(s.comm_blocks))
         alone, busy = [], []
-        copy_alone, copy_busy = [], []
+        copy_alone, copy_busy, layer_alone, layer_busy = [], [], [], []
 
         def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
             torch.cuda.synchronize()
@@ -890,7 +923,7 @@ class Calibration:
             copy_alone.append(once)
             gemm_repeats = max(1, math.ceil((2 * once + spin) / alone[-1]))
 
-            def gemms(gemm_repeats=gemm_repeats) -> None:
+            def gemms() -> None:  # reads gemm_repeats (and the layer's cfg) when called
                 settle()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
@@ -899,19 +932,36 @@ class Calibration:
 
             copy_busy.append(self._time(lambda: pull(n), before=gemms))  # the spin lets the GEMM take its SMs first
             torch.cuda.synchronize()
-        times = self._slowest(alone + busy + copy_alone + copy_busy)
+            # the fused layer's own pulls (layer0 COMM_ONLY on a grid of n communication programs and one compute
+            # program that only follows the flags) beside the GEMM on all but n + 1 SMs: the programs of both kernels
+            # take an SM each (their shared memory), so the pulls run where the layer's communication blocks would
+            copier.programs = n + 1
+            copier.cfg = replace(copier.cfg, comm_blocks0=n)
+            layer_alone.append(self._time(lambda: copier._launch_layer0(copier_plan, COMM_ONLY), together=True))
+            layer.cfg = replace(layer.cfg, comm_blocks0=n + 1)
+            gemm_repeats = max(1, math.ceil((2 * layer_alone[-1] + spin) / alone[-1]))
+            layer_busy.append(self._time(lambda: copier._launch_layer0(copier_plan, COMM_ONLY), before=gemms))
+            torch.cuda.synchronize()
+        copier.check()
+        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy)
         k = len(alone)
         slow = [b / a for a, b in zip(times[:k], times[k:2 * k])]
-        copy_slow = [b / a for a, b in zip(times[2 * k:3 * k], times[3 * k:])]
+        proxy_slow = [b / a for a, b in zip(times[2 * k:3 * k], times[3 * k:4 * k])]
+        copy_slow = [b / a for a, b in zip(times[4 * k:5 * k], times[5 * k:])]
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
         self.tables["copy_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in copy_slow]}
         self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
                           f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
                           f"on a side stream, both after a device sync and a barrier; slowest of {self.world} GPUs "
                           f"(the simulator reads a ratio below 1 as 1: noise)")
-        self.notes.append(f"copy_contention: copy_blocks_kernel pulling with n programs, timed alone vs beside the same "
-                          f"GEMM (launched first on a side stream, repeated to outlast the copies); slowest of "
-                          f"{self.world} GPUs (the simulator reads a ratio below 1 as 1)")
+        self.notes.append(f"copy_contention: layer0 of a FusedMoE over {self.world} GPUs in COMM_ONLY mode ({m.name}, "
+                          f"top-1 round-robin) on a grid of n communication programs and one compute program, timed alone "
+                          f"vs beside the GEMM above on programs - n - 1 compute programs (launched first on a side stream, "
+                          f"repeated to outlast the pulls); slowest of {self.world} GPUs (the simulator reads a ratio below "
+                          f"1 as 1). Before run 62 (profiles up to h200-x2-run39) copy_blocks_kernel pulled instead, "
+                          f"beside the GEMM on programs - n: it read 1.05-1.09 at 8-16 blocks where the layer's own "
+                          f"communication blocks slow 1.2-1.3x beside their GEMMs (results/measurements/ep2_h200/run61); "
+                          f"copy_blocks_kernel's figures now: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, proxy_slow)))
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
 

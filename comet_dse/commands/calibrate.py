@@ -39,6 +39,8 @@ MIN_ALLTOALL_BYTES = 4096
 MAX_ALLTOALL_BYTES = 256 << 20
 FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor from 4 KiB
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# steps --only re-measures into an existing profile (--update): each writes tables of its own and needs no other step
+UPDATE_STEPS = ("memory_passes", "layer_copies", "contention")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, help="timed runs per figure, median kept (default 20; --quick 10)")
     parser.add_argument("--warmup", type=int, help="untimed runs first (default 3; --quick 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every input")
+    parser.add_argument("--only", help=f"re-measure only these steps ({', '.join(UPDATE_STEPS)}), comma-separated, "
+                                       "into the profile given by --update")
+    parser.add_argument("--update", help="a measured profile JSON on as many GPUs of the same kind: --only's tables "
+                                         "and figures replace its own in a new profile (--name, default "
+                                         "<its name>-<steps>); the rest, and its provenance, are kept")
 
 
 @dataclass
@@ -104,6 +111,8 @@ class Settings:
     name: str | None
     out: Path
     shapes: list[GemmShape] = field(default_factory=list)
+    only: list[str] | None = None  # the steps to run (--only); None: all
+    update: dict | None = None  # the profile they go into (--update)
 
 
 def _ints(text: str, flag: str, minimum: int = 1) -> list[int]:
@@ -196,8 +205,36 @@ def settings(args: argparse.Namespace) -> Settings:
 
     check_writable(out / f"{args.name or 'profile'}.json", "--out", make_folders=True)  # the default name: the same folder
     models, shapes = _models(args.models, world, block_n)
+    only, update = _update(args, world)
+    name = args.name or (update and f"{update['name']}-{'-'.join(only)}")
     return Settings(models, world, rows, comm_blocks, copy_blocks, sizes, args.copy_kib << 10, block_m, block_n,
-                    args.block_k, args.programs, runs, warmup, args.seed, quick, args.base, args.name, out, shapes)
+                    args.block_k, args.programs, runs, warmup, args.seed, quick, args.base, name, out, shapes, only, update)
+
+
+def _update(args: argparse.Namespace, world: int) -> tuple[list[str] | None, dict | None]:
+    """--only and --update, which go together: the steps (known, in the order given) and the profile read."""
+    if (args.only is None) != (args.update is None):
+        raise UserError("--only" if args.only is None else "--update", "--only and --update go together")
+    if args.only is None:
+        return None, None
+    steps = [v.strip() for v in args.only.split(",") if v.strip()]
+    unknown = [v for v in steps if v not in UPDATE_STEPS]
+    if not steps or unknown or len(set(steps)) != len(steps):
+        raise UserError("--only", f"must list distinct steps of {', '.join(UPDATE_STEPS)}, got {args.only!r}")
+    import json
+
+    from comet_dse.kernels.calibration import ProfileError, check_profile
+
+    try:
+        profile = json.loads(Path(args.update).read_text())
+        check_profile(profile)
+    except (OSError, ValueError) as exc:
+        raise UserError("--update", f"cannot read {args.update}: {exc}") from None
+    except ProfileError as exc:
+        raise UserError("--update", f"{args.update}: {exc}") from None
+    if profile["gpus"] != world:
+        raise UserError("--update", f"{args.update} was measured on {profile['gpus']} GPUs, this run has {world}")
+    return steps, profile
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +252,14 @@ def run(args: argparse.Namespace) -> int:
         runner.close()
     if profile is None:  # not rank 0
         return 0
+    if s.update is not None:
+        from comet_dse.kernels.calibration import merge_profile
+
+        measured_on, wanted = profile["provenance"]["gpu"], s.update["provenance"]["gpu"]
+        if measured_on != wanted:
+            print(f"comet-dse: --update: {args.update} was measured on {wanted}, this run on {measured_on}: not written")
+            return 2
+        profile = merge_profile(s.update, profile, s.only)
     try:
         check_profile(profile)
         if "alltoall" in profile["tables"]:  # complete: the simulator must read it as written

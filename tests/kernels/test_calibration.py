@@ -253,3 +253,51 @@ def test_comm_block_fit_recovers_the_curve_it_came_from(per_block, saturation):
 def test_gpu_slug():
     assert gpu_slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
     assert gpu_slug("cpu") == "cpu"
+
+
+# ---- --only STEPS --update PROFILE: a few tables re-measured into an existing profile ------------
+
+
+def test_only_some_steps_go_into_the_profile_given(tmp_path):
+    base = copy.deepcopy(VALID)
+    base["provenance"].update(gpu="cpu", notes=["layer_comm_blocks: the old way", "alltoall: kept"])
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(base))
+    profile, stdout, path = _calibrate(tmp_path, 2, "--only", "layer_copies", "--update", str(given))
+    check_profile(profile)
+    assert path.name == "h100-x2-layer_copies.json" and profile["name"] == "h100-x2-layer_copies"
+    # the layer's copies measured here (the interpreter's rates), every other table and figure as given
+    assert profile["tables"]["layer_comm_blocks"] != base["tables"]["layer_comm_blocks"]
+    assert profile["tables"]["layer_comm_blocks"]["pull"]["blocks"] == [1, 2]
+    assert {k: v for k, v in profile["tables"].items() if k != "layer_comm_blocks"} == \
+        {k: v for k, v in base["tables"].items() if k != "layer_comm_blocks"}
+    assert profile["figures"] == base["figures"] and profile["sources"] == base["sources"]
+    prov = profile["provenance"]
+    assert prov["date"] == base["provenance"]["date"] and prov["notes"] == ["alltoall: kept"]  # the stale note went
+    update, = prov["updates"]
+    assert update["steps"] == ["layer_copies"] and update["replaced"] == ["layer_comm_blocks"]
+    assert update["gpu"] == "cpu" and "--only layer_copies" in update["command"]
+    assert any(n.startswith("layer_comm_blocks:") for n in update["notes"])
+    assert "] dense mm" not in stdout  # nothing else ran
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--only", "contention"], "--only and --update go together"),
+    (["--update", "x.json"], "--only and --update go together"),
+    (["--only", "dense", "--update", "x.json"], "--only: must list distinct steps of memory_passes, layer_copies, contention"),
+    (["--only", "contention", "--update", "missing.json"], "--update: cannot read missing.json"),
+])
+def test_bad_only_or_update_is_one_line(tmp_path, extra, message):
+    out = subprocess.run([sys.executable, "-m", "comet_dse.cli", "calibrate", "--out", str(tmp_path), *extra],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and out.stdout == "" and out.stderr.strip().count("\n") == 0, out.stderr
+    assert message in out.stderr and not list(tmp_path.glob("*.json"))
+
+
+def test_update_needs_a_profile_on_as_many_gpus(tmp_path):
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(VALID))  # 2 GPUs; this run has 1
+    out = subprocess.run([sys.executable, "-m", "comet_dse.cli", "calibrate", "--out", str(tmp_path), "--only", "contention",
+                          "--update", str(given)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    assert out.returncode == 2 and "--update" in out.stderr and "measured on 2 GPUs, this run has 1" in out.stderr
