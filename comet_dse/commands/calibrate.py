@@ -274,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
     from comet_dse.files import write_text_atomic
 
     path = write_text_atomic(s.out / f"{profile['name']}.json", json.dumps(profile, indent=2) + "\n")
-    for note in profile["provenance"].get("notes", []):
+    # this run's notes: a merged profile's are its update's, the base's being the earlier run's
+    notes = profile["provenance"]["updates"][-1]["notes"] if s.update is not None else profile["provenance"].get("notes", [])
+    for note in notes:
         print(f"note: {note}")
     print(f"wrote {path}")
     return 0
