@@ -235,6 +235,9 @@ def _copy_bandwidth(folder: Path) -> list[str]:
         copies = data.get("tables", {}).get("comm_blocks")
         if not copies or data.get("provenance", {}).get("quick"):
             continue
+        updates = data["provenance"].get("updates", [])
+        if updates and not {"comm_blocks", "layer_comm_blocks"} & {t for u in updates for t in u["replaced"]}:
+            continue  # calibrate --only ... --update: these copy tables are its base profile's, listed there
         link = max([copies.get("copy_engine_GBps") or 0] + copies["pull"]["GBps"] + copies["push"]["GBps"])
         layer = data["tables"].get("layer_comm_blocks")  # the layer's own tile walk (calibrate since 2026-11-26)
         by_blocks = {} if not layer else {
