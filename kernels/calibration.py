@@ -937,10 +937,14 @@ class Calibration:
             # take an SM each (their shared memory), so the pulls run where the layer's communication blocks would
             copier.programs = n + 1
             copier.cfg = replace(copier.cfg, comm_blocks0=n)
-            layer_alone.append(self._time(lambda: copier._launch_layer0(copier_plan, COMM_ONLY), together=True))
+
+            def layer_pulls() -> None:
+                copier._launch_layer0(copier_plan, COMM_ONLY)
+
+            layer_alone.append(self._time(layer_pulls, together=True))
             layer.cfg = replace(layer.cfg, comm_blocks0=n + 1)
             gemm_repeats = max(1, math.ceil((2 * layer_alone[-1] + spin) / alone[-1]))
-            layer_busy.append(self._time(lambda: copier._launch_layer0(copier_plan, COMM_ONLY), before=gemms))
+            layer_busy.append(self._time(layer_pulls, before=gemms))
             torch.cuda.synchronize()
         copier.check()
         times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy)

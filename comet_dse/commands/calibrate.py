@@ -221,15 +221,12 @@ def _update(args: argparse.Namespace, world: int) -> tuple[list[str] | None, dic
     unknown = [v for v in steps if v not in UPDATE_STEPS]
     if not steps or unknown or len(set(steps)) != len(steps):
         raise UserError("--only", f"must list distinct steps of {', '.join(UPDATE_STEPS)}, got {args.only!r}")
-    import json
-
+    from comet_dse.files import read_json_object
     from comet_dse.kernels.calibration import ProfileError, check_profile
 
+    profile = read_json_object(args.update, "--update")
     try:
-        profile = json.loads(Path(args.update).read_text())
         check_profile(profile)
-    except (OSError, ValueError) as exc:
-        raise UserError("--update", f"cannot read {args.update}: {exc}") from None
     except ProfileError as exc:
         raise UserError("--update", f"{args.update}: {exc}") from None
     if profile["gpus"] != world:
