@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,3 +69,25 @@ def hand_case(tmp_path) -> tuple[Workload, HardwareProfile]:
     path = tmp_path / "hand.npy"
     np.save(path, trace)
     return Workload(HAND_MODEL, 256, 2, routing=f"trace:{path}"), hand_hardware()
+
+
+def run_ranks(cmd: list[str], world: int, timeout: float = 600, **env: str) -> list[tuple[int, str, str]]:
+    """`cmd` once per rank as torchrun would start it on the CPU (gloo, Triton's interpreter, one thread),
+    `env` added; every rank's (exit code, stdout, stderr). Past `timeout` every rank is killed before the
+    TimeoutExpired goes up: no rank outlives its test (a hung pair kept both cores busy for half an hour)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(cmd, env={**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": str(world),
+                                        "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                        "OMP_NUM_THREADS": "1", **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in range(world)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]

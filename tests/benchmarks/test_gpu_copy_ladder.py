@@ -4,11 +4,10 @@ the walk kernel pulls exactly the rows layer0 pulled (the script's own check rai
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import run_ranks
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_copy_ladder.py"
 TINY = {"model_type": "tiny", "num_experts": 8, "num_experts_per_tok": 2, "hidden_size": 512,
@@ -17,26 +16,14 @@ RUNGS = {"bare", "bare_xbuf", "walk", "walk_flags", "waiters_few", "waiters_all"
          "layer0_all", "push_bare", "layer1_few", "layer1_all", "copy_engine"}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_ladder_runs_on_two_cpu_ranks(tmp_path):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     out = tmp_path / "ladder.json"
-    port, procs = _port(), []
-    for rank in range(2):
-        env = {**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, str(SCRIPT), "--model", str(config), "--rows", "64", "--blocks", "2", "--warps", "4",
-               "--runs", "1", "--out", str(out)]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
+    cmd = [sys.executable, str(SCRIPT), "--model", str(config), "--rows", "64", "--blocks", "2", "--warps", "4",
+           "--runs", "1", "--out", str(out)]
+    for code, _, err in run_ranks(cmd, 2):
+        assert code == 0, err[-3000:]
     data = json.loads(out.read_text())
     # 8 experts, 4 per rank, 64 rows each: half of each rank's 256 rows go to the peer, 512 bf16 elements a row
     assert data["gpus"] == 2 and data["bytes_to_peers"] == 128 * 512 * 2

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_ranks
 
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.[kernels]')")
@@ -17,26 +18,13 @@ if torch.cuda.is_available():
     pytest.skip("a CPU test: on GPUs the benchmark runs through torchrun", allow_module_level=True)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_bench_writes_one_json_with_every_timing(tmp_path):
-    port = _port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "5,16",
-               "--comm-blocks", "0,2", "--comm-blocks1", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16",
-               "--n-splits", "2", "--runs", "2", "--warmup", "1", "--tile-order", "layout,expert", "--tile-layout", "merged,by-source",
-               "--out", str(tmp_path)]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-2000:]
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "5,16",
+           "--comm-blocks", "0,2", "--comm-blocks1", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16",
+           "--n-splits", "2", "--runs", "2", "--warmup", "1", "--tile-order", "layout,expert", "--tile-layout", "merged,by-source",
+           "--out", str(tmp_path)]
+    for code, out, err in run_ranks(cmd, 2):
+        assert code == 0, err[-2000:]
     files = list(tmp_path.glob("bench-*.json"))
     assert len(files) == 1
     result = json.loads(files[0].read_text())

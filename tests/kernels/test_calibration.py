@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ torch = pytest.importorskip("torch", reason="the kernels need torch (pip install
 pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.[kernels]')")
 
 from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
+from tests.conftest import run_ranks  # noqa: E402
 from comet_dse.kernels.calibration import (  # noqa: E402
     ProfileError,
     check_profile,
@@ -37,30 +37,18 @@ LAUNCH = ("import sys; sys.modules.update(dict.fromkeys({blocked!r})); from come
           "sys.exit(main(sys.argv[1:]))").format(blocked=BLOCKED)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _calibrate(tmp_path, world: int, *extra: str) -> tuple[dict, str, Path]:
     """Run calibrate on `world` CPU ranks; (the profile, rank 0's stdout, its path)."""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     out = tmp_path / "hardware"
-    port = _port()
-    procs = []
-    for rank in range(world):
-        env = {**os.environ, "TRITON_INTERPRET": "1", "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-c", LAUNCH, "calibrate", "--models", str(config), *GRID, "--out", str(out), *extra]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    ranks = run_ranks([sys.executable, "-c", LAUNCH, "calibrate", "--models", str(config), *GRID, "--out", str(out), *extra],
+                      world)
+    for code, _, err in ranks:
+        assert code == 0, err[-3000:]
     files = list(out.glob("*.json"))
     assert len(files) == 1, files
-    return json.loads(files[0].read_text()), outs[0][0], files[0]
+    return json.loads(files[0].read_text()), ranks[0][1], files[0]
 
 
 def test_two_ranks_write_a_full_profile(tmp_path):
