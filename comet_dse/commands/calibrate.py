@@ -253,9 +253,8 @@ def run(args: argparse.Namespace) -> int:
         from comet_dse.kernels.calibration import merge_profile
 
         measured_on, wanted = profile["provenance"]["gpu"], s.update["provenance"]["gpu"]
-        if measured_on != wanted:
-            print(f"comet-dse: --update: {args.update} was measured on {wanted}, this run on {measured_on}: not written")
-            return 2
+        if measured_on != wanted:  # known only once measured: rank 0 says it, as every user mistake, on stderr
+            raise UserError("--update", f"{args.update} was measured on {wanted}, this run on {measured_on}: not written")
         profile = merge_profile(s.update, profile, s.only)
     try:
         check_profile(profile)

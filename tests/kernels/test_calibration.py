@@ -289,3 +289,17 @@ def test_update_needs_a_profile_on_as_many_gpus(tmp_path):
                           "--update", str(given)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                          env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
     assert out.returncode == 2 and "--update" in out.stderr and "measured on 2 GPUs, this run has 1" in out.stderr
+
+
+def test_update_on_another_kind_of_gpu_is_one_line_and_writes_nothing(tmp_path):
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(VALID))  # measured on an H100; these ranks are CPUs
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "hardware"
+    ranks = run_ranks([sys.executable, "-c", LAUNCH, "calibrate", "--models", str(config), *GRID, "--out", str(out),
+                       "--only", "memory_passes", "--update", str(given)], 2)
+    (code, _, err), (other, _, _) = ranks
+    assert code == 2 and other == 0 and err.count("\n") == 1, err
+    assert err == f"comet-dse: error: --update: {given} was measured on NVIDIA H100 80GB HBM3, this run on cpu: not written\n"
+    assert not out.exists() or not list(out.glob("*.json"))
