@@ -13,7 +13,7 @@ The lookups here are what the simulator prices kernels with (sim/measured_costs.
 - `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
 - `comm_GBps`: what n communication blocks move (pull or push), through the layer's tile walk if timed;
 - `gemm_slowdown`: GEMM time with n blocks copying beside it / alone;
-- `copy_slowdown`: n blocks' copy time beside a GEMM on the other SMs / alone.
+- `copy_slowdown`: n blocks' copy time (pulls; pushes where measured) beside a GEMM on the other SMs / alone.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per e
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
-TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention", "b0_host")
+TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention", "push_contention", "b0_host")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -123,6 +123,7 @@ class MeasuredTables:
     copy_engine_GBps: float | None
     contention: Curve | None  # GEMM slowdown over copy blocks
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
+    push_contention: Curve | None  # the same for layer1's pushes; None: the pulls' figure stands in
     b0_host_chain_us: float | None  # B0's time past its plan at a few tokens: the host's launches after the sync
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
@@ -261,12 +262,14 @@ class MeasuredTables:
             return 1.0
         return max(1.0, self.contention.linear(copy_blocks))
 
-    def copy_slowdown(self, copy_blocks: int) -> float:
-        """Copy time of `copy_blocks` communication blocks beside a GEMM on the other SMs / alone
-        (1 if not measured; at least 1, as for the GEMM)."""
-        if self.copy_contention is None or copy_blocks <= 0:
+    def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
+        """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
+        a GEMM on the other SMs / alone (1 if not measured; at least 1, as for the GEMM). Pushes read
+        push_contention where calibrate measured it, else the pulls' copy_contention."""
+        curve = self.push_contention if direction == "push" and self.push_contention is not None else self.copy_contention
+        if curve is None or copy_blocks <= 0:
             return 1.0
-        return max(1.0, self.copy_contention.linear(copy_blocks))
+        return max(1.0, curve.linear(copy_blocks))
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -333,7 +336,7 @@ def _directions(tables: dict, path: str, name: str, extra: tuple[str, ...] = ())
 
 
 def _slowdowns(tables: dict, path: str, name: str, x_low: float) -> Curve | None:
-    """An optional {"copy_blocks", "slowdown"} table (gemm_contention, copy_contention)."""
+    """An optional {"copy_blocks", "slowdown"} table (gemm_contention, copy_contention, push_contention)."""
     if name not in tables:
         return None
     at = f"{path}.{name}"
@@ -404,6 +407,7 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
     if contention is not None and contention.x[0] != 0:
         raise UserError(f"{path}.gemm_contention.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
+    pushes = _slowdowns(tables, path, "push_contention", 1.0)
     chain = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"
@@ -412,7 +416,7 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         _integer(b0_host["tokens"], f"{at}.tokens")
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
-    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies, chain,
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies, pushes, chain,
                           raw=json.loads(json.dumps(tables)))
 
 

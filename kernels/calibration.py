@@ -18,8 +18,8 @@ the package.
   (as layer0) or pushing (as layer1) over peer memory addressed as in fused_moe.py; the copy
   engine is one peer `copy_` on a side stream.
 - contention: layer0's GEMM on the compute programs alone vs beside n copy programs on a side stream,
-  and the other way round: the n copy programs alone vs beside that GEMM (gemm_contention and
-  copy_contention).
+  and the other way round: the layer's n communication programs pulling (layer0) and pushing
+  (layer1) alone vs beside that GEMM (gemm_contention, copy_contention and push_contention).
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def _check_ways(table: dict, path: str) -> None:
 
 def _check_tables(tables: dict, gpus: int) -> None:
     allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "layer_comm_blocks", "gemm_contention",
-               "copy_contention", "b0_host"}
+               "copy_contention", "push_contention", "b0_host"}
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
@@ -326,11 +326,12 @@ def _check_tables(tables: dict, gpus: int) -> None:
         _positive(bh["tokens"], "tables.b0_host.tokens", integer=True)
         for key in ("plan_us", "b0_us"):
             _positive(bh[key], f"tables.b0_host.{key}")
-    if "copy_contention" in tables:
-        cc = tables["copy_contention"]
-        if not isinstance(cc, dict) or set(cc) != {"copy_blocks", "slowdown"}:
-            raise ProfileError("tables.copy_contention", "must have exactly the keys ['copy_blocks', 'slowdown']")
-        _curve(cc["copy_blocks"], cc["slowdown"], "tables.copy_contention", "copy_blocks", "slowdown")
+    for name in ("copy_contention", "push_contention"):
+        if name in tables:
+            cc = tables[name]
+            if not isinstance(cc, dict) or set(cc) != {"copy_blocks", "slowdown"}:
+                raise ProfileError(f"tables.{name}", "must have exactly the keys ['copy_blocks', 'slowdown']")
+            _curve(cc["copy_blocks"], cc["slowdown"], f"tables.{name}", "copy_blocks", "slowdown")
 
 
 def check_profile(data: dict) -> None:
@@ -878,7 +879,8 @@ class Calibration:
     def contention(self) -> None:
         """layer0's GEMM alone on programs - n compute programs vs beside n copy programs pulling
         over NVLink on a side stream (the copies outlast the GEMM), both ranks at once; and the other
-        way round, the layer's own pulls on n communication programs alone vs beside the GEMM."""
+        way round, the layer's own pulls (layer0) and pushes (layer1) on n communication programs
+        alone vs beside the GEMM."""
         if not self.cuda:
             self.notes.append("gemm_contention: not measured on the CPU (no concurrent kernels in the interpreter)")
             return
@@ -893,7 +895,7 @@ class Calibration:
         spin = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), runs=5, warmup=1)  # µs
         copier, copier_plan, _ = self._copies_layer(min(s.comm_blocks))
         alone, busy = [], []
-        copy_alone, copy_busy, layer_alone, layer_busy = [], [], [], []
+        copy_alone, copy_busy, layer_alone, layer_busy, push_alone, push_busy = [], [], [], [], [], []
 
         def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
             torch.cuda.synchronize()
@@ -946,14 +948,26 @@ class Calibration:
             gemm_repeats = max(1, math.ceil((2 * layer_alone[-1] + spin) / alone[-1]))
             layer_busy.append(self._time(layer_pulls, before=gemms))
             torch.cuda.synchronize()
+            # layer1's pushes on the same n communication programs (its one compute program only raises the
+            # counters), alone vs beside the same GEMM: the writes go to the peer, so their slowdown beside
+            # the tiles differs from the pulls' (run 61: layer1 lost more than layer0 where it was comm-bound)
+            copier.cfg = replace(copier.cfg, comm_blocks1=n)
+
+            def layer_pushes() -> None:
+                push_once(copier, copier_plan)
+
+            push_alone.append(self._time(layer_pushes, together=True))
+            gemm_repeats = max(1, math.ceil((2 * push_alone[-1] + spin) / alone[-1]))
+            push_busy.append(self._time(layer_pushes, before=gemms))
+            torch.cuda.synchronize()
         copier.check()
-        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy)
+        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy + push_alone + push_busy)
         k = len(alone)
-        slow = [b / a for a, b in zip(times[:k], times[k:2 * k])]
-        proxy_slow = [b / a for a, b in zip(times[2 * k:3 * k], times[3 * k:4 * k])]
-        copy_slow = [b / a for a, b in zip(times[4 * k:5 * k], times[5 * k:])]
+        ratios = [[b / a for a, b in zip(times[i * k:(i + 1) * k], times[(i + 1) * k:(i + 2) * k])] for i in (0, 2, 4, 6)]
+        slow, proxy_slow, copy_slow, push_slow = ratios
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
         self.tables["copy_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in copy_slow]}
+        self.tables["push_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in push_slow]}
         self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
                           f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
                           f"on a side stream, both after a device sync and a barrier; slowest of {self.world} GPUs "
@@ -966,6 +980,10 @@ class Calibration:
                           f"beside the GEMM on programs - n: it read 1.05-1.09 at 8-16 blocks where the layer's own "
                           f"communication blocks slow 1.2-1.3x beside their GEMMs (results/measurements/ep2_h200/run61); "
                           f"copy_blocks_kernel's figures now: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, proxy_slow)))
+        self.notes.append(f"push_contention: layer1 of the same FusedMoE in COMM_ONLY mode on n communication programs and "
+                          f"one compute program (the pushes, with the memset of its counters), timed alone vs beside the "
+                          f"same GEMM; slowest of {self.world} GPUs (read as copy_contention where a profile lacks it)")
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
+        self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))
 

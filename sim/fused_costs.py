@@ -10,7 +10,8 @@ the fused layer as built does, priced from the tables:
   (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks, and the
-  communication blocks' bandwidth divided by copy_contention (their copies beside a GEMM);
+  communication blocks' bandwidth divided by copy_contention (layer0's pulls beside a GEMM) or
+  push_contention (layer1's pushes; the pulls' figure where a profile lacks it);
 - the plan's small kernels, the pack gather and a device barrier before layer0, a device
   barrier after layer1 and one combine pass at the owner (calibrate's "combine" rate).
 """
@@ -60,7 +61,7 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
         return hw.comm_blocks_GBps(blocks)
     measured = tables.comm_GBps(direction, blocks)
     rate = hw.comm_blocks_GBps(blocks) if measured is None else measured
-    return rate / tables.copy_slowdown(blocks)  # the blocks copy beside the compute blocks' GEMM tiles
+    return rate / tables.copy_slowdown(blocks, direction)  # the blocks copy beside the compute blocks' GEMM tiles
 
 
 def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, float], slowdown: float) -> np.ndarray:

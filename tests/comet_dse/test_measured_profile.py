@@ -134,6 +134,19 @@ def test_copy_contention_lookup(tmp_path):
             copy_contention={"copy_blocks": [2, 4], "slowdown": [1.0, -1.0]})), tmp_path)
 
 
+def test_pushes_read_their_own_contention_and_fall_back_to_the_pulls(tmp_path):
+    pulls = {"copy_blocks": [2, 4, 8], "slowdown": [1.1, 1.2, 1.4]}
+    pushes = {"copy_blocks": [2, 8], "slowdown": [1.3, 1.6]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=pulls)), tmp_path)
+    assert t.copy_slowdown(4, "push") == pytest.approx(1.2)  # no push table: the pulls' figure
+    t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=pulls, push_contention=pushes)), tmp_path)
+    assert t.copy_slowdown(4, "pull") == pytest.approx(1.2) and t.copy_slowdown(4, "push") == pytest.approx(1.4)
+    assert t.copy_slowdown(0, "push") == 1.0
+    with pytest.raises(UserError, match=r"hardware\.tables\.push_contention\.copy_blocks"):
+        load_hardware_from(edited(lambda d: d["tables"].update(
+            push_contention={"copy_blocks": [8, 2], "slowdown": [1.0, 1.1]})), tmp_path)
+
+
 # ---- bad profiles: one line naming the field, exit 2 -------------------------------------------
 
 

@@ -114,6 +114,25 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
 
 
+def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy_contention(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    data["tables"]["push_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
+    path = tmp_path / "push.json"
+    path.write_text(json.dumps(data))
+    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(r.layer0_us) == 9080  # the pulls: hand.json has no copy_contention, so as before
+    # layer1's pushes at 32 / 2 = 16 B/ns: split 0's 32768 B 10081 -> 12129; split 1 (done 11331 as before)
+    # waits for the engine -> 14177, landed 15177; barrier -> 16177; + 2 launches + the combine 1548
+    assert ns(r.latency_us) == 16177 + 2 + 1548
+    # without a push table the pushes read the pulls' figure
+    del data["tables"]["push_contention"]
+    data["tables"]["copy_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
+    path.write_text(json.dumps(data))
+    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(r.latency_us) > 16177 + 2 + 1548 and ns(r.layer0_us) > 9080
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = json.loads(HAND_PROFILE.read_text())

@@ -1,0 +1,83 @@
+"""Which side of the fused layer the simulator gets wrong: its comet prediction taken apart.
+
+    python benchmarks/sim_sides.py --measurements results/measurements/ep2_h200/run61 \
+        --hardware results/hardware/h200-x2-run39-contention63.json --out results/validation/sides_run61.json
+
+For every fused configuration of the bench files that timed the compute-only and comm-only variants beside
+the layer, the simulator's comet schedule three times on the profile: as is (against `fused`), with every
+grouped-GEMM table entry 1000x faster (its communication side, the copies still slowed as beside the
+GEMM, against `comm_only`), and with every copy curve 1000x faster (its compute side, against
+`compute_only`). A side within a few percent of its measurement while the whole misses puts the miss in
+how the two sides wait on each other, not in a rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+from comet_dse.files import read_json_object
+from comet_dse.hardware import load_hardware
+from comet_dse.measurements import bench_paths, load_bench
+from comet_dse.sim import simulate
+from comet_dse.validation import _schedule, cases_of, workload_of
+
+SPEEDUP = 1000.0
+
+
+def side_profiles(profile: dict) -> tuple[dict, dict]:
+    """(near-free GEMMs, near-free copies) copies of a measured profile."""
+    comm_side, compute_side = copy.deepcopy(profile), copy.deepcopy(profile)
+    for entry in comm_side["tables"]["grouped_gemm"]:
+        entry["us"] = [us / SPEEDUP for us in entry["us"]]
+    tables = compute_side["tables"]
+    for name in ("layer_comm_blocks", "comm_blocks"):
+        for way in ("pull", "push"):
+            if name in tables:
+                tables[name][way]["GBps"] = [rate * SPEEDUP for rate in tables[name][way]["GBps"]]
+    if "comm_blocks" in tables:
+        tables["comm_blocks"]["copy_engine_GBps"] *= SPEEDUP
+    return comm_side, compute_side
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--measurements", nargs="+", required=True, help="bench JSON files or folders")
+    parser.add_argument("--hardware", required=True, help="a measured profile (comet-dse calibrate)")
+    parser.add_argument("--out", required=True, help="where the JSON goes")
+    args = parser.parse_args()
+    profile = read_json_object(Path(args.hardware), "--hardware")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, data in zip(("comm_side", "compute_side"), side_profiles(profile)):
+            paths.append(Path(tmp) / f"{name}.json")
+            paths[-1].write_text(json.dumps(data))
+        whole, comm_side, compute_side = (load_hardware(p) for p in (Path(args.hardware), *paths))
+    rows = []
+    for path in bench_paths(args.measurements):
+        bench = load_bench(path)
+        for case in cases_of(bench, measured=True):
+            timings = bench.runs[case.run].timings_us
+            if case.schedule != "comet" or case.skip or not {"comm_only", "compute_only"} <= set(timings):
+                continue
+            workload, schedule = workload_of(bench, case.tokens), _schedule(case)
+            predicted = [simulate(workload, hw, schedule, record=False).latency_us for hw in (whole, comm_side, compute_side)]
+            measured = [case.measured_us, timings["comm_only"], timings["compute_only"]]
+            rows.append({"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"],
+                         "source": str(path), **{f"{side}_{what}_us": round(v, 1) for side, p, m in
+                                                  zip(("fused", "comm_only", "compute_only"), predicted, measured)
+                                                  for what, v in (("predicted", p), ("measured", m))}})
+            r = rows[-1]
+            print(f"{case.model:15} {case.tokens:6} blocks {r['comm_blocks']:3}  " + "  ".join(
+                f"{side} {r[side + '_predicted_us']:8.1f}/{r[side + '_measured_us']:8.1f} "
+                f"({r[side + '_predicted_us'] / r[side + '_measured_us']:.2f})" for side in ("fused", "comm_only", "compute_only")))
+    Path(args.out).write_text(json.dumps({"hardware": args.hardware, "measurements": args.measurements,
+                                          "speedup_of_the_other_side": SPEEDUP, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {args.out} (predicted/measured µs, ratio)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""benchmarks/sim_sides.py: each side profile speeds up only its own side, and the committed table is what the
+script computes from the committed files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "results" / "validation" / "sides_run61_h200-x2-run39-contention63.json"
+
+
+def test_each_side_profile_speeds_up_only_its_own_side(load_script):
+    sides = load_script("sim_sides")
+    profile = json.loads((ROOT / "tests" / "fixtures" / "profiles" / "hand.json").read_text())
+    comm_side, compute_side = sides.side_profiles(profile)
+    gemm, fast_gemm = profile["tables"]["grouped_gemm"][0]["us"], comm_side["tables"]["grouped_gemm"][0]["us"]
+    assert fast_gemm == pytest.approx([us / sides.SPEEDUP for us in gemm])
+    assert compute_side["tables"]["grouped_gemm"] == profile["tables"]["grouped_gemm"]
+    pull = profile["tables"]["comm_blocks"]["pull"]["GBps"]
+    assert compute_side["tables"]["comm_blocks"]["pull"]["GBps"] == pytest.approx([g * sides.SPEEDUP for g in pull])
+    assert comm_side["tables"]["comm_blocks"] == profile["tables"]["comm_blocks"]
+    assert profile == json.loads((ROOT / "tests" / "fixtures" / "profiles" / "hand.json").read_text())  # not edited
+
+
+def test_the_committed_table_is_reproduced(tmp_path):
+    committed = json.loads(COMMITTED.read_text())
+    out = tmp_path / "sides.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sim_sides.py"), "--measurements",
+                    *committed["measurements"], "--hardware", committed["hardware"], "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert json.loads(out.read_text())["rows"] == committed["rows"]
+    assert len(committed["rows"]) == 18
