@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -237,6 +237,13 @@ per-layer)  # each variant's layer0 and layer1 timed alone beside the whole laye
 contention-update)  # the copies' slowdown beside the GEMM through the layer's own pulls, into run 39's profile
     run 300 contention torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --only contention \
         --update "$repo/results/hardware/h200-x2-run39.json" --name "${CONTENTION_NAME:-h200-x2-run39-contention}"
+    ;;
+copy-engine-few)  # the copy engine moving layer0's rows with layer1 on as few blocks as the best SM-copy configuration
+                  # (every sweep so far ran it with 16), beside that configuration and B0, Mixtral 8192 at TP=2 and EP=2
+    for i in 1 2; do
+        run 150 "ce_tp2_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 0,3 --comm-blocks1 3 --chunks 2 --tp 2
+        run 150 "ce_ep2_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 0,4 --comm-blocks1 4 --chunks 2
+    done
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
