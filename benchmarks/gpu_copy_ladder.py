@@ -31,11 +31,11 @@ import torch
 import torch.distributed as dist
 import triton
 import triton.language as tl
-from comet_dse.kernels.calibration import SPIN_CYCLES, copy_blocks_kernel, copy_shape, push_once
+from comet_dse.kernels.calibration import copy_blocks_kernel, copy_shape, push_once
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, _move_tile, _swizzle, _tile, _wait_rows
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.timing import environment, join_gpus, join_ranks, median_us
+from comet_dse.kernels.timing import SPIN_CYCLES, environment, join_gpus, join_ranks, median_us
 from comet_dse.models import resolve_model
 from gpu_layer_copies import round_robin_rows, slowest  # the same workload and reduction (benchmarks/)
 

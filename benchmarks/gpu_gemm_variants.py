@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from comet_dse.kernels.calibration import SPIN_CYCLES, plan_for_rows
+from comet_dse.kernels.calibration import plan_for_rows
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMPUTE_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, join_gpus, join_ranks, median_us
+from comet_dse.kernels.timing import SPIN_CYCLES, environment, join_gpus, join_ranks, median_us
 from comet_dse.models import resolve_model
 
 CUDA = torch.cuda.is_available()

@@ -44,6 +44,9 @@ class BenchFile:
     dtype_bytes: int
     runs: tuple[BenchRun, ...]
     pack: str = "kernels"  # how its fused runs did step 1 (see `fused_pack`)
+    # how its per-layer figures (timings layer<i>:<variant>) were timed: "spin" behind a device spin (no host
+    # time in them), None in files before it, whose per-layer figures carry each launch's host time
+    layer_timing: str | None = None
 
 
 # Step 1 of the fused forward (the pairs ordered by expert) became two kernels (kernels/fused_pack.py,
@@ -127,6 +130,7 @@ def load_bench(path: str | Path) -> BenchFile:
         path=path, gpu=data["gpu"], gpus=gpus, model=data["model"], shape=shape, ep=ep, tp=tp,
         dtype_bytes=DTYPE_BYTES[data["dtype"]],
         runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)), pack=fused_pack(data),
+        layer_timing=data.get("layer_timing") if isinstance(data.get("layer_timing"), str) else None,
     )
 
 

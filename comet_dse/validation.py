@@ -44,6 +44,7 @@ class Case:
     measured_us: float
     knobs: dict = field(default_factory=dict)
     skip: str | None = None  # why the simulator cannot model this configuration
+    kernels_measured: dict[str, float] = field(default_factory=dict)  # the fused layer's kernels alone (KERNELS)
 
 
 def workload_of(bench: BenchFile, tokens: int) -> Workload:
@@ -75,6 +76,10 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
     if config.get("programs") is not None:
         return f"a grid of {config['programs']} programs is not modelled (the simulator uses every SM)"
     return None
+
+
+# The fused layer's kernels, as bench times each alone ("layer0:fused") and the simulator prices them (Result.kernels_us)
+KERNELS = ("layer0", "layer1")
 
 
 def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = False, b0_key: str = "b0") -> list[Case]:
@@ -109,8 +114,11 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 knobs["prologue_launches"] = PROLOGUE_OPS if bench.pack == "kernels" else TORCH_PACK_PROLOGUE_OPS
                 if bench.tp > 1:  # kernels/fused_tp.py: a row per (token, expert) to each TP rank, the EP layer over
                     knobs["tp_dispatch"] = "rows"  # virtual experts (the simulator's default prices Comet's tokens)
+                # per-layer figures count only where timed behind a device spin (older ones carry host time)
+                kernels = ({k: run.timings_us[f"{k}:fused"] for k in KERNELS if f"{k}:fused" in run.timings_us}
+                           if bench.layer_timing == "spin" else {})
                 cases.append(Case(**common, schedule="comet", measured_key=key, measured_us=us, knobs=knobs,
-                                  skip=_comet_skip(c, bench.shape["hidden"], measured)))
+                                  skip=_comet_skip(c, bench.shape["hidden"], measured), kernels_measured=kernels))
     return cases
 
 
@@ -161,6 +169,11 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
             else:
                 point.update(predicted_us=round(result.latency_us, 2),
                              error_pct=round(signed_error_pct(result.latency_us, case.measured_us), 2))
+                kernels = {k: {"predicted_us": round(result.kernels_us[k], 2), "measured_us": us,
+                               "error_pct": round(signed_error_pct(result.kernels_us[k], us), 2)}
+                           for k, us in case.kernels_measured.items() if k in result.kernels_us}
+                if kernels:
+                    point["kernels"] = kernels
         points.append(point)
     return points
 
@@ -187,6 +200,18 @@ def error_summary(points: list[dict]) -> dict:
                        mean_error_pct=round(sum(errors) / len(errors), 2),
                        min_error_pct=round(min(errors), 2), max_error_pct=round(max(errors), 2))
     return summary
+
+
+def kernel_summary(points: list[dict]) -> dict:
+    """Per fused kernel (KERNELS), MAPE and bias over the points whose bench timed it alone; empty if none did."""
+    found = {}
+    for kernel in KERNELS:
+        errors = [p["kernels"][kernel]["error_pct"] for p in points if kernel in p.get("kernels", {})]
+        if errors:
+            found[kernel] = {"n": len(errors), "mape_pct": round(sum(abs(e) for e in errors) / len(errors), 2),
+                             "mean_error_pct": round(sum(errors) / len(errors), 2),
+                             "min_error_pct": round(min(errors), 2), "max_error_pct": round(max(errors), 2)}
+    return found
 
 
 def _spearman(predicted: list[float], measured: list[float]) -> float | None:

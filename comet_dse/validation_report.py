@@ -2,7 +2,8 @@
 
 Sections: every point against y = x (log axes, one colour per schedule); the signed error of
 every point by model and token count; each comet sweep across communication blocks, predicted
-and measured side by side (a dropdown picks the sweep); the sweeps' Spearman and regret.
+and measured side by side (a dropdown picks the sweep); the sweeps' Spearman and regret; the fused
+layer's kernels alone where bench timed them.
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ def validation_html(report: dict) -> str:
                   "<th>tile order</th><th>repeats</th><th>Spearman</th><th>regret</th><th>predicted best</th>"
                   "<th>measured best</th><th>spread</th><th>noise</th><th>ranked</th></tr>"
                   f"{repeated_rows}</table>")
+    if report.get("kernels"):
+        kernel_rows = "".join(
+            f"<tr><td>{name}</td><td>{html.escape(p['model'])}</td><td>{p['tokens']}</td>"
+            f"<td>{html.escape(config_text(p, blocks_only=True))}</td><td>{k['predicted_us']:.0f}</td>"
+            f"<td>{k['measured_us']:.0f}</td><td>{k['error_pct']:+.1f}%</td></tr>"
+            for p in report["schedules"]["comet"]["points"] for name, k in p.get("kernels", {}).items())
+        summary = "; ".join(f"{name}: {k['n']} points, MAPE {k['mape_pct']:.1f}%, mean {k['mean_error_pct']:+.1f}%"
+                            for name, k in report["kernels"].items())
+        notes += ("<h2 id='kernels-title'>The fused layer's kernels alone</h2><p>bench's per-layer figures (each "
+                  f"kernel launched alone behind a device spin, launch to end) against the simulator's spans: {summary}.</p>"
+                  "<table><tr><th>kernel</th><th>model</th><th>tokens</th><th>blocks</th><th>predicted µs</th>"
+                  f"<th>measured µs</th><th>error</th></tr>{kernel_rows}</table>")
     figures = [("parity", "Predicted against measured, every point (y = x: exact)", _parity(report)),
                ("errors", "Signed error by model and token count", _errors(report)),
                ("sweep", "Comet across communication blocks, predicted and measured (one sweep at a time)", _sweep_lines(report))]

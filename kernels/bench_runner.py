@@ -19,7 +19,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.fused_tp import TensorParallelFused, virtual_routing
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
-from comet_dse.kernels.timing import environment, join_ranks, median_us
+from comet_dse.kernels.timing import environment, join_ranks, median_us, spin_device
 from comet_dse.kernels.tp_baselines import moe_chunked_tp, parallel_groups
 
 ROTATE = 3  # input sets rotated through the timed runs
@@ -58,11 +58,15 @@ class BenchRunner:
 
     # ---- timing ----------------------------------------------------------------------------
 
-    def _time(self, fn: Callable[[], object], before: Callable[[], object] | None = None) -> float:
+    def _time(self, fn: Callable[[], object], before: Callable[[], object] | None = None, spin: bool = False) -> float:
+        """Median µs of fn after a barrier (every rank starts at once); spin: the device spins first, so
+        an eager launch's host time stays out of the figure (a graph's whole forward keeps its own)."""
         def prepare() -> None:
             if before is not None:
                 before()
             dist.barrier()
+            if spin:
+                spin_device()
         return median_us(fn, runs=self.args.runs, warmup=self.args.warmup, before_each=prepare)
 
     def _rotating(self, inputs: list[tuple], call: Callable[..., object]) -> Callable[[], object]:
@@ -119,7 +123,9 @@ class BenchRunner:
         return {**environment(command), "gpus": self.world, "model": s.model_name,
                 "shape": {"experts": s.experts, "top_k": s.top_k, "hidden": s.hidden, "ffn": s.ffn},
                 "ep": self.ep, "tp": self.s.tp, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
-                "runs_per_figure": self.args.runs, "runs": runs}
+                "runs_per_figure": self.args.runs,
+                # the per-layer figures (timings layer<i>:<variant>) behind a device spin: no host time in them
+                "layer_timing": "spin", "runs": runs}
 
     def _configs(self, tokens: int) -> list[FusedConfig]:
         s, a = self.s, self.args
@@ -212,14 +218,18 @@ class BenchRunner:
         figures cannot show (which layer loses to its pipeline), and what the simulator's per-layer spans are
         compared with. Each launch starts from reset flags (layer0: its tiles wait for rows pulled anew) or
         counters (layer1: its sends wait for the tiles), as in the forward; the copy engine's layer0 is not
-        timed this way (its rows come from a side stream)."""
+        timed this way (its rows come from a side stream). Each launch is timed behind a device spin, as calibrate
+        times its launches: bench files before 2026-11-27 (run 61) timed them without one, so their per-layer
+        figures carry each launch's host time (their sum exceeded the graphed layer by up to 1.3 ms)."""
         kernels = getattr(layer, "inner", layer)  # under TP the EP layer over virtual experts launches them
         found = {}
         for name, mode in MODES.items():
             layer(*inputs, mode=mode)
             plan = kernels.plan
-            found[f"layer0:{name}"] = self._time(lambda: kernels._launch_layer0(plan, mode), before=kernels.flags.zero_)
-            found[f"layer1:{name}"] = self._time(lambda: kernels._launch_layer1(plan, mode), before=kernels.counters.zero_)
+            found[f"layer0:{name}"] = self._time(lambda: kernels._launch_layer0(plan, mode), before=kernels.flags.zero_,
+                                                 spin=True)
+            found[f"layer1:{name}"] = self._time(lambda: kernels._launch_layer1(plan, mode), before=kernels.counters.zero_,
+                                                 spin=True)
         if self.cuda:
             torch.cuda.synchronize()
         dist.barrier()

@@ -49,13 +49,9 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, com
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, join_ranks, median_us
+from comet_dse.kernels.timing import environment, join_ranks, median_us, spin_device
 
 FORMAT = "comet-dse-profile/1"
-# ~500 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued. A fused-layer launch
-# took 35-130 µs of host time on the lent hosts (its two TMA descriptors and ~30 arguments): the old
-# ~50 µs spin left the rest of it in the layer's figures (results/measurements/ep2_h200/copy_ladder/)
-SPIN_CYCLES = 1_000_000
 ROTATE = 3  # input sets rotated through the grouped_mm runs
 LAUNCHES = 200  # back-to-back launches per kernel-launch timing
 PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
@@ -437,8 +433,8 @@ class Calibration:
                 dist.barrier()
             if before is not None:
                 before()
-            if spin and self.cuda:
-                torch.cuda._sleep(SPIN_CYCLES)
+            if spin:
+                spin_device()
         return median_us(fn, runs=self.s.runs, warmup=self.s.warmup, before_each=prepare)
 
     def _slowest(self, values: list[float]) -> list[float]:
@@ -892,7 +888,7 @@ class Calibration:
         buf, buf_rows, cols = self._copy_buffer()
         pull = self._copy_launcher(buf, buf_rows, cols, push=False)
         side = torch.cuda.Stream()
-        spin = median_us(lambda: torch.cuda._sleep(SPIN_CYCLES), runs=5, warmup=1)  # µs
+        spin = median_us(spin_device, runs=5, warmup=1)  # µs
         copier, copier_plan, _ = self._copies_layer(min(s.comm_blocks))
         alone, busy = [], []
         copy_alone, copy_busy, layer_alone, layer_busy, push_alone, push_busy = [], [], [], [], [], []
@@ -949,16 +945,31 @@ class Calibration:
             layer_busy.append(self._time(layer_pulls, before=gemms))
             torch.cuda.synchronize()
             # layer1's pushes on the same n communication programs (its one compute program only raises the
-            # counters), alone vs beside the same GEMM: the writes go to the peer, so their slowdown beside
-            # the tiles differs from the pulls' (run 61: layer1 lost more than layer0 where it was comm-bound)
+            # counters), alone vs beside layer1's own GEMM (COMPUTE_ONLY on programs - n - 1 compute programs; its
+            # communication programs move nothing and end at once), as the pushes run beside GEMM1's tiles: their
+            # writes go to the peer and GEMM1's tiles store to the staging they read from (run 63 timed them
+            # beside layer0's GEMM: 1.20 at 8 blocks, where layer1 lost 1.31x in run 61)
             copier.cfg = replace(copier.cfg, comm_blocks1=n)
+            layer.cfg = replace(layer.cfg, comm_blocks1=n + 1)
+
+            def gemm1() -> None:
+                layer._launch_layer1(plan, COMPUTE_ONLY)
 
             def layer_pushes() -> None:
                 push_once(copier, copier_plan)
 
+            gemm1_alone = self._time(gemm1, before=settle)
             push_alone.append(self._time(layer_pushes, together=True))
-            gemm_repeats = max(1, math.ceil((2 * push_alone[-1] + spin) / alone[-1]))
-            push_busy.append(self._time(layer_pushes, before=gemms))
+            gemm1_repeats = max(1, math.ceil((2 * push_alone[-1] + spin) / gemm1_alone))
+
+            def gemm1s() -> None:
+                settle()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(gemm1_repeats):
+                        gemm1()
+
+            push_busy.append(self._time(layer_pushes, before=gemm1s))
             torch.cuda.synchronize()
         copier.check()
         times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy + push_alone + push_busy)
@@ -981,8 +992,11 @@ class Calibration:
                           f"communication blocks slow 1.2-1.3x beside their GEMMs (results/measurements/ep2_h200/run61); "
                           f"copy_blocks_kernel's figures now: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, proxy_slow)))
         self.notes.append(f"push_contention: layer1 of the same FusedMoE in COMM_ONLY mode on n communication programs and "
-                          f"one compute program (the pushes, with the memset of its counters), timed alone vs beside the "
-                          f"same GEMM; slowest of {self.world} GPUs (read as copy_contention where a profile lacks it)")
+                          f"one compute program (the pushes, with the memset of its counters), timed alone vs beside "
+                          f"layer1's GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on programs - n - 1 compute "
+                          f"programs, launched first on a side stream and repeated to outlast the pushes; slowest of "
+                          f"{self.world} GPUs (read as copy_contention where a profile lacks it). Run 63 (profile "
+                          f"h200-x2-run39-contention63) timed them beside layer0's GEMM instead")
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
         self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))

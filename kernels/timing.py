@@ -37,6 +37,19 @@ def join_gpus() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+# ~500 µs at 1.98 GHz: the GPU is still busy when the timed launch is enqueued. A fused-layer launch
+# took 35-130 µs of host time on the lent hosts (its two TMA descriptors and ~30 arguments): the old
+# ~50 µs spin left the rest of it in the layer's figures (results/measurements/ep2_h200/copy_ladder/)
+SPIN_CYCLES = 1_000_000
+
+
+def spin_device() -> None:
+    """Keep the GPU busy ~500 µs (nothing on the CPU): a launch timed after it is enqueued before the GPU
+    reaches it, so its host time stays out of its figure."""
+    if torch.cuda.is_available():
+        torch.cuda._sleep(SPIN_CYCLES)
+
+
 def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_each: Callable[[], object] | None = None) -> float:
     """Warm up, then time `runs` calls and take the median. `before_each` (e.g. a barrier, or a reset the call
     needs) runs untimed before every call, warm-up calls included."""

@@ -41,6 +41,9 @@ class Result:
     per_rank: list[RankResult]
     events: int = 0
     network: str = "flows"  # the engine that priced comet's copies (sim/api.network_engine)
+    # the fused layer's kernels alone, launch to end, slowest rank each (comet; empty otherwise): not in
+    # to_dict, what `comet-dse validate` compares with bench's per-layer timings
+    kernels_us: dict[str, float] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline, repr=False)
 
     def to_dict(self) -> dict:
@@ -99,4 +102,5 @@ def summarize(schedule: str, params: dict, outcome: Outcome, comm_ns: float, tim
         events=events,
         network=network,
         timeline=timeline,
+        kernels_us={k: _us(max(r.kernels_ns[k] for r in outcome.ranks)) for k in worst.kernels_ns},
     )

@@ -82,6 +82,17 @@ def format_report(report: dict) -> str:
                              "held out" if m["held_out"] else "shape timed"])
     lines += align_columns(by_model, text_columns=(0, 1, 5))
     lines.append("")
+    if report.get("kernels"):
+        kernels = [["fused kernel", "model", "tokens", "config", "predicted µs", "measured µs", "error"]]
+        for p in report["schedules"]["comet"]["points"]:
+            for name, k in p.get("kernels", {}).items():
+                kernels.append([name, p["model"], str(p["tokens"]), config_text(p, blocks_only=True), _fmt(k["predicted_us"]),
+                                _fmt(k["measured_us"]), _fmt(k["error_pct"], "+.1f", "%")])
+        lines.append("the fused layer's kernels alone (bench's per-layer figures, launch to end):")
+        lines += align_columns(kernels, text_columns=(0, 1, 3))
+        lines += [f"{name}: {k['n']} points, MAPE {k['mape_pct']:.1f}%, mean error {k['mean_error_pct']:+.1f}%"
+                  for name, k in report["kernels"].items()]
+        lines.append("")
     table = [["model", "tokens", "points", "spearman", "regret", "predicted best", "measured best", "measured spread"]]
     for s in report["sweeps"]:
         table.append([s["model"], str(s["tokens"]), str(s["n"]), _fmt(s["spearman"], "+.2f"),
@@ -129,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         SEED,
         cases_of,
         error_summary,
+        kernel_summary,
         repeated_sweeps,
         simulate_cases,
         sort_key,
@@ -174,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         "overall": error_summary(points),
         "schedules": {name: {**error_summary(ps), "by_model": _by_model(ps, benches, hardware), "points": ps}
                       for name in SCHEDULES if (ps := [p for p in points if p["schedule"] == name])},
+        "kernels": kernel_summary(points),
         "sweeps_summary": sweep_summary(found),
         "full_sweeps_summary": sweep_summary(found, FULL_SWEEP_POINTS),
         "sweeps": found,

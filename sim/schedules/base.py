@@ -34,6 +34,9 @@ class RankOutcome:
     compute_alone_ns: float  # the GEMM kernels alone, all rows present, same blocks
     bubble_ns: float  # mean idle time of one compute block within [0, end]
     overheads_ns: dict[str, float] = field(default_factory=dict)  # permute, host sync, launches, reduce
+    # the fused layer's two kernels, launch to end (comet: compute and sends), for comparing with bench's
+    # per-layer timings; empty for the schedules of stock kernels
+    kernels_ns: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -388,6 +388,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         state[rank] = dict(
             layer0_end=layer0_end, own_end=env.now, compute_alone=alone0 + alone1,
             busy0=busy0, busy1=busy1, overheads=overheads,
+            kernels={"layer0": layer0_end - start0, "layer1": env.now - start1},
         )
 
     for rank in range(world):
@@ -415,6 +416,6 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         idle = bubble(s["layer0_end"], s["busy0"], blocks0) + bubble(received - s["layer0_end"], s["busy1"], blocks1)
         outcomes.append(RankOutcome(
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
-            overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch},
+            overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch}, kernels_ns=s["kernels"],
         ))
     return outcomes

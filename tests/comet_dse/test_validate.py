@@ -312,3 +312,44 @@ def test_fused_variants_the_simulator_does_not_model_are_skipped_with_a_reason(k
     config = {"comm_blocks0": 16, "n_splits": 4, "block_n": 128, "block_n1": None, "programs": None}
     assert _comet_skip(config, 4096, measured=True) is None
     assert reason in _comet_skip({**config, knob: True}, 4096, measured=True)
+
+
+@pytest.mark.parametrize("layer_timing", ["spin", None])
+def test_the_fused_kernels_are_compared_alone_where_bench_timed_them_behind_a_spin(capsys, tmp_path, layer_timing):
+    """bench's per-layer figures (layer0:fused, layer1:fused) against the simulator's kernel spans; files that timed
+    them without a device spin (before run 64) carry each launch's host time, so they are left out."""
+    data = json.loads(QWEN.read_text())
+    data["runs"] = [r for r in data["runs"] if r["tokens"] == 1024 and r["config"] and r["config"]["comm_blocks0"] > 0]
+    for i, run in enumerate(data["runs"]):
+        run["timings_us"].update({"layer0:fused": 100.0 + i, "layer1:fused": 50.0 + i})
+    if layer_timing is not None:
+        data["layer_timing"] = layer_timing
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "v.json"
+    page = tmp_path / "v.html"
+    code, text, _ = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(out), "--html", str(page))
+    assert code == 0
+    report = json.loads(out.read_text())
+    points = report["schedules"]["comet"]["points"]
+    assert ("kernels-title" in page.read_text()) == (layer_timing is not None)
+    if layer_timing is None:
+        assert report["kernels"] == {} and not any("kernels" in p for p in points)
+        assert "kernels alone" not in text
+        return
+    wl = Workload(ModelConfig("qwen2-moe-2.7b", 64, 4, 2048, 1408, num_layers=1), 1024, 2)
+    for p in points:
+        c = p["config"]
+        knobs = {k: c[k] for k in ("comm_blocks0", "comm_blocks1", "block_m", "block_n", "row_order", "n_splits",
+                                    "tile_layout", "tile_order", "prologue_launches")}
+        expected = simulate(wl, HARDWARE_PRESETS["h100-sxm"], Comet(**knobs)).kernels_us
+        i = p["run"]
+        for kernel, measured in (("layer0", 100.0 + i), ("layer1", 50.0 + i)):
+            k = p["kernels"][kernel]
+            assert k["measured_us"] == measured and k["predicted_us"] == round(expected[kernel], 2)
+            assert k["error_pct"] == round(100 * (expected[kernel] - measured) / measured, 2)
+    for kernel in ("layer0", "layer1"):
+        errors = [p["kernels"][kernel]["error_pct"] for p in points]
+        assert report["kernels"][kernel]["n"] == len(points) >= 2
+        assert report["kernels"][kernel]["mape_pct"] == pytest.approx(sum(map(abs, errors)) / len(errors), abs=0.01)
+    assert "the fused layer's kernels alone" in text and "layer1: " in text

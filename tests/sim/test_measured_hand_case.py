@@ -111,6 +111,8 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     # gather's 256 B/ns (hand.json timed no "combine" pass) = 1548.
     assert ns(r.latency_us) == 14355 + 2 + 1548 == 15905
     assert ns(r.compute_alone_us) == 4000 + 2000
+    # the kernels alone, launch to end, as bench times them: layer0 2032 -> 9080, layer1 9081 -> its last push 12355
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 9080 - 2032, "layer1": 12355 - 9081}
     assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
 
 
