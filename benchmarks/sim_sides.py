@@ -8,7 +8,8 @@ the layer, the simulator's comet schedule three times on the profile: as is (aga
 grouped-GEMM table entry 1000x faster (its communication side, the copies still slowed as beside the
 GEMM, against `comm_only`), and with every copy curve 1000x faster (its compute side, against
 `compute_only`). A side within a few percent of its measurement while the whole misses puts the miss in
-how the two sides wait on each other, not in a rate.
+how the two sides wait on each other, not in a rate. Where bench timed each kernel alone behind a device spin
+(`layer_timing: spin`), the same for layer0 and layer1 against the simulator's kernel spans.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from comet_dse.files import read_json_object
 from comet_dse.hardware import load_hardware
 from comet_dse.measurements import bench_paths, load_bench
 from comet_dse.sim import simulate
-from comet_dse.validation import _schedule, cases_of, workload_of
+from comet_dse.validation import KERNELS, _schedule, cases_of, workload_of
 
 SPEEDUP = 1000.0
+VARIANTS = ("fused", "comm_only", "compute_only")  # against the simulator as is, with near-free GEMMs, near-free copies
 
 
 def side_profiles(profile: dict) -> tuple[dict, dict]:
@@ -64,16 +66,20 @@ def main() -> None:
             if case.schedule != "comet" or case.skip or not {"comm_only", "compute_only"} <= set(timings):
                 continue
             workload, schedule = workload_of(bench, case.tokens), _schedule(case)
-            predicted = [simulate(workload, hw, schedule, record=False).latency_us for hw in (whole, comm_side, compute_side)]
-            measured = [case.measured_us, timings["comm_only"], timings["compute_only"]]
-            rows.append({"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"],
-                         "source": str(path), **{f"{side}_{what}_us": round(v, 1) for side, p, m in
-                                                  zip(("fused", "comm_only", "compute_only"), predicted, measured)
-                                                  for what, v in (("predicted", p), ("measured", m))}})
-            r = rows[-1]
-            print(f"{case.model:15} {case.tokens:6} blocks {r['comm_blocks']:3}  " + "  ".join(
-                f"{side} {r[side + '_predicted_us']:8.1f}/{r[side + '_measured_us']:8.1f} "
-                f"({r[side + '_predicted_us'] / r[side + '_measured_us']:.2f})" for side in ("fused", "comm_only", "compute_only")))
+            results = [simulate(workload, hw, schedule, record=False) for hw in (whole, comm_side, compute_side)]
+            row = {"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"], "source": str(path)}
+            # the whole layer, and each kernel alone where bench timed it behind a device spin (layer<i>:<variant>)
+            spans = [("", lambda r: r.latency_us, lambda variant: timings[variant])]
+            if bench.layer_timing == "spin":
+                spans += [(f"{k}:", lambda r, k=k: r.kernels_us[k], lambda variant, k=k: timings[f"{k}:{variant}"]) for k in KERNELS]
+            for prefix, predicted, measured in spans:
+                for variant, result in zip(VARIANTS, results):
+                    row[f"{prefix}{variant}_predicted_us"] = round(predicted(result), 1)
+                    row[f"{prefix}{variant}_measured_us"] = round(measured(variant), 1)
+                print(f"{case.model:15} {case.tokens:6} blocks {row['comm_blocks']:3} {prefix or 'layer:':8} " + "  ".join(
+                    f"{v} {row[f'{prefix}{v}_predicted_us']:8.1f}/{row[f'{prefix}{v}_measured_us']:8.1f} "
+                    f"({row[f'{prefix}{v}_predicted_us'] / row[f'{prefix}{v}_measured_us']:.2f})" for v in VARIANTS))
+            rows.append(row)
     Path(args.out).write_text(json.dumps({"hardware": args.hardware, "measurements": args.measurements,
                                           "speedup_of_the_other_side": SPEEDUP, "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out} (predicted/measured µs, ratio)")

@@ -12,7 +12,7 @@ The lookups here are what the simulator prices kernels with (sim/measured_costs.
 - `memory_pass_ns`: a memory-bound pass of a kind over some bytes;
 - `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
 - `comm_GBps`: what n communication blocks move (pull or push), through the layer's tile walk if timed;
-- `gemm_slowdown`: GEMM time with n blocks copying beside it / alone;
+- `gemm_slowdown`: GEMM time with n blocks copying beside it / alone (layer1's beside pushes where measured);
 - `copy_slowdown`: n blocks' copy time (pulls; pushes where measured) beside a GEMM on the other SMs / alone.
 """
 
@@ -38,7 +38,8 @@ IMPLS = ("grouped_mm", "loop", "fused")  # torch._grouped_mm; one torch.mm per e
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
-TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "copy_contention", "push_contention", "b0_host")
+TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "gemm1_contention", "copy_contention",
+                   "push_contention", "b0_host")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -122,6 +123,7 @@ class MeasuredTables:
     layer_comm: dict[str, Curve]  # the same through the fused layer's own tile walk (COMM_ONLY); empty: not measured
     copy_engine_GBps: float | None
     contention: Curve | None  # GEMM slowdown over copy blocks
+    gemm1_contention: Curve | None  # layer1's GEMM beside the layer's pushes; None: `contention` stands in
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
     push_contention: Curve | None  # the same for layer1's pushes; None: the pulls' figure stands in
     b0_host_chain_us: float | None  # B0's time past its plan at a few tokens: the host's launches after the sync
@@ -255,12 +257,15 @@ class MeasuredTables:
         curve = self.layer_comm.get(direction) or self.comm.get(direction)
         return None if curve is None else curve.linear(blocks, through_origin=True)
 
-    def gemm_slowdown(self, copy_blocks: int) -> float:
-        """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured).
-        At least 1: copies on other SMs cannot speed a GEMM up, so a measured ratio below 1 is noise."""
-        if self.contention is None or copy_blocks <= 0:
+    def gemm_slowdown(self, copy_blocks: int, layer: int = 0) -> float:
+        """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured):
+        layer0's GEMM beside pulls, layer1's beside the layer's pushes where calibrate timed it
+        (gemm1_contention), else the layer0 figure. At least 1: copies on other SMs cannot speed a
+        GEMM up, so a measured ratio below 1 is noise."""
+        curve = self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention
+        if curve is None or copy_blocks <= 0:
             return 1.0
-        return max(1.0, self.contention.linear(copy_blocks))
+        return max(1.0, curve.linear(copy_blocks))
 
     def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
         """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
@@ -336,7 +341,7 @@ def _directions(tables: dict, path: str, name: str, extra: tuple[str, ...] = ())
 
 
 def _slowdowns(tables: dict, path: str, name: str, x_low: float) -> Curve | None:
-    """An optional {"copy_blocks", "slowdown"} table (gemm_contention, copy_contention, push_contention)."""
+    """An optional {"copy_blocks", "slowdown"} table (gemm_contention, gemm1_contention, copy_contention, push_contention)."""
     if name not in tables:
         return None
     at = f"{path}.{name}"
@@ -403,9 +408,10 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         engine = _number(tables["comm_blocks"]["copy_engine_GBps"], f"{path}.comm_blocks.copy_engine_GBps")
     layer_comm = _directions(tables, path, "layer_comm_blocks")
 
-    contention = _slowdowns(tables, path, "gemm_contention", 0.0)
-    if contention is not None and contention.x[0] != 0:
-        raise UserError(f"{path}.gemm_contention.copy_blocks", f"must start at 0 (the GEMM alone), got {contention.x[0]:g}")
+    contention, gemm1 = (_slowdowns(tables, path, name, 0.0) for name in ("gemm_contention", "gemm1_contention"))
+    for name, curve in (("gemm_contention", contention), ("gemm1_contention", gemm1)):
+        if curve is not None and curve.x[0] != 0:
+            raise UserError(f"{path}.{name}.copy_blocks", f"must start at 0 (the GEMM alone), got {curve.x[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
     chain = None
@@ -416,7 +422,7 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         _integer(b0_host["tokens"], f"{at}.tokens")
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
-    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, copies, pushes, chain,
+    return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           raw=json.loads(json.dumps(tables)))
 
 

@@ -18,8 +18,9 @@ the package.
   (as layer0) or pushing (as layer1) over peer memory addressed as in fused_moe.py; the copy
   engine is one peer `copy_` on a side stream.
 - contention: layer0's GEMM on the compute programs alone vs beside n copy programs on a side stream,
-  and the other way round: the layer's n communication programs pulling (layer0) and pushing
-  (layer1) alone vs beside that GEMM (gemm_contention, copy_contention and push_contention).
+  and the other way round: the layer's n communication programs pulling (layer0) alone vs beside
+  that GEMM and pushing (layer1) alone vs beside layer1's GEMM, and that GEMM beside the pushes
+  (gemm_contention, copy_contention, push_contention, gemm1_contention).
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def _check_ways(table: dict, path: str) -> None:
 
 def _check_tables(tables: dict, gpus: int) -> None:
     allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "layer_comm_blocks", "gemm_contention",
-               "copy_contention", "push_contention", "b0_host"}
+               "copy_contention", "push_contention", "gemm1_contention", "b0_host"}
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
@@ -308,13 +309,14 @@ def _check_tables(tables: dict, gpus: int) -> None:
         if not isinstance(lc, dict) or set(lc) != {"pull", "push"}:
             raise ProfileError("tables.layer_comm_blocks", "must have exactly the keys ['pull', 'push']")
         _check_ways(lc, "tables.layer_comm_blocks")
-    if "gemm_contention" in tables:
-        gc_ = tables["gemm_contention"]
-        if not isinstance(gc_, dict) or set(gc_) != {"copy_blocks", "slowdown"}:
-            raise ProfileError("tables.gemm_contention", "must have exactly the keys ['copy_blocks', 'slowdown']")
-        _curve(gc_["copy_blocks"], gc_["slowdown"], "tables.gemm_contention", "copy_blocks", "slowdown", x_min=0)
-        if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
-            raise ProfileError("tables.gemm_contention", "must start at copy_blocks 0 with slowdown 1.0")
+    for name in ("gemm_contention", "gemm1_contention"):
+        if name in tables:
+            gc_ = tables[name]
+            if not isinstance(gc_, dict) or set(gc_) != {"copy_blocks", "slowdown"}:
+                raise ProfileError(f"tables.{name}", "must have exactly the keys ['copy_blocks', 'slowdown']")
+            _curve(gc_["copy_blocks"], gc_["slowdown"], f"tables.{name}", "copy_blocks", "slowdown", x_min=0)
+            if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
+                raise ProfileError(f"tables.{name}", "must start at copy_blocks 0 with slowdown 1.0")
     if "b0_host" in tables:
         bh = tables["b0_host"]
         if not isinstance(bh, dict) or set(bh) != {"tokens", "plan_us", "b0_us"}:
@@ -892,6 +894,7 @@ class Calibration:
         copier, copier_plan, _ = self._copies_layer(min(s.comm_blocks))
         alone, busy = [], []
         copy_alone, copy_busy, layer_alone, layer_busy, push_alone, push_busy = [], [], [], [], [], []
+        gemm1_both: list[tuple[float, float]] = []  # layer1's GEMM alone, beside the pushes
 
         def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
             torch.cuda.synchronize()
@@ -971,14 +974,30 @@ class Calibration:
 
             push_busy.append(self._time(layer_pushes, before=gemm1s))
             torch.cuda.synchronize()
+            # and the other way round: layer1's GEMM alone vs beside those pushes (every rank pushing to the others on
+            # a side stream, repeated to outlast it), as GEMM1's tiles run beside the layer's pushes
+            pushes_repeats = max(1, math.ceil((3 * gemm1_alone + spin) / push_alone[-1]))
+
+            def pushes() -> None:
+                settle()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(pushes_repeats):
+                        push_once(copier, copier_plan)
+
+            gemm1_both.append((gemm1_alone, self._time(gemm1, before=pushes)))
+            torch.cuda.synchronize()
         copier.check()
-        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy + push_alone + push_busy)
+        gemm1_alone_us, gemm1_busy_us = (list(t) for t in zip(*gemm1_both))
+        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy + push_alone + push_busy
+                              + gemm1_alone_us + gemm1_busy_us)
         k = len(alone)
-        ratios = [[b / a for a, b in zip(times[i * k:(i + 1) * k], times[(i + 1) * k:(i + 2) * k])] for i in (0, 2, 4, 6)]
-        slow, proxy_slow, copy_slow, push_slow = ratios
+        ratios = [[b / a for a, b in zip(times[i * k:(i + 1) * k], times[(i + 1) * k:(i + 2) * k])] for i in (0, 2, 4, 6, 8)]
+        slow, proxy_slow, copy_slow, push_slow, gemm1_slow = ratios
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
         self.tables["copy_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in copy_slow]}
         self.tables["push_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in push_slow]}
+        self.tables["gemm1_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in gemm1_slow)]}
         self.notes.append(f"gemm_contention: fused layer0 GEMM (COMPUTE_ONLY, {m.name}, {rows} rows per expert) on "
                           f"programs - n compute programs, alone vs beside copy_blocks_kernel pulling with n programs "
                           f"on a side stream, both after a device sync and a barrier; slowest of {self.world} GPUs "
@@ -997,7 +1016,11 @@ class Calibration:
                           f"programs, launched first on a side stream and repeated to outlast the pushes; slowest of "
                           f"{self.world} GPUs (read as copy_contention where a profile lacks it). Run 63 (profile "
                           f"h200-x2-run39-contention63) timed them beside layer0's GEMM instead")
+        self.notes.append(f"gemm1_contention: that layer1 GEMM alone vs beside those pushes (every rank pushing on a side "
+                          f"stream, repeated to outlast it); slowest of {self.world} GPUs (the simulator reads a ratio below 1 "
+                          f"as 1; gemm_contention where a profile lacks it)")
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
         self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))
+        self._say("gemm1 contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, gemm1_slow)))
 

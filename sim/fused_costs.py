@@ -9,7 +9,8 @@ the fused layer as built does, priced from the tables:
   (MeasuredTables.fused_tile_us); GEMM0 is one tile per BLOCK_N columns of F doing gate and up
   (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
-- GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks, and the
+- GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks (layer1's
+  beside its pushes by gemm1_contention where calibrate timed it), and the
   communication blocks' bandwidth divided by copy_contention (layer0's pulls beside a GEMM) or
   push_contention (layer1's pushes; the pulls' figure where a profile lacks it);
 - the plan's small kernels, the pack gather and a device barrier before layer0, a device

@@ -184,7 +184,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
     cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
     slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)
-    slow1 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks1)
+    slow1 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks1, layer=1)
     block_n1 = knobs.block_n if tables is None else default_layer1_width(wl.model.hidden, knobs.n_splits, knobs.block_n)
     barrier0 = ctx.collective("device barrier", hw.link_latency_us * 1e3)
     arrivals = np.zeros(world)  # last combine data landed, per destination rank

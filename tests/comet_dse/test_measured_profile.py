@@ -134,6 +134,17 @@ def test_copy_contention_lookup(tmp_path):
             copy_contention={"copy_blocks": [2, 4], "slowdown": [1.0, -1.0]})), tmp_path)
 
 
+def test_layer1s_gemm_reads_its_own_contention_and_falls_back_to_layer0s(tmp_path):
+    gemm1 = {"copy_blocks": [0, 8], "slowdown": [1.0, 1.4]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(gemm1_contention=gemm1)), tmp_path)
+    assert t.gemm_slowdown(4, layer=1) == pytest.approx(1.2) and t.gemm_slowdown(4) == t.gemm_slowdown(4, layer=0)
+    bare = load_hardware_from(edited(lambda d: None), tmp_path)
+    assert bare.gemm_slowdown(4, layer=1) == bare.gemm_slowdown(4)  # not measured: layer0's figure
+    with pytest.raises(UserError, match=r"hardware\.tables\.gemm1_contention\.copy_blocks"):
+        load_hardware_from(edited(lambda d: d["tables"].update(
+            gemm1_contention={"copy_blocks": [2, 8], "slowdown": [1.0, 1.1]})), tmp_path)
+
+
 def test_pushes_read_their_own_contention_and_fall_back_to_the_pulls(tmp_path):
     pulls = {"copy_blocks": [2, 4, 8], "slowdown": [1.1, 1.2, 1.4]}
     pushes = {"copy_blocks": [2, 8], "slowdown": [1.3, 1.6]}

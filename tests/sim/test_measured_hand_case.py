@@ -135,6 +135,18 @@ def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy
     assert ns(r.latency_us) > 16177 + 2 + 1548 and ns(r.layer0_us) > 9080
 
 
+def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    data["tables"]["gemm1_contention"] = {"copy_blocks": [0, 2], "slowdown": [1.0, 1.5]}
+    path = tmp_path / "gemm1.json"
+    path.write_text(json.dumps(data))
+    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(r.layer0_us) == 9080  # layer0's tiles still at gemm_contention's 1.25
+    # split 1's tiles beside split 0's push at x1.5: 10081 -> 11581, pushed -> 12605, landed 13605; barrier -> 14605
+    assert ns(r.latency_us) == 14605 + 2 + 1548
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = json.loads(HAND_PROFILE.read_text())
