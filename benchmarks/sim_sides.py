@@ -70,8 +70,9 @@ def main() -> None:
             row = {"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"], "source": str(path)}
             # the whole layer, and each kernel alone where bench timed it behind a device spin (layer<i>:<variant>)
             spans = [("", lambda r: r.latency_us, lambda variant: timings[variant])]
-            if bench.layer_timing == "spin":
-                spans += [(f"{k}:", lambda r, k=k: r.kernels_us[k], lambda variant, k=k: timings[f"{k}:{variant}"]) for k in KERNELS]
+            if bench.layer_timing == "spin":  # (not the copy engine's: its layer0 is not timed alone)
+                spans += [(f"{k}:", lambda r, k=k: r.kernels_us[k], lambda variant, k=k: timings[f"{k}:{variant}"])
+                          for k in KERNELS if all(f"{k}:{v}" in timings for v in VARIANTS)]
             for prefix, predicted, measured in spans:
                 for variant, result in zip(VARIANTS, results):
                     row[f"{prefix}{variant}_predicted_us"] = round(predicted(result), 1)
