@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, gemm-gap, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -244,6 +244,12 @@ copy-engine-few)  # the copy engine moving layer0's rows with layer1 on as few b
         run 150 "ce_tp2_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 0,3 --comm-blocks1 3 --chunks 2 --tp 2
         run 150 "ce_ep2_$i" "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 0,4 --comm-blocks1 4 --chunks 2
     done
+    ;;
+gemm-gap)  # the in-layer GEMMs against calibrate's calls where the gap is widest (run 67: 0.77-0.85 at 256-512 rows
+           # per expert): both tile orders (an expert's tiles together or in phases), each kernel timed alone
+    run 120 gap_qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096 --comm-blocks 8,16 --tile-order layout,expert --kind fused
+    run 150 gap_mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024 --comm-blocks 8,16 --tile-order layout,expert --kind fused
+    run 120 gap_phi "${bench[@]}" --model phi-3.5-moe --tokens 1024 --comm-blocks 8,16 --tile-order layout,expert --kind fused
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
