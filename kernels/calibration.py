@@ -951,7 +951,7 @@ class Calibration:
             # counters), alone vs beside layer1's own GEMM (COMPUTE_ONLY on programs - n - 1 compute programs; its
             # communication programs move nothing and end at once), as the pushes run beside GEMM1's tiles: their
             # writes go to the peer and GEMM1's tiles store to the staging they read from (run 63 timed them
-            # beside layer0's GEMM: 1.20 at 8 blocks, where layer1 lost 1.31x in run 61)
+            # beside layer0's GEMM: 1.20 at 8 blocks; run 65 beside GEMM1: 1.28)
             copier.cfg = replace(copier.cfg, comm_blocks1=n)
             layer.cfg = replace(layer.cfg, comm_blocks1=n + 1)
 
