@@ -27,9 +27,11 @@ NS_PER_S = 1e9
 #   same local index on the destination node, then forwarded over NVLink there;
 # "pxn": NCCL's PXN: over NVLink first to the source-node GPU on the destination's rail, then rail to rail.
 # (INTERNODE_ROUTES, their names, live in comet_dse/choices.py for the CLI.)
-# the multi-node figures and their defaults, at which a profile predicts as it did before they existed:
-# left out of figures() and to_dict() at these values, so earlier tuning studies keep their identity
-MULTI_NODE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct"}
+# the figures added after the first profiles and their defaults, at which a profile predicts as it did
+# before they existed: left out of figures() and to_dict() at these values, so earlier tuning studies keep
+# their identity (the multi-node figures, and a CUDA graph node's launch)
+OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
+                            "graph_launch_us": None}
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,12 @@ class HardwareProfile:
     collective_sms: int  # SMs an NCCL all-to-all holds while it runs
     host_sync_us: float  # exchange of split sizes + device-to-host copy + stream sync
     kernel_launch_us: float
-    # ---- multi-node figures: each default predicts as before the figure existed (MULTI_NODE_DEFAULTS) ----
+    # ---- later figures: each default predicts as before the figure existed (OPTIONAL_FIGURE_DEFAULTS) ----
     nics_per_node: int | None = None  # NICs of a node; GPU local i uses NIC i * nics // gpus_per_node. None: one per GPU
     nic_collective_efficiency: float | None = None  # NCCL bandwidth / nic_GBps over the NIC; None: collective_efficiency
     internode: str = "direct"  # how a token crosses nodes: one of INTERNODE_ROUTES
+    # a kernel node's launch inside a CUDA graph replay (the fused forward runs as one); None: kernel_launch_us
+    graph_launch_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -61,7 +65,7 @@ class HardwareProfile:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("name", "sources", "measured") or f.name in MULTI_NODE_DEFAULTS:
+            if f.name in ("name", "sources", "measured") or f.name in OPTIONAL_FIGURE_DEFAULTS:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
                 raise UserError(f"hardware.{f.name}", f"must be a number >= 0, got {value!r}")
@@ -73,6 +77,9 @@ class HardwareProfile:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
+        g = self.graph_launch_us
+        if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
+            raise UserError("hardware.graph_launch_us", f"must be a number >= 0, got {g!r}")
         if self.collective_sms >= self.sms:
             raise UserError("hardware.collective_sms", f"must be < sms ({self.sms})")
         self._check_multi_node()
@@ -207,7 +214,7 @@ class HardwareProfile:
         multi-node figures only where they differ from their defaults (a profile file takes no null)."""
         out = asdict(replace(self, measured=None))
         del out["measured"]
-        for name, default in MULTI_NODE_DEFAULTS.items():
+        for name, default in OPTIONAL_FIGURE_DEFAULTS.items():
             if out[name] == default:
                 del out[name]
         if self.measured is not None:
@@ -220,7 +227,7 @@ class HardwareProfile:
         profile adds its tables' digest, so a changed table is a new study; a preset's stays as it was."""
         cast = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}
         out = {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self)
-               if f.name not in ("name", "sources", "measured") and getattr(self, f.name) != MULTI_NODE_DEFAULTS.get(f.name, ())}
+               if f.name not in ("name", "sources", "measured") and getattr(self, f.name) != OPTIONAL_FIGURE_DEFAULTS.get(f.name, ())}
         if self.measured is not None:
             out["measured_tables"] = self.measured.digest
         return out
@@ -239,11 +246,12 @@ class InternodeRoutes:
 
 _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
 _NO_TABLES = "none: every cost from the figures (a measured profile from comet-dse calibrate brings tables)"
-# the multi-node figures at their defaults (none measured across nodes in this project)
+# the later figures at their defaults (none measured across nodes in this project)
 _MULTI_NODE_SOURCES = {
     "nics_per_node": "one NIC per GPU, as DGX/HGX H100 (8 ConnectX-7 per 8 GPUs, datasheet); a JSON profile may say fewer",
     "nic_collective_efficiency": "assumed, not measured: as collective_efficiency (measured over NVLink only)",
     "internode": "direct (each GPU's own NIC); rail and pxn are the forwarding schemes of DeepEP and NCCL PXN",
+    "graph_launch_us": "not measured: kernel_launch_us stands in (comet-dse calibrate times a graph's kernel nodes)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

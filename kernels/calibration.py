@@ -555,6 +555,34 @@ class Calibration:
         self._figure("kernel_launch_us", us, f"{LAUNCHES} back-to-back launches of a 1-element add_ ({what}), "
                                              f"host-bound, median of {self.s.runs} per launch")
         self._say(f"kernel launch: {us:.2f} µs")
+        # the same launches as the nodes of one CUDA graph, replayed behind a device spin: what a kernel of the
+        # graphed fused forward costs beyond its own work (no host in it); NaN where it could not be timed
+        graph_us = math.nan
+        if self.cuda:
+            try:
+                graph_us = self._time(self._graph_of(launches).replay) / LAUNCHES
+            except RuntimeError as exc:  # a capture the driver refuses: the profile keeps kernel_launch_us for it
+                self.notes.append(f"graph_launch_us: not measured ({str(exc).splitlines()[0]})")
+        else:
+            self.notes.append("graph_launch_us: not measured on the CPU (no CUDA graphs)")
+        graph_us, = self._slowest([graph_us])  # every rank joins, whatever happened on it
+        if math.isfinite(graph_us):
+            self._figure("graph_launch_us", graph_us, f"{LAUNCHES} launches of a 1-element add_ captured in one CUDA graph, "
+                                                      f"the replay behind a device spin, median of {self.s.runs} per launch")
+            self._say(f"graph node launch: {graph_us:.2f} µs")
+
+    def _graph_of(self, fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
+        """fn captured in a CUDA graph, after one warm-up call on a side stream (as torch asks)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        torch.cuda.synchronize()
+        return graph
 
     def memory_passes(self) -> None:
         """B0's memory-bound torch ops on the first model's rows (kernels/baselines.py moe_sequential)."""

@@ -91,6 +91,9 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     # no concurrent kernels in the interpreter: no contention table, and the profile says why
     assert "gemm_contention" not in tables
     assert any(note.startswith("gemm_contention: not measured") for note in prov["notes"])
+    # no CUDA graphs on the CPU: the graphed forward's launches keep kernel_launch_us, and the profile says why
+    assert "graph_launch_us" not in figures and "kernel_launch_us" in figures
+    assert any(note.startswith("graph_launch_us: not measured on the CPU") for note in prov["notes"])
     for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "B0 at 8 tokens", "comm blocks pull", "comm blocks push",
                   "grouped_gemm grouped_mm", "grouped_gemm fused"):
         assert f"] {table}" in stdout, stdout

@@ -147,6 +147,22 @@ def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_c
     assert ns(r.latency_us) == 14605 + 2 + 1548
 
 
+def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engine_eagerly(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = json.loads(HAND_PROFILE.read_text())
+    data["figures"]["graph_launch_us"] = 0.5  # 500 ns a node, where hand.json's eager launch takes 1 ns
+    path = tmp_path / "graph.json"
+    path.write_text(json.dumps(data))
+    hw = load_hardware(path)
+    r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    # the 11 launches of the graphed forward (7 before layer0, layer0, layer1, 2 after) at 500 ns, not 1: the
+    # prologue's 7 and layer0's launch put layer0 3992 later, layer1's launch 499 more, the epilogue's 2 998
+    assert ns(r.overheads_us["launch"]) == 11 * 500
+    assert ns(r.layer0_us) == 9080 + 8 * 499 and ns(r.latency_us) == 15905 + 11 * 499
+    # the copy-engine variant syncs with the host and launches eagerly: as before
+    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == 15905 + 1000
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = json.loads(HAND_PROFILE.read_text())
