@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, gemm-gap, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, gemm-gap, same-machine, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -27,7 +27,11 @@ run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
     tail -n 4 "$out/$name.log"
 }
 bench=(torchrun --nproc-per-node 2 -m comet_dse.cli bench --out "$out")
-for stage in "${@:-smoke}"; do
+stages=("${@:-smoke}")
+# same-machine: one call on one machine (~400 s on 2x H200, run 69): the profile, then the sweeps it is validated
+# against, Phi-3.5-MoE held out; on an H100 pair also the fused-layer issue's targets (B0, B1 and fused side by side)
+[ "${stages[*]}" = same-machine ] && stages=(calibrate sweep-qwen sweep-mixtral phi small-tokens)
+for stage in "${stages[@]}"; do
 case "$stage" in
 smoke)
     run 200 suite torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 100 --out "$out/suite.json"
