@@ -20,6 +20,17 @@ from comet_dse.sim import Chunked, Comet, Sequential, simulate
 HAND_PROFILE = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "hand.json"
 
 
+def hand_data() -> dict:
+    """hand.json as a dict, to edit one figure or table of it."""
+    return json.loads(HAND_PROFILE.read_text())
+
+
+def as_profile(data: dict, path: Path):
+    """An edited hand.json written to `path` and read back as any profile file is (its checks included)."""
+    path.write_text(json.dumps(data))
+    return load_hardware(path)
+
+
 def ns(us: float) -> int:
     return round(us * 1e3)
 
@@ -58,12 +69,11 @@ def test_sequential_is_b0s_kernels_priced_from_the_tables(measured_case):
 
 def test_b0_waits_for_the_host_where_it_is_behind(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     # B0's chain after the sync, spread over its 23 launches (sim/baseline_kernels.py): 3000 ns each
     data["tables"]["b0_host"] = {"tokens": 8, "plan_us": 1.0, "b0_us": 1.0 + 23 * 3.0}
     path = tmp_path / "host.json"
-    path.write_text(json.dumps(data))
-    hw = load_hardware(path)
+    hw = as_profile(data, path)
     r = simulate(workload, hw, Sequential())
     # the host launches, from the sync's end (2025): dispatch (gather + all-to-all) +6000, GEMM0 +9000,
     # SwiGLU (2) +15000, GEMM1 +18000, combine +21000, scatter +24000, weighted sum (2) +30000. Dispatch
@@ -77,8 +87,7 @@ def test_b0_waits_for_the_host_where_it_is_behind(measured_case, tmp_path):
     # a host at 1 ns per launch is ahead of every kernel (each pays its 1 ns launch already): only the
     # dispatch, launched 2 ns after the sync, starts 2 ns later than in the hand case's 13384
     data["tables"]["b0_host"]["b0_us"] = 1.0 + 23 * 0.001
-    path.write_text(json.dumps(data))
-    assert ns(simulate(workload, load_hardware(path), Sequential()).latency_us) == 13384 + 2
+    assert ns(simulate(workload, as_profile(data, path), Sequential()).latency_us) == 13384 + 2
 
 
 def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
@@ -118,11 +127,10 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
 
 def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy_contention(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     data["tables"]["push_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
     path = tmp_path / "push.json"
-    path.write_text(json.dumps(data))
-    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    r = simulate(workload, as_profile(data, path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     assert ns(r.layer0_us) == 9080  # the pulls: hand.json has no copy_contention, so as before
     # layer1's pushes at 32 / 2 = 16 B/ns: split 0's 32768 B 10081 -> 12129; split 1 (done 11331 as before)
     # waits for the engine -> 14177, landed 15177; barrier -> 16177; + 2 launches + the combine 1548
@@ -130,18 +138,15 @@ def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy
     # without a push table the pushes read the pulls' figure
     del data["tables"]["push_contention"]
     data["tables"]["copy_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
-    path.write_text(json.dumps(data))
-    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    r = simulate(workload, as_profile(data, path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     assert ns(r.latency_us) > 16177 + 2 + 1548 and ns(r.layer0_us) > 9080
 
 
 def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     data["tables"]["gemm1_contention"] = {"copy_blocks": [0, 2], "slowdown": [1.0, 1.5]}
-    path = tmp_path / "gemm1.json"
-    path.write_text(json.dumps(data))
-    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    r = simulate(workload, as_profile(data, tmp_path / "gemm1.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     assert ns(r.layer0_us) == 9080  # layer0's tiles still at gemm_contention's 1.25
     # split 1's tiles beside split 0's push at x1.5: 10081 -> 11581, pushed -> 12605, landed 13605; barrier -> 14605
     assert ns(r.latency_us) == 14605 + 2 + 1548
@@ -149,11 +154,9 @@ def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_c
 
 def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engine_eagerly(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     data["figures"]["graph_launch_us"] = 0.5  # 500 ns a node, where hand.json's eager launch takes 1 ns
-    path = tmp_path / "graph.json"
-    path.write_text(json.dumps(data))
-    hw = load_hardware(path)
+    hw = as_profile(data, tmp_path / "graph.json")
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     # the 11 launches of the graphed forward (7 before layer0, layer0, layer1, 2 after) at 500 ns, not 1: the
     # prologue's 7 and layer0's launch put layer0 3992 later, layer1's launch 499 more, the epilogue's 2 998
@@ -165,11 +168,9 @@ def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engi
 
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     data["tables"]["memory_pass_GBps"]["combine"] = 396.288  # the 396288 B pass in 1000 ns
-    path = tmp_path / "combine.json"
-    path.write_text(json.dumps(data))
-    r = simulate(workload, load_hardware(path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    r = simulate(workload, as_profile(data, tmp_path / "combine.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     assert r.overheads_us["reduce"] == 1.0 and ns(r.latency_us) == 15905 - 548
 
 
@@ -201,30 +202,27 @@ def test_preset_refuses_the_copy_engine(hand_case):
 
 def test_b0_takes_the_faster_expert_gemm_the_profile_timed(measured_case, tmp_path):
     workload, _ = measured_case
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     # one torch.mm per expert: GEMM0 twice as fast as torch._grouped_mm at 256 rows, GEMM1 slower
     data["tables"]["grouped_gemm"] += [
         {**data["tables"]["grouped_gemm"][0], "impl": "loop", "us": [0.5, 1.0]},
         {**data["tables"]["grouped_gemm"][1], "impl": "loop", "us": [1.0, 2.0]},
     ]
-    path = tmp_path / "loop.json"
-    path.write_text(json.dumps(data))
-    r = simulate(workload, load_hardware(path), Sequential())
+    r = simulate(workload, as_profile(data, tmp_path / "loop.json"), Sequential())
     # GEMM0 1000 instead of 2000 (loop); GEMM1 stays 1000 (grouped_mm, the faster there)
     assert ns(r.layer0_us) == 8588 - 1000
     assert ns(r.compute_alone_us) == 3000 - 1000
 
 
 def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_path):
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     gemm0 = data["tables"]["grouped_gemm"][2]
     assert gemm0["impl"] == "fused" and gemm0["sms"] == 2
     # 3 experts on 2 SMs: ceil(3 x tiles / 2) waves; the weights (3 x 256 x 256 x 2 B at 65.536 B/ns)
     # stream in 6.0 us, and the 128-row call took 7.0: 1.0 us of the call is fixed (launch, ramp, tail)
     gemm0.update(experts=3, us=[7.0, 13.0])
-    path = tmp_path / "waves.json"
-    path.write_text(json.dumps(data))
-    tables, hw = load_hardware(path).measured, load_hardware(path)
+    hw = as_profile(data, tmp_path / "waves.json")
+    tables = hw.measured
     # 128 rows: 3 tiles -> 2 waves -> (7 - 1) / 2; 256 rows: 6 tiles -> 3 waves -> (13 - 1) / 3
     assert tables.fused_tile_us(256, 128, True, 128, 2, (128, 128), hw.hbm_GBps) == pytest.approx(3.0)
     assert tables.fused_tile_us(256, 128, True, 256, 2, (128, 128), hw.hbm_GBps) == pytest.approx(4.0)
@@ -233,16 +231,14 @@ def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_p
 
 
 def test_a_fused_tile_at_one_sm_count_follows_the_line_through_every_sm_count_measured(tmp_path):
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     gemm0 = data["tables"]["grouped_gemm"][2]
     # one expert: at 256 rows 2 tiles in one wave on 2+ SMs; the weights stream in 2.0 us, and the least
     # any call at 128 rows took beyond them is 0 (the 2-SM call): no fixed cost, so a 256-row tile takes
     # the call's time, 2 us0: 4, 6, 18 (one slow call), 10, 12 us at 2..6 SMs
     entries = [{**gemm0, "sms": sms, "us": [us, 2 * us]} for sms, us in ((2, 2.0), (3, 3.0), (4, 9.0), (5, 5.0), (6, 6.0))]
     data["tables"]["grouped_gemm"][2:3] = entries
-    path = tmp_path / "sms.json"
-    path.write_text(json.dumps(data))
-    hw = load_hardware(path)
+    hw = as_profile(data, tmp_path / "sms.json")
 
     def tile(hw, sms: int) -> float:
         return hw.measured.fused_tile_us(256, 128, True, 256, sms, (128, 128), hw.hbm_GBps)
@@ -253,21 +249,17 @@ def test_a_fused_tile_at_one_sm_count_follows_the_line_through_every_sm_count_me
     # with fewer than 3 SM counts measured, the nearest one is taken as it is: 2 x 9 less the fixed
     # cost of the two, the least of 3 - 2 and 9 - 2
     data["tables"]["grouped_gemm"][2:7] = entries[1:3]
-    two = tmp_path / "two.json"
-    two.write_text(json.dumps(data))
-    assert tile(load_hardware(two), 4) == pytest.approx(17.0)
+    assert tile(as_profile(data, tmp_path / "two.json"), 4) == pytest.approx(17.0)
 
 
 def test_a_launch_costs_the_same_at_every_sm_count_so_slower_streaming_is_the_tiles(tmp_path):
-    data = json.loads(HAND_PROFILE.read_text())
+    data = hand_data()
     gemm0 = data["tables"]["grouped_gemm"][2]
     # one expert, weights stream in 2.0 us at HBM rate. On 4 SMs the 128-row call takes 3.0 (1.0 fixed);
     # on 2 SMs 5.0: two SMs cannot stream at HBM rate. That excess is the tiles' (each reads its weight
     # slice), so the 2-SM tile at 256 rows (one wave) is 10 - 1 = 9, not 10 - (5 - 2) = 7
     data["tables"]["grouped_gemm"][2:3] = [{**gemm0, "sms": sms, "us": [us, 2 * us]} for sms, us in ((2, 5.0), (4, 3.0))]
-    path = tmp_path / "stream.json"
-    path.write_text(json.dumps(data))
-    hw = load_hardware(path)
+    hw = as_profile(data, tmp_path / "stream.json")
     assert hw.measured.fused_tile_us(256, 128, True, 256, 2, (128, 128), hw.hbm_GBps) == pytest.approx(9.0)
     assert hw.measured.fused_tile_us(256, 128, True, 256, 4, (128, 128), hw.hbm_GBps) == pytest.approx(5.0)
 
