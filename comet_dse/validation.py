@@ -188,18 +188,21 @@ def sort_key(point: dict) -> tuple:
 # ---- summaries -------------------------------------------------------------------------
 
 
+def _error_stats(errors: list[float]) -> dict:
+    """MAPE, mean, min and max of signed errors in %; None each without errors."""
+    if not errors:
+        return {"mape_pct": None, "mean_error_pct": None, "min_error_pct": None, "max_error_pct": None}
+    return {"mape_pct": round(sum(abs(e) for e in errors) / len(errors), 2),
+            "mean_error_pct": round(sum(errors) / len(errors), 2),
+            "min_error_pct": round(min(errors), 2), "max_error_pct": round(max(errors), 2)}
+
+
 def error_summary(points: list[dict]) -> dict:
     """MAPE and the signed bias over the points that were simulated."""
     ok = [p for p in points if p["status"] == "ok"]
     errors = [signed_error_pct(p["predicted_us"], p["measured_us"]) for p in ok]
-    summary = {"n": len(ok), "skipped": sum(p["status"] == "skipped" for p in points),
-               "failed": sum(p["status"] == "failed" for p in points),
-               "mape_pct": None, "mean_error_pct": None, "min_error_pct": None, "max_error_pct": None}
-    if errors:
-        summary.update(mape_pct=round(sum(abs(e) for e in errors) / len(errors), 2),
-                       mean_error_pct=round(sum(errors) / len(errors), 2),
-                       min_error_pct=round(min(errors), 2), max_error_pct=round(max(errors), 2))
-    return summary
+    return {"n": len(ok), "skipped": sum(p["status"] == "skipped" for p in points),
+            "failed": sum(p["status"] == "failed" for p in points), **_error_stats(errors)}
 
 
 def kernel_summary(points: list[dict]) -> dict:
@@ -208,9 +211,7 @@ def kernel_summary(points: list[dict]) -> dict:
     for kernel in KERNELS:
         errors = [p["kernels"][kernel]["error_pct"] for p in points if kernel in p.get("kernels", {})]
         if errors:
-            found[kernel] = {"n": len(errors), "mape_pct": round(sum(abs(e) for e in errors) / len(errors), 2),
-                             "mean_error_pct": round(sum(errors) / len(errors), 2),
-                             "min_error_pct": round(min(errors), 2), "max_error_pct": round(max(errors), 2)}
+            found[kernel] = {"n": len(errors), **_error_stats(errors)}
     return found
 
 
