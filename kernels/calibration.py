@@ -920,13 +920,34 @@ class Calibration:
         side = torch.cuda.Stream()
         spin = median_us(spin_device, runs=5, warmup=1)  # µs
         copier, copier_plan, _ = self._copies_layer(min(s.comm_blocks))
-        alone, busy = [], []
-        copy_alone, copy_busy, layer_alone, layer_busy, push_alone, push_busy = [], [], [], [], [], []
-        gemm1_both: list[tuple[float, float]] = []  # layer1's GEMM alone, beside the pushes
+        # per slowdown: its kernel's time alone and beside the other side, one of each per block count
+        timed: dict[str, tuple[list[float], list[float]]] = {
+            name: ([], []) for name in ("gemm", "proxy_copy", "copy", "push", "gemm1")}
 
         def settle() -> None:  # before both timings alike: this rank idle, every rank at the same point
             torch.cuda.synchronize()
             dist.barrier()
+
+        def beside(side_launch: Callable[[int], object], repeats: int) -> Callable[[], None]:
+            """What to run before a timed launch: every rank settled, then `side_launch(repeats)` on the side stream
+            (the timed launch follows the device spin, so the side's work starts first)."""
+            def launch() -> None:
+                settle()  # the previous run's side work is done, and every rank starts it together
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    side_launch(repeats)
+            return launch
+
+        def both(name: str, fn: Callable[[], object], alone_us: float, side_launch: Callable[[int], object],
+                 side_once_us: float, times: int) -> None:
+            """`fn` (`alone_us` alone) timed beside `side_launch` repeated to outlast the spin and `times` x it."""
+            timed[name][0].append(alone_us)
+            repeats = max(1, math.ceil((times * alone_us + spin) / side_once_us))
+            timed[name][1].append(self._time(fn, before=beside(side_launch, repeats)))
+            torch.cuda.synchronize()
+
+        def repeated(fn: Callable[[], object]) -> Callable[[int], None]:
+            return lambda repeats: [fn() for _ in range(repeats)]
 
         for n in s.comm_blocks:
             layer.cfg = replace(layer.cfg, comm_blocks0=n)
@@ -934,33 +955,14 @@ class Calibration:
             def gemm() -> None:
                 layer._launch_layer0(plan, COMPUTE_ONLY)
 
-            alone.append(self._time(gemm, before=settle))
-            once = self._time(lambda: pull(n), together=True)
-            # the side stream's work starts with the spin before the timed launch: it must outlast both
-            repeats = max(1, math.ceil((3 * alone[-1] + spin) / once))
-
-            def copies(n=n, repeats=repeats) -> None:
-                settle()  # the previous run's copies are done, and every rank starts copying together
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    pull(n, repeats)
-
-            busy.append(self._time(gemm, before=copies))
-            torch.cuda.synchronize()
+            gemm_alone = self._time(gemm, before=settle)
+            pull_alone = self._time(lambda: pull(n), together=True)
+            # the copy kernel repeats inside one launch: pull(n, repeats)
+            both("gemm", gemm, gemm_alone, lambda repeats, n=n: pull(n, repeats), pull_alone, 3)
             # the other way round: the copies timed beside GEMMs that outlast them, as layer0's pulls
-            # run beside its compute blocks (HBM, L2 and the memory system shared with the tiles)
-            copy_alone.append(once)
-            gemm_repeats = max(1, math.ceil((2 * once + spin) / alone[-1]))
-
-            def gemms() -> None:  # reads gemm_repeats (and the layer's cfg) when called
-                settle()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(gemm_repeats):
-                        gemm()
-
-            copy_busy.append(self._time(lambda: pull(n), before=gemms))  # the spin lets the GEMM take its SMs first
-            torch.cuda.synchronize()
+            # run beside its compute blocks (HBM, L2 and the memory system shared with the tiles); the spin
+            # lets the GEMM take its SMs first
+            both("proxy_copy", lambda: pull(n), pull_alone, repeated(gemm), gemm_alone, 2)
             # the fused layer's own pulls (layer0 COMM_ONLY on a grid of n communication programs and one compute
             # program that only follows the flags) beside the GEMM on all but n + 1 SMs: the programs of both kernels
             # take an SM each (their shared memory), so the pulls run where the layer's communication blocks would
@@ -970,11 +972,9 @@ class Calibration:
             def layer_pulls() -> None:
                 copier._launch_layer0(copier_plan, COMM_ONLY)
 
-            layer_alone.append(self._time(layer_pulls, together=True))
+            layer_pulls_alone = self._time(layer_pulls, together=True)
             layer.cfg = replace(layer.cfg, comm_blocks0=n + 1)
-            gemm_repeats = max(1, math.ceil((2 * layer_alone[-1] + spin) / alone[-1]))
-            layer_busy.append(self._time(layer_pulls, before=gemms))
-            torch.cuda.synchronize()
+            both("copy", layer_pulls, layer_pulls_alone, repeated(gemm), gemm_alone, 2)
             # layer1's pushes on the same n communication programs (its one compute program only raises the
             # counters), alone vs beside layer1's own GEMM (COMPUTE_ONLY on programs - n - 1 compute programs; its
             # communication programs move nothing and end at once), as the pushes run beside GEMM1's tiles: their
@@ -990,38 +990,18 @@ class Calibration:
                 push_once(copier, copier_plan)
 
             gemm1_alone = self._time(gemm1, before=settle)
-            push_alone.append(self._time(layer_pushes, together=True))
-            gemm1_repeats = max(1, math.ceil((2 * push_alone[-1] + spin) / gemm1_alone))
-
-            def gemm1s() -> None:
-                settle()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(gemm1_repeats):
-                        gemm1()
-
-            push_busy.append(self._time(layer_pushes, before=gemm1s))
-            torch.cuda.synchronize()
+            push_alone = self._time(layer_pushes, together=True)
+            both("push", layer_pushes, push_alone, repeated(gemm1), gemm1_alone, 2)
             # and the other way round: layer1's GEMM alone vs beside those pushes (every rank pushing to the others on
             # a side stream, repeated to outlast it), as GEMM1's tiles run beside the layer's pushes
-            pushes_repeats = max(1, math.ceil((3 * gemm1_alone + spin) / push_alone[-1]))
-
-            def pushes() -> None:
-                settle()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(pushes_repeats):
-                        push_once(copier, copier_plan)
-
-            gemm1_both.append((gemm1_alone, self._time(gemm1, before=pushes)))
-            torch.cuda.synchronize()
+            both("gemm1", gemm1, gemm1_alone, repeated(layer_pushes), push_alone, 3)
         copier.check()
-        gemm1_alone_us, gemm1_busy_us = (list(t) for t in zip(*gemm1_both))
-        times = self._slowest(alone + busy + copy_alone + copy_busy + layer_alone + layer_busy + push_alone + push_busy
-                              + gemm1_alone_us + gemm1_busy_us)
-        k = len(alone)
-        ratios = [[b / a for a, b in zip(times[i * k:(i + 1) * k], times[(i + 1) * k:(i + 2) * k])] for i in (0, 2, 4, 6, 8)]
-        slow, proxy_slow, copy_slow, push_slow, gemm1_slow = ratios
+        names = list(timed)
+        times = self._slowest([t for name in names for side in timed[name] for t in side])
+        k = len(s.comm_blocks)
+        slow, proxy_slow, copy_slow, push_slow, gemm1_slow = (
+            [b / a for a, b in zip(times[2 * i * k:(2 * i + 1) * k], times[(2 * i + 1) * k:(2 * i + 2) * k])]
+            for i in range(len(names)))
         self.tables["gemm_contention"] = {"copy_blocks": [0, *s.comm_blocks], "slowdown": [1.0, *(_sig(v) for v in slow)]}
         self.tables["copy_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in copy_slow]}
         self.tables["push_contention"] = {"copy_blocks": list(s.comm_blocks), "slowdown": [_sig(v) for v in push_slow]}
