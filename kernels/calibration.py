@@ -50,7 +50,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, com
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, join_ranks, median_us, spin_device
+from comet_dse.kernels.timing import capture_graph, environment, join_ranks, median_us, spin_device
 
 FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
@@ -560,7 +560,9 @@ class Calibration:
         graph_us = math.nan
         if self.cuda:
             try:
-                graph_us = self._time(self._graph_of(launches).replay) / LAUNCHES
+                graph, _ = capture_graph(launches)
+                torch.cuda.synchronize()
+                graph_us = self._time(graph.replay) / LAUNCHES
             except RuntimeError as exc:  # a capture the driver refuses: the profile keeps kernel_launch_us for it
                 self.notes.append(f"graph_launch_us: not measured ({str(exc).splitlines()[0]})")
         else:
@@ -570,19 +572,6 @@ class Calibration:
             self._figure("graph_launch_us", graph_us, f"{LAUNCHES} launches of a 1-element add_ captured in one CUDA graph, "
                                                       f"the replay behind a device spin, median of {self.s.runs} per launch")
             self._say(f"graph node launch: {graph_us:.2f} µs")
-
-    def _graph_of(self, fn: Callable[[], object]) -> torch.cuda.CUDAGraph:
-        """fn captured in a CUDA graph, after one warm-up call on a side stream (as torch asks)."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        torch.cuda.synchronize()
-        return graph
 
     def memory_passes(self) -> None:
         """B0's memory-bound torch ops on the first model's rows (kernels/baselines.py moe_sequential)."""

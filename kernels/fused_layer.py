@@ -64,6 +64,7 @@ from comet_dse.kernels.fused_plan import (
 )
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.timing import capture_graph
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 __all__ = ["ROW_ORDERS", "TILE_ORDERS", "FusedConfig", "FusedMoE", "GraphedForward", "PeerBuffer", "combine_rows"]
@@ -251,15 +252,7 @@ def capture_forward(forward, layer: FusedMoE, tokens: int, top_k: int, experts: 
     x = torch.zeros(tokens, layer.hidden, dtype=layer.dtype, device=layer.device)
     ids = (torch.arange(tokens * top_k, device=layer.device) % experts).view(tokens, top_k)
     weights = torch.full((tokens, top_k), 1.0 / top_k, device=layer.device)
-    stream = torch.cuda.Stream(layer.device)
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            forward(x, ids, weights, mode)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = forward(x, ids, weights, mode)
+    graph, out = capture_graph(lambda: forward(x, ids, weights, mode), warmup, layer.device)
     return GraphedForward(graph, (x, ids, weights), out)
 
 

@@ -50,6 +50,22 @@ def spin_device() -> None:
         torch.cuda._sleep(SPIN_CYCLES)
 
 
+def capture_graph(fn: Callable[[], object], warmup: int = 1,
+                  device: torch.device | None = None) -> tuple[torch.cuda.CUDAGraph, object]:
+    """fn captured in a CUDA graph after `warmup` calls on a side stream of `device` (default: the current one),
+    as torch asks of a capture; the graph and what the captured call returned (the tensors a replay writes)."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def median_us(fn: Callable[[], object], runs: int = 20, warmup: int = 3, before_each: Callable[[], object] | None = None) -> float:
     """Warm up, then time `runs` calls and take the median. `before_each` (e.g. a barrier, or a reset the call
     needs) runs untimed before every call, warm-up calls included."""
