@@ -262,19 +262,22 @@ class MeasuredTables:
         layer0's GEMM beside pulls, layer1's beside the layer's pushes where calibrate timed it
         (gemm1_contention), else the layer0 figure. At least 1: copies on other SMs cannot speed a
         GEMM up, so a measured ratio below 1 is noise."""
-        curve = self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention
-        if curve is None or copy_blocks <= 0:
-            return 1.0
-        return max(1.0, curve.linear(copy_blocks))
+        return _slowdown(self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention,
+                         copy_blocks)
 
     def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
         """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
         a GEMM on the other SMs / alone (1 if not measured; at least 1, as for the GEMM). Pushes read
         push_contention where calibrate measured it, else the pulls' copy_contention."""
-        curve = self.push_contention if direction == "push" and self.push_contention is not None else self.copy_contention
-        if curve is None or copy_blocks <= 0:
-            return 1.0
-        return max(1.0, curve.linear(copy_blocks))
+        return _slowdown(self.push_contention if direction == "push" and self.push_contention is not None
+                         else self.copy_contention, copy_blocks)
+
+
+def _slowdown(curve: Curve | None, copy_blocks: int) -> float:
+    """A contention table's slowdown at `copy_blocks` (none measured, or no blocks: 1), never below 1."""
+    if curve is None or copy_blocks <= 0:
+        return 1.0
+    return max(1.0, curve.linear(copy_blocks))
 
 
 # ---- validation ----------------------------------------------------------------------------
