@@ -175,8 +175,14 @@ class ProfileError(ValueError):
 TOP_KEYS = {"format", "name", "base", "gpus", "provenance", "figures", "sources", "tables"}
 PROVENANCE_KEYS = {"gpu", "gpus", "driver", "torch", "triton", "date", "command", "quick"}
 GEMM_KEYS = {"impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us"}
-INT_FIGURES = {f.name for f in fields(HardwareProfile) if f.type in ("int", int)}
-SCALAR_FIGURES = {f.name for f in fields(HardwareProfile) if f.type in ("int", "float", int, float)}  # not name, sources, tables
+def _figure_type(annotation: object) -> str:
+    """'int' or 'float' for a scalar figure, optional ones (graph_launch_us: float | None) alike; '' otherwise."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return text.removesuffix(" | None") if text.removesuffix(" | None") in ("int", "float") else ""
+
+
+INT_FIGURES = {f.name for f in fields(HardwareProfile) if _figure_type(f.type) == "int"}
+SCALAR_FIGURES = {f.name for f in fields(HardwareProfile) if _figure_type(f.type)}  # not name, sources, tables
 
 
 def figure_range(key: str) -> tuple[float, float]:

@@ -129,8 +129,10 @@ VALID = {
     "format": "comet-dse-profile/1", "name": "h100-x2", "base": "h100-sxm", "gpus": 2,
     "provenance": {"gpu": "NVIDIA H100 80GB HBM3", "gpus": 2, "driver": "580", "torch": "2.11", "triton": "3.6",
                    "date": "2026-11-25", "command": "comet-dse calibrate", "quick": True},
-    "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7},
-    "sources": {"sms": "device properties", "link_GBps": "peer copy_", "collective_efficiency": "fit"},
+    # graph_launch_us: an optional figure (float | None), as a GPU's calibrate writes it
+    "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7, "graph_launch_us": 1.9},
+    "sources": {"sms": "device properties", "link_GBps": "peer copy_", "collective_efficiency": "fit",
+                "graph_launch_us": "a CUDA graph of add_ kernels"},
     "tables": {
         "grouped_gemm": [
             {"impl": "grouped_mm", "K": 2048, "N": 1408, "swiglu": True, "experts": 32, "sms": 132, "block_m": None,
@@ -178,6 +180,8 @@ def test_the_hand_made_profile_passes():
     ("figures.nonsense_GBps", 1.0, "hardware.figures.nonsense_GBps"),
     ("figures.collective_efficiency", 1.5, "hardware.figures.collective_efficiency"),
     ("figures.link_GBps", 1e-4, "hardware.figures.link_GBps: must be in [0.001"),
+    ("figures.graph_launch_us", 0.0, "hardware.figures.graph_launch_us: must be finite and > 0"),
+    ("figures.nics_per_node", 1.5, "hardware.figures.nics_per_node: must be an integer"),
     ("sources.link_GBps", _DELETE, "hardware.sources"),
     ("tables.grouped_gemm.0.impl", "cublas", "hardware.tables.grouped_gemm[0].impl"),
     ("tables.grouped_gemm.0.rows_per_expert", [32, 16], "hardware.tables.grouped_gemm[0].rows_per_expert"),
@@ -213,6 +217,15 @@ def test_a_broken_profile_names_its_field(path, value, field):
     with pytest.raises(ProfileError) as caught:
         check_profile(data)
     assert str(caught.value).startswith(field), str(caught.value)
+
+
+def test_the_hand_made_profiles_graph_launch_reaches_the_simulator(tmp_path):
+    # run 70's calibrate measured graph_launch_us and then refused its own profile: optional figures
+    # (float | None) were no figures to the check
+    measured = pytest.importorskip("comet_dse.measured", reason="the reader (comet_dse/measured.py) is not in this tree")
+    path = tmp_path / "h100-x2.json"
+    path.write_text(json.dumps(VALID))
+    assert measured.load_measured(path, copy.deepcopy(VALID)).graph_launch_us == 1.9
 
 
 def test_grouped_gemm_needs_a_grouped_mm_entry():
