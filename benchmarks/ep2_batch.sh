@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, copy-engine-few, gemm-gap, same-machine, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -241,6 +241,10 @@ per-layer)  # each variant's layer0 and layer1 timed alone beside the whole laye
 contention-update)  # the copies' slowdown beside the GEMM through the layer's own pulls, into run 39's profile
     run 300 contention torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --only contention \
         --update "$repo/results/hardware/h200-x2-run39.json" --name "${CONTENTION_NAME:-h200-x2-run39-contention}"
+    ;;
+fixed-update)  # the graph figures (a node's launch, the forward without its layers at 8 tokens) into run 71's profile
+    run 200 fixed torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --only launch,forward_fixed \
+        --update "$repo/results/hardware/${FIXED_BASE:-h200-x2-run71}.json" --name "${FIXED_NAME:-h200-x2-run71-fixed}"
     ;;
 copy-engine-few)  # the copy engine moving layer0's rows with layer1 on as few blocks as the best SM-copy configuration
                   # (every sweep so far ran it with 16), beside that configuration and B0, Mixtral 8192 at TP=2 and EP=2

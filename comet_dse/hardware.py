@@ -31,7 +31,7 @@ NS_PER_S = 1e9
 # before they existed: left out of figures() and to_dict() at these values, so earlier tuning studies keep
 # their identity (the multi-node figures, and a CUDA graph node's launch)
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
-                            "graph_launch_us": None}
+                            "graph_launch_us": None, "forward_fixed_us": None}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class HardwareProfile:
     internode: str = "direct"  # how a token crosses nodes: one of INTERNODE_ROUTES
     # a kernel node's launch inside a CUDA graph replay (the fused forward runs as one); None: kernel_launch_us
     graph_launch_us: float | None = None
+    # the graphed fused forward without its two layer kernels at a few tokens (pack, plan, barriers, combine and
+    # the graph's launch, moving next to nothing); None: its small kernels cost a launch each
+    forward_fixed_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -77,9 +80,10 @@ class HardwareProfile:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
-        g = self.graph_launch_us
-        if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
-            raise UserError("hardware.graph_launch_us", f"must be a number >= 0, got {g!r}")
+        for name in ("graph_launch_us", "forward_fixed_us"):
+            g = getattr(self, name)
+            if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
+                raise UserError(f"hardware.{name}", f"must be a number >= 0, got {g!r}")
         if self.collective_sms >= self.sms:
             raise UserError("hardware.collective_sms", f"must be < sms ({self.sms})")
         self._check_multi_node()
@@ -252,6 +256,8 @@ _MULTI_NODE_SOURCES = {
     "nic_collective_efficiency": "assumed, not measured: as collective_efficiency (measured over NVLink only)",
     "internode": "direct (each GPU's own NIC); rail and pxn are the forwarding schemes of DeepEP and NCCL PXN",
     "graph_launch_us": "not measured: kernel_launch_us stands in (comet-dse calibrate times a graph's kernel nodes)",
+    "forward_fixed_us": "not measured: the fused forward's small kernels cost a launch each (comet-dse calibrate times "
+                        "the graphed forward without its layers)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

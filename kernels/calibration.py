@@ -47,7 +47,7 @@ from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
-from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, _copy_block
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import capture_graph, environment, join_ranks, median_us, spin_device
@@ -58,6 +58,7 @@ LAUNCHES = 200  # back-to-back launches per kernel-launch timing
 PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
 HOST_SYNC_TOKENS = 4096
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
+FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's weighted top-k sum (profiles before 2026-11-26 lack it)
@@ -484,7 +485,7 @@ class Calibration:
             return self._profile() if self.rank == 0 else None
         steps = [self.dense, self.launch, self.memory_passes]
         if self.world > 1:
-            steps += [self.alltoall, self.host_sync, self.b0_host, self.copies, self.layer_copies]
+            steps += [self.alltoall, self.host_sync, self.b0_host, self.forward_fixed, self.copies, self.layer_copies]
         for step in steps:
             step()
             self._free()  # each step's tensors: gone with its frame
@@ -760,6 +761,38 @@ class Calibration:
                           f"{tokens} tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of "
                           f"{self.s.runs}, slowest of {self.world} GPUs; b0_us - plan_us is the host's chain after the sync")
         self._say(f"B0 at {tokens} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs")
+
+    def forward_fixed(self) -> None:
+        """forward_fixed_us: the fused forward with its two layer kernels left out (the pack, the plan, the
+        barriers, the combine) at FORWARD_FIXED_TOKENS tokens per rank, captured in a CUDA graph and timed as
+        bench times the fused layer (each replay after a barrier, no spin: the graph's launch counts)."""
+        m = self.s.models[0]
+        tokens = FORWARD_FIXED_TOKENS
+        weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
+                                    dtype=self.dtype).of_rank(self.rank, self.world)
+        cfg = FusedConfig(comm_blocks0=min(self.s.comm_blocks), comm_blocks1=min(self.s.comm_blocks),
+                          block_m=self.s.block_m, block_n=self.s.block_n, block_k=self.s.block_k,
+                          n_splits=self._splits(m.hidden), programs=self.programs)
+        layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
+        if self.cuda:
+            graph = layer.graphed(tokens, NO_LAYERS)
+            us = self._time(graph.replay, together=True, spin=False)
+        else:  # no CUDA graphs: the eager calls run (the same steps), but their time is the interpreter's
+            x = self._random(tokens, m.hidden, seed=37)
+            ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
+            self._time(lambda: layer(x, ids, torch.full((tokens, m.top_k), 1.0 / m.top_k), mode=NO_LAYERS),
+                       together=True, spin=False)
+            self.notes.append("forward_fixed_us: not measured on the CPU (no CUDA graphs; the steps ran eagerly)")
+            us = math.nan
+        us, = self._slowest([us])
+        if math.isfinite(us):
+            self._figure("forward_fixed_us", us, f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, "
+                                                 f"{min(self.s.comm_blocks)} communication blocks) without its two layer "
+                                                 f"kernels at {tokens} tokens per GPU, in a CUDA graph replayed after a "
+                                                 f"barrier as bench times the layer, median of {self.s.runs}, slowest of "
+                                                 f"{self.world} GPUs")
+            self._say(f"forward without its layers at {tokens} tokens: {us:.1f} µs")
+        del layer
 
     def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
         cols = self.s.models[0].hidden

@@ -45,6 +45,7 @@ from comet_dse.kernels.fused_moe import (
     BARRIER_CODE,
     COMPUTE_ONLY,
     FULL,
+    NO_LAYERS,
     barrier_kernel,
     combine_kernel,
     dedup_kernel,
@@ -374,7 +375,8 @@ class FusedMoE:
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, mode: int = FULL) -> torch.Tensor:
         """The layer's output (T, H) in `out_dtype`; `mode` COMPUTE_ONLY / COMM_ONLY runs a benchmark
-        variant (its output is meaningless)."""
+        variant (its output is meaningless), NO_LAYERS everything but the two layer kernels (calibrate's
+        forward_fixed_us)."""
         tokens, top_k = x.shape[0], self.top_k
         if tokens > self.max_tokens:
             raise ValueError(f"{tokens} tokens exceed this layer's capacity max_tokens={self.max_tokens}")
@@ -409,8 +411,9 @@ class FusedMoE:
             place_own_kernel[(self.experts, triton.cdiv(self.cfg.block_m, rows))](
                 self.xbuf.local, plan.pieces, self.own_pos, self.send_rows, self.hidden, WORLD=self.world, ROWS=rows,
                 COPY_COLS=min(triton.next_power_of_2(self.hidden), 1024))
-        self._launch_layer0(plan, mode)
-        self._launch_layer1(plan, mode)
+        if mode != NO_LAYERS:
+            self._launch_layer0(plan, mode)
+            self._launch_layer1(plan, mode)
         if self.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY and self.device.type == "cuda":
             torch.cuda.current_stream().wait_stream(self._side)  # the copies ran there
         self._barrier(1)

@@ -64,6 +64,8 @@ import triton
 import triton.language as tl
 
 FULL, COMPUTE_ONLY, COMM_ONLY = 0, 1, 2  # for the host
+# the forward without its two layer kernels (host side only, no kernel sees it): calibrate times the rest
+NO_LAYERS = 3
 _COMPUTE_ONLY = tl.constexpr(COMPUTE_ONLY)  # the same, as the compiler must see globals
 _COMM_ONLY = tl.constexpr(COMM_ONLY)
 BARRIER_CODE = 1 << 30  # error codes: > 0 layer0 tile + 1, < 0 -(layer1 counter + 1), this + slot: a barrier

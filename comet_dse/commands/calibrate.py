@@ -43,7 +43,7 @@ MAX_ALLTOALL_BYTES = 256 << 20
 FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor from 4 KiB
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # steps --only re-measures into an existing profile (--update): each writes tables of its own and needs no other step
-UPDATE_STEPS = ("memory_passes", "layer_copies", "contention")
+UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

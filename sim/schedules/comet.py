@@ -184,6 +184,12 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     # them (graph_launch_us); the copy-engine variant syncs with the host per call, so it launches eagerly
     graphed = tables is not None and not copy_engine and hw.graph_launch_us is not None
     launch = (hw.graph_launch_us if graphed else hw.kernel_launch_us) * 1e3
+    # the small kernels before layer0 and after layer1: where calibrate timed them (the graphed forward without
+    # its layers, at a few tokens), each op a share of that time less its two barriers (priced below as
+    # barriers) and its bytes (the pack and the combine, priced by size below, next to nothing there)
+    op = launch
+    if graphed and hw.forward_fixed_us is not None:
+        op = max(0.0, hw.forward_fixed_us - 2 * hw.link_latency_us) * 1e3 / (PROLOGUE_OPS + EPILOGUE_OPS)
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
     cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
     slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)
@@ -217,7 +223,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             yield env.timeout(launch)
         else:
             overheads["permute"] = pack_ns(ctx, rank)
-            yield env.timeout(knobs.prologue_launches * launch + overheads["permute"])
+            yield env.timeout(knobs.prologue_launches * op + overheads["permute"])
             ctx.add_slice(rank, "stream", "pack rows + plan", 0, env.now)
             yield barrier0.arrive(rank)
             if copy_engine:  # the segment sizes go to the host before the copies are issued
@@ -404,14 +410,15 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     for rank in range(world):
         s = state[rank]
         if tables is None:
-            reduce, launches = reduce_ns(ctx, rank), 3
+            reduce, launches = reduce_ns(ctx, rank), 3 * launch
             received = max(s["own_end"], arrivals[rank])
             end = received + reduce + launch
             ctx.add_slice(rank, "stream", "top-k reduce", received + launch, end)
         else:
-            reduce, launches = combine_pass_ns(ctx, rank), knobs.prologue_launches + 2 + EPILOGUE_OPS  # + layer0 and layer1
+            reduce = combine_pass_ns(ctx, rank)
+            launches = (knobs.prologue_launches + EPILOGUE_OPS) * op + 2 * launch  # + layer0's and layer1's
             received = released
-            end = received + EPILOGUE_OPS * launch + reduce
+            end = received + EPILOGUE_OPS * op + reduce
             ctx.add_slice(rank, "comm", "device barrier", max(s["own_end"], arrivals[rank]), released)
             ctx.add_slice(rank, "stream", "weighted top-k sum", end - reduce, end)
         ctx.add_slice(rank, "layer", "layer0", 0, s["layer0_end"])
@@ -419,6 +426,6 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         idle = bubble(s["layer0_end"], s["busy0"], blocks0) + bubble(received - s["layer0_end"], s["busy1"], blocks1)
         outcomes.append(RankOutcome(
             end_ns=end, layer0_end_ns=s["layer0_end"], compute_alone_ns=s["compute_alone"], bubble_ns=idle,
-            overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches * launch}, kernels_ns=s["kernels"],
+            overheads_ns={**s["overheads"], "reduce": reduce, "launch": launches}, kernels_ns=s["kernels"],
         ))
     return outcomes

@@ -94,6 +94,9 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     # no CUDA graphs on the CPU: the graphed forward's launches keep kernel_launch_us, and the profile says why
     assert "graph_launch_us" not in figures and "kernel_launch_us" in figures
     assert any(note.startswith("graph_launch_us: not measured on the CPU") for note in prov["notes"])
+    # nor of the forward without its layers (its steps ran eagerly, over both ranks' barriers)
+    assert "forward_fixed_us" not in figures
+    assert any(note.startswith("forward_fixed_us: not measured on the CPU") for note in prov["notes"])
     for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "B0 at 8 tokens", "comm blocks pull", "comm blocks push",
                   "grouped_gemm grouped_mm", "grouped_gemm fused"):
         assert f"] {table}" in stdout, stdout
@@ -129,10 +132,11 @@ VALID = {
     "format": "comet-dse-profile/1", "name": "h100-x2", "base": "h100-sxm", "gpus": 2,
     "provenance": {"gpu": "NVIDIA H100 80GB HBM3", "gpus": 2, "driver": "580", "torch": "2.11", "triton": "3.6",
                    "date": "2026-11-25", "command": "comet-dse calibrate", "quick": True},
-    # graph_launch_us: an optional figure (float | None), as a GPU's calibrate writes it
-    "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7, "graph_launch_us": 1.9},
+    # graph_launch_us, forward_fixed_us: optional figures (float | None), as a GPU's calibrate writes them
+    "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7, "graph_launch_us": 1.9,
+                "forward_fixed_us": 48.0},
     "sources": {"sms": "device properties", "link_GBps": "peer copy_", "collective_efficiency": "fit",
-                "graph_launch_us": "a CUDA graph of add_ kernels"},
+                "graph_launch_us": "a CUDA graph of add_ kernels", "forward_fixed_us": "the graphed forward, no layers"},
     "tables": {
         "grouped_gemm": [
             {"impl": "grouped_mm", "K": 2048, "N": 1408, "swiglu": True, "experts": 32, "sms": 132, "block_m": None,
@@ -219,13 +223,14 @@ def test_a_broken_profile_names_its_field(path, value, field):
     assert str(caught.value).startswith(field), str(caught.value)
 
 
-def test_the_hand_made_profiles_graph_launch_reaches_the_simulator(tmp_path):
+def test_the_hand_made_profiles_graph_figures_reach_the_simulator(tmp_path):
     # run 70's calibrate measured graph_launch_us and then refused its own profile: optional figures
     # (float | None) were no figures to the check
     measured = pytest.importorskip("comet_dse.measured", reason="the reader (comet_dse/measured.py) is not in this tree")
     path = tmp_path / "h100-x2.json"
     path.write_text(json.dumps(VALID))
-    assert measured.load_measured(path, copy.deepcopy(VALID)).graph_launch_us == 1.9
+    loaded = measured.load_measured(path, copy.deepcopy(VALID))
+    assert (loaded.graph_launch_us, loaded.forward_fixed_us) == (1.9, 48.0)
 
 
 def test_grouped_gemm_needs_a_grouped_mm_entry():
@@ -287,6 +292,20 @@ def test_only_some_steps_go_into_the_profile_given(tmp_path):
     assert update["gpu"] == "cpu" and "--only layer_copies" in update["command"]
     assert any(n.startswith("layer_comm_blocks:") for n in update["notes"])
     assert "] dense mm" not in stdout  # nothing else ran
+
+
+def test_only_the_forwards_fixed_time_on_the_cpu_keeps_every_figure_and_says_why(tmp_path):
+    base = copy.deepcopy(VALID)
+    base["provenance"]["gpu"] = "cpu"
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(base))
+    profile, stdout, _ = _calibrate(tmp_path, 2, "--only", "forward_fixed", "--update", str(given))
+    check_profile(profile)
+    # the forward without its layers ran on both ranks, eagerly: no graph on the CPU, so the given figure stays
+    assert profile["figures"] == base["figures"] and profile["tables"] == base["tables"]
+    update, = profile["provenance"]["updates"]
+    assert update["steps"] == ["forward_fixed"] and update["replaced"] == []
+    assert any(n.startswith("forward_fixed_us: not measured on the CPU") for n in update["notes"])
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -166,6 +166,25 @@ def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engi
     assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == 15905 + 1000
 
 
+def test_comet_shares_the_forwards_measured_fixed_time_among_its_small_kernels(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # the graphed forward without its layers took 4.7 us: less its two barriers (1 us link latency each), 2.7 us
+    # over the 7 ops before layer0 and the 2 after layer1, 300 ns each; layer0 and layer1 launch at 500 ns a node
+    data["figures"].update(graph_launch_us=0.5, forward_fixed_us=4.7)
+    hw = as_profile(data, tmp_path / "fixed.json")
+    r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(r.overheads_us["launch"]) == 9 * 300 + 2 * 500
+    # from the eager 1 ns each: the prologue 7 x 299 and layer0's launch 499 later; layer1's 499, the epilogue 2 x 299
+    assert ns(r.layer0_us) == 9080 + 7 * 299 + 499 and ns(r.latency_us) == 15905 + 9 * 299 + 2 * 499
+    # the copy-engine variant runs eagerly (no graph): launches as before
+    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == 15905 + 1000
+    # a fixed time below its barriers leaves the small kernels nothing, not a negative time
+    data["figures"]["forward_fixed_us"] = 1.5
+    r = simulate(workload, as_profile(data, tmp_path / "low.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(r.latency_us) == 15905 - 9 + 2 * 499
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
