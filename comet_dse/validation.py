@@ -11,6 +11,7 @@ run it, so `import comet_dse` stays free of its dependencies.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -203,6 +204,32 @@ def error_summary(points: list[dict]) -> dict:
     errors = [signed_error_pct(p["predicted_us"], p["measured_us"]) for p in ok]
     return {"n": len(ok), "skipped": sum(p["status"] == "skipped" for p in points),
             "failed": sum(p["status"] == "failed" for p in points), **_error_stats(errors)}
+
+
+def repeated_errors(points: list[dict]) -> dict:
+    """Per schedule, the errors against the median of each point measured in several files (one bench command
+    run again, e.g. on several machines), so run-to-run noise stays out of the MAPE, and that noise itself
+    (slowest / fastest repeat - 1 per point: its median and max); {} where nothing was measured twice."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        if p["status"] == "ok":
+            config = json.dumps(p["config"], sort_keys=True)
+            groups.setdefault((p["schedule"], p["model"], p.get("ep"), p.get("tp"), p["tokens"], config), []).append(p)
+    errors: dict[str, list[float]] = {}
+    noise: dict[str, list[float]] = {}
+    sources: dict[str, list[int]] = {}
+    for (schedule, *_), ps in groups.items():
+        repeats = len({p["source"] for p in ps})
+        if repeats < 2:
+            continue
+        measured = [p["measured_us"] for p in ps]
+        # one profile, one routing seed: every repeat of a point has the same prediction
+        errors.setdefault(schedule, []).append(signed_error_pct(ps[0]["predicted_us"], statistics.median(measured)))
+        noise.setdefault(schedule, []).append(100.0 * (max(measured) / min(measured) - 1.0))
+        sources.setdefault(schedule, []).append(repeats)
+    return {s: {"n": len(e), "min_repeats": min(sources[s]), **_error_stats(e),
+                "median_noise_pct": round(statistics.median(noise[s]), 2), "max_noise_pct": round(max(noise[s]), 2)}
+            for s, e in errors.items()}
 
 
 def kernel_summary(points: list[dict]) -> dict:

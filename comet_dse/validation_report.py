@@ -92,6 +92,15 @@ def validation_html(report: dict) -> str:
              + (f"; over the {f['n']} full sweeps (6 or more block counts) mean Spearman {_num(f['mean_spearman'], '+.2f')}, "
                 f"regret max {_num(f['max_regret_pct'], '.1f')}%" if (f := report.get("full_sweeps_summary")) else "")
              + ".</p>")
+    if report.get("repeated_points"):
+        median_rows = "".join(
+            f"<tr><td>{name}</td><td>{s['n']}</td><td>&ge; {s['min_repeats']}</td><td>{_num(s['mape_pct'], '.1f')}%</td>"
+            f"<td>{_num(s['mean_error_pct'], '+.1f')}%</td><td>{_num(s['median_noise_pct'], '.1f')}%</td>"
+            f"<td>{_num(s['max_noise_pct'], '.1f')}%</td></tr>" for name, s in report["repeated_points"].items())
+        notes += ("<h2 id='medians-title'>Points measured more than once: errors against their medians</h2>"
+                  "<p>Run-to-run noise (slowest over fastest repeat of a point) left out of the error.</p><table><tr>"
+                  "<th>schedule</th><th>points</th><th>repeats</th><th>MAPE</th><th>mean error</th><th>noise median</th>"
+                  f"<th>noise max</th></tr>{median_rows}</table>")
     sweep_rows = "".join(
         f"<tr><td>{html.escape(s['model'])}</td><td>{s['tokens']}</td><td>{s['n']}</td><td>{_num(s['spearman'], '+.2f')}</td>"
         f"<td>{_num(s['regret_pct'], '.1f')}%</td><td>{'/'.join(map(str, s['predicted_best']))}</td>"

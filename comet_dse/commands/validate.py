@@ -75,6 +75,16 @@ def format_report(report: dict) -> str:
                         str(s["skipped"]), str(s["failed"])])
     lines += align_columns(summary)
     lines.append("")
+    if report.get("repeated_points"):
+        medians = [["schedule", "points", "repeats", "MAPE", "mean error", "min error", "max error", "noise median", "noise max"]]
+        for name, s in report["repeated_points"].items():
+            medians.append([name, str(s["n"]), f">= {s['min_repeats']}", _fmt(s["mape_pct"], ".1f", "%"),
+                            _fmt(s["mean_error_pct"], "+.1f", "%"), _fmt(s["min_error_pct"], "+.1f", "%"),
+                            _fmt(s["max_error_pct"], "+.1f", "%"), _fmt(s["median_noise_pct"], ".1f", "%"),
+                            _fmt(s["max_noise_pct"], ".1f", "%")])
+        lines.append("points measured in several files: errors against their medians (noise: slowest / fastest repeat):")
+        lines += align_columns(medians)
+        lines.append("")
     by_model = [["schedule", "model", "points", "MAPE", "mean error", "calibration"]]
     for name, s in report["schedules"].items():
         for model, m in s.get("by_model", {}).items():
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         cases_of,
         error_summary,
         kernel_summary,
+        repeated_errors,
         repeated_sweeps,
         simulate_cases,
         sort_key,
@@ -191,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         "full_sweeps_summary": sweep_summary(found, FULL_SWEEP_POINTS),
         "sweeps": found,
         "repeated_sweeps": repeated_sweeps(points),
+        "repeated_points": repeated_errors(points),
     }
     files = {out: json.dumps(report, indent=2) + "\n"}
     if args.html:

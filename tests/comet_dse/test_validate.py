@@ -124,6 +124,26 @@ def test_repeated_sweeps_rank_the_medians_and_tell_noise_from_a_wrong_pick():
     assert repeated_sweeps(_repeat_points({"a": clear["a"]}, predicted)) == []
 
 
+def test_repeated_points_are_scored_against_their_medians_with_their_noise():
+    from comet_dse.validation import repeated_errors
+
+    predicted = {4: 10.0, 8: 20.0}
+    # 4 blocks measured 8, 12, 9: median 9, error +11.11%, noise 12/8 = 50%; 8 blocks 25, 24, 26: median 25,
+    # error -20%, noise 26/24 = 8.33%
+    runs = {"a": {4: 8.0, 8: 25.0}, "b": {4: 12.0, 8: 24.0}, "c": {4: 9.0, 8: 26.0}}
+    points = _repeat_points(runs, predicted)
+    # a point of one file only (16 blocks) and a failed one count nowhere
+    points += [{**points[0], "config": {**points[0]["config"], "comm_blocks0": 16, "comm_blocks1": 16}},
+               {**points[1], "status": "failed"}]
+    (name, s), = repeated_errors(points).items()
+    assert name == "comet" and s["n"] == 2 and s["min_repeats"] == 3
+    assert s["mape_pct"] == pytest.approx((100 / 9 + 20) / 2, abs=0.01)
+    assert s["mean_error_pct"] == pytest.approx((100 / 9 - 20) / 2, abs=0.01)
+    assert (s["min_error_pct"], s["max_error_pct"]) == (-20.0, pytest.approx(11.11, abs=0.01))
+    assert s["median_noise_pct"] == pytest.approx((50 + 100 * (26 / 24 - 1)) / 2, abs=0.01) and s["max_noise_pct"] == 50.0
+    assert repeated_errors(_repeat_points({"a": runs["a"]}, predicted)) == {}
+
+
 def test_the_full_sweep_summary_keeps_only_sweeps_over_the_whole_grid():
     from comet_dse.validation import FULL_SWEEP_POINTS, sweep_summary
 
