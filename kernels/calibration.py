@@ -176,6 +176,8 @@ class ProfileError(ValueError):
 TOP_KEYS = {"format", "name", "base", "gpus", "provenance", "figures", "sources", "tables"}
 PROVENANCE_KEYS = {"gpu", "gpus", "driver", "torch", "triton", "date", "command", "quick"}
 GEMM_KEYS = {"impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us"}
+
+
 def _figure_type(annotation: object) -> str:
     """'int' or 'float' for a scalar figure, optional ones (graph_launch_us: float | None) alike; '' otherwise."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
