@@ -190,6 +190,19 @@ class MeasuredTables:
             self._tiles[key] = self._fused_tile_us(*key)
         return self._tiles[key]
 
+    def fused_fixed_us(self, k: int, n: int, swiglu: bool, sms: int, tile: tuple[int, int], weight_GBps: float,
+                       dtype_bytes: int = 2) -> float:
+        """What a launch of the fused kernels' GEMM costs beyond its tiles (launch, ramp-up, tail: see
+        fused_tile_us), in µs, for the shape calibrate timed nearest; 0 without a fused entry (a
+        grouped_mm call's time then goes wholly to its tiles)."""
+        entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
+        return 0.0 if entry.block_m is None else _fixed_us(self._peers(entry), weight_GBps, dtype_bytes)
+
+    def _peers(self, entry: GemmEntry) -> list[GemmEntry]:
+        """The entries of `entry`'s implementation, shape and tile at every SM count measured."""
+        return [e for e in self.grouped_gemm if (e.impl, e.k, e.n, e.swiglu, e.block_m, e.block_n)
+                == (entry.impl, entry.k, entry.n, entry.swiglu, entry.block_m, entry.block_n)]
+
     def _fused_tile_us(self, k: int, n: int, swiglu: bool, rows: float, sms: int, tile: tuple[int, int],
                        weight_GBps: float, dtype_bytes: int) -> float:
         entry = self._nearest_gemm("fused", k, n, swiglu, sms, tile)
@@ -200,8 +213,7 @@ class MeasuredTables:
         # changes smoothly with the SMs at work (clocks and HBM shared by fewer SMs), while one
         # timed call can be 15% off (h200-x2-run9.json: Mixtral GEMM0 at 124 SMs, 4096 rows). A robust
         # line through them (Theil-Sen) keeps such a point from setting the time of one SM count.
-        peers = [e for e in self.grouped_gemm if (e.impl, e.k, e.n, e.swiglu, e.block_m, e.block_n)
-                 == (entry.impl, entry.k, entry.n, entry.swiglu, entry.block_m, entry.block_n)]
+        peers = self._peers(entry)
         fixed = _fixed_us(peers, weight_GBps, dtype_bytes)
         at_rows = [_per_tile(e, fixed).loglog(rows) for e in peers]
         if len(peers) < 3:

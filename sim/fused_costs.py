@@ -52,6 +52,18 @@ def fused_tile_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_
     return np.array(times), np.array(n_tiles, dtype=np.int64)
 
 
+def fused_fixed_ns(ctx: SimContext, groups: list[Group], block_m: int, block_n: int, layer: int, sms: int) -> float:
+    """The fused kernel's own cost beyond its tiles (launch, ramp-up, tail), as calibrate's calls of the same
+    GEMM code had it (MeasuredTables.fused_fixed_us): the dearest of the layer's GEMM shapes, in ns; none
+    without measured tables (a preset's tiles carry the whole kernel)."""
+    tables = ctx.hardware.measured
+    if tables is None:
+        return 0.0
+    shapes = {gemm_shape(ctx, group, layer) for group in groups}
+    return max((tables.fused_fixed_us(k, n, swiglu, sms, (block_m, block_n), ctx.hardware.hbm_GBps,
+                                      ctx.workload.dtype_bytes) for k, n, swiglu in shapes), default=0.0) * 1e3
+
+
 def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
     """What `blocks` communication blocks move pulling (layer0) or pushing (layer1); blocks = 0:
     the copy engine."""

@@ -125,6 +125,29 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
 
 
+def test_comet_adds_each_kernels_fixed_cost_beyond_its_tiles_as_calibrate_timed_it(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # the fused calls each 500 ns (GEMM0) and 300 ns (GEMM1) dearer at every row count: their fewest-rows calls now
+    # take that beyond streaming the weights once, the kernel's own cost; their tiles cost what they did
+    gemm0, gemm1 = (e for e in data["tables"]["grouped_gemm"] if e["impl"] == "fused")
+    gemm0["us"] = [u + 0.5 for u in gemm0["us"]]
+    gemm1["us"] = [u + 0.3 for u in gemm1["us"]]
+    # a profile from before the graph figures prices these costs inside its eager launches: as before
+    before = simulate(workload, as_profile(data, tmp_path / "eager.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    assert ns(before.latency_us) == 15905
+    data["figures"]["graph_launch_us"] = 0.001  # the eager 1 ns, so only the kernels' own costs move
+    r = simulate(workload, as_profile(data, tmp_path / "fixed.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    # layer0 ends 500 after its last tile; layer1, 500 later, ends 300 after its last push (12855 + 300), before
+    # that push lands (13855): the barrier still waits for the landing, so the whole layer is 500 later only
+    assert ns(r.layer0_us) == 9080 + 500 and ns(r.latency_us) == 15905 + 500
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 9080 - 2032 + 500, "layer1": 12355 - 9081 + 300}
+    assert ns(r.compute_alone_us) == 4000 + 2000 + 500 + 300
+    # the copy-engine variant's kernels have them too (launched eagerly: 1 ns here either way)
+    copy_engine = simulate(workload, as_profile(data, tmp_path / "fixed.json"), Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
+    assert ns(copy_engine.latency_us) == 15905 + 1000 + 500
+
+
 def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy_contention(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
