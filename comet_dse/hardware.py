@@ -31,7 +31,7 @@ NS_PER_S = 1e9
 # before they existed: left out of figures() and to_dict() at these values, so earlier tuning studies keep
 # their identity (the multi-node figures, and a CUDA graph node's launch)
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
-                            "graph_launch_us": None, "forward_fixed_us": None}
+                            "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None}
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class HardwareProfile:
     # the graphed fused forward without its two layer kernels at a few tokens (pack, plan, barriers, combine and
     # the graph's launch, moving next to nothing); None: its small kernels cost a launch each
     forward_fixed_us: float | None = None
+    # the same forward with the copy engine moving the rows (comm_blocks0 = 0: eager, a host sync before the copies);
+    # None: host_sync_us and a launch per small kernel
+    copy_engine_fixed_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -80,7 +83,7 @@ class HardwareProfile:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
-        for name in ("graph_launch_us", "forward_fixed_us"):
+        for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us"):
             g = getattr(self, name)
             if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
                 raise UserError(f"hardware.{name}", f"must be a number >= 0, got {g!r}")
@@ -258,6 +261,8 @@ _MULTI_NODE_SOURCES = {
     "graph_launch_us": "not measured: kernel_launch_us stands in (comet-dse calibrate times a graph's kernel nodes)",
     "forward_fixed_us": "not measured: the fused forward's small kernels cost a launch each (comet-dse calibrate times "
                         "the graphed forward without its layers)",
+    "copy_engine_fixed_us": "not measured: the copy-engine variant's host sync as host_sync_us, its small kernels a "
+                            "launch each (comet-dse calibrate times its forward without its layers)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

@@ -767,34 +767,41 @@ class Calibration:
     def forward_fixed(self) -> None:
         """forward_fixed_us: the fused forward with its two layer kernels left out (the pack, the plan, the
         barriers, the combine) at FORWARD_FIXED_TOKENS tokens per rank, captured in a CUDA graph and timed as
-        bench times the fused layer (each replay after a barrier, no spin: the graph's launch counts)."""
+        bench times the fused layer (each replay after a barrier, no spin: the graph's launch counts).
+        copy_engine_fixed_us: the same forward with the copy engine moving the rows (comm_blocks0 = 0), which
+        bench runs eagerly (a host sync before the copies): called op by op, timed the same way."""
         m = self.s.models[0]
-        tokens = FORWARD_FIXED_TOKENS
+        tokens, blocks = FORWARD_FIXED_TOKENS, min(self.s.comm_blocks)
         weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
                                     dtype=self.dtype).of_rank(self.rank, self.world)
-        cfg = FusedConfig(comm_blocks0=min(self.s.comm_blocks), comm_blocks1=min(self.s.comm_blocks),
-                          block_m=self.s.block_m, block_n=self.s.block_n, block_k=self.s.block_k,
-                          n_splits=self._splits(m.hidden), programs=self.programs)
-        layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
-        if self.cuda:
-            graph = layer.graphed(tokens, NO_LAYERS)
-            us = self._time(graph.replay, together=True, spin=False)
-        else:  # no CUDA graphs: the eager calls run (the same steps), but their time is the interpreter's
-            x = self._random(tokens, m.hidden, seed=37)
-            ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
-            self._time(lambda: layer(x, ids, torch.full((tokens, m.top_k), 1.0 / m.top_k), mode=NO_LAYERS),
-                       together=True, spin=False)
-            self.notes.append("forward_fixed_us: not measured on the CPU (no CUDA graphs; the steps ran eagerly)")
-            us = math.nan
-        us, = self._slowest([us])
-        if math.isfinite(us):
-            self._figure("forward_fixed_us", us, f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, "
-                                                 f"{min(self.s.comm_blocks)} communication blocks) without its two layer "
-                                                 f"kernels at {tokens} tokens per GPU, in a CUDA graph replayed after a "
-                                                 f"barrier as bench times the layer, median of {self.s.runs}, slowest of "
-                                                 f"{self.world} GPUs")
-            self._say(f"forward without its layers at {tokens} tokens: {us:.1f} µs")
-        del layer
+        x = self._random(tokens, m.hidden, seed=37)
+        ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
+        topk_w = torch.full((tokens, m.top_k), 1.0 / m.top_k, device=self.device)
+        measured = []
+        for comm_blocks0 in (blocks, 0):
+            cfg = FusedConfig(comm_blocks0=comm_blocks0, comm_blocks1=blocks, block_m=self.s.block_m,
+                              block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(m.hidden),
+                              programs=self.programs)
+            layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
+            if self.cuda and comm_blocks0 > 0:
+                graph = layer.graphed(tokens, NO_LAYERS)
+                measured.append(self._time(graph.replay, together=True, spin=False))
+            else:  # the copy engine's forward (and on the CPU, every forward: no CUDA graphs) op by op
+                us = self._time(lambda: layer(x, ids, topk_w, mode=NO_LAYERS), together=True, spin=False)
+                measured.append(us if self.cuda else math.nan)  # on the CPU: the interpreter's time, no figure
+            del layer
+        measured = self._slowest(measured)
+        what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {blocks} communication blocks in layer1) "
+                f"without its two layer kernels at {tokens} tokens per GPU, timed as bench times the layer (after a "
+                f"barrier, no spin), median of {self.s.runs}, slowest of {self.world} GPUs")
+        for key, us, how in (("forward_fixed_us", measured[0], f"layer0 on {blocks} blocks, in a CUDA graph"),
+                             ("copy_engine_fixed_us", measured[1], "layer0's rows by the copy engine, called eagerly")):
+            if math.isfinite(us):
+                self._figure(key, us, f"{what}; {how}")
+                self._say(f"forward without its layers at {tokens} tokens, {how}: {us:.1f} µs")
+            else:
+                self.notes.append(f"{key}: not measured on the CPU (no CUDA graphs or copy engine; the steps ran "
+                                  "eagerly)")
 
     def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
         cols = self.s.models[0].hidden

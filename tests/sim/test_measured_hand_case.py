@@ -208,6 +208,19 @@ def test_comet_shares_the_forwards_measured_fixed_time_among_its_small_kernels(m
     assert ns(r.latency_us) == 15905 - 9 + 2 * 499
 
 
+def test_comet_copy_engine_host_time_is_what_calibrate_timed_less_what_is_priced_apart(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # the copy engine's forward without its layers took 5.0 us: less its two barriers (1 us each) and the 9 eager
+    # small kernels (1 ns each), 2991 ns of host time around the sync, where host_sync_us said 1000
+    data["figures"]["copy_engine_fixed_us"] = 5.0
+    r = simulate(workload, as_profile(data, tmp_path / "ce.json"), Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
+    assert ns(r.overheads_us["host_sync"]) == 2991 and ns(r.latency_us) == 15905 + 2991
+    # the SM-copy variants do not sync: as before
+    assert ns(simulate(workload, as_profile(data, tmp_path / "ce.json"),
+                       Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)).latency_us) == 15905
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
