@@ -176,7 +176,7 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     return sends
 
 
-def copy_engine_host_ns(hw, prologue_launches: int) -> float:
+def _copy_engine_host_ns(hw: HardwareProfile, prologue_launches: int) -> float:
     """The copy-engine variant's host sync and what the host does around it (the copies' issue, the eager
     forward's torch ops), in ns: where calibrate timed that forward without its layers at a few tokens, its
     time less its two barriers and the eager launches priced apart (the small kernels before and after);
@@ -246,7 +246,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             ctx.add_slice(rank, "stream", "pack rows + plan", 0, env.now)
             yield barrier0.arrive(rank)
             if copy_engine:  # the segment sizes go to the host before the copies are issued
-                overheads["host_sync"] = copy_engine_host_ns(hw, knobs.prologue_launches)
+                overheads["host_sync"] = _copy_engine_host_ns(hw, knobs.prologue_launches)
                 yield env.timeout(overheads["host_sync"])
             yield env.timeout(launch)
         start0 = env.now
