@@ -244,7 +244,7 @@ contention-update)  # the copies' slowdown beside the GEMM through the layer's o
     ;;
 fixed-update)  # the graph figures (a node's launch, the forward without its layers at 8 tokens) into run 71's profile
     run 200 fixed torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --only launch,forward_fixed \
-        --update "$repo/results/hardware/${FIXED_BASE:-h200-x2-run71}.json" --name "${FIXED_NAME:-h200-x2-run71-fixed}"
+        --update "$repo/results/hardware/${FIXED_BASE:-h200-x2-run71}.json" --name "${FIXED_NAME:-${FIXED_BASE:-h200-x2-run71}-fixed}"
     ;;
 copy-engine-few)  # the copy engine moving layer0's rows with layer1 on as few blocks as the best SM-copy configuration
                   # (every sweep so far ran it with 16), beside that configuration and B0, Mixtral 8192 at TP=2 and EP=2
