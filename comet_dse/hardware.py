@@ -30,6 +30,9 @@ NS_PER_S = 1e9
 # the figures added after the first profiles and their defaults, at which a profile predicts as it did
 # before they existed: left out of figures() and to_dict() at these values, so earlier tuning studies keep
 # their identity (the multi-node figures, and a CUDA graph node's launch)
+# a numeric figure's declared type (annotations are strings here), optional ones alike: how a study's identity
+# casts it and which figures a measured profile may carry
+NUMBER_TYPES = {"int": int, "float": float, "int | None": int, "float | None": float}
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
                             "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None}
 
@@ -232,7 +235,7 @@ class HardwareProfile:
         """Every figure, as its declared type (a JSON profile's 300 and a preset's 300.0 are one
         figure): a tuning study's identity. The name and the sources change no prediction. A measured
         profile adds its tables' digest, so a changed table is a new study; a preset's stays as it was."""
-        cast = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}
+        cast = {**NUMBER_TYPES, "str": str}
         out = {f.name: cast[f.type](getattr(self, f.name)) for f in fields(self)
                if f.name not in ("name", "sources", "measured") and getattr(self, f.name) != OPTIONAL_FIGURE_DEFAULTS.get(f.name, ())}
         if self.measured is not None:
@@ -253,8 +256,9 @@ class InternodeRoutes:
 
 _HOPPER_MEASURED = "GPU_NOTES.md, measured 2026-11-22 on 2x H200 NVLink"
 _NO_TABLES = "none: every cost from the figures (a measured profile from comet-dse calibrate brings tables)"
-# the later figures at their defaults (none measured across nodes in this project)
-_MULTI_NODE_SOURCES = {
+# the later figures at their defaults (the multi-node ones never measured in this project; the graph ones
+# where a profile did not measure them)
+_OPTIONAL_FIGURE_SOURCES = {
     "nics_per_node": "one NIC per GPU, as DGX/HGX H100 (8 ConnectX-7 per 8 GPUs, datasheet); a JSON profile may say fewer",
     "nic_collective_efficiency": "assumed, not measured: as collective_efficiency (measured over NVLink only)",
     "internode": "direct (each GPU's own NIC); rail and pxn are the forwarding schemes of DeepEP and NCCL PXN",
@@ -288,7 +292,7 @@ _HOPPER_SHARED_SOURCES = {
     "host_sync_us": "estimate (count exchange + cudaMemcpy D2H + sync)",
     "kernel_launch_us": "estimate",
     "measured": _NO_TABLES,
-    **_MULTI_NODE_SOURCES,
+    **_OPTIONAL_FIGURE_SOURCES,
 }
 
 HARDWARE_PRESETS: dict[str, HardwareProfile] = {
@@ -331,7 +335,7 @@ HARDWARE_PRESETS: dict[str, HardwareProfile] = {
                 "link_latency_us": "estimate (PCIe peer access)", "collective_efficiency": "estimate",
                 "collective_latency_us": "estimate", "collective_sms": "estimate",
                 "host_sync_us": "estimate", "kernel_launch_us": "estimate", "measured": _NO_TABLES,
-                **_MULTI_NODE_SOURCES, "nics_per_node": "one NIC per GPU (assumed, not measured)",
+                **_OPTIONAL_FIGURE_SOURCES, "nics_per_node": "one NIC per GPU (assumed, not measured)",
             },
         ),
     )

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 from comet_dse.choices import default_layer1_width
 from comet_dse.errors import UserError
-from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, HardwareProfile
+from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, NUMBER_TYPES, HardwareProfile
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
@@ -51,6 +51,7 @@ from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _cop
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import capture_graph, environment, join_ranks, median_us, spin_device
+from comet_dse.measured import TABLES_OPTIONAL, TABLES_REQUIRED
 
 FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
@@ -177,15 +178,9 @@ TOP_KEYS = {"format", "name", "base", "gpus", "provenance", "figures", "sources"
 PROVENANCE_KEYS = {"gpu", "gpus", "driver", "torch", "triton", "date", "command", "quick"}
 GEMM_KEYS = {"impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us"}
 
-
-def _figure_type(annotation: object) -> str:
-    """'int' or 'float' for a scalar figure, optional ones (graph_launch_us: float | None) alike; '' otherwise."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    return text.removesuffix(" | None") if text.removesuffix(" | None") in ("int", "float") else ""
-
-
-INT_FIGURES = {f.name for f in fields(HardwareProfile) if _figure_type(f.type) == "int"}
-SCALAR_FIGURES = {f.name for f in fields(HardwareProfile) if _figure_type(f.type)}  # not name, sources, tables
+# optional figures (graph_launch_us: float | None) alike
+INT_FIGURES = {f.name for f in fields(HardwareProfile) if NUMBER_TYPES.get(f.type) is int}
+SCALAR_FIGURES = {f.name for f in fields(HardwareProfile) if f.type in NUMBER_TYPES}  # not name, sources, tables
 
 
 def figure_range(key: str) -> tuple[float, float]:
@@ -278,8 +273,7 @@ def _check_ways(table: dict, path: str) -> None:
 
 
 def _check_tables(tables: dict, gpus: int) -> None:
-    allowed = {"grouped_gemm", "memory_pass_GBps", "alltoall", "comm_blocks", "layer_comm_blocks", "gemm_contention",
-               "copy_contention", "push_contention", "gemm1_contention", "b0_host"}
+    allowed = {*TABLES_REQUIRED, *TABLES_OPTIONAL}  # the tables the simulator's reader takes
     if not isinstance(tables, dict) or set(tables) - allowed:
         raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
     # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
