@@ -83,6 +83,13 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
 KERNELS = ("layer0", "layer1")
 
 
+def b1_expert_gemm(timings_us: dict) -> str:
+    """The expert GEMM bench ran B1 with: B0's faster one (slowest-rank figures; a tie keeps torch._grouped_mm),
+    torch._grouped_mm where the file timed no loop."""
+    grouped, loop = timings_us.get("b0_grouped"), timings_us.get("b0_loop")
+    return "loop" if grouped is not None and loop is not None and loop < grouped else "grouped"
+
+
 def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = False, b0_key: str = "b0") -> list[Case]:
     """Every figure of the file the simulator is compared with. B0 and B1 are timed once per
     token count and repeated in every run of it: each distinct figure counts once. `measured`:
@@ -102,10 +109,11 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 continue
             seen.add((run.tokens, key, us))
             if key == b0_key:
-                cases.append(Case(**common, schedule="sequential", measured_key=key, measured_us=us))
+                cases.append(Case(**common, schedule="sequential", measured_key=key, measured_us=us,
+                                  knobs={"expert_gemm": "best" if key == "b0" else "grouped"}))
             elif match := CHUNKED_KEY.fullmatch(key):
                 cases.append(Case(**common, schedule="chunked", measured_key=key, measured_us=us,
-                                  knobs={"chunks": int(match.group(1))}))
+                                  knobs={"chunks": int(match.group(1)), "expert_gemm": b1_expert_gemm(run.timings_us)}))
             elif key == "fused":
                 c = run.config
                 knobs = {k: c[k] for k in FUSED_KNOBS}
@@ -127,7 +135,7 @@ def config_text(point: dict, blocks_only: bool = False) -> str:
     """A point's configuration in a few words (`blocks_only`: a comet point's communication blocks alone)."""
     c = point["config"]
     if point["schedule"] == "chunked":
-        return f"chunks={c['chunks']}"
+        return f"chunks={c['chunks']}" + (" loop" if c.get("expert_gemm") == "loop" else "")
     if point["schedule"] == "comet":
         blocks = f"blocks={c['comm_blocks0']}/{c['comm_blocks1']}"
         return blocks if blocks_only else f"{blocks} {c['block_m']}x{c['block_n']} {c['row_order']} splits={c['n_splits']}"

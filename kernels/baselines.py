@@ -47,11 +47,11 @@ from itertools import accumulate
 
 import torch
 import torch.distributed as dist
+from comet_dse.choices import EXPERT_GEMMS
 from comet_dse.kernels.reference import MoEWeights, swiglu
 
 # bmm with a wider output dtype (bf16 in, fp32 accumulated and stored) exists on CUDA only
 _BMM_OUT_DTYPE = hasattr(torch.ops.aten.bmm, "dtype_out")
-EXPERT_GEMMS = ("grouped", "loop")
 
 
 # ----------------------------------------------------------------------------------------

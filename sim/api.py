@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from comet_dse.sim.result import Result, summarize
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules import SCHEDULES
 from comet_dse.sim.schedules.base import Schedule, comm_alone_ns, default_tile, parse_tile
 from comet_dse.sim.schedules.comet import Comet, default_n_splits
 
-from comet_dse.choices import FLOWS_UP_TO_GPUS, NETWORK_ENGINES
+from comet_dse.choices import EXPERT_GEMMS, FLOWS_UP_TO_GPUS, NETWORK_ENGINES
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.routing import Routing, make_routing, virtual_experts
@@ -41,6 +43,12 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     sched = as_schedule(schedule, workload.model.hidden)
     sched.validate(workload, hardware)
     routing = routing if routing is not None else make_routing(workload)
+    if getattr(sched, "expert_gemm", None) == "best" and hardware.measured is not None:
+        # B0's and B1's expert GEMM as a user keeps it: the faster of the two for this schedule, on one routing
+        if not hardware.measured.has_impl("loop"):
+            return simulate(workload, hardware, replace(sched, expert_gemm="grouped"), routing, record, network)
+        return min((simulate(workload, hardware, replace(sched, expert_gemm=g), routing, record, network)
+                    for g in EXPERT_GEMMS), key=lambda result: result.latency_us)
     if isinstance(sched, Comet) and sched.tp_dispatch == "rows" and workload.tp > 1:
         # a row per (token, expert) to each TP rank: the EP layer over the virtual experts, on the same draw
         workload, routing = virtual_experts(workload, routing)

@@ -3,9 +3,9 @@
 Two price lists. Without measured tables (presets, flat profiles) the cost model of the
 figures: permute and reduce as HBM passes, GEMMs as persistent tiles on all SMs, the
 collectives from the bottleneck model. With a measured profile (comet_dse/measured.py), the
-kernels B0 really launches (kernels/baselines.py moe_chunked, expert_gemm "grouped"), each
-priced from the tables: the passes by kind, `torch._grouped_mm` by rows per expert, the
-all-to-all by the busiest rank's bytes.
+kernels B0 really launches (kernels/baselines.py moe_chunked), each priced from the tables: the
+passes by kind, the expert GEMM by rows per expert (`torch._grouped_mm`, one launch, or one
+`torch.mm` launch per expert with rows: expert_gemm "loop"), the all-to-all by the busiest rank's bytes.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from comet_dse.sim.schedules.base import grouped_gemm_runs, sent_rows
 # B0's routing plan (sort, searchsorted, the split sizes, their exchange and the host sync) is not
 # among them: calibrate times that whole function as figures.host_sync_us.
 # the expert-major gather index (_expert_major: 2 reshapes, 2 cumsums, 2 subs, arange,
-# repeat_interleave, add) and the group ends (sum, cumsum); only when rows are regrouped;
+# repeat_interleave, add) and the group ends (sum, cumsum; torch._grouped_mm's offsets, which the loop does
+# without); only when rows are regrouped;
 REGROUP_INDEX_OPS = 11
+GROUP_ENDS_OPS = 2
 # the cast of the top-k weights before the weighted sum.
 REDUCE_OPS = 1
 OUT_BYTES = 4  # the layer's output is fp32 (out_dtype), as in the bench
@@ -53,6 +55,10 @@ class Kernel:
     # the whole run, and the tiles themselves are tens of thousands a rank at scale
     tile_runs: tuple[np.ndarray, np.ndarray] | None = None
     shared_ns: float | None = None  # a GEMM's time while a collective holds its SMs (chunked)
+    # the host's time for it beyond its launches at B0's price per launch: B0's torch.mm loop launches one torch.mm
+    # per expert with rows, each at an eager launch's cost (kernel_launch_us), where its measured table already
+    # holds the GPU's gaps between them (the GPU is charged one launch)
+    host_extra_ns: float = 0.0
 
     def busy_tiles(self, sms: int) -> np.ndarray:
         """Per-SM busy time as tiles: the tiles, or every SM busy for the whole kernel."""
@@ -77,24 +83,31 @@ def gemm_shape(ctx: SimContext, group: Group, layer: int) -> tuple[int, int, boo
     return (hidden, group.ffn, True) if layer == 0 else (group.ffn, hidden, False)
 
 
-def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, layer: int, sms: int) -> float:
+def gemm_impl(ctx: SimContext, expert_gemm: str) -> str:
+    """The measured table an expert GEMM reads: the loop's where asked for and timed, else torch._grouped_mm's
+    (a profile without the loop's table prices B0 with torch._grouped_mm alone: validate compares it with
+    b0_grouped). "best" is resolved before a schedule runs (sim/api.py simulates both)."""
+    return "loop" if expert_gemm == "loop" and ctx.hardware.measured.has_impl("loop") else "grouped_mm"
+
+
+def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, layer: int, sms: int,
+                     impl: str = "grouped_mm") -> float:
     """B0's expert GEMM over uneven experts: each expert's share of a measured call at its own rows
-    per expert (time(rows_e) / experts of the measurement), summed over the experts; the faster of
-    torch._grouped_mm and one torch.mm per expert where the profile timed both, as the benchmark
-    keeps the faster B0 (with few large experts cuBLAS's dense GEMMs win)."""
+    per expert (time(rows_e) / experts of the measurement), summed over the experts."""
     tables = ctx.hardware.measured
-    impls = ("grouped_mm", "loop") if tables.has_impl("loop") else ("grouped_mm",)
-    return min(float(sum(tables.expert_gemm_us(impl, *gemm_shape(ctx, g, layer), int(r), sms) for g, r in zip(groups, rows)))
-               for impl in impls) * 1e3
+    return float(sum(tables.expert_gemm_us(impl, *gemm_shape(ctx, g, layer), int(r), sms) for g, r in zip(groups, rows))) * 1e3
 
 
 def gemm_kernel(ctx: SimContext, label: str, groups: list[Group], rows: np.ndarray, layer: int,
-                block_m: int, block_n: int, shared_sms: int | None = None) -> Kernel:
-    """A grouped GEMM on all SMs; `shared_sms`: also its time on that many (a collective holds the rest)."""
+                block_m: int, block_n: int, shared_sms: int | None = None, expert_gemm: str = "grouped") -> Kernel:
+    """A grouped GEMM on all SMs; `shared_sms`: also its time on that many (a collective holds the rest).
+    Measured, the loop (expert_gemm "loop") is one launch per expert with rows: the host's work grows with them."""
     hw = ctx.hardware
     if hw.measured is not None:
-        shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms)
-        return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms), None, shared_ns=shared)
+        impl = gemm_impl(ctx, expert_gemm)
+        shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms, impl)
+        return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms, impl), None, shared_ns=shared,
+                      host_extra_ns=max(int(np.count_nonzero(rows)) - 1, 0) * hw.kernel_launch_us * 1e3 if impl == "loop" else 0.0)
     runs = grouped_gemm_runs(ctx, groups, rows, block_m, block_n, layer)
     tiles = np.repeat(*runs)
     shared = None if shared_sms is None else kernel_time_ns(tiles, shared_sms)
@@ -121,22 +134,23 @@ def dispatch_side(ctx: SimContext, rank: int) -> list[Kernel]:
 
 
 def expert_side(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,
-                shared_sms: int | None = None, suffix: str = "") -> tuple[list[Kernel], list[Kernel]]:
+                shared_sms: int | None = None, suffix: str = "", expert_gemm: str = "grouped") -> tuple[list[Kernel], list[Kernel]]:
     """Measured B0 between dispatch and combine, as (layer0 kernels, layer1 kernels): regroup
     gather, GEMM0, SwiGLU (silu_ then mul_: 5 R F elements moved), GEMM1, scatter back."""
     wl = ctx.workload
+    index_ops = REGROUP_INDEX_OPS - (GROUP_ENDS_OPS if gemm_impl(ctx, expert_gemm) == "loop" else 0)
     received = int(rows.sum())
     row = wl.model.hidden * wl.dtype_bytes
     ffn_elems = sum(int(r) * g.ffn for g, r in zip(groups, rows))
     regroup = regroups(ctx) and received > 0
     layer0: list[Kernel] = []
     if regroup:
-        layer0 += [Kernel("stream", f"expert-major index{suffix}", 0.0, "launch", launches=REGROUP_INDEX_OPS),
+        layer0 += [Kernel("stream", f"expert-major index{suffix}", 0.0, "launch", launches=index_ops),
                    Kernel("stream", f"gather to expert order{suffix}", pass_ns(ctx, "gather", 2 * received * row), "permute")]
-    layer0 += [gemm_kernel(ctx, f"GEMM0{suffix}", groups, rows, 0, block_m, block_n, shared_sms),
+    layer0 += [gemm_kernel(ctx, f"GEMM0{suffix}", groups, rows, 0, block_m, block_n, shared_sms, expert_gemm),
                Kernel("stream", f"SwiGLU{suffix}", pass_ns(ctx, "elementwise", 5 * ffn_elems * wl.dtype_bytes), "swiglu",
                       launches=2)]
-    layer1 = [gemm_kernel(ctx, f"GEMM1{suffix}", groups, rows, 1, block_m, block_n, shared_sms)]
+    layer1 = [gemm_kernel(ctx, f"GEMM1{suffix}", groups, rows, 1, block_m, block_n, shared_sms, expert_gemm)]
     if regroup:
         layer1.append(Kernel("stream", f"scatter to arrival order{suffix}", pass_ns(ctx, "scatter", 2 * received * row),
                              "unpermute"))
@@ -165,17 +179,18 @@ def host_launch_ns(ctx: SimContext) -> float | None:
 
 
 class HostClock:
-    """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches), in program order)
-    one after another, `per_launch_ns` each, and never waits for the GPU (no sync follows), so when
+    """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches[, extra ns]), in program order)
+    one after another, `per_launch_ns` each (and the op's extra host time), and never waits for the GPU (no sync follows), so when
     each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
     ahead of the GPU and nothing waits. Waits add up under overheads["host_wait"]."""
 
-    def __init__(self, ops: list[tuple[object, int]], per_launch_ns: float | None, overheads: dict[str, float]) -> None:
+    def __init__(self, ops: list[tuple[object, int] | tuple[object, int, float]], per_launch_ns: float | None,
+                 overheads: dict[str, float]) -> None:
         self.ready: dict[object, float] = {}  # ns from the sync's end until each op is launched
         if per_launch_ns is not None:
             t = 0.0
-            for key, launches in ops:
-                t += launches * per_launch_ns
+            for key, launches, *extra_ns in ops:
+                t += launches * per_launch_ns + sum(extra_ns)
                 self.ready[key] = t
         self.synced = 0.0  # when the sync ended: set by the schedule
         self.overheads = overheads

@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from comet_dse.choices import FLOWS_UP_TO_GPUS, INTERNODE_ROUTES, NETWORK_ENGINES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
+from comet_dse.choices import FLOWS_UP_TO_GPUS, INTERNODE_ROUTES, NETWORK_ENGINES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, SIM_EXPERT_GEMMS, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comm-blocks1", type=int, help="communication thread blocks of comet layer1, GEMM1 + combine "
                                                          "(default --comm-blocks)")
     parser.add_argument("--chunks", type=int, help="chunk count of the chunked pipeline (default 4)")
+    parser.add_argument("--expert-gemm", choices=SIM_EXPERT_GEMMS, default="best",
+                        help="the sequential and chunked schedules' expert GEMM on a measured profile: torch._grouped_mm "
+                             "(grouped), one torch.mm per expert (loop), or the faster for the schedule (default best)")
     parser.add_argument("--tile", help="GEMM tile BMxBN, sides in 64/128/256 (default 128x128, or for an H that "
                                        "128 does not divide the first tile whose width does, e.g. 128x64)")
     parser.add_argument("--row-order", default="local-first", choices=ROW_ORDERS,
@@ -135,8 +138,9 @@ def build_schedules(args: argparse.Namespace, hidden: int):
         tp_dispatch=args.tp_dispatch,
     )
     every = {
-        "sequential": Sequential(block_m=block_m, block_n=block_n),
-        "chunked": Chunked(block_m=block_m, block_n=block_n, chunks=Chunked.chunks if args.chunks is None else args.chunks),
+        "sequential": Sequential(block_m=block_m, block_n=block_n, expert_gemm=args.expert_gemm),
+        "chunked": Chunked(block_m=block_m, block_n=block_n, chunks=Chunked.chunks if args.chunks is None else args.chunks,
+                           expert_gemm=args.expert_gemm),
         "comet": comet,
     }
     names = SCHEDULE_NAMES if args.schedule == "all" else (args.schedule,)

@@ -15,6 +15,7 @@ import numpy as np
 from comet_dse.sim.layout import Group, group_tile_ns
 from comet_dse.sim.runtime import SimContext
 
+from comet_dse.choices import SIM_EXPERT_GEMMS
 from comet_dse.errors import UserError
 from comet_dse.hardware import HardwareProfile
 from comet_dse.workload import Workload
@@ -97,6 +98,11 @@ class Schedule(ABC):
 
 
 # ---- helpers shared by the collective-based schedules -------------------------------------
+
+
+def check_expert_gemm(expert_gemm: str) -> None:
+    if expert_gemm not in SIM_EXPERT_GEMMS:
+        raise UserError("--expert-gemm", f"must be one of {', '.join(SIM_EXPERT_GEMMS)}, got {expert_gemm!r}")
 
 
 def grouped_gemm_runs(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,

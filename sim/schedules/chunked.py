@@ -43,6 +43,7 @@ from comet_dse.sim.schedules.base import (
     RankOutcome,
     Schedule,
     bubble,
+    check_expert_gemm,
     collective_names,
     pair_bytes,
     permute_ns,
@@ -86,9 +87,11 @@ def stream_order(chunks: int) -> list[tuple[str, int]]:
 class Chunked(Schedule):
     name: ClassVar[str] = "chunked"
     chunks: int = 4
+    expert_gemm: str = "best"  # SIM_EXPERT_GEMMS; measured profiles only
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
+        check_expert_gemm(self.expert_gemm)
         if not isinstance(self.chunks, int) or not 1 <= self.chunks <= MAX_CHUNKS:
             raise UserError("--chunks", f"must be an integer in [1, {MAX_CHUNKS}], got {self.chunks!r}")
 
@@ -101,7 +104,8 @@ class Chunked(Schedule):
             rows = np.concatenate([rows, shared])
         shared_sms = ctx.hardware.sms - ctx.hardware.collective_sms
         if ctx.hardware.measured is not None:
-            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}")
+            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}",
+                                         expert_gemm=self.expert_gemm)
             # B1 computes the expert-major gather index of every chunk at once, before chunk 0. Only
             # where the host chain is measured is it charged once: without it, a launch's figure is all
             # that stands for the host's work, and the per-chunk charge is kept (the validations of
@@ -147,9 +151,9 @@ class Chunked(Schedule):
             for i, (layer0, layer1) in enumerate(kernels):
                 if i + 1 < self.chunks:
                     program.append((("dispatch", i + 1), DISPATCH_LAUNCHES))
-                program += [(id(k), k.launches) for k in (*layer0, *layer1)]
+                program += [(id(k), k.launches, k.host_extra_ns) for k in (*layer0, *layer1)]
                 program.append((("combine", i), COMBINE_LAUNCHES + (REDUCE_LAUNCHES if i else 0)))
-            program += [(id(k), k.launches) for k in after]
+            program += [(id(k), k.launches, k.host_extra_ns) for k in after]
             clock = HostClock(program, host, overheads)
 
             def set_busy(busy: bool) -> None:

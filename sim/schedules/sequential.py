@@ -37,11 +37,15 @@ from comet_dse.sim.schedules.base import (
     RankOutcome,
     Schedule,
     bubble,
+    check_expert_gemm,
     collective_names,
     pair_bytes,
     permute_ns,
     reduce_ns,
 )
+
+from comet_dse.hardware import HardwareProfile
+from comet_dse.workload import Workload
 
 LAYER0_END = "layer0 end"  # a marker in a rank's steps
 
@@ -49,6 +53,11 @@ LAYER0_END = "layer0 end"  # a marker in a rank's steps
 @dataclass(frozen=True)
 class Sequential(Schedule):
     name: ClassVar[str] = "sequential"
+    expert_gemm: str = "best"  # SIM_EXPERT_GEMMS; measured profiles only
+
+    def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
+        super().validate(workload, hardware)
+        check_expert_gemm(self.expert_gemm)
 
     def steps(self, ctx: SimContext, rank: int, sync: Collective, dispatch: Collective,
               combine: Collective) -> list[Kernel | Collective | str]:
@@ -56,7 +65,7 @@ class Sequential(Schedule):
         groups = rank_groups(ctx.workload, ctx.routing, rank)
         rows = np.array([g.rows_by_source.sum() for g in groups])
         if ctx.hardware.measured is not None:
-            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n)
+            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, expert_gemm=self.expert_gemm)
             return [*dispatch_side(ctx, rank), sync, dispatch, *layer0, LAYER0_END, *layer1, combine, *combine_side(ctx, rank)]
         return [Kernel("stream", "permute", permute_ns(ctx, rank), "permute"), sync, dispatch,
                 gemm_kernel(ctx, "GEMM0 + SwiGLU", groups, rows, 0, self.block_m, self.block_n), LAYER0_END,
@@ -80,8 +89,8 @@ class Sequential(Schedule):
             layer0_end = 0.0
             after_sync = [s for s in steps[steps.index(sync) + 1:] if s != LAYER0_END]
             collective_launches = {id(dispatch): DISPATCH_LAUNCHES, id(combine): COMBINE_LAUNCHES}
-            clock = HostClock([(id(s), collective_launches[id(s)] if isinstance(s, Collective) else s.launches)
-                               for s in after_sync], host, overheads)
+            clock = HostClock([(id(s), collective_launches[id(s)], 0.0) if isinstance(s, Collective)
+                               else (id(s), s.launches, s.host_extra_ns) for s in after_sync], host, overheads)
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now

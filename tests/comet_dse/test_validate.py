@@ -282,6 +282,36 @@ def test_a_profile_without_the_loop_gemm_is_compared_with_the_grouped_b0(capsys,
     assert points[0]["measured_us"] == next(r["timings_us"]["b0_grouped"] for r in raw if r["tokens"] == 1024)
 
 
+@pytest.mark.parametrize("timings, expected", [
+    ({"b0_grouped": 10.0, "b0_loop": 9.0}, "loop"),
+    ({"b0_grouped": 9.0, "b0_loop": 10.0}, "grouped"),
+    ({"b0_grouped": 9.0, "b0_loop": 9.0}, "grouped"),  # bench's min() keeps the first of EXPERT_GEMMS on a tie
+    ({"b0": 9.0}, "grouped"),  # files that timed no loop ran torch._grouped_mm only
+])
+def test_b1_is_simulated_with_the_expert_gemm_bench_ran_it_with(timings, expected):
+    from comet_dse.validation import b1_expert_gemm
+
+    assert b1_expert_gemm(timings) == expected
+
+
+def test_each_chunked_point_carries_its_files_b1_gemm_and_b0_the_faster(tmp_path):
+    from comet_dse.measurements import load_bench
+    from comet_dse.validation import cases_of
+
+    raw = json.loads(QWEN.read_text())
+    for run in raw["runs"]:  # the loop faster at one token count only
+        faster = run["tokens"] == 1024
+        run["timings_us"]["b0_loop"] = run["timings_us"]["b0_grouped"] + (-1.0 if faster else 1.0)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(raw))
+    cases = cases_of(load_bench(path), measured=True)
+    chunked = {(c.tokens, c.knobs["expert_gemm"]) for c in cases if c.schedule == "chunked"}
+    assert chunked and all(gemm == ("loop" if tokens == 1024 else "grouped") for tokens, gemm in chunked)
+    assert {c.knobs["expert_gemm"] for c in cases if c.schedule == "sequential"} == {"best"}
+    assert {c.knobs["expert_gemm"] for c in cases_of(load_bench(path), measured=True, b0_key="b0_grouped")
+            if c.schedule == "sequential"} == {"grouped"}
+
+
 @pytest.mark.parametrize("date, recorded, launches", [
     ("2026-11-25 18:58:59", None, 11),  # before step 1 moved to the device: torch ops
     ("2026-11-26 02:37:21", None, 7),  # the first runs of the device-side step 1 did not record it yet

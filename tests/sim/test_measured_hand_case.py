@@ -12,6 +12,7 @@ Each rank: 256 tokens, top-1, half to each rank's one expert, so 256 rows per ex
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from comet_dse.hardware import load_hardware
@@ -255,18 +256,70 @@ def test_preset_refuses_the_copy_engine(hand_case):
         simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
 
 
-def test_b0_takes_the_faster_expert_gemm_the_profile_timed(measured_case, tmp_path):
-    workload, _ = measured_case
+def loop_profile(tmp_path, gemm1_us: list[float]):
+    """hand.json with B0's torch.mm loop timed too: GEMM0 twice as fast as torch._grouped_mm (1000 ns at 256
+    rows instead of 2000), GEMM1 at `gemm1_us` (grouped_mm: [0.5, 1.0], 1000 ns at 256 rows)."""
     data = hand_data()
-    # one torch.mm per expert: GEMM0 twice as fast as torch._grouped_mm at 256 rows, GEMM1 slower
     data["tables"]["grouped_gemm"] += [
         {**data["tables"]["grouped_gemm"][0], "impl": "loop", "us": [0.5, 1.0]},
-        {**data["tables"]["grouped_gemm"][1], "impl": "loop", "us": [1.0, 2.0]},
+        {**data["tables"]["grouped_gemm"][1], "impl": "loop", "us": gemm1_us},
     ]
-    r = simulate(workload, as_profile(data, tmp_path / "loop.json"), Sequential())
-    # GEMM0 1000 instead of 2000 (loop); GEMM1 stays 1000 (grouped_mm, the faster there)
-    assert ns(r.layer0_us) == 8588 - 1000
-    assert ns(r.compute_alone_us) == 3000 - 1000
+    return as_profile(data, tmp_path / "loop.json")
+
+
+def test_b0_runs_the_expert_gemm_it_is_given_and_best_keeps_the_faster_whole_layer(measured_case, tmp_path):
+    workload, _ = measured_case
+    hw = loop_profile(tmp_path, [0.75, 1.5])
+    grouped = simulate(workload, hw, Sequential(expert_gemm="grouped"))
+    assert ns(grouped.latency_us) == 13384
+    loop = simulate(workload, hw, Sequential(expert_gemm="loop"))
+    # both GEMMs from the loop's table: GEMM0 1000 instead of 2000, GEMM1 1500 instead of 1000
+    assert ns(loop.layer0_us) == 8588 - 1000
+    assert ns(loop.latency_us) == 13384 - 1000 + 500
+    assert ns(loop.compute_alone_us) == 1000 + 1500
+    best = simulate(workload, hw, Sequential())
+    assert (ns(best.latency_us), best.params["expert_gemm"]) == (13384 - 500, "loop")
+    # a loop whose GEMM1 loses more than its GEMM0 gains: the whole layer keeps torch._grouped_mm, where a
+    # price per GEMM would have mixed the two (B0 runs one expert GEMM for both)
+    best = simulate(workload, loop_profile(tmp_path, [1.75, 3.5]), Sequential())
+    assert (ns(best.latency_us), best.params["expert_gemm"]) == (13384, "grouped")
+    # B1 as bench runs it, with B0's GEMM: one chunk is B0 with that GEMM
+    assert ns(simulate(workload, hw, Chunked(chunks=1, expert_gemm="loop")).latency_us) == 13384 - 500
+    # a profile that timed no loop prices every B0 with torch._grouped_mm
+    assert ns(simulate(workload, load_hardware(HAND_PROFILE), Sequential(expert_gemm="loop")).latency_us) == 13384
+
+
+def test_the_loop_costs_the_host_an_eager_launch_per_further_expert_with_rows(measured_case, tmp_path):
+    from comet_dse.routing import make_routing
+    from comet_dse.sim.baseline_kernels import gemm_kernel
+    from comet_dse.sim.layout import rank_groups
+    from comet_dse.sim.runtime import SimContext
+
+    workload, _ = measured_case
+    data = hand_data()
+    data["figures"]["kernel_launch_us"] = 7.0
+    data["tables"]["grouped_gemm"] += [{**data["tables"]["grouped_gemm"][0], "impl": "loop", "us": [0.5, 1.0]}]
+    ctx = SimContext(workload, as_profile(data, tmp_path / "loop.json"), make_routing(workload), record=False)
+    group = rank_groups(workload, ctx.routing, 0)[0]
+    for rows, further in (([256, 0, 128], 1), ([0, 0, 0], 0), ([1, 1, 1], 2)):
+        loop = gemm_kernel(ctx, "GEMM0", [group] * 3, np.array(rows), 0, 128, 128, expert_gemm="loop")
+        # one launch as the GPU sees it (the gaps between the torch.mm kernels are in the loop's measured
+        # time) and as B0's chain prices it; each further torch.mm is an eager launch's 7000 ns on the host
+        assert (loop.launches, loop.host_extra_ns) == (1, further * 7000)
+        grouped = gemm_kernel(ctx, "GEMM0", [group] * 3, np.array(rows), 0, 128, 128, expert_gemm="grouped")
+        assert (grouped.launches, grouped.host_extra_ns) == (1, 0.0)
+
+
+def test_the_host_clock_adds_an_ops_extra_host_time_to_its_launches():
+    from comet_dse.sim.baseline_kernels import HostClock
+
+    overheads: dict[str, float] = {}
+    clock = HostClock([("a", 2), ("b", 1, 500.0), ("c", 3, 0.0)], 100.0, overheads)
+    clock.synced = 1000.0
+    # launched at 200, 200 + 100 + 500 = 800, 800 + 300 = 1100 ns after the sync
+    assert [clock.wait(k, 1000.0) for k in "abc"] == [200.0, 800.0, 1100.0]
+    assert clock.wait("b", 2000.0) == 0.0  # a stream that gets there after the launch does not wait
+    assert overheads["host_wait"] == 2100.0
 
 
 def test_a_fused_tile_is_its_calls_time_less_the_fixed_cost_over_its_waves(tmp_path):
