@@ -13,6 +13,7 @@ at its top level, earlier versions and variants in their own folders. Standard l
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from generated_file import write_or_check
 ROOT = Path(__file__).resolve().parent.parent / "results" / "measurements"
 FINAL = "ep2_h100"  # the H100 runs: the targets machine, kernels before the merged layout
 CURRENT = "ep2_h200"  # the current kernels (merged row tiles), measured on 2x H200
+CHUNKS = re.compile(r"b1_c\d+")
 
 
 def _command(env: dict) -> str:
@@ -67,7 +69,7 @@ def _by_model_tokens(runs: list[dict]) -> dict[str, dict[int, list[dict]]]:
 
 
 def _best_b1(t: dict) -> tuple[float | None, str]:
-    b1 = {k: v for k, v in t.items() if k.startswith("b1_c")}
+    b1 = {k: v for k, v in t.items() if CHUNKS.fullmatch(k)}  # b1_c<C>, the faster GEMM (not b1_c<C>_grouped, _loop)
     if not b1:
         return None, ""
     name = min(b1, key=b1.get)

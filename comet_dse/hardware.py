@@ -34,7 +34,8 @@ NS_PER_S = 1e9
 # casts it and which figures a measured profile may carry
 NUMBER_TYPES = {"int": int, "float": float, "int | None": int, "float | None": float}
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
-                            "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None}
+                            "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None,
+                            "loop_mm_host_us": None}
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class HardwareProfile:
     # the same forward with the copy engine moving the rows (comm_blocks0 = 0: eager, a host sync before the copies);
     # None: host_sync_us and a launch per small kernel
     copy_engine_fixed_us: float | None = None
+    # the host's time for each further torch.mm of B0's per-expert loop (expert_gemm "loop"); None: kernel_launch_us
+    loop_mm_host_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -86,7 +89,7 @@ class HardwareProfile:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
-        for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us"):
+        for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us", "loop_mm_host_us"):
             g = getattr(self, name)
             if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
                 raise UserError(f"hardware.{name}", f"must be a number >= 0, got {g!r}")
@@ -267,6 +270,8 @@ _OPTIONAL_FIGURE_SOURCES = {
                         "the graphed forward without its layers)",
     "copy_engine_fixed_us": "not measured: the copy-engine variant's host sync as host_sync_us, its small kernels a "
                             "launch each (comet-dse calibrate times its forward without its layers)",
+    "loop_mm_host_us": "not measured: kernel_launch_us for each further torch.mm of B0's expert loop (comet-dse "
+                       "calibrate times B0's loop against its torch._grouped_mm)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

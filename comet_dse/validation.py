@@ -83,10 +83,12 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
 KERNELS = ("layer0", "layer1")
 
 
-def b1_expert_gemm(timings_us: dict) -> str:
-    """The expert GEMM bench ran B1 with: B0's faster one (slowest-rank figures; a tie keeps torch._grouped_mm),
-    torch._grouped_mm where the file timed no loop."""
-    grouped, loop = timings_us.get("b0_grouped"), timings_us.get("b0_loop")
+def b1_expert_gemm(timings_us: dict, chunks: int) -> str:
+    """The expert GEMM of bench's b1_c<chunks>: the faster of its own two where the file timed both
+    (b1_c<C>_grouped, b1_c<C>_loop; from 2026-11-27, run 76), else B0's faster one, which bench ran B1 with
+    before; slowest-rank figures, a tie keeps torch._grouped_mm; torch._grouped_mm where the file timed no loop."""
+    own = timings_us.get(f"b1_c{chunks}_grouped"), timings_us.get(f"b1_c{chunks}_loop")
+    grouped, loop = own if None not in own else (timings_us.get("b0_grouped"), timings_us.get("b0_loop"))
     return "loop" if grouped is not None and loop is not None and loop < grouped else "grouped"
 
 
@@ -113,7 +115,7 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                                   knobs={"expert_gemm": "best" if key == "b0" else "grouped"}))
             elif match := CHUNKED_KEY.fullmatch(key):
                 cases.append(Case(**common, schedule="chunked", measured_key=key, measured_us=us,
-                                  knobs={"chunks": int(match.group(1)), "expert_gemm": b1_expert_gemm(run.timings_us)}))
+                                  knobs={"chunks": int(match.group(1)), "expert_gemm": b1_expert_gemm(run.timings_us, int(match.group(1)))}))
             elif key == "fused":
                 c = run.config
                 knobs = {k: c[k] for k in FUSED_KNOBS}

@@ -127,7 +127,7 @@ def _expert_major(recv_counts: torch.Tensor, total: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 
-def _grouped_mm_ok(x: torch.Tensor, weights: MoEWeights) -> bool:
+def grouped_mm_ok(x: torch.Tensor, weights: MoEWeights) -> bool:
     """Whether torch._grouped_mm runs here without a host sync (see the module docstring)."""
     if not hasattr(torch, "_grouped_mm") or x.dtype != weights.w_gate_up.dtype:
         return False
@@ -202,7 +202,7 @@ def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, 
     tokens, top_k = ids.shape
     hidden = x.shape[1]
     world = dist.get_world_size(group)
-    loop = expert_gemm == "loop" or not _grouped_mm_ok(x, weights)
+    loop = expert_gemm == "loop" or not grouped_mm_ok(x, weights)
     plan = _plan(ids, chunks, weights.num_experts, world, group, host_expert_rows=loop)
     arrived = [slice(a, a + sum(r)) for a, r in zip(accumulate((sum(r) for r in plan.recv), initial=0), plan.recv)]
     pairs = [slice(top_k * plan.tokens[c], top_k * plan.tokens[c + 1]) for c in range(chunks)]

@@ -158,8 +158,9 @@ class BenchRunner:
         return round(float(err.item()), 6)
 
     def _baselines(self, inputs, check, expected) -> tuple[dict, dict]:
-        """naive; B0 with each expert GEMM (b0 is the faster: what a user would keep); B1 per chunk
-        count with B0's GEMM. Under TP, B0 and B1 of kernels/tp_baselines.py and no naive layer."""
+        """naive; B0 with each expert GEMM (b0 is the faster: what a user would keep); B1 per chunk count
+        with each expert GEMM too (b1_c<C> the faster: the loop that wins B0 can lose B1, whose every chunk
+        launches it again). Under TP, B0 and B1 of kernels/tp_baselines.py and no naive layer."""
         if self.groups is None:
             calls = {"naive": lambda x, ids, w: moe_naive(x, ids, w, self.local)}
             layer = lambda x, ids, w, c, g: moe_chunked(x, ids, w, self.local, c, expert_gemm=g)  # noqa: E731
@@ -174,8 +175,13 @@ class BenchRunner:
         best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b0_{g}"])
         timings["b0"], calls["b0"] = timings[f"b0_{best}"], calls[f"b0_{best}"]
         for c in self.s.chunks:
-            calls[f"b1_c{c}"] = lambda x, ids, w, c=c: layer(x, ids, w, c, best)
-            timings[f"b1_c{c}"] = self._time(self._rotating(inputs, calls[f"b1_c{c}"]))
+            for gemm in EXPERT_GEMMS:
+                calls[f"b1_c{c}_{gemm}"] = lambda x, ids, w, c=c, g=gemm: layer(x, ids, w, c, g)
+                timings[f"b1_c{c}_{gemm}"] = self._time(self._rotating(inputs, calls[f"b1_c{c}_{gemm}"]))
+        slowest = self._reduce(timings)["timings_us"]
+        for c in self.s.chunks:
+            best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b1_c{c}_{g}"])
+            timings[f"b1_c{c}"], calls[f"b1_c{c}"] = timings[f"b1_c{c}_{best}"], calls[f"b1_c{c}_{best}"]
         errors = {name: self._error(fn(*check), expected) for name, fn in calls.items()}
         return timings, errors
 

@@ -45,7 +45,7 @@ from comet_dse.errors import UserError
 from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, NUMBER_TYPES, HardwareProfile
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
-from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
+from comet_dse.kernels.baselines import _weighted_sum, grouped_mm_ok, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
@@ -757,6 +757,42 @@ class Calibration:
                           f"{tokens} tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of "
                           f"{self.s.runs}, slowest of {self.world} GPUs; b0_us - plan_us is the host's chain after the sync")
         self._say(f"B0 at {tokens} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs")
+        self._loop_mm_host(weights)
+
+    def _loop_mm_host(self, weights: MoEWeights) -> None:
+        """loop_mm_host_us: B0 with its per-expert torch.mm loop less B0 with torch._grouped_mm, over the
+        further torch.mm launches (2 GEMMs x (local experts - 1)), on a routing that gives every expert rows
+        (slot j of token t to expert (t * top_k + j) mod experts, one token per expert and rank), timed as bench
+        times B0. Each torch.mm moves a few rows there, so what the loop adds is the host's. On GPUs where
+        torch._grouped_mm runs (bf16 on Hopper) only: elsewhere B0 runs the loop either way, and on the CPU
+        both run on the host."""
+        m = self.s.models[0]
+        local = m.num_experts // self.world
+        tokens = m.num_experts
+        ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
+        x = self._random(tokens, m.hidden, seed=37)
+        topk_w = self._random(tokens, m.top_k, seed=38, dtype=torch.float32).softmax(-1)
+        runs = self.cuda and grouped_mm_ok(x, weights) and local > 1
+        times = [self._time(lambda g=g: moe_sequential(x, ids, topk_w, weights, None, expert_gemm=g), together=True,
+                            spin=False) if runs else math.nan for g in ("grouped", "loop")]
+        grouped_us, loop_us = self._slowest(times)  # every rank joins, whatever ran on it
+        if not runs:
+            why = ("on the CPU (B0's loop and torch._grouped_mm both run on the host)" if not self.cuda else
+                   "(torch._grouped_mm does not run here: B0's two expert GEMMs are the same loop)")
+            self.notes.append(f"loop_mm_host_us: not measured {why}")
+            return
+        further = 2 * (local - 1)
+        us = (loop_us - grouped_us) / further
+        if us <= 0:  # the loop no slower: nothing of the host's to charge (a profile takes figures > 0 only)
+            self.notes.append(f"loop_mm_host_us: not measured (B0's loop took {loop_us:.0f} µs, no more than its "
+                              f"torch._grouped_mm's {grouped_us:.0f})")
+            return
+        self._figure("loop_mm_host_us", us, f"B0 (moe_sequential) on {m.name} with expert_gemm='loop' ({loop_us:.0f} µs) "
+                                            f"less with 'grouped' ({grouped_us:.0f} µs), over its {further} further "
+                                            f"torch.mm launches; {tokens} tokens x top-{m.top_k} per GPU, every expert "
+                                            f"routed {m.top_k * self.world} rows, after a barrier, no spin, median of "
+                                            f"{self.s.runs}, slowest of {self.world} GPUs")
+        self._say(f"B0's expert loop: {us:.1f} µs of host per further torch.mm")
 
     def forward_fixed(self) -> None:
         """forward_fixed_us: the fused forward with its two layer kernels left out (the pack, the plan, the

@@ -56,8 +56,8 @@ class Kernel:
     tile_runs: tuple[np.ndarray, np.ndarray] | None = None
     shared_ns: float | None = None  # a GEMM's time while a collective holds its SMs (chunked)
     # the host's time for it beyond its launches at B0's price per launch: B0's torch.mm loop launches one torch.mm
-    # per expert with rows, each at an eager launch's cost (kernel_launch_us), where its measured table already
-    # holds the GPU's gaps between them (the GPU is charged one launch)
+    # per expert with rows, each further one at loop_mm_host_us (kernel_launch_us where not measured), where its
+    # measured table already holds the GPU's gaps between them (the GPU is charged one launch)
     host_extra_ns: float = 0.0
 
     def busy_tiles(self, sms: int) -> np.ndarray:
@@ -90,6 +90,11 @@ def gemm_impl(ctx: SimContext, expert_gemm: str) -> str:
     return "loop" if expert_gemm == "loop" and ctx.hardware.measured.has_impl("loop") else "grouped_mm"
 
 
+def loop_mm_host_ns(hw) -> float:
+    """What each further torch.mm of B0's loop costs the host: measured, or an eager launch."""
+    return (hw.kernel_launch_us if hw.loop_mm_host_us is None else hw.loop_mm_host_us) * 1e3
+
+
 def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, layer: int, sms: int,
                      impl: str = "grouped_mm") -> float:
     """B0's expert GEMM over uneven experts: each expert's share of a measured call at its own rows
@@ -107,7 +112,7 @@ def gemm_kernel(ctx: SimContext, label: str, groups: list[Group], rows: np.ndarr
         impl = gemm_impl(ctx, expert_gemm)
         shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms, impl)
         return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms, impl), None, shared_ns=shared,
-                      host_extra_ns=max(int(np.count_nonzero(rows)) - 1, 0) * hw.kernel_launch_us * 1e3 if impl == "loop" else 0.0)
+                      host_extra_ns=max(int(np.count_nonzero(rows)) - 1, 0) * loop_mm_host_ns(hw) if impl == "loop" else 0.0)
     runs = grouped_gemm_runs(ctx, groups, rows, block_m, block_n, layer)
     tiles = np.repeat(*runs)
     shared = None if shared_sms is None else kernel_time_ns(tiles, shared_sms)

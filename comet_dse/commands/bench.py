@@ -5,7 +5,8 @@ launched once per GPU:
         --comm-blocks 0,8,16,32
 
 Per token count: the baselines (`naive`, the simplest correct torch layer; `b0`, sequential;
-`b1_c<C>`, chunked with C chunks) and, per fused configuration, `fused`, `compute_only` (the
+`b1_c<C>`, chunked with C chunks; each the faster of its two expert GEMMs, `b0_grouped` / `b0_loop` and
+`b1_c<C>_grouped` / `b1_c<C>_loop`: torch._grouped_mm, or one torch.mm per expert) and, per fused configuration, `fused`, `compute_only` (the
 same GEMM kernels and tile order, nothing moved) and `comm_only` (the same data movement and
 flags, no GEMM work), all three captured in CUDA graphs on GPUs; `--comm-blocks 0` is the
 copy-engine variant (timed eagerly: it syncs with the host). Beside them the limits:

@@ -283,15 +283,20 @@ def test_a_profile_without_the_loop_gemm_is_compared_with_the_grouped_b0(capsys,
 
 
 @pytest.mark.parametrize("timings, expected", [
-    ({"b0_grouped": 10.0, "b0_loop": 9.0}, "loop"),
+    ({"b0_grouped": 10.0, "b0_loop": 9.0}, "loop"),  # before B1 timed both: B0's faster
     ({"b0_grouped": 9.0, "b0_loop": 10.0}, "grouped"),
     ({"b0_grouped": 9.0, "b0_loop": 9.0}, "grouped"),  # bench's min() keeps the first of EXPERT_GEMMS on a tie
     ({"b0": 9.0}, "grouped"),  # files that timed no loop ran torch._grouped_mm only
+    # B1's own two, where timed, whatever B0 kept (another chunk count's figures do not count)
+    ({"b0_grouped": 10.0, "b0_loop": 9.0, "b1_c4_grouped": 20.0, "b1_c4_loop": 30.0, "b1_c8_grouped": 50.0,
+      "b1_c8_loop": 40.0}, "grouped"),
+    ({"b0_grouped": 9.0, "b0_loop": 10.0, "b1_c4_grouped": 30.0, "b1_c4_loop": 20.0}, "loop"),
+    ({"b0_grouped": 10.0, "b0_loop": 9.0, "b1_c8_grouped": 20.0, "b1_c8_loop": 30.0}, "loop"),
 ])
 def test_b1_is_simulated_with_the_expert_gemm_bench_ran_it_with(timings, expected):
     from comet_dse.validation import b1_expert_gemm
 
-    assert b1_expert_gemm(timings) == expected
+    assert b1_expert_gemm(timings, 4) == expected
 
 
 def test_each_chunked_point_carries_its_files_b1_gemm_and_b0_the_faster(tmp_path):

@@ -99,6 +99,9 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     for key in ("forward_fixed_us", "copy_engine_fixed_us"):
         assert key not in figures
         assert any(note.startswith(f"{key}: not measured on the CPU") for note in prov["notes"])
+    # nor B0's loop against its torch._grouped_mm: both run on the host there
+    assert "loop_mm_host_us" not in figures
+    assert any(note.startswith("loop_mm_host_us: not measured on the CPU") for note in prov["notes"])
     for table in ("dense mm", "memory passes", "alltoall x2", "host sync", "B0 at 8 tokens", "comm blocks pull", "comm blocks push",
                   "grouped_gemm grouped_mm", "grouped_gemm fused"):
         assert f"] {table}" in stdout, stdout
@@ -136,10 +139,11 @@ VALID = {
                    "date": "2026-11-25", "command": "comet-dse calibrate", "quick": True},
     # graph_launch_us, forward_fixed_us: optional figures (float | None), as a GPU's calibrate writes them
     "figures": {"sms": 132, "link_GBps": 350.0, "collective_efficiency": 0.7, "graph_launch_us": 1.9,
-                "forward_fixed_us": 48.0, "copy_engine_fixed_us": 700.0},
+                "forward_fixed_us": 48.0, "copy_engine_fixed_us": 700.0, "loop_mm_host_us": 25.0},
     "sources": {"sms": "device properties", "link_GBps": "peer copy_", "collective_efficiency": "fit",
                 "graph_launch_us": "a CUDA graph of add_ kernels", "forward_fixed_us": "the graphed forward, no layers",
-                "copy_engine_fixed_us": "the copy engine's forward, no layers"},
+                "copy_engine_fixed_us": "the copy engine's forward, no layers",
+                "loop_mm_host_us": "B0's loop less its torch._grouped_mm"},
     "tables": {
         "grouped_gemm": [
             {"impl": "grouped_mm", "K": 2048, "N": 1408, "swiglu": True, "experts": 32, "sms": 132, "block_m": None,
@@ -233,7 +237,8 @@ def test_the_hand_made_profiles_graph_figures_reach_the_simulator(tmp_path):
     path = tmp_path / "h100-x2.json"
     path.write_text(json.dumps(VALID))
     loaded = measured.load_measured(path, copy.deepcopy(VALID))
-    assert (loaded.graph_launch_us, loaded.forward_fixed_us, loaded.copy_engine_fixed_us) == (1.9, 48.0, 700.0)
+    assert (loaded.graph_launch_us, loaded.forward_fixed_us, loaded.copy_engine_fixed_us, loaded.loop_mm_host_us) == (
+        1.9, 48.0, 700.0, 25.0)
 
 
 def test_grouped_gemm_needs_a_grouped_mm_entry():

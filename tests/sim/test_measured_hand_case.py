@@ -308,6 +308,11 @@ def test_the_loop_costs_the_host_an_eager_launch_per_further_expert_with_rows(me
         assert (loop.launches, loop.host_extra_ns) == (1, further * 7000)
         grouped = gemm_kernel(ctx, "GEMM0", [group] * 3, np.array(rows), 0, 128, 128, expert_gemm="grouped")
         assert (grouped.launches, grouped.host_extra_ns) == (1, 0.0)
+    # where calibrate timed the loop's host cost, that is each further torch.mm's price
+    data["figures"]["loop_mm_host_us"] = 25.0
+    ctx = SimContext(workload, as_profile(data, tmp_path / "loop.json"), make_routing(workload), record=False)
+    loop = gemm_kernel(ctx, "GEMM0", [group] * 3, np.array([256, 0, 128]), 0, 128, 128, expert_gemm="loop")
+    assert loop.host_extra_ns == 25000
 
 
 def test_the_host_clock_adds_an_ops_extra_host_time_to_its_launches():
