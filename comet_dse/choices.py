@@ -21,7 +21,7 @@ SCHEDULE_NAMES = ("sequential", "chunked", "comet")
 # B0's and B1's expert GEMM (kernels/baselines.py): torch._grouped_mm, or one torch.mm per expert with rows
 EXPERT_GEMMS = ("grouped", "loop")
 # what the simulator's sequential and chunked schedules run: one of EXPERT_GEMMS, or "best" (the faster of the two
-# for the schedule, as a user keeps; `comet-dse bench` keeps B0's faster one and runs B1 with it)
+# for the schedule, as a user keeps it and `comet-dse bench` reports it for B0 and, from run 76, for each B1)
 SIM_EXPERT_GEMMS = ("best", *EXPERT_GEMMS)
 # how comet moves an EP x TP layer's rows: "tokens" (Comet's design: a token once to each TP rank of its experts'
 # group, partials pre-reduced over its experts there) or "rows" (what kernels/fused_tp.py runs: every (token,

@@ -18,6 +18,8 @@ from comet_dse.sim.layout import Group
 from comet_dse.sim.runtime import SimContext
 from comet_dse.sim.schedules.base import grouped_gemm_runs, sent_rows
 
+from comet_dse.hardware import HardwareProfile
+
 # Small torch ops of B0 (kernels/baselines.py) that do no pass over rows, each charged one
 # kernel launch (figures.kernel_launch_us, which calibrate measures as a small kernel's cost).
 # B0's routing plan (sort, searchsorted, the split sizes, their exchange and the host sync) is not
@@ -90,7 +92,7 @@ def gemm_impl(ctx: SimContext, expert_gemm: str) -> str:
     return "loop" if expert_gemm == "loop" and ctx.hardware.measured.has_impl("loop") else "grouped_mm"
 
 
-def loop_mm_host_ns(hw) -> float:
+def loop_mm_host_ns(hw: HardwareProfile) -> float:
     """What each further torch.mm of B0's loop costs the host: measured, or an eager launch."""
     return (hw.kernel_launch_us if hw.loop_mm_host_us is None else hw.loop_mm_host_us) * 1e3
 
@@ -184,9 +186,9 @@ def host_launch_ns(ctx: SimContext) -> float | None:
 
 
 class HostClock:
-    """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches[, extra ns]), in program order)
-    one after another, `per_launch_ns` each (and the op's extra host time), and never waits for the GPU (no sync follows), so when
-    each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
+    """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches[, extra ns]), in program
+    order) one after another, `per_launch_ns` each plus the op's extra host time, and never waits for the
+    GPU (no sync follows), so when each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
     ahead of the GPU and nothing waits. Waits add up under overheads["host_wait"]."""
 
     def __init__(self, ops: list[tuple[object, int] | tuple[object, int, float]], per_launch_ns: float | None,
