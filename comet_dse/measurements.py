@@ -84,9 +84,11 @@ def _run(raw: object, index: int, where: str) -> BenchRun:
         raise UserError(where, "must be an object")
     tokens = _positive_int(raw.get("tokens"), f"{where}.tokens")
     config = raw.get("config")
-    if not isinstance(config, dict):
-        raise UserError(f"{where}.config", f"must be an object, got {config!r}")
     timings = _timings(raw.get("timings_us"), f"{where}.timings_us")
+    if config is None and "fused" not in timings:  # `bench --kind baselines`: no fused configuration
+        config = {}
+    if not isinstance(config, dict):
+        raise UserError(f"{where}.config", f"must be an object{'' if 'fused' in timings else ' or null'}, got {config!r}")
     if "fused" in timings:  # only a fused figure needs the fused knobs
         for knob in FUSED_KNOBS:
             if knob not in config:

@@ -198,6 +198,31 @@ def _bad_run(tmp_path: Path) -> Path:
     return path
 
 
+def _baselines_only(data: dict) -> dict:
+    """QWEN as `bench --kind baselines` writes it: one run per token count, no fused configuration (null)."""
+    runs = {}
+    for run in data["runs"]:
+        runs.setdefault(run["tokens"], {**run, "config": None, "timings_us": {
+            k: v for k, v in run["timings_us"].items() if k == "naive" or k.startswith(("b0", "b1_"))}})
+    return {**data, "kind": "baselines", "runs": list(runs.values())}
+
+
+def test_a_baselines_only_bench_file_is_validated(capsys, tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(_baselines_only(json.loads(QWEN.read_text()))))
+    out = tmp_path / "v.json"
+    code, _, _ = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(out))
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["schedules"]) == {"sequential", "chunked"} and report["schedules"]["sequential"]["n"] > 0
+    # a fused figure still needs its configuration
+    data = _baselines_only(json.loads(QWEN.read_text()))
+    data["runs"][0]["timings_us"]["fused"] = 100.0
+    path.write_text(json.dumps(data))
+    code, text, err = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(tmp_path / "w.json"))
+    assert code == 2 and err.count("\n") == 1 and "runs[0].config: must be an object, got None" in err
+
+
 @pytest.mark.parametrize("make, names", [
     (lambda d: d / "missing.json", "does not exist"),
     (lambda d: _write(d / "x.json", "{not json"), "not valid JSON"),
