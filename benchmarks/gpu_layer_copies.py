@@ -22,7 +22,7 @@ from comet_dse.kernels.calibration import push_once
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.timing import environment, join_gpus, median_us
 from comet_dse.models import ModelConfig, resolve_model
 
@@ -41,7 +41,7 @@ def round_robin_rows(model: ModelConfig, rows: int, rank: int, world: int,
     local = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=device,
                               dtype=torch.bfloat16).of_rank(rank, world)
     tokens = model.num_experts // world * rows
-    ids = (torch.arange(tokens, device=device) % model.num_experts).view(-1, 1)
+    ids = round_robin_ids(tokens, 1, model.num_experts, device)
     x = torch.randn(tokens, model.hidden, device=device, dtype=torch.bfloat16)
     return local, ids, x, tokens - tokens // world  # every row not for this rank's experts
 

@@ -13,8 +13,9 @@ from dataclasses import replace
 
 import torch
 import torch.distributed as dist
+from comet_dse.choices import EXPERT_GEMMS
 from comet_dse.errors import UserError
-from comet_dse.kernels.baselines import EXPERT_GEMMS, moe_chunked, moe_naive
+from comet_dse.kernels.baselines import moe_chunked, moe_naive
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.fused_tp import TensorParallelFused, virtual_routing
@@ -167,21 +168,16 @@ class BenchRunner:
         else:
             calls = {}
             layer = lambda x, ids, w, c, g: moe_chunked_tp(x, ids, w, self.local, self.groups, c, expert_gemm=g)  # noqa: E731
-        for gemm in EXPERT_GEMMS:
-            calls[f"b0_{gemm}"] = lambda x, ids, w, g=gemm: layer(x, ids, w, 1, g)
+        kept = {"b0": 1, **{f"b1_c{c}": c for c in self.s.chunks}}  # each layer's name -> its chunks
+        for name, chunks in kept.items():
+            for gemm in EXPERT_GEMMS:
+                calls[f"{name}_{gemm}"] = lambda x, ids, w, c=chunks, g=gemm: layer(x, ids, w, c, g)
         timings = {name: self._time(self._rotating(inputs, fn)) for name, fn in calls.items()}
         # the same decision on every rank: the slower rank's figures
         slowest = self._reduce(timings)["timings_us"]
-        best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b0_{g}"])
-        timings["b0"], calls["b0"] = timings[f"b0_{best}"], calls[f"b0_{best}"]
-        for c in self.s.chunks:
-            for gemm in EXPERT_GEMMS:
-                calls[f"b1_c{c}_{gemm}"] = lambda x, ids, w, c=c, g=gemm: layer(x, ids, w, c, g)
-                timings[f"b1_c{c}_{gemm}"] = self._time(self._rotating(inputs, calls[f"b1_c{c}_{gemm}"]))
-        slowest = self._reduce(timings)["timings_us"]
-        for c in self.s.chunks:
-            best = min(EXPERT_GEMMS, key=lambda g: slowest[f"b1_c{c}_{g}"])
-            timings[f"b1_c{c}"], calls[f"b1_c{c}"] = timings[f"b1_c{c}_{best}"], calls[f"b1_c{c}_{best}"]
+        for name in kept:
+            best = min(EXPERT_GEMMS, key=lambda g: slowest[f"{name}_{g}"])
+            timings[name], calls[name] = timings[f"{name}_{best}"], calls[f"{name}_{best}"]
         errors = {name: self._error(fn(*check), expected) for name, fn in calls.items()}
         return timings, errors
 

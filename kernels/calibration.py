@@ -49,7 +49,7 @@ from comet_dse.kernels.baselines import _weighted_sum, grouped_mm_ok, moe_sequen
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.timing import capture_graph, environment, join_ranks, median_us, spin_device
 from comet_dse.measured import TABLES_OPTIONAL, TABLES_REQUIRED
 
@@ -769,7 +769,7 @@ class Calibration:
         m = self.s.models[0]
         local = m.num_experts // self.world
         tokens = m.num_experts
-        ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
+        ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
         x = self._random(tokens, m.hidden, seed=37)
         topk_w = self._random(tokens, m.top_k, seed=38, dtype=torch.float32).softmax(-1)
         runs = self.cuda and grouped_mm_ok(x, weights) and local > 1
@@ -805,7 +805,7 @@ class Calibration:
         weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
                                     dtype=self.dtype).of_rank(self.rank, self.world)
         x = self._random(tokens, m.hidden, seed=37)
-        ids = (torch.arange(tokens * m.top_k, device=self.device) % m.num_experts).view(tokens, m.top_k)
+        ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
         topk_w = torch.full((tokens, m.top_k), 1.0 / m.top_k, device=self.device)
         measured = []
         for comm_blocks0 in (blocks, 0):
@@ -941,7 +941,7 @@ class Calibration:
         m = self.s.models[0]
         layer = self._fused_layer(m, self._contention_rows(), comm_blocks, every_rank=True)
         tokens, experts = layer.max_tokens, m.num_experts
-        ids = (torch.arange(tokens, device=self.device) % experts).view(-1, 1)
+        ids = round_robin_ids(tokens, 1, experts, self.device)
         layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)
         remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
         return layer, layer.plan, remote_rows

@@ -64,7 +64,7 @@ from comet_dse.kernels.fused_plan import (
     source_rotation,
 )
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.reference import MoEWeights
+from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.timing import capture_graph
 from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -251,7 +251,7 @@ def capture_forward(forward, layer: FusedMoE, tokens: int, top_k: int, experts: 
     if layer.cfg.comm_blocks0 == 0 and mode != COMPUTE_ONLY:  # its compute-only variant moves nothing
         raise ValueError("the copy-engine variant (comm_blocks0=0) syncs with the host per call: no graph")
     x = torch.zeros(tokens, layer.hidden, dtype=layer.dtype, device=layer.device)
-    ids = (torch.arange(tokens * top_k, device=layer.device) % experts).view(tokens, top_k)
+    ids = round_robin_ids(tokens, top_k, experts, layer.device)
     weights = torch.full((tokens, top_k), 1.0 / top_k, device=layer.device)
     graph, out = capture_graph(lambda: forward(x, ids, weights, mode), warmup, layer.device)
     return GraphedForward(graph, (x, ids, weights), out)

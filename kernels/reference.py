@@ -55,6 +55,12 @@ class MoEWeights:
                           self.w_down[:, cols].contiguous())
 
 
+def round_robin_ids(tokens: int, top_k: int, experts: int, device=None) -> torch.Tensor:
+    """(tokens, top_k) expert ids dealt in turn: slot j of token t goes to expert (t * top_k + j) mod experts, so
+    every expert gets rows (as evenly as they divide) whatever the inputs."""
+    return (torch.arange(tokens * top_k, device=device) % experts).view(tokens, top_k)
+
+
 def route(x: torch.Tensor, router: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(top-k expert ids (T, k) int64, their weights (T, k) fp32)."""
     logits = x.float() @ router.float()  # (T, E)

@@ -62,6 +62,11 @@ class Kernel:
     # measured table already holds the GPU's gaps between them (the GPU is charged one launch)
     host_extra_ns: float = 0.0
 
+    @property
+    def host_op(self) -> tuple[int, int, float]:
+        """What the host launches for it, as HostClock takes an op: (key, launches, extra ns)."""
+        return id(self), self.launches, self.host_extra_ns
+
     def busy_tiles(self, sms: int) -> np.ndarray:
         """Per-SM busy time as tiles: the tiles, or every SM busy for the whole kernel."""
         return np.repeat(*self.tile_runs) if self.tile_runs is not None else np.full(sms, self.ns)

@@ -151,9 +151,9 @@ class Chunked(Schedule):
             for i, (layer0, layer1) in enumerate(kernels):
                 if i + 1 < self.chunks:
                     program.append((("dispatch", i + 1), DISPATCH_LAUNCHES))
-                program += [(id(k), k.launches, k.host_extra_ns) for k in (*layer0, *layer1)]
+                program += [k.host_op for k in (*layer0, *layer1)]
                 program.append((("combine", i), COMBINE_LAUNCHES + (REDUCE_LAUNCHES if i else 0)))
-            program += [(id(k), k.launches, k.host_extra_ns) for k in after]
+            program += [k.host_op for k in after]
             clock = HostClock(program, host, overheads)
 
             def set_busy(busy: bool) -> None:

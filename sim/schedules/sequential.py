@@ -89,8 +89,8 @@ class Sequential(Schedule):
             layer0_end = 0.0
             after_sync = [s for s in steps[steps.index(sync) + 1:] if s != LAYER0_END]
             collective_launches = {id(dispatch): DISPATCH_LAUNCHES, id(combine): COMBINE_LAUNCHES}
-            clock = HostClock([(id(s), collective_launches[id(s)], 0.0) if isinstance(s, Collective)
-                               else (id(s), s.launches, s.host_extra_ns) for s in after_sync], host, overheads)
+            clock = HostClock([(id(s), collective_launches[id(s)]) if isinstance(s, Collective) else s.host_op
+                               for s in after_sync], host, overheads)
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now
