@@ -39,7 +39,7 @@ PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
 TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "gemm1_contention", "copy_contention",
-                   "push_contention", "b0_host")
+                   "push_contention", "b0_host", "host_sync")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -127,6 +127,7 @@ class MeasuredTables:
     copy_contention: Curve | None  # the copies' slowdown beside a GEMM, over copy blocks
     push_contention: Curve | None  # the same for layer1's pushes; None: the pulls' figure stands in
     b0_host_chain_us: float | None  # B0's time past its plan at a few tokens: the host's launches after the sync
+    host_sync: Curve | None  # B0's routing plan (µs) over the (token, slot) pairs it sorts per rank; None: one figure
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
@@ -243,6 +244,12 @@ class MeasuredTables:
             shape = abs(math.log(e.k / k)) + abs(math.log(e.n * (2 if e.swiglu else 1) / cols)) + (e.swiglu != swiglu)
             return (round(shape, 9), abs(e.sms - sms), -e.sms)
         return min(entries, key=key)
+
+    def host_sync_us(self, pairs: float) -> float | None:
+        """B0's routing plan at `pairs` (token, slot) pairs per rank: linear between the measured points, flat
+        beyond them (a few pairs: the host's fixed chain; many: the sort grows, measured up to the table's end).
+        None where the profile has one figure (host_sync_us) only."""
+        return None if self.host_sync is None else self.host_sync.linear(pairs)
 
     def memory_pass_ns(self, kind: str, bytes_moved: float) -> float:
         """A memory-bound pass of `kind` moving `bytes_moved` (read + written), in ns."""
@@ -438,7 +445,19 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
-                          raw=json.loads(json.dumps(tables)))
+                          _host_sync(tables, path), raw=json.loads(json.dumps(tables)))
+
+
+def _host_sync(tables: dict, path: str) -> Curve | None:
+    """The optional {"top_k", "tokens", "us"} table of B0's plan, as a curve over (token, slot) pairs per rank."""
+    if "host_sync" not in tables:
+        return None
+    at = f"{path}.host_sync"
+    obj = _object(tables["host_sync"], at)
+    _keys(obj, at, ("top_k", "tokens", "us"))
+    top_k = _integer(obj["top_k"], f"{at}.top_k")
+    curve = _curve(obj, at, "tokens", "us", 1.0, x_strict=False)
+    return Curve(tuple(t * top_k for t in curve.x), curve.y)
 
 
 def load_measured(path: Path, data: dict) -> HardwareProfile:

@@ -57,7 +57,8 @@ FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
 LAUNCHES = 200  # back-to-back launches per kernel-launch timing
 PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
-HOST_SYNC_TOKENS = 4096
+HOST_SYNC_TOKENS = 4096  # the host_sync_us figure's point (profiles without the table: the one price)
+HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync table (capped at PASS_ROWS pairs)
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
@@ -327,6 +328,12 @@ def _check_tables(tables: dict, gpus: int) -> None:
         _positive(bh["tokens"], "tables.b0_host.tokens", integer=True)
         for key in ("plan_us", "b0_us"):
             _positive(bh[key], f"tables.b0_host.{key}")
+    if "host_sync" in tables:
+        hs = tables["host_sync"]
+        if not isinstance(hs, dict) or set(hs) != {"top_k", "tokens", "us"}:
+            raise ProfileError("tables.host_sync", "must have exactly the keys ['tokens', 'top_k', 'us']")
+        _positive(hs["top_k"], "tables.host_sync.top_k", integer=True)
+        _curve(hs["tokens"], hs["us"], "tables.host_sync", "tokens", "us")
     for name in ("copy_contention", "push_contention"):
         if name in tables:
             cc = tables[name]
@@ -721,19 +728,28 @@ class Calibration:
         self._say(f"alltoall x{self.world}: " + " ".join(f"{b >> 10}K:{t:.0f}" for b, t in zip(sizes, us)) + " µs")
 
     def host_sync(self) -> None:
-        """B0's split-size exchange and its one host sync (baselines._plan, one chunk)."""
+        """B0's split-size exchange and its one host sync (baselines._plan, one chunk), over tokens per rank:
+        the plan sorts every (token, slot) pair on the GPU before the sync, so its time grows with them."""
         m = self.s.models[0]
         local = m.num_experts // self.world
-        tokens = min(HOST_SYNC_TOKENS, max(1, PASS_ROWS // m.top_k))
-        g = torch.Generator().manual_seed(self.s.seed + self.rank)
-        ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
-        # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it)
-        us, = self._slowest([self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True,
-                                        spin=False)])
-        self._figure("host_sync_us", us, f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, "
-                                         f".tolist() of the split sizes) at {tokens} tokens x top-{m.top_k} of {m.name}, "
-                                         f"{self.world} GPUs, after a barrier, median of {self.s.runs}")
-        self._say(f"host sync: {us:.0f} µs")
+        cap = max(1, PASS_ROWS // m.top_k)
+        grid = sorted({min(t, cap) for t in HOST_SYNC_GRID})
+        us = []
+        for tokens in grid:
+            g = torch.Generator().manual_seed(self.s.seed + self.rank + tokens)
+            ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
+            # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it)
+            us.append(self._time(lambda ids=ids: b0_plan(ids, 1, local, self.world, None, False), together=True,
+                                 spin=False))
+        us = self._slowest(us)
+        what = (f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, .tolist() of the split "
+                f"sizes) at {{tokens}} tokens x top-{m.top_k} of {m.name} per GPU, {self.world} GPUs, after a barrier, "
+                f"median of {self.s.runs}, slowest GPU")
+        self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in us]}
+        self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at a call's tokens")
+        at = min(grid, key=lambda t: abs(t - HOST_SYNC_TOKENS))
+        self._figure("host_sync_us", us[grid.index(at)], what.format(tokens=at))
+        self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, us)) + " µs")
 
     def b0_host(self) -> None:
         """B0 (baselines.moe_sequential) and its routing plan alone at B0_HOST_TOKENS tokens per rank,

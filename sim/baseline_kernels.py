@@ -181,6 +181,15 @@ def combine_side(ctx: SimContext, rank: int) -> list[Kernel]:
                    launches=1 + REDUCE_OPS)]
 
 
+def host_sync_ns(ctx: SimContext) -> float:
+    """B0's (and B1's) routing plan up to its one host sync: measured over the (token, slot) pairs it sorts
+    where the profile has the table (the rows of the TP group: TP baselines all-gather them first), else the
+    one figure host_sync_us."""
+    wl, hw = ctx.workload, ctx.hardware
+    measured = None if hw.measured is None else hw.measured.host_sync_us(wl.tokens * wl.tp * wl.model.top_k)
+    return (hw.host_sync_us if measured is None else measured) * 1e3
+
+
 def host_launch_ns(ctx: SimContext) -> float | None:
     """The host's time per launch after B0's (and B1's) one sync: calibrate's b0_host chain spread
     over B0's launches. None without that table: the host is taken to keep ahead of the GPU."""

@@ -35,6 +35,7 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
+    host_sync_ns,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
@@ -122,7 +123,7 @@ class Chunked(Schedule):
         host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         measured = hw.measured is not None
         parts = split_counts(ctx.routing.counts, self.chunks)
-        sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
+        sync = ctx.collective("host sync", host_sync_ns(ctx))
         colls = {}
         dispatch_name, combine_name = collective_names(ctx)
         for i, per_group in enumerate(chunk_group_sends(ctx, parts)):

@@ -29,6 +29,7 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
+    host_sync_ns,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import Collective, SimContext
@@ -77,7 +78,7 @@ class Sequential(Schedule):
         launch = hw.kernel_launch_us * 1e3
         host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         sends = pair_bytes(ctx)
-        sync = ctx.collective("host sync", hw.host_sync_us * 1e3)
+        sync = ctx.collective("host sync", host_sync_ns(ctx))
         dispatch_name, combine_name = collective_names(ctx)
         dispatch = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
         combine = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))

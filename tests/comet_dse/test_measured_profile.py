@@ -110,6 +110,19 @@ def test_the_layers_own_copy_rate_comes_first(tmp_path):
         load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks={"pull": layer["pull"]})), tmp_path)
 
 
+def test_the_routing_plan_table_is_read_over_pairs(tmp_path):
+    table = {"top_k": 4, "tokens": [8, 4096], "us": [246.0, 512.0]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(host_sync=table)), tmp_path)
+    assert t.host_sync_us(8 * 4) == 246.0 and t.host_sync_us(4096 * 4) == 512.0  # the measured points
+    assert t.host_sync_us(1) == 246.0 and t.host_sync_us(1e6) == 512.0  # flat beyond them
+    assert t.host_sync_us(2052 * 4) == 379.0  # linear between: halfway
+    assert load_hardware(PROFILES / "hand.json").measured.host_sync_us(32) is None  # one figure only
+    with pytest.raises(UserError, match=r"hardware\.tables\.host_sync\.top_k"):
+        load_hardware_from(edited(lambda d: d["tables"].update(host_sync={**table, "top_k": 0})), tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.host_sync\.tokens"):
+        load_hardware_from(edited(lambda d: d["tables"].update(host_sync={**table, "tokens": [4096, 8]})), tmp_path)
+
+
 def test_b0_host_chain_is_b0_less_its_plan(tmp_path):
     t = load_hardware_from(edited(lambda d: d["tables"].update(b0_host={"tokens": 8, "plan_us": 300.0, "b0_us": 700.0})),
                            tmp_path)

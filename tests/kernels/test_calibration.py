@@ -79,6 +79,10 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference
     assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us"} and tables["b0_host"]["b0_us"] > 0
+    # B0's plan over tokens, the figure its point at HOST_SYNC_TOKENS (capped at the pass rows' pairs)
+    host_sync = tables["host_sync"]
+    assert host_sync["top_k"] == 2 and host_sync["tokens"][0] == 8 and len(host_sync["tokens"]) == len(host_sync["us"]) >= 3
+    assert profile["figures"]["host_sync_us"] == host_sync["us"][host_sync["tokens"].index(4096)]
     figures = profile["figures"]
     assert {"gemm_tflops", "hbm_GBps", "kernel_launch_us", "host_sync_us", "link_GBps", "comm_saturation"} <= set(figures)
     # the interpreter copies at well under 1 MB/s per block: below what a profile takes, so left out, with a note
@@ -160,6 +164,7 @@ VALID = {
         "gemm1_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 1.1]},
         "layer_comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [18.0, 36.0]}, "push": {"blocks": [1, 2], "GBps": [19.0, 38.0]}},
         "b0_host": {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0},
+        "host_sync": {"top_k": 4, "tokens": [8, 4096], "us": [250.0, 500.0]},
     },
 }
 
@@ -221,6 +226,10 @@ def test_the_hand_made_profile_passes():
     ("tables.b0_host.tokens", 8.5, "hardware.tables.b0_host.tokens"),
     ("tables.b0_host.b0_us", 0.0, "hardware.tables.b0_host.b0_us"),
     ("tables.b0_host.plan_us", _DELETE, "hardware.tables.b0_host: must have exactly the keys"),
+    ("tables.host_sync.top_k", 0, "hardware.tables.host_sync.top_k"),
+    ("tables.host_sync.tokens", [4096, 8], "hardware.tables.host_sync.tokens"),
+    ("tables.host_sync.us", [250.0], "hardware.tables.host_sync.us"),
+    ("tables.host_sync.tokens", _DELETE, "hardware.tables.host_sync: must have exactly the keys"),
 ])
 def test_a_broken_profile_names_its_field(path, value, field):
     data = copy.deepcopy(VALID)

@@ -91,6 +91,21 @@ def test_b0_waits_for_the_host_where_it_is_behind(measured_case, tmp_path):
     assert ns(simulate(workload, as_profile(data, path), Sequential()).latency_us) == 13384 + 2
 
 
+def test_the_routing_plan_is_priced_at_the_pairs_it_sorts(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # measured at top-2: 128 and 384 (token, slot) pairs; the hand case sorts 256 tokens x top-1 = 256 pairs,
+    # halfway: 3.0 us where host_sync_us (the one figure) says 1.0
+    data["tables"]["host_sync"] = {"top_k": 2, "tokens": [64, 192], "us": [2.0, 4.0]}
+    hw = as_profile(data, tmp_path / "plan.json")
+    for schedule in (Sequential(), Chunked(chunks=1)):
+        r = simulate(workload, hw, schedule)
+        assert r.overheads_us["host_sync"] == 3.0 and ns(r.latency_us) == 13384 + 2000
+    # beyond the measured pairs the ends hold: 8 tokens sort as few pairs as the first point
+    data["tables"]["host_sync"] = {"top_k": 1, "tokens": [512, 1024], "us": [2.0, 4.0]}
+    assert simulate(workload, as_profile(data, tmp_path / "plan.json"), Sequential()).overheads_us["host_sync"] == 2.0
+
+
 def test_chunked_prices_each_chunk_and_overlaps_as_before(measured_case):
     workload, hw = measured_case
     one = simulate(workload, hw, Chunked(chunks=1))
