@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -30,7 +30,11 @@ bench=(torchrun --nproc-per-node 2 -m comet_dse.cli bench --out "$out")
 stages=("${@:-smoke}")
 # same-machine: one call on one machine (~400 s on 2x H200, run 69): the profile, then the sweeps it is validated
 # against, Phi-3.5-MoE held out; on an H100 pair also the fused-layer issue's targets (B0, B1 and fused side by side)
-[ "${stages[*]}" = same-machine ] && stages=(calibrate sweep-qwen sweep-mixtral phi small-tokens)
+expanded=()
+for stage in "${stages[@]}"; do
+    if [ "$stage" = same-machine ]; then expanded+=(calibrate sweep-qwen sweep-mixtral phi small-tokens); else expanded+=("$stage"); fi
+done
+stages=("${expanded[@]}")
 for stage in "${stages[@]}"; do
 case "$stage" in
 smoke)
@@ -86,6 +90,12 @@ calibrate-quick)  # the hardware profile, reduced grid
     ;;
 calibrate)  # the hardware profile, full grid
     run 560 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out"
+    ;;
+host-warmth)  # B0's host-bound time after idle / busy host / busy GPU / B0 itself, then bench's B0 at a few tokens
+    run 120 host_warmth torchrun --nproc-per-node 2 "$repo/benchmarks/host_warmth.py" --out "$out/host_warmth.json"
+    for model in qwen2-moe-2.7b phi-3.5-moe; do
+        run 120 "b0_$model" "${bench[@]}" --model "$model" --tokens 8,64,256,1024 --chunks 2 --kind baselines
+    done
     ;;
 phi)  # held-out's first half, where a call has no time for DeepSeek-V3's
     run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
