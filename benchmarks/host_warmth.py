@@ -12,6 +12,8 @@ routing plan at 8 tokens are timed, `--rounds` times each, right after each of:
   gpu_busy  the GPU spins ~1 s while the host waits in a synchronize
   b0_busy   B0 itself runs for 1 s (both busy, as in bench after the naive layer)
 Prints and writes the medians per condition, slowest rank. Needs torch and the package only.
+Run 79 (2x H200, results/measurements/ep2_h200/run79/): the four medians within 11% of each other, one
+condition's rounds up to 54% apart: the state before does not matter, the host-bound time is noisy.
 """
 
 from __future__ import annotations

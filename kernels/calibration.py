@@ -56,8 +56,6 @@ from comet_dse.measured import TABLES_OPTIONAL, TABLES_REQUIRED
 FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
 LAUNCHES = 200  # back-to-back launches per kernel-launch timing
-HOST_WARM_S = 0.5  # a host-bound timing runs its call this long first (see Calibration._warm_host)
-HOST_WARM_CALLS = 2000  # at most this many calls for it (a call of a few µs)
 PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: far beyond L2)
 HOST_SYNC_TOKENS = 4096  # the host_sync_us figure's point (profiles without the table: the one price)
 HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync table (capped at PASS_ROWS pairs)
@@ -449,25 +447,7 @@ class Calibration:
                 before()
             if spin:
                 spin_device()
-        if not spin:
-            self._warm_host(fn, prepare)
         return median_us(fn, runs=self.s.runs, warmup=self.s.warmup, before_each=prepare)
-
-    def _warm_host(self, fn: Callable[[], object], prepare: Callable[[], object]) -> None:
-        """Run fn for HOST_WARM_S before a host-bound timing (no spin: the host's launches are the figure).
-        calibrate's host-bound steps follow GPU-bound ones, where the host sat waiting, and bench times B0
-        after other host-bound layers: run 78 timed B0 at 8 tokens at 1783 µs here and at 1145-1153 µs at
-        256-512 tokens in bench. Every rank makes as many calls (they may be collectives): the count comes
-        from the slowest rank's first call."""
-        t0 = time.perf_counter()
-        prepare()
-        fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-        first, = self._slowest([time.perf_counter() - t0])
-        for _ in range(min(HOST_WARM_CALLS, math.ceil(HOST_WARM_S / max(first, 1e-6)))):
-            prepare()
-            fn()
 
     def _slowest(self, values: list[float]) -> list[float]:
         """Each value's maximum over the ranks (every rank calls this with as many values)."""
