@@ -237,6 +237,8 @@ def _copy_bandwidth(folder: Path) -> list[str]:
         copies = data.get("tables", {}).get("comm_blocks")
         if not copies or data.get("provenance", {}).get("quick"):
             continue
+        if data["provenance"].get("derived_from"):
+            continue  # a copy of a profile with a table left out (e.g. to score it without): its base is listed
         updates = data["provenance"].get("updates", [])
         if updates and not {"comm_blocks", "layer_comm_blocks"} & {t for u in updates for t in u["replaced"]}:
             continue  # calibrate --only ... --update: these copy tables are its base profile's, listed there
