@@ -729,7 +729,8 @@ class Calibration:
 
     def host_sync(self) -> None:
         """B0's split-size exchange and its one host sync (baselines._plan, one chunk), over tokens per rank:
-        the plan sorts every (token, slot) pair on the GPU before the sync, so its time grows with them."""
+        the plan sorts every (token, slot) pair on the GPU before the sync (on 2x H200 that did not show up to
+        8192 tokens x top-4, runs 78-79: the points are the host's time, sampled where calls sort that many)."""
         m = self.s.models[0]
         local = m.num_experts // self.world
         cap = max(1, PASS_ROWS // m.top_k)
@@ -746,7 +747,7 @@ class Calibration:
                 f"sizes) at {{tokens}} tokens x top-{m.top_k} of {m.name} per GPU, {self.world} GPUs, after a barrier, "
                 f"median of {self.s.runs}, slowest GPU")
         self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in us]}
-        self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at a call's tokens")
+        self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at the (token, slot) pairs a call sorts")
         at = min(grid, key=lambda t: abs(t - HOST_SYNC_TOKENS))
         self._figure("host_sync_us", us[grid.index(at)], what.format(tokens=at))
         self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, us)) + " µs")
