@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -95,6 +95,12 @@ host-warmth)  # B0's host-bound time after idle / busy host / busy GPU / B0 itse
     run 120 host_warmth torchrun --nproc-per-node 2 "$repo/benchmarks/host_warmth.py" --out "$out/host_warmth.json"
     for model in qwen2-moe-2.7b phi-3.5-moe; do
         run 120 "b0_$model" "${bench[@]}" --model "$model" --tokens 8,64,256,1024 --chunks 2 --kind baselines
+    done
+    ;;
+align-compare)  # each timed call from a host barrier (as every run before) and from the GPUs too (--align devices), in turn
+    for align in host devices; do
+        run 120 "align_${align}_mixtral" "${bench[@]}" --model mixtral-8x7b --tokens 1024,8192 --comm-blocks 4 --chunks 2 --align "$align"
+        run 120 "align_${align}_qwen" "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 16 --chunks 2 --align "$align"
     done
     ;;
 phi)  # held-out's first half, where a call has no time for DeepSeek-V3's

@@ -7,7 +7,8 @@ A configuration is BMxBN/BN1/sS/wW (tile, layer1 tile width, pipeline stages, wa
 model, token count and configuration: the median of 20 CUDA-graph replays of `fused` and
 `compute_only` (slowest rank), and the GPU time of every kernel of one forward from
 torch.profiler over 5 eager forwards, grouped as layer0, layer1, combine, barriers and the
-plan's small torch ops. Imports only torch, triton, numpy and the package.
+plan's small torch ops; `--graph-trace`: the graph replays themselves traced (each kernel's start and
+end: the span, the idle gaps between kernels, the kernel time per category; one entry per rank). Imports only torch, triton, numpy and the package.
 """
 
 from __future__ import annotations
@@ -65,6 +66,55 @@ def kernel_breakdown(forward) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(totals.items())}
 
 
+def kernel_timeline(kernels: list[tuple[float, float, str]]) -> dict:
+    """One replay's kernels (start µs, end µs, name), sorted by start: the span from the first start to the last
+    end, the time at least one kernel ran (kernels may overlap), the idle time between them, the three largest
+    gaps with the kernels on either side, and the kernel time per category."""
+    busy, reach, last, gaps, by_category = 0.0, kernels[0][0], "", [], defaultdict(float)
+    for start, end, name in kernels:
+        by_category[category(name)] += end - start
+        if start > reach:
+            gaps.append((start - reach, last[:60], name[:60]))
+        busy += max(0.0, end - max(start, reach))
+        if end > reach:
+            reach, last = end, name  # the kernel the GPU is busy with until `reach`
+    span = reach - kernels[0][0]
+    return {"span_us": span, "busy_us": busy, "idle_us": span - busy, "kernels": len(kernels),
+            "by_category": dict(by_category),
+            "largest_gaps": [{"us": round(g, 1), "after": a, "before": b} for g, a, b in sorted(gaps)[-3:][::-1]]}
+
+
+def graph_breakdown(step) -> dict:
+    """Where a graphed forward's time goes on the GPU: each of PROFILED_FORWARDS replays (after a barrier, as it
+    is timed) traced alone; from its kernels (start, end): the span from the first kernel's start to the last
+    one's end, the time some kernel ran, the idle gaps between them (the largest, with the kernels around it),
+    and the kernel time per category. Medians over the replays."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    replays = []
+    for _ in range(PROFILED_FORWARDS):
+        dist.barrier()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step.replay()
+            torch.cuda.synchronize()
+        with tempfile.NamedTemporaryFile(suffix=".json") as trace:
+            prof.export_chrome_trace(trace.name)
+            events = json.loads(Path(trace.name).read_text())["traceEvents"]
+        kernels = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
+                         if e.get("cat") == "kernel" and "dur" in e)
+        if kernels:  # (no early return: every rank must reach each barrier above)
+            replays.append(kernel_timeline(kernels))
+    if not replays:
+        return {"error": "the profiler saw no kernels of the graph replays"}
+    mid = sorted(replays, key=lambda r: r["span_us"])[len(replays) // 2]
+    return {"span_us": round(mid["span_us"], 1), "busy_us": round(mid["busy_us"], 1), "idle_us": round(mid["idle_us"], 1),
+            "kernels": mid["kernels"], "kernels_us": {k: round(v, 1) for k, v in sorted(mid["by_category"].items())},
+            "largest_gaps": mid["largest_gaps"], "spans_us": [round(r["span_us"], 1) for r in replays]}
+
+
 def slowest(value: float) -> float:
     t = torch.tensor([value], device="cuda")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -79,6 +129,8 @@ def main() -> None:
     parser.add_argument("--comm-blocks", type=int, default=8)
     parser.add_argument("--tile-orders", default="layout", help="comma-separated: layout, expert")
     parser.add_argument("--tile-layout", default="merged", help="merged or by-source")
+    parser.add_argument("--graph-trace", action="store_true",
+                        help="also trace each variant's graph replays: span, idle gaps and kernel time per category")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     rank, world = join_gpus()
@@ -106,6 +158,10 @@ def main() -> None:
                 step.set_inputs(x, ids, w)
                 row[f"{name}_us"] = slowest(median_us(step.replay, runs=20, warmup=3, before_each=dist.barrier))
                 row[f"{name}_kernels_us"] = kernel_breakdown(lambda m=mode: layer(x, ids, w, mode=m))
+                if args.graph_trace:  # every rank's: the slower one's gaps are where the other waits
+                    per_rank: list = [None] * world
+                    dist.all_gather_object(per_rank, graph_breakdown(step))
+                    row[f"{name}_graph"] = per_rank
             layer.check()
             runs.append(row)
             if rank == 0:

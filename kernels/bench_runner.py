@@ -43,6 +43,7 @@ class BenchRunner:
         if settings.experts % self.ep:
             raise UserError("--model", f"{settings.experts} experts do not divide over {self.ep} expert-parallel ranks")
         self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
+        self.align_token = torch.zeros(1, device=self.device)  # --align devices: the all-reduce before each timed call
         self.per_rank = settings.experts // self.ep
         self.weights = MoEWeights.random(settings.experts, settings.hidden, settings.ffn, seed=args.seed,
                                          device=self.device, dtype=self.dtype)
@@ -66,6 +67,8 @@ class BenchRunner:
             if before is not None:
                 before()
             dist.barrier()
+            if self.args.align == "devices":  # enqueued, not waited for: the GPUs leave it together
+                dist.all_reduce(self.align_token)
             if spin:
                 spin_device()
         return median_us(fn, runs=self.args.runs, warmup=self.args.warmup, before_each=prepare)
@@ -124,7 +127,7 @@ class BenchRunner:
         return {**environment(command), "gpus": self.world, "model": s.model_name,
                 "shape": {"experts": s.experts, "top_k": s.top_k, "hidden": s.hidden, "ffn": s.ffn},
                 "ep": self.ep, "tp": self.s.tp, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
-                "runs_per_figure": self.args.runs,
+                "runs_per_figure": self.args.runs, "align": self.args.align,
                 # the per-layer figures (timings layer<i>:<variant>) behind a device spin: no host time in them
                 "layer_timing": "spin", "runs": runs}
 

@@ -42,6 +42,7 @@ from comet_dse.commands.launch import (
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
+ALIGNS = ("host", "devices")  # where the ranks are lined up before each timed call: their hosts, or their GPUs too
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, help="fused layer's max_tokens (default: the largest --tokens)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    # (not --start: torchrun's own parser reads any prefix of --start-method, even after the module)
+    parser.add_argument("--align", default="host", choices=ALIGNS,
+                        help="each timed call starts after a host barrier (host, default) or, after it, after a "
+                             "one-element all-reduce on the GPUs too (devices): a host that leaves the barrier late "
+                             "then no longer shows up as the other GPUs' wait inside the call")
     parser.add_argument("--dtype", choices=DTYPES, help="weights and activations (default: bfloat16 on GPU, float32 on CPU)")
     parser.add_argument("--programs", type=int, help="fused grid size (default: the SM count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and routings (default 0)")
