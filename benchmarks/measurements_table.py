@@ -386,20 +386,31 @@ def _group_m(root: Path) -> list[str]:
             "(another process, so a few % of noise):", ""] + variants
 
 
+def _one_machine_folders(root: Path) -> list[tuple[Path, str]]:
+    """(folder, run) of the benches made in one device call beside that machine's own profile
+    (results/hardware/h200-x2-<run>.json): runs 26-39 as ep2_h200_run<N>/, later ones as ep2_h200/run<N>/."""
+    folders = sorted(root.glob(f"{CURRENT}_run*")) + sorted((root / CURRENT).glob("run*"),
+                                                            key=lambda f: int(f.name.removeprefix("run") or 0))
+    hardware = root.parent / "hardware"
+    return [(f, f.name.split("_")[-1]) for f in folders
+            if f.name.split("_")[-1].removeprefix("run").isdigit() and (hardware / f"h200-x2-{f.name.split('_')[-1]}.json").exists()]
+
+
 def _one_machine_sets(root: Path) -> list[str]:
-    """The benches each made on the machine that calibrated beside them (runs 26-28): the targets,
-    each folder on its own machine."""
+    """The benches each made on the machine that calibrated beside them: the targets, each folder on its own
+    machine (a folder of baselines only has none)."""
     lines = []
-    for folder in sorted(root.glob(f"{CURRENT}_run*")):
+    for folder, run in _one_machine_folders(root):
         runs = _load(folder)
-        if not runs:
+        fused = [r for r in runs if r["config"]]
+        if not fused:
             continue
         env = runs[0]["env"]
-        lines += [f"### Targets on one machine: `{folder.name}/`", "",
-                  f"The same kernels, every bench of this folder and the profile `results/hardware/h200-x2-{folder.name.split('_')[-1]}.json` "
+        lines += [f"### Targets on one machine: `{folder.relative_to(root)}/`", "",
+                  f"The same kernels, every bench of this folder and the profile `results/hardware/h200-x2-{run}.json` "
                   f"made in one device call on one machine ({env['gpus']}× {env['gpu']}, {env['date'][:10]}); commands:", ""]
         lines += _commands(runs)
-        lines += _targets(runs)
+        lines += _targets(fused)
     return lines
 
 

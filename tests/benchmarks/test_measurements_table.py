@@ -21,3 +21,13 @@ def test_the_targets_are_read_off_the_figures(load_script):
                key=lambda r: r["timings_us"]["fused"])
     ratio = best["timings_us"]["b0"] / best["timings_us"]["fused"]
     assert f"| Qwen2-MoE 8192 tokens: fused / B0 >= 2.0 | {ratio:.2f} | {'met' if ratio >= 2 else 'not met'} |" in text
+
+
+def test_one_machine_sets_are_the_folders_beside_their_own_profile(load_script):
+    table = load_script("measurements_table")
+    found = {run for _, run in table._one_machine_folders(table.ROOT)}
+    # runs 70 and 72 calibrated nothing of their own; run 77 has a profile but its benches are baselines only
+    assert {"run26", "run39", "run71", "run79"} <= found and not {"run70", "run72"} & found
+    text = table.render()
+    assert "### Targets on one machine: `ep2_h200/run79/`" in text
+    assert "### Targets on one machine: `ep2_h200/run77/`" not in text
