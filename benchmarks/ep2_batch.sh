@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, phi; OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -102,6 +102,9 @@ align-compare)  # each timed call from a host barrier (as every run before) and 
         run 120 "align_${align}_mixtral" "${bench[@]}" --model mixtral-8x7b --tokens 1024,8192 --comm-blocks 4 --chunks 2 --align "$align"
         run 120 "align_${align}_qwen" "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 16 --chunks 2 --align "$align"
     done
+    ;;
+grouped-mm-uneven)  # torch._grouped_mm with equal and with multinomial rows, alone and in a graph (one GPU)
+    run 300 grouped_mm_uneven python3 "$repo/benchmarks/grouped_mm_uneven.py" --out "$out/grouped_mm_uneven.json"
     ;;
 phi)  # held-out's first half, where a call has no time for DeepSeek-V3's
     run 200 phi "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

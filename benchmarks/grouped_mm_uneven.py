@@ -1,0 +1,100 @@
+"""Why bench's torch._grouped_mm runs 1.0-1.65x slower than calibrate's table prices it: uneven rows, or timing?
+
+    python benchmarks/grouped_mm_uneven.py --out $OUT/grouped_mm_uneven.json        # one GPU is enough
+
+`calibrate` times torch._grouped_mm with every expert given the same rows, each call alone behind a device
+spin; `bench` times GEMM0 + GEMM1 on the rows a uniform routing sent to a rank (uneven: multinomial), as one
+CUDA graph replayed after a barrier. On run 76 (results/validation/grouped_mm_gap_run76.json) bench's figure
+was 1.15x what the simulator reads off calibrate's table at the median, 1.65x on Mixtral at 256-512 tokens.
+Here, on one GPU, per model and mean rows per expert, both GEMMs of one EP rank's experts are timed with equal
+and with multinomial rows (the same total), each both ways (alone behind a spin; in a graph after a sync), so
+the two causes come apart. Inputs and weights rotate over 3 sets, as calibrate's. Needs torch, numpy and the
+package; on a CPU it runs (slowly, fp32, small shapes via --shape) to check itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+from comet_dse.kernels.timing import capture_graph, environment, median_us, spin_device
+from comet_dse.models import resolve_model
+
+ROTATE = 3
+
+
+def row_counts(mean_rows: int, experts: int, seed: int) -> dict[str, list[int]]:
+    """Equal rows, and what a uniform routing of as many rows gives each expert (multinomial)."""
+    total = mean_rows * experts
+    uneven = np.random.default_rng(seed).multinomial(total, [1.0 / experts] * experts)
+    return {"equal": [mean_rows] * experts, "uneven": [int(c) for c in uneven]}
+
+
+def time_call(call, spin: bool, runs: int, warmup: int) -> float:
+    """Median µs of call: alone behind a device spin (calibrate), or replayed as a CUDA graph (bench)."""
+    cuda = torch.cuda.is_available()
+    if spin or not cuda:
+        return median_us(call, runs=runs, warmup=warmup, before_each=spin_device if cuda else None)
+    graph, _ = capture_graph(call)
+    return median_us(graph.replay, runs=runs, warmup=warmup, before_each=torch.cuda.synchronize)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="qwen2-moe-2.7b,mixtral-8x7b,phi-3.5-moe")
+    parser.add_argument("--shape", help="E,top_k,H,F instead of the models (a CPU check)")
+    parser.add_argument("--ep", type=int, default=2, help="the rank's experts are E / EP (default 2)")
+    parser.add_argument("--rows", default="64,128,256,512,1024,2048,4096", help="mean rows per expert")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    if args.shape:
+        e, k, h, f = (int(v) for v in args.shape.split(","))
+        shapes = [("shape", e, h, f)]
+    else:
+        shapes = [(m.name, m.num_experts, m.hidden, m.ffn) for m in map(resolve_model, args.models.split(","))]
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    points = []
+    for name, experts, hidden, ffn in shapes:
+        local = experts // args.ep
+        most = local * max(int(r) for r in args.rows.split(",")) * 2  # room for the largest uneven draw
+        for gemm, (k, n) in (("gemm0", (hidden, 2 * ffn)), ("gemm1", (ffn, hidden))):
+            sets = [(torch.randn(most, k, device=device, dtype=dtype, generator=g),
+                     torch.randn(local, k, n, device=device, dtype=dtype, generator=g) * k ** -0.5) for _ in range(ROTATE)]
+            turn = itertools.count()
+            for mean_rows in (int(r) for r in args.rows.split(",")):
+                row = {"model": name, "gemm": gemm, "K": k, "N": n, "experts": local, "mean_rows": mean_rows}
+                for kind, counts in row_counts(mean_rows, local, args.seed + mean_rows).items():
+                    ends = torch.tensor(np.cumsum(counts), device=device, dtype=torch.int32)
+                    total = int(sum(counts))
+
+                    def call(ends=ends, total=total) -> torch.Tensor:
+                        a, w = sets[next(turn) % ROTATE]
+                        return torch._grouped_mm(a[:total], w, offs=ends)
+
+                    row[f"{kind}_rows"] = counts
+                    for how, spin in (("alone", True), ("graph", False)):
+                        row[f"{kind}_{how}_us"] = round(time_call(call, spin, args.runs, args.warmup), 1)
+                row["uneven_over_equal_alone"] = round(row["uneven_alone_us"] / row["equal_alone_us"], 3)
+                row["uneven_over_equal_graph"] = round(row["uneven_graph_us"] / row["equal_graph_us"], 3)
+                row["graph_over_alone_equal"] = round(row["equal_graph_us"] / row["equal_alone_us"], 3)
+                points.append(row)
+                print(json.dumps({k_: v for k_, v in row.items() if not k_.endswith("_rows")}), flush=True)
+    summary = {key: round(statistics.median(p[key] for p in points), 3)
+               for key in ("uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal")}
+    print("medians:", json.dumps(summary))
+    Path(args.out).write_text(json.dumps({**environment(), "ep": args.ep, "dtype": str(dtype).removeprefix("torch."),
+                                          "runs": args.runs, "summary": summary, "points": points}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
