@@ -8,7 +8,8 @@ model, token count and configuration: the median of 20 CUDA-graph replays of `fu
 `compute_only` (slowest rank), and the GPU time of every kernel of one forward from
 torch.profiler over 5 eager forwards, grouped as layer0, layer1, combine, barriers and the
 plan's small torch ops; `--graph-trace`: the graph replays themselves traced (each kernel's start and
-end: the span, the idle gaps between kernels, the kernel time per category; one entry per rank). Imports only torch, triton, numpy and the package.
+end: the span, the idle gaps between kernels, the kernel time per category; one entry per rank).
+Imports only torch, triton, numpy and the package.
 """
 
 from __future__ import annotations

@@ -389,11 +389,14 @@ def _group_m(root: Path) -> list[str]:
 def _one_machine_folders(root: Path) -> list[tuple[Path, str]]:
     """(folder, run) of the benches made in one device call beside that machine's own profile
     (results/hardware/h200-x2-<run>.json): runs 26-39 as ep2_h200_run<N>/, later ones as ep2_h200/run<N>/."""
-    folders = sorted(root.glob(f"{CURRENT}_run*")) + sorted((root / CURRENT).glob("run*"),
-                                                            key=lambda f: int(f.name.removeprefix("run") or 0))
+    def number(folder: Path) -> int | None:
+        digits = folder.name.split("_")[-1].removeprefix("run")
+        return int(digits) if digits.isdigit() else None
+
     hardware = root.parent / "hardware"
-    return [(f, f.name.split("_")[-1]) for f in folders
-            if f.name.split("_")[-1].removeprefix("run").isdigit() and (hardware / f"h200-x2-{f.name.split('_')[-1]}.json").exists()]
+    folders = [f for f in [*root.glob(f"{CURRENT}_run*"), *(root / CURRENT).glob("run*")] if number(f) is not None]
+    return [(f, f"run{number(f)}") for f in sorted(folders, key=number)
+            if (hardware / f"h200-x2-run{number(f)}.json").exists()]
 
 
 def _one_machine_sets(root: Path) -> list[str]:
