@@ -7,8 +7,9 @@ spin; `bench` times GEMM0 + GEMM1 on the rows a uniform routing sent to a rank (
 CUDA graph replayed after a barrier. On run 76 (results/validation/grouped_mm_gap_run76.json) bench's figure
 was 1.15x what the simulator reads off calibrate's table at the median, 1.65x on Mixtral at 256-512 tokens.
 Here, on one GPU, per model and mean rows per expert, both GEMMs of one EP rank's experts are timed with equal
-and with multinomial rows (the same total), each both ways (alone behind a spin; in a graph after a sync), so
-the two causes come apart. Inputs and weights rotate over 3 sets, as calibrate's. Needs torch, numpy and the
+and with multinomial rows (the same total), each three ways (alone behind a spin; in a graph after a sync; back to
+back after 0.3 s of the same call, the GPU under continuous load as in a bench sweep), so the causes come apart.
+Inputs and weights rotate over 3 sets, as calibrate's. Needs torch, numpy and the
 package; on a CPU it runs (slowly, fp32, small shapes via --shape) to check itself.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import itertools
 import json
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,9 @@ from comet_dse.kernels.timing import capture_graph, environment, median_us, spin
 from comet_dse.models import resolve_model
 
 ROTATE = 3
+HOWS = ("alone", "graph", "back_to_back")
+RATIOS = ("uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal", "back_to_back_over_alone_equal")
+SUSTAIN_S = 0.3  # back to back: the call runs this long before the timed ones (a bench sweep's load)
 
 
 def row_counts(mean_rows: int, experts: int, seed: int) -> dict[str, list[int]]:
@@ -35,10 +40,35 @@ def row_counts(mean_rows: int, experts: int, seed: int) -> dict[str, list[int]]:
     return {"equal": [mean_rows] * experts, "uneven": [int(c) for c in uneven]}
 
 
-def time_call(call, spin: bool, runs: int, warmup: int) -> float:
-    """Median µs of call: alone behind a device spin (calibrate), or replayed as a CUDA graph (bench)."""
+def back_to_back_us(call, runs: int) -> float:
+    """µs per call of `runs` calls in a row after SUSTAIN_S of the same, nothing between them: the GPU under
+    continuous load, as in a bench sweep's replays (run 84: Mixtral's forward 8150-8300 µs alone, 9100-9300 so)."""
+    end = time.perf_counter() + SUSTAIN_S
+    while time.perf_counter() < end:
+        call()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # one call at a time: the host never runs far ahead
+    if not torch.cuda.is_available():
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            call()
+        return (time.perf_counter() - t0) * 1e6 / runs
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(runs):
+        call()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) * 1e3 / runs
+
+
+def time_call(call, how: str, runs: int, warmup: int) -> float:
+    """µs of call: alone behind a device spin (calibrate; median), replayed as a CUDA graph after a sync (bench;
+    median), or back to back under continuous load (mean of `runs` in a row)."""
     cuda = torch.cuda.is_available()
-    if spin or not cuda:
+    if how == "back_to_back":
+        return back_to_back_us(call, runs)
+    if how == "alone" or not cuda:
         return median_us(call, runs=runs, warmup=warmup, before_each=spin_device if cuda else None)
     graph, _ = capture_graph(call)
     return median_us(graph.replay, runs=runs, warmup=warmup, before_each=torch.cuda.synchronize)
@@ -82,15 +112,15 @@ def main() -> None:
                         return torch._grouped_mm(a[:total], w, offs=ends)
 
                     row[f"{kind}_rows"] = counts
-                    for how, spin in (("alone", True), ("graph", False)):
-                        row[f"{kind}_{how}_us"] = round(time_call(call, spin, args.runs, args.warmup), 1)
+                    for how in HOWS:
+                        row[f"{kind}_{how}_us"] = round(time_call(call, how, args.runs, args.warmup), 1)
                 row["uneven_over_equal_alone"] = round(row["uneven_alone_us"] / row["equal_alone_us"], 3)
                 row["uneven_over_equal_graph"] = round(row["uneven_graph_us"] / row["equal_graph_us"], 3)
                 row["graph_over_alone_equal"] = round(row["equal_graph_us"] / row["equal_alone_us"], 3)
+                row["back_to_back_over_alone_equal"] = round(row["equal_back_to_back_us"] / row["equal_alone_us"], 3)
                 points.append(row)
                 print(json.dumps({k_: v for k_, v in row.items() if not k_.endswith("_rows")}), flush=True)
-    summary = {key: round(statistics.median(p[key] for p in points), 3)
-               for key in ("uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal")}
+    summary = {key: round(statistics.median(p[key] for p in points), 3) for key in RATIOS}
     print("medians:", json.dumps(summary))
     Path(args.out).write_text(json.dumps({**environment(), "ep": args.ep, "dtype": str(dtype).removeprefix("torch."),
                                           "runs": args.runs, "summary": summary, "points": points}, indent=1) + "\n")

@@ -20,7 +20,7 @@ def test_equal_and_uneven_rows_hold_as_many_rows(load_script):
     assert script.row_counts(128, 4, seed=3) == counts  # seeded: the same draw
 
 
-def test_a_cpu_run_writes_both_timings_of_both_row_counts(tmp_path):
+def test_a_cpu_run_writes_every_timing_of_both_row_counts(tmp_path):
     out = tmp_path / "uneven.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grouped_mm_uneven.py"), "--shape", "8,2,32,48",
                           "--rows", "16", "--runs", "2", "--warmup", "1", "--out", str(out)],
@@ -30,5 +30,6 @@ def test_a_cpu_run_writes_both_timings_of_both_row_counts(tmp_path):
     assert [(p["gemm"], p["K"], p["N"], p["experts"]) for p in result["points"]] == [("gemm0", 32, 96, 4), ("gemm1", 48, 32, 4)]
     for p in result["points"]:
         assert sum(p["uneven_rows"]) == sum(p["equal_rows"]) == 64
-        assert min(p[f"{k}_{how}_us"] for k in ("equal", "uneven") for how in ("alone", "graph")) > 0
-    assert set(result["summary"]) == {"uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal"}
+        assert min(p[f"{k}_{how}_us"] for k in ("equal", "uneven") for how in ("alone", "graph", "back_to_back")) > 0
+    assert set(result["summary"]) == {"uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal",
+                                      "back_to_back_over_alone_equal"}
