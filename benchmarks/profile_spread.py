@@ -40,8 +40,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for profile in args.profiles:
             out = Path(tmp) / "validation.json"
-            subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", *args.measurements,
-                            "--hardware", profile, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+            run = subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", *args.measurements,
+                                  "--hardware", profile, "--out", str(out)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            if run.returncode:  # validate's own one-line error (a bad file, a shape it cannot take), and its code
+                print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"validate failed on {profile}",
+                      file=sys.stderr)
+                sys.exit(run.returncode)
             spread[profile] = summary(json.loads(out.read_text()))
     print(f"{'profile':45s} " + "  ".join(f"{s:>22s}" for s in SCHEDULES) + "   (medians of repeated points; all points)")
     for profile, s in spread.items():
