@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ import torch.distributed as dist
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import moe_sequential
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, median_us
-from comet_dse.models import MODEL_PRESETS
+from comet_dse.kernels.timing import environment, join_gpus, median_us
+from comet_dse.models import resolve_model
 
 CONDITION_S = 1.0
 GPU_SPIN_CYCLES = 2_000_000  # torch.cuda._sleep cycles per call (~1 ms at H200 clocks)
@@ -65,15 +64,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out")
     args = parser.parse_args()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
-        device, dtype = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))), torch.bfloat16
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
-    else:  # a smoke run on gloo (the loop instead of torch._grouped_mm; "gpu_busy" is idle)
-        device, dtype = torch.device("cpu"), torch.float32
-        dist.init_process_group("gloo")
-    m = MODEL_PRESETS[args.model]
+    rank, world = join_gpus()  # on a CPU: gloo, a smoke run (the loop instead of torch._grouped_mm; "gpu_busy" is idle)
+    cuda = torch.cuda.is_available()
+    device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
+    m = resolve_model(args.model)
     local = m.num_experts // world
     weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=0, device=device,
                                 dtype=dtype).of_rank(rank, world)
