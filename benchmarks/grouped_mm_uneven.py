@@ -19,11 +19,14 @@ import argparse
 import itertools
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
+from comet_dse.errors import UserError
 from comet_dse.kernels.timing import capture_graph, environment, median_us, spin_device
 from comet_dse.models import resolve_model
 
@@ -74,6 +77,33 @@ def time_call(call, how: str, runs: int, warmup: int) -> float:
     return median_us(graph.replay, runs=runs, warmup=warmup, before_each=torch.cuda.synchronize)
 
 
+def parse_inputs(args: argparse.Namespace) -> tuple[list[tuple[str, int, int, int]], list[int]]:
+    """(name, experts, H, F) of each shape and the mean rows per expert; a bad value: one line, exit 2."""
+    def positive_ints(text: str, field: str, count: int | None = None) -> list[int]:
+        values = text.split(",")
+        if (count is not None and len(values) != count) or not all(v.strip().isdigit() and int(v) > 0 for v in values):
+            fail(f"{field}: expected {count or 'comma-separated'} positive integers, got {text!r}")
+        return [int(v) for v in values]
+
+    rows = positive_ints(args.rows, "--rows")
+    if args.shape:
+        e, _, h, f = positive_ints(args.shape, "--shape", 4)
+        shapes = [("shape", e, h, f)]
+    else:
+        try:
+            shapes = [(m.name, m.num_experts, m.hidden, m.ffn) for m in map(resolve_model, args.models.split(","))]
+        except UserError as exc:
+            fail(f"--models: {exc.message}")
+    if args.ep < 1 or any(e % args.ep for _, e, _, _ in shapes):
+        fail(f"--ep: must be >= 1 and divide every shape's experts, got {args.ep}")
+    return shapes, rows
+
+
+def fail(text: str) -> NoReturn:
+    print(f"grouped_mm_uneven.py: error: {text}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="qwen2-moe-2.7b,mixtral-8x7b,phi-3.5-moe")
@@ -85,23 +115,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    shapes, mean_rows_list = parse_inputs(args)
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-    if args.shape:
-        e, k, h, f = (int(v) for v in args.shape.split(","))
-        shapes = [("shape", e, h, f)]
-    else:
-        shapes = [(m.name, m.num_experts, m.hidden, m.ffn) for m in map(resolve_model, args.models.split(","))]
     g = torch.Generator(device=device).manual_seed(args.seed)
     points = []
     for name, experts, hidden, ffn in shapes:
         local = experts // args.ep
-        most = local * max(int(r) for r in args.rows.split(",")) * 2  # room for the largest uneven draw
+        most = local * max(mean_rows_list) * 2  # room for the largest uneven draw
         for gemm, (k, n) in (("gemm0", (hidden, 2 * ffn)), ("gemm1", (ffn, hidden))):
             sets = [(torch.randn(most, k, device=device, dtype=dtype, generator=g),
                      torch.randn(local, k, n, device=device, dtype=dtype, generator=g) * k ** -0.5) for _ in range(ROTATE)]
             turn = itertools.count()
-            for mean_rows in (int(r) for r in args.rows.split(",")):
+            for mean_rows in mean_rows_list:
                 row = {"model": name, "gemm": gemm, "K": k, "N": n, "experts": local, "mean_rows": mean_rows}
                 for kind, counts in row_counts(mean_rows, local, args.seed + mean_rows).items():
                     ends = torch.tensor(np.cumsum(counts), device=device, dtype=torch.int32)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from comet_dse.errors import UserError
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import moe_sequential
 from comet_dse.kernels.reference import MoEWeights
@@ -64,10 +66,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out")
     args = parser.parse_args()
+    try:  # before joining the ranks: a bad name is one line and exit 2 on every rank, nothing left waiting
+        m = resolve_model(args.model)
+    except UserError as exc:
+        print(f"host_warmth.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     rank, world = join_gpus()  # on a CPU: gloo, a smoke run (the loop instead of torch._grouped_mm; "gpu_busy" is idle)
     cuda = torch.cuda.is_available()
     device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
-    m = resolve_model(args.model)
     local = m.num_experts // world
     weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=0, device=device,
                                 dtype=dtype).of_rank(rank, world)

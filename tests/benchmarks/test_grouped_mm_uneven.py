@@ -33,3 +33,17 @@ def test_a_cpu_run_writes_every_timing_of_both_row_counts(tmp_path):
         assert min(p[f"{k}_{how}_us"] for k in ("equal", "uneven") for how in ("alone", "graph", "back_to_back")) > 0
     assert set(result["summary"]) == {"uneven_over_equal_alone", "uneven_over_equal_graph", "graph_over_alone_equal",
                                       "back_to_back_over_alone_equal"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "8,2"], "--shape: expected 4 positive integers"),
+    (["--rows", "0,16"], "--rows: expected comma-separated positive integers"),
+    (["--models", "nope"], "--models: unknown preset 'nope'"),
+    (["--shape", "8,2,32,48", "--ep", "3"], "--ep: must be >= 1 and divide every shape's experts"),
+])
+def test_a_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
+    out = tmp_path / "uneven.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grouped_mm_uneven.py"), *argv, "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+    assert not out.exists()
