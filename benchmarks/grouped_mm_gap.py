@@ -5,8 +5,9 @@
 
 `comet-dse bench` times `torch._grouped_mm` GEMM0 + GEMM1 on the rows its routing sent to each rank
 (`grouped_mm`, a CUDA graph, slowest rank). The simulator prices the same two calls for `sequential`
-from calibrate's grouped_mm table, which was timed at equal rows per expert (16, 32, ... 8192): each
-expert's share of a call at its own rows, summed (sim/baseline_kernels.py measured_gemm_ns), on the
+from calibrate's grouped_mm table, which was timed at equal rows per expert (16, 32, ... 8192): the
+call's waves of cluster tiles at its experts' rows (sim/baseline_kernels.py measured_gemm_ns; until
+2026-11-27 each expert's share of a call at its own rows, summed, which missed uneven rows' cost), on the
 routing `comet-dse validate` draws (uniform, seed 0). Both on the same machine when the measurements
 and the profile come from one device call. Ratio = measured / priced: above 1, the table prices the
 library's GEMMs on a real routing too fast.
@@ -23,7 +24,7 @@ import numpy as np
 from comet_dse.hardware import load_hardware
 from comet_dse.measurements import bench_paths, load_bench
 from comet_dse.routing import make_routing
-from comet_dse.sim.baseline_kernels import gemm_shape
+from comet_dse.sim.baseline_kernels import measured_gemm_ns
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
 from comet_dse.validation import workload_of
@@ -33,15 +34,13 @@ def priced_us(bench, tokens: int, hardware) -> float:
     """GEMM0 + GEMM1 with torch._grouped_mm on every rank's rows, the slowest rank, as sequential prices them."""
     workload = workload_of(bench, tokens)
     ctx = SimContext(workload, hardware, make_routing(workload), record=False)
-    tables = hardware.measured
     worst = 0.0
     for rank in range(workload.world):
         groups = rank_groups(workload, ctx.routing, rank)
         rows = np.array([g.rows_by_source.sum() for g in groups])
         # the grouped_mm table only (not the faster of it and "loop", as sequential takes): the benchmark's
         # figure is grouped_mm's
-        us = sum(tables.expert_gemm_us("grouped_mm", *gemm_shape(ctx, g, layer), int(r), hardware.sms)
-                 for layer in (0, 1) for g, r in zip(groups, rows))
+        us = sum(measured_gemm_ns(ctx, groups, rows, layer, hardware.sms, "grouped_mm") for layer in (0, 1)) / 1e3
         worst = max(worst, us)
     return worst
 

@@ -9,6 +9,7 @@ naming the field as a dotted path (`hardware.tables.alltoall[0].bytes_per_rank`)
 The lookups here are what the simulator prices kernels with (sim/measured_costs.py):
 
 - `expert_gemm_us`: one expert's share of a grouped GEMM call, by (impl, K, N, swiglu, rows, SMs);
+- `grouped_mm_call_us`: one torch._grouped_mm call over groups of uneven rows (its waves of cluster tiles);
 - `memory_pass_ns`: a memory-bound pass of a kind over some bytes;
 - `alltoall_us`: an NCCL all-to-all by the bytes the busiest rank sends;
 - `comm_GBps`: what n communication blocks move (pull or push), through the layer's tile walk if timed;
@@ -43,6 +44,23 @@ TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "gemm1
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
+# torch._grouped_mm on sm90 is a CUTLASS grouped GEMM (torch's aten/src/ATen/native/cuda/GroupMM.cu) with 2x1
+# clusters: each group's row tiles run in pairs, and the persistent grid runs SMs / 2 pairs at a time. So a
+# group one row past a pair costs a whole pair: on one H200, rows of a uniform routing (multinomial) cost
+# 1.1-2.1x equal rows of the same total at 128-2048 rows per expert (results/measurements/ep2_h200/run86/)
+GROUPED_MM_CLUSTER = 2
+
+
+def grouped_mm_tile(mean_rows: float, n: int) -> tuple[int, int]:
+    """torch._grouped_mm's tile on sm90: 64x128 where the mean rows per group or N is <= 128, else 128x256."""
+    return (64, 128) if mean_rows <= 128 or n <= 128 else (128, 256)
+
+
+def grouped_mm_waves(rows: list[float], n: int, sms: int) -> int:
+    """The waves of cluster tiles torch._grouped_mm runs for groups of `rows` rows, N output columns, on `sms` SMs."""
+    block_m, block_n = grouped_mm_tile(sum(rows) / len(rows), n)
+    pairs = sum(-(-math.ceil(r / block_m) // GROUPED_MM_CLUSTER) for r in rows) * -(-n // block_n)
+    return -(-pairs // max(sms // GROUPED_MM_CLUSTER, 1))
 
 
 # ---- curves --------------------------------------------------------------------------------
@@ -98,6 +116,18 @@ def _fixed_us(peers: list[GemmEntry], weight_GBps: float, dtype_bytes: int) -> f
     return min(max(0.0, e.us.y[0] - _weights_us(e, weight_GBps, dtype_bytes)) for e in peers)
 
 
+def _per_wave(entry: GemmEntry, tile: tuple[int, int]) -> Curve:
+    """A grouped_mm entry's time per wave of `tile` over rows per expert, from the rows it measured at that tile
+    (where none ran at it, from all of them, scaled by the tiles' areas); one point is held flat."""
+    cols = entry.n * (2 if entry.swiglu else 1)
+    tiles = [grouped_mm_tile(r, cols) for r in entry.us.x]
+    at_tile = [i for i, t in enumerate(tiles) if t == tile] or range(len(tiles))
+    x = tuple(entry.us.x[i] for i in at_tile)
+    y = tuple(entry.us.y[i] / grouped_mm_waves([entry.us.x[i]] * entry.experts, cols, entry.sms)
+              * tile[0] * tile[1] / (tiles[i][0] * tiles[i][1]) for i in at_tile)
+    return Curve(x, y) if len(x) > 1 else Curve((x[0], 2 * x[0]), (y[0], y[0]))
+
+
 def _per_tile(entry: GemmEntry, fixed: float) -> Curve:
     """A fused entry's time per tile over rows per expert, its launch's `fixed` cost taken off
     (see MeasuredTables.fused_tile_us)."""
@@ -132,6 +162,7 @@ class MeasuredTables:
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
+    _waves: dict = field(default_factory=dict, repr=False, init=False)  # grouped_mm's time per wave, by entry and tile
 
     @property
     def digest(self) -> str:
@@ -154,7 +185,8 @@ class MeasuredTables:
         """One expert's share of a grouped GEMM call: `rows` rows of (K -> N) on `sms` SMs, in µs.
 
         The measured call took us(rows) for `experts` experts of `rows` rows each: an expert's
-        share is us / experts (uneven experts in one call are priced expert by expert and summed).
+        share is us / experts (B0's loop of torch.mm prices uneven experts expert by expert and sums them;
+        a torch._grouped_mm call over uneven experts is grouped_mm_call_us).
         Rows per expert interpolate log-log. The nearest measured SM count is scaled by SMs (a
         grouped GEMM's tiles spread over every SM). A (K, N) not measured takes the nearest
         measured shape's TFLOP/s at the same rows per expert: that is how a held-out model shape
@@ -167,6 +199,27 @@ class MeasuredTables:
         share = entry.us.loglog(rows) / entry.experts * entry.sms / sms
         wanted = 2.0 * rows * k * n * (2 if swiglu else 1)
         return share * wanted / entry.flops_per_expert(rows)
+
+    def grouped_mm_call_us(self, k: int, n: int, swiglu: bool, rows: list[float], sms: int) -> float:
+        """One torch._grouped_mm call over groups of `rows` rows each (K -> N; with swiglu a 2N-column weight), in µs.
+
+        The call runs grouped_mm_waves waves of cluster tiles; each wave is priced at the table's time per wave at
+        the call's mean rows per group (the measured call's time over its own waves at equal rows, log-log between
+        the rows measured at the same tile, scaled by K). So uneven groups cost the waves their pairs add, which
+        pricing each group's share at its own rows missed (run 86). The waves are counted at the SMs of the
+        measured call and the time scaled to `sms` as expert_gemm_us does (the library sizes its grid to every
+        SM; fewer are what a collective beside it leaves). A (K, N) not measured takes the nearest measured
+        shape's, as expert_gemm_us."""
+        total = float(sum(rows))
+        if total <= 0:
+            return 0.0
+        cols = n * (2 if swiglu else 1)
+        entry = self._nearest_gemm("grouped_mm", k, n, swiglu, sms, None)
+        tile = grouped_mm_tile(total / len(rows), cols)
+        if (entry, tile) not in self._waves:
+            self._waves[entry, tile] = _per_wave(entry, tile)
+        waves = grouped_mm_waves(list(rows), cols, entry.sms)  # at the SMs measured, then scaled by SMs as expert_gemm_us
+        return self._waves[entry, tile].loglog(total / len(rows)) * (k / entry.k) * waves * entry.sms / sms
 
     def fused_tile_us(self, k: int, n: int, swiglu: bool, rows: float, sms: int, tile: tuple[int, int],
                       weight_GBps: float, dtype_bytes: int = 2) -> float:

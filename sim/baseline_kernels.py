@@ -104,9 +104,15 @@ def loop_mm_host_ns(hw: HardwareProfile) -> float:
 
 def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, layer: int, sms: int,
                      impl: str = "grouped_mm") -> float:
-    """B0's expert GEMM over uneven experts: each expert's share of a measured call at its own rows
-    per expert (time(rows_e) / experts of the measurement), summed over the experts."""
+    """B0's expert GEMM over uneven experts: torch._grouped_mm as one call per shape over its experts' rows (its
+    waves of cluster tiles, MeasuredTables.grouped_mm_call_us); the loop of torch.mm expert by expert, each
+    expert's share of a measured call at its own rows (time(rows_e) / experts of the measurement), summed."""
     tables = ctx.hardware.measured
+    if impl == "grouped_mm":
+        by_shape: dict[tuple[int, int, bool], list[float]] = {}
+        for g, r in zip(groups, rows):
+            by_shape.setdefault(gemm_shape(ctx, g, layer), []).append(float(r))
+        return float(sum(tables.grouped_mm_call_us(*shape, shape_rows, sms) for shape, shape_rows in by_shape.items())) * 1e3
     return float(sum(tables.expert_gemm_us(impl, *gemm_shape(ctx, g, layer), int(r), sms) for g, r in zip(groups, rows))) * 1e3
 
 

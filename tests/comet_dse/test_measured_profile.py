@@ -82,6 +82,28 @@ def test_grouped_gemm_lookup(tmp_path):
     assert t4.expert_gemm_us("grouped_mm", 256, 128, True, 256, 4) == pytest.approx(0.5)
 
 
+def test_grouped_mm_is_priced_by_its_waves_of_cluster_pairs(tmp_path):
+    # one entry: K 1024, N 256, 2 experts, 4 SMs (2 pairs at a time); at 256 / 512 / 1024 rows an expert has
+    # 1 / 2 / 4 pairs of 128x256 tiles, so 1 / 2 / 4 waves: 2.0 us per wave at each
+    entry = {"impl": "grouped_mm", "K": 1024, "N": 256, "swiglu": False, "experts": 2, "sms": 4, "block_m": None,
+             "block_n": None, "rows_per_expert": [256, 512, 1024], "us": [2.0, 4.0, 8.0]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(grouped_gemm=[entry])), tmp_path)
+    call = t.grouped_mm_call_us
+    assert call(1024, 256, False, [256, 256], 4) == pytest.approx(2.0)
+    # 300 rows are 3 tiles, 2 pairs; 212 rows 1 pair: 3 pairs, 2 waves, where each expert's share at its own
+    # rows came to about one wave
+    assert call(1024, 256, False, [300, 212], 4) == pytest.approx(4.0)
+    assert t.expert_gemm_us("grouped_mm", 1024, 256, False, 300, 4) + t.expert_gemm_us(
+        "grouped_mm", 1024, 256, False, 212, 4) == pytest.approx(2.0, rel=0.01)
+    assert call(1024, 256, False, [0, 512], 4) == pytest.approx(2.0)  # an empty expert runs no tile
+    assert call(1024, 256, False, [0, 0], 4) == 0.0
+    assert call(1024, 256, False, [256, 256], 2) == pytest.approx(4.0)  # half the SMs
+    assert call(2048, 256, False, [256, 256], 4) == pytest.approx(4.0)  # twice K
+    # at <= 128 mean rows torch runs 64x128 tiles: none measured, so the 128x256 wave scaled by area (1/4);
+    # 64 rows: 1 tile, 1 pair, x 2 column tiles: 4 pairs in 2 waves of 0.5
+    assert call(1024, 256, False, [64, 64], 4) == pytest.approx(1.0)
+
+
 def load_hardware_from(data: dict, folder: Path):
     return load_hardware(write(folder, "p", data)).measured
 
