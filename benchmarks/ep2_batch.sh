@@ -5,7 +5,8 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, phi; OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi;
+#                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -32,7 +33,9 @@ stages=("${@:-smoke}")
 # against, Phi-3.5-MoE held out; on an H100 pair also the fused-layer issue's targets (B0, B1 and fused side by side)
 expanded=()
 for stage in "${stages[@]}"; do
-    if [ "$stage" = same-machine ]; then expanded+=(calibrate sweep-qwen sweep-mixtral phi small-tokens); else expanded+=("$stage"); fi
+    if [ "$stage" = same-machine ]; then expanded+=(calibrate sweep-qwen sweep-mixtral phi small-tokens)
+    elif [ "$stage" = sustained-compare ]; then expanded+=(calibrate-both sweep-qwen sweep-mixtral phi)  # ~520 s on 2x H200
+    else expanded+=("$stage"); fi
 done
 stages=("${expanded[@]}")
 for stage in "${stages[@]}"; do
@@ -90,6 +93,12 @@ calibrate-quick)  # the hardware profile, reduced grid
     ;;
 calibrate)  # the hardware profile, full grid
     run 560 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out"
+    ;;
+calibrate-both)  # the profile as always (profile.json), then its GEMM tables again in the GPU's sustained state
+    # (calibrate --sustained: back to back, as a bench sweep runs them) into a copy (profile-sustained.json)
+    run 300 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --name profile
+    run 300 calibrate_sustained torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --name profile-sustained \
+        --only gemm --sustained --update "$out/profile.json"
     ;;
 host-warmth)  # B0's host-bound time after idle / busy host / busy GPU / B0 itself, then bench's B0 at a few tokens
     run 120 host_warmth torchrun --nproc-per-node 2 "$repo/benchmarks/host_warmth.py" --out "$out/host_warmth.json"

@@ -43,7 +43,7 @@ MAX_ALLTOALL_BYTES = 256 << 20
 FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor from 4 KiB
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # steps --only re-measures into an existing profile (--update): each writes tables of its own and needs no other step
-UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed")
+UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed", "gemm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update", help="a measured profile JSON on as many GPUs of the same kind: --only's tables "
                                          "and figures replace its own in a new profile (--name, default "
                                          "<its name>-<steps>); the rest, and its provenance, are kept")
+    parser.add_argument("--sustained", action="store_true",
+                        help="time the grouped GEMM tables back to back in the GPU's sustained state (a CUDA graph of "
+                             "the call replayed for 0.15 s, then the timed replays together), as a bench sweep runs "
+                             "them, instead of each launch alone behind a device spin")
 
 
 @dataclass
@@ -116,6 +120,7 @@ class Settings:
     shapes: list[GemmShape] = field(default_factory=list)
     only: list[str] | None = None  # the steps to run (--only); None: all
     update: dict | None = None  # the profile they go into (--update)
+    sustained: bool = False  # the GEMM tables timed back to back in the GPU's sustained state (--sustained)
 
 
 def _ints(text: str, flag: str, minimum: int = 1) -> list[int]:
@@ -211,7 +216,8 @@ def settings(args: argparse.Namespace) -> Settings:
     only, update = _update(args, world)
     name = args.name or (update and f"{update['name']}-{'-'.join(only)}")
     return Settings(models, world, rows, comm_blocks, copy_blocks, sizes, args.copy_kib << 10, block_m, block_n,
-                    args.block_k, args.programs, runs, warmup, args.seed, quick, args.base, name, out, shapes, only, update)
+                    args.block_k, args.programs, runs, warmup, args.seed, quick, args.base, name, out, shapes, only, update,
+                    args.sustained)
 
 
 def _update(args: argparse.Namespace, world: int) -> tuple[list[str] | None, dict | None]:

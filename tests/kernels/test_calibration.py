@@ -311,6 +311,27 @@ def test_only_some_steps_go_into_the_profile_given(tmp_path):
     assert "] dense mm" not in stdout  # nothing else ran
 
 
+def test_only_the_gemm_tables_sustained_replace_the_grouped_gemm_table(tmp_path):
+    base = copy.deepcopy(VALID)
+    base["provenance"]["gpu"] = "cpu"
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(base))
+    profile, stdout, path = _calibrate(tmp_path, 2, "--only", "gemm", "--sustained", "--update", str(given))
+    check_profile(profile)
+    assert path.name == "h100-x2-gemm.json"
+    # every implementation's entries measured here at the tiny shapes; every other table and figure as given
+    assert {e["impl"] for e in profile["tables"]["grouped_gemm"]} == {"grouped_mm", "loop", "fused"}
+    assert profile["tables"]["grouped_gemm"] != base["tables"]["grouped_gemm"]
+    assert {k: v for k, v in profile["tables"].items() if k != "grouped_gemm"} == \
+        {k: v for k, v in base["tables"].items() if k != "grouped_gemm"}
+    assert profile["figures"] == base["figures"]
+    update, = profile["provenance"]["updates"]
+    assert update["steps"] == ["gemm"] and update["replaced"] == ["grouped_gemm"] and "--sustained" in update["command"]
+    notes = [n for n in update["notes"] if n.startswith("grouped_gemm")]
+    assert len(notes) == 2 and all("sustained state" in n for n in notes)
+    assert "] dense mm" not in stdout
+
+
 def test_only_the_forwards_fixed_time_on_the_cpu_keeps_every_figure_and_says_why(tmp_path):
     base = copy.deepcopy(VALID)
     base["provenance"]["gpu"] = "cpu"
