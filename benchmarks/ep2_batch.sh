@@ -94,11 +94,12 @@ calibrate-quick)  # the hardware profile, reduced grid
 calibrate)  # the hardware profile, full grid
     run 560 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out"
     ;;
-calibrate-both)  # the profile as always (profile.json), then its GEMM tables again in the GPU's sustained state
-    # (calibrate --sustained: back to back, as a bench sweep runs them) into a copy (profile-sustained.json)
-    run 300 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --name profile
+calibrate-both)  # the profile with every GEMM table timed alone (profile.json: calibrate before 2026-11-27), then its GEMM
+    # tables again in the GPU's sustained state (--sustained all: back to back, as a bench sweep runs them) into a copy
+    # (profile-sustained.json); run 88
+    run 300 calibrate torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --name profile --sustained none
     run 300 calibrate_sustained torchrun --nproc-per-node 2 -m comet_dse.cli calibrate --out "$out" --name profile-sustained \
-        --only gemm --sustained --update "$out/profile.json"
+        --only gemm --sustained all --update "$out/profile.json"
     ;;
 host-warmth)  # B0's host-bound time after idle / busy host / busy GPU / B0 itself, then bench's B0 at a few tokens
     run 120 host_warmth torchrun --nproc-per-node 2 "$repo/benchmarks/host_warmth.py" --out "$out/host_warmth.json"

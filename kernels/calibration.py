@@ -610,27 +610,34 @@ class Calibration:
 
     def gemm(self) -> None:
         """The grouped GEMM tables: torch._grouped_mm and the loop per shape, then the fused kernels per model."""
-        timed = (f"timed back to back in the GPU's sustained state (one CUDA graph replayed for {SUSTAIN_S} s, then "
-                 f"{self.s.runs} replays together: --sustained)" if self.s.sustained else "each launch timed alone")
+        def timed(impl: str) -> str:
+            if self._sustained(impl):
+                return (f"timed back to back in the GPU's sustained state (one CUDA graph replayed for {SUSTAIN_S} s, "
+                        f"then {self.s.runs} replays together: --sustained {self.s.sustained})")
+            return f"each launch timed alone (--sustained {self.s.sustained})"
         for shape in self.s.shapes:
             self.grouped_mm(shape)
             self._free()
         self.notes.append("grouped_gemm grouped_mm and loop: torch._grouped_mm, and one torch.mm per expert (B0's "
                           "expert_gemm='loop'), at all SMs, SwiGLU entries on the (K, 2N) weight "
                           f"(the SwiGLU itself is the elementwise pass), inputs and weights rotated over {ROTATE} sets; "
-                          f"{timed}")
+                          f"{timed('grouped_mm')}")
         for model in self.s.models:
             self.fused(model)
             self._free()
         self.notes.append("grouped_gemm fused: layer0 (GEMM0 + SwiGLU) and layer1 (GEMM1) of a FusedMoE in compute-only "
                           "mode on a one-rank process group, every local expert given rows_per_expert rows; "
-                          f"{timed}; sms = the compute programs (grid - communication blocks); one set of inputs "
+                          f"{timed('fused')}; sms = the compute programs (grid - communication blocks); one set of inputs "
                           "(the weights exceed L2 at model shapes)")
 
-    def _time_gemm(self, fn: Callable[[], object], calls: int = 1) -> float:
-        """µs of one call of a GEMM table: alone behind a device spin, or with --sustained back to back in the GPU's
-        sustained state (`fn` making `calls` calls: one graph replays them all)."""
-        if self.s.sustained:
+    def _sustained(self, impl: str) -> bool:
+        """Whether `impl`'s table is timed in the GPU's sustained state (--sustained fused|all|none)."""
+        return self.s.sustained == "all" or (self.s.sustained == "fused" and impl == "fused")
+
+    def _time_gemm(self, impl: str, fn: Callable[[], object], calls: int = 1) -> float:
+        """µs of one call of `impl`'s GEMM table: alone behind a device spin, or back to back in the GPU's sustained
+        state (`fn` making `calls` calls: one graph replays them all; alone, `fn` is one call)."""
+        if self._sustained(impl):
             return sustained_us(fn, runs=self.s.runs, calls=calls)
         return self._time(fn)
 
@@ -650,8 +657,8 @@ class Calibration:
                 a, w = sets[next(turn) % ROTATE]
                 return torch._grouped_mm(a[:total], w, offs=ends)
 
-            us.append(self._time_gemm(call) if not self.s.sustained else
-                      self._time_gemm(lambda call=call: [call() for _ in range(ROTATE)], calls=ROTATE))
+            us.append(self._time_gemm("grouped_mm", call) if not self._sustained("grouped_mm") else
+                      self._time_gemm("grouped_mm", lambda call=call: [call() for _ in range(ROTATE)], calls=ROTATE))
         # B0's other expert GEMM: one torch.mm per expert (baselines' "loop"), faster with few large experts
         loop_us = []
         for r in self.s.rows:
@@ -661,8 +668,8 @@ class Calibration:
                 a, w = sets[next(turn) % ROTATE]
                 return b0_expert_gemm(a[:total], w, None, counts)
 
-            loop_us.append(self._time_gemm(call_loop) if not self.s.sustained else
-                           self._time_gemm(lambda call_loop=call_loop: [call_loop() for _ in range(ROTATE)], calls=ROTATE))
+            loop_us.append(self._time_gemm("loop", call_loop) if not self._sustained("loop") else
+                           self._time_gemm("loop", lambda call_loop=call_loop: [call_loop() for _ in range(ROTATE)], calls=ROTATE))
         us, loop_us = self._slowest(us), self._slowest(loop_us)
         flops = [2 * shape.experts * r * shape.K * width for r in self.s.rows]
         rate, at = max((f / t / 1e6, r) for f, t, r in zip(flops, us, self.s.rows))
@@ -718,8 +725,8 @@ class Calibration:
             plan = self._plan_rows(layer, x, r)
             for n in s.comm_blocks:
                 layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # a run-time argument: no recompile
-                us[n, 0].append(self._time_gemm(lambda: layer._launch_layer0(plan, COMPUTE_ONLY)))
-                us[n, 1].append(self._time_gemm(lambda: layer._launch_layer1(plan, COMPUTE_ONLY)))
+                us[n, 0].append(self._time_gemm("fused", lambda: layer._launch_layer0(plan, COMPUTE_ONLY)))
+                us[n, 1].append(self._time_gemm("fused", lambda: layer._launch_layer1(plan, COMPUTE_ONLY)))
         local = model.num_experts // self.world
         shapes = {0: (model.hidden, model.ffn, True), 1: (model.ffn, model.hidden, False)}
         block_n = {0: s.block_n, 1: layer.block_n1}

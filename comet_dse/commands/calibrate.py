@@ -44,6 +44,10 @@ FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor fro
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # steps --only re-measures into an existing profile (--update): each writes tables of its own and needs no other step
 UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed", "gemm")
+# --sustained: which GEMM tables are timed in the GPU's sustained state. On 2x H200 (run 88, one machine, one set of
+# sweeps) the fused tables so timed took comet from 6.9% to 5.1% MAPE (mean error -4.9% -> +2.1%), the library's
+# took sequential from 6.3% to 11.2% (B0 runs them between host syncs, exchanges and memory passes, off the cap)
+SUSTAINED = ("fused", "all", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update", help="a measured profile JSON on as many GPUs of the same kind: --only's tables "
                                          "and figures replace its own in a new profile (--name, default "
                                          "<its name>-<steps>); the rest, and its provenance, are kept")
-    parser.add_argument("--sustained", action="store_true",
-                        help="time the grouped GEMM tables back to back in the GPU's sustained state (a CUDA graph of "
-                             "the call replayed for 0.15 s, then the timed replays together), as a bench sweep runs "
-                             "them, instead of each launch alone behind a device spin")
+    parser.add_argument("--sustained", default="fused", choices=SUSTAINED,
+                        help="which grouped GEMM tables are timed back to back in the GPU's sustained state (a CUDA "
+                             "graph of the call replayed for 0.15 s, then the timed replays together) rather than each "
+                             "launch alone behind a device spin: the fused kernels' (default: the fused forward is "
+                             "one continuous stream of GEMM tiles, at the power cap in a sweep), all, or none")
 
 
 @dataclass
@@ -120,7 +125,7 @@ class Settings:
     shapes: list[GemmShape] = field(default_factory=list)
     only: list[str] | None = None  # the steps to run (--only); None: all
     update: dict | None = None  # the profile they go into (--update)
-    sustained: bool = False  # the GEMM tables timed back to back in the GPU's sustained state (--sustained)
+    sustained: str = "fused"  # which GEMM tables are timed back to back in the GPU's sustained state (--sustained)
 
 
 def _ints(text: str, flag: str, minimum: int = 1) -> list[int]:

@@ -58,6 +58,10 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     assert profile["name"] == "tiny-x2" and profile["gpus"] == 2 and profile["base"] == "h100-sxm"
     prov = profile["provenance"]
     assert prov["gpu"] == "cpu" and prov["gpus"] == 2 and prov["quick"] is False and "calibrate" in prov["command"]
+    # by default the fused kernels' tables in the GPU's sustained state, the library's alone (--sustained fused)
+    gemm_notes = {n.split(":")[0]: n for n in prov["notes"] if n.startswith("grouped_gemm")}
+    assert "sustained state" in gemm_notes["grouped_gemm fused"]
+    assert "each launch timed alone" in gemm_notes["grouped_gemm grouped_mm and loop"]
     tables = profile["tables"]
     # one grouped_mm and one fused entry per GEMM of the model: GEMM0 (H -> F, SwiGLU) and GEMM1 (F -> H)
     entries = {(e["impl"], e["K"], e["N"], e["swiglu"]): e for e in tables["grouped_gemm"]}
@@ -316,7 +320,7 @@ def test_only_the_gemm_tables_sustained_replace_the_grouped_gemm_table(tmp_path)
     base["provenance"]["gpu"] = "cpu"
     given = tmp_path / "base.json"
     given.write_text(json.dumps(base))
-    profile, stdout, path = _calibrate(tmp_path, 2, "--only", "gemm", "--sustained", "--update", str(given))
+    profile, stdout, path = _calibrate(tmp_path, 2, "--only", "gemm", "--sustained", "all", "--update", str(given))
     check_profile(profile)
     assert path.name == "h100-x2-gemm.json"
     # every implementation's entries measured here at the tiny shapes; every other table and figure as given
@@ -328,7 +332,7 @@ def test_only_the_gemm_tables_sustained_replace_the_grouped_gemm_table(tmp_path)
     update, = profile["provenance"]["updates"]
     assert update["steps"] == ["gemm"] and update["replaced"] == ["grouped_gemm"] and "--sustained" in update["command"]
     notes = [n for n in update["notes"] if n.startswith("grouped_gemm")]
-    assert len(notes) == 2 and all("sustained state" in n for n in notes)
+    assert len(notes) == 2 and all("sustained state" in n and "--sustained all" in n for n in notes)
     assert "] dense mm" not in stdout
 
 
