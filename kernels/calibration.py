@@ -634,11 +634,12 @@ class Calibration:
         """Whether `impl`'s table is timed in the GPU's sustained state (--sustained fused|all|none)."""
         return self.s.sustained == "all" or (self.s.sustained == "fused" and impl == "fused")
 
-    def _time_gemm(self, impl: str, fn: Callable[[], object], calls: int = 1) -> float:
-        """µs of one call of `impl`'s GEMM table: alone behind a device spin, or back to back in the GPU's sustained
-        state (`fn` making `calls` calls: one graph replays them all; alone, `fn` is one call)."""
+    def _time_gemm(self, impl: str, fn: Callable[[], object], rotate: int = 1) -> float:
+        """µs of one call of `impl`'s GEMM table: alone behind a device spin (fn once per timed run: it rotates its
+        inputs itself), or back to back in the GPU's sustained state (one graph of `rotate` calls, each on its own
+        inputs, replayed)."""
         if self._sustained(impl):
-            return sustained_us(fn, runs=self.s.runs, calls=calls)
+            return sustained_us(lambda: [fn() for _ in range(rotate)], runs=self.s.runs, calls=rotate)
         return self._time(fn)
 
     def grouped_mm(self, shape) -> None:
@@ -657,8 +658,7 @@ class Calibration:
                 a, w = sets[next(turn) % ROTATE]
                 return torch._grouped_mm(a[:total], w, offs=ends)
 
-            us.append(self._time_gemm("grouped_mm", call) if not self._sustained("grouped_mm") else
-                      self._time_gemm("grouped_mm", lambda call=call: [call() for _ in range(ROTATE)], calls=ROTATE))
+            us.append(self._time_gemm("grouped_mm", call, rotate=ROTATE))
         # B0's other expert GEMM: one torch.mm per expert (baselines' "loop"), faster with few large experts
         loop_us = []
         for r in self.s.rows:
@@ -668,8 +668,7 @@ class Calibration:
                 a, w = sets[next(turn) % ROTATE]
                 return b0_expert_gemm(a[:total], w, None, counts)
 
-            loop_us.append(self._time_gemm("loop", call_loop) if not self._sustained("loop") else
-                           self._time_gemm("loop", lambda call_loop=call_loop: [call_loop() for _ in range(ROTATE)], calls=ROTATE))
+            loop_us.append(self._time_gemm("loop", call_loop, rotate=ROTATE))
         us, loop_us = self._slowest(us), self._slowest(loop_us)
         flops = [2 * shape.experts * r * shape.K * width for r in self.s.rows]
         rate, at = max((f / t / 1e6, r) for f, t, r in zip(flops, us, self.s.rows))

@@ -57,9 +57,10 @@ def sustained_us(fn: Callable[[], object], runs: int = 20, calls: int = 1, susta
     """µs per call of `fn` in the GPU's sustained state: `calls` calls captured in one CUDA graph, replayed back to
     back for `sustain_s`, then `runs` replays timed together (no host gap, no spin). Under a bench sweep's load the
     lent H100s and H200s sit at their 700 W cap with the SM clock down from 1980 MHz to a median ~1600 (runs 86-87),
-    where one call behind an idle spin runs at boost clocks. On the CPU: median_us of one call (the interpreter)."""
+    where one call behind an idle spin runs at boost clocks. On the CPU: median_us of `fn` over its calls (the
+    interpreter has no graphs)."""
     if not torch.cuda.is_available():
-        return median_us(fn, runs=runs, warmup=1)
+        return median_us(fn, runs=runs, warmup=1) / calls
     graph, _ = capture_graph(fn)
     end = time.perf_counter() + sustain_s
     replays = 0
