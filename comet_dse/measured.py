@@ -433,7 +433,10 @@ def _gemm_entry(obj, path: str) -> GemmEntry:
         raise UserError(f"{path}.impl", f"must be one of {', '.join(IMPLS)}, got {obj['impl']!r}")
     if not isinstance(obj["swiglu"], bool):
         raise UserError(f"{path}.swiglu", f"must be true or false, got {obj['swiglu']!r}")
-    blocks = [None if obj[b] is None else _integer(obj[b], f"{path}.{b}") for b in ("block_m", "block_n")]
+    for b in ("block_m", "block_n"):  # the library's calls have no tile of ours; the fused kernels' entries name theirs
+        if obj["impl"] != "fused" and obj[b] is not None:
+            raise UserError(f"{path}.{b}", f"must be null for {obj['impl']}, got {obj[b]!r}")
+    blocks = [None if obj["impl"] != "fused" else _integer(obj[b], f"{path}.{b}") for b in ("block_m", "block_n")]
     for i, rows in enumerate(obj["rows_per_expert"] if isinstance(obj["rows_per_expert"], list) else []):
         _number(rows, f"{path}.rows_per_expert[{i}]", 1.0, strict=False)
     return GemmEntry(obj["impl"], _integer(obj["K"], f"{path}.K"), _integer(obj["N"], f"{path}.N"), obj["swiglu"],
@@ -441,10 +444,13 @@ def _gemm_entry(obj, path: str) -> GemmEntry:
                      us=_curve(obj, path, "rows_per_expert", "us"))
 
 
-def parse_tables(tables, gpus: int) -> MeasuredTables:
+def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
+    """The tables of a profile on `gpus` GPUs; `partial`: a one-GPU calibration's, without an all-to-all (calibrate
+    checks what it writes with this; the simulator refuses such a profile at MeasuredTables.check_world)."""
     path = f"{F}.tables"
     tables = _object(tables, path)
-    _keys(tables, path, TABLES_REQUIRED, TABLES_OPTIONAL)
+    required = tuple(t for t in TABLES_REQUIRED if not (partial and t == "alltoall"))
+    _keys(tables, path, required, (*TABLES_OPTIONAL, *(t for t in TABLES_REQUIRED if t not in required)))
 
     gemm_list = tables["grouped_gemm"]
     if not isinstance(gemm_list, list) or not gemm_list:
@@ -464,20 +470,21 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
     _keys(passes, f"{path}.memory_pass_GBps", PASS_KINDS, PASS_KINDS_OPTIONAL)
     memory = {k: _number(v, f"{path}.memory_pass_GBps.{k}") for k, v in passes.items()}
 
-    a2a_list = tables["alltoall"]
-    if not isinstance(a2a_list, list) or not a2a_list:
-        raise UserError(f"{path}.alltoall", "must be a non-empty list of entries, one per world size")
     alltoall: dict[int, Curve] = {}
-    for i, entry in enumerate(a2a_list):
-        at = f"{path}.alltoall[{i}]"
-        entry = _object(entry, at)
-        _keys(entry, at, ("world", "bytes_per_rank", "us"))
-        world = _integer(entry["world"], f"{at}.world", 2)
-        if world > gpus:
-            raise UserError(f"{at}.world", f"{world} GPUs, but the profile measured {gpus} (\"gpus\")")
-        if world in alltoall:
-            raise UserError(f"{at}.world", f"{world} GPUs measured twice")
-        alltoall[world] = _curve(entry, at, "bytes_per_rank", "us")
+    if "alltoall" in tables:  # absent only from a partial profile
+        a2a_list = tables["alltoall"]
+        if not isinstance(a2a_list, list) or not a2a_list:
+            raise UserError(f"{path}.alltoall", "must be a non-empty list of entries, one per world size")
+        for i, entry in enumerate(a2a_list):
+            at = f"{path}.alltoall[{i}]"
+            entry = _object(entry, at)
+            _keys(entry, at, ("world", "bytes_per_rank", "us"))
+            world = _integer(entry["world"], f"{at}.world", 2)
+            if world > gpus:
+                raise UserError(f"{at}.world", f"{world} GPUs, but the profile measured {gpus} (\"gpus\")")
+            if world in alltoall:
+                raise UserError(f"{at}.world", f"{world} GPUs measured twice")
+            alltoall[world] = _curve(entry, at, "bytes_per_rank", "us")
 
     comm, engine = _directions(tables, path, "comm_blocks", ("copy_engine_GBps",)), None
     if "copy_engine_GBps" in tables.get("comm_blocks", {}):
@@ -488,6 +495,8 @@ def parse_tables(tables, gpus: int) -> MeasuredTables:
     for name, curve in (("gemm_contention", contention), ("gemm1_contention", gemm1)):
         if curve is not None and curve.x[0] != 0:
             raise UserError(f"{path}.{name}.copy_blocks", f"must start at 0 (the GEMM alone), got {curve.x[0]:g}")
+        if curve is not None and curve.y[0] != 1.0:
+            raise UserError(f"{path}.{name}.slowdown", f"must start at 1.0 (the GEMM alone), got {curve.y[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
     chain = None

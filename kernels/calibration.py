@@ -51,7 +51,7 @@ from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _cop
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.timing import SUSTAIN_S, capture_graph, environment, join_ranks, median_us, spin_device, sustained_us
-from comet_dse.measured import TABLES_OPTIONAL, TABLES_REQUIRED
+from comet_dse.measured import parse_tables
 
 FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
@@ -62,8 +62,6 @@ HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync t
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
-PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
-PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's weighted top-k sum (profiles before 2026-11-26 lack it)
 
 # ----------------------------------------------------------------------------------------
 # the copy kernel: the fused layers' own copy code on n programs
@@ -177,7 +175,6 @@ class ProfileError(ValueError):
 
 TOP_KEYS = {"format", "name", "base", "gpus", "provenance", "figures", "sources", "tables"}
 PROVENANCE_KEYS = {"gpu", "gpus", "driver", "torch", "triton", "date", "command", "quick"}
-GEMM_KEYS = {"impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us"}
 
 # optional figures (graph_launch_us: float | None) alike
 INT_FIGURES = {f.name for f in fields(HardwareProfile) if NUMBER_TYPES.get(f.type) is int}
@@ -195,23 +192,6 @@ def _positive(value, path: str, integer: bool = False) -> None:
         raise ProfileError(path, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ProfileError(path, f"must be finite and > 0, got {value!r}")
-
-
-def _curve(x: list, y: list, path: str, x_name: str, y_name: str, integer_x: bool = True, x_min: float = 1) -> None:
-    """x strictly increasing (>= x_min), y > 0, the same length, >= 2 points."""
-    for values, name in ((x, x_name), (y, y_name)):
-        if not isinstance(values, list) or len(values) < 2:
-            raise ProfileError(f"{path}.{name}", f"must be a list of >= 2 numbers, got {values!r}")
-    if len(x) != len(y):
-        raise ProfileError(f"{path}.{y_name}", f"has {len(y)} values for {len(x)} {x_name}")
-    for i, v in enumerate(x):
-        if isinstance(v, bool) or not isinstance(v, int if integer_x else (int, float)) or v < x_min:
-            kind = "an integer" if integer_x else "a number"
-            raise ProfileError(f"{path}.{x_name}[{i}]", f"must be {kind} >= {x_min}, got {v!r}")
-    if any(b <= a for a, b in zip(x, x[1:])):
-        raise ProfileError(f"{path}.{x_name}", f"must be strictly increasing, got {x}")
-    for i, v in enumerate(y):
-        _positive(v, f"{path}.{y_name}[{i}]")
 
 
 def _check_figures(data: dict) -> None:
@@ -237,109 +217,13 @@ def _check_figures(data: dict) -> None:
             raise ProfileError(f"sources.{key}", f"must say what measured it, got {text!r}")
 
 
-def _check_grouped_gemm(entries) -> None:
-    if not isinstance(entries, list) or not entries:
-        raise ProfileError("tables.grouped_gemm", "must be a non-empty list")
-    seen = set()
-    for i, e in enumerate(entries):
-        path = f"tables.grouped_gemm[{i}]"
-        if not isinstance(e, dict) or set(e) != GEMM_KEYS:
-            raise ProfileError(path, f"must have exactly the keys {sorted(GEMM_KEYS)}")
-        if e["impl"] not in ("grouped_mm", "loop", "fused"):
-            raise ProfileError(f"{path}.impl", f"must be 'grouped_mm', 'loop' or 'fused', got {e['impl']!r}")
-        if not isinstance(e["swiglu"], bool):
-            raise ProfileError(f"{path}.swiglu", f"must be true or false, got {e['swiglu']!r}")
-        for key in ("K", "N", "experts", "sms"):
-            _positive(e[key], f"{path}.{key}", integer=True)
-        for key in ("block_m", "block_n"):
-            if e["impl"] != "fused" and e[key] is not None:
-                raise ProfileError(f"{path}.{key}", f"must be null for {e['impl']}, got {e[key]!r}")
-            if e["impl"] == "fused":
-                _positive(e[key], f"{path}.{key}", integer=True)
-        _curve(e["rows_per_expert"], e["us"], path, "rows_per_expert", "us")
-        key = (e["impl"], e["K"], e["N"], e["swiglu"], e["sms"])
-        if key in seen:
-            raise ProfileError(path, f"repeats (impl, K, N, swiglu, sms) = {key}")
-        seen.add(key)
-    if not any(e["impl"] == "grouped_mm" for e in entries):
-        raise ProfileError("tables.grouped_gemm", "needs at least one grouped_mm entry")
-
-
-def _check_ways(table: dict, path: str) -> None:
-    """A table's "pull" and "push" curves of GB/s over blocks."""
-    for way in ("pull", "push"):
-        if not isinstance(table[way], dict) or set(table[way]) != {"blocks", "GBps"}:
-            raise ProfileError(f"{path}.{way}", "must have exactly the keys ['GBps', 'blocks']")
-        _curve(table[way]["blocks"], table[way]["GBps"], f"{path}.{way}", "blocks", "GBps")
-
-
 def _check_tables(tables: dict, gpus: int) -> None:
-    allowed = {*TABLES_REQUIRED, *TABLES_OPTIONAL}  # the tables the simulator's reader takes
-    if not isinstance(tables, dict) or set(tables) - allowed:
-        raise ProfileError("tables", f"must be an object with keys among {sorted(allowed)}")
-    # one GPU measures no all-to-all: such a profile is partial, and says so in its provenance notes
-    required = ["grouped_gemm", "memory_pass_GBps"] + (["alltoall"] if gpus > 1 else [])
-    for name in required:
-        if name not in tables:
-            raise ProfileError(f"tables.{name}", "is missing")
-    _check_grouped_gemm(tables["grouped_gemm"])
-    passes = tables["memory_pass_GBps"]
-    if not isinstance(passes, dict) or not set(PASS_KINDS) <= set(passes) <= set(PASS_KINDS + PASS_KINDS_OPTIONAL):
-        raise ProfileError("tables.memory_pass_GBps", f"must have the kinds {list(PASS_KINDS)} "
-                                                      f"and may have {list(PASS_KINDS_OPTIONAL)}")
-    for kind, value in passes.items():
-        _positive(value, f"tables.memory_pass_GBps.{kind}")
-    if "alltoall" in tables:
-        worlds = set()
-        if not isinstance(tables["alltoall"], list) or not tables["alltoall"]:
-            raise ProfileError("tables.alltoall", "must be a non-empty list")
-        for i, e in enumerate(tables["alltoall"]):
-            path = f"tables.alltoall[{i}]"
-            if not isinstance(e, dict) or set(e) != {"world", "bytes_per_rank", "us"}:
-                raise ProfileError(path, "must have exactly the keys ['bytes_per_rank', 'us', 'world']")
-            _positive(e["world"], f"{path}.world", integer=True)
-            if e["world"] < 2 or e["world"] in worlds:
-                raise ProfileError(f"{path}.world", f"must be >= 2 and measured once, got {e['world']}")
-            worlds.add(e["world"])
-            _curve(e["bytes_per_rank"], e["us"], path, "bytes_per_rank", "us")
-    if "comm_blocks" in tables:
-        cb = tables["comm_blocks"]
-        if not isinstance(cb, dict) or set(cb) != {"pull", "push", "copy_engine_GBps"}:
-            raise ProfileError("tables.comm_blocks", "must have exactly the keys ['copy_engine_GBps', 'pull', 'push']")
-        _check_ways(cb, "tables.comm_blocks")
-        _positive(cb["copy_engine_GBps"], "tables.comm_blocks.copy_engine_GBps")
-    if "layer_comm_blocks" in tables:
-        lc = tables["layer_comm_blocks"]
-        if not isinstance(lc, dict) or set(lc) != {"pull", "push"}:
-            raise ProfileError("tables.layer_comm_blocks", "must have exactly the keys ['pull', 'push']")
-        _check_ways(lc, "tables.layer_comm_blocks")
-    for name in ("gemm_contention", "gemm1_contention"):
-        if name in tables:
-            gc_ = tables[name]
-            if not isinstance(gc_, dict) or set(gc_) != {"copy_blocks", "slowdown"}:
-                raise ProfileError(f"tables.{name}", "must have exactly the keys ['copy_blocks', 'slowdown']")
-            _curve(gc_["copy_blocks"], gc_["slowdown"], f"tables.{name}", "copy_blocks", "slowdown", x_min=0)
-            if gc_["copy_blocks"][0] != 0 or gc_["slowdown"][0] != 1.0:
-                raise ProfileError(f"tables.{name}", "must start at copy_blocks 0 with slowdown 1.0")
-    if "b0_host" in tables:
-        bh = tables["b0_host"]
-        if not isinstance(bh, dict) or set(bh) != {"tokens", "plan_us", "b0_us"}:
-            raise ProfileError("tables.b0_host", "must have exactly the keys ['b0_us', 'plan_us', 'tokens']")
-        _positive(bh["tokens"], "tables.b0_host.tokens", integer=True)
-        for key in ("plan_us", "b0_us"):
-            _positive(bh[key], f"tables.b0_host.{key}")
-    if "host_sync" in tables:
-        hs = tables["host_sync"]
-        if not isinstance(hs, dict) or set(hs) != {"top_k", "tokens", "us"}:
-            raise ProfileError("tables.host_sync", "must have exactly the keys ['tokens', 'top_k', 'us']")
-        _positive(hs["top_k"], "tables.host_sync.top_k", integer=True)
-        _curve(hs["tokens"], hs["us"], "tables.host_sync", "tokens", "us")
-    for name in ("copy_contention", "push_contention"):
-        if name in tables:
-            cc = tables[name]
-            if not isinstance(cc, dict) or set(cc) != {"copy_blocks", "slowdown"}:
-                raise ProfileError(f"tables.{name}", "must have exactly the keys ['copy_blocks', 'slowdown']")
-            _curve(cc["copy_blocks"], cc["slowdown"], f"tables.{name}", "copy_blocks", "slowdown")
+    """The tables as the simulator's reader takes them (comet_dse/measured.py parse_tables: one checker for the
+    writer and the reader); one GPU measures no all-to-all, so such a profile is partial (its notes say so)."""
+    try:
+        parse_tables(tables, gpus, partial=gpus == 1)
+    except UserError as exc:
+        raise ProfileError(exc.field.removeprefix("hardware."), exc.message) from None
 
 
 def check_profile(data: dict) -> None:

@@ -231,6 +231,12 @@ BAD = {
                               "hardware.tables.gemm_contention.copy_blocks"),
     "duplicate_gemm": (lambda d: d["tables"]["grouped_gemm"].append(dict(d["tables"]["grouped_gemm"][0])),
                        "hardware.tables.grouped_gemm[4]"),
+    "contention_not_from_1": (lambda d: d["tables"]["gemm_contention"].update(slowdown=[1.1, 1.2]),
+                              "hardware.tables.gemm_contention.slowdown"),
+    "library_entry_with_a_tile": (lambda d: d["tables"]["grouped_gemm"][0].update(block_m=128),
+                                  "hardware.tables.grouped_gemm[0].block_m"),
+    "fused_entry_without_a_tile": (lambda d: d["tables"]["grouped_gemm"][2].update(block_n=None),
+                                   "hardware.tables.grouped_gemm[2].block_n"),
 }
 SIMULATE = ["simulate", "--model", "mixtral-8x7b", "--ep", "2", "--tokens", "512"]
 
