@@ -219,11 +219,38 @@ def _check_figures(data: dict) -> None:
 
 def _check_tables(tables: dict, gpus: int) -> None:
     """The tables as the simulator's reader takes them (comet_dse/measured.py parse_tables: one checker for the
-    writer and the reader); one GPU measures no all-to-all, so such a profile is partial (its notes say so)."""
+    writer and the reader; one GPU measures no all-to-all, so such a profile is partial, its notes say so), and
+    what calibrate writes beyond that: integer axes, the copy engine's rate beside the copy curves, one
+    grouped_gemm entry per (impl, K, N, swiglu, sms)."""
     try:
         parse_tables(tables, gpus, partial=gpus == 1)
     except UserError as exc:
         raise ProfileError(exc.field.removeprefix("hardware."), exc.message) from None
+    for path, axis in _axes(tables):
+        bad = next((i for i, v in enumerate(axis) if not isinstance(v, int) or isinstance(v, bool)), None)
+        if bad is not None:
+            raise ProfileError(f"{path}[{bad}]", f"must be an integer, got {axis[bad]!r}")
+    if "comm_blocks" in tables and "copy_engine_GBps" not in tables["comm_blocks"]:
+        raise ProfileError("tables.comm_blocks.copy_engine_GBps", "missing (calibrate times the copy engine with the blocks)")
+    seen: dict[tuple, int] = {}
+    for i, e in enumerate(tables["grouped_gemm"]):
+        key = (e["impl"], e["K"], e["N"], e["swiglu"], e["sms"])
+        if key in seen:
+            raise ProfileError(f"tables.grouped_gemm[{i}]", f"repeats (impl, K, N, swiglu, sms) = {key} of entry {seen[key]}")
+        seen[key] = i
+
+
+def _axes(tables: dict) -> list[tuple[str, list]]:
+    """(path, values) of every table's x axis: rows, bytes, blocks and tokens, counted in whole units."""
+    axes = [(f"tables.grouped_gemm[{i}].rows_per_expert", e["rows_per_expert"]) for i, e in enumerate(tables["grouped_gemm"])]
+    axes += [(f"tables.alltoall[{i}].bytes_per_rank", e["bytes_per_rank"]) for i, e in enumerate(tables.get("alltoall", []))]
+    for name in ("comm_blocks", "layer_comm_blocks"):
+        axes += [(f"tables.{name}.{way}.blocks", tables[name][way]["blocks"]) for way in ("pull", "push") if name in tables]
+    for name in ("gemm_contention", "gemm1_contention", "copy_contention", "push_contention"):
+        axes += [(f"tables.{name}.copy_blocks", tables[name]["copy_blocks"])] if name in tables else []
+    if "host_sync" in tables:
+        axes.append(("tables.host_sync.tokens", tables["host_sync"]["tokens"]))
+    return axes
 
 
 def check_profile(data: dict) -> None:

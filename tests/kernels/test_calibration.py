@@ -235,6 +235,10 @@ def test_the_hand_made_profile_passes():
     ("tables.host_sync.tokens", [4096, 8], "hardware.tables.host_sync.tokens"),
     ("tables.host_sync.us", [250.0], "hardware.tables.host_sync.us"),
     ("tables.host_sync.tokens", _DELETE, "hardware.tables.host_sync.tokens: missing"),
+    # beyond the reader: what calibrate writes
+    ("tables.grouped_gemm.0.rows_per_expert", [16, 32.5], "hardware.tables.grouped_gemm[0].rows_per_expert[1]: must be an integer"),
+    ("tables.comm_blocks.pull.blocks", [1.0, 2], "hardware.tables.comm_blocks.pull.blocks[0]: must be an integer"),
+    ("tables.comm_blocks.copy_engine_GBps", _DELETE, "hardware.tables.comm_blocks.copy_engine_GBps: missing"),
 ])
 def test_a_broken_profile_names_its_field(path, value, field):
     data = copy.deepcopy(VALID)
@@ -253,6 +257,14 @@ def test_the_hand_made_profiles_graph_figures_reach_the_simulator(tmp_path):
     loaded = measured.load_measured(path, copy.deepcopy(VALID))
     assert (loaded.graph_launch_us, loaded.forward_fixed_us, loaded.copy_engine_fixed_us, loaded.loop_mm_host_us) == (
         1.9, 48.0, 700.0, 25.0)
+
+
+def test_one_entry_per_shape_and_sm_count_whatever_its_tile():
+    # the reader would take a second fused tile of a shape (it prefers the tile asked for); calibrate writes one
+    data = copy.deepcopy(VALID)
+    data["tables"]["grouped_gemm"].append({**data["tables"]["grouped_gemm"][1], "block_n": 256})
+    with pytest.raises(ProfileError, match=r"tables\.grouped_gemm\[2\]: repeats \(impl, K, N, swiglu, sms\)"):
+        check_profile(data)
 
 
 def test_grouped_gemm_needs_a_grouped_mm_entry():
