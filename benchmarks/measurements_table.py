@@ -238,7 +238,7 @@ def _copy_bandwidth(folder: Path) -> list[str]:
         if not copies or data.get("provenance", {}).get("quick"):
             continue
         if data["provenance"].get("derived_from"):
-            continue  # a copy of a profile with a table left out (e.g. to score it without): its base is listed
+            continue  # a profile made from another (a table left out, or run 88's fused tables swapped in): its base is listed
         updates = data["provenance"].get("updates", [])
         if updates and not {"comm_blocks", "layer_comm_blocks"} & {t for u in updates for t in u["replaced"]}:
             continue  # calibrate --only ... --update: these copy tables are its base profile's, listed there
