@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
+from comet_dse.errors import UserError
 from comet_dse.hardware import load_hardware
 from comet_dse.measurements import bench_paths, load_bench
 from comet_dse.routing import make_routing
@@ -64,6 +66,8 @@ def main() -> None:
             priced = priced_us(bench, run.tokens, hardware)
             points.append({"model": bench.model, "tokens": run.tokens, "measured_us": round(measured, 1),
                            "priced_us": round(priced, 1), "ratio": round(measured / priced, 3)})
+    if not points:
+        raise UserError("measurements", f"no bench file under {args.measurements} has a grouped_mm figure")
     points.sort(key=lambda p: (p["model"], p["tokens"]))
     for p in points:
         print(f"{p['model']:16} {p['tokens']:6}  bench grouped_mm {p['measured_us']:9.1f} µs  table {p['priced_us']:9.1f} µs"
@@ -81,4 +85,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # a bad path, profile or bench file: one line, exit 2, nothing written
+        print(f"grouped_mm_gap.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

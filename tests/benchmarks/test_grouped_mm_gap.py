@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,15 @@ def test_the_committed_gap_is_reproduced(load_script, run):
         assert point["ratio"] == pytest.approx(point["measured_us"] / priced, abs=2e-3)  # measured_us is rounded
         checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("measurements, profile, message", [
+    ("results/measurements/ep2_h200/run79", "/nonexistent.json", "--hardware: cannot read /nonexistent.json"),
+    ("results/hardware", "results/hardware/h200-x2-run79.json", "--measurements: results/hardware holds no bench-*.json"),
+])
+def test_a_bad_input_is_one_line_and_exit_2(tmp_path, measurements, profile, message):
+    out = tmp_path / "gap.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grouped_mm_gap.py"), measurements, profile,
+                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and run.stderr.startswith(f"grouped_mm_gap.py: error: {message}"), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
