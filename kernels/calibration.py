@@ -60,6 +60,7 @@ PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: fa
 HOST_SYNC_TOKENS = 4096  # the host_sync_us figure's point (profiles without the table: the one price)
 HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync table (capped at PASS_ROWS pairs)
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
+HOST_ROUNDS = 5  # rounds of the host-bound timings, spread over the run (Calibration.host_round)
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 
@@ -338,6 +339,7 @@ class Calibration:
         self.sources: dict[str, str] = {}
         self.tables: dict = {}
         self.best_grouped: tuple[float, str] = (0.0, "")
+        self.host_rounds: list[dict[str, list[float]]] = []  # host_round's figures, one entry per round
         self.started = time.perf_counter()
 
     def close(self) -> None:
@@ -398,8 +400,13 @@ class Calibration:
                 self._free()
             return self._profile() if self.rank == 0 else None
         steps = [self.dense, self.launch, self.memory_passes]
+        if self.world > 1:  # the host-bound rounds between the GPU steps, the last after the longest ones
+            steps += [self.alltoall, self.host_round, self.forward_fixed, self.host_round, self.copies, self.host_round,
+                      self.layer_copies, self.host_round]
+        steps += [self.gemm, self.gemm_rate]
         if self.world > 1:
-            steps += [self.alltoall, self.host_sync, self.b0_host, self.forward_fixed, self.copies, self.layer_copies]
+            steps += [self.contention, self.host_round, self.host_tables]
+        assert steps.count(self.host_round) in (0, HOST_ROUNDS)
         for step in steps:
             step()
             self._free()  # each step's tensors: gone with its frame
@@ -407,11 +414,6 @@ class Calibration:
             self.notes.append("one GPU: a partial profile without the alltoall, comm_blocks and gemm_contention tables "
                               "or the link, collective and host-sync figures; the simulator needs an alltoall table: "
                               "calibrate on 2+ GPUs of one node (torchrun --nproc-per-node N)")
-        self.gemm()
-        self.gemm_rate()
-        if self.world > 1:
-            self.contention()
-            self._free()
         return self._profile() if self.rank == 0 else None
 
     def _profile(self) -> dict:
@@ -660,88 +662,125 @@ class Calibration:
         self.alltoall_sizes, self.alltoall_us = sizes, us
         self._say(f"alltoall x{self.world}: " + " ".join(f"{b >> 10}K:{t:.0f}" for b, t in zip(sizes, us)) + " µs")
 
-    def host_sync(self) -> None:
-        """B0's split-size exchange and its one host sync (baselines._plan, one chunk), over tokens per rank:
-        the plan sorts every (token, slot) pair on the GPU before the sync (on 2x H200 that did not show up to
-        8192 tokens x top-4, runs 78-79: the points are the host's time, sampled where calls sort that many)."""
+    # ---- the host-bound timings, in rounds ------------------------------------------------------
+
+    def host_round(self) -> None:
+        """One round of the host-bound timings: B0's routing plan over tokens (host_sync), B0 and its plan at
+        B0_HOST_TOKENS (b0_host), B0 with each expert GEMM (loop_mm_host_us). The host's speed drifts over a
+        run (2x H200: rounds of one state up to 54% apart, run 79's host_warmth.py; one calibrate timed the
+        plan at 8 tokens at 290 and at 454 µs, run 91), so run_all spreads HOST_ROUNDS rounds between the GPU
+        steps and host_tables keeps each figure's median over them."""
+        m = self.s.models[0]
+        weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
+                                    dtype=self.dtype).of_rank(self.rank, self.world)
+        self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
+                                 "loop": self._b0_each_expert_gemm(weights)})
+        self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
+                  f"{self.host_rounds[-1]['b0'][1]:.0f} µs, its plan {self.host_rounds[-1]['b0'][0]:.0f} µs")
+
+    def _host_grid(self) -> list[int]:
+        cap = max(1, PASS_ROWS // self.s.models[0].top_k)
+        return sorted({min(t, cap) for t in HOST_SYNC_GRID})
+
+    def _plan_over_tokens(self) -> list[float]:
+        """B0's split-size exchange and its one host sync (baselines._plan, one chunk) at each token count of
+        the grid, slowest rank: the plan sorts every (token, slot) pair on the GPU before the sync (on 2x H200
+        that did not show up to 8192 tokens x top-4, runs 78-79: the points are the host's time)."""
         m = self.s.models[0]
         local = m.num_experts // self.world
-        cap = max(1, PASS_ROWS // m.top_k)
-        grid = sorted({min(t, cap) for t in HOST_SYNC_GRID})
         us = []
-        for tokens in grid:
+        for tokens in self._host_grid():
             g = torch.Generator().manual_seed(self.s.seed + self.rank + tokens)
             ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
             # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it)
             us.append(self._time(lambda ids=ids: b0_plan(ids, 1, local, self.world, None, False), together=True,
                                  spin=False))
-        us = self._slowest(us)
-        what = (f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, .tolist() of the split "
-                f"sizes) at {{tokens}} tokens x top-{m.top_k} of {m.name} per GPU, {self.world} GPUs, after a barrier, "
-                f"median of {self.s.runs}, slowest GPU")
-        self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in us]}
-        self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at the (token, slot) pairs a call sorts")
-        at = min(grid, key=lambda t: abs(t - HOST_SYNC_TOKENS))
-        self._figure("host_sync_us", us[grid.index(at)], what.format(tokens=at))
-        self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, us)) + " µs")
+        return self._slowest(us)
 
-    def b0_host(self) -> None:
-        """B0 (baselines.moe_sequential) and its routing plan alone at B0_HOST_TOKENS tokens per rank,
-        timed as bench times B0 (after a barrier, no spin). Its kernels then do next to nothing, so
-        what B0 takes past its plan is the host's chain of launches after the sync: the simulator
-        spreads it over B0's launches and lets the GPU wait where the host is behind."""
+    def _b0_and_plan(self, weights: MoEWeights) -> list[float]:
+        """(B0's plan, B0 (baselines.moe_sequential)) at B0_HOST_TOKENS tokens per rank, slowest rank, timed as
+        bench times B0 (after a barrier, no spin). B0's kernels then do next to nothing, so what it takes past
+        its plan is the host's chain of launches after the sync."""
         m = self.s.models[0]
         local = m.num_experts // self.world
-        tokens = B0_HOST_TOKENS
-        weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
-                                    dtype=self.dtype).of_rank(self.rank, self.world)
         g = torch.Generator().manual_seed(self.s.seed + 7 * self.rank)
-        ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
-        x = self._random(tokens, m.hidden, seed=35)
-        topk_w = self._random(tokens, m.top_k, seed=36, dtype=torch.float32).softmax(-1)
-        plan_us, b0_us = self._slowest([
+        ids = torch.randint(0, m.num_experts, (B0_HOST_TOKENS, m.top_k), generator=g).to(self.device)
+        x = self._random(B0_HOST_TOKENS, m.hidden, seed=35)
+        topk_w = self._random(B0_HOST_TOKENS, m.top_k, seed=36, dtype=torch.float32).softmax(-1)
+        return self._slowest([
             self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True, spin=False),
             self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False)])
-        self.tables["b0_host"] = {"tokens": tokens, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us)}
-        self.notes.append(f"b0_host: B0 (moe_sequential) and its routing plan (baselines._plan) alone on {m.name} at "
-                          f"{tokens} tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of "
-                          f"{self.s.runs}, slowest of {self.world} GPUs; b0_us - plan_us is the host's chain after the sync")
-        self._say(f"B0 at {tokens} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs")
-        self._loop_mm_host(weights)
 
-    def _loop_mm_host(self, weights: MoEWeights) -> None:
-        """loop_mm_host_us: B0 with its per-expert torch.mm loop less B0 with torch._grouped_mm, over the
-        further torch.mm launches (2 GEMMs x (local experts - 1)), on a routing that gives every expert rows
-        (slot j of token t to expert (t * top_k + j) mod experts, one token per expert and rank), timed as bench
-        times B0. Each torch.mm moves a few rows there, so what the loop adds is the host's. On GPUs where
-        torch._grouped_mm runs (bf16 on Hopper) only: elsewhere B0 runs the loop either way, and on the CPU
-        both run on the host."""
+    def _b0_each_expert_gemm(self, weights: MoEWeights) -> list[float]:
+        """(B0 with torch._grouped_mm, B0 with its per-expert torch.mm loop), slowest rank, on a routing that
+        gives every expert rows (slot j of token t to expert (t * top_k + j) mod experts, one token per expert
+        and rank), timed as bench times B0; NaN where not measured (loop_mm_host_us in host_tables)."""
         m = self.s.models[0]
-        local = m.num_experts // self.world
         tokens = m.num_experts
         ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
         x = self._random(tokens, m.hidden, seed=37)
         topk_w = self._random(tokens, m.top_k, seed=38, dtype=torch.float32).softmax(-1)
-        runs = self.cuda and grouped_mm_ok(x, weights) and local > 1
+        # on GPUs where torch._grouped_mm runs (bf16 on Hopper), with several local experts: elsewhere B0 runs
+        # the loop either way, and on the CPU both run on the host
+        runs = self.cuda and grouped_mm_ok(x, weights) and m.num_experts // self.world > 1
         times = [self._time(lambda g=g: moe_sequential(x, ids, topk_w, weights, None, expert_gemm=g), together=True,
                             spin=False) if runs else math.nan for g in ("grouped", "loop")]
-        grouped_us, loop_us = self._slowest(times)  # every rank joins, whatever ran on it
-        if not runs:
+        return self._slowest(times)  # every rank joins, whatever ran on it
+
+    def host_tables(self) -> None:
+        """The host-bound tables and figures from the rounds: each the median over the rounds of its figure
+        (each round's the median of --runs calls). The simulator reads b0_us - plan_us as the host's chain
+        after B0's sync, spread over B0's launches (the GPU waits where the host is behind)."""
+        rounds, m = self.host_rounds, self.s.models[0]
+        n = len(rounds)
+        median = lambda values: float(np.median(values))  # noqa: E731
+        grid = self._host_grid()
+        plan = [median([r["plan"][i] for r in rounds]) for i in range(len(grid))]
+        what = (f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, .tolist() of the split "
+                f"sizes) at {{tokens}} tokens x top-{m.top_k} of {m.name} per GPU, {self.world} GPUs, after a barrier, "
+                f"median of {self.s.runs}, slowest GPU, median of {n} rounds spread over the run")
+        self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in plan]}
+        self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at the (token, slot) "
+                          "pairs a call sorts")
+        at = min(grid, key=lambda t: abs(t - HOST_SYNC_TOKENS))
+        self._figure("host_sync_us", plan[grid.index(at)], what.format(tokens=at))
+        self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, plan)) + " µs")
+
+        plan_us, b0_us = (median([r["b0"][i] for r in rounds]) for i in (0, 1))
+        self.tables["b0_host"] = {"tokens": B0_HOST_TOKENS, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us)}
+        self.notes.append(
+            f"b0_host: B0 (moe_sequential) and its routing plan (baselines._plan) alone on {m.name} at {B0_HOST_TOKENS} "
+            f"tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of {self.s.runs}, slowest of "
+            f"{self.world} GPUs, median of {n} rounds spread over the run (B0 per round: "
+            + ", ".join(f"{r['b0'][1]:.0f}" for r in rounds) + " µs; its plan: "
+            + ", ".join(f"{r['b0'][0]:.0f}" for r in rounds) + " µs); b0_us - plan_us is the host's chain after the sync")
+        self._say(f"B0 at {B0_HOST_TOKENS} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs (medians of {n} rounds)")
+        self._loop_mm_host([r["loop"] for r in rounds])
+
+    def _loop_mm_host(self, rounds: list[list[float]]) -> None:
+        """loop_mm_host_us: B0 with its per-expert torch.mm loop less B0 with torch._grouped_mm (the median of
+        the rounds' differences), over the further torch.mm launches (2 GEMMs x (local experts - 1)). Each
+        torch.mm moves a few rows there, so what the loop adds is the host's."""
+        m = self.s.models[0]
+        local = m.num_experts // self.world
+        if any(math.isnan(t) for r in rounds for t in r):
             why = ("on the CPU (B0's loop and torch._grouped_mm both run on the host)" if not self.cuda else
                    "(torch._grouped_mm does not run here: B0's two expert GEMMs are the same loop)")
             self.notes.append(f"loop_mm_host_us: not measured {why}")
             return
+        grouped_us, loop_us = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
         further = 2 * (local - 1)
-        us = (loop_us - grouped_us) / further
+        us = float(np.median([loop - grouped for grouped, loop in rounds])) / further
         if us <= 0:  # the loop no slower: nothing of the host's to charge (a profile takes figures > 0 only)
             self.notes.append(f"loop_mm_host_us: not measured (B0's loop took {loop_us:.0f} µs, no more than its "
                               f"torch._grouped_mm's {grouped_us:.0f})")
             return
         self._figure("loop_mm_host_us", us, f"B0 (moe_sequential) on {m.name} with expert_gemm='loop' ({loop_us:.0f} µs) "
                                             f"less with 'grouped' ({grouped_us:.0f} µs), over its {further} further "
-                                            f"torch.mm launches; {tokens} tokens x top-{m.top_k} per GPU, every expert "
-                                            f"routed {m.top_k * self.world} rows, after a barrier, no spin, median of "
-                                            f"{self.s.runs}, slowest of {self.world} GPUs")
+                                            f"torch.mm launches; {m.num_experts} tokens x top-{m.top_k} per GPU, every "
+                                            f"expert routed {m.top_k * self.world} rows, after a barrier, no spin, "
+                                            f"median of {self.s.runs}, slowest of {self.world} GPUs, the median of "
+                                            f"{len(rounds)} rounds' differences")
         self._say(f"B0's expert loop: {us:.1f} µs of host per further torch.mm")
 
     def forward_fixed(self) -> None:

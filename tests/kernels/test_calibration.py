@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ pytest.importorskip("triton", reason="the kernels need triton (pip install -e '.
 from comet_dse.hardware import HARDWARE_PRESETS  # noqa: E402
 from tests.conftest import run_ranks  # noqa: E402
 from comet_dse.kernels.calibration import (  # noqa: E402
+    HOST_ROUNDS,
     ProfileError,
     check_profile,
     fit_alltoall,
@@ -83,6 +86,12 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference
     assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us"} and tables["b0_host"]["b0_us"] > 0
+    # ... each the median of HOST_ROUNDS rounds spread over the run, every round's figure in the note
+    note = next(n for n in prov["notes"] if n.startswith("b0_host:"))
+    per_round = [float(v) for v in re.search(r"B0 per round: ([0-9, ]+) µs", note).group(1).split(", ")]
+    assert len(per_round) == HOST_ROUNDS
+    assert tables["b0_host"]["b0_us"] == pytest.approx(statistics.median(per_round), abs=0.5)
+    assert stdout.count("host round ") == HOST_ROUNDS
     # B0's plan over tokens, the figure its point at HOST_SYNC_TOKENS (capped at the pass rows' pairs)
     host_sync = tables["host_sync"]
     assert host_sync["top_k"] == 2 and host_sync["tokens"][0] == 8 and len(host_sync["tokens"]) == len(host_sync["us"]) >= 3
