@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -83,6 +83,11 @@ sweeps-both-orders)  # sweep-qwen and sweep-mixtral in both tile orders (expert 
 wide1)  # layer1 with 128x256 tiles beside the default, on the shapes of the targets
     run 120 qwen_n256 "${bench[@]}" --model qwen2-moe-2.7b --tokens 8192,16384 --comm-blocks 8,16 --block-n1 256 --kind fused
     run 150 mixtral_n256 "${bench[@]}" --model mixtral-8x7b --tokens 8192 --comm-blocks 8 --block-n1 256 --kind fused
+    ;;
+b0-repeats)  # B0 and B1 at the host-bound end three times over: bench's own draws of the host beside calibrate's rounds
+    for i in 1 2 3; do
+        run 90 "b0_qwen_$i" "${bench[@]}" --model qwen2-moe-2.7b --tokens 256,1024 --chunks 2 --kind baselines
+    done
     ;;
 small-tokens)  # the latency-bound end: 256 and 512 tokens per GPU
     run 120 mixtral_small "${bench[@]}" --model mixtral-8x7b --tokens 256,512 --comm-blocks 8,16 --chunks 2,4
