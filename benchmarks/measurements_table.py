@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -386,6 +387,48 @@ def _group_m(root: Path) -> list[str]:
             "(another process, so a few % of noise):", ""] + variants
 
 
+def _b0_loop(root: Path) -> list[str]:
+    """B0 against moe_naive: the loop GEMM over the rows as they arrived (runs<i>/) and the loop that regrouped them
+    first (regroup<i>/), alternated in one device call; then b0 / naive over every one-machine set (the loop then)."""
+    folder = root / CURRENT / "b0_loop"
+    rounds = sorted(p.name for p in folder.glob("runs*")) if folder.exists() else []
+    if not rounds:
+        return []
+    rows = []
+    for runs_name in rounds:
+        i = runs_name.removeprefix("runs")
+        new, old = _by_model_tokens(_load(folder / runs_name)), _by_model_tokens(_load(folder / f"regroup{i}"))
+        for model, by_tokens in new.items():
+            for tokens, group in sorted(by_tokens.items()):
+                n, o = group[0]["timings_us"], old[model][tokens][0]["timings_us"]
+                rows.append([model, str(tokens), i, _us(n["naive"]), _us(n["b0_loop"]), _ratio(n["b0_loop"], n["naive"]),
+                             _us(n["b0_grouped"]), _us(o["naive"]), _us(o["b0_loop"]), _ratio(o["b0_loop"], o["naive"]),
+                             _us(o["b0_grouped"])])
+    rows.sort(key=lambda r: (r[0], int(r[1]), r[2]))
+    lines = ["### B0 against the simplest layer (`ep2_h200/b0_loop/`)", "",
+             "`comet-dse bench --kind baselines --chunks 2` on Mixtral (1024, 4096, 8192 tokens) and Phi-3.5-MoE (1024, "
+             "4096), on one machine in one device call, alternating B0's loop GEMM as it is now (one `torch.mm` per "
+             "(source, expert) run of the rows as they arrived: `runs<i>/`) with the loop before (rows regrouped into "
+             "expert order first, one `torch.mm` per expert: `regroup<i>/`, `kernels/baselines.py` at 0165591 copied "
+             "over the installed module; `README.md` there has the command). `moe_naive`, B0 with `torch._grouped_mm` "
+             "(unchanged) and the loop are timed in the same bench call, so `loop / naive` is a paired ratio:", ""]
+    lines += _table(["model", "tokens/GPU", "round", "naive", "B0 loop (runs)", "loop / naive", "B0 grouped",
+                     "naive", "B0 loop (regroup)", "loop / naive", "B0 grouped"], rows) + [""]
+    ratios: dict[tuple[str, int], dict[tuple[Path, str], float]] = defaultdict(dict)
+    for one, _ in _one_machine_folders(root):
+        for r in _load(one):
+            t = r["timings_us"]
+            if "naive" in t and "b0" in t and r["env"].get("tp", 1) == 1 and r["env"].get("b0_loop", "regroup") == "regroup":
+                ratios[r["model"], r["tokens"]][one, r["file"]] = t["b0"] / t["naive"]  # once per file: every run repeats it
+    spread = [[model, str(tokens), str(len(v)), f"{min(v):.2f}", f"{statistics.median(v):.2f}", f"{max(v):.2f}"]
+              for (model, tokens), by_file in sorted(ratios.items()) if len(v := list(by_file.values())) > 1]
+    if spread:
+        lines += ["Before the change, `b0 / naive` (B0 with the faster of its two GEMMs, the loop regrouping) over every "
+                  "one-machine set below (one figure per bench file and token count):", ""]
+        lines += _table(["model", "tokens/GPU", "figures", "min", "median", "max"], spread) + [""]
+    return lines
+
+
 def _one_machine_folders(root: Path) -> list[tuple[Path, str]]:
     """(folder, run) of the benches made in one device call beside that machine's own profile
     (results/hardware/h200-x2-<run>.json): runs 26-39 as ep2_h200_run<N>/, later ones as ep2_h200/run<N>/."""
@@ -436,6 +479,7 @@ def render(root: Path = ROOT) -> str:
                       "merged version (own rows copied by the communication blocks), each kept for the comparison it made.")
     lines += _device_pack(root)
     lines += _group_m(root)
+    lines += _b0_loop(root)
     lines += _one_machine_sets(root)
     lines += _machine(root, FINAL, "The fused layer on two GPUs, expert parallel: the kernels before merged tiles, on H100",
                       "The previous version of the kernels (every row tile one source's rows) on the issue's machine, "

@@ -47,6 +47,9 @@ class BenchFile:
     # how its per-layer figures (timings layer<i>:<variant>) were timed: "spin" behind a device spin (no host
     # time in them), None in files before it, whose per-layer figures carry each launch's host time
     layer_timing: str | None = None
+    # B0's (and B1's) loop GEMM: "runs", one torch.mm per (source, expert) run of the rows as they arrived (files
+    # since 2026-11-27 18:00 say so); "regroup", the rows regrouped into expert order first (files without the key)
+    b0_loop: str = "regroup"
 
 
 # Step 1 of the fused forward (the pairs ordered by expert) became two kernels (kernels/fused_pack.py,
@@ -133,7 +136,18 @@ def load_bench(path: str | Path) -> BenchFile:
         dtype_bytes=DTYPE_BYTES[data["dtype"]],
         runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)), pack=fused_pack(data),
         layer_timing=data.get("layer_timing") if isinstance(data.get("layer_timing"), str) else None,
+        b0_loop=_b0_loop(data, where),
     )
+
+
+B0_LOOPS = ("runs", "regroup")
+
+
+def _b0_loop(data: dict, where: str) -> str:
+    value = data.get("b0_loop", "regroup")
+    if value not in B0_LOOPS:
+        raise UserError(f"{where}: b0_loop", f"must be one of {', '.join(B0_LOOPS)}, got {value!r}")
+    return value
 
 
 def bench_paths(paths: list[str]) -> list[Path]:

@@ -102,6 +102,7 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
 
     cases: list[Case] = []
     seen: set[tuple[int, str, float]] = set()
+    loop = {"loop_regroups": True} if bench.b0_loop == "regroup" else {}  # the B0 and B1 that file timed
     for run in bench.runs:
         if tokens is not None and run.tokens not in tokens:
             continue
@@ -112,10 +113,11 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
             seen.add((run.tokens, key, us))
             if key == b0_key:
                 cases.append(Case(**common, schedule="sequential", measured_key=key, measured_us=us,
-                                  knobs={"expert_gemm": "best" if key == "b0" else "grouped"}))
+                                  knobs={"expert_gemm": "best" if key == "b0" else "grouped", **loop}))
             elif match := CHUNKED_KEY.fullmatch(key):
                 cases.append(Case(**common, schedule="chunked", measured_key=key, measured_us=us,
-                                  knobs={"chunks": int(match.group(1)), "expert_gemm": b1_expert_gemm(run.timings_us, int(match.group(1)))}))
+                                  knobs={"chunks": int(match.group(1)),
+                                         "expert_gemm": b1_expert_gemm(run.timings_us, int(match.group(1))), **loop}))
             elif key == "fused":
                 c = run.config
                 knobs = {k: c[k] for k in FUSED_KNOBS}

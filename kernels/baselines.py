@@ -18,6 +18,9 @@ B0 `moe_sequential`, the strongest plain layer from stock torch parts, per call:
    by the up half; GEMM1 reads the gate half through its stride), `torch._grouped_mm` GEMM1;
 6. scatter the results back into arrival order (into the receive buffer, now free),
    `all_to_all_single` back;
+
+   or, with `expert_gemm="loop"`, one `torch.mm` per (source, local expert) run of the rows as they
+   arrived (their row counts ride in the same host sync), so no regroup and no scatter back;
 7. scatter the returned rows into (token, slot) order (into the send buffer, now free) and
    reduce the k rows of every token with one `bmm` of the (T, 1, k) weights by the (T, k, H)
    rows (fp32 accumulation, written straight in `out_dtype` on CUDA).
@@ -67,10 +70,12 @@ class _Plan:
     tokens: list[int]  # chunk c covers tokens [tokens[c], tokens[c + 1])
     send: list[list[int]]  # send[c][r]: rows of chunk c for rank r
     recv: list[list[int]]  # recv[c][s]: rows of chunk c from rank s
-    expert_rows: list[list[int]] | None  # [c][e] rows per local expert, host side: only for the loop GEMM
+    # [c]: the (local expert, rows) runs of chunk c in arrival order (per source, its runs per local expert),
+    # host side: only for the loop GEMM
+    runs: list[list[tuple[int, int]]] | None
 
 
-def _plan(ids: torch.Tensor, chunks: int, experts_per_rank: int, world: int, group, host_expert_rows: bool) -> _Plan:
+def _plan(ids: torch.Tensor, chunks: int, experts_per_rank: int, world: int, group, host_runs: bool) -> _Plan:
     tokens, top_k = ids.shape
     experts = experts_per_rank * world
     dev = ids.device
@@ -91,20 +96,21 @@ def _plan(ids: torch.Tensor, chunks: int, experts_per_rank: int, world: int, gro
         recv_counts = send_counts
     token = order // top_k  # launched before the sync: overlaps the exchange
     pairs = [top_k * (bounds[c + 1] - bounds[c]) for c in range(chunks)]
-    if world == 1 and not host_expert_rows:  # nothing the host needs is on the device
+    if world == 1 and not host_runs:  # nothing the host needs is on the device
         return _Plan(order, token, recv_counts, bounds, [[p] for p in pairs], [[p] for p in pairs], None)
     per_rank = torch.stack([send_counts, recv_counts]).sum(3)  # (2, W, chunks)
     wanted = [per_rank.reshape(-1)]
-    if host_expert_rows:
-        wanted.append(recv_counts.sum(0).reshape(-1))  # (chunks * E_local,)
+    if host_runs:
+        wanted.append(recv_counts.transpose(0, 1).reshape(-1))  # (chunks * W * E_local,): arrival order
     host = (torch.cat(wanted) if len(wanted) > 1 else wanted[0]).tolist()  # the one host sync
     send = [[host[r * chunks + c] for r in range(world)] for c in range(chunks)]
     recv = [[host[(world + s) * chunks + c] for s in range(world)] for c in range(chunks)]
-    expert_rows = None
-    if host_expert_rows:
-        tail = host[2 * world * chunks:]
-        expert_rows = [tail[c * experts_per_rank:(c + 1) * experts_per_rank] for c in range(chunks)]
-    return _Plan(order, token, recv_counts, bounds, send, recv, expert_rows)
+    runs = None
+    if host_runs:
+        tail, per_chunk = host[2 * world * chunks:], world * experts_per_rank
+        runs = [[(i % experts_per_rank, n) for i, n in enumerate(tail[c * per_chunk:(c + 1) * per_chunk])]
+                for c in range(chunks)]
+    return _Plan(order, token, recv_counts, bounds, send, recv, runs)
 
 
 def _expert_major(recv_counts: torch.Tensor, total: int) -> torch.Tensor:
@@ -142,25 +148,28 @@ def grouped_mm_ok(x: torch.Tensor, weights: MoEWeights) -> bool:
         w.stride(2) == 1 and aligned(w.stride(1)) and w.data_ptr() % 16 == 0 for w in (weights.w_gate_up, weights.w_down))
 
 
-def _grouped_mm(rows: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor, counts: list[int] | None) -> torch.Tensor:
-    """rows (M, K) grouped by expert, weight (E, K, N) -> (M, N). `counts` on the host: the loop fallback."""
-    if counts is None:
+def _grouped_mm(rows: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor,
+                 runs: list[tuple[int, int]] | None) -> torch.Tensor:
+    """rows (M, K) grouped by expert, weight (E, K, N) -> (M, N). `runs` on the host ((expert, rows) in row
+    order, an expert any number of times): the loop, one torch.mm per run with rows."""
+    if runs is None:
         return torch._grouped_mm(rows, weight, offs=ends)
     out = rows.new_empty(rows.shape[0], weight.shape[2])
     start = 0
-    for e, n in enumerate(counts):
+    for e, n in runs:
         if n:
             torch.mm(rows[start:start + n], weight[e], out=out[start:start + n])
         start += n
     return out
 
 
-def _experts(rows: torch.Tensor, weights: MoEWeights, ends: torch.Tensor, counts: list[int] | None) -> torch.Tensor:
-    """(R, H) expert-major rows -> (R, H) expert outputs, in the rows' dtype."""
+def _experts(rows: torch.Tensor, weights: MoEWeights, ends: torch.Tensor, runs: list[tuple[int, int]] | None) -> torch.Tensor:
+    """(R, H) rows (expert-major for torch._grouped_mm, any runs for the loop) -> (R, H) expert outputs, in the
+    rows' dtype."""
     ffn = weights.w_down.shape[1]
-    h = _grouped_mm(rows, weights.w_gate_up, ends, counts)  # (R, 2F)
+    h = _grouped_mm(rows, weights.w_gate_up, ends, runs)  # (R, 2F)
     gate = torch.nn.functional.silu(h[:, :ffn], inplace=True).mul_(h[:, ffn:])  # (R, F) view, row stride 2F
-    return _grouped_mm(gate, weights.w_down, ends, counts)  # (R, H)
+    return _grouped_mm(gate, weights.w_down, ends, runs)  # (R, H)
 
 
 def _weighted_sum(topk_weights: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
@@ -193,8 +202,9 @@ def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, 
     sizes of every chunk at once. Collectives: 1 + 2 * chunks on every rank, whatever its routing.
 
     expert_gemm: "grouped" (torch._grouped_mm where it needs no sync) or "loop" (one torch.mm per
-    expert, its row count in the same single host sync): with few large experts cuBLAS's dense
-    GEMMs can beat the grouped kernel, so the benchmark times both."""
+    (source, local expert) run of the rows as they arrived, the runs' row counts in the same single
+    host sync, no regroup): with few large experts cuBLAS's dense GEMMs can beat the grouped kernel,
+    so the benchmark times both."""
     if chunks < 1:
         raise ValueError(f"chunks must be at least 1, got {chunks}")
     if expert_gemm not in EXPERT_GEMMS:
@@ -203,7 +213,7 @@ def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, 
     hidden = x.shape[1]
     world = dist.get_world_size(group)
     loop = expert_gemm == "loop" or not grouped_mm_ok(x, weights)
-    plan = _plan(ids, chunks, weights.num_experts, world, group, host_expert_rows=loop)
+    plan = _plan(ids, chunks, weights.num_experts, world, group, host_runs=loop)
     arrived = [slice(a, a + sum(r)) for a, r in zip(accumulate((sum(r) for r in plan.recv), initial=0), plan.recv)]
     pairs = [slice(top_k * plan.tokens[c], top_k * plan.tokens[c + 1]) for c in range(chunks)]
     sent = x.new_empty(tokens * top_k, hidden)  # (T*k, H) send order; at the end the rows in (token, slot) order
@@ -223,7 +233,7 @@ def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, 
             return rows
         if regroup:
             rows = recv.index_select(0, gather[arrived[c]])
-        y = _experts(rows, weights, None if loop else ends[c], plan.expert_rows[c] if loop else None)
+        y = _experts(rows, weights, None if loop else ends[c], plan.runs[c] if loop else None)
         if not regroup:
             return y
         recv.index_copy_(0, gather[arrived[c]], y)  # back to arrival order; the received rows are spent
@@ -243,8 +253,8 @@ def moe_chunked(x: torch.Tensor, ids: torch.Tensor, topk_weights: torch.Tensor, 
             _weighted_sum(topk_weights[a:b], sent[pairs[c]].view(b - a, top_k, hidden), out[a:b])  # rows (n, k, H)
 
     dispatched = [dispatch(0)]
-    # device-side index math while the first dispatch is on the wire
-    regroup = world > 1 and weights.num_experts > 1
+    # device-side index math while the first dispatch is on the wire; the loop takes the rows as they arrived
+    regroup = world > 1 and weights.num_experts > 1 and not loop
     gather = _expert_major(plan.recv_counts, arrived[-1].stop) if regroup else None
     ends = None if loop else plan.recv_counts.sum(0).cumsum(1, dtype=torch.int32)  # (chunks, E_local) group ends
     previous = None

@@ -129,7 +129,9 @@ class BenchRunner:
                 "ep": self.ep, "tp": self.s.tp, "dtype": str(self.dtype).removeprefix("torch."), "kind": self.args.kind,
                 "runs_per_figure": self.args.runs, "align": self.args.align,
                 # the per-layer figures (timings layer<i>:<variant>) behind a device spin: no host time in them
-                "layer_timing": "spin", "runs": runs}
+                "layer_timing": "spin",
+                # B0's and B1's loop GEMM: one torch.mm per (source, expert) run as the rows arrived (no regroup)
+                "b0_loop": "runs", "runs": runs}
 
     def _configs(self, tokens: int) -> list[FusedConfig]:
         s, a = self.s, self.args

@@ -45,7 +45,7 @@ from comet_dse.errors import UserError
 from comet_dse.hardware import HARDWARE_PRESETS, JSON_FIGURE_MAX, JSON_RATE_MIN, NUMBER_TYPES, HardwareProfile
 from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
-from comet_dse.kernels.baselines import _weighted_sum, grouped_mm_ok, moe_sequential
+from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
@@ -579,7 +579,7 @@ class Calibration:
 
             def call_loop(counts=counts, total=shape.experts * r) -> torch.Tensor:
                 a, w = sets[next(turn) % ROTATE]
-                return b0_expert_gemm(a[:total], w, None, counts)
+                return b0_expert_gemm(a[:total], w, None, list(enumerate(counts)))
 
             loop_us.append(self._time_gemm("loop", call_loop, rotate=ROTATE))
         us, loop_us = self._slowest(us), self._slowest(loop_us)
@@ -712,19 +712,22 @@ class Calibration:
             self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False)])
 
     def _b0_each_expert_gemm(self, weights: MoEWeights) -> list[float]:
-        """(B0 with torch._grouped_mm, B0 with its per-expert torch.mm loop), slowest rank, on a routing that
-        gives every expert rows (slot j of token t to expert (t * top_k + j) mod experts, one token per expert
-        and rank), timed as bench times B0; NaN where not measured (loop_mm_host_us in host_tables)."""
+        """(B0's loop with one run of rows per source, B0's loop with a run per (source, local expert)), slowest rank,
+        timed as bench times B0; NaN where not measured (loop_mm_host_us in host_tables). The loop launches one
+        torch.mm per run with rows (kernels/baselines.py). Every run: slot j of token t to expert (t * top_k + j)
+        mod experts, one token per expert and rank; one run per source: the same slots to the first local expert
+        of rank (t * top_k + j) mod W. The same rows cross the same links either way."""
         m = self.s.models[0]
+        local = m.num_experts // self.world
         tokens = m.num_experts
-        ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
+        every_run = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
+        one_run = every_run % self.world * local
         x = self._random(tokens, m.hidden, seed=37)
         topk_w = self._random(tokens, m.top_k, seed=38, dtype=torch.float32).softmax(-1)
-        # on GPUs where torch._grouped_mm runs (bf16 on Hopper), with several local experts: elsewhere B0 runs
-        # the loop either way, and on the CPU both run on the host
-        runs = self.cuda and grouped_mm_ok(x, weights) and m.num_experts // self.world > 1
-        times = [self._time(lambda g=g: moe_sequential(x, ids, topk_w, weights, None, expert_gemm=g), together=True,
-                            spin=False) if runs else math.nan for g in ("grouped", "loop")]
+        # on GPUs, with several local experts (on the CPU B0's kernels run on the host too)
+        runs = self.cuda and local > 1
+        times = [self._time(lambda ids=ids: moe_sequential(x, ids, topk_w, weights, None, expert_gemm="loop"),
+                            together=True, spin=False) if runs else math.nan for ids in (one_run, every_run)]
         return self._slowest(times)  # every rank joins, whatever ran on it
 
     def host_tables(self) -> None:
@@ -758,27 +761,27 @@ class Calibration:
         self._loop_mm_host([r["loop"] for r in rounds])
 
     def _loop_mm_host(self, rounds: list[list[float]]) -> None:
-        """loop_mm_host_us: B0 with its per-expert torch.mm loop less B0 with torch._grouped_mm (the median of
-        the rounds' differences), over the further torch.mm launches (2 GEMMs x (local experts - 1)). Each
-        torch.mm moves a few rows there, so what the loop adds is the host's."""
+        """loop_mm_host_us: B0's loop with a run per (source, local expert) less with one run per source (the
+        median of the rounds' differences), over the further torch.mm launches (2 GEMMs x W x (local experts - 1)).
+        Each torch.mm moves a few rows there, so what the further ones add is the host's."""
         m = self.s.models[0]
         local = m.num_experts // self.world
         if any(math.isnan(t) for r in rounds for t in r):
-            why = ("on the CPU (B0's loop and torch._grouped_mm both run on the host)" if not self.cuda else
-                   "(torch._grouped_mm does not run here: B0's two expert GEMMs are the same loop)")
+            why = ("on the CPU (B0's kernels run on the host)" if not self.cuda else
+                   "(one local expert: every source sends one run either way)")
             self.notes.append(f"loop_mm_host_us: not measured {why}")
             return
-        grouped_us, loop_us = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
-        further = 2 * (local - 1)
-        us = float(np.median([loop - grouped for grouped, loop in rounds])) / further
-        if us <= 0:  # the loop no slower: nothing of the host's to charge (a profile takes figures > 0 only)
-            self.notes.append(f"loop_mm_host_us: not measured (B0's loop took {loop_us:.0f} µs, no more than its "
-                              f"torch._grouped_mm's {grouped_us:.0f})")
+        few_us, every_us = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
+        further = 2 * self.world * (local - 1)
+        us = float(np.median([every - few for few, every in rounds])) / further
+        if us <= 0:  # no slower with more runs: nothing of the host's to charge (a profile takes figures > 0 only)
+            self.notes.append(f"loop_mm_host_us: not measured (B0's loop took {every_us:.0f} µs with a run per source and "
+                              f"expert, no more than the {few_us:.0f} with one run per source)")
             return
-        self._figure("loop_mm_host_us", us, f"B0 (moe_sequential) on {m.name} with expert_gemm='loop' ({loop_us:.0f} µs) "
-                                            f"less with 'grouped' ({grouped_us:.0f} µs), over its {further} further "
-                                            f"torch.mm launches; {m.num_experts} tokens x top-{m.top_k} per GPU, every "
-                                            f"expert routed {m.top_k * self.world} rows, after a barrier, no spin, "
+        self._figure("loop_mm_host_us", us, f"B0 (moe_sequential, expert_gemm='loop') on {m.name} with a run of rows per "
+                                            f"(source, local expert) ({every_us:.0f} µs) less with one run per source "
+                                            f"({few_us:.0f} µs), over its {further} further torch.mm launches; "
+                                            f"{m.num_experts} tokens x top-{m.top_k} per GPU, after a barrier, no spin, "
                                             f"median of {self.s.runs}, slowest of {self.world} GPUs, the median of "
                                             f"{len(rounds)} rounds' differences")
         self._say(f"B0's expert loop: {us:.1f} µs of host per further torch.mm")

@@ -6,7 +6,7 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 
 # Part of every tuning study's identity (search/study.py): bump it whenever a change to the
 # simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
-COST_MODEL_VERSION = 15  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
+COST_MODEL_VERSION = 16  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
 # 3: comet's row tiles merged across sources unless tile_layout='by-source'; measured: layer1 by last source;
 # 4: measured: 7 small kernels before layer0 (step 1 on the device); one communication-alone floor for every
 # schedule, hidden fraction of the hideable part, comm_bound; a measured GEMM slowdown below 1 read as 1;
@@ -25,6 +25,8 @@ COST_MODEL_VERSION = 15  # 2: measured profiles price the fused kernels as built
 # "best" the faster layer), not the cheaper table per GEMM; the loop's further torch.mm launches cost the host
 # 15: measured: a torch._grouped_mm call over uneven experts runs the waves of its 2x1 cluster tiles (the table's
 # time per wave at the mean rows), not each expert's share at its own rows summed (run 86: 1.1-2.1x at 128-2048 rows)
+# 16: measured, B0's and B1's loop GEMM as kernels/baselines.py runs it since 2026-11-27 18:00: one torch.mm per
+# (source, expert) run as the rows arrived, no regroup (loop_regroups: bench files before, which validate reads)
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
            "default_schedule", "simulate"]

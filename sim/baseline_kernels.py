@@ -5,7 +5,8 @@ figures: permute and reduce as HBM passes, GEMMs as persistent tiles on all SMs,
 collectives from the bottleneck model. With a measured profile (comet_dse/measured.py), the
 kernels B0 really launches (kernels/baselines.py moe_chunked), each priced from the tables: the
 passes by kind, the expert GEMM by rows per expert (`torch._grouped_mm`, one launch, or one
-`torch.mm` launch per expert with rows: expert_gemm "loop"), the all-to-all by the busiest rank's bytes.
+`torch.mm` launch per (source, local expert) run with rows, the rows as they arrived and so no
+regroup: expert_gemm "loop"), the all-to-all by the busiest rank's bytes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from comet_dse.hardware import HardwareProfile
 # B0's routing plan (sort, searchsorted, the split sizes, their exchange and the host sync) is not
 # among them: calibrate times that whole function as figures.host_sync_us.
 # the expert-major gather index (_expert_major: 2 reshapes, 2 cumsums, 2 subs, arange,
-# repeat_interleave, add) and the group ends (sum, cumsum; torch._grouped_mm's offsets, which the loop does
-# without); only when rows are regrouped;
+# repeat_interleave, add) and the group ends (sum, cumsum; torch._grouped_mm's offsets, which the loop did
+# without when it regrouped too: bench files before 2026-11-27 18:00, see loop_regroups); only when rows are
+# regrouped;
 REGROUP_INDEX_OPS = 11
 GROUP_ENDS_OPS = 2
 # the cast of the top-k weights before the weighted sum.
@@ -116,13 +118,26 @@ def measured_gemm_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, lay
     return float(sum(tables.expert_gemm_us(impl, *gemm_shape(ctx, g, layer), int(r), sms) for g, r in zip(groups, rows))) * 1e3
 
 
+def loop_runs(ctx: SimContext, groups: list[Group], source_rows: np.ndarray) -> tuple[list[Group], np.ndarray]:
+    """B0's torch.mm loop over the rows as they arrived: one GEMM per (EP source, local expert) run with rows,
+    as (the run's group, its rows) in launch order. `source_rows` (groups, W): rows by source rank; a source's
+    TP group arrives as one (the TP baselines all-gather its tokens before the EP layer)."""
+    wl = ctx.workload
+    per_run = source_rows.reshape(len(groups), wl.ep, wl.tp).sum(axis=2)  # (groups, EP), rank = ep * tp + tp rank
+    return [g for g, runs in zip(groups, per_run) for n in runs if n > 0], per_run[per_run > 0]
+
+
 def gemm_kernel(ctx: SimContext, label: str, groups: list[Group], rows: np.ndarray, layer: int,
-                block_m: int, block_n: int, shared_sms: int | None = None, expert_gemm: str = "grouped") -> Kernel:
+                block_m: int, block_n: int, shared_sms: int | None = None, expert_gemm: str = "grouped",
+                source_rows: np.ndarray | None = None) -> Kernel:
     """A grouped GEMM on all SMs; `shared_sms`: also its time on that many (a collective holds the rest).
-    Measured, the loop (expert_gemm "loop") is one launch per expert with rows: the host's work grows with them."""
+    Measured, the loop (expert_gemm "loop") is one launch per expert with rows, or with `source_rows` (groups, W)
+    one per (source, expert) run with rows (loop_runs): the host's work grows with them."""
     hw = ctx.hardware
     if hw.measured is not None:
         impl = gemm_impl(ctx, expert_gemm)
+        if impl == "loop" and source_rows is not None:
+            groups, rows = loop_runs(ctx, groups, source_rows)
         shared = None if shared_sms is None else measured_gemm_ns(ctx, groups, rows, layer, shared_sms, impl)
         return Kernel("compute", label, measured_gemm_ns(ctx, groups, rows, layer, hw.sms, impl), None, shared_ns=shared,
                       host_extra_ns=max(int(np.count_nonzero(rows)) - 1, 0) * loop_mm_host_ns(hw) if impl == "loop" else 0.0)
@@ -152,23 +167,30 @@ def dispatch_side(ctx: SimContext, rank: int) -> list[Kernel]:
 
 
 def expert_side(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m: int, block_n: int,
-                shared_sms: int | None = None, suffix: str = "", expert_gemm: str = "grouped") -> tuple[list[Kernel], list[Kernel]]:
+                shared_sms: int | None = None, suffix: str = "", expert_gemm: str = "grouped", *,
+                source_rows: np.ndarray, loop_regroups: bool = False) -> tuple[list[Kernel], list[Kernel]]:
     """Measured B0 between dispatch and combine, as (layer0 kernels, layer1 kernels): regroup
-    gather, GEMM0, SwiGLU (silu_ then mul_: 5 R F elements moved), GEMM1, scatter back."""
+    gather, GEMM0, SwiGLU (silu_ then mul_: 5 R F elements moved), GEMM1, scatter back; the loop GEMM
+    takes the rows as they arrived, one torch.mm per (source, expert) run of `source_rows` (groups, W), with
+    no regroup, where `loop_regroups` is False (B0 since 2026-11-27 18:00; before, its loop regrouped too and
+    ran one torch.mm per expert)."""
     wl = ctx.workload
-    index_ops = REGROUP_INDEX_OPS - (GROUP_ENDS_OPS if gemm_impl(ctx, expert_gemm) == "loop" else 0)
+    impl = gemm_impl(ctx, expert_gemm)
+    index_ops = REGROUP_INDEX_OPS - (GROUP_ENDS_OPS if impl == "loop" else 0)
     received = int(rows.sum())
     row = wl.model.hidden * wl.dtype_bytes
     ffn_elems = sum(int(r) * g.ffn for g, r in zip(groups, rows))
-    regroup = regroups(ctx) and received > 0
+    by_runs = impl == "loop" and not loop_regroups
+    regroup = regroups(ctx) and received > 0 and not by_runs
+    runs = source_rows if by_runs else None
     layer0: list[Kernel] = []
     if regroup:
         layer0 += [Kernel("stream", f"expert-major index{suffix}", 0.0, "launch", launches=index_ops),
                    Kernel("stream", f"gather to expert order{suffix}", pass_ns(ctx, "gather", 2 * received * row), "permute")]
-    layer0 += [gemm_kernel(ctx, f"GEMM0{suffix}", groups, rows, 0, block_m, block_n, shared_sms, expert_gemm),
+    layer0 += [gemm_kernel(ctx, f"GEMM0{suffix}", groups, rows, 0, block_m, block_n, shared_sms, expert_gemm, runs),
                Kernel("stream", f"SwiGLU{suffix}", pass_ns(ctx, "elementwise", 5 * ffn_elems * wl.dtype_bytes), "swiglu",
                       launches=2)]
-    layer1 = [gemm_kernel(ctx, f"GEMM1{suffix}", groups, rows, 1, block_m, block_n, shared_sms, expert_gemm)]
+    layer1 = [gemm_kernel(ctx, f"GEMM1{suffix}", groups, rows, 1, block_m, block_n, shared_sms, expert_gemm, runs)]
     if regroup:
         layer1.append(Kernel("stream", f"scatter to arrival order{suffix}", pass_ns(ctx, "scatter", 2 * received * row),
                              "unpermute"))

@@ -89,6 +89,7 @@ class Chunked(Schedule):
     name: ClassVar[str] = "chunked"
     chunks: int = 4
     expert_gemm: str = "best"  # SIM_EXPERT_GEMMS; measured profiles only
+    loop_regroups: bool = False  # as Sequential's: B1's loop before 2026-11-27 18:00
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -96,17 +97,22 @@ class Chunked(Schedule):
         if not isinstance(self.chunks, int) or not 1 <= self.chunks <= MAX_CHUNKS:
             raise UserError("--chunks", f"must be an integer in [1, {MAX_CHUNKS}], got {self.chunks!r}")
 
-    def chunk_kernels(self, ctx: SimContext, groups: list, part: np.ndarray, i: int) -> tuple[list[Kernel], list[Kernel]]:
-        """Chunk i's kernels on the compute stream: (up to the end of GEMM0 + SwiGLU, the rest)."""
+    def chunk_kernels(self, ctx: SimContext, groups: list, part: np.ndarray, i: int, rank: int) -> tuple[list[Kernel], list[Kernel]]:
+        """Chunk i's kernels on `rank`'s compute stream: (up to the end of GEMM0 + SwiGLU, the rest). `part` (W, E):
+        the chunk's rows from each source to each expert."""
         wl = ctx.workload
         shared = np.array([wl.tokens // self.chunks + (i < wl.tokens % self.chunks)])
-        rows = np.array([part[:, g.expert].sum() for g in groups if g.expert >= 0])
-        if len(groups) > len(rows):  # the shared experts see this chunk's own tokens
-            rows = np.concatenate([rows, shared])
+        source_rows = np.array([part[:, g.expert] for g in groups if g.expert >= 0]).reshape(-1, wl.world)
+        if len(groups) > len(source_rows):  # the shared experts see this chunk's own tokens
+            own = np.zeros((1, wl.world), dtype=source_rows.dtype)
+            own[0, rank] = shared[0]
+            source_rows = np.vstack([source_rows, own])
+        rows = source_rows.sum(axis=1)
         shared_sms = ctx.hardware.sms - ctx.hardware.collective_sms
         if ctx.hardware.measured is not None:
             layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, shared_sms, suffix=f" chunk {i}",
-                                         expert_gemm=self.expert_gemm)
+                                         expert_gemm=self.expert_gemm, source_rows=source_rows,
+                                         loop_regroups=self.loop_regroups)
             # B1 computes the expert-major gather index of every chunk at once, before chunk 0. Only
             # where the host chain is measured is it charged once: without it, a launch's figure is all
             # that stands for the host's work, and the per-chunk charge is kept (the validations of
@@ -134,7 +140,7 @@ class Chunked(Schedule):
 
         def rank_processes(rank: int):
             groups = rank_groups(wl, ctx.routing, rank)
-            kernels = [self.chunk_kernels(ctx, groups, part, i) for i, part in enumerate(parts)]  # (layer0, layer1) per chunk
+            kernels = [self.chunk_kernels(ctx, groups, part, i, rank) for i, part in enumerate(parts)]  # (layer0, layer1) per chunk
             if measured:
                 before, after = dispatch_side(ctx, rank), combine_side(ctx, rank)
             else:

@@ -55,6 +55,9 @@ LAYER0_END = "layer0 end"  # a marker in a rank's steps
 class Sequential(Schedule):
     name: ClassVar[str] = "sequential"
     expert_gemm: str = "best"  # SIM_EXPERT_GEMMS; measured profiles only
+    # B0's loop GEMM regrouped the rows into expert order first, one torch.mm per expert (bench files before
+    # 2026-11-27 18:00: validate sets it from the file); since, one torch.mm per (source, expert) run as they arrived
+    loop_regroups: bool = False
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -66,7 +69,9 @@ class Sequential(Schedule):
         groups = rank_groups(ctx.workload, ctx.routing, rank)
         rows = np.array([g.rows_by_source.sum() for g in groups])
         if ctx.hardware.measured is not None:
-            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, expert_gemm=self.expert_gemm)
+            layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, expert_gemm=self.expert_gemm,
+                                         source_rows=np.array([g.rows_by_source for g in groups]),
+                                         loop_regroups=self.loop_regroups)
             return [*dispatch_side(ctx, rank), sync, dispatch, *layer0, LAYER0_END, *layer1, combine, *combine_side(ctx, rank)]
         return [Kernel("stream", "permute", permute_ns(ctx, rank), "permute"), sync, dispatch,
                 gemm_kernel(ctx, "GEMM0 + SwiGLU", groups, rows, 0, self.block_m, self.block_n), LAYER0_END,

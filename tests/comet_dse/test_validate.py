@@ -363,6 +363,32 @@ def test_each_file_is_simulated_with_the_prologue_its_kernels_launched(tmp_path,
     assert comet and {c.knobs["prologue_launches"] for c in comet} == {launches}
 
 
+@pytest.mark.parametrize("recorded, regroups", [(None, True), ("regroup", True), ("runs", False)])
+def test_each_file_is_simulated_with_the_b0_loop_it_timed(tmp_path, recorded, regroups):
+    """B0's and B1's loop GEMM took the rows as they arrived from 2026-11-27 18:00 (bench writes b0_loop "runs");
+    files without the key timed the loop that regrouped them first."""
+    from comet_dse.measurements import load_bench
+    from comet_dse.validation import cases_of
+
+    data = json.loads(QWEN.read_text())
+    if recorded is not None:
+        data["b0_loop"] = recorded
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    baselines = [c for c in cases_of(load_bench(path), measured=True) if c.schedule in ("sequential", "chunked")]
+    assert baselines and {c.knobs.get("loop_regroups", False) for c in baselines} == {regroups}
+
+
+def test_a_bench_file_with_an_unknown_b0_loop_is_refused_naming_the_field(capsys, tmp_path):
+    data = json.loads(QWEN.read_text())
+    data["b0_loop"] = "sideways"
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    code, out, err = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(tmp_path / "v.json"))
+    assert code == 2 and not out and not (tmp_path / "v.json").exists()
+    assert err.strip().count("\n") == 0 and "b0_loop" in err and "runs, regroup" in err
+
+
 def test_the_fused_layer_under_tp_is_simulated_as_its_virtual_experts(tmp_path):
     from comet_dse.measurements import load_bench
     from comet_dse.validation import cases_of, simulate_cases, workload_of

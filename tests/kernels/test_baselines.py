@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
-from comet_dse.kernels.baselines import moe_chunked, moe_naive, moe_sequential  # noqa: E402
+from comet_dse.kernels.baselines import _grouped_mm, moe_chunked, moe_naive, moe_sequential  # noqa: E402
 from comet_dse.kernels.reference import (  # noqa: E402
     MoEWeights,
     reference_moe,
@@ -243,3 +243,15 @@ def test_four_and_eight_ranks_match_the_reference(tmp_path, world):
     assert len(errors) == world * 3 * len(layers(1))
     bad = [f"{label}: {err:.2e}" for label, err in errors if not err < TOLERANCE]
     assert not bad, bad
+
+
+def test_the_loop_gemm_runs_one_mm_per_run_in_row_order_an_expert_any_number_of_times():
+    """B0's loop over the rows as they arrived: runs (expert, rows) per source, so an expert comes back once per
+    source; each run's rows meet their own expert's weight."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 8, 5, generator=g)
+    runs = [(0, 2), (2, 0), (1, 3), (0, 1), (2, 2)]  # source 0: experts 0, 2 (none), 1; source 1: experts 0, 2
+    rows = torch.randn(sum(n for _, n in runs), 8, generator=g)
+    expert_of_row = [e for e, n in runs for _ in range(n)]
+    expected = torch.stack([rows[i] @ weight[e] for i, e in enumerate(expert_of_row)])
+    torch.testing.assert_close(_grouped_mm(rows, weight, None, runs), expected)

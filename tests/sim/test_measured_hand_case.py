@@ -428,3 +428,47 @@ def test_an_unknown_tile_order_is_refused(measured_case):
     workload, hw = measured_case
     with pytest.raises(UserError, match="--tile-order: must be one of layout, expert"):
         simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, tile_order="random"))
+
+
+def test_b0s_loop_runs_one_torch_mm_per_source_and_expert_run_without_regrouping(tmp_path):
+    """Two experts a rank: B0's loop takes the rows as they arrived, one torch.mm per (source, expert) run with
+    rows and no regroup (kernels/baselines.py since 2026-11-27 18:00); loop_regroups prices the loop bench
+    files before that timed (the rows regrouped first, one torch.mm per expert)."""
+    from dataclasses import replace
+
+    from comet_dse.routing import make_routing
+    from comet_dse.sim.baseline_kernels import expert_side
+    from comet_dse.sim.layout import rank_groups
+    from comet_dse.sim.runtime import SimContext
+    from comet_dse.workload import Workload
+    from tests.conftest import HAND_MODEL
+
+    # 4 experts, 2 a rank; source 0 sends rank 0's experts 96 and 0 rows, source 1 sends them 32 and 128
+    trace = np.array([[0]] * 96 + [[2]] * 160 + [[0]] * 32 + [[1]] * 128 + [[3]] * 96, dtype=np.int64)
+    np.save(tmp_path / "two.npy", trace)
+    workload = Workload(replace(HAND_MODEL, num_experts=4), 256, 2, routing=f"trace:{tmp_path / 'two.npy'}")
+    data = hand_data()
+    # the loop's GEMM0 table: 1.0 / 2.0 us for one expert at 128 / 256 rows (log-log: 1.0 * (rows / 128) us)
+    data["tables"]["grouped_gemm"] += [{**data["tables"]["grouped_gemm"][0], "impl": "loop", "us": [1.0, 2.0]},
+                                       {**data["tables"]["grouped_gemm"][1], "impl": "loop", "us": [0.5, 1.0]}]
+    data["figures"]["loop_mm_host_us"] = 25.0
+    ctx = SimContext(workload, as_profile(data, tmp_path / "loop.json"), make_routing(workload), record=False)
+    groups = rank_groups(workload, ctx.routing, 0)
+    source_rows = np.array([g.rows_by_source for g in groups])
+    assert source_rows.tolist() == [[96, 32], [0, 128]]
+    rows = source_rows.sum(axis=1)
+
+    layer0, layer1 = expert_side(ctx, groups, rows, 128, 128, expert_gemm="loop", source_rows=source_rows)
+    assert [k.label for k in layer0 + layer1] == ["GEMM0", "SwiGLU", "GEMM1"]  # nothing regrouped, nothing scattered
+    gemm0 = layer0[0]
+    # three runs with rows (96, 32, 128): 1.0 us per 128 rows -> 0.75 + 0.25 + 1.0; two further torch.mm on the host
+    assert (ns(gemm0.ns / 1e3), gemm0.host_extra_ns) == (2000, 2 * 25000)
+
+    old0, old1 = expert_side(ctx, groups, rows, 128, 128, expert_gemm="loop", source_rows=source_rows, loop_regroups=True)
+    assert [k.label for k in old0 + old1] == ["expert-major index", "gather to expert order", "GEMM0", "SwiGLU", "GEMM1",
+                                              "scatter to arrival order"]
+    # one torch.mm per expert (128 and 128 rows), one further; the index without torch._grouped_mm's group ends
+    assert (ns(old0[2].ns / 1e3), old0[2].host_extra_ns, old0[0].launches) == (2000, 25000, 11 - 2)
+    # torch._grouped_mm regroups whatever the loop does
+    grouped0, _ = expert_side(ctx, groups, rows, 128, 128, expert_gemm="grouped", source_rows=source_rows)
+    assert [k.label for k in grouped0][:2] == ["expert-major index", "gather to expert order"]
