@@ -472,3 +472,19 @@ def test_b0s_loop_runs_one_torch_mm_per_source_and_expert_run_without_regrouping
     # torch._grouped_mm regroups whatever the loop does
     grouped0, _ = expert_side(ctx, groups, rows, 128, 128, expert_gemm="grouped", source_rows=source_rows)
     assert [k.label for k in grouped0][:2] == ["expert-major index", "gather to expert order"]
+
+
+def test_b0s_loop_takes_a_sources_tp_group_as_one_run():
+    """Under TP the baselines all-gather each TP group's tokens before the EP layer: a source's run is its TP group's."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from comet_dse.sim.baseline_kernels import loop_runs
+    from comet_dse.sim.layout import Group
+    from comet_dse.workload import Workload
+    from tests.conftest import HAND_MODEL
+
+    workload = Workload(replace(HAND_MODEL, num_experts=4), 256, 2, tp=2)  # ranks 0-1: EP group 0, ranks 2-3: 1
+    groups = [Group(0, np.array([3, 5, 0, 0]), 64), Group(1, np.array([0, 0, 2, 0]), 64), Group(2, np.array([1, 0, 0, 4]), 64)]
+    runs, rows = loop_runs(SimpleNamespace(workload=workload), groups, np.array([g.rows_by_source for g in groups]))
+    assert [g.expert for g in runs] == [0, 1, 2, 2] and rows.tolist() == [8, 2, 1, 4]
