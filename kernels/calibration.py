@@ -340,6 +340,7 @@ class Calibration:
         self.tables: dict = {}
         self.best_grouped: tuple[float, str] = (0.0, "")
         self.host_rounds: list[dict[str, list[float]]] = []  # host_round's figures, one entry per round
+        self.b0_weights: MoEWeights | None = None  # host_round's layer, until host_tables
         self.started = time.perf_counter()
 
     def close(self) -> None:
@@ -671,8 +672,10 @@ class Calibration:
         plan at 8 tokens at 290 and at 454 µs, run 91), so run_all spreads HOST_ROUNDS rounds between the GPU
         steps and host_tables keeps each figure's median over them."""
         m = self.s.models[0]
-        weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
-                                    dtype=self.dtype).of_rank(self.rank, self.world)
+        if self.b0_weights is None:  # drawn on the host once (seconds for a model's every expert), kept for each round
+            self.b0_weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
+                                                dtype=self.dtype).of_rank(self.rank, self.world)
+        weights = self.b0_weights
         self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
                                  "loop": self._b0_each_expert_gemm(weights)})
         self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
@@ -735,6 +738,7 @@ class Calibration:
         (each round's the median of --runs calls). The simulator reads b0_us - plan_us as the host's chain
         after B0's sync, spread over B0's launches (the GPU waits where the host is behind)."""
         rounds, m = self.host_rounds, self.s.models[0]
+        self.b0_weights = None  # the rounds are done: its memory goes with the step
         n = len(rounds)
         median = lambda values: float(np.median(values))  # noqa: E731
         grid = self._host_grid()
