@@ -393,7 +393,7 @@ def _b0_loop(root: Path) -> list[str]:
     """B0 against moe_naive: the loop GEMM over the rows as they arrived (runs<i>/) and the loop that regrouped them
     first (regroup<i>/), alternated in one device call; then b0 / naive over every one-machine set (the loop then)."""
     folder = root / CURRENT / "b0_loop"
-    rounds = sorted(p.name for p in folder.glob("runs*")) if folder.exists() else []
+    rounds = sorted(p.name for p in folder.glob("runs*"))
     if not rounds:
         return []
     rows = []

@@ -667,7 +667,7 @@ class Calibration:
 
     def host_round(self) -> None:
         """One round of the host-bound timings: B0's routing plan over tokens (host_sync), B0 and its plan at
-        B0_HOST_TOKENS (b0_host), B0 with each expert GEMM (loop_mm_host_us). The host's speed drifts over a
+        B0_HOST_TOKENS (b0_host), B0's loop at one run and at a run per expert per source (loop_mm_host_us). The host's speed drifts over a
         run (2x H200: rounds of one state up to 54% apart, run 79's host_warmth.py; one calibrate timed the
         plan at 8 tokens at 290 and at 454 µs, run 91), so run_all spreads HOST_ROUNDS rounds between the GPU
         steps and host_tables keeps each figure's median over them."""
@@ -677,7 +677,7 @@ class Calibration:
                                                 dtype=self.dtype).of_rank(self.rank, self.world)
         weights = self.b0_weights
         self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
-                                 "loop": self._b0_each_expert_gemm(weights)})
+                                 "loop": self._b0_loop_few_and_every_run(weights)})
         self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
                   f"{self.host_rounds[-1]['b0'][1]:.0f} µs, its plan {self.host_rounds[-1]['b0'][0]:.0f} µs")
 
@@ -714,7 +714,7 @@ class Calibration:
             self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True, spin=False),
             self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False)])
 
-    def _b0_each_expert_gemm(self, weights: MoEWeights) -> list[float]:
+    def _b0_loop_few_and_every_run(self, weights: MoEWeights) -> list[float]:
         """(B0's loop with one run of rows per source, B0's loop with a run per (source, local expert)), slowest rank,
         timed as bench times B0; NaN where not measured (loop_mm_host_us in host_tables). The loop launches one
         torch.mm per run with rows (kernels/baselines.py). Every run: slot j of token t to expert (t * top_k + j)

@@ -101,11 +101,10 @@ class Chunked(Schedule):
         """Chunk i's kernels on `rank`'s compute stream: (up to the end of GEMM0 + SwiGLU, the rest). `part` (W, E):
         the chunk's rows from each source to each expert."""
         wl = ctx.workload
-        shared = np.array([wl.tokens // self.chunks + (i < wl.tokens % self.chunks)])
         source_rows = np.array([part[:, g.expert] for g in groups if g.expert >= 0]).reshape(-1, wl.world)
         if len(groups) > len(source_rows):  # the shared experts see this chunk's own tokens
             own = np.zeros((1, wl.world), dtype=source_rows.dtype)
-            own[0, rank] = shared[0]
+            own[0, rank] = wl.tokens // self.chunks + (i < wl.tokens % self.chunks)
             source_rows = np.vstack([source_rows, own])
         rows = source_rows.sum(axis=1)
         shared_sms = ctx.hardware.sms - ctx.hardware.collective_sms
