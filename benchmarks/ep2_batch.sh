@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -292,6 +292,15 @@ gemm-gap)  # the in-layer GEMMs against calibrate's calls where the gap is wides
     run 120 gap_qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 4096 --comm-blocks 8,16 --tile-order layout,expert --kind fused
     run 150 gap_mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024 --comm-blocks 8,16 --tile-order layout,expert --kind fused
     run 120 gap_phi "${bench[@]}" --model phi-3.5-moe --tokens 1024 --comm-blocks 8,16 --tile-order layout,expert --kind fused
+    ;;
+layer1-width)  # layer1 (GEMM1) with 128- and 256-wide tiles in turn, twice, where its tiles fill ~2-3 waves
+               # of the compute blocks (few rows per expert): is wave quantization what the wider tile loses there?
+    i=0
+    for v in 256 128 128 256; do
+        i=$((i + 1))
+        run 120 "mixtral_n1_${v}_$i" "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096 --comm-blocks 4,8 --block-n1 "$v" --kind fused
+        run 120 "phi_n1_${v}_$i" "${bench[@]}" --model phi-3.5-moe --tokens 1024,4096 --comm-blocks 4,8 --block-n1 "$v" --kind fused
+    done
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "(default: none)")
     parser.add_argument("--tile", default="128x128", help="fused GEMM tile BMxBN (default 128x128)")
     parser.add_argument("--block-k", type=int, default=64, help="fused GEMM K step, in elements (default 64)")
-    parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: the tile's BN)")
+    parser.add_argument("--block-n1", type=int, help="layer1's tile width (default: 256 where H / --n-splits is a multiple of it, else the tile's BN)")
     parser.add_argument("--flatten", action="store_true", help="software-pipeline the fused GEMMs across tiles where no wait intervenes")
     parser.add_argument("--gate-up", default="pairs", choices=GATE_UP_LAYOUTS,
                         help="GEMM0's gate/up weight layout: halves (two dots per K step) or pairs (interleaved "
