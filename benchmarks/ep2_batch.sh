@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -301,6 +301,12 @@ layer1-width)  # layer1 (GEMM1) with 128- and 256-wide tiles in turn, twice, whe
         run 120 "mixtral_n1_${v}_$i" "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096 --comm-blocks 4,8 --block-n1 "$v" --kind fused
         run 120 "phi_n1_${v}_$i" "${bench[@]}" --model phi-3.5-moe --tokens 1024,4096 --comm-blocks 4,8 --block-n1 "$v" --kind fused
     done
+    ;;
+tp2-baselines)  # B0 and B1 under TP (EP=1 x TP=2) from the host-bound end to the compute-bound one: with one EP rank
+                # B0 neither regroups nor syncs with the host (kernels/baselines.py), what the simulator now models
+    run 150 qwen_tp2_b "${bench[@]}" --model qwen2-moe-2.7b --tokens 64,256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
+    run 150 mixtral_tp2_b "${bench[@]}" --model mixtral-8x7b --tokens 256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
+    run 150 phi_tp2_b "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,8192 --chunks 2,4 --tp 2 --kind baselines
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

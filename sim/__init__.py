@@ -6,7 +6,7 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 
 # Part of every tuning study's identity (search/study.py): bump it whenever a change to the
 # simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
-COST_MODEL_VERSION = 16  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
+COST_MODEL_VERSION = 17  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
 # 3: comet's row tiles merged across sources unless tile_layout='by-source'; measured: layer1 by last source;
 # 4: measured: 7 small kernels before layer0 (step 1 on the device); one communication-alone floor for every
 # schedule, hidden fraction of the hideable part, comm_bound; a measured GEMM slowdown below 1 read as 1;
@@ -27,6 +27,10 @@ COST_MODEL_VERSION = 16  # 2: measured profiles price the fused kernels as built
 # time per wave at the mean rows), not each expert's share at its own rows summed (run 86: 1.1-2.1x at 128-2048 rows)
 # 16: measured, B0's and B1's loop GEMM as kernels/baselines.py runs it since 2026-11-27 18:00: one torch.mm per
 # (source, expert) run as the rows arrived, no regroup (loop_regroups: bench files before, which validate reads)
+# 17: measured, B0 and B1 under TP at one EP rank as kernels/tp_baselines.py runs them: no regroup, no host sync
+# with torch._grouped_mm (the host launches the call from its start, the TP all-gathers first), the TP group's every
+# (token, slot) row permuted, the partials summed in the activations' dtype and cast after; B1 one all-gather and one
+# reduce-scatter around its chunks
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
            "default_schedule", "simulate"]

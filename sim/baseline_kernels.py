@@ -40,6 +40,14 @@ OUT_BYTES = 4  # the layer's output is fp32 (out_dtype), as in the bench
 DISPATCH_LAUNCHES = 2
 COMBINE_LAUNCHES = 1
 REDUCE_LAUNCHES = 1 + 1 + REDUCE_OPS
+# Where B0 reads nothing on the host (one EP rank, torch._grouped_mm: kernels/baselines.py _plan) there is no
+# sync and the host launches the whole call from its start: first the routing plan (sort, arange, searchsorted,
+# the counts' difference, their transposed copy, the pairs' tokens) and torch._grouped_mm's group ends (sum,
+# cumsum); under TP (kernels/tp_baselines.py) the all-gathers of tokens, expert ids and weights come before the
+# plan, the reduce-scatter and the cast to out_dtype after the weighted sum.
+PLAN_LAUNCHES = 6
+TP_GATHER_LAUNCHES = 3
+TP_SCATTER_LAUNCHES = 1  # the reduce-scatter; its cast is a step of combine_side
 # B0's launches after the sync with rows regrouped (several ranks, several local experts: what
 # calibrate's b0_host times): dispatch, the regroup index ops and gather, GEMM0, SwiGLU's two
 # passes, GEMM1, the scatter back, combine, the final passes.
@@ -152,16 +160,47 @@ def pass_ns(ctx: SimContext, kind: str, bytes_moved: float) -> float:
 
 
 def regroups(ctx: SimContext) -> bool:
-    """B0 regroups received rows into expert order only with several ranks and several local experts."""
-    return ctx.workload.world > 1 and ctx.workload.experts_per_rank > 1
+    """B0 regroups received rows into expert order only with several EP ranks and several local experts (under
+    TP at EP=1 the EP layer has one rank: the rows it gathered are already in expert order)."""
+    return ctx.workload.ep > 1 and ctx.workload.experts_per_rank > 1
+
+
+def host_syncs(ctx: SimContext, expert_gemm: str) -> bool:
+    """Whether B0 (and B1) waits for the host once per call: it reads the split sizes there with several EP
+    ranks, and the loop GEMM its runs' row counts always (kernels/baselines.py _plan); with one EP rank
+    torch._grouped_mm reads nothing there. Without measured tables the figures' one host sync stays."""
+    return ctx.hardware.measured is None or ctx.workload.ep > 1 or gemm_impl(ctx, expert_gemm) == "loop"
+
+
+def unsynced_plan(ctx: SimContext) -> Kernel:
+    """The routing plan where no host sync follows it (host_syncs False): its small kernels, launched first."""
+    return Kernel("stream", "routing plan", 0.0, "launch", launches=PLAN_LAUNCHES + GROUP_ENDS_OPS)
+
+
+def collective_launches(ctx: SimContext, syncs: bool) -> tuple[int, int]:
+    """What the host launches for the dispatch and for the combine. After a sync: the dispatch's send-order gather
+    (a step before the sync, launched after it) and all-to-all, the all-to-all back. Without one (one EP rank) the
+    gather is its own step on the host clock and the dispatch is the TP all-gathers, the combine the
+    reduce-scatter and its cast."""
+    if syncs:
+        return DISPATCH_LAUNCHES, COMBINE_LAUNCHES
+    tp = ctx.workload.tp > 1
+    return TP_GATHER_LAUNCHES * tp, TP_SCATTER_LAUNCHES * tp
+
+
+def permuted_pairs(ctx: SimContext, rank: int) -> int:
+    """The (token, slot) rows B0 gathers into send order and scatters back into (token, slot) order: its own
+    tokens' with EP (sent_rows); under TP its TP group's, which the TP baselines all-gather before the EP
+    layer (kernels/tp_baselines.py), every slot of every token."""
+    wl = ctx.workload
+    return sent_rows(ctx, rank) if wl.tp == 1 else wl.tp * wl.tokens * wl.model.top_k
 
 
 def dispatch_side(ctx: SimContext, rank: int) -> list[Kernel]:
     """Measured B0 before the dispatch (after the routing plan, priced as the host sync): the
-    gather of this rank's rows into send order (read + write): (token, slot) rows, one per token and
-    EP group with TP (sent_rows)."""
+    gather of this rank's rows into send order (read + write) (permuted_pairs)."""
     wl = ctx.workload
-    pairs = sent_rows(ctx, rank)
+    pairs = permuted_pairs(ctx, rank)
     row = wl.model.hidden * wl.dtype_bytes
     return [Kernel("stream", "gather to send order", pass_ns(ctx, "gather", 2 * pairs * row), "permute")]
 
@@ -199,14 +238,30 @@ def expert_side(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_m:
 
 def combine_side(ctx: SimContext, rank: int) -> list[Kernel]:
     """Measured B0 after the combine: the returned rows scattered into (token, slot) order, then
-    the weighted top-k sum (bf16 rows read, fp32 accumulated and written)."""
+    the weighted top-k sum (bf16 rows read, fp32 accumulated and written). Under TP the sum is of the TP
+    group's tokens, written in the activations' dtype, and the reduce-scattered partials are cast to fp32
+    (kernels/tp_baselines.py; around_combine says which come before the combine)."""
     wl = ctx.workload
-    pairs = sent_rows(ctx, rank) * wl.tp
-    row = wl.model.hidden * wl.dtype_bytes
-    weighted = pairs * row + wl.tokens * wl.model.hidden * OUT_BYTES
-    return [Kernel("stream", "scatter to token order", pass_ns(ctx, "scatter", 2 * pairs * row), "unpermute"),
-            Kernel("stream", "weighted top-k sum", pass_ns(ctx, "fp32_reduce", weighted), "reduce",
-                   launches=1 + REDUCE_OPS)]
+    pairs = permuted_pairs(ctx, rank)
+    hidden = wl.model.hidden
+    row = hidden * wl.dtype_bytes
+    written = wl.tokens * hidden * OUT_BYTES if wl.tp == 1 else wl.tp * wl.tokens * row
+    kernels = [Kernel("stream", "scatter to token order", pass_ns(ctx, "scatter", 2 * pairs * row), "unpermute"),
+               Kernel("stream", "weighted top-k sum", pass_ns(ctx, "fp32_reduce", pairs * row + written), "reduce",
+                      launches=1 + REDUCE_OPS)]
+    if wl.tp > 1:
+        kernels.append(Kernel("stream", "cast to fp32", pass_ns(ctx, "elementwise", wl.tokens * (row + hidden * OUT_BYTES)),
+                              "reduce"))
+    return kernels
+
+
+def around_combine(ctx: SimContext, kernels: list[Kernel]) -> tuple[list[Kernel], list[Kernel]]:
+    """combine_side's kernels as (before the combine, after it). With one EP rank under TP nothing comes back
+    by all-to-all: the scatter and the weighted sum run before the reduce-scatter, the cast after
+    (kernels/tp_baselines.py). Otherwise all come after."""
+    if ctx.workload.ep == 1 and ctx.workload.tp > 1:
+        return kernels[:-1], kernels[-1:]
+    return [], kernels
 
 
 def host_sync_ns(ctx: SimContext) -> float:

@@ -14,6 +14,9 @@ first dispatch, the (token, slot) scatter and weighted sum after the last combin
 profile timed B0's host chain (b0_host) every step after the sync also waits until the host, which
 launches them in B1's program order, has launched it. With TP the collectives move tokens, as in
 `sequential`: an all-gather to each EP group's TP ranks, a reduce-scatter of pre-reduced partials back.
+Measured at one EP rank (TP=2, EP=1) B1 is what the TP baselines run: one all-gather before the EP layer,
+its chunks one after another with nothing to exchange between them, one reduce-scatter after, and (with
+torch._grouped_mm) no host sync, as in `sequential`.
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ from typing import ClassVar
 
 import numpy as np
 from comet_dse.sim.baseline_kernels import (
-    COMBINE_LAUNCHES,
-    DISPATCH_LAUNCHES,
     REDUCE_LAUNCHES,
     HostClock,
     Kernel,
     alltoall_ns,
+    around_combine,
+    collective_launches,
     combine_side,
     dispatch_side,
     expert_side,
     gemm_kernel,
     host_launch_ns,
     host_sync_ns,
+    host_syncs,
+    unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import SimContext
@@ -128,20 +133,33 @@ class Chunked(Schedule):
         host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         measured = hw.measured is not None
         parts = split_counts(ctx.routing.counts, self.chunks)
-        sync = ctx.collective("host sync", host_sync_ns(ctx))
+        syncs = host_syncs(ctx, self.expert_gemm)
+        sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
+        # the TP baselines at one EP rank: the chunks exchange nothing, the TP collectives wrap the whole layer
+        one_exchange = measured and wl.ep == 1
         colls = {}
         dispatch_name, combine_name = collective_names(ctx)
-        for i, per_group in enumerate(chunk_group_sends(ctx, parts)):
-            sends = pair_bytes(ctx, per_group)
-            colls["dispatch", i] = ctx.collective(f"{dispatch_name} {i}", alltoall_ns(ctx, sends))
-            colls["combine", i] = ctx.collective(f"{combine_name} {i}", alltoall_ns(ctx, sends.T))
+        if one_exchange:
+            sends = pair_bytes(ctx)
+            colls["dispatch", 0] = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
+            colls["combine", self.chunks - 1] = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))
+        else:
+            for i, per_group in enumerate(chunk_group_sends(ctx, parts)):
+                sends = pair_bytes(ctx, per_group)
+                colls["dispatch", i] = ctx.collective(f"{dispatch_name} {i}", alltoall_ns(ctx, sends))
+                colls["combine", i] = ctx.collective(f"{combine_name} {i}", alltoall_ns(ctx, sends.T))
+        dispatch_launches, combine_launches = collective_launches(ctx, syncs)
         outcomes: list[RankOutcome | None] = [None] * wl.world
 
         def rank_processes(rank: int):
             groups = rank_groups(wl, ctx.routing, rank)
             kernels = [self.chunk_kernels(ctx, groups, part, i, rank) for i, part in enumerate(parts)]  # (layer0, layer1) per chunk
+            last = []  # steps before the last combine, after the last chunk's GEMMs
             if measured:
-                before, after = dispatch_side(ctx, rank), combine_side(ctx, rank)
+                before = dispatch_side(ctx, rank)
+                last, after = around_combine(ctx, combine_side(ctx, rank))
+                if not syncs:
+                    before.insert(0, unsynced_plan(ctx))
             else:
                 before = [Kernel("stream", "permute", permute_ns(ctx, rank), "permute")]
                 after = [Kernel("stream", "unpermute + top-k reduce", reduce_ns(ctx, rank), "reduce")]
@@ -152,13 +170,27 @@ class Chunked(Schedule):
             state = {"busy": False, "changed": env.event(), "layer0_end": 0.0}
             # B1's program order after the sync (kernels/baselines.py moe_chunked): dispatch 0, then per
             # chunk the next dispatch, the chunk's kernels and its combine; the final passes last
-            # (a dispatch: its gather and all-to-all; after combine i, i >= 1, chunk i-1's final passes)
-            program: list[tuple[object, int]] = [(("dispatch", 0), DISPATCH_LAUNCHES)]
+            # (a dispatch: its gather and all-to-all; after combine i, i >= 1, chunk i-1's final passes).
+            # Without a sync, from the call's start: the plan and the send-order gather first. At one EP rank
+            # a chunk's dispatch is its gather alone and its combine nothing; the TP collectives come once.
+            # (a one-exchange layer's TP all-gathers first)
+            program: list[tuple[object, int]] = []
+            if one_exchange:
+                program.append((("dispatch", 0), dispatch_launches))
+            if not syncs:
+                program += [k.host_op for k in before]
+            per_gather = 1 if one_exchange else dispatch_launches  # the gather's launch (+ the all-to-all)
+            per_combine = 0 if one_exchange else combine_launches
+            if not one_exchange:
+                program.append((("dispatch", 0), dispatch_launches))
             for i, (layer0, layer1) in enumerate(kernels):
                 if i + 1 < self.chunks:
-                    program.append((("dispatch", i + 1), DISPATCH_LAUNCHES))
+                    program.append((("dispatch", i + 1), per_gather))
                 program += [k.host_op for k in (*layer0, *layer1)]
-                program.append((("combine", i), COMBINE_LAUNCHES + (REDUCE_LAUNCHES if i else 0)))
+                program.append((("reduce", i) if one_exchange else ("combine", i), per_combine + (REDUCE_LAUNCHES if i else 0)))
+            program += [k.host_op for k in last]
+            if one_exchange:  # the reduce-scatter after the last chunk's weighted sum
+                program.append((("combine", self.chunks - 1), combine_launches))
             program += [k.host_op for k in after]
             clock = HostClock(program, host, overheads)
 
@@ -177,22 +209,30 @@ class Chunked(Schedule):
                     if k.overhead != "launch":  # launches are counted at the end
                         overheads[k.overhead] = overheads.get(k.overhead, 0.0) + k.ns
 
+            def exchange(key: tuple):
+                if key[0] == "combine":
+                    yield gemm_done[key[1]]
+                    if key[1] == self.chunks - 1:
+                        yield from run_steps(last)
+                wait = clock.wait(key, env.now)
+                if wait:
+                    yield env.timeout(wait)
+                set_busy(True)
+                yield colls[key].arrive(rank)
+                set_busy(False)
+                done[key].succeed()
+
             def comm_stream():
+                if one_exchange:  # the TP all-gathers come before the plan (kernels/tp_baselines.py)
+                    yield from exchange(("dispatch", 0))
                 yield from run_steps(before)
-                yield sync.arrive(rank)
-                overheads["host_sync"] = sync.duration_ns
-                clock.synced = env.now
+                if sync is not None:
+                    yield sync.arrive(rank)
+                    overheads["host_sync"] = sync.duration_ns
+                    clock.synced = env.now
                 ready.succeed()
-                for key in stream_order(self.chunks):
-                    if key[0] == "combine":
-                        yield gemm_done[key[1]]
-                    wait = clock.wait(key, env.now)
-                    if wait:
-                        yield env.timeout(wait)
-                    set_busy(True)
-                    yield colls[key].arrive(rank)
-                    set_busy(False)
-                    done[key].succeed()
+                for key in (stream_order(self.chunks) if not one_exchange else [("combine", self.chunks - 1)]):
+                    yield from exchange(key)
                 yield from run_steps(after)
 
             def run_kernel(kernel: Kernel):
@@ -221,7 +261,7 @@ class Chunked(Schedule):
                 yield ready
                 alone = 0.0
                 for i, (layer0, layer1) in enumerate(kernels):
-                    yield done["dispatch", i]
+                    yield done["dispatch", 0 if one_exchange else i]
                     for kernel in layer0:
                         alone += yield env.process(run_kernel(kernel))
                     if i == len(kernels) - 1:
@@ -236,7 +276,7 @@ class Chunked(Schedule):
             yield comm & compute
             ctx.add_slice(rank, "layer", "layer0", 0, state["layer0_end"])
             ctx.add_slice(rank, "layer", "layer1", state["layer0_end"], env.now)
-            every = [*before, *after, *(k for pair in kernels for part in pair for k in part)]
+            every = [*before, *last, *after, *(k for pair in kernels for part in pair for k in part)]
             gemms = [k for pair in kernels for part in pair for k in part if k.overhead is None]
             overheads["launch"] = sum(k.launches for k in every) * launch
             outcomes[rank] = RankOutcome(

@@ -9,7 +9,9 @@ there (SimContext.group_sends): at EP=1 Megatron's all-gather dispatcher; where 
 both in one exchange, priced as one all-to-all of those bytes. With a measured profile
 the steps are the kernels B0 really launches, each priced from its tables (sim/baseline_kernels.py),
 and where the profile timed B0's host chain (b0_host) a step after the sync also waits until the
-host has launched it: at few tokens B0 is bound by the host, not the GPU.
+host has launched it: at few tokens B0 is bound by the host, not the GPU. With one EP rank and
+torch._grouped_mm (TP=2, EP=1) B0 has no sync and nothing to regroup: the host launches the whole call
+from its start, the routing plan first.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from typing import ClassVar
 
 import numpy as np
 from comet_dse.sim.baseline_kernels import (
-    COMBINE_LAUNCHES,
-    DISPATCH_LAUNCHES,
     HostClock,
     Kernel,
     alltoall_ns,
+    around_combine,
+    collective_launches,
     combine_side,
     dispatch_side,
     expert_side,
     gemm_kernel,
     host_launch_ns,
     host_sync_ns,
+    host_syncs,
+    unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
 from comet_dse.sim.runtime import Collective, SimContext
@@ -63,16 +67,21 @@ class Sequential(Schedule):
         super().validate(workload, hardware)
         check_expert_gemm(self.expert_gemm)
 
-    def steps(self, ctx: SimContext, rank: int, sync: Collective, dispatch: Collective,
+    def steps(self, ctx: SimContext, rank: int, sync: Collective | None, dispatch: Collective,
               combine: Collective) -> list[Kernel | Collective | str]:
-        """This rank's kernels and collectives in stream order."""
+        """This rank's kernels and collectives in stream order; `sync` None: B0 has no host sync (host_syncs)."""
         groups = rank_groups(ctx.workload, ctx.routing, rank)
         rows = np.array([g.rows_by_source.sum() for g in groups])
         if ctx.hardware.measured is not None:
             layer0, layer1 = expert_side(ctx, groups, rows, self.block_m, self.block_n, expert_gemm=self.expert_gemm,
                                          source_rows=np.array([g.rows_by_source for g in groups]),
                                          loop_regroups=self.loop_regroups)
-            return [*dispatch_side(ctx, rank), sync, dispatch, *layer0, LAYER0_END, *layer1, combine, *combine_side(ctx, rank)]
+            # the send-order gather before the sync (the GPU's time is the same); without a sync (one EP rank) the
+            # TP all-gathers come first, then the plan's kernels and the gather (kernels/tp_baselines.py)
+            start = ([*dispatch_side(ctx, rank), sync, dispatch] if sync is not None
+                     else [dispatch, unsynced_plan(ctx), *dispatch_side(ctx, rank)])
+            before_combine, after_combine = around_combine(ctx, combine_side(ctx, rank))
+            return [*start, *layer0, LAYER0_END, *layer1, *before_combine, combine, *after_combine]
         return [Kernel("stream", "permute", permute_ns(ctx, rank), "permute"), sync, dispatch,
                 gemm_kernel(ctx, "GEMM0 + SwiGLU", groups, rows, 0, self.block_m, self.block_n), LAYER0_END,
                 gemm_kernel(ctx, "GEMM1", groups, rows, 1, self.block_m, self.block_n), combine,
@@ -83,7 +92,8 @@ class Sequential(Schedule):
         launch = hw.kernel_launch_us * 1e3
         host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         sends = pair_bytes(ctx)
-        sync = ctx.collective("host sync", host_sync_ns(ctx))
+        syncs = host_syncs(ctx, self.expert_gemm)
+        sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
         dispatch_name, combine_name = collective_names(ctx)
         dispatch = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
         combine = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))
@@ -93,10 +103,12 @@ class Sequential(Schedule):
             steps = self.steps(ctx, rank, sync, dispatch, combine)
             overheads: dict[str, float] = {}
             layer0_end = 0.0
-            after_sync = [s for s in steps[steps.index(sync) + 1:] if s != LAYER0_END]
-            collective_launches = {id(dispatch): DISPATCH_LAUNCHES, id(combine): COMBINE_LAUNCHES}
-            clock = HostClock([(id(s), collective_launches[id(s)]) if isinstance(s, Collective) else s.host_op
-                               for s in after_sync], host, overheads)
+            # the host's program: after the sync where there is one (the send-order gather, before it in the steps,
+            # is launched with the dispatch), else the whole call from its start
+            launched = [s for s in (steps[steps.index(sync) + 1:] if syncs else steps) if s != LAYER0_END]
+            launches = dict(zip((id(dispatch), id(combine)), collective_launches(ctx, syncs)))
+            clock = HostClock([(id(s), launches[id(s)]) if isinstance(s, Collective) else s.host_op
+                               for s in launched], host, overheads)
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now

@@ -488,3 +488,62 @@ def test_b0s_loop_takes_a_sources_tp_group_as_one_run():
     groups = [Group(0, np.array([3, 5, 0, 0]), 64), Group(1, np.array([0, 0, 2, 0]), 64), Group(2, np.array([1, 0, 0, 4]), 64)]
     runs, rows = loop_runs(SimpleNamespace(workload=workload), groups, np.array([g.rows_by_source for g in groups]))
     assert [g.expert for g in runs] == [0, 1, 2, 2] and rows.tolist() == [8, 2, 1, 4]
+
+
+def hand_tokens(tmp_path, ep: int, tp: int):
+    """The hand case's tokens (per rank 128 to expert 0, 128 to expert 1) at EP x TP: at EP=1 x TP=2 both ranks
+    hold both experts, half of F each."""
+    from comet_dse.workload import Workload
+    from tests.conftest import HAND_MODEL
+
+    trace = np.array([[0]] * 128 + [[1]] * 128, dtype=np.int64)
+    np.save(tmp_path / "tokens.npy", trace)
+    return Workload(HAND_MODEL, 256, ep, tp=tp, routing=f"trace:{tmp_path / 'tokens.npy'}")
+
+
+def test_at_one_ep_rank_b0_regroups_nothing_and_syncs_only_for_the_loop(tmp_path):
+    """Under TP at EP=1 the EP layer of the TP baselines has one rank: the rows it gathered are already in expert
+    order, and with torch._grouped_mm it reads nothing on the host (kernels/baselines.py _plan); its loop still
+    reads the runs' row counts there, one sync."""
+    workload = hand_tokens(tmp_path, 1, 2)
+    grouped = simulate(workload, load_hardware(HAND_PROFILE), Sequential(expert_gemm="grouped"))
+    labels = {s.name for s in grouped.timeline.slices}
+    assert "host_sync" not in grouped.overheads_us
+    assert not labels & {"expert-major index", "gather to expert order", "scatter to arrival order"}
+    assert {"gather to send order", "scatter to token order", "weighted top-k sum", "cast to fp32"} <= labels
+    loop = simulate(workload, loop_profile(tmp_path, [0.5, 1.0]), Sequential(expert_gemm="loop"))
+    assert loop.overheads_us["host_sync"] == 1.0
+    # the same layer at EP=2 (the hand case: one expert a rank, so nothing to regroup either) syncs
+    ep2 = simulate(hand_tokens(tmp_path, 2, 1), load_hardware(HAND_PROFILE), Sequential(expert_gemm="grouped"))
+    assert ep2.overheads_us["host_sync"] == 1.0
+
+
+def test_without_a_sync_the_host_launches_b0_from_the_calls_start(tmp_path):
+    """EP=1 x TP=2 with torch._grouped_mm and B0's host chain at 3000 ns a launch: the host launches, from the call's
+    start, the TP all-gathers (3), the routing plan and the group ends (8), the send-order gather (1), GEMM0 (1),
+    SwiGLU (2), GEMM1 (1), the scatter to token order (1), the weighted sum (2), the reduce-scatter (1; ready at
+    20 x 3000 = 60000 ns), then the cast (1). Every GPU step is done long before its launch, so the
+    reduce-scatter runs 60000-64000 (4.0 us: every rank's 256 tokens x 512 B to both TP ranks, 262144 B) and the
+    cast (256 tokens, bf16 read and fp32 written, 393216 B at 128 B/ns: 3072 ns) after its 1 ns launch."""
+    workload = hand_tokens(tmp_path, 1, 2)
+    data = hand_data()
+    data["tables"]["b0_host"] = {"tokens": 8, "plan_us": 1.0, "b0_us": 1.0 + 23 * 3.0}
+    hw = as_profile(data, tmp_path / "host.json")
+    r = simulate(workload, hw, Sequential(expert_gemm="grouped"))
+    assert ns(r.latency_us) == 20 * 3000 + 4000 + 1 + 3072 == 67073
+    assert "host_sync" not in r.overheads_us
+    # B1 with one chunk launches the same ops in the same order: B0's time
+    assert ns(simulate(workload, hw, Chunked(chunks=1, expert_gemm="grouped")).latency_us) == 67073
+    # two chunks exchange nothing between them (one all-gather before, one reduce-scatter after): the second
+    # chunk adds its gather (1), GEMM0 (1), SwiGLU (2), GEMM1 (1) and the first chunk's final passes (3)
+    assert ns(simulate(workload, hw, Chunked(chunks=2, expert_gemm="grouped")).latency_us) == 67073 + 8 * 3000
+
+
+def test_at_one_ep_rank_b1_runs_its_chunks_between_one_all_gather_and_one_reduce_scatter(tmp_path):
+    workload = hand_tokens(tmp_path, 1, 2)
+    r = simulate(workload, load_hardware(HAND_PROFILE), Chunked(chunks=4, expert_gemm="grouped"))
+    collectives = [s for s in r.timeline.slices if s.rank == 0 and ("all-gather" in s.name or "reduce-scatter" in s.name)]
+    assert [s.name for s in collectives] == ["dispatch all-gather", "combine reduce-scatter"]
+    gemms = [s for s in r.timeline.slices if s.rank == 0 and s.name.startswith("GEMM")]
+    assert len(gemms) == 8 and collectives[0].end_ns <= min(s.start_ns for s in gemms)
+    assert max(s.end_ns for s in gemms) <= collectives[1].start_ns
