@@ -59,15 +59,15 @@ def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
 
 
 def format_report(report: dict) -> str:
-    rows = [["model", "tokens", "schedule", "config", "predicted µs", "measured µs", "error"]]
+    rows = [["model", "EPxTP", "tokens", "schedule", "config", "predicted µs", "measured µs", "error"]]
     for name in report["schedules"]:
         for p in report["schedules"][name]["points"]:
             error = _fmt(p["error_pct"], "+.1f", "%") if p["status"] == "ok" else p["status"]
-            rows.append([p["model"], str(p["tokens"]), f"{p['schedule']} ({p['measured_key']})", config_text(p),
-                         _fmt(p["predicted_us"]), _fmt(p["measured_us"]), error])
+            rows.append([p["model"], f"{p['ep']}x{p['tp']}", str(p["tokens"]), f"{p['schedule']} ({p['measured_key']})",
+                         config_text(p), _fmt(p["predicted_us"]), _fmt(p["measured_us"]), error])
     lines = [f"hardware profile {report['profile']}, routing {report['routing']} seed {report['seed']}; "
              f"measured on {report['gpus']}x {report['gpu']}",
-             *align_columns(rows, text_columns=(2, 3)), ""]
+             *align_columns(rows, text_columns=(1, 3, 4)), ""]
     summary = [["schedule", "points", "MAPE", "mean error", "min error", "max error", "skipped", "failed"]]
     for name, s in [*report["schedules"].items(), ("overall", report["overall"])]:
         summary.append([name, str(s["n"]), _fmt(s["mape_pct"], ".1f", "%"), _fmt(s["mean_error_pct"], "+.1f", "%"),

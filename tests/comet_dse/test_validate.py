@@ -160,6 +160,10 @@ def test_a_folder_reads_its_bench_files_and_the_table_prints(capsys, tmp_path):
     code, text, err = run_cli(capsys, "validate", "--measurements", str(MEASURED), "--tokens", "256", "--out", str(out))
     assert code == 0 and err == ""
     assert "sequential (b0)" in text and "MAPE" in text and "spearman" in text
+    # each point's row says its parallelism (a folder may hold EP=2 and EP=1 x TP=2 files of one model)
+    header = next(line for line in text.splitlines() if line.startswith("model") and "predicted µs" in line)
+    assert header.split()[:3] == ["model", "EPxTP", "tokens"]
+    assert any(line.split()[1:2] == ["2x1"] for line in text.splitlines() if "sequential (b0)" in line)
     assert {Path(p).name for p in json.loads(out.read_text())["measurements"]} == {
         p.name for p in MEASURED.glob("bench-*.json")}
 
