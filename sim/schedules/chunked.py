@@ -171,9 +171,9 @@ class Chunked(Schedule):
             # B1's program order after the sync (kernels/baselines.py moe_chunked): dispatch 0, then per
             # chunk the next dispatch, the chunk's kernels and its combine; the final passes last
             # (a dispatch: its gather and all-to-all; after combine i, i >= 1, chunk i-1's final passes).
-            # Without a sync, from the call's start: the plan and the send-order gather first. At one EP rank
-            # a chunk's dispatch is its gather alone and its combine nothing; the TP collectives come once.
-            # (a one-exchange layer's TP all-gathers first)
+            # At one EP rank (kernels/tp_baselines.py) the TP all-gathers come first and the reduce-scatter after
+            # the last weighted sum, a chunk's dispatch is its gather alone and its combine nothing; without a
+            # sync the program starts at the call, the plan and the first gather before the chunks.
             program: list[tuple[object, int]] = []
             if one_exchange:
                 program.append((("dispatch", 0), dispatch_launches))
