@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("comet_dse.commands.calibrate", "measure the GPUs at hand into a hardware profile for the simulator "
                                                   "(run once per GPU)"),
     "validate": ("comet_dse.commands.validate", "compare the simulator's predictions with comet-dse bench measurements"),
+    "merge-profiles": ("comet_dse.commands.merge_profiles", "merge calibrated profiles of several machines into one "
+                                                            "(each figure the median)"),
 }
 
 
