@@ -47,13 +47,20 @@ def _same_axes(a: object, b: object) -> bool:
     if _is_float(a):
         return _is_float(b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and all(
-            _nested(v) or (k not in b if _is_values(v) else False) or (k in b and _same_axes(v, b[k])) for k, v in a.items())
+        return isinstance(b, dict) and all(_same_key(k, v, b) for k, v in a.items())
     if _is_entries(a):  # matched entry by entry where merged
         return _is_entries(b)
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(_same_axes(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
+
+
+def _same_key(key: str, value: object, other: dict) -> bool:
+    if _nested(value):  # a nested table: compared where it is merged
+        return True
+    if key not in other:
+        return _is_values(value)  # a value the other did not measure; an axis it lacks is another table
+    return _same_axes(value, other[key])
 
 
 class _Merge:
@@ -65,7 +72,7 @@ class _Merge:
         """nodes[0] is the base's value at `at`, the rest the other profiles' values that measured the same."""
         base = nodes[0]
         if len(nodes) < self.count and (isinstance(base, dict) or at.count(".") == 1 and _is_float(base)):
-            self.partial[at] = len(nodes)  # a table, an entry or a figure
+            self.partial[at] = len(nodes)  # a table, an entry or a top-level figure (not each float of a table)
         if isinstance(base, dict):
             merged = {}
             for key, value in base.items():
@@ -92,8 +99,8 @@ class _Merge:
 
 
 def merge_profiles(profiles: list[dict], names: list[str]) -> tuple[dict, dict]:
-    """(the merged profile's figures, sources and tables as a profile dict without provenance, a note of what
-    was merged from fewer than all profiles: path -> count). `profiles[0]` is the base."""
+    """(the merged profile's format, base, gpus, figures and tables: a profile without name, provenance and
+    sources; what was merged from fewer than all profiles: path -> how many). `profiles[0]` is the base."""
     if len(profiles) < 2:
         raise UserError("profiles", f"give at least two calibrated profiles to merge, got {len(profiles)}")
     for name, p in zip(names, profiles):
