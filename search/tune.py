@@ -16,6 +16,7 @@ import optuna
 import simpy
 from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
 from comet_dse.search.study import (
+    INTERRUPTED,
     TuneSpec,
     best_value,
     completed,
@@ -97,6 +98,7 @@ class TuneProgress:
 def run_workers(spec: TuneSpec, buckets: list[int], workers: int, display: Progress | None = None) -> None:
     progress = TuneProgress(spec, buckets, display or Progress(False))
     storage = open_storage(spec.storage_url, spec.heartbeat_s)
+    INTERRUPTED.clear()  # a Ctrl-C of an earlier run in this process (the tests call the CLI in one) is not this one's
     if workers <= 1:
         previous = signal.signal(signal.SIGINT, interrupt)
         try:
