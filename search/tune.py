@@ -26,6 +26,7 @@ from comet_dse.search.study import (
     open_storage,
     optimize_bucket,
     prime_bucket,
+    raise_if_interrupted,
 )
 from comet_dse.sim import default_schedule, simulate
 
@@ -104,6 +105,7 @@ def run_workers(spec: TuneSpec, buckets: list[int], workers: int, display: Progr
         try:
             for index, tokens in enumerate(buckets):
                 optimize_bucket(spec, storage, tokens, index, progress=progress.hook(tokens))
+            raise_if_interrupted()  # noted after the last bucket's last check: not lost with the handler
         finally:
             signal.signal(signal.SIGINT, previous)
             progress.display.end()
