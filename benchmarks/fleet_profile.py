@@ -7,36 +7,33 @@
 For each machine: `comet-dse validate` of its own sweeps on its own profile, and on the other machines' profiles
 merged by `comet-dse merge-profiles` (each figure their median; the first other machine's profile the base), which
 never saw this machine. Prints and writes each schedule's MAPE (mean error) both ways and the means over the
-machines. Imports the package only (the CLI in subprocesses).
+machines. Validates as benchmarks/profile_spread.py does (its `validate_summary`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-SCHEDULES = ("sequential", "chunked", "comet")
-
-
-def cli(*args: str) -> None:
-    run = subprocess.run([sys.executable, "-m", "comet_dse.cli", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    if run.returncode:  # the command's own one-line error, and its code
-        print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"failed: {args}", file=sys.stderr)
-        sys.exit(run.returncode)
+from comet_dse.cli import main as comet_dse
+from profile_spread import SCHEDULES, validate_summary  # beside this script
 
 
 def scores(measurements: str, profile: str, tmp: Path) -> dict:
-    out = tmp / "validation.json"
-    cli("validate", "--measurements", measurements, "--hardware", profile, "--out", str(out))
-    v = json.loads(out.read_text())
-    return {s: {"n": v["schedules"][s]["n"], "mape_pct": v["schedules"][s]["mape_pct"],
-                "mean_error_pct": v["schedules"][s]["mean_error_pct"]} for s in SCHEDULES if s in v["schedules"]}
+    return validate_summary([measurements], profile, tmp)["all"]
+
+
+def merge(profiles: list[str], out: Path) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):  # its one line of success; an error stays on stderr
+        code = comet_dse(["merge-profiles", *profiles, "--out", str(out)])
+    if code:
+        sys.exit(code)
 
 
 def main() -> None:
@@ -54,7 +51,7 @@ def main() -> None:
         for i, (measurements, profile) in enumerate(machines):
             others = [prof for j, (_, prof) in enumerate(machines) if j != i]
             fleet = tmp / "fleet.json"
-            cli("merge-profiles", *others, "--out", str(fleet))
+            merge(others, fleet)
             rows.append({"measurements": measurements, "profile": profile, "fleet_of": others,
                          "own": scores(measurements, profile, tmp), "fleet": scores(measurements, str(fleet), tmp)})
     means = {kind: {s: round(statistics.mean(r[kind][s]["mape_pct"] for r in rows if s in r[kind]), 2) for s in SCHEDULES}

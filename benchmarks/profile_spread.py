@@ -30,6 +30,20 @@ def summary(validation: dict) -> dict:
                         for s in SCHEDULES if s in validation.get("repeated_points", {})}}
 
 
+def validate_summary(measurements: list[str], profile: str, tmp: Path) -> dict:
+    """`comet-dse validate` of `measurements` on `profile` in a subprocess, summarised; on failure its one-line
+    error and exit code."""
+    out = Path(tmp) / "validation.json"
+    run = subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", *measurements,
+                          "--hardware", profile, "--out", str(out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    if run.returncode:  # validate's own one-line error (a bad file, a shape it cannot take), and its code
+        print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"validate failed on {profile}",
+              file=sys.stderr)
+        sys.exit(run.returncode)
+    return summary(json.loads(out.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measurements", nargs="+", required=True)
@@ -39,15 +53,7 @@ def main() -> None:
     spread = {}
     with tempfile.TemporaryDirectory() as tmp:
         for profile in args.profiles:
-            out = Path(tmp) / "validation.json"
-            run = subprocess.run([sys.executable, "-m", "comet_dse.cli", "validate", "--measurements", *args.measurements,
-                                  "--hardware", profile, "--out", str(out)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
-            if run.returncode:  # validate's own one-line error (a bad file, a shape it cannot take), and its code
-                print(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"validate failed on {profile}",
-                      file=sys.stderr)
-                sys.exit(run.returncode)
-            spread[profile] = summary(json.loads(out.read_text()))
+            spread[profile] = validate_summary(args.measurements, profile, Path(tmp))
     print(f"{'profile':45s} " + "  ".join(f"{s:>22s}" for s in SCHEDULES) + "   (medians of repeated points; all points)")
     for profile, s in spread.items():
         cells = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from comet_dse.hardware import load_hardware
+    from comet_dse.measured import load_measured
     from comet_dse.profile_merge import merge_profiles
 
     out = check_writable(args.out, "--out")
@@ -46,11 +46,7 @@ def run(args: argparse.Namespace) -> int:
               "figures": merged["figures"],
               "sources": {key: f"median of {len(profiles)} profiles: {', '.join(names)}" for key in merged["figures"]},
               "tables": merged["tables"]}
-    text = json.dumps(merged, indent=2) + "\n"
-    with tempfile.TemporaryDirectory() as tmp:  # read back as any profile is, before the output exists
-        check = Path(tmp) / out.name
-        check.write_text(text)
-        load_hardware(check)
-    write_text_atomic(out, text)
+    load_measured(out, merged)  # read as any profile is, before the output exists
+    write_text_atomic(out, json.dumps(merged, indent=2) + "\n")
     print(f"merged {len(profiles)} profiles into {out}" + (f"; from fewer: {', '.join(sorted(partial))}" if partial else ""))
     return 0
