@@ -44,7 +44,8 @@ def main() -> None:
     a = p.parse_args()
     machines = [tuple(m.split("=", 1)) for m in a.machine]
     if len(machines) < 3 or any(len(m) != 2 for m in machines):
-        sys.exit("--machine: give at least three MEASUREMENTS=PROFILE pairs")
+        print("--machine: give at least three MEASUREMENTS=PROFILE pairs", file=sys.stderr)
+        sys.exit(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
