@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import optuna
+from comet_dse.search.interrupt import interruptible, raise_if_interrupted
 from comet_dse.search.space import CometSpace
 from comet_dse.sim import simulate
 from optuna.trial import TrialState
@@ -48,6 +49,7 @@ class Objective:
         return out[0] if len(out) == 1 else tuple(out)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        raise_if_interrupted()  # noted in bookkeeping: this trial fails before it starts
         self._stop_at_target(trial)
         schedule = replace(self.space.suggest(trial), tp_dispatch=self.tp_dispatch)
         key = _key(trial.params)
@@ -56,7 +58,8 @@ class Objective:
         attrs = self.cache.get(key)
         trial.set_user_attr("cached", attrs is not None)
         if attrs is None:
-            result = simulate(self.workload, self.hardware, schedule, routing=self.routing, record=False)
+            with interruptible():  # Ctrl-C raises only here: every other line calls the storage
+                result = simulate(self.workload, self.hardware, schedule, routing=self.routing, record=False)
             self.simulations += 1
             attrs = {k: getattr(result, k) for k in ATTRS}
             self.cache[key] = attrs

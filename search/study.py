@@ -22,7 +22,6 @@ import json
 import logging
 import random
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+from comet_dse.search.interrupt import INTERRUPTED, raise_if_interrupted
 from comet_dse.search.objective import OBJECTIVES, Objective
 from comet_dse.search.space import CometSpace
 from comet_dse.sim import COST_MODEL_VERSION
@@ -49,41 +49,6 @@ from comet_dse.workload import Workload
 # still marked experimental; the warning would be printed once per worker and bucket
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
-
-
-INTERRUPTED = threading.Event()  # Ctrl-C came: the running trial's failure is expected, not news
-_IN_OBJECTIVE = [False]  # the simulation of a trial is running (main thread): Ctrl-C may raise there
-
-
-def interrupt(_signum: int | None = None, _frame=None) -> None:
-    """Signal handler for Ctrl-C (SIGINT; SIGTERM in a local worker). In a trial's simulation it raises
-    KeyboardInterrupt at once and Optuna fails that trial. Anywhere else (Optuna's bookkeeping, the storage,
-    SQLAlchemy) a KeyboardInterrupt could leave a trial RUNNING that this process created but never learned the
-    id of, or be swallowed so the run goes on (both seen under load: 1 in 20 runs), so it is only noted there and
-    raised at the next safe point: the next trial's start or optimize_bucket's loop (`raise_if_interrupted`)."""
-    INTERRUPTED.set()
-    if _IN_OBJECTIVE[0]:
-        raise KeyboardInterrupt
-
-
-def raise_if_interrupted() -> None:
-    if INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-
-
-class _Interruptible:
-    """The objective, with Ctrl-C raised only while it runs (see `interrupt`)."""
-
-    def __init__(self, objective: Callable[[optuna.Trial], object]) -> None:
-        self.objective = objective
-
-    def __call__(self, trial: optuna.Trial) -> object:
-        raise_if_interrupted()  # noted in bookkeeping: this trial fails before it starts
-        _IN_OBJECTIVE[0] = True
-        try:
-            return self.objective(trial)
-        finally:
-            _IN_OBJECTIVE[0] = False
 
 
 def _not_interrupt(record: logging.LogRecord) -> bool:
@@ -425,7 +390,6 @@ def optimize_bucket(spec: TuneSpec, storage: RDBStorage, tokens: int, bucket_ind
     polish = lambda s, _t: enqueue_polish(s, space, spec.trials)  # noqa: E731  after every trial
     callbacks = [polish] + ([lambda s, _t: progress(s, completed(s), in_flight(s))] if progress else [])
     waited = 0.0
-    objective = _Interruptible(objective)
     while (done := completed(study)) < spec.trials:
         raise_if_interrupted()
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, then retried

@@ -15,18 +15,16 @@ import numpy as np
 import optuna
 import simpy
 from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
+from comet_dse.search.interrupt import INTERRUPTED, interrupt, raise_if_interrupted
 from comet_dse.search.study import (
-    INTERRUPTED,
     TuneSpec,
     best_value,
     completed,
     in_flight,
-    interrupt,
     load_or_create,
     open_storage,
     optimize_bucket,
     prime_bucket,
-    raise_if_interrupted,
 )
 from comet_dse.sim import default_schedule, simulate
 

@@ -84,10 +84,15 @@ SEVERAL_WORKERS = pytest.param("3", marks=pytest.mark.xfail(
 def test_ctrl_c_one_line_exit_130_no_trial_left_running(tmp_path, workers):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     proc = subprocess.Popen(_tune_cmd(url, 200, "--workers", workers), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     _wait_for_completed(url, proc, 4)  # past the warm-start points: the workers are running trials
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread's stack on SIGABRT
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"tune still running 60 s after Ctrl-C; its threads:\n{err[-6000:]}") from None
     assert proc.returncode == 130
     assert err == "comet-dse: interrupted\n"
     assert TrialState.RUNNING not in [t.state for t in _trials(url)]
