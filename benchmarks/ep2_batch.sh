@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -116,6 +116,19 @@ align-compare)  # each timed call from a host barrier (as every run before) and 
     for align in host devices; do
         run 120 "align_${align}_mixtral" "${bench[@]}" --model mixtral-8x7b --tokens 1024,8192 --comm-blocks 4 --chunks 2 --align "$align"
         run 120 "align_${align}_qwen" "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,8192 --comm-blocks 16 --chunks 2 --align "$align"
+    done
+    ;;
+align-noise)  # Qwen2-MoE 1024 (the sweep the simulator mispicks on single runs): each timed call from a host barrier
+    # and from queued, aligned GPUs (--align queued), three times in turn; then the graph replays traced at 16 and 24
+    sweep=(--model qwen2-moe-2.7b --tokens 1024,4096 --comm-blocks 8,16,24,32 --kind fused)
+    for rep in 1 2 3; do
+        for align in host queued; do
+            run 120 "noise_${align}_${rep}" "${bench[@]}" "${sweep[@]}" --align "$align"
+        done
+    done
+    for blocks in 16 24; do
+        run 150 "trace_${blocks}" torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_profile.py" --model qwen2-moe-2.7b \
+            --tokens 1024 --configs 128x128/256/s3/w8 --comm-blocks "$blocks" --graph-trace --out "$out/trace_${blocks}.json"
     done
     ;;
 grouped-mm-uneven)  # torch._grouped_mm with equal and with multinomial rows, alone and in a graph (one GPU)

@@ -431,6 +431,14 @@ def _b0_loop(root: Path) -> list[str]:
     return lines
 
 
+def _started(runs: list[dict]) -> str:
+    """How the folder's bench files started each timed call (bench --align; files without the key: host)."""
+    aligns = sorted({r["env"].get("align", "host") for r in runs})
+    how = {"host": "from a host barrier (`--align host`)", "devices": "from an all-reduce on the GPUs (`--align devices`)",
+           "queued": "enqueued behind a device spin (`--align queued`)"}
+    return " and ".join(how[a] for a in aligns)
+
+
 def _one_machine_folders(root: Path) -> list[tuple[Path, str]]:
     """(folder, run) of the benches made in one device call beside that machine's own profile
     (results/hardware/h200-x2-<run>.json): runs 26-39 as ep2_h200_run<N>/, later ones as ep2_h200/run<N>/."""
@@ -456,7 +464,8 @@ def _one_machine_sets(root: Path) -> list[str]:
         env = runs[0]["env"]
         lines += [f"### Targets on one machine: `{folder.relative_to(root)}/`", "",
                   f"The same kernels, every bench of this folder and the profile `results/hardware/h200-x2-{run}.json` "
-                  f"made in one device call on one machine ({env['gpus']}× {env['gpu']}, {env['date'][:10]}); commands:", ""]
+                  f"made in one device call on one machine ({env['gpus']}× {env['gpu']}, {env['date'][:10]}); each timed "
+                  f"call started {_started(runs)}; commands:", ""]
         lines += _commands(runs)
         lines += _targets(fused)
     return lines

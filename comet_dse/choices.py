@@ -27,6 +27,10 @@ SIM_EXPERT_GEMMS = ("best", *EXPERT_GEMMS)
 # group, partials pre-reduced over its experts there) or "rows" (what kernels/fused_tp.py runs: every (token,
 # expert) row to each of those TP ranks, partials back per row: the EP layer over virtual experts)
 TP_DISPATCH = ("tokens", "rows")
+# how a timed multi-GPU call is started (bench --align): from a host barrier ("host"; its launch and the other host's
+# lateness are in its figure), after an all-reduce on the GPUs too ("devices"), or enqueued behind a device spin
+# before that all-reduce ("queued": as a layer runs inside a model's forward, neither is in it)
+ALIGNS = ("host", "devices", "queued")
 # how a token crosses nodes (comet_dse/hardware.py INTERNODE_ROUTES says what each means)
 INTERNODE_ROUTES = ("direct", "rail", "pxn")
 # how the simulator prices comet's copies: "flows" (every copy a flow, max-min rates re-computed as flows start

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from comet_dse.choices import INTERNODE_ROUTES
+from comet_dse.choices import ALIGNS, INTERNODE_ROUTES
 from comet_dse.errors import UserError
 from comet_dse.files import read_json_object
 
@@ -35,7 +35,9 @@ NS_PER_S = 1e9
 NUMBER_TYPES = {"int": int, "float": float, "int | None": int, "float | None": float}
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
                             "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None,
-                            "loop_mm_host_us": None}
+                            "loop_mm_host_us": None, "forward_fixed_queued_us": None,
+                            "copy_engine_fixed_queued_us": None}
+
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class HardwareProfile:
     copy_engine_fixed_us: float | None = None
     # the host's time for each further torch.mm of B0's per-expert loop (expert_gemm "loop"); None: kernel_launch_us
     loop_mm_host_us: float | None = None
+    # forward_fixed_us and copy_engine_fixed_us with each call enqueued behind a device spin and started by an
+    # all-reduce on the GPUs (bench --align queued): no graph launch, no host's lateness in them. Where present
+    # the simulator prices the fused forward with them (a layer inside a model's forward); None: the host figures
+    forward_fixed_queued_us: float | None = None
+    copy_engine_fixed_queued_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -89,7 +96,8 @@ class HardwareProfile:
                 raise UserError(f"hardware.{name}", "must be > 0")
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
-        for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us", "loop_mm_host_us"):
+        for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us", "loop_mm_host_us",
+                     "forward_fixed_queued_us", "copy_engine_fixed_queued_us"):
             g = getattr(self, name)
             if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
                 raise UserError(f"hardware.{name}", f"must be a number >= 0, got {g!r}")
@@ -222,6 +230,17 @@ class HardwareProfile:
         nic_count = int(max(nic_out.max(initial=0), nic_in.max(initial=0))) + 1
         return InternodeRoutes(np.where(cross, nic_out, -1), np.where(cross, nic_in, -1), hop_from, hop_to, nic_count)
 
+    def timed_as(self, align: str) -> HardwareProfile:
+        """The profile that predicts a call started as `align` (ALIGNS): "queued" as it is; from a host barrier
+        without the queued figures and tables, so the fused forward's fixed time and B0's plan and host chain are
+        priced by the host-started timings."""
+        if align not in ALIGNS:
+            raise UserError("align", f"must be one of {', '.join(ALIGNS)}, got {align!r}")
+        if align == "queued":
+            return self
+        return replace(self, forward_fixed_queued_us=None, copy_engine_fixed_queued_us=None,
+                       measured=None if self.measured is None else self.measured.timed_from_host())
+
     def to_dict(self) -> dict:
         """The figures and sources; a measured profile's tables under "measured" (absent otherwise); the
         multi-node figures only where they differ from their defaults (a profile file takes no null)."""
@@ -272,6 +291,10 @@ _OPTIONAL_FIGURE_SOURCES = {
                             "launch each (comet-dse calibrate times its forward without its layers)",
     "loop_mm_host_us": "not measured: kernel_launch_us for each further torch.mm of B0's expert loop (comet-dse "
                        "calibrate times B0's loop against its torch._grouped_mm)",
+    "forward_fixed_queued_us": "not measured: forward_fixed_us, timed from a host barrier (comet-dse calibrate times "
+                               "it behind a device spin too)",
+    "copy_engine_fixed_queued_us": "not measured: copy_engine_fixed_us, timed from a host barrier (comet-dse "
+                                   "calibrate times it behind a device spin too)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

@@ -159,6 +159,10 @@ class MeasuredTables:
     b0_host_chain_us: float | None  # B0's time past its plan at a few tokens: the host's launches after the sync
     host_sync: Curve | None  # B0's routing plan (µs) over the (token, slot) pairs it sorts per rank; None: one figure
     raw: dict = field(repr=False)  # the "tables" object as read (and "gpus"), for the digest and to_dict
+    # the same two timed as bench --align queued times B0 (its launches before the sync enqueued behind a device
+    # spin); None: not measured, the host-started ones stand in (`timed_from_host` drops these)
+    b0_host_chain_queued_us: float | None = None
+    host_sync_queued: Curve | None = None
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -303,7 +307,19 @@ class MeasuredTables:
         beyond them. (On 2x H200 it did not grow with tokens up to 8192 x top-4, runs 78-79: each point is then
         one more sample of the host's time, read where a call sorts as many pairs.) None where the profile has
         one figure (host_sync_us) only."""
-        return None if self.host_sync is None else self.host_sync.linear(pairs)
+        curve = self.host_sync_queued if self.host_sync_queued is not None else self.host_sync
+        return None if curve is None else curve.linear(pairs)
+
+    @property
+    def b0_chain_us(self) -> float | None:
+        """B0's time past its plan at a few tokens (the host's launches after the sync), timed queued where the
+        profile has it."""
+        return self.b0_host_chain_queued_us if self.b0_host_chain_queued_us is not None else self.b0_host_chain_us
+
+    def timed_from_host(self) -> MeasuredTables:
+        """These tables without the queued timings of B0's plan and host chain: a call started from a host barrier
+        (bench --align host) is priced by the host-started ones."""
+        return replace(self, b0_host_chain_queued_us=None, host_sync_queued=None)
 
     def memory_pass_ns(self, kind: str, bytes_moved: float) -> float:
         """A memory-bound pass of `kind` moving `bytes_moved` (read + written), in ns."""
@@ -499,28 +515,36 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
             raise UserError(f"{path}.{name}.slowdown", f"must start at 1.0 (the GEMM alone), got {curve.y[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
-    chain = None
+    chain = chain_queued = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"
         b0_host = _object(tables["b0_host"], at)
-        _keys(b0_host, at, ("tokens", "plan_us", "b0_us"))
+        _keys(b0_host, at, ("tokens", "plan_us", "b0_us"), ("queued_plan_us", "queued_b0_us"))
         _integer(b0_host["tokens"], f"{at}.tokens")
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
+        if "queued_plan_us" in b0_host or "queued_b0_us" in b0_host:  # both or neither
+            _keys(b0_host, at, ("tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"))
+            plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("queued_plan_us", "queued_b0_us"))
+            chain_queued = max(0.0, b0_us - plan_us)
+    host_sync, host_sync_queued = _host_sync(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
-                          _host_sync(tables, path), raw=json.loads(json.dumps(tables)))
+                          host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
+                          host_sync_queued=host_sync_queued)
 
 
-def _host_sync(tables: dict, path: str) -> Curve | None:
-    """The optional {"top_k", "tokens", "us"} table of B0's plan, as a curve over (token, slot) pairs per rank."""
+def _host_sync(tables: dict, path: str) -> tuple[Curve | None, Curve | None]:
+    """The optional {"top_k", "tokens", "us"[, "queued_us"]} table of B0's plan, as curves over (token, slot) pairs
+    per rank: timed from a host barrier, and (where measured) as bench --align queued times it."""
     if "host_sync" not in tables:
-        return None
+        return None, None
     at = f"{path}.host_sync"
     obj = _object(tables["host_sync"], at)
-    _keys(obj, at, ("top_k", "tokens", "us"))
+    _keys(obj, at, ("top_k", "tokens", "us"), ("queued_us",))
     top_k = _integer(obj["top_k"], f"{at}.top_k")
-    curve = _curve(obj, at, "tokens", "us", 1.0, x_strict=False)
-    return Curve(tuple(t * top_k for t in curve.x), curve.y)
+    curves = [_curve(obj, at, "tokens", ys, 1.0, x_strict=False) for ys in ("us", "queued_us") if ys in obj]
+    pairs = [Curve(tuple(t * top_k for t in curve.x), curve.y) for curve in curves]
+    return pairs[0], (pairs[1] if len(pairs) > 1 else None)
 
 
 def load_measured(path: Path, data: dict) -> HardwareProfile:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from comet_dse.choices import ALIGNS
 from comet_dse.errors import UserError
 from comet_dse.files import read_json_object
 
@@ -50,6 +51,8 @@ class BenchFile:
     # B0's (and B1's) loop GEMM: "runs", one torch.mm per (source, expert) run of the rows as they arrived (files
     # since 2026-11-27 18:00 say so); "regroup", the rows regrouped into expert order first (files without the key)
     b0_loop: str = "regroup"
+    # how each timed call started (bench --align, ALIGNS); files without the key were timed from a host barrier
+    align: str = "host"
 
 
 # Step 1 of the fused forward (the pairs ordered by expert) became two kernels (kernels/fused_pack.py,
@@ -136,8 +139,15 @@ def load_bench(path: str | Path) -> BenchFile:
         dtype_bytes=DTYPE_BYTES[data["dtype"]],
         runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)), pack=fused_pack(data),
         layer_timing=data.get("layer_timing") if isinstance(data.get("layer_timing"), str) else None,
-        b0_loop=_b0_loop(data, where),
+        b0_loop=_b0_loop(data, where), align=_align(data, where),
     )
+
+
+def _align(data: dict, where: str) -> str:
+    align = data.get("align", "host")
+    if align not in ALIGNS:
+        raise UserError(f"{where}: align", f"must be one of {', '.join(ALIGNS)}, got {align!r}")
+    return align
 
 
 B0_LOOPS = ("runs", "regroup")

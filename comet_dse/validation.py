@@ -46,6 +46,7 @@ class Case:
     knobs: dict = field(default_factory=dict)
     skip: str | None = None  # why the simulator cannot model this configuration
     kernels_measured: dict[str, float] = field(default_factory=dict)  # the fused layer's kernels alone (KERNELS)
+    align: str = "host"  # how the bench file started each timed call (BenchFile.align)
 
 
 def workload_of(bench: BenchFile, tokens: int) -> Workload:
@@ -106,7 +107,7 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
     for run in bench.runs:
         if tokens is not None and run.tokens not in tokens:
             continue
-        common = dict(source=str(bench.path), run=run.index, model=bench.model, tokens=run.tokens)
+        common = dict(source=str(bench.path), run=run.index, model=bench.model, tokens=run.tokens, align=bench.align)
         for key, us in run.timings_us.items():
             if (key == b0_key or CHUNKED_KEY.fullmatch(key)) and (run.tokens, key, us) in seen:
                 continue
@@ -176,7 +177,8 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
         else:
             key = (case.source, case.tokens)
             try:
-                result = simulate(workloads[key], hardware, _schedule(case), routing=routings[key], record=False)
+                timed_as = hardware.timed_as(case.align)  # the fixed figures timed as this file timed its calls
+                result = simulate(workloads[key], timed_as, _schedule(case), routing=routings[key], record=False)
             except Exception as exc:  # noqa: BLE001 - any failure is a finding about the simulator, kept in the output
                 point.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             else:

@@ -20,7 +20,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.fused_tp import TensorParallelFused, virtual_routing
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route
-from comet_dse.kernels.timing import environment, join_ranks, median_us, spin_device
+from comet_dse.kernels.timing import environment, join_ranks, line_up, median_us, spin_device
 from comet_dse.kernels.tp_baselines import moe_chunked_tp, parallel_groups
 
 ROTATE = 3  # input sets rotated through the timed runs
@@ -43,7 +43,7 @@ class BenchRunner:
         if settings.experts % self.ep:
             raise UserError("--model", f"{settings.experts} experts do not divide over {self.ep} expert-parallel ranks")
         self.dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if self.cuda else torch.float32)
-        self.align_token = torch.zeros(1, device=self.device)  # --align devices: the all-reduce before each timed call
+        self.align_token = torch.zeros(1, device=self.device)  # --align devices|queued: the all-reduce before each timed call
         self.per_rank = settings.experts // self.ep
         self.weights = MoEWeights.random(settings.experts, settings.hidden, settings.ffn, seed=args.seed,
                                          device=self.device, dtype=self.dtype)
@@ -67,8 +67,8 @@ class BenchRunner:
             if before is not None:
                 before()
             dist.barrier()
-            if self.args.align == "devices":  # enqueued, not waited for: the GPUs leave it together
-                dist.all_reduce(self.align_token)
+            if self.args.align in ("devices", "queued"):
+                line_up(self.align_token, queued=self.args.align == "queued")
             if spin:
                 spin_device()
         return median_us(fn, runs=self.args.runs, warmup=self.args.warmup, before_each=prepare)

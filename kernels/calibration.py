@@ -50,7 +50,16 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, com
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
-from comet_dse.kernels.timing import SUSTAIN_S, capture_graph, environment, join_ranks, median_us, spin_device, sustained_us
+from comet_dse.kernels.timing import (
+    SUSTAIN_S,
+    capture_graph,
+    environment,
+    join_ranks,
+    line_up,
+    median_us,
+    spin_device,
+    sustained_us,
+)
 from comet_dse.measured import parse_tables
 
 FORMAT = "comet-dse-profile/1"
@@ -320,6 +329,7 @@ class Calibration:
     def __init__(self, settings) -> None:
         self.s = s = settings
         self.cuda, self.device = join_ranks()
+        self.align_token = torch.zeros(1, device=self.device)  # the all-reduce of queued timings
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         # bf16 as the layers run on GPUs; fp32 on the CPU (the interpreter computes bf16 wrongly)
         self.dtype = torch.bfloat16 if self.cuda else torch.float32
@@ -350,16 +360,19 @@ class Calibration:
     # ---- timing and reporting ----------------------------------------------------------------
 
     def _time(self, fn: Callable[[], object], before: Callable[[], object] | None = None, together: bool = False,
-              spin: bool = True) -> float:
+              spin: bool = True, queued: bool = False) -> float:
         """Median µs of fn on this rank. together: a barrier first (every rank starts at once);
         before: after the barrier (contention launches its copies there); spin: the device spins
-        ~500 µs first, so the timed launch is enqueued before the GPU reaches it."""
+        ~500 µs first, so the timed launch is enqueued before the GPU reaches it; queued: after the
+        barrier, a spin and an all-reduce on the GPUs (bench --align queued: they start it together)."""
         def prepare() -> None:
             if together:
                 dist.barrier()
             if before is not None:
                 before()
-            if spin:
+            if queued:
+                line_up(self.align_token, queued=True)
+            elif spin:
                 spin_device()
         return median_us(fn, runs=self.s.runs, warmup=self.s.warmup, before_each=prepare)
 
@@ -677,6 +690,8 @@ class Calibration:
                                                 dtype=self.dtype).of_rank(self.rank, self.world)
         weights = self.b0_weights
         self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
+                                 "plan_queued": self._plan_over_tokens(queued=True),
+                                 "b0_queued": self._b0_and_plan(weights, queued=True),
                                  "loop": self._b0_loop_few_and_every_run(weights)})
         self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
                   f"{self.host_rounds[-1]['b0'][1]:.0f} µs, its plan {self.host_rounds[-1]['b0'][0]:.0f} µs")
@@ -685,22 +700,23 @@ class Calibration:
         cap = max(1, PASS_ROWS // self.s.models[0].top_k)
         return sorted({min(t, cap) for t in HOST_SYNC_GRID})
 
-    def _plan_over_tokens(self) -> list[float]:
+    def _plan_over_tokens(self, queued: bool = False) -> list[float]:
         """B0's split-size exchange and its one host sync (baselines._plan, one chunk) at each token count of
         the grid, slowest rank: the plan sorts every (token, slot) pair on the GPU before the sync (on 2x H200
-        that did not show up to 8192 tokens x top-4, runs 78-79: the points are the host's time)."""
+        that did not show up to 8192 tokens x top-4, runs 78-79: the points are the host's time). queued: timed
+        as bench --align queued times B0 (its launches enqueued behind a device spin)."""
         m = self.s.models[0]
         local = m.num_experts // self.world
         us = []
         for tokens in self._host_grid():
             g = torch.Generator().manual_seed(self.s.seed + self.rank + tokens)
             ids = torch.randint(0, m.num_experts, (tokens, m.top_k), generator=g).to(self.device)
-            # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it)
+            # as bench times B0: after a barrier, no spin (the host's launches of the plan are part of it), or queued
             us.append(self._time(lambda ids=ids: b0_plan(ids, 1, local, self.world, None, False), together=True,
-                                 spin=False))
+                                 spin=False, queued=queued))
         return self._slowest(us)
 
-    def _b0_and_plan(self, weights: MoEWeights) -> list[float]:
+    def _b0_and_plan(self, weights: MoEWeights, queued: bool = False) -> list[float]:
         """(B0's plan, B0 (baselines.moe_sequential)) at B0_HOST_TOKENS tokens per rank, slowest rank, timed as
         bench times B0 (after a barrier, no spin). B0's kernels then do next to nothing, so what it takes past
         its plan is the host's chain of launches after the sync."""
@@ -711,8 +727,10 @@ class Calibration:
         x = self._random(B0_HOST_TOKENS, m.hidden, seed=35)
         topk_w = self._random(B0_HOST_TOKENS, m.top_k, seed=36, dtype=torch.float32).softmax(-1)
         return self._slowest([
-            self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True, spin=False),
-            self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False)])
+            self._time(lambda: b0_plan(ids, 1, local, self.world, None, False), together=True, spin=False,
+                       queued=queued),
+            self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False,
+                       queued=queued)])
 
     def _b0_loop_few_and_every_run(self, weights: MoEWeights) -> list[float]:
         """(B0's loop with one run of rows per source, B0's loop with a run per (source, local expert)), slowest rank,
@@ -743,25 +761,34 @@ class Calibration:
         median = lambda values: float(np.median(values))  # noqa: E731
         grid = self._host_grid()
         plan = [median([r["plan"][i] for r in rounds]) for i in range(len(grid))]
+        plan_queued = [median([r["plan_queued"][i] for r in rounds]) for i in range(len(grid))]
         what = (f"B0's routing plan (baselines._plan: sort by expert, counts all_to_all_single, .tolist() of the split "
                 f"sizes) at {{tokens}} tokens x top-{m.top_k} of {m.name} per GPU, {self.world} GPUs, after a barrier, "
                 f"median of {self.s.runs}, slowest GPU, median of {n} rounds spread over the run")
-        self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in plan]}
+        self.tables["host_sync"] = {"top_k": m.top_k, "tokens": grid, "us": [_sig(t) for t in plan],
+                                    "queued_us": [_sig(t) for t in plan_queued]}
         self.notes.append("host_sync: " + what.format(tokens="each") + "; the simulator reads it at the (token, slot) "
-                          "pairs a call sorts")
+                          "pairs a call sorts; queued_us: timed as bench --align queued times B0 (enqueued behind a "
+                          "device spin, started by an all-reduce on the GPUs)")
         at = min(grid, key=lambda t: abs(t - HOST_SYNC_TOKENS))
         self._figure("host_sync_us", plan[grid.index(at)], what.format(tokens=at))
-        self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, plan)) + " µs")
+        self._say("host sync: " + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, plan)) + " µs; queued: "
+                  + " ".join(f"{t}:{u:.0f}" for t, u in zip(grid, plan_queued)) + " µs")
 
         plan_us, b0_us = (median([r["b0"][i] for r in rounds]) for i in (0, 1))
-        self.tables["b0_host"] = {"tokens": B0_HOST_TOKENS, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us)}
+        queued_plan_us, queued_b0_us = (median([r["b0_queued"][i] for r in rounds]) for i in (0, 1))
+        self.tables["b0_host"] = {"tokens": B0_HOST_TOKENS, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us),
+                                  "queued_plan_us": _sig(queued_plan_us), "queued_b0_us": _sig(queued_b0_us)}
         self.notes.append(
             f"b0_host: B0 (moe_sequential) and its routing plan (baselines._plan) alone on {m.name} at {B0_HOST_TOKENS} "
             f"tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of {self.s.runs}, slowest of "
             f"{self.world} GPUs, median of {n} rounds spread over the run (B0 per round: "
             + ", ".join(f"{r['b0'][1]:.0f}" for r in rounds) + " µs; its plan: "
-            + ", ".join(f"{r['b0'][0]:.0f}" for r in rounds) + " µs); b0_us - plan_us is the host's chain after the sync")
-        self._say(f"B0 at {B0_HOST_TOKENS} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs (medians of {n} rounds)")
+            + ", ".join(f"{r['b0'][0]:.0f}" for r in rounds) + " µs); b0_us - plan_us is the host's chain after the sync; "
+            "queued_plan_us and queued_b0_us: the same timed as bench --align queued times B0 (B0 per round: "
+            + ", ".join(f"{r['b0_queued'][1]:.0f}" for r in rounds) + " µs)")
+        self._say(f"B0 at {B0_HOST_TOKENS} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs (medians of {n} rounds); "
+                  f"queued {queued_b0_us:.0f} and {queued_plan_us:.0f} µs")
         self._loop_mm_host([r["loop"] for r in rounds])
 
     def _loop_mm_host(self, rounds: list[list[float]]) -> None:
@@ -795,7 +822,10 @@ class Calibration:
         barriers, the combine) at FORWARD_FIXED_TOKENS tokens per rank, captured in a CUDA graph and timed as
         bench times the fused layer (each replay after a barrier, no spin: the graph's launch counts).
         copy_engine_fixed_us: the same forward with the copy engine moving the rows (comm_blocks0 = 0), which
-        bench runs eagerly (a host sync before the copies): called op by op, timed the same way."""
+        bench runs eagerly (a host sync before the copies): called op by op, timed the same way.
+        forward_fixed_queued_us, copy_engine_fixed_queued_us: both again as bench --align queued times them
+        (enqueued behind a device spin, started by an all-reduce on the GPUs): without the graph's launch and the
+        other host's lateness, which the two above hold."""
         m = self.s.models[0]
         tokens, blocks = FORWARD_FIXED_TOKENS, min(self.s.comm_blocks)
         weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
@@ -803,27 +833,33 @@ class Calibration:
         x = self._random(tokens, m.hidden, seed=37)
         ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
         topk_w = torch.full((tokens, m.top_k), 1.0 / m.top_k, device=self.device)
-        measured = []
-        for comm_blocks0 in (blocks, 0):
-            cfg = FusedConfig(comm_blocks0=comm_blocks0, comm_blocks1=blocks, block_m=self.s.block_m,
-                              block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(m.hidden),
-                              programs=self.programs)
-            layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
-            if self.cuda and comm_blocks0 > 0:
-                graph = layer.graphed(tokens, NO_LAYERS)
-                measured.append(self._time(graph.replay, together=True, spin=False))
-            else:  # the copy engine's forward (and on the CPU, every forward: no CUDA graphs) op by op
-                us = self._time(lambda: layer(x, ids, topk_w, mode=NO_LAYERS), together=True, spin=False)
-                measured.append(us if self.cuda else math.nan)  # on the CPU: the interpreter's time, no figure
-            del layer
+        measured = []  # host-started graph, host-started copy engine, queued graph, queued copy engine
+        for queued in (False, True):
+            for comm_blocks0 in (blocks, 0):
+                cfg = FusedConfig(comm_blocks0=comm_blocks0, comm_blocks1=blocks, block_m=self.s.block_m,
+                                  block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(m.hidden),
+                                  programs=self.programs)
+                layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
+                if self.cuda and comm_blocks0 > 0:
+                    graph = layer.graphed(tokens, NO_LAYERS)
+                    measured.append(self._time(graph.replay, together=True, spin=False, queued=queued))
+                else:  # the copy engine's forward (and on the CPU, every forward: no CUDA graphs) op by op
+                    us = self._time(lambda: layer(x, ids, topk_w, mode=NO_LAYERS), together=True, spin=False,
+                                    queued=queued)
+                    measured.append(us if self.cuda else math.nan)  # on the CPU: the interpreter's time, no figure
+                del layer
         measured = self._slowest(measured)
         what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {blocks} communication blocks in layer1) "
-                f"without its two layer kernels at {tokens} tokens per GPU, timed as bench times the layer (after a "
-                f"barrier, no spin), median of {self.s.runs}, slowest of {self.world} GPUs")
-        for key, us, how in (("forward_fixed_us", measured[0], f"layer0 on {blocks} blocks, in a CUDA graph"),
-                             ("copy_engine_fixed_us", measured[1], "layer0's rows by the copy engine, called eagerly")):
+                f"without its two layer kernels at {tokens} tokens per GPU, median of {self.s.runs}, slowest of "
+                f"{self.world} GPUs, timed as bench times the layer")
+        host, queued = "from a host barrier (--align host)", "enqueued behind a device spin (--align queued)"
+        graphed, copy_engine = f"layer0 on {blocks} blocks, in a CUDA graph", "layer0's rows by the copy engine, eagerly"
+        for key, us, how in (("forward_fixed_us", measured[0], f"{host}; {graphed}"),
+                             ("copy_engine_fixed_us", measured[1], f"{host}; {copy_engine}"),
+                             ("forward_fixed_queued_us", measured[2], f"{queued}; {graphed}"),
+                             ("copy_engine_fixed_queued_us", measured[3], f"{queued}; {copy_engine}")):
             if math.isfinite(us):
-                self._figure(key, us, f"{what}; {how}")
+                self._figure(key, us, f"{what} {how}")
                 self._say(f"forward without its layers at {tokens} tokens, {how}: {us:.1f} µs")
             else:
                 self.notes.append(f"{key}: not measured on the CPU (no CUDA graphs or copy engine; the steps ran "

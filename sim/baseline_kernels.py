@@ -277,9 +277,9 @@ def host_launch_ns(ctx: SimContext) -> float | None:
     """The host's time per launch after B0's (and B1's) one sync: calibrate's b0_host chain spread
     over B0's launches. None without that table: the host is taken to keep ahead of the GPU."""
     tables = ctx.hardware.measured
-    if tables is None or tables.b0_host_chain_us is None:
+    if tables is None or tables.b0_chain_us is None:
         return None
-    return tables.b0_host_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
+    return tables.b0_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
 
 
 class HostClock:

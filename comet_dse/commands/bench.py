@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import ALIGNS, DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.launch import (
     add_gpus_argument,
     check_gpu_launch,
@@ -42,7 +42,6 @@ from comet_dse.commands.launch import (
 from comet_dse.errors import UserError
 
 KINDS = ("all", "fused", "baselines")
-ALIGNS = ("host", "devices")  # where the ranks are lined up before each timed call: their hosts, or their GPUs too
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,10 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed runs, median reported (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     # (not --start: torchrun's own parser reads any prefix of --start-method, even after the module)
-    parser.add_argument("--align", default="host", choices=ALIGNS,
-                        help="each timed call starts after a host barrier (host, default) or, after it, after a "
-                             "one-element all-reduce on the GPUs too (devices): a host that leaves the barrier late "
-                             "then no longer shows up as the other GPUs' wait inside the call")
+    parser.add_argument("--align", default="queued", choices=ALIGNS,
+                        help="how each timed call starts: queued (default) enqueued while the GPUs spin ~500 µs, "
+                             "then a one-element all-reduce on the GPUs, so every GPU starts it together with its "
+                             "launch already queued, as a layer inside a model's forward (run 102: repeats within "
+                             "0.5%%); host, right after a host barrier (every run before 2026-11-27 23:00: the "
+                             "graph's launch and the later host's lateness are in the figure, repeats 2-18%% apart); "
+                             "devices, host plus the all-reduce")
     parser.add_argument("--dtype", choices=DTYPES, help="weights and activations (default: bfloat16 on GPU, float32 on CPU)")
     parser.add_argument("--programs", type=int, help="fused grid size (default: the SM count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and routings (default 0)")

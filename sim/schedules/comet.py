@@ -181,10 +181,17 @@ def _copy_engine_host_ns(hw: HardwareProfile, prologue_launches: int) -> float:
     forward's torch ops), in ns: where calibrate timed that forward without its layers at a few tokens, its
     time less its two barriers and the eager launches priced apart (the small kernels before and after);
     else B0's host sync (host_sync_us)."""
-    if hw.copy_engine_fixed_us is None:
+    fixed = _queued_or_host(hw.copy_engine_fixed_queued_us, hw.copy_engine_fixed_us)
+    if fixed is None:
         return hw.host_sync_us * 1e3
     launches = (prologue_launches + EPILOGUE_OPS) * hw.kernel_launch_us
-    return max(0.0, hw.copy_engine_fixed_us - 2 * hw.link_latency_us - launches) * 1e3
+    return max(0.0, fixed - 2 * hw.link_latency_us - launches) * 1e3
+
+
+def _queued_or_host(queued_us: float | None, host_us: float | None) -> float | None:
+    """A forward's fixed time as timed enqueued behind a device spin (a layer inside a model's forward) where the
+    profile has it, else from a host barrier (HardwareProfile.timed_as("host") drops the queued figures)."""
+    return queued_us if queued_us is not None else host_us
 
 
 def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
@@ -200,8 +207,9 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     # its layers, at a few tokens), each op a share of that time less its two barriers (priced below as
     # barriers) and its bytes (the pack and the combine, priced by size below, next to nothing there)
     op = launch
-    if graphed and hw.forward_fixed_us is not None:
-        op = max(0.0, hw.forward_fixed_us - 2 * hw.link_latency_us) * 1e3 / (PROLOGUE_OPS + EPILOGUE_OPS)
+    forward_fixed = _queued_or_host(hw.forward_fixed_queued_us, hw.forward_fixed_us)
+    if graphed and forward_fixed is not None:
+        op = max(0.0, forward_fixed - 2 * hw.link_latency_us) * 1e3 / (PROLOGUE_OPS + EPILOGUE_OPS)
     blocks0, blocks1 = hw.sms - knobs.comm_blocks0, hw.sms - knobs.comm_blocks1
     cap0, cap1 = engine_GBps(ctx, "pull", knobs.comm_blocks0), engine_GBps(ctx, "push", knobs.comm_blocks1)
     slow0 = 1.0 if tables is None else tables.gemm_slowdown(knobs.comm_blocks0)

@@ -158,6 +158,25 @@ def test_b0_host_chain_is_b0_less_its_plan(tmp_path):
                            tmp_path)
 
 
+def test_the_queued_timings_of_b0s_plan_and_chain_come_first_and_a_host_started_call_drops_them(tmp_path):
+    """calibrate times B0's plan and its host chain both from a host barrier and as bench --align queued times
+    them; a bench file started from a host barrier is priced by the first (HardwareProfile.timed_as)."""
+    plan = {"top_k": 4, "tokens": [8, 4096], "us": [246.0, 512.0], "queued_us": [90.0, 170.0]}
+    b0 = {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0, "queued_plan_us": 100.0, "queued_b0_us": 450.0}
+    hw = load_hardware(write(tmp_path, "p", edited(lambda d: d["tables"].update(host_sync=plan, b0_host=b0))))
+    t = hw.measured
+    assert t.host_sync_us(8 * 4) == 90.0 and t.b0_chain_us == 350.0  # queued
+    assert t.b0_host_chain_us == 400.0  # the host-started chain stays readable
+    host = hw.timed_as("host").measured
+    assert host.host_sync_us(8 * 4) == 246.0 and host.b0_chain_us == 400.0
+    assert hw.timed_as("queued").measured is t
+    half = {k: v for k, v in b0.items() if k != "queued_b0_us"}  # both or neither
+    with pytest.raises(UserError, match=r"hardware\.tables\.b0_host\.queued_b0_us: missing"):
+        load_hardware_from(edited(lambda d: d["tables"].update(b0_host=half)), tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.host_sync\.queued_us"):
+        load_hardware_from(edited(lambda d: d["tables"].update(host_sync={**plan, "queued_us": [90.0]})), tmp_path)
+
+
 def test_copy_contention_lookup(tmp_path):
     table = {"copy_blocks": [2, 4, 8], "slowdown": [0.95, 1.2, 1.4]}
     t = load_hardware_from(edited(lambda d: d["tables"].update(copy_contention=table)), tmp_path)

@@ -17,7 +17,8 @@ from comet_dse.validation import sweep
 from comet_dse.workload import Workload
 
 # the kernel version whose every configuration the simulator models (layer1 tiles as wide as layer0's)
-MEASURED = Path(__file__).resolve().parents[2] / "results" / "measurements" / "ep2_h100" / "history" / "torch_plan"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+MEASURED = RESULTS / "measurements" / "ep2_h100" / "history" / "torch_plan"
 QWEN = MEASURED / "bench-qwen2-moe-2.7b-ep2-20261125-185859.json"
 MIXTRAL = MEASURED / "bench-mixtral-8x7b-ep2-20261125-190032.json"
 
@@ -463,3 +464,37 @@ def test_the_fused_kernels_are_compared_alone_where_bench_timed_them_behind_a_sp
         assert report["kernels"][kernel]["n"] == len(points) >= 2
         assert report["kernels"][kernel]["mape_pct"] == pytest.approx(sum(map(abs, errors)) / len(errors), abs=0.01)
     assert "the fused layer's kernels alone" in text and "layer1: " in text
+
+
+def test_each_file_is_simulated_with_the_forward_fixed_time_timed_as_it_started_its_calls(tmp_path):
+    """bench --align queued (the default since run 102) starts each call behind a device spin: its fused layer is
+    priced with the profile's queued figure; a file timed from a host barrier (every earlier one) with the host's."""
+    from comet_dse.hardware import load_hardware
+    from comet_dse.measurements import load_bench
+    from comet_dse.sim.fused_costs import EPILOGUE_OPS, PROLOGUE_OPS
+    from comet_dse.validation import cases_of, simulate_cases, workload_of
+
+    profile = json.loads((RESULTS / "hardware" / "h200-x2-run101.json").read_text())
+    host_us = profile["figures"]["forward_fixed_us"]
+    profile["figures"]["forward_fixed_queued_us"] = host_us - 20.0
+    profile["sources"]["forward_fixed_queued_us"] = "hand-made: 20 us below the host-timed figure"
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    hw = load_hardware(tmp_path / "p.json")
+    predicted = {}
+    for align in ("host", "queued"):
+        bench = load_bench(_bench(tmp_path, align=align))
+        assert bench.align == align
+        cases = [c for c in cases_of(bench, measured=True) if c.schedule == "comet"][:1]
+        workloads = {(c.source, c.tokens): workload_of(bench, c.tokens) for c in cases}
+        predicted[align], = [p["predicted_us"] for p in simulate_cases(cases, workloads, hw)]
+        launches = cases[0].knobs["prologue_launches"] + EPILOGUE_OPS
+    # 20 us less over the 9 small kernels of today's forward; this file's older pack launched 11 before layer0
+    assert launches == 13
+    assert predicted["host"] - predicted["queued"] == pytest.approx(20.0 * launches / (PROLOGUE_OPS + EPILOGUE_OPS), abs=0.05)
+
+
+def test_a_bench_file_with_an_unknown_align_is_refused_naming_the_field(capsys, tmp_path):
+    path = _bench(tmp_path, align="sideways")
+    code, out, err = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(tmp_path / "v.json"))
+    assert code == 2 and not out and not (tmp_path / "v.json").exists()
+    assert err.strip().count("\n") == 0 and "align" in err and "host, devices, queued" in err

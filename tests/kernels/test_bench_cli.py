@@ -29,7 +29,7 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     assert len(files) == 1
     result = json.loads(files[0].read_text())
     assert {"gpu", "gpus", "driver", "torch", "triton", "command", "model", "ep", "tp", "kind", "runs"} <= set(result)
-    assert result["gpus"] == 2 and result["ep"] == 2 and result["align"] == "host"  # the default: a host barrier
+    assert result["gpus"] == 2 and result["ep"] == 2 and result["align"] == "queued"  # the default: behind a spin and an all-reduce
     # one run per token count and configuration: each tile layout and order with the copy engine (0) and 2
     # communication blocks; the copy engine runs by source whatever was asked, so once per order
     assert [(r["tokens"], r["config"]["tile_layout"], r["config"]["tile_order"], r["config"]["comm_blocks0"])
@@ -99,7 +99,7 @@ def test_bench_gpus_launches_its_own_ranks(tmp_path):
     env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--gpus", "2", "--shape", "8,2,32,48", "--tokens", "5",
            "--comm-blocks", "2", "--chunks", "2", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2",
-           "--runs", "1", "--warmup", "0", "--kind", "fused", "--dedup", "--prereduce", "--align", "devices",
+           "--runs", "1", "--warmup", "0", "--kind", "fused", "--dedup", "--prereduce", "--align", "host",
            "--out", str(tmp_path)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -107,7 +107,7 @@ def test_bench_gpus_launches_its_own_ranks(tmp_path):
     assert len(files) == 1
     result = json.loads(files[0].read_text())
     assert result["gpus"] == 2 and result["runs"][0]["max_rel_error"]["fused"] < 1e-4
-    assert result["align"] == "devices"  # each timed call after an all-reduce on the devices too
+    assert result["align"] == "host"  # each timed call right after a host barrier, as every run before 102
     assert result["runs"][0]["config"]["dedup"] and result["runs"][0]["config"]["prereduce"]  # asked for; off by default
     assert result["runs"][0]["remote_bytes_out"] is None  # the every-slot count would overstate a pre-reduced layer1
 

@@ -84,8 +84,11 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     lc = tables["layer_comm_blocks"]
     assert lc["pull"]["blocks"] == lc["push"]["blocks"] == [1, 2] and min(lc["pull"]["GBps"] + lc["push"]["GBps"]) > 0
     assert "combine" in tables["memory_pass_GBps"]
-    # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference
-    assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us"} and tables["b0_host"]["b0_us"] > 0
+    # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference; both again
+    # timed as bench --align queued times B0, and the plan over tokens too
+    assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"}
+    assert tables["b0_host"]["b0_us"] > 0 and tables["b0_host"]["queued_b0_us"] > 0
+    assert len(tables["host_sync"]["queued_us"]) == len(tables["host_sync"]["tokens"])
     # ... each the median of HOST_ROUNDS rounds spread over the run, every round's figure in the note
     note = next(n for n in prov["notes"] if n.startswith("b0_host:"))
     per_round = [float(v) for v in re.search(r"B0 per round: ([0-9, ]+) µs", note).group(1).split(", ")]
@@ -112,8 +115,8 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     assert "graph_launch_us" not in figures and "kernel_launch_us" in figures
     assert any(note.startswith("graph_launch_us: not measured on the CPU") for note in prov["notes"])
     # nor of the forward without its layers, graphed or with the copy engine (its steps ran eagerly, over both
-    # ranks' barriers)
-    for key in ("forward_fixed_us", "copy_engine_fixed_us"):
+    # ranks' barriers), from a host barrier or queued behind a spin
+    for key in ("forward_fixed_us", "copy_engine_fixed_us", "forward_fixed_queued_us", "copy_engine_fixed_queued_us"):
         assert key not in figures
         assert any(note.startswith(f"{key}: not measured on the CPU") for note in prov["notes"])
     # nor B0's loop against its torch._grouped_mm: both run on the host there

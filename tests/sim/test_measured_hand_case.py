@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from comet_dse.errors import UserError
 from comet_dse.hardware import load_hardware
 from comet_dse.sim import Chunked, Comet, Sequential, simulate
 
@@ -547,3 +548,25 @@ def test_at_one_ep_rank_b1_runs_its_chunks_between_one_all_gather_and_one_reduce
     gemms = [s for s in r.timeline.slices if s.rank == 0 and s.name.startswith("GEMM")]
     assert len(gemms) == 8 and collectives[0].end_ns <= min(s.start_ns for s in gemms)
     assert max(s.end_ns for s in gemms) <= collectives[1].start_ns
+
+
+def test_comet_prices_the_forward_as_timed_queued_where_calibrate_did_and_as_from_a_host_barrier_on_request(
+        measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # queued behind a spin the forward without its layers took 2.9 us (no graph launch, no late host): less its two
+    # barriers, 0.9 us over the 9 small kernels, 100 ns each; from a host barrier 4.7 us, 300 ns each (above)
+    data["figures"].update(graph_launch_us=0.5, forward_fixed_us=4.7, forward_fixed_queued_us=2.9,
+                           copy_engine_fixed_us=5.0, copy_engine_fixed_queued_us=4.0)
+    hw = as_profile(data, tmp_path / "queued.json")
+    fused = Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)
+    assert ns(simulate(workload, hw, fused).overheads_us["launch"]) == 9 * 100 + 2 * 500
+    for align in ("host", "devices"):  # a bench file timed from a host barrier: the host figures
+        assert ns(simulate(workload, hw.timed_as(align), fused).overheads_us["launch"]) == 9 * 300 + 2 * 500
+    assert hw.timed_as("queued") is hw
+    # the copy engine's host time: 4.0 us less two barriers and 9 eager launches of 1 ns (2991 ns from 5.0 us)
+    copy_engine = Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)
+    assert ns(simulate(workload, hw, copy_engine).overheads_us["host_sync"]) == 1991
+    assert ns(simulate(workload, hw.timed_as("host"), copy_engine).overheads_us["host_sync"]) == 2991
+    with pytest.raises(UserError, match="align: must be one of host, devices, queued"):
+        hw.timed_as("late")
