@@ -75,8 +75,12 @@ class _Merge:
             self.partial[at] = len(nodes)  # a table, an entry or a top-level figure (not each float of a table)
         if isinstance(base, dict):
             merged = {}
-            for key, value in base.items():
-                same = [n[key] for n in nodes if key in n and _same_axes(value, n[key])]
+            # every profile's keys, the base's first: a figure or column only later profiles measured (the queued
+            # timings since run 103) is the median of those, not dropped because the base lacks it
+            keys = list(dict.fromkeys(k for n in nodes for k in n))
+            for key in keys:
+                have = [n[key] for n in nodes if key in n]
+                same = [v for v in have if _same_axes(have[0], v)]
                 merged[key] = self.node(same, f"{at}.{key}")
             return merged
         if _is_entries(base):

@@ -52,6 +52,19 @@ def test_a_table_measured_on_other_axes_or_by_fewer_profiles_takes_the_median_of
     assert partial["tables.grouped_gemm[0]"] == 2 and "tables.grouped_gemm[1]" not in partial
 
 
+def test_what_only_later_profiles_measured_is_merged_from_those_whatever_the_base():
+    """calibrate added queued timings in run 103: merged with earlier profiles, base first or not, they are the
+    median of the profiles that have them, beside the columns every profile has."""
+    old, new1, new2 = hand(), hand(forward_fixed_queued_us=30.0), hand(forward_fixed_queued_us=34.0)
+    old["tables"]["host_sync"] = {"top_k": 2, "tokens": [64, 192], "us": [2.0, 4.0]}
+    for d, queued in ((new1, [1.0, 3.0]), (new2, [3.0, 5.0])):
+        d["tables"]["host_sync"] = {"top_k": 2, "tokens": [64, 192], "us": [4.0, 8.0], "queued_us": queued}
+    for order in ((old, new1, new2), (new1, old, new2)):
+        merged, partial = merge_profiles(list(order), ["x", "y", "z"])
+        assert merged["figures"]["forward_fixed_queued_us"] == 32.0 and partial["figures.forward_fixed_queued_us"] == 2
+        assert merged["tables"]["host_sync"]["us"] == [4.0, 8.0] and merged["tables"]["host_sync"]["queued_us"] == [2.0, 4.0]
+
+
 def test_the_command_writes_a_profile_the_simulator_reads(capsys, tmp_path):
     paths = [write(tmp_path, f"{n}.json", hand(kernel_launch_us=k)) for n, k in (("a", 1.0), ("b", 3.0), ("c", 2.0))]
     out = tmp_path / "fleet.json"
