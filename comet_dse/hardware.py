@@ -39,7 +39,6 @@ OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": 
                             "copy_engine_fixed_queued_us": None}
 
 
-
 @dataclass(frozen=True)
 class HardwareProfile:
     name: str

@@ -718,8 +718,8 @@ class Calibration:
 
     def _b0_and_plan(self, weights: MoEWeights, queued: bool = False) -> list[float]:
         """(B0's plan, B0 (baselines.moe_sequential)) at B0_HOST_TOKENS tokens per rank, slowest rank, timed as
-        bench times B0 (after a barrier, no spin). B0's kernels then do next to nothing, so what it takes past
-        its plan is the host's chain of launches after the sync."""
+        bench times B0 (after a barrier, no spin; queued: as bench --align queued times it). B0's kernels then do
+        next to nothing, so what it takes past its plan is the host's chain of launches after the sync."""
         m = self.s.models[0]
         local = m.num_experts // self.world
         g = torch.Generator().manual_seed(self.s.seed + 7 * self.rank)
