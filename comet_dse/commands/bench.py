@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how each timed call starts: queued (default) enqueued while the GPUs spin ~500 µs, "
                              "then a one-element all-reduce on the GPUs, so every GPU starts it together with its "
                              "launch already queued, as a layer inside a model's forward (run 102: repeats within "
-                             "0.5%%); host, right after a host barrier (every run before 2026-11-27 23:00: the "
+                             "0.5%%); host, right after a host barrier (every run before 102, 2026-11-27: the "
                              "graph's launch and the later host's lateness are in the figure, repeats 2-18%% apart); "
                              "devices, host plus the all-reduce")
     parser.add_argument("--dtype", choices=DTYPES, help="weights and activations (default: bfloat16 on GPU, float32 on CPU)")
