@@ -139,24 +139,18 @@ def load_bench(path: str | Path) -> BenchFile:
         dtype_bytes=DTYPE_BYTES[data["dtype"]],
         runs=tuple(_run(raw, i, f"{where}: runs[{i}]") for i, raw in enumerate(runs)), pack=fused_pack(data),
         layer_timing=data.get("layer_timing") if isinstance(data.get("layer_timing"), str) else None,
-        b0_loop=_b0_loop(data, where), align=_align(data, where),
+        b0_loop=_word(data, "b0_loop", B0_LOOPS, "regroup", where), align=_word(data, "align", ALIGNS, "host", where),
     )
-
-
-def _align(data: dict, where: str) -> str:
-    align = data.get("align", "host")
-    if align not in ALIGNS:
-        raise UserError(f"{where}: align", f"must be one of {', '.join(ALIGNS)}, got {align!r}")
-    return align
 
 
 B0_LOOPS = ("runs", "regroup")
 
 
-def _b0_loop(data: dict, where: str) -> str:
-    value = data.get("b0_loop", "regroup")
-    if value not in B0_LOOPS:
-        raise UserError(f"{where}: b0_loop", f"must be one of {', '.join(B0_LOOPS)}, got {value!r}")
+def _word(data: dict, key: str, allowed: tuple[str, ...], default: str, where: str) -> str:
+    """One of `allowed` at `key`; `default` where the file predates the key."""
+    value = data.get(key, default)
+    if value not in allowed:
+        raise UserError(f"{where}: {key}", f"must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 

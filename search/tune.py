@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import optuna
 import simpy
-from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
 from comet_dse.search.interrupt import INTERRUPTED, interrupt, raise_if_interrupted
+from comet_dse.search.space import CHUNK_COUNTS, comet_from_params
 from comet_dse.search.study import (
     TuneSpec,
     best_value,
