@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -320,6 +320,16 @@ tp2-baselines)  # B0 and B1 under TP (EP=1 x TP=2) from the host-bound end to th
     run 150 qwen_tp2_b "${bench[@]}" --model qwen2-moe-2.7b --tokens 64,256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
     run 150 mixtral_tp2_b "${bench[@]}" --model mixtral-8x7b --tokens 256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
     run 150 phi_tp2_b "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,8192 --chunks 2,4 --tp 2 --kind baselines
+    ;;
+copy-engine-trace)  # the copy-engine forward traced on host and GPU (which host work comes before layer0, which beside it)
+    run 120 copy_engine_trace_qwen torchrun --nproc-per-node 2 "$repo/benchmarks/copy_engine_trace.py" --model qwen2-moe-2.7b --tokens 1024,4096,8192 --out "$out/copy_engine_trace_qwen.json"
+    run 120 copy_engine_trace_mixtral torchrun --nproc-per-node 2 "$repo/benchmarks/copy_engine_trace.py" --model mixtral-8x7b --tokens 1024,8192 --out "$out/copy_engine_trace_mixtral.json"
+    ;;
+tp2-queued)  # the TP-kernels issue at EP=1 x TP=2 as bench times by default since run 102 (queued), copy engine included:
+           # the same machine's sweep-qwen / sweep-mixtral are the EP=2 side of the best-n_comm comparison
+    for m in mixtral-8x7b qwen2-moe-2.7b; do
+        run 150 "${m%%-*}_tp2" "${bench[@]}" --model "$m" --tokens 1024,4096,8192 --comm-blocks 0,4,8,16,32 --chunks 2,4 --tp 2
+    done
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8

@@ -36,7 +36,8 @@ NUMBER_TYPES = {"int": int, "float": float, "int | None": int, "float | None": f
 OPTIONAL_FIGURE_DEFAULTS = {"nics_per_node": None, "nic_collective_efficiency": None, "internode": "direct",
                             "graph_launch_us": None, "forward_fixed_us": None, "copy_engine_fixed_us": None,
                             "loop_mm_host_us": None, "forward_fixed_queued_us": None,
-                            "copy_engine_fixed_queued_us": None}
+                            "copy_engine_fixed_queued_us": None, "copy_engine_covered_us": None,
+                            "copy_engine_covered_queued_us": None}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class HardwareProfile:
     # the simulator prices the fused forward with them (a layer inside a model's forward); None: the host figures
     forward_fixed_queued_us: float | None = None
     copy_engine_fixed_queued_us: float | None = None
+    # the copy-engine forward's fixed time where its layers outlast the host's launches after layer0's (calibrate: a
+    # device spin in their place): the part of copy_engine_fixed_us before the layers; the rest runs beside them.
+    # None: all of copy_engine_fixed_us before the layers
+    copy_engine_covered_us: float | None = None
+    copy_engine_covered_queued_us: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     # a measured profile's tables (comet_dse/measured.py); None: every cost from the figures above
     measured: MeasuredTables | None = None
@@ -96,7 +102,8 @@ class HardwareProfile:
         if not 0 < self.collective_efficiency <= 1:
             raise UserError("hardware.collective_efficiency", f"must be in (0, 1], got {self.collective_efficiency}")
         for name in ("graph_launch_us", "forward_fixed_us", "copy_engine_fixed_us", "loop_mm_host_us",
-                     "forward_fixed_queued_us", "copy_engine_fixed_queued_us"):
+                     "forward_fixed_queued_us", "copy_engine_fixed_queued_us", "copy_engine_covered_us",
+                     "copy_engine_covered_queued_us"):
             g = getattr(self, name)
             if g is not None and (not isinstance(g, (int, float)) or isinstance(g, bool) or not math.isfinite(g) or g < 0):
                 raise UserError(f"hardware.{name}", f"must be a number >= 0, got {g!r}")
@@ -238,7 +245,7 @@ class HardwareProfile:
         if align == "queued":
             return self
         return replace(self, forward_fixed_queued_us=None, copy_engine_fixed_queued_us=None,
-                       measured=None if self.measured is None else self.measured.timed_from_host())
+                       copy_engine_covered_queued_us=None, measured=None if self.measured is None else self.measured.timed_from_host())
 
     def to_dict(self) -> dict:
         """The figures and sources; a measured profile's tables under "measured" (absent otherwise); the
@@ -294,6 +301,10 @@ _OPTIONAL_FIGURE_SOURCES = {
                                "it behind a device spin too)",
     "copy_engine_fixed_queued_us": "not measured: copy_engine_fixed_us, timed from a host barrier (comet-dse "
                                    "calibrate times it behind a device spin too)",
+    "copy_engine_covered_us": "not measured: all of copy_engine_fixed_us before the layers (comet-dse calibrate "
+                              "times the copy-engine forward with a device spin in place of its layers)",
+    "copy_engine_covered_queued_us": "not measured: copy_engine_covered_us, timed from a host barrier (comet-dse "
+                                     "calibrate times it behind a device spin too)",
 }
 _HOPPER_SHARED = dict(
     link_latency_us=2.0,

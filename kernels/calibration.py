@@ -30,6 +30,7 @@ import gc
 import itertools
 import math
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -71,7 +72,30 @@ HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync t
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
 HOST_ROUNDS = 5  # rounds of the host-bound timings, spread over the run (Calibration.host_round)
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
+# ~3 ms at 1.98 GHz: the stand-in for the copy-engine forward's layers outlasts the host's launches after layer0
+# (the whole copy-engine forward without layers took 615-1022 µs on run 105's host)
+STAND_IN_CYCLES = 6_000_000
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
+
+class _LayersStandIn(FusedMoE):
+    """The fused forward with one device spin (STAND_IN_CYCLES) where its two layer kernels would run, each spin's
+    GPU time kept (CUDA events in `spins`): what the forward costs beside layers that outlast the host's launches
+    after them. Only calibrate's copy_engine_covered uses it."""
+
+    def __init__(self, weights: MoEWeights, top_k: int, max_tokens: int, cfg: FusedConfig, dtype: torch.dtype) -> None:
+        super().__init__(weights, top_k, max_tokens, config=cfg, dtype=dtype)
+        self.spins: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _launch_layer0(self, plan, mode: int) -> None:  # noqa: ARG002 - the layer's signature
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(STAND_IN_CYCLES)
+        end.record()
+        self.spins.append((start, end))
+
+    def _launch_layer1(self, plan, mode: int) -> None:  # noqa: ARG002 - the spin stood in for both layers
+        return
+
 
 # ----------------------------------------------------------------------------------------
 # the copy kernel: the fused layers' own copy code on n programs
@@ -848,22 +872,49 @@ class Calibration:
                                     queued=queued)
                     measured.append(us if self.cuda else math.nan)  # on the CPU: the interpreter's time, no figure
                 del layer
+        measured += self.copy_engine_covered(weights, FusedConfig(
+            comm_blocks0=0, comm_blocks1=blocks, block_m=self.s.block_m, block_n=self.s.block_n,
+            block_k=self.s.block_k, n_splits=self._splits(m.hidden), programs=self.programs), x, ids, topk_w)
         measured = self._slowest(measured)
         what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {blocks} communication blocks in layer1) "
                 f"without its two layer kernels at {tokens} tokens per GPU, median of {self.s.runs}, slowest of "
                 f"{self.world} GPUs, timed as bench times the layer")
         host, queued = "from a host barrier (--align host)", "enqueued behind a device spin (--align queued)"
         graphed, copy_engine = f"layer0 on {blocks} blocks, in a CUDA graph", "layer0's rows by the copy engine, eagerly"
+        covered = ("a device spin of ~3 ms in place of the two layer kernels, less the spin's GPU time (the host's "
+                   "launches after layer0 covered by it, as by layers that outlast them)")
         for key, us, how in (("forward_fixed_us", measured[0], f"{host}; {graphed}"),
                              ("copy_engine_fixed_us", measured[1], f"{host}; {copy_engine}"),
                              ("forward_fixed_queued_us", measured[2], f"{queued}; {graphed}"),
-                             ("copy_engine_fixed_queued_us", measured[3], f"{queued}; {copy_engine}")):
+                             ("copy_engine_fixed_queued_us", measured[3], f"{queued}; {copy_engine}"),
+                             ("copy_engine_covered_us", measured[4], f"{host}; {copy_engine}; {covered}"),
+                             ("copy_engine_covered_queued_us", measured[5], f"{queued}; {copy_engine}; {covered}")):
             if math.isfinite(us):
                 self._figure(key, us, f"{what} {how}")
                 self._say(f"forward without its layers at {tokens} tokens, {how}: {us:.1f} µs")
             else:
                 self.notes.append(f"{key}: not measured on the CPU (no CUDA graphs or copy engine; the steps ran "
                                   "eagerly)")
+
+    def copy_engine_covered(self, weights: MoEWeights, cfg: FusedConfig, x: torch.Tensor, ids: torch.Tensor,
+                            topk_w: torch.Tensor) -> tuple[float, float]:
+        """copy_engine_covered_us (from a host barrier) and _queued_us (as bench --align queued), this rank's: the
+        copy-engine forward with one device spin of ~3 ms in place of its two layer kernels (_LayersStandIn), less
+        the spin's own GPU time. The host's launches after layer0's (layer1, the barrier, the combine's torch ops)
+        run while the GPU spins, as they run beside real layers that outlast them: what is left is the part of
+        copy_engine_fixed_us that comes before the layers. NaN on the CPU (no spin, no copy engine)."""
+        if not self.cuda:
+            return math.nan, math.nan
+        layer = _LayersStandIn(weights, ids.shape[1], x.shape[0], cfg, self.dtype)
+        out = []
+        for queued in (False, True):
+            layer.spins.clear()
+            total = self._time(lambda: layer(x, ids, topk_w), together=True, spin=False, queued=queued)
+            torch.cuda.synchronize()
+            spin = statistics.median(start.elapsed_time(end) * 1e3 for start, end in layer.spins)
+            out.append(max(0.0, total - spin))
+        del layer
+        return out[0], out[1]
 
     def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
         cols = self.s.models[0].hidden

@@ -176,16 +176,21 @@ def _layer1_sends(layout: RankLayout, tile_order: np.ndarray, split_end: np.ndar
     return sends
 
 
-def _copy_engine_host_ns(hw: HardwareProfile, prologue_launches: int) -> float:
-    """The copy-engine variant's host sync and what the host does around it (the copies' issue, the eager
-    forward's torch ops), in ns: where calibrate timed that forward without its layers at a few tokens, its
-    time less its two barriers and the eager launches priced apart (the small kernels before and after);
-    else B0's host sync (host_sync_us)."""
-    fixed = _queued_or_host(hw.copy_engine_fixed_queued_us, hw.copy_engine_fixed_us)
+def _copy_engine_host_ns(hw: HardwareProfile, prologue_launches: int) -> tuple[float, float]:
+    """The copy-engine variant's host time in ns, (before layer0, beside the layers): the host sync and what the host
+    does around it (the copies' issue, the eager forward's torch ops). Where calibrate timed that forward without its
+    layers at a few tokens (copy_engine_fixed_us), its time less its two barriers and the eager launches priced apart
+    (the small kernels before and after); of that, the part after layer0's launch (layer1's, the barrier's and the
+    combine's) runs beside the layers where calibrate timed it so (copy_engine_covered_us: a device spin in their
+    place), else all of it comes before them; without those figures, B0's host sync (host_sync_us)."""
+    queued = hw.copy_engine_fixed_queued_us is not None  # the pair timed as the forward is timed, never mixed
+    fixed = hw.copy_engine_fixed_queued_us if queued else hw.copy_engine_fixed_us
+    covered = hw.copy_engine_covered_queued_us if queued else hw.copy_engine_covered_us
     if fixed is None:
-        return hw.host_sync_us * 1e3
+        return hw.host_sync_us * 1e3, 0.0
     launches = (prologue_launches + EPILOGUE_OPS) * hw.kernel_launch_us
-    return max(0.0, fixed - 2 * hw.link_latency_us - launches) * 1e3
+    before = fixed if covered is None else min(covered, fixed)
+    return max(0.0, before - 2 * hw.link_latency_us - launches) * 1e3, (fixed - before) * 1e3
 
 
 def _queued_or_host(queued_us: float | None, host_us: float | None) -> float | None:
@@ -244,6 +249,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             fixed0 = fused_fixed_ns(ctx, groups, knobs.block_m, knobs.block_n, 0, blocks0)
             fixed1 = fused_fixed_ns(ctx, groups, knobs.block_m, block_n1, 1, blocks1)
         overheads: dict[str, float] = {}
+        host_beside = 0.0
 
         # ---- before layer0: today's launch, or the pack, the barrier and the plan (measured) ----
         if tables is None:
@@ -254,10 +260,11 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             ctx.add_slice(rank, "stream", "pack rows + plan", 0, env.now)
             yield barrier0.arrive(rank)
             if copy_engine:  # the segment sizes go to the host before the copies are issued
-                overheads["host_sync"] = _copy_engine_host_ns(hw, knobs.prologue_launches)
+                overheads["host_sync"], host_beside = _copy_engine_host_ns(hw, knobs.prologue_launches)
                 yield env.timeout(overheads["host_sync"])
             yield env.timeout(launch)
         start0 = env.now
+        host_done = start0 + host_beside  # the host's launches after layer0's: the barrier after layer1 waits for them
 
         # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
         engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
@@ -423,7 +430,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         if counter1 is not None:
             ctx.timeline.add_busy_counter(rank, "busy compute blocks", *counter1)
         state[rank] = dict(
-            layer0_end=layer0_end, own_end=env.now, compute_alone=alone0 + alone1 + fixed0 + fixed1,
+            layer0_end=layer0_end, own_end=env.now, host_done=host_done, compute_alone=alone0 + alone1 + fixed0 + fixed1,
             busy0=busy0, busy1=busy1, overheads=overheads,
             kernels={"layer0": layer0_end - start0, "layer1": env.now - start1},
         )
@@ -433,7 +440,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
     env.run()
 
     # measured: the device barrier after layer1 lets every rank go once every rank's pushes have landed
-    released = max(max(s["own_end"] for s in state), float(arrivals.max())) + hw.link_latency_us * 1e3
+    released = max(max(max(s["own_end"], s["host_done"]) for s in state), float(arrivals.max())) + hw.link_latency_us * 1e3
     outcomes = []
     for rank in range(world):
         s = state[rank]

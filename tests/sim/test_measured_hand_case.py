@@ -238,6 +238,30 @@ def test_comet_copy_engine_host_time_is_what_calibrate_timed_less_what_is_priced
                        Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)).latency_us) == 15905
 
 
+def test_comet_copy_engine_host_time_after_layer0s_launch_runs_beside_the_layers(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    # with a spin in place of its layers the forward took 3.0 us of its 5.0: 991 ns of host before layer0 (less two
+    # barriers and 9 launches of 1 ns), 2000 ns beside the layers, which run ~9000 ns: hidden, 15905 + 991, not + 2991
+    data["figures"].update(copy_engine_fixed_us=5.0, copy_engine_covered_us=3.0)
+    copy_engine = Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)
+    r = simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine)
+    assert ns(r.overheads_us["host_sync"]) == 991 and ns(r.latency_us) == 15905 + 991
+    # 27000 ns beside them outlasts the layers: layer0 from 3023, the host done 30023, the barrier after layer1
+    # leaves at 31023 (+ 1000 ns link latency), then the 2 epilogue launches and the combine (1548) as before
+    data["figures"]["copy_engine_fixed_us"] = 30.0
+    r = simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine)
+    assert ns(r.overheads_us["host_sync"]) == 991 and ns(r.latency_us) == 31023 + 2 + 1548
+    # queued: the queued pair (1.5 of 4.0 us: -509 ns before, clamped to 0, 2500 beside, hidden); from a host
+    # barrier the host pair; a queued fixed time without its covered one: all of it before the layers (1991 ns)
+    data["figures"].update(copy_engine_fixed_us=5.0, copy_engine_fixed_queued_us=4.0, copy_engine_covered_queued_us=1.5)
+    hw = as_profile(data, tmp_path / "covered.json")
+    assert ns(simulate(workload, hw, copy_engine).latency_us) == 15905
+    assert ns(simulate(workload, hw.timed_as("host"), copy_engine).latency_us) == 15905 + 991
+    del data["figures"]["copy_engine_covered_queued_us"]
+    assert ns(simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine).latency_us) == 15905 + 1991
+
+
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
