@@ -72,6 +72,7 @@ HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync t
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
 HOST_ROUNDS = 5  # rounds of the host-bound timings, spread over the run (Calibration.host_round)
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
+FROM_HOST, QUEUED = "from a host barrier (--align host)", "enqueued behind a device spin (--align queued)"
 # ~3 ms at 1.98 GHz: the stand-in for the copy-engine forward's layers outlasts the host's launches after layer0
 # (the whole copy-engine forward without layers took 615-1022 µs on run 105's host)
 STAND_IN_CYCLES = 6_000_000
@@ -80,7 +81,7 @@ CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --
 class _LayersStandIn(FusedMoE):
     """The fused forward with one device spin (STAND_IN_CYCLES) where its two layer kernels would run, each spin's
     GPU time kept (CUDA events in `spins`): what the forward costs beside layers that outlast the host's launches
-    after them. Only calibrate's copy_engine_covered uses it."""
+    after them. Only calibrate's host rounds use it (Calibration._copy_engine_forward)."""
 
     def __init__(self, weights: MoEWeights, top_k: int, max_tokens: int, cfg: FusedConfig, dtype: torch.dtype) -> None:
         super().__init__(weights, top_k, max_tokens, config=cfg, dtype=dtype)
@@ -375,6 +376,7 @@ class Calibration:
         self.best_grouped: tuple[float, str] = (0.0, "")
         self.host_rounds: list[dict[str, list[float]]] = []  # host_round's figures, one entry per round
         self.b0_weights: MoEWeights | None = None  # host_round's layer, until host_tables
+        self.copy_engine_layers: tuple[FusedMoE, _LayersStandIn] | None = None  # host_round's, until host_tables
         self.started = time.perf_counter()
 
     def close(self) -> None:
@@ -716,7 +718,8 @@ class Calibration:
         self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
                                  "plan_queued": self._plan_over_tokens(queued=True),
                                  "b0_queued": self._b0_and_plan(weights, queued=True),
-                                 "loop": self._b0_loop_few_and_every_run(weights)})
+                                 "loop": self._b0_loop_few_and_every_run(weights),
+                                 "copy_engine": self._copy_engine_forward()})
         self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
                   f"{self.host_rounds[-1]['b0'][1]:.0f} µs, its plan {self.host_rounds[-1]['b0'][0]:.0f} µs")
 
@@ -780,7 +783,7 @@ class Calibration:
         (each round's the median of --runs calls). The simulator reads b0_us - plan_us as the host's chain
         after B0's sync, spread over B0's launches (the GPU waits where the host is behind)."""
         rounds, m = self.host_rounds, self.s.models[0]
-        self.b0_weights = None  # the rounds are done: its memory goes with the step
+        self.b0_weights = self.copy_engine_layers = None  # the rounds are done: their memory goes with the step
         n = len(rounds)
         median = lambda values: float(np.median(values))  # noqa: E731
         grid = self._host_grid()
@@ -814,6 +817,33 @@ class Calibration:
         self._say(f"B0 at {B0_HOST_TOKENS} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs (medians of {n} rounds); "
                   f"queued {queued_b0_us:.0f} and {queued_plan_us:.0f} µs")
         self._loop_mm_host([r["loop"] for r in rounds])
+        self._copy_engine_fixed([r["copy_engine"] for r in rounds])
+
+    def _copy_engine_fixed(self, rounds: list[list[float]]) -> None:
+        """copy_engine_fixed_us, _queued_us (its forward without its layers) and copy_engine_covered_us, _queued_us
+        (with a spin in their place: the part before them), each the median over the host rounds
+        (_copy_engine_forward): host-bound, they drift with the host (runs 105 and 106 timed the queued one once
+        each, at 615 and 290 µs)."""
+        m = self.s.models[0]
+        keys = ("copy_engine_fixed_us", "copy_engine_fixed_queued_us", "copy_engine_covered_us",
+                "copy_engine_covered_queued_us")
+        if any(math.isnan(t) for r in rounds for t in r):
+            for key in keys:
+                self.notes.append(f"{key}: not measured on the CPU (no copy engine; the steps ran in the interpreter)")
+            return
+        what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {min(self.s.comm_blocks)} communication blocks "
+                f"in layer1) with the copy engine moving layer0's rows, eagerly, at {FORWARD_FIXED_TOKENS} tokens per "
+                f"GPU, median of {self.s.runs}, slowest of {self.world} GPUs, median of {len(rounds)} rounds spread over "
+                "the run")
+        without = "without its two layer kernels"
+        covered = ("with a device spin of ~3 ms in place of its two layer kernels, less the spin's GPU time (the host's "
+                   "launches after layer0's covered by it, as by layers that outlast them)")
+        for i, (key, how) in enumerate(zip(keys, (f"{without}; {FROM_HOST}", f"{without}; {QUEUED}",
+                                                  f"{covered}; {FROM_HOST}", f"{covered}; {QUEUED}"))):
+            us = float(np.median([r[i] for r in rounds]))
+            self._figure(key, us, f"{what}, {how} (rounds: " + ", ".join(f"{r[i]:.0f}" for r in rounds) + " µs)")
+        self._say("copy-engine forward without its layers: " + ", ".join(
+            f"{key.removeprefix('copy_engine_')} {self.figures.get(key, math.nan):.0f}" for key in keys) + " µs")
 
     def _loop_mm_host(self, rounds: list[list[float]]) -> None:
         """loop_mm_host_us: B0's loop with a run per (source, local expert) less with one run per source (the
@@ -845,76 +875,63 @@ class Calibration:
         """forward_fixed_us: the fused forward with its two layer kernels left out (the pack, the plan, the
         barriers, the combine) at FORWARD_FIXED_TOKENS tokens per rank, captured in a CUDA graph and timed as
         bench times the fused layer (each replay after a barrier, no spin: the graph's launch counts).
-        copy_engine_fixed_us: the same forward with the copy engine moving the rows (comm_blocks0 = 0), which
-        bench runs eagerly (a host sync before the copies): called op by op, timed the same way.
-        forward_fixed_queued_us, copy_engine_fixed_queued_us: both again as bench --align queued times them
-        (enqueued behind a device spin, started by an all-reduce on the GPUs): without the graph's launch and the
-        other host's lateness, which the two above hold."""
+        forward_fixed_queued_us: the same as bench --align queued times it (enqueued behind a device spin, started
+        by an all-reduce on the GPUs): without the graph's launch and the other host's lateness. The copy-engine
+        variant's forward is host-bound: host_round times it (_copy_engine_forward)."""
         m = self.s.models[0]
         tokens, blocks = FORWARD_FIXED_TOKENS, min(self.s.comm_blocks)
+        if not self.cuda:  # no CUDA graphs on the CPU
+            for key in ("forward_fixed_us", "forward_fixed_queued_us"):
+                self.notes.append(f"{key}: not measured on the CPU (no CUDA graphs)")
+            return
         weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
                                     dtype=self.dtype).of_rank(self.rank, self.world)
+        layer = FusedMoE(weights, m.top_k, tokens, config=self._fixed_config(blocks), dtype=self.dtype)
+        graph = layer.graphed(tokens, NO_LAYERS)
+        measured = self._slowest([self._time(graph.replay, together=True, spin=False, queued=queued)
+                                  for queued in (False, True)])
+        del graph, layer
+        what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {blocks} communication blocks in each layer) "
+                f"without its two layer kernels at {tokens} tokens per GPU, in a CUDA graph, median of {self.s.runs}, "
+                f"slowest of {self.world} GPUs, timed as bench times the layer")
+        for key, us, how in (("forward_fixed_us", measured[0], FROM_HOST), ("forward_fixed_queued_us", measured[1], QUEUED)):
+            self._figure(key, us, f"{what} {how}")
+            self._say(f"forward without its layers at {tokens} tokens, {how}: {us:.1f} µs")
+
+    def _fixed_config(self, comm_blocks0: int) -> FusedConfig:
+        """The forward-fixed timings' layer: comm_blocks0 in layer0 (0: the copy engine), the fewest blocks in layer1."""
+        m = self.s.models[0]
+        return FusedConfig(comm_blocks0=comm_blocks0, comm_blocks1=min(self.s.comm_blocks), block_m=self.s.block_m,
+                           block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(m.hidden),
+                           programs=self.programs)
+
+    def _copy_engine_forward(self) -> list[float]:
+        """One host round's copy-engine forward at FORWARD_FIXED_TOKENS tokens per rank, slowest rank, each as bench
+        times it (eagerly: a host sync before its copies): [without its layers from a host barrier, the same
+        queued, with a ~3 ms device spin in their place less the spin's GPU time from a host barrier, the same
+        queued] (_LayersStandIn: the host's launches after layer0's run while the GPU spins, as beside real
+        layers that outlast them). NaN on the CPU (the interpreter's time; no spin, no copy engine)."""
+        if not self.cuda:
+            return [math.nan] * 4
+        m = self.s.models[0]
+        tokens = FORWARD_FIXED_TOKENS
+        if self.copy_engine_layers is None:  # made once (symmetric memory), kept for each round
+            cfg = self._fixed_config(0)
+            self.copy_engine_layers = (FusedMoE(self.b0_weights, m.top_k, tokens, config=cfg, dtype=self.dtype),
+                                       _LayersStandIn(self.b0_weights, m.top_k, tokens, cfg, self.dtype))
+        layer, stand_in = self.copy_engine_layers
         x = self._random(tokens, m.hidden, seed=37)
         ids = round_robin_ids(tokens, m.top_k, m.num_experts, self.device)
         topk_w = torch.full((tokens, m.top_k), 1.0 / m.top_k, device=self.device)
-        measured = []  # host-started graph, host-started copy engine, queued graph, queued copy engine
+        us = [self._time(lambda: layer(x, ids, topk_w, mode=NO_LAYERS), together=True, spin=False, queued=queued)
+              for queued in (False, True)]
         for queued in (False, True):
-            for comm_blocks0 in (blocks, 0):
-                cfg = FusedConfig(comm_blocks0=comm_blocks0, comm_blocks1=blocks, block_m=self.s.block_m,
-                                  block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(m.hidden),
-                                  programs=self.programs)
-                layer = FusedMoE(weights, m.top_k, tokens, config=cfg, dtype=self.dtype)
-                if self.cuda and comm_blocks0 > 0:
-                    graph = layer.graphed(tokens, NO_LAYERS)
-                    measured.append(self._time(graph.replay, together=True, spin=False, queued=queued))
-                else:  # the copy engine's forward (and on the CPU, every forward: no CUDA graphs) op by op
-                    us = self._time(lambda: layer(x, ids, topk_w, mode=NO_LAYERS), together=True, spin=False,
-                                    queued=queued)
-                    measured.append(us if self.cuda else math.nan)  # on the CPU: the interpreter's time, no figure
-                del layer
-        measured += self.copy_engine_covered(weights, FusedConfig(
-            comm_blocks0=0, comm_blocks1=blocks, block_m=self.s.block_m, block_n=self.s.block_n,
-            block_k=self.s.block_k, n_splits=self._splits(m.hidden), programs=self.programs), x, ids, topk_w)
-        measured = self._slowest(measured)
-        what = (f"the fused forward (FusedMoE, {m.name}, top-{m.top_k}, {blocks} communication blocks in layer1) "
-                f"without its two layer kernels at {tokens} tokens per GPU, median of {self.s.runs}, slowest of "
-                f"{self.world} GPUs, timed as bench times the layer")
-        host, queued = "from a host barrier (--align host)", "enqueued behind a device spin (--align queued)"
-        graphed, copy_engine = f"layer0 on {blocks} blocks, in a CUDA graph", "layer0's rows by the copy engine, eagerly"
-        covered = ("a device spin of ~3 ms in place of the two layer kernels, less the spin's GPU time (the host's "
-                   "launches after layer0 covered by it, as by layers that outlast them)")
-        for key, us, how in (("forward_fixed_us", measured[0], f"{host}; {graphed}"),
-                             ("copy_engine_fixed_us", measured[1], f"{host}; {copy_engine}"),
-                             ("forward_fixed_queued_us", measured[2], f"{queued}; {graphed}"),
-                             ("copy_engine_fixed_queued_us", measured[3], f"{queued}; {copy_engine}"),
-                             ("copy_engine_covered_us", measured[4], f"{host}; {copy_engine}; {covered}"),
-                             ("copy_engine_covered_queued_us", measured[5], f"{queued}; {copy_engine}; {covered}")):
-            if math.isfinite(us):
-                self._figure(key, us, f"{what} {how}")
-                self._say(f"forward without its layers at {tokens} tokens, {how}: {us:.1f} µs")
-            else:
-                self.notes.append(f"{key}: not measured on the CPU (no CUDA graphs or copy engine; the steps ran "
-                                  "eagerly)")
-
-    def copy_engine_covered(self, weights: MoEWeights, cfg: FusedConfig, x: torch.Tensor, ids: torch.Tensor,
-                            topk_w: torch.Tensor) -> tuple[float, float]:
-        """copy_engine_covered_us (from a host barrier) and _queued_us (as bench --align queued), this rank's: the
-        copy-engine forward with one device spin of ~3 ms in place of its two layer kernels (_LayersStandIn), less
-        the spin's own GPU time. The host's launches after layer0's (layer1, the barrier, the combine's torch ops)
-        run while the GPU spins, as they run beside real layers that outlast them: what is left is the part of
-        copy_engine_fixed_us that comes before the layers. NaN on the CPU (no spin, no copy engine)."""
-        if not self.cuda:
-            return math.nan, math.nan
-        layer = _LayersStandIn(weights, ids.shape[1], x.shape[0], cfg, self.dtype)
-        out = []
-        for queued in (False, True):
-            layer.spins.clear()
-            total = self._time(lambda: layer(x, ids, topk_w), together=True, spin=False, queued=queued)
+            stand_in.spins.clear()
+            total = self._time(lambda: stand_in(x, ids, topk_w), together=True, spin=False, queued=queued)
             torch.cuda.synchronize()
-            spin = statistics.median(start.elapsed_time(end) * 1e3 for start, end in layer.spins)
-            out.append(max(0.0, total - spin))
-        del layer
-        return out[0], out[1]
+            spin = statistics.median(start.elapsed_time(end) * 1e3 for start, end in stand_in.spins)
+            us.append(max(0.0, total - spin))
+        return self._slowest(us)
 
     def _copy_buffer(self) -> tuple[PeerBuffer, int, int]:
         cols = self.s.models[0].hidden
