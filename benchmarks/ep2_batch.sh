@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -320,6 +320,12 @@ tp2-baselines)  # B0 and B1 under TP (EP=1 x TP=2) from the host-bound end to th
     run 150 qwen_tp2_b "${bench[@]}" --model qwen2-moe-2.7b --tokens 64,256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
     run 150 mixtral_tp2_b "${bench[@]}" --model mixtral-8x7b --tokens 256,1024,4096,8192 --chunks 2,4 --tp 2 --kind baselines
     run 150 phi_tp2_b "${bench[@]}" --model phi-3.5-moe --tokens 256,1024,8192 --chunks 2,4 --tp 2 --kind baselines
+    ;;
+pull-rows)  # layer0's row tiles pulled in pieces by several blocks (FusedConfig.pull_rows) beside whole tiles (128): the
+           # GPU suite with 32-row pieces, then both in one bench where the layer waits on its first tiles (few tokens)
+    run 150 suite_pull32 torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --pull-rows 32 --replays 300 --out "$out/suite_pull32.json"
+    run 150 qwen_pull "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096 --comm-blocks 4,8,16,24 --pull-rows 128,32,16 --kind fused
+    run 120 mixtral_pull "${bench[@]}" --model mixtral-8x7b --tokens 1024 --comm-blocks 4,8,16 --pull-rows 128,32 --kind fused
     ;;
 copy-engine-trace)  # the copy-engine forward traced on host and GPU (which host work comes before layer0, which beside it)
     run 120 copy_engine_trace_qwen torchrun --nproc-per-node 2 "$repo/benchmarks/copy_engine_trace.py" --model qwen2-moe-2.7b --tokens 1024,4096,8192 --out "$out/copy_engine_trace_qwen.json"

@@ -63,7 +63,8 @@ class Suite:
 
     def layer(self, **knobs) -> FusedMoE | TensorParallelFused:
         cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4,
-                             "dedup": self.args.dedup, "prereduce": self.args.prereduce, **knobs})
+                             "dedup": self.args.dedup, "prereduce": self.args.prereduce,
+                             "pull_rows": self.args.pull_rows, **knobs})
         if self.tp > 1:
             layer = TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
                                         dtype=torch.bfloat16)
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--dedup", action="store_true", help="layer0 brings a token to a rank once (FusedConfig.dedup)")
     parser.add_argument("--prereduce", action="store_true",
                         help="layer1 sends a token's rows at a rank home as one sum (FusedConfig.prereduce)")
+    parser.add_argument("--pull-rows", type=int,
+                        help="rows a communication block pulls as one piece of layer0's work (FusedConfig.pull_rows)")
     args = parser.parse_args()
     args.experts, args.top_k, args.hidden, args.ffn = (int(v) for v in args.shape.split(","))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -231,7 +234,7 @@ def main() -> None:
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
     if suite.rank == 0:
         suite.report.update({**environment(), "gpus": suite.world, "ep": suite.ep, "tp": suite.tp, "shape": args.shape,
-                             "dedup": args.dedup, "prereduce": args.prereduce})
+                             "dedup": args.dedup, "prereduce": args.prereduce, "pull_rows": args.pull_rows})
         with open(args.out, "w") as f:
             json.dump(suite.report, f, indent=2)
         print(f"wrote {args.out}")

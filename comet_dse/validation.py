@@ -72,6 +72,8 @@ def _comet_skip(config: dict, hidden: int, measured: bool) -> str | None:
         return "copy-engine variant (comm_blocks0 = 0) is modelled with a measured profile only"
     if config.get("flatten"):
         return "cross-tile pipelining (flatten) is not modelled"
+    if config.get("pull_rows") not in (None, config.get("block_m")):
+        return f"layer0's pulls in pieces of {config['pull_rows']} rows (pull_rows) are not modelled apart"
     width = default_layer1_width(hidden, config["n_splits"], config["block_n"]) if measured else config["block_n"]
     if config.get("block_n1") not in (None, width):
         return f"a layer1 tile width (block_n1 = {config['block_n1']}) other than {width} is not modelled"

@@ -142,11 +142,14 @@ class BenchRunner:
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
         configs = [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
-                               n_splits=a.n_splits, row_order=a.row_order, tile_order=order, tile_layout=layout, **knobs)
-                   for layout in s.tile_layouts for order in s.tile_orders for b in s.comm_blocks]
-        # the copy engine always runs by source: time it once, not once per layout
+                               n_splits=a.n_splits, row_order=a.row_order, tile_order=order, tile_layout=layout,
+                               pull_rows=pull, **knobs)
+                   for layout in s.tile_layouts for order in s.tile_orders for pull in s.pull_rows for b in s.comm_blocks]
+        # the copy engine always runs by source and pulls nothing itself: time it once, not once per layout or piece
+        def copy_engine_key(c: FusedConfig) -> FusedConfig:
+            return replace(c, tile_layout="by-source", pull_rows=None)
         return [c for i, c in enumerate(configs) if c.comm_blocks0 > 0 or
-                all(replace(c, tile_layout="by-source") != replace(d, tile_layout="by-source") for d in configs[:i])]
+                all(copy_engine_key(c) != copy_engine_key(d) for d in configs[:i])]
 
     def _reference(self, x, ids, w) -> torch.Tensor:
         """The fp32 reference for this rank's tokens: a token's output depends only on its own
@@ -309,6 +312,8 @@ def _summary(run: dict) -> str:
     cfg = run["config"] or {}
     parts = [f"tokens={run['tokens']}", f"comm_blocks={cfg.get('comm_blocks0')}", f"tile_order={cfg.get('tile_order')}",
              f"tile_layout={cfg.get('tile_layout', 'by-source')}"]
+    if cfg.get("pull_rows"):
+        parts.append(f"pull_rows={cfg['pull_rows']}")
     parts += [f"{k}={v:.0f}" for k, v in t.items()]
     parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
     return " ".join(parts)

@@ -153,6 +153,10 @@ class FusedConfig:
     # (fused_moe._reduce_tokens). `FusedMoE.prereduced` says whether it ran (it needs a peer). Off by default: on
     # 2x H200 on a par, 0.95-1.04x the time at each layer's best block count (run 56, results/measurements/prereduce_h200/)
     prereduce: bool = False
+    # rows a communication block pulls as one piece of work in layer0 (None: a whole row tile, block_m rows). Fewer
+    # split a tile over several blocks, so its rows land sooner and the compute blocks waiting on the first tiles
+    # start earlier; the block finishing a tile's last piece raises its flag (a per-tile count, zeroed each call)
+    pull_rows: int | None = None
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
@@ -278,6 +282,8 @@ class FusedMoE:
         recv_rows = world * max_tokens * min(rows_per_token or top_k, self.experts)
         self.merged = cfg.layout(world) == "merged"
         self.deduplicated = cfg.deduplicates(world)
+        # layer0's pieces per row tile (pull_rows); dedup pulls whole tiles (its waits are per tile)
+        self.pull_parts = 1 if self.deduplicated or cfg.pull_rows is None else cfg.block_m // cfg.pull_rows
         self.max_tiles = max_row_tiles(recv_rows, layout_groups(world, self.experts, self.merged), cfg.block_m)
         # ---- peer-addressable buffers: send + receive rows; combine + staging rows; counts; signals ----
         self.xbuf = PeerBuffer(self.send_rows + recv_rows, hidden, dtype, self.device, group)
@@ -288,8 +294,10 @@ class FusedMoE:
         # ---- local state ----
         self.h = torch.empty(recv_rows, self.ffn, dtype=dtype, device=self.device)
         self.flags = torch.zeros(self.max_tiles + world, dtype=torch.int32, device=self.device)
-        # per (row tile, split), then per split (the pre-reduction waits for a whole split)
-        self.counters = torch.zeros((self.max_tiles + 1) * cfg.n_splits, dtype=torch.int32, device=self.device)
+        # per (row tile, split), then per split (the pre-reduction waits for a whole split), then layer0's pieces
+        # pulled per row tile (FusedConfig.pull_rows): one memset zeroes them all each call
+        self.counters = torch.zeros((self.max_tiles + 1) * cfg.n_splits + self.max_tiles, dtype=torch.int32,
+                                    device=self.device)
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
@@ -353,6 +361,8 @@ class FusedMoE:
             raise ValueError(f"H={hidden} and F={self.ffn} must be multiples of 16 (TMA rows are 16-byte aligned)")
         if cfg.prereduce and self.world > 32:
             raise ValueError(f"prereduce supports up to 32 ranks (a token's holders are a 32-bit mask), got {self.world}")
+        if cfg.pull_rows is not None and not (1 <= cfg.pull_rows <= cfg.block_m and cfg.block_m % cfg.pull_rows == 0):
+            raise ValueError(f"pull_rows must divide block_m={cfg.block_m}, got {cfg.pull_rows}")
         if self.max_tokens < 1 or self.top_k < 1:
             raise ValueError(f"max_tokens and top_k must be >= 1, got {self.max_tokens} and {self.top_k}")
 
@@ -493,12 +503,13 @@ class FusedMoE:
             self.xbuf.local, self.xbuf.deltas, self.xbuf_desc, self.w13_desc, self.h, self.h_store_desc, plan.tiles,
             plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch,
-            *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)), self.rank, self.own_pos,
+            *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)),
+            self.counters[(self.max_tiles + 1) * cfg.n_splits:], self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             EXPERT_ORDER=cfg.tile_order == "expert", PAIRS=cfg.gate_up == "pairs", TMA_STORE=cfg.tma_store,
-            DEDUP=self.deduplicated, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DEDUP=self.deduplicated, PULL_PARTS=self.pull_parts, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 
     def _launch_layer1(self, plan: DevicePlan, mode: int) -> None:

@@ -309,12 +309,13 @@ def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.cons
 @triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, h_desc, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
-    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr,
+    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr, pulled_ptr,
     rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
     EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr, DEDUP: tl.constexpr,
+    PULL_PARTS: tl.constexpr,
 ):
     """DEDUP: a remote row whose (source, token) an earlier tile already brought is copied locally
     from there once that tile's flag is up (dedup_kernel's tables), else pulled: a token crosses
@@ -322,23 +323,32 @@ def layer0_kernel(
     (tests). SEG_FLAGS: remote tiles wait on their source's flag at seg_base + source (the copy
     engine's), not on their own. EXPERT_ORDER: the compute blocks walk the tiles in `order` (expert
     by expert, own and remote alike): an expert's weights stream from HBM once, not once per phase.
-    The communication blocks walk `remote` (the plan's order of the remote tiles) either way."""
+    The communication blocks walk `remote` (the plan's order of the remote tiles) either way, in PULL_PARTS
+    pieces of BLOCK_M / PULL_PARTS rows per tile, round robin: several blocks bring one tile, and the block that
+    counts its last piece in (pulled_ptr, zeroed each forward; counted modulo PULL_PARTS) raises its flag."""
     pid = tl.program_id(0)
     n_tiles = tl.load(num_tiles_ptr)
     epoch = tl.load(epoch_ptr)
     if pid < N_COMM:
         # ---- communication blocks: pull remote row tiles from the sources' send regions ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
-        for i in range(pid, n_remote, N_COMM):
-            u = tl.load(remote_ptr + i)
+        part_rows: tl.constexpr = BLOCK_M // PULL_PARTS
+        for i in range(pid, n_remote * PULL_PARTS, N_COMM):
+            u = tl.load(remote_ptr + i // PULL_PARTS)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
-            if MODE != _COMPUTE_ONLY:
-                _move_tile(xbuf_ptr, x_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, 0, H, H, own_pos, WORLD, True,
-                           COPY_ROWS, COPY_COLS, dup_row_ptr, dup_tile_ptr, flags_ptr, epoch, DEDUP)
+            lo = (i % PULL_PARTS) * part_rows  # this piece: the tile's rows [lo, lo + part_rows), if it has them
+            if (MODE != _COMPUTE_ONLY) & (lo < rows):
+                _move_tile(xbuf_ptr, x_deltas_ptr, pieces_ptr, expert, row0 + lo, tl.minimum(rows - lo, part_rows),
+                           SEND_ROWS, 0, H, H, own_pos, WORLD, True, COPY_ROWS, COPY_COLS, dup_row_ptr, dup_tile_ptr,
+                           flags_ptr, epoch, DEDUP)
             for _ in range(delay_spins):  # a slow producer, for the tests
                 tl.atomic_add(err_ptr, 0, sem="relaxed", scope="gpu")
             tl.debug_barrier()
-            if delay_spins >= 0:
+            last = True
+            if PULL_PARTS > 1:  # acq_rel: the pieces counted in before this one happen before its flag. Modulo: a
+                # launch of the layer alone again (bench's per-layer timings, calibrate) counts on from the last one
+                last = tl.atomic_add(pulled_ptr + u, 1, sem="acq_rel", scope="gpu") % PULL_PARTS == PULL_PARTS - 1
+            if (delay_spins >= 0) & last:
                 tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
     elif EXPERT_ORDER:
         # ---- compute blocks, expert by expert: a remote tile waits for its flag, an own one does not ----

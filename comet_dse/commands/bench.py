@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layer1 sends a token's rows at a rank home as one row, their weighted sum (the top-k "
                              "pre-reduction; under TP the reduce-scatter's bytes); a split leaves once every tile has it "
                              "(default off)")
+    parser.add_argument("--pull-rows",
+                        help="rows a communication block pulls as one piece of layer0's work, dividing the tile's BM, "
+                             "comma-separated to time several (default: a whole row tile)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
@@ -119,6 +122,7 @@ class _Settings:
     comm_blocks: list[int]
     tile_orders: list[str]
     tile_layouts: list[str]
+    pull_rows: list[int | None]
     chunks: list[int]
     block_m: int
     block_n: int
@@ -154,6 +158,11 @@ def _settings(args: argparse.Namespace) -> _Settings:
     if args.programs is not None and args.programs < 2:
         raise UserError("--programs", f"must be >= 2 (communication and compute blocks), got {args.programs}")
     block_m, block_n = parse_tile(args.tile)
+    pull_rows: list[int | None] = [None]
+    if args.pull_rows:
+        pull_rows = parse_ints(args.pull_rows, "--pull-rows")
+        if any(block_m % r for r in pull_rows):
+            raise UserError("--pull-rows", f"each must divide the tile's BM {block_m}, got {args.pull_rows}")
     check_tile_size(args.block_k, "--block-k")
     if args.block_n1:  # 0 or none: the default width
         check_tile_size(args.block_n1, "--block-n1")
@@ -198,7 +207,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, chunks, block_m, block_n, experts, top_k, hidden, ffn,
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, pull_rows, chunks, block_m, block_n, experts, top_k, hidden, ffn,
                      model_name, capacity, plan, args.ep, args.tp)
 
 

@@ -57,7 +57,7 @@ def main() -> None:
     ptrs = {"xbuf_ptr": "*bf16", "x_deltas_ptr": "*i64", "h_ptr": "*bf16", "tiles_ptr": "*i32", "num_tiles_ptr": "*i32", "local_tiles_ptr": "*i32",
             "pieces_ptr": "*i32", "flags_ptr": "*i32", "err_ptr": "*i32", "epoch_ptr": "*i32", "ybuf_ptr": "*bf16", "y_deltas_ptr": "*i64",
             "order_ptr": "*i32", "remote_ptr": "*i32", "counters_ptr": "*i32", "sig_ptr": "*i32", "sig_deltas_ptr": "*i64", "comb_ptr": "*bf16",
-            "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32",
+            "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32", "pulled_ptr": "*i32",
             "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32", "route_ptr": "*i32", "route_deltas_ptr": "*i64",
             "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "table_ptr": "*i32", "rotation_ptr": "*i64", "expert_ptr": "*i32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
@@ -70,25 +70,30 @@ def main() -> None:
             report[f"layer0_mode{mode}_seg{int(seg_flags)}"] = _compile(
                 fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": mode,
                                          "SEG_FLAGS": seg_flags, "PROXY_FENCE": True, "FLATTEN": seg_flags,
-                                         "EXPERT_ORDER": False, "PAIRS": False, "TMA_STORE": False, "DEDUP": False})
+                                         "EXPERT_ORDER": False, "PAIRS": False, "TMA_STORE": False, "DEDUP": False, "PULL_PARTS": 1})
         report[f"layer1_mode{mode}"] = _compile(
             fm.layer1_kernel, ptrs, {**tiles, "WORLD": 8, "N_SPLITS": 4, "COL_TILES": 4, "COPY_ROWS": 32, "COPY_COLS": 512, "MODE": mode,
                                      "FLATTEN": False, **no_prereduce})
     report["layer0_expert"] = _compile(
         fm.layer0_kernel, ptrs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": True, "PAIRS": False,
-                                 "TMA_STORE": False, "DEDUP": False})
+                                 "TMA_STORE": False, "DEDUP": False, "PULL_PARTS": 1})
     # GEMM0's gate/up in column pairs (one dot of 2 x BN per step), full tiles stored by TMA
     pairs = {**ptrs, "w_desc": _desc((BK, 2 * BN)), "h_desc": _desc((BM, BN))}
     report["layer0_pairs_tma"] = _compile(
         fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                   "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
-                                  "TMA_STORE": True, "DEDUP": False})
+                                  "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 1})
+    # layer0's row tiles pulled in four pieces by up to four communication blocks (FusedConfig.pull_rows)
+    report["layer0_pull_parts4"] = _compile(
+        fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
+                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
+                                  "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 4})
     # layer0 bringing a token once per rank (FusedConfig.dedup), and the kernel that finds the repeats
     report["layer0_dedup"] = _compile(
         fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                   "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
-                                  "TMA_STORE": True, "DEDUP": True})
+                                  "TMA_STORE": True, "DEDUP": True, "PULL_PARTS": 1})
     for resolve in (False, True):
         report[f"dedup_resolve{int(resolve)}"] = _compile(fm.dedup_kernel, ptrs, {"WORLD": 8, "BLOCK_M": BM, "RESOLVE": resolve},
                                                           num_warps=4)

@@ -54,6 +54,18 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
         assert r["remote_bytes_out"] > 0
 
 
+def test_bench_times_layer0s_pulls_in_pieces_beside_whole_tiles(tmp_path):
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "0,2",
+           "--comm-blocks1", "2", "--pull-rows", "16,4", "--kind", "fused", "--programs", "4", "--tile", "16x16", "--block-k", "16",
+           "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
+    for code, out, err in run_ranks(cmd, 2):
+        assert code == 0, err[-2000:]
+    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    # each piece size with 2 blocks; the copy engine pulls nothing itself, so it runs once
+    assert [(r["config"]["comm_blocks0"], r["config"]["pull_rows"]) for r in result["runs"]] == [(0, 16), (2, 16), (2, 4)]
+    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tokens", "0"], "--tokens: must be integers >= 1"),
     (["--gpus", "3", "--shape", "8,2,32,48"], "--gpus: must be an integer >= 1, a multiple of --tp 1, whose quotient divides the 8 experts"),
@@ -72,6 +84,8 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
     (["--tile", "100x100"], "--tile: tile sizes must be powers of two"),
     (["--block-n1", "96"], "--block-n1: tile sizes must be powers of two"),
     (["--tile", "big"], "--tile: expected BMxBN"),
+    (["--pull-rows", "48"], "--pull-rows: each must divide the tile's BM 128, got 48"),
+    (["--pull-rows", "0"], "--pull-rows: must be integers >= 1"),
     (["--tile-order", "layout,random"], "--tile-order: must be comma-separated values of layout, expert"),
     (["--tile-layout", "mixed"], "--tile-layout: must be comma-separated values of merged, by-source"),
     (["--shape", "8,2,32"], "--shape: expected E,top_k,H,F"),

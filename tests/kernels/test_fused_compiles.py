@@ -55,7 +55,7 @@ def test_deduplicated_pulls_load_a_row_from_the_link_or_from_here(report):
 
 
 def test_row_copies_move_16_bytes_per_access(report):
-    for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer1_mode0", "layer1_mode2", "combine",
+    for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer0_pull_parts4", "layer1_mode0", "layer1_mode2", "combine",
                  "place_own", "layer0_dedup", "layer1_prereduce", "layer1_prereduce_k8", "layer1_prereduce_k2",
                  "combine_prereduced"):
         k = report[name]

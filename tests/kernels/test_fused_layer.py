@@ -108,6 +108,9 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float16", {"prereduce": True, "tile_layout": "by-source", "row_order": "source-order", "n_splits": 1,
                  "comm_blocks1": 1}),
     ("float32", {"prereduce": True, "dedup": True, "comm_blocks0": 0, "tile_order": "expert"}),
+    ("float32", {"pull_rows": 4}),  # a row tile pulled in four pieces, by up to four blocks; the last raises its flag
+    ("float16", {"pull_rows": 1, "tile_layout": "by-source", "tile_order": "expert", "comm_blocks0": 3}),
+    ("float32", {"pull_rows": 8, "dedup": True}),  # dedup pulls whole tiles: pull_rows has no effect
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
@@ -135,9 +138,9 @@ def test_a_call_over_capacity_raises_and_writes_nothing():
     _spawn(_capacity_worker)
 
 
-def _variants_worker(rank: int, port: int) -> None:
+def _variants_worker(rank: int, port: int, knobs: dict) -> None:
     weights = _init(rank, port)
-    layer = _layer(rank, weights, 2, torch.float32)
+    layer = _layer(rank, weights, 2, torch.float32, **knobs)
     router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
     x = torch.randn(12, HIDDEN)
     ids, w = route(x, weights.router, 2)
@@ -150,8 +153,9 @@ def _variants_worker(rank: int, port: int) -> None:
     dist.destroy_process_group()
 
 
-def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing():
-    _spawn(_variants_worker)
+@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}])
+def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing(knobs):
+    _spawn(_variants_worker, knobs)
 
 
 def _capturable_worker(rank: int, port: int) -> None:
@@ -171,9 +175,9 @@ def test_a_call_reads_nothing_on_the_host_so_a_graph_can_capture_it():
     _spawn(_capturable_worker)
 
 
-def _stuck_worker(rank: int, port: int) -> None:
+def _stuck_worker(rank: int, port: int, knobs: dict) -> None:
     weights = _init(rank, port)
-    layer = _layer(rank, weights, 2, torch.float32, max_spins=50)
+    layer = _layer(rank, weights, 2, torch.float32, max_spins=50, **knobs)
     layer.delay_spins = -1  # layer0's communication blocks copy, then never raise a flag
     x = torch.randn(8, HIDDEN)
     ids, w = route(x, weights.router, 2)
@@ -183,8 +187,9 @@ def _stuck_worker(rank: int, port: int) -> None:
     dist.destroy_process_group()
 
 
-def test_a_producer_that_never_signals_raises_instead_of_hanging():
-    _spawn(_stuck_worker)
+@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}])
+def test_a_producer_that_never_signals_raises_instead_of_hanging(knobs):
+    _spawn(_stuck_worker, knobs)
 
 
 def _many_ranks_worker(rank: int, port: int, world: int) -> None:
