@@ -78,6 +78,7 @@ FROM_HOST, QUEUED = "from a host barrier (--align host)", "enqueued behind a dev
 STAND_IN_CYCLES = 6_000_000
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 
+
 class _LayersStandIn(FusedMoE):
     """The fused forward with one device spin (STAND_IN_CYCLES) where its two layer kernels would run, each spin's
     GPU time kept (CUDA events in `spins`): what the forward costs beside layers that outlast the host's launches
@@ -415,7 +416,8 @@ class Calibration:
 
     def _figure(self, key: str, value: float, source: str) -> None:
         low, high = figure_range(key)
-        if not low <= value <= high:  # e.g. copies in Triton's interpreter: measured, but no figure a profile takes
+        # e.g. copies in Triton's interpreter: measured, but no figure a profile takes (the loader takes > 0 only)
+        if not low <= value <= high or value <= 0:
             self.notes.append(f"{key}: measured {value:.4g}, outside the profile's range [{low:g}, {high:g}]: "
                               f"left to the base preset")
             return

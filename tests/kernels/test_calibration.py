@@ -413,3 +413,18 @@ def test_update_on_another_kind_of_gpu_is_one_line_and_writes_nothing(tmp_path):
     assert code == 2 and other == 0 and err.count("\n") == 1, err
     assert err == f"comet-dse: error: --update: {given} was measured on NVIDIA H100 80GB HBM3, this run on cpu: not written\n"
     assert not out.exists() or not list(out.glob("*.json"))
+
+
+@pytest.mark.parametrize("value, kept", [(0.0, False), (-3.0, False), (12.5, True)])
+def test_a_figure_the_profile_loader_would_refuse_is_left_to_the_base_preset_with_a_note(value, kept):
+    from types import SimpleNamespace
+
+    from comet_dse.kernels.calibration import Calibration
+
+    # e.g. copy_engine_covered_us: a spin's time subtracted from a forward's, clamped at 0 (the loader takes > 0 only)
+    state = SimpleNamespace(notes=[], figures={}, sources={})
+    Calibration._figure(state, "copy_engine_covered_us", value, "a source")
+    assert ("copy_engine_covered_us" in state.figures) == kept and (len(state.notes) == 0) == kept
+    if kept:
+        check_profile({**VALID, "figures": {**VALID["figures"], **state.figures},
+                       "sources": {**VALID["sources"], **state.sources}})
