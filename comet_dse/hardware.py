@@ -245,7 +245,8 @@ class HardwareProfile:
         if align == "queued":
             return self
         return replace(self, forward_fixed_queued_us=None, copy_engine_fixed_queued_us=None,
-                       copy_engine_covered_queued_us=None, measured=None if self.measured is None else self.measured.timed_from_host())
+                       copy_engine_covered_queued_us=None,
+                       measured=None if self.measured is None else self.measured.timed_from_host())
 
     def to_dict(self) -> dict:
         """The figures and sources; a measured profile's tables under "measured" (absent otherwise); the

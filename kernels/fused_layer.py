@@ -155,7 +155,8 @@ class FusedConfig:
     prereduce: bool = False
     # rows a communication block pulls as one piece of work in layer0 (None: a whole row tile, block_m rows). Fewer
     # split a tile over several blocks, so its rows land sooner and the compute blocks waiting on the first tiles
-    # start earlier; the block finishing a tile's last piece raises its flag (a per-tile count, zeroed each call)
+    # start earlier; the block counting a tile's last piece in raises its flag. Off by default: on 2x H200 it slows the
+    # pulls themselves and won 3% only at Qwen2-MoE's 1024 tokens (run 109, results/measurements/ep2_h200/pull_rows/)
     pull_rows: int | None = None
 
     def layout(self, world: int) -> str:

@@ -207,8 +207,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, pull_rows, chunks, block_m, block_n, experts, top_k, hidden, ffn,
-                     model_name, capacity, plan, args.ep, args.tp)
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, pull_rows, chunks, block_m, block_n, experts, top_k,
+                     hidden, ffn, model_name, capacity, plan, args.ep, args.tp)
 
 
 def run(args: argparse.Namespace) -> int:

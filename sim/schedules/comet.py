@@ -21,7 +21,9 @@ a tile with the first remote rows and are copied with them, a cost left out); th
 slow down while copies run; the pack, the plan and a device barrier come before layer0 and a
 device barrier and one combine pass after layer1. comm_blocks0 = 0 is the copy-engine
 variant: one peer copy per source on a side stream after a host sync, each source's tiles
-ready when its whole segment has landed, every SM computing.
+ready when its whole segment has landed, every SM computing; the host's launches after layer0's
+run beside the layers where calibrate timed them so (copy_engine_covered_us), the barrier after
+layer1 waiting for them.
 
 With TP (SimContext.group_sends) a rank pulls each source's tokens routed to its EP group once,
 however many of their rows it computes, and sends back one partial per token, pre-reduced over the
