@@ -27,6 +27,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.reference import MoEWeights, route
 from comet_dse.kernels.timing import environment, join_gpus, line_up, median_us
 from comet_dse.models import resolve_model
+from gpu_profile import slowest
 
 PROFILED_FORWARDS = 5
 HOST_STEPS = ("forward", "copy-engine dispatch", "launch layer0", "launch layer1")
@@ -106,9 +107,8 @@ def main() -> None:
         layer = FusedMoE(local, model.top_k, tokens, dtype=torch.bfloat16,
                          config=FusedConfig(comm_blocks0=0, comm_blocks1=args.comm_blocks1, tile_layout="by-source"))
         forward = lambda: layer(x, ids, w)  # noqa: E731
-        us = median_us(forward, runs=20, warmup=3, before_each=lambda: (dist.barrier(), line_up(token, queued=True)))
-        t = torch.tensor([us], device="cuda")
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        lined_up = lambda: (dist.barrier(), line_up(token, queued=True))  # noqa: E731  as bench --align queued
+        us = slowest(median_us(forward, runs=20, warmup=3, before_each=lined_up))
         annotate(layer)
         traces = [trace_one(forward, token) for _ in range(PROFILED_FORWARDS)]
         layer.check()
@@ -116,7 +116,7 @@ def main() -> None:
                 if all(key in tr for tr in traces)}
         per_rank: list = [None] * world
         dist.all_gather_object(per_rank, mine)
-        row = {"tokens": tokens, "comm_blocks0": 0, "comm_blocks1": args.comm_blocks1, "fused_us": round(float(t.item()), 1),
+        row = {"tokens": tokens, "comm_blocks0": 0, "comm_blocks1": args.comm_blocks1, "fused_us": us,
                "traced_medians_by_rank": per_rank}
         runs.append(row)
         if rank == 0:

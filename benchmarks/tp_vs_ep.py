@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from measurements_table import CHUNKS
+
 
 def rows(folders: list[Path]) -> list[dict]:
     """One row per (model, tokens, layout) over the folders' bench-*.json files (later files win a repeat)."""
@@ -32,7 +34,7 @@ def rows(folders: list[Path]) -> list[dict]:
                     row["fused"][blocks] = (t["fused"], t.get("compute_only"), t.get("comm_only"))
                 if "b0" in t:
                     row["b0"] = t["b0"]
-                    row["b1"] = min((v for k, v in t.items() if k.startswith("b1_c") and "_" not in k[3:]), default=None)
+                    row["b1"] = min((v for k, v in t.items() if CHUNKS.fullmatch(k)), default=None)  # b1_c<C>
     return [found[k] for k in sorted(found)]
 
 

@@ -299,6 +299,7 @@ class FusedMoE:
         # pulled per row tile (FusedConfig.pull_rows): one memset zeroes them all each call
         self.counters = torch.zeros((self.max_tiles + 1) * cfg.n_splits + self.max_tiles, dtype=torch.int32,
                                     device=self.device)
+        self.pulled = self.counters[(self.max_tiles + 1) * cfg.n_splits:]  # layer0's part: a view, made once
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
@@ -505,7 +506,7 @@ class FusedMoE:
             plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch,
             *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)),
-            self.counters[(self.max_tiles + 1) * cfg.n_splits:], self.rank, self.own_pos,
+            self.pulled, self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
