@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -339,6 +339,13 @@ tp2-queued)  # the TP-kernels issue at EP=1 x TP=2 as bench times by default sin
     ;;
 sweep-mixtral)
     run 300 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8
+    ;;
+layer-waits)  # each layer kernel full, with its waits given up (nowait), compute-only and comm-only: what the waits cost and
+    # how much the GEMM beside the copies in one kernel slows them; bench's workload, then calibrate's (round-robin, 1024 rows)
+    waits=(torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_layer_waits.py")
+    run 150 layer_waits_qwen "${waits[@]}" --model qwen2-moe-2.7b --tokens 4096,8192,16384 --blocks 4,8,16,32 --out "$out/layer_waits_qwen.json"
+    run 120 layer_waits_mixtral "${waits[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16 --out "$out/layer_waits_mixtral.json"
+    run 90 layer_waits_rr "${waits[@]}" --model qwen2-moe-2.7b --rows 1024 --blocks 4,8,16,32 --out "$out/layer_waits_rr.json"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -34,15 +34,16 @@ def slowest(times: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def round_robin_rows(model: ModelConfig, rows: int, rank: int, world: int,
-                     device: torch.device) -> tuple[MoEWeights, torch.Tensor, torch.Tensor, int]:
-    """This rank's local experts (random bf16 weights, seed 0) and its tokens, top-1 and round-robin
+def round_robin_rows(model: ModelConfig, rows: int, rank: int, world: int, device: torch.device,
+                     dtype: torch.dtype = torch.bfloat16) -> tuple[MoEWeights, torch.Tensor, torch.Tensor, int]:
+    """This rank's local experts (random weights, seed 0) and its tokens (seed 1 + rank), top-1 and round-robin
     over every expert, `rows` per expert: (weights, ids, x, rows that go to peers)."""
     local = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=0, device=device,
-                              dtype=torch.bfloat16).of_rank(rank, world)
+                              dtype=dtype).of_rank(rank, world)
     tokens = model.num_experts // world * rows
     ids = round_robin_ids(tokens, 1, model.num_experts, device)
-    x = torch.randn(tokens, model.hidden, device=device, dtype=torch.bfloat16)
+    g = torch.Generator().manual_seed(1 + rank)
+    x = torch.randn(tokens, model.hidden, generator=g).to(device, dtype)
     return local, ids, x, tokens - tokens // world  # every row not for this rank's experts
 
 

@@ -27,6 +27,18 @@ ROTATE = 3  # input sets rotated through the timed runs
 MODES = {"fused": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
 
 
+def bench_inputs(weights: MoEWeights, tokens: int, top_k: int, seed: int, rank: int, sets: int,
+                 dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`sets` input sets (x, expert ids, weights) of this rank's `tokens` tokens, routed by the layer's router: the
+    same for the same seed, rank and token count (bench's figures, and scripts that time its workload)."""
+    g = torch.Generator().manual_seed(seed * 7919 + tokens * 31 + rank)
+    found = []
+    for _ in range(sets):
+        x = torch.randn(tokens, weights.router.shape[0], generator=g).to(weights.router.device, dtype)
+        found.append((x, *route(x, weights.router, top_k)))
+    return found
+
+
 class BenchRunner:
     def __init__(self, settings, args) -> None:
         self.s, self.args = settings, args
@@ -84,13 +96,8 @@ class BenchRunner:
         runs = []
         link = self._link_GBps() if self.args.kind != "baselines" else None
         for tokens in s.tokens:
-            g = torch.Generator().manual_seed(self.args.seed * 7919 + tokens * 31 + self.rank)
-            inputs = []
-            for _ in range(ROTATE + 1):  # the last set is the correctness check's, never timed
-                x = torch.randn(tokens, s.hidden, generator=g).to(self.device, self.dtype)
-                ids, w = route(x, self.weights.router, s.top_k)
-                inputs.append((x, ids, w))
-            check, inputs = inputs[-1], inputs[:-1]
+            # the last set is the correctness check's, never timed
+            *inputs, check = bench_inputs(self.weights, tokens, s.top_k, self.args.seed, self.rank, ROTATE + 1, self.dtype)
             expected = self._reference(*check)
             base = {"tokens": tokens, "capacity": s.capacity}
             timings, errors = {}, {}
