@@ -40,7 +40,7 @@ PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
 TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "gemm1_contention", "copy_contention",
-                   "push_contention", "b0_host", "host_sync")
+                   "push_contention", "b0_host", "host_sync", "layer_copy_contention")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -163,6 +163,9 @@ class MeasuredTables:
     # spin); None: not measured, the host-started ones stand in (`timed_from_host` drops these)
     b0_host_chain_queued_us: float | None = None
     host_sync_queued: Curve | None = None
+    # "pull" / "push" -> the layer's own copies slowed while the compute programs of the same kernel run GEMM tiles,
+    # over copy blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
+    layer_copy_contention: dict[str, Curve] = field(default_factory=dict)
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -354,6 +357,12 @@ class MeasuredTables:
         return _slowdown(self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention,
                          copy_blocks)
 
+    def copy_slowdown_while_computing(self, copy_blocks: int, direction: str) -> float | None:
+        """The layer's copies (pulls in layer0, pushes in layer1) on `copy_blocks` blocks while its GEMM tiles run in
+        the same kernel / alone, at least 1; None where calibrate did not time it (the whole-window figure stands in)."""
+        curve = self.layer_copy_contention.get(direction)
+        return None if curve is None else _slowdown(curve, copy_blocks)
+
     def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
         """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
         a GEMM on the other SMs / alone (1 if not measured; at least 1, as for the GEMM). Pushes read
@@ -515,6 +524,12 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
             raise UserError(f"{path}.{name}.slowdown", f"must start at 1.0 (the GEMM alone), got {curve.y[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
+    in_layer = {}
+    if "layer_copy_contention" in tables:
+        at = f"{path}.layer_copy_contention"
+        obj = _object(tables["layer_copy_contention"], at)
+        _keys(obj, at, ("copy_blocks", *DIRECTIONS))
+        in_layer = {direction: _curve(obj, at, "copy_blocks", direction, 1.0, x_strict=False) for direction in DIRECTIONS}
     chain = chain_queued = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"
@@ -530,7 +545,7 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     host_sync, host_sync_queued = _host_sync(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
-                          host_sync_queued=host_sync_queued)
+                          host_sync_queued=host_sync_queued, layer_copy_contention=in_layer)
 
 
 def _host_sync(tables: dict, path: str) -> tuple[Curve | None, Curve | None]:

@@ -48,7 +48,7 @@ from comet_dse.kernels.baselines import _grouped_mm as b0_expert_gemm
 from comet_dse.kernels.baselines import _plan as b0_plan
 from comet_dse.kernels.baselines import _weighted_sum, moe_sequential
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, combine_rows
-from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, NO_LAYERS, _copy_block
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.timing import (
@@ -136,6 +136,31 @@ def push_once(layer: FusedMoE, plan) -> None:
     memset (one small kernel) is timed with it."""
     layer.counters.zero_()
     layer._launch_layer1(plan, COMM_ONLY)
+
+
+def program_spans(stamps: torch.Tensor, comm: range) -> tuple[float, float]:
+    """(the communication programs' span, the compute programs' span) in µs of one stamped launch (`FusedMoE.stamps`:
+    (start, end) ns per program), each from the launch's first start to that role's last end; `comm`: the
+    communication programs' ids."""
+    t = stamps.view(-1, 2).to(torch.float64).cpu()
+    is_comm = torch.zeros(len(t), dtype=torch.bool)
+    is_comm[comm.start:comm.stop] = True
+    first = t[:, 0].min()
+    return float(t[is_comm, 1].max() - first) / 1e3, float(t[~is_comm, 1].max() - first) / 1e3
+
+
+def slowdown_while_computing(alone_us: float, beside_us: float, compute_us: float) -> float:
+    """How much slower copies move while the compute programs of the same kernel run GEMM tiles: copies taking
+    `alone_us` with no GEMM and `beside_us` in a launch whose GEMM took `compute_us`. Copies that ended first ran
+    slowed throughout (beside / alone); copies that outlasted the GEMM moved at alone pace after it, so the GEMM's
+    `compute_us` cost them `beside_us - alone_us`: compute / (compute - that). At least 1 (below is noise), and
+    beside / alone where the GEMM cost them more than it lasted (noise too)."""
+    if beside_us <= compute_us:
+        return max(1.0, beside_us / alone_us)
+    lost = beside_us - alone_us
+    if lost <= 0:
+        return 1.0
+    return max(1.0, compute_us / (compute_us - lost)) if lost < compute_us else max(1.0, beside_us / alone_us)
 
 
 def copy_shape(width: int, copy_elems: int) -> tuple[int, int]:
@@ -1048,6 +1073,41 @@ class Calibration:
         remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
         return layer, layer.plan, remote_rows
 
+    def _in_layer_spans(self, layer: FusedMoE, plan, runs: int = 5) -> list[list[float]]:
+        """Per communication block count: (copies alone, copies beside the GEMM, the GEMM) spans in µs of layer0, then
+        of layer1, inside the kernel (program stamps), slowest rank: COMM_ONLY, then FULL with every wait given up at
+        once (max_spins 0), so the compute programs run their tiles at their own pace beside the copies (the timing
+        only: rows are read before they land)."""
+        patient = layer.cfg
+        layer.programs = self.programs
+        layer.stamps = torch.zeros(2 * self.programs, dtype=torch.int64, device=self.device)
+        found = []
+        for n in self.s.comm_blocks:
+            layer.cfg = replace(patient, comm_blocks0=n, comm_blocks1=n)
+            row = []
+            for launch, reset, comm in ((layer._launch_layer0, layer.flags, range(n)),
+                                        (layer._launch_layer1, layer.counters, range(self.programs - n, self.programs))):
+                for mode in (COMM_ONLY, FULL):
+                    if mode == FULL:
+                        layer.cfg = replace(layer.cfg, max_spins=0)
+                    spans = []
+                    for _ in range(runs + 1):  # the first warms up
+                        reset.zero_()
+                        torch.cuda.synchronize()
+                        dist.barrier()
+                        launch(plan, mode)
+                        torch.cuda.synchronize()
+                        spans.append(program_spans(layer.stamps, comm))
+                    comm_us, compute_us = (statistics.median(v) for v in zip(*spans[1:]))
+                    row += [comm_us] if mode == COMM_ONLY else [comm_us, compute_us]
+                    if mode == FULL:
+                        layer.cfg = replace(layer.cfg, max_spins=patient.max_spins)
+                        layer.err.zero_()  # the waits given up on purpose (COMM_ONLY's are checked by the caller)
+            found.append(row)
+        layer.cfg, layer.stamps = patient, None
+        flat = self._slowest([v for row in found for v in row])
+        return [flat[6 * i:6 * i + 6] for i in range(len(found))]
+
     def _contention_rows(self) -> int:
         """The --rows value nearest CONTENTION_ROWS: the rows per expert of the layers timed beside copies."""
         return min(self.s.rows, key=lambda r: abs(math.log(r / CONTENTION_ROWS)))
@@ -1164,6 +1224,7 @@ class Calibration:
             # and the other way round: layer1's GEMM alone vs beside those pushes (every rank pushing to the others on
             # a side stream, repeated to outlast it), as GEMM1's tiles run beside the layer's pushes
             both("gemm1", gemm1, gemm1_alone, repeated(layer_pushes), push_alone, 3)
+        in_layer = self._in_layer_spans(copier, copier_plan)
         copier.check()
         names = list(timed)
         times = self._slowest([t for name in names for side in timed[name] for t in side])
@@ -1196,6 +1257,20 @@ class Calibration:
         self.notes.append(f"gemm1_contention: that layer1 GEMM alone vs beside those pushes (every rank pushing on a side "
                           f"stream, repeated to outlast it); slowest of {self.world} GPUs (the simulator reads a ratio below 1 "
                           f"as 1; gemm_contention where a profile lacks it)")
+        pulls_slow, pushes_slow = ([slowdown_while_computing(*spans[3 * i:3 * i + 3]) for spans in in_layer] for i in (0, 1))
+        self.tables["layer_copy_contention"] = {"copy_blocks": list(s.comm_blocks), "pull": [_sig(v) for v in pulls_slow],
+                                                "push": [_sig(v) for v in pushes_slow]}
+        self.notes.append(
+            f"layer_copy_contention: the copies of that FusedMoE ({m.name}, top-1 round-robin, every rank alike) slowed while "
+            f"the compute programs of the same kernel run GEMM tiles: each layer launched in FULL mode with its waits given "
+            f"up at once (max_spins 0: the GEMM runs at its own pace beside the copies) and in COMM_ONLY mode, every program "
+            f"stamping its start and end (globaltimer); copies alone C, copies beside the GEMM T and the GEMM G, each from the "
+            f"launch's first start to that role's last end, median of 5 launches, slowest rank: T / C where the copies ended "
+            f"first, else G / (G - (T - C)) (kernels/calibration.slowdown_while_computing). Spans (C, T, G µs, layer0 then "
+            f"layer1) per block count: " + "; ".join(f"{n}: " + " ".join(f"{v:.0f}" for v in spans)
+                                                       for n, spans in zip(s.comm_blocks, in_layer)))
+        self._say("layer copy contention (pull, push): " + " ".join(
+            f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(s.comm_blocks, pulls_slow, pushes_slow)))
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
         self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))

@@ -302,6 +302,9 @@ class FusedMoE:
         self.pulled = self.counters[(self.max_tiles + 1) * cfg.n_splits:]  # layer0's part: a view, made once
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
+        # int64 (start, end) in globaltimer ns per program of the next layer launches where set (a GPU only: calibrate's
+        # spans inside a kernel, `program_spans`); None: the kernels time nothing
+        self.stamps: torch.Tensor | None = None
         self.pos = torch.zeros(self.send_rows, dtype=torch.int64, device=self.device)  # pair -> its send row
         self.prereduced = cfg.prereduces(world)
         if self.prereduced:
@@ -506,12 +509,13 @@ class FusedMoE:
             plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch,
             *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)),
-            self.pulled, self.rank, self.own_pos,
+            self.pulled, self.err if self.stamps is None else self.stamps, self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             EXPERT_ORDER=cfg.tile_order == "expert", PAIRS=cfg.gate_up == "pairs", TMA_STORE=cfg.tma_store,
-            DEDUP=self.deduplicated, PULL_PARTS=self.pull_parts, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DEDUP=self.deduplicated, PULL_PARTS=self.pull_parts, STAMPS=self.stamps is not None, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
         )
 
     def _launch_layer1(self, plan: DevicePlan, mode: int) -> None:
@@ -534,12 +538,13 @@ class FusedMoE:
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
             plan.local_tiles, plan.pieces, self.counters, self.err, route.local, route.deltas, red.local, red.deltas,
-            table, self.rotation, self.rank, self.own_pos, cfg.max_spins, hidden, self.ffn,
+            table, self.rotation, self.err if self.stamps is None else self.stamps, self.rank, self.own_pos, cfg.max_spins,
+            hidden, self.ffn,
             self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs, self.max_tiles * cfg.n_splits,
             self.experts, self.max_tokens,
             WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
             COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=k_p2,
-            REDUCE_ROWS=reduce_rows, REDUCE_COLS=reduce_cols,
+            REDUCE_ROWS=reduce_rows, REDUCE_COLS=reduce_cols, STAMPS=self.stamps is not None,
             num_warps=cfg.num_warps, num_stages=self.stages1,
         )

@@ -101,6 +101,26 @@ def _proxy_fence(x, ENABLED: tl.constexpr):
 
 
 @triton.jit
+def _clock(x, ENABLED: tl.constexpr):
+    """The GPU's global nanosecond timer where ENABLED (calibrate's spans inside a kernel), else 0: the
+    interpreter has no inline assembly. `x`: any int32 scalar (the assembly needs an operand)."""
+    if ENABLED:
+        return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [x], dtype=tl.int64, is_pure=False,
+                                         pack=1)
+    else:
+        return x.to(tl.int64) * 0
+
+
+@triton.jit
+def _stamp(stamps_ptr, pid, start, ENABLED: tl.constexpr):
+    """Where ENABLED: this program's start and end (globaltimer ns) at stamps_ptr[2 pid], [2 pid + 1]."""
+    if ENABLED:
+        tl.debug_barrier()  # every thread of the program is done
+        tl.store(stamps_ptr + 2 * pid, start)
+        tl.store(stamps_ptr + 2 * pid + 1, _clock(pid, ENABLED))
+
+
+@triton.jit
 def _wait_rows(flags_ptr, u, src, seg_base, epoch, err_ptr, max_spins, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr):
     """Until remote row tile u's rows have landed: its own flag, or its source's (SEG_FLAGS, the copy engine)."""
     if SEG_FLAGS:
@@ -309,13 +329,13 @@ def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.cons
 @triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, h_desc, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
-    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr, pulled_ptr,
+    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr, pulled_ptr, stamps_ptr,
     rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
     EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr, DEDUP: tl.constexpr,
-    PULL_PARTS: tl.constexpr,
+    PULL_PARTS: tl.constexpr, STAMPS: tl.constexpr,
 ):
     """DEDUP: a remote row whose (source, token) an earlier tile already brought is copied locally
     from there once that tile's flag is up (dedup_kernel's tables), else pulled: a token crosses
@@ -325,8 +345,10 @@ def layer0_kernel(
     by expert, own and remote alike): an expert's weights stream from HBM once, not once per phase.
     The communication blocks walk `remote` (the plan's order of the remote tiles) either way, in PULL_PARTS
     pieces of BLOCK_M / PULL_PARTS rows per tile, round robin: several blocks bring one tile, and the block that
-    counts its last piece in (pulled_ptr, zeroed each forward; counted modulo PULL_PARTS) raises its flag."""
+    counts its last piece in (pulled_ptr, zeroed each forward; counted modulo PULL_PARTS) raises its flag.
+    STAMPS: each program's start and end go to stamps_ptr (`_stamp`)."""
     pid = tl.program_id(0)
+    start = _clock(pid, STAMPS)
     n_tiles = tl.load(num_tiles_ptr)
     epoch = tl.load(epoch_ptr)
     if pid < N_COMM:
@@ -387,6 +409,7 @@ def layer0_kernel(
             if MODE != _COMM_ONLY:
                 _gemm0_tile(xbuf_desc, SEND_ROWS + row0, w_desc, expert, c, H, F, h_ptr, h_desc, row0, rows,
                             BLOCK_M, BLOCK_N, BLOCK_K, PAIRS, TMA_STORE)
+    _stamp(stamps_ptr, pid, start, STAMPS)
 
 
 # ----------------------------------------------------------------------------------------
@@ -456,20 +479,22 @@ def _reduce_tokens(ybuf_ptr, src_red_ptr, table_ptr, t0, n_tok, rank, max_tokens
 @triton.jit
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
-    counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, table_ptr, rotation_ptr,
+    counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, table_ptr, rotation_ptr, stamps_ptr,
     rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts, max_tokens,
     WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
     FLATTEN: tl.constexpr, PREREDUCE: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
-    REDUCE_COLS: tl.constexpr,
+    REDUCE_COLS: tl.constexpr, STAMPS: tl.constexpr,
 ):
     """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
     The block counts are run-time arguments: one compiled kernel serves every n_comm.
     PREREDUCE (FusedConfig.prereduce): a split's remote results go home only once every remote tile has it
     (one counter per split, at split_base + j), as one row per (source, token): the weighted sum of that
     token's rows here (`_reduce_tokens`), into row rank * max_tokens + token of the source's `red`. table_ptr:
-    (WORLD, 2, K_P2, max_tokens) int32 of this rank, each source's slots here (`_route_table`)."""
+    (WORLD, 2, K_P2, max_tokens) int32 of this rank, each source's slots here (`_route_table`). STAMPS: each program's
+    start and end go to stamps_ptr (`_stamp`)."""
     pid = tl.program_id(0)
+    start = _clock(pid, STAMPS)
     n_tiles = tl.load(num_tiles_ptr)
     if pid < N_COMPUTE:
         # ---- compute blocks: GEMM1 split by split, remote tiles first ----
@@ -536,6 +561,7 @@ def layer1_kernel(
             _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
             _move_tile(ybuf_ptr, y_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, split * SPLIT_COLS, SPLIT_COLS, H,
                        own_pos, WORLD, False, COPY_ROWS, COPY_COLS, counters_ptr, counters_ptr, counters_ptr, 0, False)
+    _stamp(stamps_ptr, pid, start, STAMPS)
 
 
 # ----------------------------------------------------------------------------------------

@@ -10,14 +10,18 @@ the fused layer as built does, priced from the tables:
   (SwiGLU fused), GEMM1 uses the kernel's layer1 width (256 where it divides a split);
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth;
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks (layer1's
-  beside its pushes by gemm1_contention where calibrate timed it), and the
-  communication blocks' bandwidth divided by copy_contention (layer0's pulls beside a GEMM) or
-  push_contention (layer1's pushes; the pulls' figure where a profile lacks it);
+  beside its pushes by gemm1_contention where calibrate timed it), and the copies slowed by the
+  GEMM's share of their span where calibrate timed them beside it in one kernel (layer_copy_contention,
+  copies_while_computing), else the communication blocks' bandwidth divided over the whole span by
+  copy_contention (layer0's pulls beside a GEMM) or push_contention (layer1's pushes; the pulls'
+  figure where a profile lacks it);
 - the plan's small kernels, the pack gather and a device barrier before layer0, a device
   barrier after layer1 and one combine pass at the owner (calibrate's "combine" rate).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from comet_dse.sim.baseline_kernels import OUT_BYTES, gemm_shape, pass_ns
@@ -74,7 +78,24 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
         return hw.comm_blocks_GBps(blocks)
     measured = tables.comm_GBps(direction, blocks)
     rate = hw.comm_blocks_GBps(blocks) if measured is None else measured
+    if tables.copy_slowdown_while_computing(blocks, direction) is not None:
+        return rate  # slowed per rank by the GEMM's share of the copies' span (copies_while_computing)
     return rate / tables.copy_slowdown(blocks, direction)  # the blocks copy beside the compute blocks' GEMM tiles
+
+
+def copies_while_computing(ctx: SimContext, direction: str, blocks: int, gemm_ns: Callable[[], float],
+                           copy_ns: float) -> float:
+    """How much slower a layer's copies (`copy_ns` at engine_GBps) end beside its GEMM (`gemm_ns()` alone), where
+    calibrate timed them beside the GEMM in one kernel (layer_copy_contention: s while the compute programs run
+    tiles; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that end first run slowed throughout:
+    s. Copies that outlast the GEMM lose (1 - 1/s) of its span and run at their own pace after: 1 + (1 - 1/s) G / C.
+    On 2x H200 the layer's copies took the same time with their waits given up (results/measurements/ep2_h200/run110:
+    the GEMM's share of the span, not where its tiles fall, is what slows them)."""
+    tables = ctx.hardware.measured
+    s = None if tables is None or blocks <= 0 else tables.copy_slowdown_while_computing(blocks, direction)
+    if s is None or s == 1.0 or copy_ns <= 0:
+        return 1.0
+    return min(s, 1.0 + (1.0 - 1.0 / s) * gemm_ns() / copy_ns)
 
 
 def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, float], slowdown: float) -> np.ndarray:

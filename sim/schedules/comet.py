@@ -49,6 +49,7 @@ from comet_dse.sim.fused_costs import (
     PROLOGUE_OPS,
     combine_pass_ns,
     contended,
+    copies_while_computing,
     engine_GBps,
     fused_fixed_ns,
     fused_tile_ns,
@@ -269,7 +270,14 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         host_done = start0 + host_beside  # the host's launches after layer0's: the barrier after layer1 waits for them
 
         # ---- layer0: pull rows source by source; tiles start when their rows have landed ----
-        engine0 = Link(f"comm-blocks0-rank{rank}", cap0)
+        pull_bytes = layout.flow_bytes.astype(float)
+        if tables is not None:
+            pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
+        every0 = layout.tile_group  # GEMM0's tiles, one per (row tile, column tile)
+        rank_cap0 = cap0 / copies_while_computing(
+            ctx, "pull", knobs.comm_blocks0, lambda: kernel_time_ns(np.repeat(tile_ns0[every0], n_tiles0[every0]), blocks0),
+            pull_bytes.sum() / cap0)
+        engine0 = Link(f"comm-blocks0-rank{rank}", rank_cap0)
         # a tile is ready when its last row has landed: read off its source's flow as that flow ends, so no
         # finished flow (one per source, with its rate history) is kept for the rest of the run
         tile_ready = np.full(len(layout.tile_rows), float(start0))
@@ -290,15 +298,13 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                 ctx.add_slice(rank, f"comm0 {lane.name}", f"pull from rank {src}", flow.start, env.now,
                               bytes=int(layout.flow_bytes[src]))
 
-        pull_bytes = layout.flow_bytes.astype(float)
-        if tables is not None:
-            pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
         pulls = [src for src in layout.source_order if pull_bytes[src] > 0]
         if copy_engine:  # one copy per source, in rank order, one after another on the side stream
             pulls.sort()
         if fluid is not None:  # the fluid network: each source's landing priced at once, no flows
             begin, end = np.full(world, float(start0)), np.full(world, float(start0))
-            begin[pulls], end[pulls] = pull_times(ctx, rank, pulls, pull_bytes[pulls], cap0, start0, fluid[0], copy_engine)
+            begin[pulls], end[pulls] = pull_times(ctx, rank, pulls, pull_bytes[pulls], rank_cap0, start0, fluid[0],
+                                                  copy_engine)
             src = layout.tile_last_source
             pulled = (src >= 0) & (pull_bytes[np.maximum(src, 0)] > 0)  # own tiles (measured) stay ready at start0
             src = src[pulled]
@@ -310,7 +316,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         else:  # the flows: `pull` reads each source's tiles off these as its flow ends
             tiles_by_source = np.argsort(layout.tile_last_source, kind="stable")  # source -1 (shared experts) first
             sorted_source = layout.tile_last_source[tiles_by_source]
-            lanes = [Lane("copy engine", pulls)] if copy_engine else ctx.lanes(pulls, lambda src: src, rank, cap0, pull=True)
+            lanes = [Lane("copy engine", pulls)] if copy_engine else ctx.lanes(pulls, lambda src: src, rank, rank_cap0,
+                                                                                pull=True)
             yield ctx.start_lanes(lanes, pull)
             del lanes, tiles_by_source, sorted_source
             pulls_end = env.now
@@ -385,7 +392,9 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
         sends, compute1_end, busy1, alone1, counter1 = layer1_plan()
         del layout, groups, group_rows  # nothing below reads the layout
-        engine1 = Link(f"comm-blocks1-rank{rank}", cap1)
+        rank_cap1 = cap1 / copies_while_computing(ctx, "push", knobs.comm_blocks1, lambda: alone1,
+                                                  sum(size for _, _, size in sends) / cap1)
+        engine1 = Link(f"comm-blocks1-rank{rank}", rank_cap1)
 
         latency_out = ctx.latencies_ns(rank, incoming=False)
 
@@ -413,17 +422,18 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
                 del flow  # not held while the lane waits for its next split: W lanes a rank, each flow with its history
 
         if fluid is not None:
-            lefts = push_times(ctx, rank, sends, cap1, fluid[1])
+            lefts = push_times(ctx, rank, sends, rank_cap1, fluid[1])
             if len(sends):
                 dests = np.array([dest for _, dest, _ in sends], dtype=np.int64)
                 np.maximum.at(arrivals, dests, lefts + latency_out[dests])
                 if ctx.record:
                     for (_, dest, size), left in zip(sends, lefts.tolist()):
-                        ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / cap1, left, bytes=int(size))
+                        ctx.add_slice(rank, "comm1 fluid", f"send to rank {dest}", left - size / rank_cap1, left,
+                                      bytes=int(size))
                 if lefts.max() > env.now:
                     yield env.timeout(float(lefts.max()) - env.now)
         else:
-            lanes = ctx.lanes(sends, lambda send: send[1], rank, cap1, pull=False)
+            lanes = ctx.lanes(sends, lambda send: send[1], rank, rank_cap1, pull=False)
             yield env.all_of([env.process(push(lane)) for lane in lanes])
         if compute1_end > env.now:
             yield env.timeout(compute1_end - env.now)

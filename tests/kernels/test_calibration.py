@@ -27,6 +27,8 @@ from comet_dse.kernels.calibration import (  # noqa: E402
     fit_alltoall,
     fit_comm_blocks,
     gpu_slug,
+    program_spans,
+    slowdown_while_computing,
 )
 
 # E=8, top-2, H=32, F=48: 4 experts per rank on 2 ranks
@@ -178,6 +180,7 @@ VALID = {
         "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
         "copy_contention": {"copy_blocks": [1, 16], "slowdown": [1.01, 1.2]},
         "push_contention": {"copy_blocks": [1, 16], "slowdown": [1.02, 1.3]},
+        "layer_copy_contention": {"copy_blocks": [1, 16], "pull": [1.8, 1.3], "push": [1.9, 1.4]},
         "gemm1_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 1.1]},
         "layer_comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [18.0, 36.0]}, "push": {"blocks": [1, 2], "GBps": [19.0, 38.0]}},
         "b0_host": {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0},
@@ -241,6 +244,9 @@ def test_the_hand_made_profile_passes():
     ("tables.copy_contention.copy_blocks", [16, 1], "hardware.tables.copy_contention.copy_blocks"),
     ("tables.push_contention.slowdown", [1.0, 0.0], "hardware.tables.push_contention.slowdown[1]"),
     ("tables.gemm1_contention.copy_blocks", [1, 16], "hardware.tables.gemm1_contention.copy_blocks: must start at 0"),
+    ("tables.layer_copy_contention.push", [1.9, 1.4, 1.2], "hardware.tables.layer_copy_contention.push: must have as many"),
+    ("tables.layer_copy_contention.pull", _DELETE, "hardware.tables.layer_copy_contention.pull: missing"),
+    ("tables.layer_copy_contention.copy_blocks", [0, 16], "hardware.tables.layer_copy_contention.copy_blocks[0]"),
     ("tables.b0_host.tokens", 8.5, "hardware.tables.b0_host.tokens"),
     ("tables.b0_host.b0_us", 0.0, "hardware.tables.b0_host.b0_us"),
     ("tables.b0_host.plan_us", _DELETE, "hardware.tables.b0_host.plan_us: missing"),
@@ -428,3 +434,21 @@ def test_a_figure_the_profile_loader_would_refuse_is_left_to_the_base_preset_wit
     if kept:
         check_profile({**VALID, "figures": {**VALID["figures"], **state.figures},
                        "sources": {**VALID["sources"], **state.sources}})
+
+
+def test_program_spans_run_from_the_first_start_to_each_roles_last_end():
+    # programs 0-1 communicate, 2-3 compute; ns stamps (start, end)
+    stamps = torch.tensor([[1_000, 91_000], [2_000, 61_000], [1_500, 41_000], [3_000, 51_000]], dtype=torch.int64)
+    assert program_spans(stamps.reshape(-1), range(0, 2)) == (90.0, 50.0)
+    assert program_spans(stamps.reshape(-1), range(2, 4)) == (50.0, 90.0)
+
+
+@pytest.mark.parametrize("alone, beside, compute, expected", [
+    (100.0, 150.0, 200.0, 1.5),  # ended first: slowed throughout
+    (300.0, 400.0, 200.0, 2.0),  # outlasted a 200 µs GEMM, lost 100 µs: half its pace beside it
+    (300.0, 300.0, 200.0, 1.0),  # lost nothing
+    (300.0, 290.0, 200.0, 1.0),  # faster beside: noise
+    (300.0, 520.0, 200.0, 520.0 / 300.0),  # lost more than the GEMM lasted: noise, the plain ratio
+])
+def test_slowdown_while_computing(alone, beside, compute, expected):
+    assert slowdown_while_computing(alone, beside, compute) == pytest.approx(expected)
