@@ -163,8 +163,8 @@ class MeasuredTables:
     # spin); None: not measured, the host-started ones stand in (`timed_from_host` drops these)
     b0_host_chain_queued_us: float | None = None
     host_sync_queued: Curve | None = None
-    # "pull" / "push" -> the layer's own copies slowed while the compute programs of the same kernel run GEMM tiles,
-    # over copy blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
+    # "pull" / "push" -> the share of the GEMM's span the layer's own copies lose beside it in the same kernel, over
+    # copy blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
     layer_copy_contention: dict[str, Curve] = field(default_factory=dict)
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
@@ -357,11 +357,13 @@ class MeasuredTables:
         return _slowdown(self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention,
                          copy_blocks)
 
-    def copy_slowdown_while_computing(self, copy_blocks: int, direction: str) -> float | None:
-        """The layer's copies (pulls in layer0, pushes in layer1) on `copy_blocks` blocks while its GEMM tiles run in
-        the same kernel / alone, at least 1; None where calibrate did not time it (the whole-window figure stands in)."""
+    def copy_share_lost(self, copy_blocks: int, direction: str) -> float | None:
+        """The share of the GEMM's span the layer's copies (pulls in layer0, pushes in layer1) on `copy_blocks` blocks
+        lose beside it in one kernel, in [0, 1]; None where calibrate did not time it (the whole-window figure stands in)."""
         curve = self.layer_copy_contention.get(direction)
-        return None if curve is None else _slowdown(curve, copy_blocks)
+        if curve is None or copy_blocks <= 0:
+            return None
+        return min(1.0, max(0.0, curve.linear(copy_blocks)))
 
     def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
         """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
@@ -529,7 +531,15 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
         at = f"{path}.layer_copy_contention"
         obj = _object(tables["layer_copy_contention"], at)
         _keys(obj, at, ("copy_blocks", *DIRECTIONS))
-        in_layer = {direction: _curve(obj, at, "copy_blocks", direction, 1.0, x_strict=False) for direction in DIRECTIONS}
+        blocks = _curve(obj, at, "copy_blocks", "copy_blocks", 1.0, x_strict=False).x  # the block counts' checks
+        for direction in DIRECTIONS:  # shares, not times: 0 (nothing lost) is a measurement
+            shares = obj[direction]
+            if not isinstance(shares, list) or len(shares) != len(blocks):
+                raise UserError(f"{at}.{direction}", f"must have as many points as copy_blocks ({len(blocks)}), got {shares!r}")
+            for i, v in enumerate(shares):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                    raise UserError(f"{at}.{direction}[{i}]", f"must be in [0, 1] (a share of the GEMM's span), got {v!r}")
+            in_layer[direction] = Curve(blocks, tuple(float(v) for v in shares))
     chain = chain_queued = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"

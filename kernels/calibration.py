@@ -149,18 +149,15 @@ def program_spans(stamps: torch.Tensor, comm: range) -> tuple[float, float]:
     return float(t[is_comm, 1].max() - first) / 1e3, float(t[~is_comm, 1].max() - first) / 1e3
 
 
-def slowdown_while_computing(alone_us: float, beside_us: float, compute_us: float) -> float:
-    """How much slower copies move while the compute programs of the same kernel run GEMM tiles: copies taking
-    `alone_us` with no GEMM and `beside_us` in a launch whose GEMM took `compute_us`. Copies that ended first ran
-    slowed throughout (beside / alone); copies that outlasted the GEMM moved at alone pace after it, so the GEMM's
-    `compute_us` cost them `beside_us - alone_us`: compute / (compute - that). At least 1 (below is noise), and
-    beside / alone where the GEMM cost them more than it lasted (noise too)."""
+def share_lost_to_gemm(alone_us: float, beside_us: float, compute_us: float) -> float:
+    """The share of the GEMM's span that copies lose beside it in one kernel (0: none, 1: they stand still while it
+    runs): copies taking `alone_us` with no GEMM and `beside_us` in a launch whose GEMM took `compute_us`. Copies
+    that outlasted the GEMM lost `beside_us - alone_us` of its span; copies that ended first ran slowed throughout,
+    at 1 - alone / beside of their pace (the same share of every µs the GEMM ran beside them). In [0, 1]: below is
+    noise, above is copies slower even after the GEMM (run 111 at 1 block: the SM clock after a whole-GPU GEMM?)."""
     if beside_us <= compute_us:
-        return max(1.0, beside_us / alone_us)
-    lost = beside_us - alone_us
-    if lost <= 0:
-        return 1.0
-    return max(1.0, compute_us / (compute_us - lost)) if lost < compute_us else max(1.0, beside_us / alone_us)
+        return min(1.0, max(0.0, 1.0 - alone_us / beside_us))
+    return min(1.0, max(0.0, (beside_us - alone_us) / compute_us))
 
 
 def copy_shape(width: int, copy_elems: int) -> tuple[int, int]:
@@ -1257,19 +1254,20 @@ class Calibration:
         self.notes.append(f"gemm1_contention: that layer1 GEMM alone vs beside those pushes (every rank pushing on a side "
                           f"stream, repeated to outlast it); slowest of {self.world} GPUs (the simulator reads a ratio below 1 "
                           f"as 1; gemm_contention where a profile lacks it)")
-        pulls_slow, pushes_slow = ([slowdown_while_computing(*spans[3 * i:3 * i + 3]) for spans in in_layer] for i in (0, 1))
+        pulls_slow, pushes_slow = ([share_lost_to_gemm(*spans[3 * i:3 * i + 3]) for spans in in_layer] for i in (0, 1))
         self.tables["layer_copy_contention"] = {"copy_blocks": list(s.comm_blocks), "pull": [_sig(v) for v in pulls_slow],
                                                 "push": [_sig(v) for v in pushes_slow]}
         self.notes.append(
             f"layer_copy_contention: the copies of that FusedMoE ({m.name}, top-1 round-robin, every rank alike) slowed while "
-            f"the compute programs of the same kernel run GEMM tiles: each layer launched in FULL mode with its waits given "
+            f"the compute programs of the same kernel run GEMM tiles, as the share of the GEMM's span they lose (0: none, 1: "
+            f"they stand still while it runs): each layer launched in FULL mode with its waits given "
             f"up at once (max_spins 0: the GEMM runs at its own pace beside the copies) and in COMM_ONLY mode, every program "
             f"stamping its start and end (globaltimer); copies alone C, copies beside the GEMM T and the GEMM G, each from the "
-            f"launch's first start to that role's last end, median of 5 launches, slowest rank: T / C where the copies ended "
-            f"first, else G / (G - (T - C)) (kernels/calibration.slowdown_while_computing). Spans (C, T, G µs, layer0 then "
+            f"launch's first start to that role's last end, median of 5 launches, slowest rank: 1 - C / T where the copies "
+            f"ended first, else (T - C) / G, within [0, 1] (kernels/calibration.share_lost_to_gemm). Spans (C, T, G µs, layer0 then "
             f"layer1) per block count: " + "; ".join(f"{n}: " + " ".join(f"{v:.0f}" for v in spans)
                                                        for n, spans in zip(s.comm_blocks, in_layer)))
-        self._say("layer copy contention (pull, push): " + " ".join(
+        self._say("layer copies' share lost to the GEMM (pull, push): " + " ".join(
             f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(s.comm_blocks, pulls_slow, pushes_slow)))
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))

@@ -78,7 +78,7 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
         return hw.comm_blocks_GBps(blocks)
     measured = tables.comm_GBps(direction, blocks)
     rate = hw.comm_blocks_GBps(blocks) if measured is None else measured
-    if tables.copy_slowdown_while_computing(blocks, direction) is not None:
+    if tables.copy_share_lost(blocks, direction) is not None:
         return rate  # slowed per rank by the GEMM's share of the copies' span (copies_while_computing)
     return rate / tables.copy_slowdown(blocks, direction)  # the blocks copy beside the compute blocks' GEMM tiles
 
@@ -86,16 +86,17 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
 def copies_while_computing(ctx: SimContext, direction: str, blocks: int, gemm_ns: Callable[[], float],
                            copy_ns: float) -> float:
     """How much slower a layer's copies (`copy_ns` at engine_GBps) end beside its GEMM (`gemm_ns()` alone), where
-    calibrate timed them beside the GEMM in one kernel (layer_copy_contention: s while the compute programs run
-    tiles; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that end first run slowed throughout:
-    s. Copies that outlast the GEMM lose (1 - 1/s) of its span and run at their own pace after: 1 + (1 - 1/s) G / C.
+    calibrate timed them beside the GEMM in one kernel (layer_copy_contention: the share d of the GEMM's span they
+    lose; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that outlast the GEMM lose d of its
+    span: (C + d G) / C; copies that end first run at 1 - d of their pace throughout: 1 / (1 - d); the lesser holds.
     On 2x H200 the layer's copies took the same time with their waits given up (results/measurements/ep2_h200/run110:
-    the GEMM's share of the span, not where its tiles fall, is what slows them)."""
+    the GEMM's share of their span, not where its tiles fall, is what slows them)."""
     tables = ctx.hardware.measured
-    s = None if tables is None or blocks <= 0 else tables.copy_slowdown_while_computing(blocks, direction)
-    if s is None or s == 1.0 or copy_ns <= 0:
+    d = None if tables is None else tables.copy_share_lost(blocks, direction)
+    if not d or copy_ns <= 0:
         return 1.0
-    return min(s, 1.0 + (1.0 - 1.0 / s) * gemm_ns() / copy_ns)
+    outlasting = 1.0 + d * gemm_ns() / copy_ns
+    return outlasting if d >= 1.0 else min(1.0 / (1.0 - d), outlasting)
 
 
 def contended(starts: np.ndarray, durations: np.ndarray, window: tuple[float, float], slowdown: float) -> np.ndarray:

@@ -28,7 +28,7 @@ from comet_dse.kernels.calibration import (  # noqa: E402
     fit_comm_blocks,
     gpu_slug,
     program_spans,
-    slowdown_while_computing,
+    share_lost_to_gemm,
 )
 
 # E=8, top-2, H=32, F=48: 4 experts per rank on 2 ranks
@@ -180,7 +180,7 @@ VALID = {
         "gemm_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 0.99]},
         "copy_contention": {"copy_blocks": [1, 16], "slowdown": [1.01, 1.2]},
         "push_contention": {"copy_blocks": [1, 16], "slowdown": [1.02, 1.3]},
-        "layer_copy_contention": {"copy_blocks": [1, 16], "pull": [1.8, 1.3], "push": [1.9, 1.4]},
+        "layer_copy_contention": {"copy_blocks": [1, 16], "pull": [1.0, 0.25], "push": [0.0, 0.4]},
         "gemm1_contention": {"copy_blocks": [0, 16], "slowdown": [1.0, 1.1]},
         "layer_comm_blocks": {"pull": {"blocks": [1, 2], "GBps": [18.0, 36.0]}, "push": {"blocks": [1, 2], "GBps": [19.0, 38.0]}},
         "b0_host": {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0},
@@ -244,7 +244,8 @@ def test_the_hand_made_profile_passes():
     ("tables.copy_contention.copy_blocks", [16, 1], "hardware.tables.copy_contention.copy_blocks"),
     ("tables.push_contention.slowdown", [1.0, 0.0], "hardware.tables.push_contention.slowdown[1]"),
     ("tables.gemm1_contention.copy_blocks", [1, 16], "hardware.tables.gemm1_contention.copy_blocks: must start at 0"),
-    ("tables.layer_copy_contention.push", [1.9, 1.4, 1.2], "hardware.tables.layer_copy_contention.push: must have as many"),
+    ("tables.layer_copy_contention.push", [0.9, 0.4, 0.2], "hardware.tables.layer_copy_contention.push: must have as many"),
+    ("tables.layer_copy_contention.push", [0.5, 1.5], "hardware.tables.layer_copy_contention.push[1]: must be in [0, 1]"),
     ("tables.layer_copy_contention.pull", _DELETE, "hardware.tables.layer_copy_contention.pull: missing"),
     ("tables.layer_copy_contention.copy_blocks", [0, 16], "hardware.tables.layer_copy_contention.copy_blocks[0]"),
     ("tables.b0_host.tokens", 8.5, "hardware.tables.b0_host.tokens"),
@@ -444,11 +445,11 @@ def test_program_spans_run_from_the_first_start_to_each_roles_last_end():
 
 
 @pytest.mark.parametrize("alone, beside, compute, expected", [
-    (100.0, 150.0, 200.0, 1.5),  # ended first: slowed throughout
-    (300.0, 400.0, 200.0, 2.0),  # outlasted a 200 µs GEMM, lost 100 µs: half its pace beside it
-    (300.0, 300.0, 200.0, 1.0),  # lost nothing
-    (300.0, 290.0, 200.0, 1.0),  # faster beside: noise
-    (300.0, 520.0, 200.0, 520.0 / 300.0),  # lost more than the GEMM lasted: noise, the plain ratio
+    (100.0, 150.0, 200.0, 1 / 3),  # ended first: two thirds of their pace throughout
+    (300.0, 400.0, 200.0, 0.5),  # outlasted a 200 µs GEMM, lost 100 µs of it
+    (300.0, 300.0, 200.0, 0.0),  # lost nothing
+    (300.0, 290.0, 200.0, 0.0),  # faster beside: noise
+    (300.0, 520.0, 200.0, 1.0),  # lost more than the GEMM lasted: at most all of it
 ])
-def test_slowdown_while_computing(alone, beside, compute, expected):
-    assert slowdown_while_computing(alone, beside, compute) == pytest.approx(expected)
+def test_share_lost_to_gemm(alone, beside, compute, expected):
+    assert share_lost_to_gemm(alone, beside, compute) == pytest.approx(expected)
