@@ -76,6 +76,9 @@ FROM_HOST, QUEUED = "from a host barrier (--align host)", "enqueued behind a dev
 # ~3 ms at 1.98 GHz: the stand-in for the copy-engine forward's layers outlasts the host's launches after layer0
 # (the whole copy-engine forward without layers took 615-1022 µs on run 105's host)
 STAND_IN_CYCLES = 6_000_000
+# communication blocks of the layer_copy_contention table, whatever --comm-blocks: the share the copies lose falls
+# from ~1 at 1 block to 0.25-0.4 at 8 on 2x H200 (run 111), so the sweeps' 4 (and 2, 24) are timed, not read between
+LAYER_CONTENTION_BLOCKS = (1, 2, 4, 8, 16, 24, 32, 48)
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
 
 
@@ -1079,7 +1082,7 @@ class Calibration:
         layer.programs = self.programs
         layer.stamps = torch.zeros(2 * self.programs, dtype=torch.int64, device=self.device)
         found = []
-        for n in self.s.comm_blocks:
+        for n in self._layer_contention_blocks():
             layer.cfg = replace(patient, comm_blocks0=n, comm_blocks1=n)
             row = []
             for launch, reset, comm in ((layer._launch_layer0, layer.flags, range(n)),
@@ -1104,6 +1107,9 @@ class Calibration:
         layer.cfg, layer.stamps = patient, None
         flat = self._slowest([v for row in found for v in row])
         return [flat[6 * i:6 * i + 6] for i in range(len(found))]
+
+    def _layer_contention_blocks(self) -> list[int]:
+        return [n for n in LAYER_CONTENTION_BLOCKS if n < self.programs]
 
     def _contention_rows(self) -> int:
         """The --rows value nearest CONTENTION_ROWS: the rows per expert of the layers timed beside copies."""
@@ -1255,20 +1261,21 @@ class Calibration:
                           f"stream, repeated to outlast it); slowest of {self.world} GPUs (the simulator reads a ratio below 1 "
                           f"as 1; gemm_contention where a profile lacks it)")
         pulls_slow, pushes_slow = ([share_lost_to_gemm(*spans[3 * i:3 * i + 3]) for spans in in_layer] for i in (0, 1))
-        self.tables["layer_copy_contention"] = {"copy_blocks": list(s.comm_blocks), "pull": [_sig(v) for v in pulls_slow],
+        layer_blocks = self._layer_contention_blocks()
+        self.tables["layer_copy_contention"] = {"copy_blocks": layer_blocks, "pull": [_sig(v) for v in pulls_slow],
                                                 "push": [_sig(v) for v in pushes_slow]}
         self.notes.append(
-            f"layer_copy_contention: the copies of that FusedMoE ({m.name}, top-1 round-robin, every rank alike) slowed while "
-            f"the compute programs of the same kernel run GEMM tiles, as the share of the GEMM's span they lose (0: none, 1: "
-            f"they stand still while it runs): each layer launched in FULL mode with its waits given "
+            f"layer_copy_contention: the copies of that FusedMoE ({m.name}, top-1 round-robin, every rank alike) beside the "
+            f"GEMM tiles of the same kernel's compute programs, as the share of the GEMM's span they lose (0: none, 1: "
+            f"they stand still while it runs), at {', '.join(map(str, layer_blocks))} blocks: each layer launched in FULL mode with its waits given "
             f"up at once (max_spins 0: the GEMM runs at its own pace beside the copies) and in COMM_ONLY mode, every program "
             f"stamping its start and end (globaltimer); copies alone C, copies beside the GEMM T and the GEMM G, each from the "
             f"launch's first start to that role's last end, median of 5 launches, slowest rank: 1 - C / T where the copies "
             f"ended first, else (T - C) / G, within [0, 1] (kernels/calibration.share_lost_to_gemm). Spans (C, T, G µs, layer0 then "
             f"layer1) per block count: " + "; ".join(f"{n}: " + " ".join(f"{v:.0f}" for v in spans)
-                                                       for n, spans in zip(s.comm_blocks, in_layer)))
+                                                       for n, spans in zip(layer_blocks, in_layer)))
         self._say("layer copies' share lost to the GEMM (pull, push): " + " ".join(
-            f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(s.comm_blocks, pulls_slow, pushes_slow)))
+            f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(layer_blocks, pulls_slow, pushes_slow)))
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
         self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))
