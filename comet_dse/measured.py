@@ -140,6 +140,20 @@ def _per_tile(entry: GemmEntry, fixed: float) -> Curve:
 # ---- the tables ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ShareTable:
+    """One layer_copy_contention table: its GEMM shape (None: every shape) and "pull" / "push" shares over blocks."""
+
+    hidden: int | None
+    ffn: int | None
+    shares: dict[str, Curve]
+
+    def distance(self, hidden: int, ffn: int) -> float:
+        if self.hidden is None or self.ffn is None:
+            return 0.0
+        return abs(math.log(hidden / self.hidden)) + abs(math.log(ffn / self.ffn))
+
+
 @dataclass(frozen=True, eq=False)
 class MeasuredTables:
     """The tables of a measured profile. Equal (and hashed) by a digest of their JSON, which is
@@ -163,9 +177,9 @@ class MeasuredTables:
     # spin); None: not measured, the host-started ones stand in (`timed_from_host` drops these)
     b0_host_chain_queued_us: float | None = None
     host_sync_queued: Curve | None = None
-    # "pull" / "push" -> the share of the GEMM's span the layer's own copies lose beside it in the same kernel, over
-    # copy blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
-    layer_copy_contention: dict[str, Curve] = field(default_factory=dict)
+    # per GEMM shape, the share of the GEMM's span the layer's own copies lose beside it in the same kernel, over copy
+    # blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
+    layer_copy_contention: tuple[ShareTable, ...] = ()
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -357,13 +371,14 @@ class MeasuredTables:
         return _slowdown(self.gemm1_contention if layer == 1 and self.gemm1_contention is not None else self.contention,
                          copy_blocks)
 
-    def copy_share_lost(self, copy_blocks: int, direction: str) -> float | None:
+    def copy_share_lost(self, copy_blocks: int, direction: str, hidden: int, ffn: int) -> float | None:
         """The share of the GEMM's span the layer's copies (pulls in layer0, pushes in layer1) on `copy_blocks` blocks
-        lose beside it in one kernel, in [0, 1]; None where calibrate did not time it (the whole-window figure stands in)."""
-        curve = self.layer_copy_contention.get(direction)
-        if curve is None or copy_blocks <= 0:
+        lose beside it in one kernel, in [0, 1], from the table of the nearest GEMM shape (hidden, ffn) measured (log
+        distance); None where calibrate did not time it (the whole-window figure stands in)."""
+        if not self.layer_copy_contention or copy_blocks <= 0:
             return None
-        return min(1.0, max(0.0, curve.linear(copy_blocks)))
+        table = min(self.layer_copy_contention, key=lambda t: t.distance(hidden, ffn))
+        return min(1.0, max(0.0, table.shares[direction].linear(copy_blocks)))
 
     def copy_slowdown(self, copy_blocks: int, direction: str = "pull") -> float:
         """Copy time of `copy_blocks` communication blocks pulling (layer0) or pushing (layer1) beside
@@ -526,20 +541,7 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
             raise UserError(f"{path}.{name}.slowdown", f"must start at 1.0 (the GEMM alone), got {curve.y[0]:g}")
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
-    in_layer = {}
-    if "layer_copy_contention" in tables:
-        at = f"{path}.layer_copy_contention"
-        obj = _object(tables["layer_copy_contention"], at)
-        _keys(obj, at, ("copy_blocks", *DIRECTIONS))
-        blocks = _curve(obj, at, "copy_blocks", "copy_blocks", 1.0, x_strict=False).x  # the block counts' checks
-        for direction in DIRECTIONS:  # shares, not times: 0 (nothing lost) is a measurement
-            shares = obj[direction]
-            if not isinstance(shares, list) or len(shares) != len(blocks):
-                raise UserError(f"{at}.{direction}", f"must have as many points as copy_blocks ({len(blocks)}), got {shares!r}")
-            for i, v in enumerate(shares):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                    raise UserError(f"{at}.{direction}[{i}]", f"must be in [0, 1] (a share of the GEMM's span), got {v!r}")
-            in_layer[direction] = Curve(blocks, tuple(float(v) for v in shares))
+    in_layer = _layer_copy_contention(tables, path)
     chain = chain_queued = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"
@@ -556,6 +558,40 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
                           host_sync_queued=host_sync_queued, layer_copy_contention=in_layer)
+
+
+def _layer_copy_contention(tables: dict, path: str) -> tuple[ShareTable, ...]:
+    """The optional layer_copy_contention: one {"copy_blocks", "pull", "push"} object (calibrate on 2026-11-28, for
+    every shape), or a list of them per model, each with its "model", "hidden" and "ffn"."""
+    if "layer_copy_contention" not in tables:
+        return ()
+    at = f"{path}.layer_copy_contention"
+    found = tables["layer_copy_contention"]
+    if isinstance(found, dict):
+        return (_share_table(found, at, ()),)
+    if not isinstance(found, list) or not found:
+        raise UserError(at, f"must be a JSON object or a non-empty list of them, got {found!r}")
+    return tuple(_share_table(_object(entry, f"{at}[{i}]"), f"{at}[{i}]", ("model", "hidden", "ffn"))
+                 for i, entry in enumerate(found))
+
+
+def _share_table(obj: dict, at: str, shape_keys: tuple[str, ...]) -> ShareTable:
+    _keys(obj, at, ("copy_blocks", *DIRECTIONS, *shape_keys))
+    blocks = _curve(obj, at, "copy_blocks", "copy_blocks", 1.0, x_strict=False).x  # the block counts' checks
+    curves = {}
+    for direction in DIRECTIONS:  # shares, not times: 0 (nothing lost) is a measurement
+        shares = obj[direction]
+        if not isinstance(shares, list) or len(shares) != len(blocks):
+            raise UserError(f"{at}.{direction}", f"must have as many points as copy_blocks ({len(blocks)}), got {shares!r}")
+        for i, v in enumerate(shares):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise UserError(f"{at}.{direction}[{i}]", f"must be in [0, 1] (a share of the GEMM's span), got {v!r}")
+        curves[direction] = Curve(blocks, tuple(float(v) for v in shares))
+    if not shape_keys:
+        return ShareTable(None, None, curves)
+    if not isinstance(obj["model"], str):
+        raise UserError(f"{at}.model", f"must be a model name, got {obj['model']!r}")
+    return ShareTable(_integer(obj["hidden"], f"{at}.hidden"), _integer(obj["ffn"], f"{at}.ffn"), curves)
 
 
 def _host_sync(tables: dict, path: str) -> tuple[Curve | None, Curve | None]:

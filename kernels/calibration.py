@@ -62,6 +62,7 @@ from comet_dse.kernels.timing import (
     sustained_us,
 )
 from comet_dse.measured import parse_tables
+from comet_dse.models import ModelConfig
 
 FORMAT = "comet-dse-profile/1"
 ROTATE = 3  # input sets rotated through the grouped_mm runs
@@ -1061,17 +1062,49 @@ class Calibration:
         for way in ("pull", "push"):
             self._say(f"layer comm {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way])) + " GB/s")
 
-    def _copies_layer(self, comm_blocks: int):
-        """A FusedMoE over every rank for timing its copies (the first model, CONTENTION_ROWS tokens per local
-        expert, top-1 round-robin over the experts: every rank alike), run once in COMM_ONLY mode; it, its
+    def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None):
+        """A FusedMoE over every rank for timing its copies (`m`, default the first model, CONTENTION_ROWS tokens per
+        local expert, top-1 round-robin over the experts: every rank alike), run once in COMM_ONLY mode; it, its
         plan and the rows each rank pulls from (and pushes to) its peers."""
-        m = self.s.models[0]
+        m = m or self.s.models[0]
         layer = self._fused_layer(m, self._contention_rows(), comm_blocks, every_rank=True)
         tokens, experts = layer.max_tokens, m.num_experts
         ids = round_robin_ids(tokens, 1, experts, self.device)
         layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)
         remote_rows = sum(1 for e in range(experts) if e // layer.experts != self.rank) * (tokens // experts)
         return layer, layer.plan, remote_rows
+
+    def _layer_copy_contention(self) -> None:
+        """Per model (its GEMM shapes, CONTENTION_ROWS rows per local expert, top-1 round-robin): the share of the
+        GEMM's span the layer's copies lose beside it in one kernel, at LAYER_CONTENTION_BLOCKS."""
+        blocks = self._layer_contention_blocks()
+        entries, spans_by_model = [], []
+        for m in self.s.models:
+            layer, plan, _ = self._copies_layer(min(self.s.comm_blocks), m)
+            spans = self._in_layer_spans(layer, plan)
+            layer.check()
+            del layer, plan
+            gc.collect()
+            torch.cuda.empty_cache()
+            shares = {way: [_sig(share_lost_to_gemm(*row[3 * i:3 * i + 3])) for row in spans]
+                      for i, way in enumerate(("pull", "push"))}
+            entries.append({"model": m.name, "hidden": m.hidden, "ffn": m.ffn, "copy_blocks": blocks, **shares})
+            spans_by_model.append(f"{m.name}: " + "; ".join(f"{n}: " + " ".join(f"{v:.0f}" for v in row)
+                                                            for n, row in zip(blocks, spans)))
+            self._say(f"layer copies' share lost to the GEMM (pull/push), {m.name}: " + " ".join(
+                f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(blocks, shares["pull"], shares["push"])))
+        self.tables["layer_copy_contention"] = entries
+        self.notes.append(
+            f"layer_copy_contention: per model, the copies of a FusedMoE over {self.world} GPUs ({self._contention_rows()} "
+            f"rows per local expert, top-1 round-robin, every rank alike) beside the GEMM tiles of the same kernel's "
+            f"compute programs, as the share of the GEMM's span they lose (0: none, 1: they stand still while it runs), at "
+            f"{', '.join(map(str, blocks))} blocks: each layer launched in FULL mode with its waits given up at once "
+            f"(max_spins 0: the GEMM runs at its own pace beside the copies) and in COMM_ONLY mode, every program stamping "
+            f"its start and end (globaltimer); copies alone C, copies beside the GEMM T and the GEMM G, each from the "
+            f"launch's first start to that role's last end, median of 5 launches, slowest rank: 1 - C / T where the copies "
+            f"ended first, else (T - C) / G, within [0, 1] (kernels/calibration.share_lost_to_gemm). The share depends on "
+            f"the GEMM's shape (run 112: Qwen2-MoE's 0.44 at 4 blocks over-slowed Phi-3.5-MoE's copies). Spans (C, T, G µs, "
+            f"layer0 then layer1) per block count: " + " | ".join(spans_by_model))
 
     def _in_layer_spans(self, layer: FusedMoE, plan, runs: int = 5) -> list[list[float]]:
         """Per communication block count: (copies alone, copies beside the GEMM, the GEMM) spans in µs of layer0, then
@@ -1227,8 +1260,8 @@ class Calibration:
             # and the other way round: layer1's GEMM alone vs beside those pushes (every rank pushing to the others on
             # a side stream, repeated to outlast it), as GEMM1's tiles run beside the layer's pushes
             both("gemm1", gemm1, gemm1_alone, repeated(layer_pushes), push_alone, 3)
-        in_layer = self._in_layer_spans(copier, copier_plan)
         copier.check()
+        del copier, copier_plan
         names = list(timed)
         times = self._slowest([t for name in names for side in timed[name] for t in side])
         k = len(s.comm_blocks)
@@ -1260,22 +1293,7 @@ class Calibration:
         self.notes.append(f"gemm1_contention: that layer1 GEMM alone vs beside those pushes (every rank pushing on a side "
                           f"stream, repeated to outlast it); slowest of {self.world} GPUs (the simulator reads a ratio below 1 "
                           f"as 1; gemm_contention where a profile lacks it)")
-        pulls_slow, pushes_slow = ([share_lost_to_gemm(*spans[3 * i:3 * i + 3]) for spans in in_layer] for i in (0, 1))
-        layer_blocks = self._layer_contention_blocks()
-        self.tables["layer_copy_contention"] = {"copy_blocks": layer_blocks, "pull": [_sig(v) for v in pulls_slow],
-                                                "push": [_sig(v) for v in pushes_slow]}
-        self.notes.append(
-            f"layer_copy_contention: the copies of that FusedMoE ({m.name}, top-1 round-robin, every rank alike) beside the "
-            f"GEMM tiles of the same kernel's compute programs, as the share of the GEMM's span they lose (0: none, 1: "
-            f"they stand still while it runs), at {', '.join(map(str, layer_blocks))} blocks: each layer launched in FULL mode with its waits given "
-            f"up at once (max_spins 0: the GEMM runs at its own pace beside the copies) and in COMM_ONLY mode, every program "
-            f"stamping its start and end (globaltimer); copies alone C, copies beside the GEMM T and the GEMM G, each from the "
-            f"launch's first start to that role's last end, median of 5 launches, slowest rank: 1 - C / T where the copies "
-            f"ended first, else (T - C) / G, within [0, 1] (kernels/calibration.share_lost_to_gemm). Spans (C, T, G µs, layer0 then "
-            f"layer1) per block count: " + "; ".join(f"{n}: " + " ".join(f"{v:.0f}" for v in spans)
-                                                       for n, spans in zip(layer_blocks, in_layer)))
-        self._say("layer copies' share lost to the GEMM (pull, push): " + " ".join(
-            f"{n}:{a:.3f}/{b:.3f}" for n, a, b in zip(layer_blocks, pulls_slow, pushes_slow)))
+        self._layer_copy_contention()
         self._say("gemm contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, slow)))
         self._say("copy contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, copy_slow)))
         self._say("push contention: " + " ".join(f"{n}:{v:.3f}" for n, v in zip(s.comm_blocks, push_slow)))

@@ -12,9 +12,10 @@ from comet_dse.sim.fused_costs import copies_while_computing
 
 def _ctx(shares: dict[str, Curve] | None):
     tables = None if shares is None else SimpleNamespace(
-        copy_share_lost=lambda blocks, way: None if way not in shares else
+        copy_share_lost=lambda blocks, way, hidden, ffn: None if way not in shares else
         min(1.0, max(0.0, shares[way].linear(blocks))))
-    return SimpleNamespace(hardware=SimpleNamespace(measured=tables))
+    return SimpleNamespace(hardware=SimpleNamespace(measured=tables),
+                           workload=SimpleNamespace(model=SimpleNamespace(hidden=2048, ffn=1408)))
 
 
 PULL = {"pull": Curve((1.0, 8.0), (1.0, 0.5))}
@@ -35,3 +36,16 @@ def test_no_table_no_blocks_or_no_share_leave_the_copies_alone():
     assert copies_while_computing(_ctx(None), "pull", 8, never, 100.0) == 1.0
     assert copies_while_computing(_ctx(PULL), "push", 8, never, 100.0) == 1.0  # no push table here
     assert copies_while_computing(_ctx({"pull": Curve((1.0, 8.0), (0.0, 0.0))}), "pull", 8, never, 100.0) == 1.0
+
+
+def test_the_nearest_gemm_shapes_table_answers():
+    from comet_dse.measured import ShareTable, _layer_copy_contention
+    qwen, mixtral = ({"model": name, "hidden": h, "ffn": f, "copy_blocks": [1, 8], "pull": [1.0, p], "push": [1.0, p]}
+                     for name, h, f, p in (("qwen", 2048, 1408, 0.4), ("mixtral", 4096, 14336, 0.1)))
+    tables = _layer_copy_contention({"layer_copy_contention": [qwen, mixtral]}, "hardware.tables")
+    assert [t.hidden for t in tables] == [2048, 4096]
+    nearest = lambda h, f: min(tables, key=lambda t: t.distance(h, f)).shares["pull"].linear(8)  # noqa: E731
+    assert nearest(4096, 6400) == 0.1  # Phi-3.5-MoE's shape: Mixtral's table
+    assert nearest(2048, 1408) == 0.4
+    (every,) = _layer_copy_contention({"layer_copy_contention": {k: qwen[k] for k in ("copy_blocks", "pull", "push")}}, "t")
+    assert every == ShareTable(None, None, every.shares) and every.distance(4096, 6400) == 0.0
