@@ -87,8 +87,9 @@ def copies_while_computing(ctx: SimContext, direction: str, blocks: int, gemm_ns
                            copy_ns: float) -> float:
     """How much slower a layer's copies (`copy_ns` at engine_GBps) end beside its GEMM (`gemm_ns()` alone), where
     calibrate timed them beside the GEMM in one kernel (layer_copy_contention at the nearest GEMM shape: the share d
-    of the GEMM's span they lose; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that outlast the GEMM lose d of its
-    span: (C + d G) / C; copies that end first run at 1 - d of their pace throughout: 1 / (1 - d); the lesser holds.
+    of the GEMM's span they lose; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that outlast the
+    GEMM lose d of its span: (C + d G) / C; copies that end first run at 1 - d of their pace throughout: 1 / (1 - d);
+    the lesser holds.
     On 2x H200 the layer's copies took the same time with their waits given up (results/measurements/ep2_h200/run110:
     the GEMM's share of their span, not where its tiles fall, is what slows them)."""
     tables, model = ctx.hardware.measured, ctx.workload.model
