@@ -78,7 +78,7 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
         return hw.comm_blocks_GBps(blocks)
     measured = tables.comm_GBps(direction, blocks)
     rate = hw.comm_blocks_GBps(blocks) if measured is None else measured
-    if tables.copy_share_lost(blocks, direction, ctx.workload.model.hidden, ctx.workload.model.ffn) is not None:
+    if tables.copy_share_lost(blocks, direction, ctx.workload.model.hidden, ctx.workload.ffn_per_rank) is not None:
         return rate  # slowed per rank by the GEMM's share of the copies' span (copies_while_computing)
     return rate / tables.copy_slowdown(blocks, direction)  # the blocks copy beside the compute blocks' GEMM tiles
 
@@ -86,14 +86,13 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
 def copies_while_computing(ctx: SimContext, direction: str, blocks: int, gemm_ns: Callable[[], float],
                            copy_ns: float) -> float:
     """How much slower a layer's copies (`copy_ns` at engine_GBps) end beside its GEMM (`gemm_ns()` alone), where
-    calibrate timed them beside the GEMM in one kernel (layer_copy_contention at the nearest GEMM shape: the share d
-    of the GEMM's span they lose; 1 elsewhere, engine_GBps carrying the whole-window figure). Copies that outlast the
-    GEMM lose d of its span: (C + d G) / C; copies that end first run at 1 - d of their pace throughout: 1 / (1 - d);
-    the lesser holds.
-    On 2x H200 the layer's copies took the same time with their waits given up (results/measurements/ep2_h200/run110:
+    calibrate timed them beside the GEMM in one kernel (layer_copy_contention at the nearest GEMM shape, H and the
+    FFN width a rank holds: the share d of the GEMM's span they lose; 1 elsewhere, engine_GBps carrying the
+    whole-window figure). Copies that outlast the GEMM lose d of its span: (C + d G) / C; copies that end first run
+    at 1 - d of their pace throughout: 1 / (1 - d); the lesser holds. On 2x H200 the layer's copies took the same time with their waits given up (results/measurements/ep2_h200/run110:
     the GEMM's share of their span, not where its tiles fall, is what slows them)."""
-    tables, model = ctx.hardware.measured, ctx.workload.model
-    d = None if tables is None else tables.copy_share_lost(blocks, direction, model.hidden, model.ffn)
+    tables, wl = ctx.hardware.measured, ctx.workload
+    d = None if tables is None else tables.copy_share_lost(blocks, direction, wl.model.hidden, wl.ffn_per_rank)
     if not d or copy_ns <= 0:
         return 1.0
     outlasting = 1.0 + d * gemm_ns() / copy_ns

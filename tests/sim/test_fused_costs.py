@@ -15,7 +15,7 @@ def _ctx(shares: dict[str, Curve] | None):
         copy_share_lost=lambda blocks, way, hidden, ffn: None if way not in shares else
         min(1.0, max(0.0, shares[way].linear(blocks))))
     return SimpleNamespace(hardware=SimpleNamespace(measured=tables),
-                           workload=SimpleNamespace(model=SimpleNamespace(hidden=2048, ffn=1408)))
+                           workload=SimpleNamespace(model=SimpleNamespace(hidden=2048), ffn_per_rank=1408))
 
 
 PULL = {"pull": Curve((1.0, 8.0), (1.0, 0.5))}
