@@ -182,6 +182,27 @@ def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy
     assert ns(r.latency_us) > 16177 + 2 + 1548 and ns(r.layer0_us) > 9080
 
 
+def test_comet_slows_the_copies_by_the_share_of_the_gemms_span_they_lose_where_calibrate_timed_it(measured_case, tmp_path):
+    workload, _ = measured_case
+    data = hand_data()
+    data["tables"]["copy_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}  # the whole-window figure: unread
+    # the hand model's shape (H 256, F 128) loses half of the GEMM's span pulling and a quarter pushing; a far shape all
+    shares = {"copy_blocks": [1, 4], "pull": [0.5, 0.5], "push": [0.25, 0.25]}
+    data["tables"]["layer_copy_contention"] = [{"model": "hand", "hidden": 256, "ffn": 128, **shares},
+                                               {"model": "far", "hidden": 4096, "ffn": 14336, "copy_blocks": [1, 4],
+                                                "pull": [1.0, 1.0], "push": [1.0, 1.0]}]
+    r = simulate(workload, as_profile(data, tmp_path / "shares.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
+    # layer0: the pull (C = 65536 B / 32 B/ns = 2048) outlasts half the GEMM alone (G = 4000: one 4000 ns tile a block),
+    # so it takes C + 0.5 G = 4048 (not 1 / (1 - 0.5) = 2x: it would end after the GEMM): 2032 -> 6080, ready 7080;
+    # the own tile beside it x1.25 2032 -> 7032, the remote one 7080 -> 11080
+    assert ns(r.layer0_us) == 11080
+    # layer1 from 11081: split 0 done 12081; the pushes (C = 2 x 32768 B / 32 = 2048 against G = 2000) take 1 + 0.25 x
+    # 2000 / 2048 of their time: 1024 -> 1274 a split: 12081 -> 13355; split 1 beside it (x1.25) done 13331, pushed
+    # 13355 -> 14629, landed 15629; barrier -> 16629; + 2 launches + the combine 1548
+    assert ns(r.latency_us) == 16629 + 2 + 1548
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 11080 - 2032, "layer1": 14629 - 11081}
+
+
 def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
