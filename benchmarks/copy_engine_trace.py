@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.reference import MoEWeights, route
-from comet_dse.kernels.timing import environment, join_gpus, line_up, median_us
+from comet_dse.kernels.timing import join_gpus, line_up, median_us, write_and_leave
 from comet_dse.models import resolve_model
 from gpu_profile import slowest
 
@@ -123,13 +123,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         del layer
         torch.cuda.empty_cache()
-    if rank == 0:
-        result = {**environment(), "gpus": world, "model": model.name, "align": "queued",
-                  "profiled_forwards": PROFILED_FORWARDS, "runs": runs}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    write_and_leave(args.out, {"gpus": world, "model": model.name, "align": "queued",
+                               "profiled_forwards": PROFILED_FORWARDS, "runs": runs})
 
 
 if __name__ == "__main__":

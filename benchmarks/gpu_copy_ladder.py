@@ -35,7 +35,7 @@ from comet_dse.kernels.calibration import copy_blocks_kernel, copy_shape, push_o
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer
 from comet_dse.kernels.fused_moe import COMM_ONLY, _move_tile, _swizzle, _tile, _wait_rows
 from comet_dse.kernels.grouped_gemm import sm_count
-from comet_dse.kernels.timing import SPIN_CYCLES, environment, join_gpus, join_ranks, median_us
+from comet_dse.kernels.timing import SPIN_CYCLES, join_gpus, join_ranks, median_us, write_and_leave
 from comet_dse.models import resolve_model
 from gpu_layer_copies import round_robin_rows, slowest  # the same workload and reduction (benchmarks/)
 
@@ -179,13 +179,8 @@ def main() -> None:
             rows.append(row)
             if rank == 0:
                 print(json.dumps(row), flush=True)
-    if rank == 0:
-        with open(args.out, "w") as f:
-            json.dump({**environment(), "gpus": world, "model": model.name, "rows_per_expert": args.rows,
-                       "bytes_to_peers": nbytes, "unit": "GB/s", "runs": rows}, f, indent=1)
-            f.write("\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    write_and_leave(args.out, {"gpus": world, "model": model.name, "rows_per_expert": args.rows,
+                               "bytes_to_peers": nbytes, "unit": "GB/s", "runs": rows})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
-from comet_dse.kernels.timing import environment, join_gpus, median_us
+from comet_dse.kernels.timing import join_gpus, median_us, write_and_leave
 from comet_dse.models import ModelConfig, resolve_model
 
 
@@ -85,13 +85,8 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                 del layer
                 torch.cuda.empty_cache()
-    if rank == 0:
-        with open(args.out, "w") as f:
-            json.dump({**environment(), "gpus": world, "model": model.name, "rows_per_expert": args.rows,
-                       "bytes_to_peers": nbytes, "runs": rows}, f, indent=1)
-            f.write("\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    write_and_leave(args.out, {"gpus": world, "model": model.name, "rows_per_expert": args.rows,
+                               "bytes_to_peers": nbytes, "runs": rows})
 
 
 if __name__ == "__main__":

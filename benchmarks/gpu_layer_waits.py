@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ from comet_dse.kernels.bench_runner import bench_inputs
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights
-from comet_dse.kernels.timing import environment, join_ranks, line_up, median_us, spin_device
+from comet_dse.kernels.timing import join_ranks, line_up, median_us, spin_device, write_and_leave
 from comet_dse.models import resolve_model
 from gpu_layer_copies import round_robin_rows, slowest  # calibrate's workload and the reduction (benchmarks/)
 
@@ -53,20 +53,15 @@ def layer_times(layer: FusedMoE, inputs: tuple, runs: int) -> dict[str, float]:
             spin_device()
         return median_us(fn, runs=runs, warmup=2, before_each=prepare)
 
-    patient = layer.cfg
     for way in WAYS:
         mode = MODE_OF[way]
-        layer.cfg = patient
         layer(*inputs, mode=mode)  # the plan this variant's kernels run on
         plan = layer.plan
         if way == "nowait":
             layer.check()  # the figures with waits were honest: no wait gave up
-            layer.cfg = replace(patient, max_spins=0)
-        found[f"layer0:{way}"] = time(lambda: layer._launch_layer0(plan, mode), layer.flags)
-        found[f"layer1:{way}"] = time(lambda: layer._launch_layer1(plan, mode), layer.counters)
-        if way == "nowait":
-            layer.err.zero_()  # every wait gave up on purpose
-    layer.cfg = patient
+        with layer.without_waits() if way == "nowait" else nullcontext():
+            found[f"layer0:{way}"] = time(lambda: layer._launch_layer0(plan, mode), layer.flags)
+            found[f"layer1:{way}"] = time(lambda: layer._launch_layer1(plan, mode), layer.counters)
     layer.check()
     return found
 
@@ -116,13 +111,8 @@ def main() -> None:
             del layer
             if cuda:
                 torch.cuda.empty_cache()
-    if rank == 0:
-        with open(args.out, "w") as f:
-            json.dump({**environment(), "gpus": world, "model": model.name, "runs_per_figure": args.runs,
-                       "layer_timing": "spin", "runs": rows}, f, indent=1)
-            f.write("\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    write_and_leave(args.out, {"gpus": world, "model": model.name, "runs_per_figure": args.runs,
+                               "layer_timing": "spin", "runs": rows})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
 from comet_dse.kernels.reference import MoEWeights, route
-from comet_dse.kernels.timing import environment, join_gpus, median_us
+from comet_dse.kernels.timing import join_gpus, median_us, write_and_leave
 from comet_dse.models import resolve_model
 
 PROFILED_FORWARDS = 5
@@ -169,12 +169,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             del layer, step
             torch.cuda.empty_cache()
-    if rank == 0:
-        result = {**environment(), "gpus": world, "model": model.name, "runs": runs}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    write_and_leave(args.out, {"gpus": world, "model": model.name, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ the package.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import itertools
@@ -1120,22 +1121,18 @@ class Calibration:
             row = []
             for launch, reset, comm in ((layer._launch_layer0, layer.flags, range(n)),
                                         (layer._launch_layer1, layer.counters, range(self.programs - n, self.programs))):
-                for mode in (COMM_ONLY, FULL):
-                    if mode == FULL:
-                        layer.cfg = replace(layer.cfg, max_spins=0)
+                for mode in (COMM_ONLY, FULL):  # COMM_ONLY's waits are checked by the caller
                     spans = []
-                    for _ in range(runs + 1):  # the first warms up
-                        reset.zero_()
-                        torch.cuda.synchronize()
-                        dist.barrier()
-                        launch(plan, mode)
-                        torch.cuda.synchronize()
-                        spans.append(program_spans(layer.stamps, comm))
+                    with layer.without_waits() if mode == FULL else contextlib.nullcontext():
+                        for _ in range(runs + 1):  # the first warms up
+                            reset.zero_()
+                            torch.cuda.synchronize()
+                            dist.barrier()
+                            launch(plan, mode)
+                            torch.cuda.synchronize()
+                            spans.append(program_spans(layer.stamps, comm))
                     comm_us, compute_us = (statistics.median(v) for v in zip(*spans[1:]))
                     row += [comm_us] if mode == COMM_ONLY else [comm_us, compute_us]
-                    if mode == FULL:
-                        layer.cfg = replace(layer.cfg, max_spins=patient.max_spins)
-                        layer.err.zero_()  # the waits given up on purpose (COMM_ONLY's are checked by the caller)
             found.append(row)
         layer.cfg, layer.stamps = patient, None
         flat = self._slowest([v for row in found for v in row])

@@ -3,12 +3,14 @@ wall clock on the CPU), in microseconds, and the environment it ran in."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -145,3 +147,14 @@ def environment(command: str | None = None) -> dict:
     return {"gpu": torch.cuda.get_device_name() if cuda else "cpu", "driver": driver, "torch": torch.__version__,
             "triton": triton.__version__, "command": command or " ".join(sys.argv),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_and_leave(out: str | Path, fields: dict) -> None:
+    """The end of a GPU script launched by torchrun: rank 0 writes environment() and `fields` as JSON to `out` (its
+    folder made), then every rank leaves the process group together."""
+    if dist.get_rank() == 0:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**environment(), **fields}, indent=1) + "\n")
+    dist.barrier()
+    dist.destroy_process_group()

@@ -138,6 +138,30 @@ def test_a_call_over_capacity_raises_and_writes_nothing():
     _spawn(_capacity_worker)
 
 
+def _without_waits_worker(rank: int, port: int) -> None:
+    weights = _init(rank, port)
+    layer = _layer(rank, weights, 2, torch.float32)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    assert _call(layer, rank, weights, [9, 11], router, seed=1, dtype=torch.float32) < 1e-4
+    patient = layer.cfg
+    with layer.without_waits():
+        assert layer.cfg.max_spins == 0
+        layer._launch_layer0(layer.plan, FULL)  # every tile's wait gives up at once, and says so in the error slot
+        assert int(layer.err.item()) != 0
+    assert layer.cfg is patient and int(layer.err.item()) == 0
+    with pytest.raises(RuntimeError, match="inside"), layer.without_waits():
+        raise RuntimeError("inside")
+    assert layer.cfg is patient and int(layer.err.item()) == 0
+    # the layer is whole after: a call with its waits matches the reference and checks clean
+    assert _call(layer, rank, weights, [11, 9], router, seed=2, dtype=torch.float32) < 1e-4
+    layer.check()
+    dist.destroy_process_group()
+
+
+def test_without_waits_gives_every_wait_up_inside_and_leaves_the_layer_as_it_was():
+    _spawn(_without_waits_worker)
+
+
 def _variants_worker(rank: int, port: int, knobs: dict) -> None:
     weights = _init(rank, port)
     layer = _layer(rank, weights, 2, torch.float32, **knobs)
