@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -346,6 +346,13 @@ layer-waits)  # each layer kernel full, with its waits given up (nowait), comput
     run 150 layer_waits_qwen "${waits[@]}" --model qwen2-moe-2.7b --tokens 4096,8192,16384 --blocks 4,8,16,32 --out "$out/layer_waits_qwen.json"
     run 120 layer_waits_mixtral "${waits[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16 --out "$out/layer_waits_mixtral.json"
     run 90 layer_waits_rr "${waits[@]}" --model qwen2-moe-2.7b --rows 1024 --blocks 4,8,16,32 --out "$out/layer_waits_rr.json"
+    ;;
+comm-spans)  # each communication block's end against the rows the plan dealt it, both layers in COMM_ONLY mode: bench's
+    # routing, calibrate's (round-robin, 1024 rows per expert: full tiles) and round-robin with a partial tile per piece
+    spans=(torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_comm_spans.py")
+    run 150 comm_spans_qwen "${spans[@]}" --model qwen2-moe-2.7b --tokens 4096,8192 --rows 1024,1000 --blocks 4,8,16,32 \
+        --out "$out/comm_spans_qwen.json"
+    run 120 comm_spans_mixtral "${spans[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16,32 --out "$out/comm_spans_mixtral.json"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
