@@ -50,10 +50,13 @@ from comet_dse.sim.fused_costs import (
     combine_pass_ns,
     contended,
     copies_while_computing,
+    deal_stretch,
     engine_GBps,
     fused_fixed_ns,
     fused_tile_ns,
+    link_rate,
     pack_ns,
+    remote_tile_rows,
 )
 from comet_dse.sim.fluid import pull_times, push_times
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
@@ -274,9 +277,16 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         if tables is not None:
             pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
         every0 = layout.tile_group  # GEMM0's tiles, one per (row tile, column tile)
-        rank_cap0 = cap0 / copies_while_computing(
+        # the kernels as built deal the remote tiles to their blocks round robin: the most loaded block ends the copies
+        stretch0 = stretch1 = 1.0
+        if tables is not None and not copy_engine:
+            moved = remote_tile_rows(layout, knobs.block_m, merged=knobs.tile_layout == "merged" and world > 1)
+            stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k))
+            stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits)
+            del moved
+        rank_cap0 = cap0 / stretch0 / copies_while_computing(
             ctx, "pull", knobs.comm_blocks0, lambda: kernel_time_ns(np.repeat(tile_ns0[every0], n_tiles0[every0]), blocks0),
-            pull_bytes.sum() / cap0)
+            pull_bytes.sum() * stretch0 / cap0)
         engine0 = Link(f"comm-blocks0-rank{rank}", rank_cap0)
         # a tile is ready when its last row has landed: read off its source's flow as that flow ends, so no
         # finished flow (one per source, with its rate history) is kept for the rest of the run
@@ -392,8 +402,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
         sends, compute1_end, busy1, alone1, counter1 = layer1_plan()
         del layout, groups, group_rows  # nothing below reads the layout
-        rank_cap1 = cap1 / copies_while_computing(ctx, "push", knobs.comm_blocks1, lambda: alone1,
-                                                  sum(size for _, _, size in sends) / cap1)
+        rank_cap1 = cap1 / stretch1 / copies_while_computing(ctx, "push", knobs.comm_blocks1, lambda: alone1,
+                                                             sum(size for _, _, size in sends) * stretch1 / cap1)
         engine1 = Link(f"comm-blocks1-rank{rank}", rank_cap1)
 
         latency_out = ctx.latencies_ns(rank, incoming=False)

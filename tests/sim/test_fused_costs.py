@@ -1,13 +1,20 @@
-"""sim/fused_costs.copies_while_computing: a layer's copies slowed by the share of its GEMM's span they lose, in the
-two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table."""
+"""sim/fused_costs: copies_while_computing, a layer's copies slowed by the share of its GEMM's span they lose, in the
+two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table; remote_tile_rows
+and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+
 import pytest
 from comet_dse.measured import Curve
-from comet_dse.sim.fused_costs import copies_while_computing
+from comet_dse.models import ModelConfig
+from comet_dse.routing import Routing
+from comet_dse.sim.fused_costs import copies_while_computing, deal_stretch, remote_tile_rows
+from comet_dse.sim.layout import build_layout
+from comet_dse.workload import Workload
 
 
 def _ctx(shares: dict[str, Curve] | None):
@@ -49,3 +56,68 @@ def test_the_nearest_gemm_shapes_table_answers():
     assert nearest(2048, 1408) == 0.4
     (every,) = _layer_copy_contention({"layer_copy_contention": {k: qwen[k] for k in ("copy_blocks", "pull", "push")}}, "t")
     assert every == ShareTable(None, None, every.shares) and every.distance(4096, 6400) == 0.0
+
+
+def _link(k: int) -> float:
+    """A link curve that saturates: 10 per block up to 4 blocks, 40 beyond."""
+    return 10.0 * min(k, 4)
+
+
+def test_an_even_deal_moves_at_the_curves_rate():
+    assert deal_stretch(np.full(8, 128), 4, _link) == 1.0  # two tiles a block
+    assert deal_stretch(np.full(8, 128), 0, _link) == 1.0  # the copy engine: nothing dealt
+    assert deal_stretch(np.zeros(3), 2, _link) == 1.0
+
+
+def test_the_most_loaded_block_ends_the_copies_at_its_own_pace():
+    # 3 tiles on 2 blocks: block 0 holds 2, block 1 one. Both move at 10 until block 1 is done (128 / 10), then block 0
+    # alone at 10: 256 / 10 in all, where 384 rows at 2 blocks' 20 would take 384 / 20
+    assert deal_stretch(np.full(3, 128), 2, _link) == pytest.approx((256 / 10) / (384 / 20))
+    # beyond the link's saturation the blocks left speed up: 5 tiles on 8 blocks (40 for any 4 or more): 5 blocks at 8
+    # each; nothing waits on the 3 idle ones: 128 / 8 against 640 / 40, no stretch at all
+    assert deal_stretch(np.full(5, 128), 8, _link) == pytest.approx(1.0)
+    # layer1 deals each tile once per split: 3 tiles x 2 splits on 2 blocks is 3 items each, an even deal
+    assert deal_stretch(np.full(3, 128), 2, _link, splits=2) == pytest.approx(1.0)
+    # uneven tiles: [128, 10, 128, 10] on 2 blocks is 256 against 20 rows: 20 at 10 each, then 236 alone at 10
+    assert deal_stretch(np.array([128, 10, 128, 10]), 2, _link) == pytest.approx((20 / 10 + 236 / 10) / (276 / 20))
+
+
+def _layout(merged: bool):
+    """Rank 0 of two, two experts each, top-1: rank 0 routes 200 rows to its expert 0 and 100 to expert 1, rank 1 50
+    and 300 there."""
+    workload = Workload(ModelConfig("four", num_experts=4, top_k=1, hidden=256, ffn=128, num_layers=1), 300, 2)
+    counts = np.zeros((2, 4), dtype=np.int64)
+    counts[0, :2] = [200, 100]
+    counts[1, :2] = [50, 300]
+    return build_layout(workload, Routing(counts, np.full(4, 0.25)), 0, 128, "local-first", 8, split_by_source=not merged)
+
+
+def test_remote_tiles_as_the_plan_lays_them_out():
+    # merged (kernels/fused_plan.reference_plan): expert 0's 250 rows are one own full tile (0-127), then its run: own
+    # rows 128-199 with rank 1's 50 (one tile, 50 moved); expert 1's 400: no own full tile, its run 100 own + 300
+    # remote in tiles of 128: 28, 128, 128, 16 moved
+    assert remote_tile_rows(_layout(merged=True), 128, merged=True).tolist() == [50, 28, 128, 128, 16]
+    # by source: only rank 1's rows are remote, tile by tile of its own pieces: 50; 128, 128, 44
+    assert remote_tile_rows(_layout(merged=False), 128, merged=False).tolist() == [50, 128, 128, 44]
+
+
+@pytest.mark.parametrize("merged", [True, False])
+@pytest.mark.parametrize("seed", range(5))
+def test_remote_tiles_match_the_kernels_plan(merged, seed):
+    """The simulator's layout and the kernels' own plan (kernels/fused_plan.reference_plan, walked as fused_moe._move_tile
+    does) agree on every remote tile's moved rows, in the communication blocks' order, on random routings of 3 ranks."""
+    from comet_dse.kernels.fused_plan import reference_plan, source_rotation
+    rng = np.random.default_rng(seed)
+    world, per, block_m = 3, 4, 16
+    counts = rng.integers(0, 60, size=(world, world * per))
+    counts[rng.random(counts.shape) < 0.2] = 0  # empty pieces too
+    workload = Workload(ModelConfig("twelve", num_experts=world * per, top_k=1, hidden=64, ffn=32, num_layers=1), 1000, world)
+    for rank in range(world):
+        layout = build_layout(workload, Routing(counts, np.full(world * per, 1 / (world * per))), rank, block_m,
+                              "local-first", 8, split_by_source=not merged)
+        rotation = source_rotation(rank, world, "local-first")
+        tiles, _, pieces = reference_plan(counts.tolist(), rank, per, block_m, rotation, merged=merged)
+        own_pos = rotation.index(rank)
+        moved = [sum(max(0, min(row0 + rows, p[0] + p[1]) - max(row0, p[0])) for j, p in enumerate(pieces[e]) if j != own_pos)
+                 for e, row0, rows, src, _ in tiles if src != rank]
+        assert remote_tile_rows(layout, block_m, merged=merged).tolist() == moved

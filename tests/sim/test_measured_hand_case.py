@@ -37,6 +37,13 @@ def ns(us: float) -> int:
     return round(us * 1e3)
 
 
+# The comet hand case (2 communication blocks a layer, 2 column splits), derived in the tests below: the whole layer
+# and layer0 (test_comet_is_the_fused_layer_priced_from_the_tables), and the copy-engine variant
+# (test_comet_copy_engine_variant)
+COMET, COMET_LAYER0 = 17953, 11128
+COPY_ENGINE = 16905
+
+
 @pytest.fixture
 def measured_case(hand_case):
     workload, _ = hand_case
@@ -125,20 +132,21 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     # pack (1024 + 7 launches) -> device barrier 1000 -> layer0 launch: 2032. Own tile: no copy, ready
-    # at once; the peer's 65536 B pulled at 32 B/ns (2 blocks) -> 4080, ready 5080. A tile: the table's
+    # at once; the peer's 65536 B are one row tile, dealt to one of the 2 blocks (round robin), so they move at
+    # one block's 16 B/ns, not two's 32 -> 6128, ready 7128. A tile: the table's
     # 4.0 us over its one wave (2 tiles on 2 SMs; its fewest-rows call is all weight stream, so no fixed
     # cost) = 4000 ns; the own tile runs beside the pull: x1.25 -> 2032-7032;
-    # the remote one 5080-9080.
-    assert ns(r.layer0_us) == 9080
-    # layer1 from 9081: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 10081 and its remote rows
-    # (32768 B) pushed at 32 B/ns -> 11105; split 1 beside the push (x1.25) done 11331, pushed -> 12355,
-    # landed 13355; barrier 1000 -> 14355; cast + combine launches 2; the combine pass reads 256 rows of
-    # 512 B with their positions and weights (12 B) and writes 256 fp32 rows of 1024 B: 396288 B at the
-    # gather's 256 B/ns (hand.json timed no "combine" pass) = 1548.
-    assert ns(r.latency_us) == 14355 + 2 + 1548 == 15905
+    # the remote one 7128-11128.
+    assert ns(r.layer0_us) == 11128 == COMET_LAYER0
+    # layer1 from 11129: 2 splits x 2 tiles of 1000 on 2 blocks; split 0 done 12129 and its remote rows
+    # (32768 B, one item a block: the 2 splits of the one tile) pushed at 32 B/ns -> 13153; split 1 beside the push
+    # (x1.25) done 13379, pushed -> 14403, landed 15403; barrier 1000 -> 16403; cast + combine launches 2; the combine
+    # pass reads 256 rows of 512 B with their positions and weights (12 B) and writes 256 fp32 rows of 1024 B:
+    # 396288 B at the gather's 256 B/ns (hand.json timed no "combine" pass) = 1548.
+    assert ns(r.latency_us) == 16403 + 2 + 1548 == COMET
     assert ns(r.compute_alone_us) == 4000 + 2000
-    # the kernels alone, launch to end, as bench times them: layer0 2032 -> 9080, layer1 9081 -> its last push 12355
-    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 9080 - 2032, "layer1": 12355 - 9081}
+    # the kernels alone, launch to end, as bench times them: layer0 2032 -> 11128, layer1 11129 -> its last push 14403
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 11128 - 2032, "layer1": 14403 - 11129}
     assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
 
 
@@ -152,17 +160,17 @@ def test_comet_adds_each_kernels_fixed_cost_beyond_its_tiles_as_calibrate_timed_
     gemm1["us"] = [u + 0.3 for u in gemm1["us"]]
     # a profile from before the graph figures prices these costs inside its eager launches: as before
     before = simulate(workload, as_profile(data, tmp_path / "eager.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert ns(before.latency_us) == 15905
+    assert ns(before.latency_us) == COMET
     data["figures"]["graph_launch_us"] = 0.001  # the eager 1 ns, so only the kernels' own costs move
     r = simulate(workload, as_profile(data, tmp_path / "fixed.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    # layer0 ends 500 after its last tile; layer1, 500 later, ends 300 after its last push (12855 + 300), before
-    # that push lands (13855): the barrier still waits for the landing, so the whole layer is 500 later only
-    assert ns(r.layer0_us) == 9080 + 500 and ns(r.latency_us) == 15905 + 500
-    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 9080 - 2032 + 500, "layer1": 12355 - 9081 + 300}
+    # layer0 ends 500 after its last tile; layer1, 500 later, ends 300 after its last push (14903 + 300), before
+    # that push lands (15903): the barrier still waits for the landing, so the whole layer is 500 later only
+    assert ns(r.layer0_us) == COMET_LAYER0 + 500 and ns(r.latency_us) == COMET + 500
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 11128 - 2032 + 500, "layer1": 14403 - 11129 + 300}
     assert ns(r.compute_alone_us) == 4000 + 2000 + 500 + 300
     # the copy-engine variant's kernels have them too (launched eagerly: 1 ns here either way)
     copy_engine = simulate(workload, as_profile(data, tmp_path / "fixed.json"), Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
-    assert ns(copy_engine.latency_us) == 15905 + 1000 + 500
+    assert ns(copy_engine.latency_us) == COPY_ENGINE + 500
 
 
 def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy_contention(measured_case, tmp_path):
@@ -171,15 +179,15 @@ def test_comet_slows_layer1s_pushes_by_push_contention_and_layer0s_pulls_by_copy
     data["tables"]["push_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
     path = tmp_path / "push.json"
     r = simulate(workload, as_profile(data, path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert ns(r.layer0_us) == 9080  # the pulls: hand.json has no copy_contention, so as before
-    # layer1's pushes at 32 / 2 = 16 B/ns: split 0's 32768 B 10081 -> 12129; split 1 (done 11331 as before)
-    # waits for the engine -> 14177, landed 15177; barrier -> 16177; + 2 launches + the combine 1548
-    assert ns(r.latency_us) == 16177 + 2 + 1548
+    assert ns(r.layer0_us) == COMET_LAYER0  # the pulls: hand.json has no copy_contention, so as before
+    # layer1's pushes at 32 / 2 = 16 B/ns: split 0's 32768 B 12129 -> 14177; split 1 (done 13379 as before)
+    # waits for the engine -> 16225, landed 17225; barrier -> 18225; + 2 launches + the combine 1548
+    assert ns(r.latency_us) == 18225 + 2 + 1548
     # without a push table the pushes read the pulls' figure
     del data["tables"]["push_contention"]
     data["tables"]["copy_contention"] = {"copy_blocks": [1, 4], "slowdown": [2.0, 2.0]}
     r = simulate(workload, as_profile(data, path), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert ns(r.latency_us) > 16177 + 2 + 1548 and ns(r.layer0_us) > 9080
+    assert ns(r.latency_us) > 18225 + 2 + 1548 and ns(r.layer0_us) > COMET_LAYER0
 
 
 def test_comet_slows_the_copies_by_the_share_of_the_gemms_span_they_lose_where_calibrate_timed_it(measured_case, tmp_path):
@@ -192,15 +200,15 @@ def test_comet_slows_the_copies_by_the_share_of_the_gemms_span_they_lose_where_c
                                                {"model": "far", "hidden": 4096, "ffn": 14336, "copy_blocks": [1, 4],
                                                 "pull": [1.0, 1.0], "push": [1.0, 1.0]}]
     r = simulate(workload, as_profile(data, tmp_path / "shares.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    # layer0: the pull (C = 65536 B / 32 B/ns = 2048) outlasts half the GEMM alone (G = 4000: one 4000 ns tile a block),
-    # so it takes C + 0.5 G = 4048 (not 1 / (1 - 0.5) = 2x: it would end after the GEMM): 2032 -> 6080, ready 7080;
-    # the own tile beside it x1.25 2032 -> 7032, the remote one 7080 -> 11080
-    assert ns(r.layer0_us) == 11080
-    # layer1 from 11081: split 0 done 12081; the pushes (C = 2 x 32768 B / 32 = 2048 against G = 2000) take 1 + 0.25 x
-    # 2000 / 2048 of their time: 1024 -> 1274 a split: 12081 -> 13355; split 1 beside it (x1.25) done 13331, pushed
-    # 13355 -> 14629, landed 15629; barrier -> 16629; + 2 launches + the combine 1548
-    assert ns(r.latency_us) == 16629 + 2 + 1548
-    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 11080 - 2032, "layer1": 14629 - 11081}
+    # layer0: the pull (C = 65536 B / 16 B/ns = 4096, one block holds the tile) outlasts half the GEMM alone (G = 4000:
+    # one 4000 ns tile a block), so it takes C + 0.5 G = 6096 (not 1 / (1 - 0.5) = 2x: it would end after the GEMM):
+    # 2032 -> 8128, ready 9128; the own tile beside it x1.25 2032 -> 7032, the remote one 9128 -> 13128
+    assert ns(r.layer0_us) == 13128
+    # layer1 from 13129: split 0 done 14129; the pushes (C = 2 x 32768 B / 32 = 2048 against G = 2000) take 1 + 0.25 x
+    # 2000 / 2048 of their time: 1024 -> 1274 a split: 14129 -> 15403; split 1 beside it (x1.25) done 15379, pushed
+    # 15403 -> 16677, landed 17677; barrier -> 18677; + 2 launches + the combine 1548
+    assert ns(r.latency_us) == 18677 + 2 + 1548
+    assert {k: ns(v) for k, v in r.kernels_us.items()} == {"layer0": 13128 - 2032, "layer1": 16677 - 13129}
 
 
 def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_case, tmp_path):
@@ -208,9 +216,9 @@ def test_comet_slows_layer1s_tiles_by_gemm1_contention_where_measured(measured_c
     data = hand_data()
     data["tables"]["gemm1_contention"] = {"copy_blocks": [0, 2], "slowdown": [1.0, 1.5]}
     r = simulate(workload, as_profile(data, tmp_path / "gemm1.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert ns(r.layer0_us) == 9080  # layer0's tiles still at gemm_contention's 1.25
-    # split 1's tiles beside split 0's push at x1.5: 10081 -> 11581, pushed -> 12605, landed 13605; barrier -> 14605
-    assert ns(r.latency_us) == 14605 + 2 + 1548
+    assert ns(r.layer0_us) == COMET_LAYER0  # layer0's tiles still at gemm_contention's 1.25
+    # split 1's tiles beside split 0's push at x1.5: 12129 -> 13629, pushed -> 14653, landed 15653; barrier -> 16653
+    assert ns(r.latency_us) == 16653 + 2 + 1548
 
 
 def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engine_eagerly(measured_case, tmp_path):
@@ -222,9 +230,9 @@ def test_comet_launches_graph_nodes_where_calibrate_timed_them_and_the_copy_engi
     # the 11 launches of the graphed forward (7 before layer0, layer0, layer1, 2 after) at 500 ns, not 1: the
     # prologue's 7 and layer0's launch put layer0 3992 later, layer1's launch 499 more, the epilogue's 2 998
     assert ns(r.overheads_us["launch"]) == 11 * 500
-    assert ns(r.layer0_us) == 9080 + 8 * 499 and ns(r.latency_us) == 15905 + 11 * 499
+    assert ns(r.layer0_us) == COMET_LAYER0 + 8 * 499 and ns(r.latency_us) == COMET + 11 * 499
     # the copy-engine variant syncs with the host and launches eagerly: as before
-    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == 15905 + 1000
+    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == COPY_ENGINE
 
 
 def test_comet_shares_the_forwards_measured_fixed_time_among_its_small_kernels(measured_case, tmp_path):
@@ -237,13 +245,13 @@ def test_comet_shares_the_forwards_measured_fixed_time_among_its_small_kernels(m
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
     assert ns(r.overheads_us["launch"]) == 9 * 300 + 2 * 500
     # from the eager 1 ns each: the prologue 7 x 299 and layer0's launch 499 later; layer1's 499, the epilogue 2 x 299
-    assert ns(r.layer0_us) == 9080 + 7 * 299 + 499 and ns(r.latency_us) == 15905 + 9 * 299 + 2 * 499
+    assert ns(r.layer0_us) == COMET_LAYER0 + 7 * 299 + 499 and ns(r.latency_us) == COMET + 9 * 299 + 2 * 499
     # the copy-engine variant runs eagerly (no graph): launches as before
-    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == 15905 + 1000
+    assert ns(simulate(workload, hw, Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)).latency_us) == COPY_ENGINE
     # a fixed time below its barriers leaves the small kernels nothing, not a negative time
     data["figures"]["forward_fixed_us"] = 1.5
     r = simulate(workload, as_profile(data, tmp_path / "low.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert ns(r.latency_us) == 15905 - 9 + 2 * 499
+    assert ns(r.latency_us) == COMET - 9 + 2 * 499
 
 
 def test_comet_copy_engine_host_time_is_what_calibrate_timed_less_what_is_priced_apart(measured_case, tmp_path):
@@ -253,21 +261,21 @@ def test_comet_copy_engine_host_time_is_what_calibrate_timed_less_what_is_priced
     # small kernels (1 ns each), 2991 ns of host time around the sync, where host_sync_us said 1000
     data["figures"]["copy_engine_fixed_us"] = 5.0
     r = simulate(workload, as_profile(data, tmp_path / "ce.json"), Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2))
-    assert ns(r.overheads_us["host_sync"]) == 2991 and ns(r.latency_us) == 15905 + 2991
+    assert ns(r.overheads_us["host_sync"]) == 2991 and ns(r.latency_us) == COPY_ENGINE - 1000 + 2991
     # the SM-copy variants do not sync: as before
     assert ns(simulate(workload, as_profile(data, tmp_path / "ce.json"),
-                       Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)).latency_us) == 15905
+                       Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)).latency_us) == COMET
 
 
 def test_comet_copy_engine_host_time_after_layer0s_launch_runs_beside_the_layers(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
     # with a spin in place of its layers the forward took 3.0 us of its 5.0: 991 ns of host before layer0 (less two
-    # barriers and 9 launches of 1 ns), 2000 ns beside the layers, which run ~9000 ns: hidden, 15905 + 991, not + 2991
+    # barriers and 9 launches of 1 ns), 2000 ns beside the layers, which run ~9000 ns: hidden: 991 in place of host_sync_us's 1000, not 2991
     data["figures"].update(copy_engine_fixed_us=5.0, copy_engine_covered_us=3.0)
     copy_engine = Comet(comm_blocks0=0, comm_blocks1=2, n_splits=2)
     r = simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine)
-    assert ns(r.overheads_us["host_sync"]) == 991 and ns(r.latency_us) == 15905 + 991
+    assert ns(r.overheads_us["host_sync"]) == 991 and ns(r.latency_us) == COPY_ENGINE - 1000 + 991
     # 27000 ns beside them outlasts the layers: layer0 from 3023, the host done 30023, the barrier after layer1
     # leaves at 31023 (+ 1000 ns link latency), then the 2 epilogue launches and the combine (1548) as before
     data["figures"]["copy_engine_fixed_us"] = 30.0
@@ -277,10 +285,10 @@ def test_comet_copy_engine_host_time_after_layer0s_launch_runs_beside_the_layers
     # barrier the host pair; a queued fixed time without its covered one: all of it before the layers (1991 ns)
     data["figures"].update(copy_engine_fixed_us=5.0, copy_engine_fixed_queued_us=4.0, copy_engine_covered_queued_us=1.5)
     hw = as_profile(data, tmp_path / "covered.json")
-    assert ns(simulate(workload, hw, copy_engine).latency_us) == 15905
-    assert ns(simulate(workload, hw.timed_as("host"), copy_engine).latency_us) == 15905 + 991
+    assert ns(simulate(workload, hw, copy_engine).latency_us) == COPY_ENGINE - 1000
+    assert ns(simulate(workload, hw.timed_as("host"), copy_engine).latency_us) == COPY_ENGINE - 1000 + 991
     del data["figures"]["copy_engine_covered_queued_us"]
-    assert ns(simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine).latency_us) == 15905 + 1991
+    assert ns(simulate(workload, as_profile(data, tmp_path / "covered.json"), copy_engine).latency_us) == COPY_ENGINE - 1000 + 1991
 
 
 def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_path):
@@ -288,14 +296,14 @@ def test_comet_prices_the_combine_at_calibrates_combine_rate(measured_case, tmp_
     data = hand_data()
     data["tables"]["memory_pass_GBps"]["combine"] = 396.288  # the 396288 B pass in 1000 ns
     r = simulate(workload, as_profile(data, tmp_path / "combine.json"), Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2))
-    assert r.overheads_us["reduce"] == 1.0 and ns(r.latency_us) == 15905 - 548
+    assert r.overheads_us["reduce"] == 1.0 and ns(r.latency_us) == COMET - 548
 
 
 def test_comet_before_the_device_pack_launched_four_more_kernels(measured_case):
     """Bench files of the kernels before step 1 moved to the device are validated with their 11 launches."""
     workload, hw = measured_case
     r = simulate(workload, hw, Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2, prologue_launches=11))
-    assert ns(r.latency_us) == 15905 + 4
+    assert ns(r.latency_us) == COMET + 4
     assert r.overheads_us["launch"] == 0.015
 
 
@@ -305,7 +313,8 @@ def test_comet_copy_engine_variant(measured_case):
     # + host sync 1000 before the copies: layer0 from 3032 on all 4 SMs (a tile 4000, as the table's
     # SM-time is kept); one copy at 32 B/ns -> 5080, the segment ready 6080 -> remote tile 6080-10080.
     assert ns(r.layer0_us) == 10080
-    assert ns(r.latency_us) == 15905 + 1000  # layer1 as above, 1000 later
+    # layer1 as the SM-copy layer's from a layer0 ending at 9080 (its pull shared by both blocks: 15905), 1000 later
+    assert ns(r.latency_us) == 15905 + 1000 == COPY_ENGINE
     assert r.overheads_us["host_sync"] == 1.0
 
 

@@ -1,0 +1,101 @@
+"""The simulator's deal of the remote tiles (sim/fused_costs.deal_stretch) against each communication block's measured
+end (benchmarks/gpu_comm_spans.py): for every workload, block count and layer of a comm-spans JSON, the copies' end as
+measured (the last block's, slowest rank), as the deal prices it from the rows the plan dealt each block, and as bytes
+at the curve's rate (what the simulator charged before it modelled the deal). The curve is the same run's own: the
+round-robin workload whose tiles are all full and evenly dealt (`--curve-workload`), kernel time at each block count,
+so only the deal is under test.
+
+    python benchmarks/comm_deal_check.py results/measurements/ep2_h200/run114/comm_spans_qwen.json \\
+        results/measurements/ep2_h200/run114/comm_spans_mixtral.json --curve-from comm_spans_qwen.json \\
+        --out results/validation/comm_deal_run114.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+from comet_dse.measured import Curve
+from comet_dse.models import resolve_model
+from comet_dse.sim.fused_costs import deal_stretch
+
+LAYERS = ("layer0", "layer1")
+
+
+def rate_curve(runs: list[dict], workload: str, layer: str, row_bytes: int) -> Curve:
+    """GB/s of the workload's copies at each block count measured (bytes over the kernel's time, slowest rank)."""
+    points = sorted((e["comm_blocks"], e[layer]["ranks"][0]["rows_moved"] * row_bytes / e[layer]["us"] / 1e3)
+                    for e in runs if e["workload"] == workload)
+    if not points:
+        raise ValueError(f"no runs of {workload!r} in the curve's file")
+    return Curve(tuple(float(b) for b, _ in points), tuple(v for _, v in points))
+
+
+def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str) -> list[dict]:
+    rows = []
+    for e in runs:
+        if e["workload"] == skip:
+            continue
+        n = e["comm_blocks"]
+        for layer in LAYERS:
+            curve = curves[layer]
+            rate = lambda k, c=curve: c.linear(k, through_origin=True)  # noqa: E731
+            measured, dealt, even = [], [], []
+            for r in e[layer]["ranks"]:
+                # the stretch needs only each block's total (layer1's count a row once per split: the same ratios),
+                # so one "tile" per block with its rows reproduces the deal
+                stretch = deal_stretch(np.array(r["block_rows"], dtype=float), n, rate)
+                alone_us = r["rows_moved"] * row_bytes / rate(n) / 1e3
+                measured.append(r["last_end_us"])
+                dealt.append(stretch * alone_us)
+                even.append(alone_us)
+            m, d, v = max(measured), max(dealt), max(even)
+            rows.append({"workload": e["workload"], "comm_blocks": n, "layer": layer, "measured_us": m,
+                         "dealt_us": round(d, 1), "even_us": round(v, 1), "dealt_ratio": round(d / m, 3),
+                         "even_ratio": round(v / m, 3)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spans", nargs="+", help="gpu_comm_spans.py JSON files")
+    parser.add_argument("--curve-from", required=True, help="the file (one of spans, by name) whose workload gives the curve")
+    parser.add_argument("--curve-workload", default="round-robin 1024 rows per expert")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    files = {Path(p).name: json.loads(Path(p).read_text()) for p in args.spans}
+    if args.curve_from not in files:
+        parser.error(f"--curve-from: {args.curve_from!r} is not one of the files given")
+    source = files[args.curve_from]
+    row_bytes = resolve_model(source["model"]).hidden * 2
+    try:
+        curves = {layer: rate_curve(source["runs"], args.curve_workload, layer, row_bytes) for layer in LAYERS}
+    except ValueError as e:
+        parser.error(f"--curve-workload: {e}")
+    found = []
+    for name, data in files.items():
+        rows = check(data["runs"], resolve_model(data["model"]).hidden * 2, curves, args.curve_workload)
+        for row in rows:
+            row["file"] = name
+            print(f"{data['model']:16s} {row['workload']:34s} {row['comm_blocks']:3d} {row['layer']}: measured "
+                  f"{row['measured_us']:7.1f}  dealt {row['dealt_us']:7.1f} ({row['dealt_ratio']:.2f})  even "
+                  f"{row['even_us']:7.1f} ({row['even_ratio']:.2f})")
+        found += rows
+    summary = {}
+    for model in sorted({files[r["file"]]["model"] for r in found}):
+        for layer in LAYERS:
+            mine = [r for r in found if files[r["file"]]["model"] == model and r["layer"] == layer]
+            summary[f"{model} {layer}"] = {k: {"median": round(statistics.median(r[f"{k}_ratio"] for r in mine), 3),
+                                              "min": min(r[f"{k}_ratio"] for r in mine),
+                                              "max": max(r[f"{k}_ratio"] for r in mine)} for k in ("dealt", "even")}
+    print(json.dumps(summary, indent=1))
+    Path(args.out).write_text(json.dumps({"command": "python benchmarks/comm_deal_check.py " + " ".join(
+        [*args.spans, "--curve-from", args.curve_from, "--out", args.out]), "curve_workload": args.curve_workload,
+        "summary": summary, "points": found}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
