@@ -28,7 +28,7 @@ LAYERS = ("layer0", "layer1")
 def rate_curve(runs: list[dict], workload: str, layer: str, row_bytes: int) -> Curve:
     """GB/s of the workload's copies at each block count measured (bytes over the kernel's time, slowest rank)."""
     points = sorted((e["comm_blocks"], e[layer]["ranks"][0]["rows_moved"] * row_bytes / e[layer]["us"] / 1e3)
-                    for e in runs if e["workload"] == workload)
+                    for e in runs if e["workload"] == workload and e.get("comm_deal", "static") == "static")
     if not points:
         raise ValueError(f"no runs of {workload!r} in the curve's file")
     return Curve(tuple(float(b) for b, _ in points), tuple(v for _, v in points))
@@ -37,23 +37,28 @@ def rate_curve(runs: list[dict], workload: str, layer: str, row_bytes: int) -> C
 def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str) -> list[dict]:
     rows = []
     for e in runs:
-        if e["workload"] == skip:
+        if e["workload"] == skip and e.get("comm_deal", "static") == "static":
             continue
         n = e["comm_blocks"]
         for layer in LAYERS:
             curve = curves[layer]
             rate = lambda k, c=curve: c.linear(k, through_origin=True)  # noqa: E731
             measured, dealt, even = [], [], []
+            dynamic = e.get("comm_deal", "static") == "dynamic"
             for r in e[layer]["ranks"]:
-                # the stretch needs only each block's total (layer1's count a row once per split: the same ratios),
-                # so one "tile" per block with its rows reproduces the deal
-                stretch = deal_stretch(np.array(r["block_rows"], dtype=float), n, rate)
+                if "tile_rows" in r:  # the plan's remote tiles in walk order: either deal, as the simulator prices it
+                    stretch = deal_stretch(np.array(r["tile_rows"], dtype=float), n, rate, r["splits"], dynamic=dynamic)
+                elif dynamic:
+                    raise ValueError("a dynamic deal's file without the tiles' rows (gpu_comm_spans.py before tile_rows)")
+                else:  # files before tile_rows: each block's total reproduces a static deal (one "tile" a block)
+                    stretch = deal_stretch(np.array(r["block_rows"], dtype=float), n, rate)
                 alone_us = r["rows_moved"] * row_bytes / rate(n) / 1e3
                 measured.append(r["last_end_us"])
                 dealt.append(stretch * alone_us)
                 even.append(alone_us)
             m, d, v = max(measured), max(dealt), max(even)
-            rows.append({"workload": e["workload"], "comm_blocks": n, "layer": layer, "measured_us": m,
+            rows.append({"workload": e["workload"], "comm_blocks": n, "comm_deal": e.get("comm_deal", "static"),
+                         "layer": layer, "measured_us": m,
                          "dealt_us": round(d, 1), "even_us": round(v, 1), "dealt_ratio": round(d / m, 3),
                          "even_ratio": round(v / m, 3)})
     return rows
@@ -80,15 +85,15 @@ def main() -> None:
         rows = check(data["runs"], resolve_model(data["model"]).hidden * 2, curves, args.curve_workload)
         for row in rows:
             row["file"] = name
-            print(f"{data['model']:16s} {row['workload']:34s} {row['comm_blocks']:3d} {row['layer']}: measured "
+            print(f"{data['model']:16s} {row['workload']:34s} {row['comm_deal']:7s} {row['comm_blocks']:3d} {row['layer']}: measured "
                   f"{row['measured_us']:7.1f}  dealt {row['dealt_us']:7.1f} ({row['dealt_ratio']:.2f})  even "
                   f"{row['even_us']:7.1f} ({row['even_ratio']:.2f})")
         found += rows
     summary = {}
-    for model in sorted({files[r["file"]]["model"] for r in found}):
+    for model, deal in sorted({(files[r["file"]]["model"], r["comm_deal"]) for r in found}):
         for layer in LAYERS:
-            mine = [r for r in found if files[r["file"]]["model"] == model and r["layer"] == layer]
-            summary[f"{model} {layer}"] = {k: {"median": round(statistics.median(r[f"{k}_ratio"] for r in mine), 3),
+            mine = [r for r in found if files[r["file"]]["model"] == model and r["layer"] == layer and r["comm_deal"] == deal]
+            summary[f"{model} {layer}" + ("" if deal == "static" else f" {deal}")] = {k: {"median": round(statistics.median(r[f"{k}_ratio"] for r in mine), 3),
                                               "min": min(r[f"{k}_ratio"] for r in mine),
                                               "max": max(r[f"{k}_ratio"] for r in mine)} for k in ("dealt", "even")}
     print(json.dumps(summary, indent=1))

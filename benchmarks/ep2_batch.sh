@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans, comm-deal;
 #                                            OUT: what comes back)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
@@ -353,6 +353,19 @@ comm-spans)  # each communication block's end against the rows the plan dealt it
     run 150 comm_spans_qwen "${spans[@]}" --model qwen2-moe-2.7b --tokens 4096,8192 --rows 1024,1000 --blocks 4,8,16,32 \
         --out "$out/comm_spans_qwen.json"
     run 120 comm_spans_mixtral "${spans[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16,32 --out "$out/comm_spans_mixtral.json"
+    ;;
+comm-deal)  # the communication blocks' two deals of the remote tiles (round robin, or drawn as each block finishes one):
+    # every block's end in COMM_ONLY mode, then the sweeps of both shapes with both deals in one process each
+    run 150 suite_dynamic torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_fused_ep.py" --replays 500 --comm-deal dynamic \
+        --out "$out/suite_dynamic.json"
+    spans=(torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_comm_spans.py" --comm-deal static,dynamic)
+    run 150 comm_spans_qwen "${spans[@]}" --model qwen2-moe-2.7b --tokens 4096,8192 --rows 1024 --blocks 4,8,16,32 \
+        --out "$out/comm_spans_qwen.json"
+    run 120 comm_spans_mixtral "${spans[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16,32 --out "$out/comm_spans_mixtral.json"
+    run 200 qwen "${bench[@]}" --model qwen2-moe-2.7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8 \
+        --comm-deal static,dynamic
+    run 240 mixtral "${bench[@]}" --model mixtral-8x7b --tokens 1024,4096,8192,16384 --comm-blocks 8,16,32,0,4,24,48 --chunks 2,4,8 \
+        --comm-deal static,dynamic
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

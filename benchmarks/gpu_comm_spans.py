@@ -91,11 +91,14 @@ def stamped_launches(layer: FusedMoE, which: int, runs: int) -> tuple[float, lis
     return statistics.median(times), [statistics.median(col) for col in zip(*ends)]
 
 
-def summary(ends: list[float], dealt: list[int], row_bytes: int) -> dict:
-    """What the blocks' ends say: the last, the mean, and the rows of the most and least loaded block; GB/s each
-    block reached (its bytes over its end) as min/median/max."""
+def summary(ends: list[float], dealt: list[int] | None, row_bytes: int) -> dict:
+    """What the blocks' ends say: the last, the mean, and (where the deal is known) the rows of the most and least
+    loaded block and the GB/s each block reached (its bytes over its end) as min/median/max."""
+    found = {"last_end_us": round(max(ends), 1), "mean_end_us": round(statistics.fmean(ends), 1)}
+    if dealt is None:
+        return found
     rates = [r * row_bytes / e / 1e3 for r, e in zip(dealt, ends) if e > 0 and r > 0]
-    return {"last_end_us": round(max(ends), 1), "mean_end_us": round(statistics.fmean(ends), 1),
+    return {**found,
             "rows_max": max(dealt), "rows_mean": round(statistics.fmean(dealt), 1), "rows_min": min(dealt),
             "block_GBps": [round(min(rates), 2), round(statistics.median(rates), 2), round(max(rates), 2)] if rates else []}
 
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="also calibrate's workload: top-1 round-robin, rows per local expert, "
                         "comma-separated (one not a multiple of the tile rows leaves partial tiles)")
     parser.add_argument("--blocks", default="4,8,16,32", help="communication blocks of both layers, comma-separated")
+    parser.add_argument("--comm-deal", default="static", help="the deals to time, comma-separated: static (round robin: "
+                        "the rows each block moves are known on the host) or dynamic (each block draws its next tile)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="bench's seed of the weights and inputs")
     parser.add_argument("--out", required=True)
@@ -130,27 +135,31 @@ def main() -> None:
     found = []
     for label, local, top_k, inputs in workloads:
         tokens = inputs[0].shape[0]
-        for n in (int(b) for b in args.blocks.split(",")):
-            layer = FusedMoE(local, top_k, tokens, config=FusedConfig(comm_blocks0=n, comm_blocks1=n), dtype=dtype)
+        for deal, n in ((d, int(b)) for d in args.comm_deal.split(",") for b in args.blocks.split(",")):
+            config = FusedConfig(comm_blocks0=n, comm_blocks1=n, comm_deal=deal)
+            layer = FusedMoE(local, top_k, tokens, config=config, dtype=dtype)
             layer(*inputs, mode=COMM_ONLY)  # the plan the launches run on
             if cuda:  # the interpreter has no globaltimer (no inline assembly): its ends read 0
                 layer.stamps = torch.zeros(2 * layer.programs, dtype=torch.int64, device=device)
             moved = moved_rows_per_tile(layer)
-            entry = {"workload": label, "tokens": tokens, "comm_blocks": n}
+            entry = {"workload": label, "tokens": tokens, "comm_blocks": n, "comm_deal": deal}
             for which, splits in ((0, 1), (1, layer.cfg.n_splits)):
                 us, ends = stamped_launches(layer, which, args.runs)
-                # layer1 moves a split's columns of each row per item: a row's bytes over the splits
-                mine = {"us": round(us, 1), **summary(ends, rows_per_block(moved, n, splits), row_bytes // splits),
-                        "block_end_us": [round(e, 1) for e in ends], "block_rows": rows_per_block(moved, n, splits)}
+                # layer1 moves a split's columns of each row per item: a row's bytes over the splits. A dynamic deal's
+                # rows per block are decided on the device as the blocks run: not known here
+                dealt = rows_per_block(moved, n, splits) if deal == "static" else None
+                mine = {"us": round(us, 1), **summary(ends, dealt, row_bytes // splits),
+                        "block_end_us": [round(e, 1) for e in ends], "block_rows": dealt}
                 ranks = [None] * world  # each rank's own plan: bench's routing deals the ranks different rows
-                dist.all_gather_object(ranks, {"rows_moved": sum(moved), "remote_tiles": len(moved),
+                dist.all_gather_object(ranks, {"rows_moved": sum(moved), "remote_tiles": len(moved), "splits": splits,
+                                               "tile_rows": moved,
                                                "partial_tiles": sum(1 for r in moved if r < layer.cfg.block_m), **mine})
                 slowest_us = max(r["us"] for r in ranks)
                 entry[f"layer{which}"] = {"us": slowest_us, "ranks": ranks}
             found.append(entry)
             if rank == 0:
-                print(json.dumps({**entry, **{f"layer{i}": [{k: v for k, v in r.items() if k not in ("block_end_us",
-                                                                                                  "block_rows")}
+                lists = ("block_end_us", "block_rows", "tile_rows")  # the file has them; the log the rest
+                print(json.dumps({**entry, **{f"layer{i}": [{k: v for k, v in r.items() if k not in lists}
                                                              for r in entry[f"layer{i}"]["ranks"]] for i in (0, 1)}}),
                       flush=True)
             del layer

@@ -32,6 +32,7 @@ for var, value in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from comet_dse.choices import COMM_DEALS  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
 from comet_dse.kernels.fused_tp import TensorParallelFused  # noqa: E402
 from comet_dse.kernels.fused_plan import (  # noqa: E402
@@ -64,7 +65,7 @@ class Suite:
     def layer(self, **knobs) -> FusedMoE | TensorParallelFused:
         cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4,
                              "dedup": self.args.dedup, "prereduce": self.args.prereduce,
-                             "pull_rows": self.args.pull_rows, **knobs})
+                             "pull_rows": self.args.pull_rows, "comm_deal": self.args.comm_deal, **knobs})
         if self.tp > 1:
             layer = TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
                                         dtype=torch.bfloat16)
@@ -216,6 +217,8 @@ def main() -> None:
                         help="layer1 sends a token's rows at a rank home as one sum (FusedConfig.prereduce)")
     parser.add_argument("--pull-rows", type=int,
                         help="rows a communication block pulls as one piece of layer0's work (FusedConfig.pull_rows)")
+    parser.add_argument("--comm-deal", default="static", choices=COMM_DEALS,
+                        help="how the communication blocks share the remote tiles (FusedConfig.comm_deal)")
     args = parser.parse_args()
     args.experts, args.top_k, args.hidden, args.ffn = (int(v) for v in args.shape.split(","))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -234,7 +237,8 @@ def main() -> None:
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
     if suite.rank == 0:
         suite.report.update({**environment(), "gpus": suite.world, "ep": suite.ep, "tp": suite.tp, "shape": args.shape,
-                             "dedup": args.dedup, "prereduce": args.prereduce, "pull_rows": args.pull_rows})
+                             "dedup": args.dedup, "prereduce": args.prereduce, "pull_rows": args.pull_rows,
+                             "comm_deal": args.comm_deal})
         with open(args.out, "w") as f:
             json.dump(suite.report, f, indent=2)
         print(f"wrote {args.out}")

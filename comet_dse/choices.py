@@ -15,6 +15,9 @@ TILE_ORDERS = ("layout", "expert")
 # how the fused kernels cut a rank's received rows into row tiles: an expert's rows of all sources
 # together (at most one partial tile per expert), or per source (the copy engine's: one copy per source)
 TILE_LAYOUTS = ("merged", "by-source")
+# how the fused kernels' communication blocks share the remote row tiles: round robin fixed at launch, or each
+# block drawing its next tile from a counter as it finishes one (kernels/fused_moe._claim)
+COMM_DEALS = ("static", "dynamic")
 # GEMM0's gate/up weight in the fused kernels: gate | up halves (two dots per K step) or column pairs (one dot)
 GATE_UP_LAYOUTS = ("halves", "pairs")
 SCHEDULE_NAMES = ("sequential", "chunked", "comet")

@@ -147,12 +147,14 @@ class BenchRunner:
                  "dedup": a.dedup, "prereduce": a.prereduce,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
-            return [FusedConfig.from_plan(s.plan, tokens, **knobs)]
+            return [FusedConfig.from_plan(s.plan, tokens, comm_deal=deal, **knobs) for deal in s.comm_deals]
         configs = [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
                                n_splits=a.n_splits, row_order=a.row_order, tile_order=order, tile_layout=layout,
-                               pull_rows=pull, **knobs)
-                   for layout in s.tile_layouts for order in s.tile_orders for pull in s.pull_rows for b in s.comm_blocks]
-        # the copy engine always runs by source and pulls nothing itself: time it once, not once per layout or piece
+                               pull_rows=pull, comm_deal=deal, **knobs)
+                   for deal in s.comm_deals for layout in s.tile_layouts for order in s.tile_orders for pull in s.pull_rows
+                   for b in s.comm_blocks]
+        # the copy engine always runs by source and pulls nothing itself (layer1's pushes still deal): time it once
+        # per deal, not once per layout or piece
         def copy_engine_key(c: FusedConfig) -> FusedConfig:
             return replace(c, tile_layout="by-source", pull_rows=None)
         return [c for i, c in enumerate(configs) if c.comm_blocks0 > 0 or
@@ -321,6 +323,8 @@ def _summary(run: dict) -> str:
              f"tile_layout={cfg.get('tile_layout', 'by-source')}"]
     if cfg.get("pull_rows"):
         parts.append(f"pull_rows={cfg['pull_rows']}")
+    if cfg.get("comm_deal", "static") != "static":
+        parts.append(f"comm_deal={cfg['comm_deal']}")
     parts += [f"{k}={v:.0f}" for k, v in t.items()]
     parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
     return " ".join(parts)

@@ -55,7 +55,7 @@ from comet_dse.kernels.fused_moe import (
     layer1_kernel,
     place_own_kernel,
 )
-from comet_dse.choices import GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_stages, default_layer1_width
+from comet_dse.choices import COMM_DEALS, GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_stages, default_layer1_width
 from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
     ROW_ORDERS,
@@ -160,6 +160,11 @@ class FusedConfig:
     # start earlier; the block counting a tile's last piece in raises its flag. Off by default: on 2x H200 it slows the
     # pulls themselves and won 3% only at Qwen2-MoE's 1024 tokens (run 109, results/measurements/ep2_h200/pull_rows/)
     pull_rows: int | None = None
+    # how the communication blocks share the remote tiles (comet_dse.choices.COMM_DEALS): "static", round robin fixed at
+    # launch (item i to block i mod n); "dynamic", each block draws its next item from a counter when it is done with
+    # one, so none ends holding more than one item beyond the rest. On bench's routing round robin left the most
+    # loaded block 1.24-1.27x the mean rows at 16 blocks (run 114, results/measurements/ep2_h200/run114/)
+    comm_deal: str = "static"
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
@@ -303,6 +308,8 @@ class FusedMoE:
                                     device=self.device)
         self.pulled = self.counters[(self.max_tiles + 1) * cfg.n_splits:]  # layer0's part: a view, made once
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
+        # comm_deal "dynamic": layer0's item counter and its blocks out, then layer1's; the kernels zero them as they end
+        self.claims = torch.zeros(4, dtype=torch.int32, device=self.device)
         self.epoch = torch.zeros(1, dtype=torch.int32, device=self.device)
         # int64 (start, end) in globaltimer ns per program of the next layer launches where set (a GPU only: calibrate's
         # spans inside a kernel, `program_spans`); None: the kernels time nothing
@@ -357,6 +364,8 @@ class FusedMoE:
             raise ValueError(f"tile_order must be one of {', '.join(TILE_ORDERS)}, got {cfg.tile_order!r}")
         if cfg.tile_layout not in TILE_LAYOUTS:
             raise ValueError(f"tile_layout must be one of {', '.join(TILE_LAYOUTS)}, got {cfg.tile_layout!r}")
+        if cfg.comm_deal not in COMM_DEALS:
+            raise ValueError(f"comm_deal must be one of {', '.join(COMM_DEALS)}, got {cfg.comm_deal!r}")
         if not 0 <= cfg.comm_blocks0 < self.programs:
             raise ValueError(f"comm_blocks0 must be in [0, {self.programs - 1}] (0: copy engine), got {cfg.comm_blocks0}")
         if not 1 <= cfg.comm_blocks1 < self.programs:
@@ -524,12 +533,13 @@ class FusedMoE:
             plan.order1, plan.remote,
             plan.num_tiles, plan.local_tiles, plan.pieces, self.flags, self.err, self.epoch,
             *((self.dup_row, self.dup_tile) if self.deduplicated else (self.flags, self.flags)),
-            self.pulled, self.err if self.stamps is None else self.stamps, self.rank, self.own_pos,
+            self.pulled, self.err if self.stamps is None else self.stamps, self.claims, self.rank, self.own_pos,
             cfg.max_spins, self.delay_spins, hidden, self.ffn, self.send_rows, self.max_tiles, cfg.comm_blocks0, self.programs,
             WORLD=self.world, COPY_ROWS=max(1, cfg.copy_elems // copy_cols), COPY_COLS=copy_cols, BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode, FLATTEN=cfg.flatten, SEG_FLAGS=cfg.comm_blocks0 == 0, PROXY_FENCE=self.device.type == "cuda",
             EXPERT_ORDER=cfg.tile_order == "expert", PAIRS=cfg.gate_up == "pairs", TMA_STORE=cfg.tma_store,
-            DEDUP=self.deduplicated, PULL_PARTS=self.pull_parts, STAMPS=self.stamps is not None, num_warps=cfg.num_warps,
+            DEDUP=self.deduplicated, PULL_PARTS=self.pull_parts, STAMPS=self.stamps is not None,
+            DYNAMIC=cfg.comm_deal == "dynamic", num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )
 
@@ -553,7 +563,8 @@ class FusedMoE:
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
             plan.local_tiles, plan.pieces, self.counters, self.err, route.local, route.deltas, red.local, red.deltas,
-            table, self.rotation, self.err if self.stamps is None else self.stamps, self.rank, self.own_pos, cfg.max_spins,
+            table, self.rotation, self.err if self.stamps is None else self.stamps, self.claims[2:], self.rank, self.own_pos,
+            cfg.max_spins,
             hidden, self.ffn,
             self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs, self.max_tiles * cfg.n_splits,
             self.experts, self.max_tokens,
@@ -561,5 +572,5 @@ class FusedMoE:
             COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=k_p2,
             REDUCE_ROWS=reduce_rows, REDUCE_COLS=reduce_cols, STAMPS=self.stamps is not None,
-            num_warps=cfg.num_warps, num_stages=self.stages1,
+            DYNAMIC=cfg.comm_deal == "dynamic", num_warps=cfg.num_warps, num_stages=self.stages1,
         )

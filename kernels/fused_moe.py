@@ -327,15 +327,37 @@ def place_own_kernel(xbuf_ptr, pieces_ptr, own_pos, SEND_ROWS, H, WORLD: tl.cons
 
 
 @triton.jit
+def _claim(claims_ptr, static_item, DYNAMIC: tl.constexpr):
+    """A communication block's next item: DYNAMIC, the next unclaimed one (a counter every block of the launch
+    draws from, so a block that finished early takes more); else `static_item` (round robin, fixed at launch)."""
+    if DYNAMIC:
+        return tl.atomic_add(claims_ptr, 1, sem="relaxed", scope="gpu")
+    else:
+        return static_item
+
+
+@triton.jit
+def _release_claims(claims_ptr, n_blocks, DYNAMIC: tl.constexpr):
+    """DYNAMIC: the last of `n_blocks` communication blocks to finish zeroes the counter (claims_ptr) and its own count
+    (claims_ptr + 1) for the next launch. Every block has drawn its last, past-the-end item before it counts itself
+    out, so no block draws after the reset: a launch needs no memset, and a layer launched alone again (bench's
+    per-layer timings, calibrate) starts from 0 like a graph replay."""
+    if DYNAMIC:
+        if tl.atomic_add(claims_ptr + 1, 1, sem="acq_rel", scope="gpu") == n_blocks - 1:
+            tl.atomic_xchg(claims_ptr, 0, sem="relaxed", scope="gpu")
+            tl.atomic_xchg(claims_ptr + 1, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
 def layer0_kernel(
     xbuf_ptr, x_deltas_ptr, xbuf_desc, w_desc, h_ptr, h_desc, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr,
-    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr, pulled_ptr, stamps_ptr,
+    pieces_ptr, flags_ptr, err_ptr, epoch_ptr, dup_row_ptr, dup_tile_ptr, pulled_ptr, stamps_ptr, claims_ptr,
     rank, own_pos, max_spins, delay_spins, H, F, SEND_ROWS, seg_base, N_COMM, N_PROGRAMS,
     WORLD: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     MODE: tl.constexpr, SEG_FLAGS: tl.constexpr, PROXY_FENCE: tl.constexpr, FLATTEN: tl.constexpr,
     EXPERT_ORDER: tl.constexpr, PAIRS: tl.constexpr, TMA_STORE: tl.constexpr, DEDUP: tl.constexpr,
-    PULL_PARTS: tl.constexpr, STAMPS: tl.constexpr,
+    PULL_PARTS: tl.constexpr, STAMPS: tl.constexpr, DYNAMIC: tl.constexpr,
 ):
     """DEDUP: a remote row whose (source, token) an earlier tile already brought is copied locally
     from there once that tile's flag is up (dedup_kernel's tables), else pulled: a token crosses
@@ -344,8 +366,9 @@ def layer0_kernel(
     engine's), not on their own. EXPERT_ORDER: the compute blocks walk the tiles in `order` (expert
     by expert, own and remote alike): an expert's weights stream from HBM once, not once per phase.
     The communication blocks walk `remote` (the plan's order of the remote tiles) either way, in PULL_PARTS
-    pieces of BLOCK_M / PULL_PARTS rows per tile, round robin: several blocks bring one tile, and the block that
-    counts its last piece in (pulled_ptr, zeroed each forward; counted modulo PULL_PARTS) raises its flag.
+    pieces of BLOCK_M / PULL_PARTS rows per tile, round robin (DYNAMIC: each block draws its next piece from a counter
+    at claims_ptr, `_claim`): several blocks bring one tile, and the block that counts its last piece in (pulled_ptr,
+    zeroed each forward; counted modulo PULL_PARTS) raises its flag.
     STAMPS: each program's start and end go to stamps_ptr (`_stamp`)."""
     pid = tl.program_id(0)
     start = _clock(pid, STAMPS)
@@ -355,7 +378,8 @@ def layer0_kernel(
         # ---- communication blocks: pull remote row tiles from the sources' send regions ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
         part_rows: tl.constexpr = BLOCK_M // PULL_PARTS
-        for i in range(pid, n_remote * PULL_PARTS, N_COMM):
+        i = _claim(claims_ptr, pid, DYNAMIC)
+        while i < n_remote * PULL_PARTS:
             u = tl.load(remote_ptr + i // PULL_PARTS)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             lo = (i % PULL_PARTS) * part_rows  # this piece: the tile's rows [lo, lo + part_rows), if it has them
@@ -372,6 +396,8 @@ def layer0_kernel(
                 last = tl.atomic_add(pulled_ptr + u, 1, sem="acq_rel", scope="gpu") % PULL_PARTS == PULL_PARTS - 1
             if (delay_spins >= 0) & last:
                 tl.atomic_xchg(flags_ptr + u, epoch, sem="release", scope="gpu")
+            i = _claim(claims_ptr, i + N_COMM, DYNAMIC)
+        _release_claims(claims_ptr, N_COMM, DYNAMIC)
     elif EXPERT_ORDER:
         # ---- compute blocks, expert by expert: a remote tile waits for its flag, an own one does not ----
         n_cols = tl.cdiv(F, BLOCK_N)
@@ -480,11 +506,12 @@ def _reduce_tokens(ybuf_ptr, src_red_ptr, table_ptr, t0, n_tok, rank, max_tokens
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
     counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, table_ptr, rotation_ptr, stamps_ptr,
-    rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts, max_tokens,
+    claims_ptr, rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts,
+    max_tokens,
     WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
     FLATTEN: tl.constexpr, PREREDUCE: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
-    REDUCE_COLS: tl.constexpr, STAMPS: tl.constexpr,
+    REDUCE_COLS: tl.constexpr, STAMPS: tl.constexpr, DYNAMIC: tl.constexpr,
 ):
     """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
     The block counts are run-time arguments: one compiled kernel serves every n_comm.
@@ -553,7 +580,8 @@ def layer1_kernel(
     elif MODE != _COMPUTE_ONLY:
         # ---- communication blocks: push each finished (remote tile, split) to its source ----
         n_remote = n_tiles - (tl.load(local_tiles_ptr + 1) - tl.load(local_tiles_ptr))
-        for i in range(pid - N_COMPUTE, n_remote * N_SPLITS, N_PROGRAMS - N_COMPUTE):
+        i = _claim(claims_ptr, pid - N_COMPUTE, DYNAMIC)  # round robin, or (DYNAMIC) the next item not yet taken
+        while i < n_remote * N_SPLITS:
             split = i // n_remote
             u = tl.load(remote_ptr + i % n_remote)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
@@ -561,6 +589,8 @@ def layer1_kernel(
             _wait(counters_ptr + counter, COL_TILES, err_ptr, -(counter + 1), max_spins, False)
             _move_tile(ybuf_ptr, y_deltas_ptr, pieces_ptr, expert, row0, rows, SEND_ROWS, split * SPLIT_COLS, SPLIT_COLS, H,
                        own_pos, WORLD, False, COPY_ROWS, COPY_COLS, counters_ptr, counters_ptr, counters_ptr, 0, False)
+            i = _claim(claims_ptr, i + N_PROGRAMS - N_COMPUTE, DYNAMIC)
+        _release_claims(claims_ptr, N_PROGRAMS - N_COMPUTE, DYNAMIC)
     _stamp(stamps_ptr, pid, start, STAMPS)
 
 

@@ -23,6 +23,7 @@ the fused layer as built does, priced from the tables:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import numpy as np
@@ -113,17 +114,26 @@ def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarr
     return moved[remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]]
 
 
-def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1) -> float:
+def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1,
+                 dynamic: bool = False) -> float:
     """How much longer `blocks` communication blocks take to move the remote tiles (`tile_rows` rows each, in walk
     order) than the same bytes at `rate(blocks)`: the kernels deal the work round robin (layer0: item i is tile i;
     layer1: item i is split i // n of tile i % n), so a block may hold more than its share, and each block moves at
     rate(k) / k while k blocks still move (the link shared among them). On 2x H200 this reproduced each block's
     end within 2-6% on Qwen2-MoE's routing at 4-32 blocks, where bytes at the curve's rate came 8-18% short
-    (results/measurements/ep2_h200/run114/)."""
+    (results/measurements/ep2_h200/run114/). `dynamic` (FusedConfig.comm_deal): each block draws the next item in
+    walk order as it finishes one, so an item goes to the block with the fewest rows so far."""
     if blocks <= 0 or len(tile_rows) == 0 or tile_rows.sum() <= 0:
         return 1.0
     items = np.tile(tile_rows, splits)
-    dealt = np.sort(np.bincount(np.arange(len(items)) % blocks, weights=items, minlength=blocks))
+    if dynamic:
+        loads = [(0.0, b) for b in range(blocks)]  # (rows so far, block): the least loaded draws next
+        for rows in items.tolist():
+            load, b = heapq.heappop(loads)
+            heapq.heappush(loads, (load + rows, b))
+        dealt = np.sort(np.array([load for load, _ in loads]))
+    else:
+        dealt = np.sort(np.bincount(np.arange(len(items)) % blocks, weights=items, minlength=blocks))
     time, done = 0.0, 0.0
     for i, level in enumerate(dealt.tolist()):
         if level > done:

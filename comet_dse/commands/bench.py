@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import ALIGNS, DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import ALIGNS, COMM_DEALS, DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.launch import (
     add_gpus_argument,
     check_gpu_launch,
@@ -92,6 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the fused kernels' row-tile layouts to time, comma-separated: {' or '.join(TILE_LAYOUTS)} "
                              "(merged: an expert's rows of every source share tiles; by-source: a tile holds one source's "
                              "rows; the copy engine, --comm-blocks 0, always runs by-source) (default merged)")
+    parser.add_argument("--comm-deal", default="static",
+                        help=f"how the communication blocks share the remote row tiles, comma-separated to time several: "
+                             f"{' or '.join(COMM_DEALS)} (static: round robin fixed at launch; dynamic: each block draws "
+                             "its next tile from a counter as it finishes one) (default static)")
     parser.add_argument("--tp", type=int, default=1,
                         help="tensor-parallel ranks per expert (its FFN width split over them): B0 and B1 under EP x TP "
                              "(kernels/tp_baselines.py) and the fused layer through virtual experts "
@@ -122,6 +126,7 @@ class _Settings:
     comm_blocks: list[int]
     tile_orders: list[str]
     tile_layouts: list[str]
+    comm_deals: list[str]
     pull_rows: list[int | None]
     chunks: list[int]
     block_m: int
@@ -144,6 +149,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     chunks = parse_ints(args.chunks, "--chunks")
     tile_orders = parse_choices(args.tile_order, "--tile-order", TILE_ORDERS)
     tile_layouts = parse_choices(args.tile_layout, "--tile-layout", TILE_LAYOUTS)
+    comm_deals = parse_choices(args.comm_deal, "--comm-deal", COMM_DEALS)
     for name in ("runs", "block_k", "group_m", "n_splits"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(args, name)}")
@@ -207,7 +213,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, pull_rows, chunks, block_m, block_n, experts, top_k,
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, comm_deals, pull_rows, chunks, block_m, block_n, experts, top_k,
                      hidden, ffn, model_name, capacity, plan, args.ep, args.tp)
 
 

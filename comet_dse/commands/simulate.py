@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from comet_dse.choices import FLOWS_UP_TO_GPUS, INTERNODE_ROUTES, NETWORK_ENGINES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, SIM_EXPERT_GEMMS, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
+from comet_dse.choices import COMM_DEALS, FLOWS_UP_TO_GPUS, INTERNODE_ROUTES, NETWORK_ENGINES, ROUTING_FORMS, ROW_ORDERS, SCHEDULE_NAMES, SIM_EXPERT_GEMMS, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH
 from comet_dse.commands.columns import align_columns
 from comet_dse.errors import UserError
 from comet_dse.files import check_writable
@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp-dispatch", default="tokens", choices=TP_DISPATCH,
                         help="comet under TP: a token once to each TP rank, partials pre-reduced (Comet's design), or "
                              "a row per (token, expert), partials per row (what comet-dse's fused kernels run) (default tokens)")
+    parser.add_argument("--comm-deal", default="static", choices=COMM_DEALS,
+                        help="comet's communication blocks: the remote tiles dealt round robin at launch, or each block "
+                             "drawing its next as it finishes one (as the fused kernels' --comm-deal; priced from a "
+                             "measured profile) (default static)")
     parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
                                                      "(default: the largest such count up to 4)")
     parser.add_argument("--layers", metavar="all|I,J",
@@ -135,7 +139,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
         comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
         comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
         row_order=args.row_order, n_splits=n_splits, tile_layout=args.tile_layout, tile_order=args.tile_order,
-        tp_dispatch=args.tp_dispatch,
+        tp_dispatch=args.tp_dispatch, comm_deal=args.comm_deal,
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n, expert_gemm=args.expert_gemm),
@@ -147,7 +151,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     given = {"chunked": args.chunks is not None,
              "comet": any(v is not None for v in (args.comm_blocks, args.comm_blocks0, args.comm_blocks1, args.n_splits))
              or args.row_order != "local-first" or args.tile_layout != "merged" or args.tile_order != "layout"
-             or args.tp_dispatch != "tokens"}
+             or args.tp_dispatch != "tokens" or args.comm_deal != "static"}
     also = [every[name] for name in SCHEDULE_NAMES if name not in names and given.get(name)]
     return [every[name] for name in names], also
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.choices import TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH, default_layer1_width
+from comet_dse.choices import COMM_DEALS, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH, default_layer1_width
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -101,6 +101,9 @@ class Comet(Schedule):
     # under TP: "tokens" (Comet's design) or "rows" (the EP layer over virtual experts, as kernels/fused_tp.py
     # runs it; sim/api.py simulates it as that layer); comet_dse/choices.py TP_DISPATCH
     tp_dispatch: str = "tokens"
+    # how the communication blocks share the remote tiles (comet_dse/choices.py COMM_DEALS): round robin fixed at
+    # launch, or each drawing its next tile as it finishes one (sim/fused_costs.deal_stretch prices either)
+    comm_deal: str = "static"
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -117,6 +120,8 @@ class Comet(Schedule):
             raise UserError("--tile-layout", f"must be one of {', '.join(TILE_LAYOUTS)}, got {self.tile_layout!r}")
         if self.tp_dispatch not in TP_DISPATCH:
             raise UserError("--tp-dispatch", f"must be one of {', '.join(TP_DISPATCH)}, got {self.tp_dispatch!r}")
+        if self.comm_deal not in COMM_DEALS:
+            raise UserError("--comm-deal", f"must be one of {', '.join(COMM_DEALS)}, got {self.comm_deal!r}")
         hidden = workload.model.hidden
         if not isinstance(self.n_splits, int) or self.n_splits < 1 or column_tiles(hidden, self.block_n) % self.n_splits:
             allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))
@@ -129,6 +134,8 @@ class Comet(Schedule):
             del out["prologue_launches"]
         if self.tp_dispatch == "tokens":  # the default model: plans and outputs name only the other
             del out["tp_dispatch"]
+        if self.comm_deal == "static":  # the kernels' default: plans and outputs name only the other
+            del out["comm_deal"]
         return out
 
     def run(self, ctx: SimContext) -> Outcome:
@@ -277,12 +284,15 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         if tables is not None:
             pull_bytes[rank] = 0.0  # own tiles are read where they were packed: no copy
         every0 = layout.tile_group  # GEMM0's tiles, one per (row tile, column tile)
-        # the kernels as built deal the remote tiles to their blocks round robin: the most loaded block ends the copies
+        # the kernels as built deal the remote tiles to their blocks (round robin, or as each finishes one): the most
+        # loaded block ends the copies
         stretch0 = stretch1 = 1.0
         if tables is not None and not copy_engine:
             moved = remote_tile_rows(layout, knobs.block_m, merged=knobs.tile_layout == "merged" and world > 1)
-            stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k))
-            stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits)
+            dynamic = knobs.comm_deal == "dynamic"
+            stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic)
+            stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits,
+                                    dynamic=dynamic)
             del moved
         rank_cap0 = cap0 / stretch0 / copies_while_computing(
             ctx, "pull", knobs.comm_blocks0, lambda: kernel_time_ns(np.repeat(tile_ns0[every0], n_tiles0[every0]), blocks0),

@@ -55,3 +55,20 @@ def test_both_layers_report_every_rank_on_two_cpu_ranks(tmp_path, workload):
             assert r["rows_max"] == max(r["block_rows"]) and r["rows_min"] == min(r["block_rows"])
     if not workload[1]:  # round robin, top-1: each rank sends half its 128 rows to the peer's 4 experts
         assert [r["rows_moved"] for r in entry["layer0"]["ranks"]] == [64, 64]
+
+
+def test_a_dynamic_deal_is_timed_beside_the_static_one(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "spans.json"
+    cmd = [sys.executable, str(SCRIPT), "--model", str(config), "--tokens", "96", "--comm-deal", "static,dynamic",
+           "--blocks", "2", "--runs", "1", "--out", str(out)]
+    for code, _, err in run_ranks(cmd, 2):
+        assert code == 0, err[-3000:]
+    static, dynamic = json.loads(out.read_text())["runs"]
+    assert (static["comm_deal"], dynamic["comm_deal"]) == ("static", "dynamic")
+    for which, splits in (("layer0", 1), ("layer1", 4)):
+        for s, d in zip(static[which]["ranks"], dynamic[which]["ranks"]):
+            # the same plan either way: the tiles' rows in walk order are kept for the simulator's deal of both
+            assert s["tile_rows"] == d["tile_rows"] and sum(s["tile_rows"]) == s["rows_moved"] and s["splits"] == splits
+            assert d["block_rows"] is None and "rows_max" not in d  # decided on the device as the blocks ran

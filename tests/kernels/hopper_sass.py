@@ -60,10 +60,10 @@ def main() -> None:
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32", "pulled_ptr": "*i32",
             "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32", "route_ptr": "*i32", "route_deltas_ptr": "*i64",
             "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "table_ptr": "*i32", "rotation_ptr": "*i64", "expert_ptr": "*i32",
-            "stamps_ptr": "*i64",
+            "stamps_ptr": "*i64", "claims_ptr": "*i32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
     wide = {**ptrs, "w_desc": _desc((BK, 256))}
-    tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8, "STAMPS": False}
+    tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8, "STAMPS": False, "DYNAMIC": False}
     no_prereduce = {"PREREDUCE": False, "TOP_K": 4, "K_P2": 4, "REDUCE_ROWS": 64, "REDUCE_COLS": 64}
     report = {}
     for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
@@ -98,6 +98,15 @@ def main() -> None:
     report["layer1_stamps"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32,
                                  "COPY_COLS": 512, "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, "STAMPS": True},
+        num_stages=4)
+    # the communication blocks drawing their items from a counter (FusedConfig.comm_deal "dynamic")
+    report["layer0_dynamic"] = _compile(
+        fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
+                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
+                                  "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 1, "DYNAMIC": True})
+    report["layer1_dynamic"] = _compile(
+        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32,
+                                 "COPY_COLS": 512, "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, "DYNAMIC": True},
         num_stages=4)
     # layer0 bringing a token once per rank (FusedConfig.dedup), and the kernel that finds the repeats
     report["layer0_dedup"] = _compile(

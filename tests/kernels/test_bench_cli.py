@@ -66,6 +66,19 @@ def test_bench_times_layer0s_pulls_in_pieces_beside_whole_tiles(tmp_path):
     assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
 
 
+def test_bench_times_both_deals_of_the_remote_tiles(tmp_path):
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "0,2",
+           "--comm-blocks1", "2", "--comm-deal", "static,dynamic", "--kind", "fused", "--programs", "4", "--tile", "16x16",
+           "--block-k", "16", "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
+    for code, out, err in run_ranks(cmd, 2):
+        assert code == 0, err[-2000:]
+    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    # every configuration with each deal (the copy engine's pushes deal too), the deal recorded in the config
+    assert [(r["config"]["comm_deal"], r["config"]["comm_blocks0"]) for r in result["runs"]] == [
+        ("static", 0), ("static", 2), ("dynamic", 0), ("dynamic", 2)]
+    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tokens", "0"], "--tokens: must be integers >= 1"),
     (["--gpus", "3", "--shape", "8,2,32,48"], "--gpus: must be an integer >= 1, a multiple of --tp 1, whose quotient divides the 8 experts"),
@@ -88,6 +101,7 @@ def test_bench_times_layer0s_pulls_in_pieces_beside_whole_tiles(tmp_path):
     (["--pull-rows", "0"], "--pull-rows: must be integers >= 1"),
     (["--tile-order", "layout,random"], "--tile-order: must be comma-separated values of layout, expert"),
     (["--tile-layout", "mixed"], "--tile-layout: must be comma-separated values of merged, by-source"),
+    (["--comm-deal", "static,greedy"], "--comm-deal: must be comma-separated values of static, dynamic"),
     (["--shape", "8,2,32"], "--shape: expected E,top_k,H,F"),
     (["--shape", "4,8,32,48"], "--shape: top_k=8 exceeds the 4 experts"),
     (["--capacity", "4", "--tokens", "8"], "--capacity: must hold the largest --tokens (8)"),

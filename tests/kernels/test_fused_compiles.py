@@ -43,7 +43,7 @@ def test_every_kernel_fits_in_one_sms_shared_memory(report):
 
 def test_gemms_use_wgmma_and_tma(report):
     for name in ("layer0_mode0_seg0", "layer0_mode1_seg0", "layer0_expert", "layer1_mode0", "layer1_mode1",
-                 "layer0_pairs_tma", "layer1_n256_stages4"):
+                 "layer0_pairs_tma", "layer1_n256_stages4", "layer0_dynamic", "layer1_dynamic"):
         assert report[name]["HGMMA"] > 0 and report[name]["UTMALDG"] > 0, name
     assert report["layer0_pairs_tma"]["UTMASTG"] > 0 and report["layer0_mode0_seg0"]["UTMASTG"] == 0
 
@@ -56,6 +56,7 @@ def test_deduplicated_pulls_load_a_row_from_the_link_or_from_here(report):
 
 def test_row_copies_move_16_bytes_per_access(report):
     for name in ("layer0_mode0_seg0", "layer0_mode2_seg0", "layer0_expert", "layer0_pull_parts4", "layer1_mode0", "layer1_mode2", "combine",
+                 "layer0_dynamic", "layer1_dynamic",
                  "place_own", "layer0_dedup", "layer1_prereduce", "layer1_prereduce_k8", "layer1_prereduce_k2",
                  "combine_prereduced"):
         k = report[name]

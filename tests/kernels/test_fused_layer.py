@@ -111,6 +111,9 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"pull_rows": 4}),  # a row tile pulled in four pieces, by up to four blocks; the last raises its flag
     ("float16", {"pull_rows": 1, "tile_layout": "by-source", "tile_order": "expert", "comm_blocks0": 3}),
     ("float32", {"pull_rows": 8, "dedup": True}),  # dedup pulls whole tiles: pull_rows has no effect
+    ("float32", {"comm_deal": "dynamic"}),  # each communication block draws its next tile from a counter
+    ("float16", {"comm_deal": "dynamic", "pull_rows": 4, "tile_layout": "by-source", "row_order": "source-order"}),
+    ("float32", {"comm_deal": "dynamic", "dedup": True, "tile_order": "expert", "comm_blocks1": 1}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
@@ -174,10 +177,21 @@ def _variants_worker(rank: int, port: int, knobs: dict) -> None:
     # a slow producer: the consumers wait for it and the result stays right
     layer.delay_spins = 200
     assert _call(layer, rank, weights, [12, 12], router, seed=3, dtype=torch.float32) < 1e-4
+    # each layer launched alone again, as bench's per-layer timings and calibrate do: a dynamic deal's counters are back
+    # at zero after every launch (the last block out zeroes them), so every launch moves every tile
+    layer.delay_spins = 0
+    layer(x, ids, w, mode=COMM_ONLY)
+    for _ in range(2):
+        layer.flags.zero_()
+        layer._launch_layer0(layer.plan, COMM_ONLY)
+        layer.counters.zero_()
+        layer._launch_layer1(layer.plan, COMM_ONLY)
+        layer.check()
+        assert layer.claims.tolist() == [0, 0, 0, 0]
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}])
+@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}, {"comm_deal": "dynamic"}])
 def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing(knobs):
     _spawn(_variants_worker, knobs)
 
@@ -211,7 +225,7 @@ def _stuck_worker(rank: int, port: int, knobs: dict) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}])
+@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}, {"comm_deal": "dynamic"}])
 def test_a_producer_that_never_signals_raises_instead_of_hanging(knobs):
     _spawn(_stuck_worker, knobs)
 
