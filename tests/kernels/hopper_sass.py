@@ -90,24 +90,17 @@ def main() -> None:
         fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
                                   "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
                                   "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 4})
-    # both layers stamping each program's start and end (calibrate's spans inside a kernel: the globaltimer's assembly)
-    report["layer0_stamps"] = _compile(
-        fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
-                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
-                                  "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 1, "STAMPS": True})
-    report["layer1_stamps"] = _compile(
-        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32,
-                                 "COPY_COLS": 512, "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, "STAMPS": True},
-        num_stages=4)
-    # the communication blocks drawing their items from a counter (FusedConfig.comm_deal "dynamic")
-    report["layer0_dynamic"] = _compile(
-        fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
-                                  "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False, "PAIRS": True,
-                                  "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 1, "DYNAMIC": True})
-    report["layer1_dynamic"] = _compile(
-        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32,
-                                 "COPY_COLS": 512, "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, "DYNAMIC": True},
-        num_stages=4)
+    # both layers stamping each program's start and end (calibrate's spans inside a kernel: the globaltimer's assembly),
+    # and both with the communication blocks drawing their items from a counter (FusedConfig.comm_deal "dynamic")
+    for name, switch in (("stamps", "STAMPS"), ("dynamic", "DYNAMIC")):
+        report[f"layer0_{name}"] = _compile(
+            fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL,
+                                      "SEG_FLAGS": False, "PROXY_FENCE": True, "FLATTEN": False, "EXPERT_ORDER": False,
+                                      "PAIRS": True, "TMA_STORE": True, "DEDUP": False, "PULL_PARTS": 1, switch: True})
+        report[f"layer1_{name}"] = _compile(
+            fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32,
+                                     "COPY_COLS": 512, "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, switch: True},
+            num_stages=4)
     # layer0 bringing a token once per rank (FusedConfig.dedup), and the kernel that finds the repeats
     report["layer0_dedup"] = _compile(
         fm.layer0_kernel, pairs, {**tiles, "WORLD": 8, "COPY_ROWS": 8, "COPY_COLS": 2048, "MODE": fm.FULL, "SEG_FLAGS": False,
