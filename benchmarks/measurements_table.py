@@ -245,6 +245,8 @@ def _copy_bandwidth(folder: Path) -> list[str]:
             continue  # calibrate --only ... --update: these copy tables are its base profile's, listed there
         link = max([copies.get("copy_engine_GBps") or 0] + copies["pull"]["GBps"] + copies["push"]["GBps"])
         layer = data["tables"].get("layer_comm_blocks")  # the layer's own tile walk (calibrate since 2026-11-26)
+        if isinstance(layer, list):  # one per model since 2026-11-28: the first model's, as the earlier files had
+            layer = layer[0]
         by_blocks = {} if not layer else {
             b: (pull, push) for b, pull, push in zip(layer["pull"]["blocks"], layer["pull"]["GBps"], layer["push"]["GBps"])}
 

@@ -37,9 +37,10 @@ def side_profiles(profile: dict) -> tuple[dict, dict]:
         entry["us"] = [us / SPEEDUP for us in entry["us"]]
     tables = compute_side["tables"]
     for name in ("layer_comm_blocks", "comm_blocks"):
-        for way in ("pull", "push"):
-            if name in tables:
-                tables[name][way]["GBps"] = [rate * SPEEDUP for rate in tables[name][way]["GBps"]]
+        found = tables.get(name, [])
+        for table in found if isinstance(found, list) else [found]:  # layer_comm_blocks: one, or one per model
+            for way in ("pull", "push"):
+                table[way]["GBps"] = [rate * SPEEDUP for rate in table[way]["GBps"]]
     if "comm_blocks" in tables:
         tables["comm_blocks"]["copy_engine_GBps"] *= SPEEDUP
     return comm_side, compute_side

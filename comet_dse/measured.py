@@ -180,6 +180,9 @@ class MeasuredTables:
     # per GEMM shape, the share of the GEMM's span the layer's own copies lose beside it in the same kernel, over copy
     # blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
     layer_copy_contention: tuple[ShareTable, ...] = ()
+    # per row width (the model's H), layer_comm's curves (calibrate since 2026-11-28, one per model); empty: the one
+    # layer_comm stands for every width
+    layer_comm_by_hidden: tuple[tuple[int, dict[str, Curve]], ...] = ()
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -356,11 +359,15 @@ class MeasuredTables:
             return 0.0
         return self.alltoall[world].loglog(max(bytes_per_rank, 1.0))
 
-    def comm_GBps(self, direction: str, blocks: int) -> float | None:
+    def comm_GBps(self, direction: str, blocks: int, hidden: int | None = None) -> float | None:
         """What `blocks` communication blocks move, pulling or pushing (None: not measured): through
-        the fused layer's own tile walk where calibrate timed it (layer_comm_blocks), else the bare
-        copy code's rate (comm_blocks)."""
-        curve = self.layer_comm.get(direction) or self.comm.get(direction)
+        the fused layer's own tile walk where calibrate timed it (layer_comm_blocks; per model, the curve of the
+        nearest row width `hidden`: 8 KiB rows move 8-11% faster a block than 4 KiB ones below the link's limit,
+        results/measurements/ep2_h200/run114/), else the bare copy code's rate (comm_blocks)."""
+        layer_comm = self.layer_comm
+        if self.layer_comm_by_hidden and hidden:
+            layer_comm = min(self.layer_comm_by_hidden, key=lambda e: abs(math.log(hidden / e[0])))[1]
+        curve = layer_comm.get(direction) or self.comm.get(direction)
         return None if curve is None else curve.linear(blocks, through_origin=True)
 
     def gemm_slowdown(self, copy_blocks: int, layer: int = 0) -> float:
@@ -448,7 +455,11 @@ def _directions(tables: dict, path: str, name: str, extra: tuple[str, ...] = ())
     if name not in tables:
         return {}
     at = f"{path}.{name}"
-    blocks = _object(tables[name], at)
+    return _direction_curves(_object(tables[name], at), at, extra)
+
+
+def _direction_curves(blocks: dict, at: str, extra: tuple[str, ...] = ()) -> dict[str, Curve]:
+    """The "pull" and "push" curves of GB/s over blocks of one table object at `at`."""
     _keys(blocks, at, DIRECTIONS, extra)
     curves = {}
     for direction in DIRECTIONS:
@@ -531,7 +542,7 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     comm, engine = _directions(tables, path, "comm_blocks", ("copy_engine_GBps",)), None
     if "copy_engine_GBps" in tables.get("comm_blocks", {}):
         engine = _number(tables["comm_blocks"]["copy_engine_GBps"], f"{path}.comm_blocks.copy_engine_GBps")
-    layer_comm = _directions(tables, path, "layer_comm_blocks")
+    layer_comm, layer_comm_by_hidden = _layer_comm(tables, path)
 
     contention, gemm1 = (_slowdowns(tables, path, name, 0.0) for name in ("gemm_contention", "gemm1_contention"))
     for name, curve in (("gemm_contention", contention), ("gemm1_contention", gemm1)):
@@ -557,7 +568,28 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     host_sync, host_sync_queued = _host_sync(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
-                          host_sync_queued=host_sync_queued, layer_copy_contention=in_layer)
+                          host_sync_queued=host_sync_queued, layer_copy_contention=in_layer,
+                          layer_comm_by_hidden=layer_comm_by_hidden)
+
+
+def _layer_comm(tables: dict, path: str) -> tuple[dict[str, Curve], tuple[tuple[int, dict[str, Curve]], ...]]:
+    """The optional layer_comm_blocks: one {"pull", "push"} object (every row width), or a list of them per model,
+    each with its "model" and "hidden" (calibrate since 2026-11-28). (the first table, every table by its hidden)."""
+    if "layer_comm_blocks" not in tables:
+        return {}, ()
+    found = tables["layer_comm_blocks"]
+    if isinstance(found, dict):
+        return _directions(tables, path, "layer_comm_blocks"), ()
+    at = f"{path}.layer_comm_blocks"
+    if not isinstance(found, list) or not found:
+        raise UserError(at, f"must be a JSON object or a non-empty list of them, got {found!r}")
+    by_hidden = []
+    for i, entry in enumerate(found):
+        obj = _object(entry, f"{at}[{i}]")
+        _keys(obj, f"{at}[{i}]", (*DIRECTIONS, "hidden"), ("model",))  # a list's tables are told apart by row width
+        hidden = _integer(obj["hidden"], f"{at}[{i}].hidden")
+        by_hidden.append((hidden, _direction_curves(obj, f"{at}[{i}]", ("model", "hidden"))))
+    return by_hidden[0][1], tuple(by_hidden)
 
 
 def _layer_copy_contention(tables: dict, path: str) -> tuple[ShareTable, ...]:

@@ -307,8 +307,11 @@ def _axes(tables: dict) -> list[tuple[str, list]]:
     """(path, values) of every table's x axis: rows, bytes, blocks and tokens, counted in whole units."""
     axes = [(f"tables.grouped_gemm[{i}].rows_per_expert", e["rows_per_expert"]) for i, e in enumerate(tables["grouped_gemm"])]
     axes += [(f"tables.alltoall[{i}].bytes_per_rank", e["bytes_per_rank"]) for i, e in enumerate(tables.get("alltoall", []))]
-    for name in ("comm_blocks", "layer_comm_blocks"):
-        axes += [(f"tables.{name}.{way}.blocks", tables[name][way]["blocks"]) for way in ("pull", "push") if name in tables]
+    axes += [(f"tables.comm_blocks.{way}.blocks", tables["comm_blocks"][way]["blocks"])
+             for way in ("pull", "push") if "comm_blocks" in tables]
+    layer = tables.get("layer_comm_blocks", [])
+    for at, table in ([("", layer)] if isinstance(layer, dict) else [(f"[{i}]", t) for i, t in enumerate(layer)]):
+        axes += [(f"tables.layer_comm_blocks{at}.{way}.blocks", table[way]["blocks"]) for way in ("pull", "push")]
     for name in ("gemm_contention", "gemm1_contention", "copy_contention", "push_contention"):
         axes += [(f"tables.{name}.copy_blocks", tables[name]["copy_blocks"])] if name in tables else []
     if "host_sync" in tables:
@@ -1041,34 +1044,44 @@ class Calibration:
         """The fused layer's own communication path at n blocks: layer0 (pull) and layer1 (push) of
         a FusedMoE over every rank in COMM_ONLY mode (the compute blocks skip their GEMMs), each
         launch timed with every rank launching at once. Unlike `copies`, this includes what the
-        blocks do per tile: the tile table, the pieces, the flags and the counters they wait on."""
-        m = self.s.models[0]
+        blocks do per tile: the tile table, the pieces, the flags and the counters they wait on. Once per model:
+        a block moves a model's wider rows faster (8 KiB against 4 KiB: 8-11% below the link's limit, run 114), each
+        model at the first one's bytes (as many rows per local expert as make them)."""
         blocks = [b for b in self.copy_blocks if b < self.programs]
-        layer, plan, remote_rows = self._copies_layer(blocks[0])
-        nbytes = remote_rows * m.hidden * self.elem
-        tokens = layer.max_tokens
-        us = {"pull": [], "push": []}
-        for n in blocks:
-            layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
-            us["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True))
-            us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
-        layer.check()  # a wait that gave up would make these times meaningless
-        curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
-        self.tables["layer_comm_blocks"] = {way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]}
-                                            for way in ("pull", "push")}
-        self.notes.append(f"layer_comm_blocks: layer0 (pull) and layer1 (push) of a FusedMoE over {self.world} GPUs in "
-                          f"COMM_ONLY mode, {m.name}, {tokens} tokens per GPU round-robin over the experts (top-1), "
-                          f"{remote_rows} rows to peers; bytes moved / median launch time (layer1's with the memset of its "
-                          f"counters), slowest rank")
-        for way in ("pull", "push"):
-            self._say(f"layer comm {way}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way])) + " GB/s")
+        first = self.s.models[0]
+        first_rows = self._contention_rows()
+        entries, notes = [], []
+        for m in self.s.models:
+            scale = (first.num_experts * first.hidden) / (m.num_experts * m.hidden)
+            rows = max(1, round(first_rows * scale))
+            layer, plan, remote_rows = self._copies_layer(blocks[0], m, rows)
+            nbytes = remote_rows * m.hidden * self.elem
+            us = {"pull": [], "push": []}
+            for n in blocks:
+                layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
+                us["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True))
+                us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
+            layer.check()  # a wait that gave up would make these times meaningless
+            curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
+            entries.append({"model": m.name, "hidden": m.hidden,
+                            **{way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]} for way in ("pull", "push")}})
+            notes.append(f"{m.name} {layer.max_tokens} tokens per GPU, {remote_rows} rows to peers")
+            for way in ("pull", "push"):
+                self._say(f"layer comm {way}, {m.name}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way]))
+                          + " GB/s")
+            del layer, plan
+            self._free()
+        self.tables["layer_comm_blocks"] = entries
+        self.notes.append(f"layer_comm_blocks: per model (its row width H), layer0 (pull) and layer1 (push) of a FusedMoE "
+                          f"over {self.world} GPUs in COMM_ONLY mode, top-1 round-robin over the experts ({'; '.join(notes)}); "
+                          f"bytes moved / median launch time (layer1's with the memset of its counters), slowest rank")
 
-    def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None):
-        """A FusedMoE over every rank for timing its copies (`m`, default the first model, CONTENTION_ROWS tokens per
-        local expert, top-1 round-robin over the experts: every rank alike), run once in COMM_ONLY mode; it, its
-        plan and the rows each rank pulls from (and pushes to) its peers."""
+    def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None, rows: int | None = None):
+        """A FusedMoE over every rank for timing its copies (`m`, default the first model, `rows` (default
+        CONTENTION_ROWS) tokens per local expert, top-1 round-robin over the experts: every rank alike), run once in
+        COMM_ONLY mode; it, its plan and the rows each rank pulls from (and pushes to) its peers."""
         m = m or self.s.models[0]
-        layer = self._fused_layer(m, self._contention_rows(), comm_blocks, every_rank=True)
+        layer = self._fused_layer(m, rows or self._contention_rows(), comm_blocks, every_rank=True)
         tokens, experts = layer.max_tokens, m.num_experts
         ids = round_robin_ids(tokens, 1, experts, self.device)
         layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)

@@ -72,9 +72,10 @@ def fused_fixed_ns(ctx: SimContext, groups: list[Group], block_m: int, block_n: 
 
 
 def link_rate(ctx: SimContext, direction: str, blocks: int) -> float:
-    """What `blocks` communication blocks move pulling or pushing with nothing beside them: the measured curve
-    (MeasuredTables.comm_GBps), else the figures' (HardwareProfile.comm_blocks_GBps)."""
-    measured = None if ctx.hardware.measured is None else ctx.hardware.measured.comm_GBps(direction, blocks)
+    """What `blocks` communication blocks move pulling or pushing with nothing beside them: the measured curve of the
+    nearest row width (MeasuredTables.comm_GBps), else the figures' (HardwareProfile.comm_blocks_GBps)."""
+    tables = ctx.hardware.measured
+    measured = None if tables is None else tables.comm_GBps(direction, blocks, ctx.workload.model.hidden)
     return ctx.hardware.comm_blocks_GBps(blocks) if measured is None else measured
 
 

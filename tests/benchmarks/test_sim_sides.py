@@ -27,6 +27,18 @@ def test_each_side_profile_speeds_up_only_its_own_side(load_script):
     assert profile == json.loads((ROOT / "tests" / "fixtures" / "profiles" / "hand.json").read_text())  # not edited
 
 
+def test_the_copy_side_speeds_up_every_models_layer_curve(load_script):
+    sides = load_script("sim_sides")
+    profile = json.loads((ROOT / "tests" / "fixtures" / "profiles" / "hand.json").read_text())
+    curve = {"pull": {"blocks": [1, 4], "GBps": [8.0, 32.0]}, "push": {"blocks": [1, 4], "GBps": [12.0, 48.0]}}
+    profile["tables"]["layer_comm_blocks"] = [{"model": m, "hidden": h, **json.loads(json.dumps(curve))}
+                                              for m, h in (("a", 256), ("b", 512))]
+    _, compute_side = sides.side_profiles(profile)
+    for table in compute_side["tables"]["layer_comm_blocks"]:
+        assert table["pull"]["GBps"] == pytest.approx([8.0 * sides.SPEEDUP, 32.0 * sides.SPEEDUP])
+        assert table["push"]["GBps"] == pytest.approx([12.0 * sides.SPEEDUP, 48.0 * sides.SPEEDUP])
+
+
 def test_the_committed_table_is_reproduced(tmp_path):
     committed = json.loads(COMMITTED.read_text())
     out = tmp_path / "sides.json"

@@ -132,6 +132,23 @@ def test_the_layers_own_copy_rate_comes_first(tmp_path):
         load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks={"pull": layer["pull"]})), tmp_path)
 
 
+def test_a_layer_copy_curve_per_model_is_read_at_the_nearest_row_width(tmp_path):
+    narrow = {"pull": {"blocks": [1, 4], "GBps": [8.0, 32.0]}, "push": {"blocks": [1, 4], "GBps": [12.0, 48.0]}}
+    wide = {"pull": {"blocks": [1, 4], "GBps": [10.0, 40.0]}, "push": {"blocks": [1, 4], "GBps": [14.0, 56.0]}}
+    tables = [{"model": "qwen", "hidden": 2048, **narrow}, {"model": "mixtral", "hidden": 4096, **wide}]
+    t = load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=tables)), tmp_path)
+    assert t.comm_GBps("pull", 2, 2048) == 16.0 and t.comm_GBps("pull", 2, 4096) == 20.0
+    assert t.comm_GBps("push", 4, 3072) == 56.0 and t.comm_GBps("push", 4, 2800) == 48.0  # nearest by log distance
+    assert t.comm_GBps("pull", 2) == 16.0  # no width asked: the first model's, as a single table answers
+    with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks\[1\]\.hidden: missing"):
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[tables[0], wide])), tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks\[0\]\.pull\.GBps"):
+        bad = [{"model": "qwen", "hidden": 2048, "pull": {"blocks": [1, 4], "GBps": [8.0]}, "push": narrow["push"]}]
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=bad)), tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks: must be a JSON object or a non-empty list"):
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[])), tmp_path)
+
+
 def test_the_routing_plan_table_is_read_over_pairs(tmp_path):
     table = {"top_k": 4, "tokens": [8, 4096], "us": [246.0, 512.0]}
     t = load_hardware_from(edited(lambda d: d["tables"].update(host_sync=table)), tmp_path)

@@ -83,7 +83,8 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     cb = tables["comm_blocks"]
     assert cb["pull"]["blocks"] == cb["push"]["blocks"] == [1, 2]
     # the layer's own tile walk, both ways, at the same block counts (all below the 4 programs)
-    lc = tables["layer_comm_blocks"]
+    (lc,) = tables["layer_comm_blocks"]  # one per model: its row width tells them apart
+    assert lc["model"] == "tiny-moe" and lc["hidden"] == 32
     assert lc["pull"]["blocks"] == lc["push"]["blocks"] == [1, 2] and min(lc["pull"]["GBps"] + lc["push"]["GBps"]) > 0
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference; both again
@@ -328,6 +329,29 @@ def test_gpu_slug():
 # ---- --only STEPS --update PROFILE: a few tables re-measured into an existing profile ------------
 
 
+def test_the_layers_copies_are_timed_once_per_model_at_the_first_ones_bytes(tmp_path):
+    base = copy.deepcopy(VALID)
+    base["provenance"].update(gpu="cpu")
+    given = tmp_path / "base.json"
+    given.write_text(json.dumps(base))
+    narrow, wide = tmp_path / "narrow.json", tmp_path / "wide.json"
+    narrow.write_text(json.dumps(TINY))
+    wide.write_text(json.dumps({**TINY, "_name_or_path": "wide-moe", "hidden_size": 64}))
+    out = tmp_path / "hardware"
+    ranks = run_ranks([sys.executable, "-c", LAUNCH, "calibrate", "--models", f"{narrow},{wide}", *GRID, "--out", str(out),
+                       "--only", "layer_copies", "--update", str(given)], 2)
+    for code, _, err in ranks:
+        assert code == 0, err[-3000:]
+    (path,) = out.glob("*.json")
+    profile = json.loads(path.read_text())
+    check_profile(profile)
+    tables = profile["tables"]["layer_comm_blocks"]
+    assert [(t["model"], t["hidden"]) for t in tables] == [("tiny-moe", 32), ("wide-moe", 64)]
+    # the wide model's rows are twice as long: half as many rows per expert move the first model's bytes
+    note = next(n for n in profile["provenance"]["updates"][0]["notes"] if n.startswith("layer_comm_blocks:"))
+    assert "tiny-moe 128 tokens per GPU, 64 rows to peers" in note and "wide-moe 64 tokens per GPU, 32 rows to peers" in note
+
+
 def test_only_some_steps_go_into_the_profile_given(tmp_path):
     base = copy.deepcopy(VALID)
     base["provenance"].update(gpu="cpu", notes=["layer_comm_blocks: the old way", "alltoall: kept"])
@@ -338,7 +362,7 @@ def test_only_some_steps_go_into_the_profile_given(tmp_path):
     assert path.name == "h100-x2-layer_copies.json" and profile["name"] == "h100-x2-layer_copies"
     # the layer's copies measured here (the interpreter's rates), every other table and figure as given
     assert profile["tables"]["layer_comm_blocks"] != base["tables"]["layer_comm_blocks"]
-    assert profile["tables"]["layer_comm_blocks"]["pull"]["blocks"] == [1, 2]
+    assert profile["tables"]["layer_comm_blocks"][0]["pull"]["blocks"] == [1, 2]
     assert {k: v for k, v in profile["tables"].items() if k != "layer_comm_blocks"} == \
         {k: v for k, v in base["tables"].items() if k != "layer_comm_blocks"}
     assert profile["figures"] == base["figures"] and profile["sources"] == base["sources"]
