@@ -286,11 +286,14 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         every0 = layout.tile_group  # GEMM0's tiles, one per (row tile, column tile)
         # the kernels as built deal the remote tiles to their blocks (round robin, or as each finishes one): the most
         # loaded block ends the copies
+        # (the copy-engine variant's pulls are one copy per source, but its layer1 pushes are dealt the same way)
         stretch0 = stretch1 = 1.0
-        if tables is not None and not copy_engine:
-            moved = remote_tile_rows(layout, knobs.block_m, merged=knobs.tile_layout == "merged" and world > 1)
+        if tables is not None:
+            merged = knobs.tile_layout == "merged" and world > 1 and not copy_engine  # as the layout above
+            moved = remote_tile_rows(layout, knobs.block_m, merged=merged)
             dynamic = knobs.comm_deal == "dynamic"
-            stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic)
+            if not copy_engine:
+                stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic)
             stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits,
                                     dynamic=dynamic)
             del moved
