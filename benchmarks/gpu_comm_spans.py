@@ -21,6 +21,7 @@ import statistics
 
 import torch
 import torch.distributed as dist
+from comet_dse.choices import COMM_DEALS
 from comet_dse.kernels.bench_runner import bench_inputs
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="bench's seed of the weights and inputs")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if not set(args.comm_deal.split(",")) <= set(COMM_DEALS):
+        parser.error(f"--comm-deal: must be comma-separated values of {', '.join(COMM_DEALS)}, got {args.comm_deal!r}")
     cuda, device = join_ranks()
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype = torch.bfloat16 if cuda else torch.float32

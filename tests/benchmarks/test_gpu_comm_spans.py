@@ -72,3 +72,11 @@ def test_a_dynamic_deal_is_timed_beside_the_static_one(tmp_path):
             # the same plan either way: the tiles' rows in walk order are kept for the simulator's deal of both
             assert s["tile_rows"] == d["tile_rows"] and sum(s["tile_rows"]) == s["rows_moved"] and s["splits"] == splits
             assert d["block_rows"] is None and "rows_max" not in d  # decided on the device as the blocks ran
+
+
+def test_an_unknown_deal_is_one_clear_line(tmp_path):
+    import subprocess
+    run = subprocess.run([sys.executable, str(SCRIPT), "--comm-deal", "static,greedy", "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--comm-deal: must be comma-separated values of static, dynamic" in run.stderr
+    assert "Traceback" not in run.stderr
