@@ -22,13 +22,11 @@ import statistics
 import torch
 import torch.distributed as dist
 from comet_dse.choices import COMM_DEALS
-from comet_dse.kernels.bench_runner import bench_inputs
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
-from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import join_ranks, line_up, spin_device, write_and_leave
 from comet_dse.models import resolve_model
-from gpu_layer_copies import round_robin_rows  # calibrate's workload (benchmarks/)
+from gpu_layer_copies import layer_workloads  # bench's and calibrate's workloads (benchmarks/)
 
 
 def moved_rows_per_tile(layer: FusedMoE) -> list[int]:
@@ -123,17 +121,8 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype = torch.bfloat16 if cuda else torch.float32
     model = resolve_model(args.model)
-    per_rank = model.num_experts // world
-    workloads = []  # (label, local weights, top-k, inputs)
-    if args.tokens:
-        weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=args.seed, device=device, dtype=dtype)
-        local = weights.local(rank * per_rank, per_rank)
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            (inputs,) = bench_inputs(weights, tokens, model.top_k, args.seed, rank, 1, dtype)
-            workloads.append((f"{tokens} tokens", local, model.top_k, inputs))
-    for rows in (int(r) for r in args.rows.split(",") if r):
-        local, ids, x, _ = round_robin_rows(model, rows, rank, world, device, dtype)
-        workloads.append((f"round-robin {rows} rows per expert", local, 1, (x, ids, torch.ones(x.shape[0], 1, device=device))))
+    workloads = layer_workloads(model, [int(t) for t in args.tokens.split(",") if t],
+                                [int(r) for r in args.rows.split(",") if r], args.seed, rank, world, device, dtype)
     row_bytes = model.hidden * torch.empty(0, dtype=dtype).element_size()
     found = []
     for label, local, top_k, inputs in workloads:

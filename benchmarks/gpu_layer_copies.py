@@ -18,6 +18,7 @@ import json
 
 import torch
 import torch.distributed as dist
+from comet_dse.kernels.bench_runner import bench_inputs
 from comet_dse.kernels.calibration import push_once
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY
@@ -45,6 +46,24 @@ def round_robin_rows(model: ModelConfig, rows: int, rank: int, world: int, devic
     g = torch.Generator().manual_seed(1 + rank)
     x = torch.randn(tokens, model.hidden, generator=g).to(device, dtype)
     return local, ids, x, tokens - tokens // world  # every row not for this rank's experts
+
+
+def layer_workloads(model: ModelConfig, tokens: list[int], rows: list[int], seed: int, rank: int, world: int,
+                    device: torch.device, dtype: torch.dtype) -> list[tuple[str, MoEWeights, int, tuple]]:
+    """(label, this rank's local weights, top-k, (x, ids, weights)) of each workload the layer scripts time: bench's
+    routing and inputs (`seed`) at each token count, then calibrate's (top-1 round-robin, `round_robin_rows`) at each
+    count of rows per local expert."""
+    found = []
+    if tokens:
+        weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=seed, device=device, dtype=dtype)
+        local = weights.of_rank(rank, world)
+        for n in tokens:
+            (inputs,) = bench_inputs(weights, n, model.top_k, seed, rank, 1, dtype)
+            found.append((f"{n} tokens", local, model.top_k, inputs))
+    for n in rows:
+        local, ids, x, _ = round_robin_rows(model, n, rank, world, device, dtype)
+        found.append((f"round-robin {n} rows per expert", local, 1, (x, ids, torch.ones(x.shape[0], 1, device=device))))
+    return found
 
 
 def _copy_times(layer: FusedMoE) -> list[float]:

@@ -27,13 +27,11 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-from comet_dse.kernels.bench_runner import bench_inputs
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL
-from comet_dse.kernels.reference import MoEWeights
 from comet_dse.kernels.timing import join_ranks, line_up, median_us, spin_device, write_and_leave
 from comet_dse.models import resolve_model
-from gpu_layer_copies import round_robin_rows, slowest  # calibrate's workload and the reduction (benchmarks/)
+from gpu_layer_copies import layer_workloads, slowest  # the workloads and the reduction (benchmarks/)
 
 WAYS = ("full", "nowait", "compute_only", "comm_only")
 MODE_OF = {"full": FULL, "nowait": FULL, "compute_only": COMPUTE_ONLY, "comm_only": COMM_ONLY}
@@ -80,18 +78,9 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype = torch.bfloat16 if cuda else torch.float32
     model = resolve_model(args.model)
-    per_rank = model.num_experts // world
-    workloads = []  # (label, local weights, top-k, inputs)
-    if args.rows:
-        local, ids, x, _ = round_robin_rows(model, args.rows, rank, world, device, dtype)
-        workloads.append((f"round-robin {args.rows} rows per expert", local, 1,
-                          (x, ids, torch.ones(x.shape[0], 1, device=device))))
-    else:
-        weights = MoEWeights.random(model.num_experts, model.hidden, model.ffn, seed=args.seed, device=device, dtype=dtype)
-        local = weights.local(rank * per_rank, per_rank)
-        for tokens in (int(t) for t in args.tokens.split(",")):
-            (inputs,) = bench_inputs(weights, tokens, model.top_k, args.seed, rank, 1, dtype)
-            workloads.append((f"{tokens} tokens", local, model.top_k, inputs))
+    # --rows: calibrate's workload instead of bench's
+    workloads = layer_workloads(model, [] if args.rows else [int(t) for t in args.tokens.split(",")],
+                                [args.rows] if args.rows else [], args.seed, rank, world, device, dtype)
     rows = []
     for label, local, top_k, inputs in workloads:
         tokens = inputs[0].shape[0]
