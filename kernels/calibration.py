@@ -1098,8 +1098,7 @@ class Calibration:
             spans = self._in_layer_spans(layer, plan)
             layer.check()
             del layer, plan
-            gc.collect()
-            torch.cuda.empty_cache()
+            self._free()
             shares = {way: [_sig(share_lost_to_gemm(*row[3 * i:3 * i + 3])) for row in spans]
                       for i, way in enumerate(("pull", "push"))}
             entries.append({"model": m.name, "hidden": m.hidden, "ffn": m.ffn, "copy_blocks": blocks, **shares})

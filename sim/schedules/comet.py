@@ -244,11 +244,13 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         fluid = (ctx.fluid.loads(sends), ctx.fluid.loads(sends.T.copy()))
         del sends
 
+    # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
+    # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
+    by_source = copy_engine or knobs.tile_layout == "by-source"
+
     def rank_process(rank: int):
-        # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
-        # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
-                              split_by_source=copy_engine or knobs.tile_layout == "by-source",
+                              split_by_source=by_source,
                               sent_tokens=None if wl.tp == 1 else ctx.group_sends[:, rank // wl.tp])
         groups = layout.groups
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
@@ -289,8 +291,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         # (the copy-engine variant's pulls are one copy per source, but its layer1 pushes are dealt the same way)
         stretch0 = stretch1 = 1.0
         if tables is not None:
-            merged = knobs.tile_layout == "merged" and world > 1 and not copy_engine  # as the layout above
-            moved = remote_tile_rows(layout, knobs.block_m, merged=merged)
+            moved = remote_tile_rows(layout, knobs.block_m, merged=not by_source)
             dynamic = knobs.comm_deal == "dynamic"
             if not copy_engine:
                 stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic)
