@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,20 @@ def side_profiles(profile: dict) -> tuple[dict, dict]:
     if "comm_blocks" in tables:
         tables["comm_blocks"]["copy_engine_GBps"] *= SPEEDUP
     return comm_side, compute_side
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per figure (a variant of the layer or of one kernel), predicted / measured over the configurations with
+    communication blocks (the copy engine's apart): how many, the median and range, and the MAPE in %."""
+    found = {}
+    keys = sorted({k.removesuffix("_predicted_us") for row in rows for k in row if k.endswith("_predicted_us")})
+    for key in keys:
+        ratios = [r[f"{key}_predicted_us"] / r[f"{key}_measured_us"] for r in rows
+                  if r["comm_blocks"] > 0 and r.get(f"{key}_measured_us")]
+        if ratios:
+            found[key] = {"n": len(ratios), "median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+                          "max": round(max(ratios), 3), "mape_pct": round(100 * statistics.fmean(abs(x - 1) for x in ratios), 1)}
+    return found
 
 
 def main() -> None:
@@ -83,7 +98,8 @@ def main() -> None:
                     f"({row[f'{prefix}{v}_predicted_us'] / row[f'{prefix}{v}_measured_us']:.2f})" for v in VARIANTS))
             rows.append(row)
     Path(args.out).write_text(json.dumps({"hardware": args.hardware, "measurements": args.measurements,
-                                          "speedup_of_the_other_side": SPEEDUP, "rows": rows}, indent=1) + "\n")
+                                          "speedup_of_the_other_side": SPEEDUP, "summary": summary(rows), "rows": rows},
+                                         indent=1) + "\n")
     print(f"wrote {args.out} (predicted/measured µs, ratio)")
 
 

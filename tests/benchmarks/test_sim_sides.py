@@ -47,3 +47,12 @@ def test_the_committed_table_is_reproduced(tmp_path):
                    cwd=ROOT, check=True, capture_output=True)
     assert json.loads(out.read_text())["rows"] == committed["rows"]
     assert len(committed["rows"]) == 18
+
+
+def test_the_summary_is_each_figures_ratios_over_the_block_configurations(load_script):
+    sides = load_script("sim_sides")
+    rows = [{"comm_blocks": 8, "comm_only_predicted_us": 110.0, "comm_only_measured_us": 100.0},
+            {"comm_blocks": 16, "comm_only_predicted_us": 90.0, "comm_only_measured_us": 100.0},
+            {"comm_blocks": 32, "comm_only_predicted_us": 100.0, "comm_only_measured_us": 100.0},
+            {"comm_blocks": 0, "comm_only_predicted_us": 300.0, "comm_only_measured_us": 100.0}]  # the copy engine: apart
+    assert sides.summary(rows) == {"comm_only": {"n": 3, "median": 1.0, "min": 0.9, "max": 1.1, "mape_pct": 6.7}}
