@@ -3,7 +3,8 @@ end (benchmarks/gpu_comm_spans.py): for every workload, block count and layer of
 measured (the last block's, slowest rank), as the deal prices it from the rows the plan dealt each block, and as bytes
 at the curve's rate (what the simulator charged before it modelled the deal). The curve is the same run's own: the
 round-robin workload whose tiles are all full and evenly dealt (`--curve-workload`), kernel time at each block count,
-so only the deal is under test.
+so only the deal is under test. `--profile`: a calibrated profile's per-item cost of a block (its layer_comm_blocks
+"item_us" at the nearest row width) priced beside each item's rows, as the simulator does with that profile.
 
     python benchmarks/comm_deal_check.py results/measurements/ep2_h200/run114/comm_spans_qwen.json \\
         results/measurements/ep2_h200/run114/comm_spans_mixtral.json --curve-from comm_spans_qwen.json \\
@@ -18,7 +19,8 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from comet_dse.measured import Curve
+from comet_dse.hardware import load_hardware
+from comet_dse.measured import Curve, MeasuredTables
 from comet_dse.models import resolve_model
 from comet_dse.sim.fused_costs import deal_stretch
 
@@ -34,7 +36,10 @@ def rate_curve(runs: list[dict], workload: str, layer: str, row_bytes: int) -> C
     return Curve(tuple(float(b) for b, _ in points), tuple(v for _, v in points))
 
 
-def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str) -> list[dict]:
+def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str, items: MeasuredTables | None = None,
+          hidden: int = 0) -> list[dict]:
+    """Per (workload, blocks, deal, layer) of a spans file: measured, dealt and even ends; `items`: a profile whose
+    per-item cost the deal prices (rows of `hidden` elements)."""
     rows = []
     for e in runs:
         if e["workload"] == skip and e.get("comm_deal", "static") == "static":
@@ -46,10 +51,15 @@ def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str)
             measured, dealt, even = [], [], []
             dynamic = e.get("comm_deal", "static") == "dynamic"
             for r in e[layer]["ranks"]:
+                found = None if items is None else items.comm_item("pull" if layer == "layer0" else "push", hidden)
                 if "tile_rows" in r:  # the plan's remote tiles in walk order: either deal, as the simulator prices it
-                    stretch = deal_stretch(np.array(r["tile_rows"], dtype=float), n, rate, r["splits"], dynamic=dynamic)
-                elif dynamic:
-                    raise ValueError("a dynamic deal's file without the tiles' rows (gpu_comm_spans.py before tile_rows)")
+                    item_bytes = row_bytes / (r["splits"] if layer == "layer1" else 1)
+                    item = None if found is None else (found[0] * 1e3, found[1], item_bytes)
+                    stretch = deal_stretch(np.array(r["tile_rows"], dtype=float), n, rate, r["splits"], dynamic=dynamic,
+                                           item=item)
+                elif dynamic or found is not None:
+                    raise ValueError("a dynamic deal or a per-item cost needs the tiles' rows (gpu_comm_spans.py before "
+                                     "tile_rows has none)")
                 else:  # files before tile_rows: each block's total reproduces a static deal (one "tile" a block)
                     stretch = deal_stretch(np.array(r["block_rows"], dtype=float), n, rate)
                 alone_us = r["rows_moved"] * row_bytes / rate(n) / 1e3
@@ -69,6 +79,7 @@ def main() -> None:
     parser.add_argument("spans", nargs="+", help="gpu_comm_spans.py JSON files")
     parser.add_argument("--curve-from", required=True, help="the file (one of spans, by name) whose workload gives the curve")
     parser.add_argument("--curve-workload", default="round-robin 1024 rows per expert")
+    parser.add_argument("--profile", help="a calibrated profile whose per-item cost of a block the deal prices")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     files = {Path(p).name: json.loads(Path(p).read_text()) for p in args.spans}
@@ -80,9 +91,19 @@ def main() -> None:
         curves = {layer: rate_curve(source["runs"], args.curve_workload, layer, row_bytes) for layer in LAYERS}
     except ValueError as e:
         parser.error(f"--curve-workload: {e}")
+    items = None
+    if args.profile:
+        items = load_hardware(Path(args.profile)).measured
+        if items is None or not items.layer_comm_items:
+            parser.error(f"--profile: {args.profile} has no per-item cost (layer_comm_blocks item_us: calibrate since "
+                         "2026-11-28)")
     found = []
     for name, data in files.items():
-        rows = check(data["runs"], resolve_model(data["model"]).hidden * 2, curves, args.curve_workload)
+        hidden = resolve_model(data["model"]).hidden
+        try:
+            rows = check(data["runs"], hidden * 2, curves, args.curve_workload, items, hidden)
+        except ValueError as e:
+            parser.error(f"{name}: {e}")
         for row in rows:
             row["file"] = name
             print(f"{data['model']:16s} {row['workload']:34s} {row['comm_deal']:7s} {row['comm_blocks']:3d} {row['layer']}: measured "
@@ -98,7 +119,8 @@ def main() -> None:
                                               "max": max(r[f"{k}_ratio"] for r in mine)} for k in ("dealt", "even")}
     print(json.dumps(summary, indent=1))
     Path(args.out).write_text(json.dumps({"command": "python benchmarks/comm_deal_check.py " + " ".join(
-        [*args.spans, "--curve-from", args.curve_from, "--out", args.out]), "curve_workload": args.curve_workload,
+        [*args.spans, "--curve-from", args.curve_from, *(["--profile", args.profile] if args.profile else []),
+         "--out", args.out]), "curve_workload": args.curve_workload,
         "summary": summary, "points": found}, indent=1) + "\n")
 
 

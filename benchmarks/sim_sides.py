@@ -42,6 +42,8 @@ def side_profiles(profile: dict) -> tuple[dict, dict]:
         for table in found if isinstance(found, list) else [found]:  # layer_comm_blocks: one, or one per model
             for way in ("pull", "push"):
                 table[way]["GBps"] = [rate * SPEEDUP for rate in table[way]["GBps"]]
+                if "item_us" in table:  # a block's own time per item, as near free as its rows
+                    table["item_us"][way] /= SPEEDUP
     if "comm_blocks" in tables:
         tables["comm_blocks"]["copy_engine_GBps"] *= SPEEDUP
     return comm_side, compute_side

@@ -183,6 +183,10 @@ class MeasuredTables:
     # per row width (the model's H), layer_comm's curves (calibrate since 2026-11-28, one per model); empty: the one
     # layer_comm stands for every width
     layer_comm_by_hidden: tuple[tuple[int, dict[str, Curve]], ...] = ()
+    # per row width, what a communication block spends on each item of its walk beside moving its rows, pull and
+    # push (µs), and the rows of an item of the curve's workload (calibrate's layer_comm_blocks "item_us" and
+    # "item_rows"); empty: not measured, the curve's rate carries it at that workload's item size
+    layer_comm_items: tuple[tuple[int, dict[str, float], int], ...] = ()
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -370,6 +374,15 @@ class MeasuredTables:
         curve = layer_comm.get(direction) or self.comm.get(direction)
         return None if curve is None else curve.linear(blocks, through_origin=True)
 
+    def comm_item(self, direction: str, hidden: int) -> tuple[float, int] | None:
+        """(µs a communication block spends per item of its walk beside moving the item's rows, the rows of an item
+        of the layer-copy curve's workload) pulling or pushing, from the table of the nearest row width `hidden`
+        that has it; None where calibrate did not time it (calibrate before 2026-11-28)."""
+        if not self.layer_comm_items:
+            return None
+        width, item_us, rows = min(self.layer_comm_items, key=lambda e: abs(math.log(hidden / e[0])))
+        return item_us[direction], rows
+
     def gemm_slowdown(self, copy_blocks: int, layer: int = 0) -> float:
         """GEMM time with `copy_blocks` blocks copying over NVLink beside it / alone (1 if not measured):
         layer0's GEMM beside pulls, layer1's beside the layer's pushes where calibrate timed it
@@ -542,7 +555,7 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     comm, engine = _directions(tables, path, "comm_blocks", ("copy_engine_GBps",)), None
     if "copy_engine_GBps" in tables.get("comm_blocks", {}):
         engine = _number(tables["comm_blocks"]["copy_engine_GBps"], f"{path}.comm_blocks.copy_engine_GBps")
-    layer_comm, layer_comm_by_hidden = _layer_comm(tables, path)
+    layer_comm, layer_comm_by_hidden, layer_comm_items = _layer_comm(tables, path)
 
     contention, gemm1 = (_slowdowns(tables, path, name, 0.0) for name in ("gemm_contention", "gemm1_contention"))
     for name, curve in (("gemm_contention", contention), ("gemm1_contention", gemm1)):
@@ -569,27 +582,40 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
                           host_sync_queued=host_sync_queued, layer_copy_contention=in_layer,
-                          layer_comm_by_hidden=layer_comm_by_hidden)
+                          layer_comm_by_hidden=layer_comm_by_hidden, layer_comm_items=layer_comm_items)
 
 
-def _layer_comm(tables: dict, path: str) -> tuple[dict[str, Curve], tuple[tuple[int, dict[str, Curve]], ...]]:
+def _layer_comm(tables: dict, path: str) -> tuple[dict[str, Curve], tuple[tuple[int, dict[str, Curve]], ...],
+                                                 tuple[tuple[int, dict[str, float], int], ...]]:
     """The optional layer_comm_blocks: one {"pull", "push"} object (every row width), or a list of them per model,
-    each with its "model" and "hidden" (calibrate since 2026-11-28). (the first table, every table by its hidden)."""
+    each with its "model" and "hidden" (calibrate since 2026-11-28), and optionally its per-item cost "item_us"
+    {"pull", "push"} with the curve workload's "item_rows" (calibrate since 2026-11-28, later). (the first table,
+    every table by its hidden, the per-item costs by hidden)."""
     if "layer_comm_blocks" not in tables:
-        return {}, ()
+        return {}, (), ()
     found = tables["layer_comm_blocks"]
     if isinstance(found, dict):
-        return _directions(tables, path, "layer_comm_blocks"), ()
+        return _directions(tables, path, "layer_comm_blocks"), (), ()
     at = f"{path}.layer_comm_blocks"
     if not isinstance(found, list) or not found:
         raise UserError(at, f"must be a JSON object or a non-empty list of them, got {found!r}")
-    by_hidden = []
+    by_hidden, items = [], []
     for i, entry in enumerate(found):
-        obj = _object(entry, f"{at}[{i}]")
-        _keys(obj, f"{at}[{i}]", (*DIRECTIONS, "hidden"), ("model",))  # a list's tables are told apart by row width
-        hidden = _integer(obj["hidden"], f"{at}[{i}].hidden")
-        by_hidden.append((hidden, _direction_curves(obj, f"{at}[{i}]", ("model", "hidden"))))
-    return by_hidden[0][1], tuple(by_hidden)
+        here = f"{at}[{i}]"
+        obj = _object(entry, here)
+        extra = ("model", "item_us", "item_rows")
+        _keys(obj, here, (*DIRECTIONS, "hidden"), extra)  # a list's tables are told apart by row width
+        hidden = _integer(obj["hidden"], f"{here}.hidden")
+        by_hidden.append((hidden, _direction_curves(obj, here, ("model", "hidden", *extra[1:]))))
+        if ("item_us" in obj) != ("item_rows" in obj):
+            raise UserError(f"{here}.{'item_rows' if 'item_us' in obj else 'item_us'}",
+                            "missing: item_us and item_rows come together")
+        if "item_us" in obj:
+            cost = _object(obj["item_us"], f"{here}.item_us")
+            _keys(cost, f"{here}.item_us", DIRECTIONS)
+            items.append((hidden, {d: _number(cost[d], f"{here}.item_us.{d}", strict=False) for d in DIRECTIONS},
+                          _integer(obj["item_rows"], f"{here}.item_rows")))
+    return by_hidden[0][1], tuple(by_hidden), tuple(items)
 
 
 def _layer_copy_contention(tables: dict, path: str) -> tuple[ShareTable, ...]:

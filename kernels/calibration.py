@@ -82,6 +82,8 @@ STAND_IN_CYCLES = 6_000_000
 # from ~1 at 1 block to 0.25-0.4 at 8 on 2x H200 (run 111), so the sweeps' 4 (and 2, 24) are timed, not read between
 LAYER_CONTENTION_BLOCKS = (1, 2, 4, 8, 16, 24, 32, 48)
 CONTENTION_ROWS = 1024  # rows per expert of the contention GEMM (the nearest --rows value)
+# communication blocks at which a block's per-item cost is timed: few enough that the link is far from its limit
+ITEM_BLOCKS = (1, 2, 4)
 
 
 class _LayersStandIn(FusedMoE):
@@ -141,6 +143,21 @@ def push_once(layer: FusedMoE, plan) -> None:
     memset (one small kernel) is timed with it."""
     layer.counters.zero_()
     layer._launch_layer1(plan, COMM_ONLY)
+
+
+def remote_items(plan) -> int:
+    """The remote row tiles of a plan: what layer0's communication blocks pull one by one (layer1 pushes each once per
+    column split)."""
+    first, end = plan.local_tiles.tolist()
+    return int(plan.num_tiles.item()) - (end - first)
+
+
+def item_cost(full: tuple[float, float], small: tuple[float, float]) -> float:
+    """A communication block's time per item beside moving its rows, from (rows, µs) per item of two workloads whose
+    items differ in rows: the line through them at 0 rows, never below 0 (below is noise)."""
+    (rows_full, us_full), (rows_small, us_small) = full, small
+    per_row = (us_full - us_small) / (rows_full - rows_small)
+    return max(0.0, us_small - rows_small * per_row)
 
 
 def program_spans(stamps: torch.Tensor, comm: range) -> tuple[float, float]:
@@ -368,6 +385,10 @@ def merge_profile(base: dict, partial: dict, steps: list[str]) -> dict:
                                            **{k: run[k] for k in ("gpu", "driver", "torch", "triton", "date", "command")},
                                            "notes": run.get("notes", [])})
     return merged
+
+
+def _pairs(points: list[tuple[float, float]]) -> str:
+    return " ".join(f"({rows:.0f}, {us:.2f})" for rows, us in points)
 
 
 def _sig(value: float) -> float:
@@ -1063,18 +1084,60 @@ class Calibration:
                 us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
             layer.check()  # a wait that gave up would make these times meaningless
             curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
-            entries.append({"model": m.name, "hidden": m.hidden,
-                            **{way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]} for way in ("pull", "push")}})
-            notes.append(f"{m.name} {layer.max_tokens} tokens per GPU, {remote_rows} rows to peers")
-            for way in ("pull", "push"):
-                self._say(f"layer comm {way}, {m.name}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way]))
-                          + " GB/s")
+            full = self._item_times(layer, plan, remote_rows)
+            tokens = layer.max_tokens
             del layer, plan
             self._free()
+            # items of half the rows: each expert's rows in one tile, its peers' part of it half a full item
+            piece = max(1, round(full["pull"][0][0] / (2 * (self.world - 1))))
+            small_layer, small_plan, small_rows = self._copies_layer(blocks[0], m, self.world * piece)
+            small = self._item_times(small_layer, small_plan, small_rows)
+            del small_layer, small_plan
+            self._free()
+            entry = {"model": m.name, "hidden": m.hidden,
+                     **{way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]} for way in ("pull", "push")}}
+            note = (f"{m.name} {tokens} tokens per GPU, {remote_rows} rows to peers; per item (rows, µs) at "
+                    f"{', '.join(map(str, self._item_blocks()))} blocks: pull {_pairs(full['pull'])} against "
+                    f"{_pairs(small['pull'])}, push {_pairs(full['push'])} against {_pairs(small['push'])}")
+            if small["pull"][0][0] < full["pull"][0][0]:
+                entry["item_us"] = {way: _sig(statistics.median(item_cost(f, s) for f, s in zip(full[way], small[way])))
+                                    for way in ("pull", "push")}
+                entry["item_rows"] = round(full["pull"][0][0])
+            else:
+                note += " (items no smaller than the curve's: no per-item cost)"
+            entries.append(entry)
+            notes.append(note)
+            for way in ("pull", "push"):
+                self._say(f"layer comm {way}, {m.name}: " + " ".join(f"{b}:{v:.0f}" for b, v in zip(blocks, curves[way]))
+                          + " GB/s" + (f"; {entry['item_us'][way]:.2f} µs per item" if "item_us" in entry else ""))
         self.tables["layer_comm_blocks"] = entries
         self.notes.append(f"layer_comm_blocks: per model (its row width H), layer0 (pull) and layer1 (push) of a FusedMoE "
                           f"over {self.world} GPUs in COMM_ONLY mode, top-1 round-robin over the experts ({'; '.join(notes)}); "
-                          f"bytes moved / median launch time (layer1's with the memset of its counters), slowest rank")
+                          f"bytes moved / median launch time (layer1's with the memset of its counters), slowest rank. "
+                          f"item_us: what a block spends per item of its walk (layer0: a remote row tile; layer1: a tile's "
+                          f"column split) beside moving the item's rows, from the time per item at few blocks of that "
+                          f"workload (item_rows rows an item) and of one with {self.s.block_m} rows per local expert (one "
+                          f"tile an expert, its peers' rows the item): the line through the two at 0 rows, the median over "
+                          f"the block counts (kernels/calibration.item_cost)")
+
+    def _item_blocks(self) -> list[int]:
+        return [n for n in ITEM_BLOCKS if n < self.programs]
+
+    def _item_times(self, layer: FusedMoE, plan, remote_rows: int) -> dict[str, list[tuple[float, float]]]:
+        """Per direction, (rows, µs) per item a communication block moves at each of ITEM_BLOCKS, slowest rank: the
+        layer's COMM_ONLY launch time times the blocks over the items (every block as many, each item alike)."""
+        items = remote_items(plan)
+        if items == 0:
+            raise RuntimeError("layer_copies: the workload moves no rows to time a block's items by")
+        splits = layer.cfg.n_splits
+        found = {"pull": [], "push": []}
+        for n in self._item_blocks():
+            layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)
+            found["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True) * n / items)
+            found["push"].append(self._time(lambda: push_once(layer, plan), together=True) * n / (items * splits))
+        layer.check()
+        per_row = remote_rows / items  # rows an item moves (a pushed split moves the tile's rows, 1 / splits of each)
+        return {way: [(per_row, us) for us in self._slowest(values)] for way, values in found.items()}
 
     def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None, rows: int | None = None):
         """A FusedMoE over every rank for timing its copies (`m`, default the first model, `rows` (default

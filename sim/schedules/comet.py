@@ -48,6 +48,7 @@ from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
     combine_pass_ns,
+    comm_item,
     contended,
     copies_while_computing,
     deal_stretch,
@@ -293,10 +294,12 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         if tables is not None:
             moved = remote_tile_rows(layout, knobs.block_m, merged=not by_source)
             dynamic = knobs.comm_deal == "dynamic"
+            row_bytes = wl.model.hidden * wl.dtype_bytes  # a whole row; layer1 moves a split of it per item
             if not copy_engine:
-                stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic)
+                stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic,
+                                        item=comm_item(ctx, "pull", row_bytes))
             stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits,
-                                    dynamic=dynamic)
+                                    dynamic=dynamic, item=comm_item(ctx, "push", row_bytes / knobs.n_splits))
             del moved
         rank_cap0 = cap0 / stretch0 / copies_while_computing(
             ctx, "pull", knobs.comm_blocks0, lambda: kernel_time_ns(np.repeat(tile_ns0[every0], n_tiles0[every0]), blocks0),

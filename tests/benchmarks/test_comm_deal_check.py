@@ -36,3 +36,11 @@ def test_a_curve_workload_missing_from_the_file_is_one_clear_line(tmp_path):
                           "--curve-from", "comm_spans_qwen.json", "--curve-workload", "nothing", "--out",
                           str(tmp_path / "x.json")], capture_output=True, text=True)
     assert run.returncode == 2 and "--curve-workload" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_profile_without_a_per_item_cost_is_one_clear_line(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "comm_deal_check.py"), str(RUN / "comm_spans_qwen.json"),
+                          "--curve-from", "comm_spans_qwen.json", "--profile",
+                          str(ROOT / "results" / "hardware" / "h200-x2-run116.json"), "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--profile" in run.stderr and "item_us" in run.stderr and "Traceback" not in run.stderr

@@ -149,6 +149,24 @@ def test_a_layer_copy_curve_per_model_is_read_at_the_nearest_row_width(tmp_path)
         load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[])), tmp_path)
 
 
+def test_a_blocks_cost_per_item_is_read_at_the_nearest_row_width_that_has_one(tmp_path):
+    curves = {"pull": {"blocks": [1, 4], "GBps": [8.0, 32.0]}, "push": {"blocks": [1, 4], "GBps": [12.0, 48.0]}}
+    narrow = {"model": "qwen", "hidden": 2048, **curves, "item_us": {"pull": 3.5, "push": 1.9}, "item_rows": 128}
+    wide = {"model": "mixtral", "hidden": 4096, **curves, "item_us": {"pull": 4.5, "push": 1.2}, "item_rows": 128}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[narrow, wide])), tmp_path)
+    assert t.comm_item("pull", 2048) == (3.5, 128) and t.comm_item("push", 3500) == (1.2, 128)
+    older = {"model": "mixtral", "hidden": 4096, **curves}  # calibrate before the per-item cost: the other width's
+    t = load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[narrow, older])), tmp_path)
+    assert t.comm_item("push", 4096) == (1.9, 128)
+    assert load_hardware(PROFILES / "hand.json").measured.comm_item("pull", 2048) is None  # none measured
+    without_rows = {k: v for k, v in narrow.items() if k != "item_rows"}
+    with pytest.raises(UserError, match=r"layer_comm_blocks\[0\]\.item_rows: missing: item_us and item_rows come together"):
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[without_rows])), tmp_path)
+    negative = {**narrow, "item_us": {"pull": -1.0, "push": 1.9}}
+    with pytest.raises(UserError, match=r"layer_comm_blocks\[0\]\.item_us\.pull: must be a finite number >= 0"):
+        load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[negative])), tmp_path)
+
+
 def test_the_routing_plan_table_is_read_over_pairs(tmp_path):
     table = {"top_k": 4, "tokens": [8, 4096], "us": [246.0, 512.0]}
     t = load_hardware_from(edited(lambda d: d["tables"].update(host_sync=table)), tmp_path)

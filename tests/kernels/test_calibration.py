@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,7 +28,9 @@ from comet_dse.kernels.calibration import (  # noqa: E402
     fit_alltoall,
     fit_comm_blocks,
     gpu_slug,
+    item_cost,
     program_spans,
+    remote_items,
     share_lost_to_gemm,
 )
 
@@ -86,6 +89,10 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     (lc,) = tables["layer_comm_blocks"]  # one per model: its row width tells them apart
     assert lc["model"] == "tiny-moe" and lc["hidden"] == 32
     assert lc["pull"]["blocks"] == lc["push"]["blocks"] == [1, 2] and min(lc["pull"]["GBps"] + lc["push"]["GBps"]) > 0
+    # ... and what a block spends per item beside its rows: the curve's items are whole 16-row tiles
+    assert lc["item_rows"] == 16 and set(lc["item_us"]) == {"pull", "push"} and min(lc["item_us"].values()) >= 0
+    note = next(n for n in prov["notes"] if n.startswith("layer_comm_blocks:"))
+    assert re.search(r"per item \(rows, µs\) at 1, 2 blocks: pull \(16, [0-9.]+\) \(16, [0-9.]+\) against \(8, ", note)
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference; both again
     # timed as bench --align queued times B0, and the plan over tokens too
@@ -347,6 +354,8 @@ def test_the_layers_copies_are_timed_once_per_model_at_the_first_ones_bytes(tmp_
     check_profile(profile)
     tables = profile["tables"]["layer_comm_blocks"]
     assert [(t["model"], t["hidden"]) for t in tables] == [("tiny-moe", 32), ("wide-moe", 64)]
+    # the wide model's peers' rows fill half a tile an expert: its items are 8 rows, timed against items of 4
+    assert [t["item_rows"] for t in tables] == [16, 8]
     # the wide model's rows are twice as long: half as many rows per expert move the first model's bytes
     note = next(n for n in profile["provenance"]["updates"][0]["notes"] if n.startswith("layer_comm_blocks:"))
     assert "tiny-moe 128 tokens per GPU, 64 rows to peers" in note and "wide-moe 64 tokens per GPU, 32 rows to peers" in note
@@ -462,6 +471,17 @@ def test_a_figure_the_profile_loader_would_refuse_is_left_to_the_base_preset_wit
     if kept:
         check_profile({**VALID, "figures": {**VALID["figures"], **state.figures},
                        "sources": {**VALID["sources"], **state.sources}})
+
+
+def test_a_blocks_item_cost_is_the_line_through_two_item_sizes_at_no_rows():
+    # 128 rows an item in 5.3 µs, 64 in 3.6: 1.7 µs for 64 rows, so 1.9 µs of it is the item's own
+    assert item_cost((128, 5.3), (64, 3.6)) == pytest.approx(1.9)
+    assert item_cost((128, 5.0), (64, 1.0)) == 0.0  # a line below 0 at no rows is noise
+
+
+def test_remote_items_are_the_plans_tiles_but_its_own():
+    plan = SimpleNamespace(num_tiles=torch.tensor([12]), local_tiles=torch.tensor([3, 7]))
+    assert remote_items(plan) == 8
 
 
 def test_program_spans_run_from_the_first_start_to_each_roles_last_end():
