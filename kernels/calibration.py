@@ -153,11 +153,11 @@ def remote_items(plan) -> int:
 
 
 def item_cost(full: tuple[float, float], small: tuple[float, float]) -> float:
-    """A communication block's time per item beside moving its rows, from (rows, µs) per item of two workloads whose
-    items differ in rows: the line through them at 0 rows, never below 0 (below is noise)."""
-    (rows_full, us_full), (rows_small, us_small) = full, small
-    per_row = (us_full - us_small) / (rows_full - rows_small)
-    return max(0.0, us_small - rows_small * per_row)
+    """A communication block's time per item beside moving its bytes, from (size, µs) per item of two ways of moving
+    the same data in items of different sizes: the line through them at size 0, never below 0 (below is noise)."""
+    (size_full, us_full), (size_small, us_small) = full, small
+    per_unit = (us_full - us_small) / (size_full - size_small)
+    return max(0.0, us_small - size_small * per_unit)
 
 
 def program_spans(stamps: torch.Tensor, comm: range) -> tuple[float, float]:
@@ -691,9 +691,10 @@ class Calibration:
         self._say(f"grouped_gemm {impl} {shape.model} K={shape.K} N={shape.N}{' swiglu' if shape.swiglu else ''} "
                   f"x{shape.experts} sms={sms}: " + " ".join(f"{r}:{t:.0f}" for r, t in zip(self.s.rows, us)) + " µs")
 
-    def _fused_layer(self, model, max_rows: int, comm_blocks: int, every_rank: bool = False) -> FusedMoE:
+    def _fused_layer(self, model, max_rows: int, comm_blocks: int, every_rank: bool = False, **config) -> FusedMoE:
         """The model's local experts in a FusedMoE on this rank alone (top-1: rows = tokens), or
-        (every_rank) over every rank, `max_rows` tokens per local expert and rank."""
+        (every_rank) over every rank, `max_rows` tokens per local expert and rank; `config`: FusedConfig fields to
+        change from calibrate's."""
         local = model.num_experts // self.world
         hidden, ffn = model.hidden, model.ffn
         w13 = self._random(local, hidden, 2 * ffn, seed=30) * hidden ** -0.5
@@ -702,6 +703,7 @@ class Calibration:
         cfg = FusedConfig(comm_blocks0=comm_blocks, comm_blocks1=comm_blocks, block_m=self.s.block_m,
                           block_n=self.s.block_n, block_k=self.s.block_k, n_splits=self._splits(hidden),
                           programs=self.programs)
+        cfg = replace(cfg, **config)
         try:
             return FusedMoE(weights, 1, local * max_rows, None if every_rank else self.single, config=cfg, dtype=self.dtype)
         except ValueError as exc:
@@ -1084,27 +1086,29 @@ class Calibration:
                 us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
             layer.check()  # a wait that gave up would make these times meaningless
             curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
-            full = self._item_times(layer, plan, remote_rows)
-            tokens = layer.max_tokens
+            full = self._item_times(layer, plan, nbytes)
+            tokens, item_rows = layer.max_tokens, remote_rows // remote_items(plan)
             del layer, plan
             self._free()
-            # items of half the rows: each expert's rows in one tile, its peers' part of it half a full item
-            piece = max(1, round(full["pull"][0][0] / (2 * (self.world - 1))))
-            small_layer, small_plan, small_rows = self._copies_layer(blocks[0], m, self.world * piece)
-            small = self._item_times(small_layer, small_plan, small_rows)
-            del small_layer, small_plan
-            self._free()
+            # the same rows in finer items: layer0's tiles pulled in halves, layer1's rows pushed in more (or fewer)
+            # column splits; the same bytes from the same buffers, so only the items' count and size differ
+            finer = self._finer_items(m.hidden)
             entry = {"model": m.name, "hidden": m.hidden,
                      **{way: {"blocks": blocks, "GBps": [_sig(v) for v in curves[way]]} for way in ("pull", "push")}}
-            note = (f"{m.name} {tokens} tokens per GPU, {remote_rows} rows to peers; per item (rows, µs) at "
-                    f"{', '.join(map(str, self._item_blocks()))} blocks: pull {_pairs(full['pull'])} against "
-                    f"{_pairs(small['pull'])}, push {_pairs(full['push'])} against {_pairs(small['push'])}")
-            if small["pull"][0][0] < full["pull"][0][0]:
+            note = f"{m.name} {tokens} tokens per GPU, {remote_rows} rows to peers"
+            if finer:
+                small_layer, small_plan, _ = self._copies_layer(blocks[0], m, rows, **finer)
+                small = self._item_times(small_layer, small_plan, nbytes)
+                del small_layer, small_plan
+                self._free()
                 entry["item_us"] = {way: _sig(statistics.median(item_cost(f, s) for f, s in zip(full[way], small[way])))
                                     for way in ("pull", "push")}
-                entry["item_rows"] = round(full["pull"][0][0])
+                entry["item_rows"] = item_rows
+                note += (f"; per item (KiB, µs) at {', '.join(map(str, self._item_blocks()))} blocks: pull "
+                         f"{_pairs(full['pull'])} against {_pairs(small['pull'])} ({finer['pull_rows']}-row pieces), "
+                         f"push {_pairs(full['push'])} against {_pairs(small['push'])} ({finer['n_splits']} splits)")
             else:
-                note += " (items no smaller than the curve's: no per-item cost)"
+                note += f" (no finer items for H = {m.hidden} at tile {self.s.block_m}: no per-item cost)"
             entries.append(entry)
             notes.append(note)
             for way in ("pull", "push"):
@@ -1115,36 +1119,49 @@ class Calibration:
                           f"over {self.world} GPUs in COMM_ONLY mode, top-1 round-robin over the experts ({'; '.join(notes)}); "
                           f"bytes moved / median launch time (layer1's with the memset of its counters), slowest rank. "
                           f"item_us: what a block spends per item of its walk (layer0: a remote row tile; layer1: a tile's "
-                          f"column split) beside moving the item's rows, from the time per item at few blocks of that "
-                          f"workload (item_rows rows an item) and of one with {self.s.block_m} rows per local expert (one "
-                          f"tile an expert, its peers' rows the item): the line through the two at 0 rows, the median over "
-                          f"the block counts (kernels/calibration.item_cost)")
+                          f"column split) beside moving the item's bytes, from the time per item at few blocks of that "
+                          f"workload (item_rows rows an item) and of the same rows in finer items (layer0 pulling each tile "
+                          f"in halves, layer1 in other column splits): the line through the two at 0 bytes, the median "
+                          f"over the block counts (kernels/calibration.item_cost)")
+
+    def _finer_items(self, hidden: int) -> dict[str, int] | None:
+        """FusedConfig changes that move the same rows in other items: layer0's tiles pulled in halves (pull_rows),
+        layer1's rows in twice the column splits where they cut H into whole tiles, else half; None where neither
+        gives layer1 another split count or a tile cannot be halved."""
+        splits = self._splits(hidden)
+        other = [n for n in (2 * splits, splits // 2) if n >= 1 and n != splits and hidden % n == 0
+                 and (hidden // n) % default_layer1_width(hidden, n, self.s.block_n) == 0]
+        if not other or self.s.block_m % 2:
+            return None
+        return {"pull_rows": self.s.block_m // 2, "n_splits": other[0]}
 
     def _item_blocks(self) -> list[int]:
         return [n for n in ITEM_BLOCKS if n < self.programs]
 
-    def _item_times(self, layer: FusedMoE, plan, remote_rows: int) -> dict[str, list[tuple[float, float]]]:
-        """Per direction, (rows, µs) per item a communication block moves at each of ITEM_BLOCKS, slowest rank: the
-        layer's COMM_ONLY launch time times the blocks over the items (every block as many, each item alike)."""
-        items = remote_items(plan)
-        if items == 0:
+    def _item_times(self, layer: FusedMoE, plan, nbytes: int) -> dict[str, list[tuple[float, float]]]:
+        """Per direction, (KiB, µs) per item a communication block moves at each of ITEM_BLOCKS, slowest rank: the
+        layer's COMM_ONLY launch time times the blocks over the items (every block as many, each item alike), the
+        `nbytes` it moves either way over the items. Items: layer0 a remote tile's pieces (FusedConfig.pull_rows),
+        layer1 a remote tile's column splits."""
+        tiles = remote_items(plan)
+        if tiles == 0:
             raise RuntimeError("layer_copies: the workload moves no rows to time a block's items by")
-        splits = layer.cfg.n_splits
+        items = {"pull": tiles * layer.pull_parts, "push": tiles * layer.cfg.n_splits}
         found = {"pull": [], "push": []}
         for n in self._item_blocks():
             layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)
-            found["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True) * n / items)
-            found["push"].append(self._time(lambda: push_once(layer, plan), together=True) * n / (items * splits))
+            found["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True) * n / items["pull"])
+            found["push"].append(self._time(lambda: push_once(layer, plan), together=True) * n / items["push"])
         layer.check()
-        per_row = remote_rows / items  # rows an item moves (a pushed split moves the tile's rows, 1 / splits of each)
-        return {way: [(per_row, us) for us in self._slowest(values)] for way, values in found.items()}
+        return {way: [(nbytes / items[way] / 1024, us) for us in self._slowest(values)] for way, values in found.items()}
 
-    def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None, rows: int | None = None):
+    def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None, rows: int | None = None, **config):
         """A FusedMoE over every rank for timing its copies (`m`, default the first model, `rows` (default
-        CONTENTION_ROWS) tokens per local expert, top-1 round-robin over the experts: every rank alike), run once in
-        COMM_ONLY mode; it, its plan and the rows each rank pulls from (and pushes to) its peers."""
+        CONTENTION_ROWS) tokens per local expert, top-1 round-robin over the experts: every rank alike; `config`:
+        FusedConfig fields to change), run once in COMM_ONLY mode; it, its plan and the rows each rank pulls from (and
+        pushes to) its peers."""
         m = m or self.s.models[0]
-        layer = self._fused_layer(m, rows or self._contention_rows(), comm_blocks, every_rank=True)
+        layer = self._fused_layer(m, rows or self._contention_rows(), comm_blocks, every_rank=True, **config)
         tokens, experts = layer.max_tokens, m.num_experts
         ids = round_robin_ids(tokens, 1, experts, self.device)
         layer(self._random(tokens, m.hidden, seed=34), ids, torch.ones(tokens, 1, device=self.device), mode=COMM_ONLY)

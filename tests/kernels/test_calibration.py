@@ -92,7 +92,9 @@ def test_two_ranks_write_a_full_profile(tmp_path):
     # ... and what a block spends per item beside its rows: the curve's items are whole 16-row tiles
     assert lc["item_rows"] == 16 and set(lc["item_us"]) == {"pull", "push"} and min(lc["item_us"].values()) >= 0
     note = next(n for n in prov["notes"] if n.startswith("layer_comm_blocks:"))
-    assert re.search(r"per item \(rows, µs\) at 1, 2 blocks: pull \(16, [0-9.]+\) \(16, [0-9.]+\) against \(8, ", note)
+    # timed against the same rows in finer items: halves of tiles pulled, other column splits pushed
+    assert re.search(r"per item \(KiB, µs\) at 1, 2 blocks: pull \(([0-9.]+), [0-9.]+\) \(\1, [0-9.]+\) against "
+                     r"\(([0-9.]+), [0-9.]+\) \(\2, [0-9.]+\) \(8-row pieces\), push .* splits\)", note)
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference; both again
     # timed as bench --align queued times B0, and the plan over tokens too
@@ -474,7 +476,7 @@ def test_a_figure_the_profile_loader_would_refuse_is_left_to_the_base_preset_wit
 
 
 def test_a_blocks_item_cost_is_the_line_through_two_item_sizes_at_no_rows():
-    # 128 rows an item in 5.3 µs, 64 in 3.6: 1.7 µs for 64 rows, so 1.9 µs of it is the item's own
+    # 128 KiB an item in 5.3 µs, 64 in 3.6: 1.7 µs for 64 KiB, so 1.9 µs of it is the item's own
     assert item_cost((128, 5.3), (64, 3.6)) == pytest.approx(1.9)
     assert item_cost((128, 5.0), (64, 1.0)) == 0.0  # a line below 0 at no rows is noise
 
