@@ -388,7 +388,7 @@ def merge_profile(base: dict, partial: dict, steps: list[str]) -> dict:
 
 
 def _pairs(points: list[tuple[float, float]]) -> str:
-    return " ".join(f"({rows:.0f}, {us:.2f})" for rows, us in points)
+    return " ".join(f"({size:.0f}, {us:.2f})" for size, us in points)
 
 
 def _sig(value: float) -> float:
