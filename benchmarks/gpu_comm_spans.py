@@ -35,8 +35,7 @@ def moved_rows_per_tile(layer: FusedMoE) -> list[int]:
     plan = layer.plan
     tiles = plan.tiles.cpu().tolist()
     pieces = plan.pieces.cpu().tolist()  # (local experts, layout positions, 4): first row, rows, source, row there
-    first, end = plan.local_tiles.cpu().tolist()
-    n_remote = int(plan.num_tiles.item()) - (end - first)
+    n_remote = plan.remote_count()
     moved = []
     for u in plan.remote[:n_remote].cpu().tolist():
         expert, row0, rows = tiles[u][:3]

@@ -145,13 +145,6 @@ def push_once(layer: FusedMoE, plan) -> None:
     layer._launch_layer1(plan, COMM_ONLY)
 
 
-def remote_items(plan) -> int:
-    """The remote row tiles of a plan: what layer0's communication blocks pull one by one (layer1 pushes each once per
-    column split)."""
-    first, end = plan.local_tiles.tolist()
-    return int(plan.num_tiles.item()) - (end - first)
-
-
 def item_cost(full: tuple[float, float], small: tuple[float, float]) -> float:
     """A communication block's time per item beside moving its bytes, from (size, µs) per item of two ways of moving
     the same data in items of different sizes: the line through them at size 0, never below 0 (below is noise)."""
@@ -1087,7 +1080,7 @@ class Calibration:
             layer.check()  # a wait that gave up would make these times meaningless
             curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
             full = self._item_times(layer, plan, nbytes)
-            tokens, item_rows = layer.max_tokens, remote_rows // remote_items(plan)
+            tokens, item_rows = layer.max_tokens, remote_rows // plan.remote_count()
             del layer, plan
             self._free()
             # the same rows in finer items: layer0's tiles pulled in halves, layer1's rows pushed in more (or fewer)
@@ -1143,7 +1136,7 @@ class Calibration:
         layer's COMM_ONLY launch time times the blocks over the items (every block as many, each item alike), the
         `nbytes` it moves either way over the items. Items: layer0 a remote tile's pieces (FusedConfig.pull_rows),
         layer1 a remote tile's column splits."""
-        tiles = remote_items(plan)
+        tiles = plan.remote_count()
         if tiles == 0:
             raise RuntimeError("layer_copies: the workload moves no rows to time a block's items by")
         items = {"pull": tiles * layer.pull_parts, "push": tiles * layer.cfg.n_splits}

@@ -70,6 +70,12 @@ class DevicePlan:
     segments: torch.Tensor  # (W, 3) int64 per source rank: first row, rows, first row at the source (by source)
     pieces: torch.Tensor  # (E_l, W, 4) int32 per local expert, per layout position: first row, rows, source, row there
 
+    def remote_count(self) -> int:
+        """The plan's remote row tiles (a host sync): what layer0's communication blocks pull one by one, and layer1
+        pushes each once per column split."""
+        first, end = self.local_tiles.tolist()
+        return int(self.num_tiles.item()) - (end - first)
+
     @classmethod
     def empty(cls, max_tiles: int, world: int, experts_per_rank: int, device) -> DevicePlan:
         i32 = dict(dtype=torch.int32, device=device)

@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -30,7 +29,6 @@ from comet_dse.kernels.calibration import (  # noqa: E402
     gpu_slug,
     item_cost,
     program_spans,
-    remote_items,
     share_lost_to_gemm,
 )
 
@@ -479,11 +477,6 @@ def test_a_blocks_item_cost_is_the_line_through_two_item_sizes_at_no_rows():
     # 128 KiB an item in 5.3 µs, 64 in 3.6: 1.7 µs for 64 KiB, so 1.9 µs of it is the item's own
     assert item_cost((128, 5.3), (64, 3.6)) == pytest.approx(1.9)
     assert item_cost((128, 5.0), (64, 1.0)) == 0.0  # a line below 0 at no rows is noise
-
-
-def test_remote_items_are_the_plans_tiles_but_its_own():
-    plan = SimpleNamespace(num_tiles=torch.tensor([12]), local_tiles=torch.tensor([3, 7]))
-    assert remote_items(plan) == 8
 
 
 def test_program_spans_run_from_the_first_start_to_each_roles_last_end():

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the kernels need torch (pip install -e '.[kernels]')")
 
 from comet_dse.kernels.fused_plan import (  # noqa: E402
+    DevicePlan,
     device_plan,
     layout_groups,
     max_row_tiles,
@@ -129,6 +130,13 @@ def test_a_full_capacity_call_fits_the_tile_table():
     all_ids = [torch.arange(4).repeat(tokens, 1) for _ in range(world)]
     _check(all_ids, experts, block_m=16, row_order="local-first")
     _check(all_ids, experts, block_m=128, row_order="local-first")
+
+
+def test_a_plans_remote_tiles_are_its_tiles_but_its_own():
+    plan = DevicePlan.empty(16, 2, 4, "cpu")
+    plan.num_tiles.fill_(12)
+    plan.local_tiles.copy_(torch.tensor([3, 7]))
+    assert plan.remote_count() == 8
 
 
 def test_local_first_puts_own_rows_first_and_layer1_sends_remote_rows_first():
