@@ -1072,14 +1072,11 @@ class Calibration:
             rows = max(1, round(first_rows * scale))
             layer, plan, remote_rows = self._copies_layer(blocks[0], m, rows)
             nbytes = remote_rows * m.hidden * self.elem
-            us = {"pull": [], "push": []}
-            for n in blocks:
-                layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
-                us["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True))
-                us["push"].append(self._time(lambda: push_once(layer, plan), together=True))
-            layer.check()  # a wait that gave up would make these times meaningless
-            curves = {way: [nbytes / t / 1e3 for t in self._slowest(values)] for way, values in us.items()}
-            full = self._item_times(layer, plan, nbytes)
+            us = self._launch_times(layer, plan, blocks)
+            curves = {way: [nbytes / t / 1e3 for t in self._slowest([by_blocks[n] for n in blocks])]
+                      for way, by_blocks in us.items()}
+            # the curve's own launches where it timed the item counts of blocks
+            full = self._item_times(layer, plan, nbytes, self._launch_times(layer, plan, self._item_blocks(), us))
             tokens, item_rows = layer.max_tokens, remote_rows // plan.remote_count()
             del layer, plan
             self._free()
@@ -1091,7 +1088,8 @@ class Calibration:
             note = f"{m.name} {tokens} tokens per GPU, {remote_rows} rows to peers"
             if finer:
                 small_layer, small_plan, _ = self._copies_layer(blocks[0], m, rows, **finer)
-                small = self._item_times(small_layer, small_plan, nbytes)
+                small = self._item_times(small_layer, small_plan, nbytes,
+                                         self._launch_times(small_layer, small_plan, self._item_blocks()))
                 del small_layer, small_plan
                 self._free()
                 entry["item_us"] = {way: _sig(statistics.median(item_cost(f, s) for f, s in zip(full[way], small[way])))
@@ -1131,22 +1129,31 @@ class Calibration:
     def _item_blocks(self) -> list[int]:
         return [n for n in ITEM_BLOCKS if n < self.programs]
 
-    def _item_times(self, layer: FusedMoE, plan, nbytes: int) -> dict[str, list[tuple[float, float]]]:
+    def _launch_times(self, layer: FusedMoE, plan, counts: list[int],
+                      known: dict[str, dict[int, float]] | None = None) -> dict[str, dict[int, float]]:
+        """This rank's median µs of layer0 (pull) and layer1 (push, with the memset of its counters) in COMM_ONLY mode
+        by count of communication blocks, every rank launching at once: `known`'s, and the other `counts` timed."""
+        found = {way: dict(known[way]) if known else {} for way in ("pull", "push")}
+        for n in (n for n in counts if n not in found["pull"]):
+            layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)  # run-time arguments: no recompile
+            found["pull"][n] = self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True)
+            found["push"][n] = self._time(lambda: push_once(layer, plan), together=True)
+        layer.check()  # a wait that gave up would make these times meaningless
+        return found
+
+    def _item_times(self, layer: FusedMoE, plan, nbytes: int,
+                    launches: dict[str, dict[int, float]]) -> dict[str, list[tuple[float, float]]]:
         """Per direction, (KiB, µs) per item a communication block moves at each of ITEM_BLOCKS, slowest rank: the
-        layer's COMM_ONLY launch time times the blocks over the items (every block as many, each item alike), the
-        `nbytes` it moves either way over the items. Items: layer0 a remote tile's pieces (FusedConfig.pull_rows),
-        layer1 a remote tile's column splits."""
+        layer's launch time there (`launches`, _launch_times) times the blocks over the items (every block as many,
+        each item alike), the `nbytes` it moves either way over the items. Items: layer0 a remote tile's pieces
+        (FusedConfig.pull_rows), layer1 a remote tile's column splits."""
         tiles = plan.remote_count()
         if tiles == 0:
             raise RuntimeError("layer_copies: the workload moves no rows to time a block's items by")
         items = {"pull": tiles * layer.pull_parts, "push": tiles * layer.cfg.n_splits}
-        found = {"pull": [], "push": []}
-        for n in self._item_blocks():
-            layer.cfg = replace(layer.cfg, comm_blocks0=n, comm_blocks1=n)
-            found["pull"].append(self._time(lambda: layer._launch_layer0(plan, COMM_ONLY), together=True) * n / items["pull"])
-            found["push"].append(self._time(lambda: push_once(layer, plan), together=True) * n / items["push"])
-        layer.check()
-        return {way: [(nbytes / items[way] / 1024, us) for us in self._slowest(values)] for way, values in found.items()}
+        return {way: [(nbytes / items[way] / 1024, us)
+                      for us in self._slowest([launches[way][n] * n / items[way] for n in self._item_blocks()])]
+                for way in ("pull", "push")}
 
     def _copies_layer(self, comm_blocks: int, m: ModelConfig | None = None, rows: int | None = None, **config):
         """A FusedMoE over every rank for timing its copies (`m`, default the first model, `rows` (default
