@@ -54,7 +54,7 @@ def check(runs: list[dict], row_bytes: int, curves: dict[str, Curve], skip: str,
                 found = None if items is None else items.comm_item("pull" if layer == "layer0" else "push", hidden)
                 if "tile_rows" in r:  # the plan's remote tiles in walk order: either deal, as the simulator prices it
                     item_bytes = row_bytes / (r["splits"] if layer == "layer1" else 1)
-                    item = None if found is None else (found[0] * 1e3, found[1], item_bytes)
+                    item = None if found is None else (found[0] * 1e3, found[1], item_bytes, max(curve.y))
                     stretch = deal_stretch(np.array(r["tile_rows"], dtype=float), n, rate, r["splits"], dynamic=dynamic,
                                            item=item)
                 elif dynamic or found is not None:

@@ -368,11 +368,19 @@ class MeasuredTables:
         the fused layer's own tile walk where calibrate timed it (layer_comm_blocks; per model, the curve of the
         nearest row width `hidden`: 8 KiB rows move 8-11% faster a block than 4 KiB ones below the link's limit,
         results/measurements/ep2_h200/run114/), else the bare copy code's rate (comm_blocks)."""
+        curve = self._comm_curve(direction, hidden)
+        return None if curve is None else curve.linear(blocks, through_origin=True)
+
+    def comm_peak_GBps(self, direction: str, hidden: int | None = None) -> float | None:
+        """The most comm_GBps reaches at any block count: the link's limit as the blocks' curve measured it."""
+        curve = self._comm_curve(direction, hidden)
+        return None if curve is None else max(curve.y)
+
+    def _comm_curve(self, direction: str, hidden: int | None) -> Curve | None:
         layer_comm = self.layer_comm
         if self.layer_comm_by_hidden and hidden:
-            layer_comm = min(self.layer_comm_by_hidden, key=lambda e: abs(math.log(hidden / e[0])))[1]
-        curve = layer_comm.get(direction) or self.comm.get(direction)
-        return None if curve is None else curve.linear(blocks, through_origin=True)
+            layer_comm = _nearest_width(self.layer_comm_by_hidden, hidden)[1]
+        return layer_comm.get(direction) or self.comm.get(direction)
 
     def comm_item(self, direction: str, hidden: int) -> tuple[float, int] | None:
         """(µs a communication block spends per item of its walk beside moving the item's rows, the rows of an item
@@ -380,7 +388,7 @@ class MeasuredTables:
         that has it; None where calibrate did not time it (calibrate before 2026-11-28)."""
         if not self.layer_comm_items:
             return None
-        width, item_us, rows = min(self.layer_comm_items, key=lambda e: abs(math.log(hidden / e[0])))
+        _, item_us, rows = _nearest_width(self.layer_comm_items, hidden)
         return item_us[direction], rows
 
     def gemm_slowdown(self, copy_blocks: int, layer: int = 0) -> float:
@@ -406,6 +414,11 @@ class MeasuredTables:
         push_contention where calibrate measured it, else the pulls' copy_contention."""
         return _slowdown(self.push_contention if direction == "push" and self.push_contention is not None
                          else self.copy_contention, copy_blocks)
+
+
+def _nearest_width(tables: tuple[tuple, ...], hidden: int) -> tuple:
+    """Of tables led by the row width H they were timed at, the one nearest `hidden` (log distance)."""
+    return min(tables, key=lambda table: abs(math.log(hidden / table[0])))
 
 
 def _slowdown(curve: Curve | None, copy_blocks: int) -> float:

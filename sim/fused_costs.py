@@ -79,12 +79,14 @@ def link_rate(ctx: SimContext, direction: str, blocks: int) -> float:
     return ctx.hardware.comm_blocks_GBps(blocks) if measured is None else measured
 
 
-def comm_item(ctx: SimContext, direction: str, row_bytes: float) -> tuple[float, int, float] | None:
+def comm_item(ctx: SimContext, direction: str, row_bytes: float) -> tuple[float, int, float, float] | None:
     """deal_stretch's `item` for pulls or pushes of rows of `row_bytes` bytes: the per-item cost (ns) calibrate timed
-    for the nearest row width and the rows of its curve's items; None where the profile has none."""
+    for the nearest row width, the rows of its curve's items, and that curve's highest rate (the link's limit, as
+    link_rate reads the same curve); None where the profile has none."""
     tables = ctx.hardware.measured
-    found = None if tables is None else tables.comm_item(direction, ctx.workload.model.hidden)
-    return None if found is None else (found[0] * 1e3, found[1], row_bytes)
+    hidden = ctx.workload.model.hidden
+    found = None if tables is None else tables.comm_item(direction, hidden)
+    return None if found is None else (found[0] * 1e3, found[1], row_bytes, tables.comm_peak_GBps(direction, hidden))
 
 
 def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
@@ -123,12 +125,8 @@ def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarr
     return moved[remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]]
 
 
-# the most communication blocks a GPU runs (an SM each): the layer-copy curve's link limit is read up to here
-MAX_COMM_BLOCKS = 256
-
-
 def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1,
-                 dynamic: bool = False, item: tuple[float, int, float] | None = None) -> float:
+                 dynamic: bool = False, item: tuple[float, int, float, float] | None = None) -> float:
     """How much longer `blocks` communication blocks take to move the remote tiles (`tile_rows` rows each, in walk
     order) than the same bytes at `rate(blocks)`: the kernels deal the work round robin (layer0: item i is tile i;
     layer1: item i is split i // n of tile i % n), so a block may hold more than its share, and each block moves at
@@ -138,23 +136,17 @@ def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float
     walk order as it finishes one, so an item goes to the block with the fewest rows so far.
 
     `item` = (ns a block spends per item beside moving its rows, the rows of an item of the curve's workload, bytes
-    of an item's row; MeasuredTables.comm_item): a block then takes that per item plus its rows at its own pace, and
-    the link, at its limit, is shared in proportion to what each block asks (`_item_paced_ns`)."""
+    of an item's row, the link's limit in GB/s: the curve's highest rate; comm_item): a block then takes that per item
+    plus its rows at its own pace, and the link, at its limit, is shared in proportion to what each block asks
+    (`_item_paced_ns`)."""
     if blocks <= 0 or len(tile_rows) == 0 or tile_rows.sum() <= 0:
         return 1.0
     items = np.tile(tile_rows, splits)
     if item is not None and item[0] > 0:
-        item_ns, curve_rows, row_bytes = item
+        item_ns, curve_rows, row_bytes, link = item
         alone_ns = items.sum() * row_bytes / rate(blocks)
-        return _item_paced_ns(items, blocks, rate, dynamic, item_ns, curve_rows, row_bytes) / alone_ns
-    if dynamic:
-        loads = [(0.0, b) for b in range(blocks)]  # (rows so far, block): the least loaded draws next
-        for rows in items.tolist():
-            load, b = heapq.heappop(loads)
-            heapq.heappush(loads, (load + rows, b))
-        dealt = np.sort(np.array([load for load, _ in loads]))
-    else:
-        dealt = np.sort(np.bincount(np.arange(len(items)) % blocks, weights=items, minlength=blocks))
+        return _item_paced_ns(items, blocks, rate, dynamic, item_ns, curve_rows, row_bytes, link) / alone_ns
+    dealt = np.sort(_deal(items, blocks, dynamic)[1])
     time, done = 0.0, 0.0
     for i, level in enumerate(dealt.tolist()):
         if level > done:
@@ -164,29 +156,34 @@ def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float
     return max(1.0, time / (dealt.sum() / rate(blocks)))
 
 
+def _deal(items: np.ndarray, blocks: int, dynamic: bool, item_ns: float = 0.0,
+          row_ns: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(items, rows) each of `blocks` blocks moves: round robin, or (dynamic) each item to the block free first, a
+    block being busy `item_ns` per item and `row_ns` per row (by default: the one with the fewest rows so far)."""
+    if not dynamic:
+        dealt = np.arange(len(items)) % blocks
+        return np.bincount(dealt, minlength=blocks).astype(float), np.bincount(dealt, weights=items, minlength=blocks)
+    free = [(0.0, b) for b in range(blocks)]  # (busy until, block)
+    count, rows = np.zeros(blocks), np.zeros(blocks)
+    for r in items.tolist():
+        at, b = heapq.heappop(free)
+        count[b] += 1
+        rows[b] += r
+        heapq.heappush(free, (at + item_ns + r * row_ns, b))
+    return count, rows
+
+
 def _item_paced_ns(items: np.ndarray, blocks: int, rate: Callable[[int], float], dynamic: bool, item_ns: float,
-                   curve_rows: int, row_bytes: float) -> float:
+                   curve_rows: int, row_bytes: float, link: float) -> float:
     """When the last of `blocks` blocks ends moving `items` (rows each, dealt as deal_stretch says), each block
     spending `item_ns` per item beside moving its rows at its own pace: one block's time per row at the curve's
     workload (items of `curve_rows` rows) less the per-item share, rate(1) being one block alone. Blocks between items
     ask nothing of the link, so a block with fewer, larger items asks more of it; where what they ask passes the
-    link's limit (the curve's highest rate), every block's rows slow by one factor, which shares the link in
+    link's limit (`link`, bytes/ns), every block's rows slow by one factor, which shares the link in
     proportion to what each asks (on run 114's spans the blocks with more rows moved them faster: 24 against 16 GB/s
     at 16 blocks). Phase by phase: the blocks go on at that pace until the next one ends."""
     row_ns = max(row_bytes / rate(1) - item_ns / curve_rows, 1e-3 * row_bytes / rate(1))  # a row, one block alone
-    link = max(rate(k) for k in range(1, MAX_COMM_BLOCKS + 1))  # bytes/ns
-    if dynamic:  # the next item goes to the block that is free first
-        free = [(0.0, b) for b in range(blocks)]
-        count, rows = np.zeros(blocks), np.zeros(blocks)
-        for r in items.tolist():
-            at, b = heapq.heappop(free)
-            count[b] += 1
-            rows[b] += r
-            heapq.heappush(free, (at + item_ns + r * row_ns, b))
-    else:
-        dealt = np.arange(len(items)) % blocks
-        count = np.bincount(dealt, minlength=blocks).astype(float)
-        rows = np.bincount(dealt, weights=items, minlength=blocks)
+    count, rows = _deal(items, blocks, dynamic, item_ns, row_ns)
     fixed = count * item_ns  # what each block has left: its items' own time, and its rows
     busy = (fixed + rows) > 0
     fixed, rows = fixed[busy], rows[busy]

@@ -140,6 +140,7 @@ def test_a_layer_copy_curve_per_model_is_read_at_the_nearest_row_width(tmp_path)
     assert t.comm_GBps("pull", 2, 2048) == 16.0 and t.comm_GBps("pull", 2, 4096) == 20.0
     assert t.comm_GBps("push", 4, 3072) == 56.0 and t.comm_GBps("push", 4, 2800) == 48.0  # nearest by log distance
     assert t.comm_GBps("pull", 2) == 16.0  # no width asked: the first model's, as a single table answers
+    assert t.comm_peak_GBps("pull", 4096) == 40.0 and t.comm_peak_GBps("push", 2048) == 48.0  # each curve's highest
     with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks\[1\]\.hidden: missing"):
         load_hardware_from(edited(lambda d: d["tables"].update(layer_comm_blocks=[tables[0], wide])), tmp_path)
     with pytest.raises(UserError, match=r"hardware\.tables\.layer_comm_blocks\[0\]\.pull\.GBps"):

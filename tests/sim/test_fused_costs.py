@@ -91,13 +91,13 @@ def test_a_blocks_items_cost_their_own_time_beside_their_rows():
     # a block alone moves a 100-row item of the curve's workload in 100 ns, 10 of them the item's own: a row is 0.9 ns.
     # Tiles [100, 50] on 2 blocks: 10 + 90 and 10 + 45 ns; the first ends the copies at 100, where the 150 bytes at 2
     # blocks' 2 a ns take 75
-    item = (10.0, 100, 1.0)
+    item = (10.0, 100, 1.0, 256.0)  # the link: 256 blocks' 256 a ns
     assert deal_stretch(np.array([100, 50]), 2, _per_block, item=item) == pytest.approx(100 / 75)
     # without the item's own time the same deal is rows at the curve's pace: 100 of 150 rows, as before
     assert deal_stretch(np.array([100, 50]), 2, _per_block) == pytest.approx(100 / 75)
     # more, smaller items take longer than the same rows in fewer: 4 items of 25 rows on one block, 4 x 10 + 90
     assert deal_stretch(np.full(4, 25), 1, _per_block, item=item) == pytest.approx(130 / 100)
-    assert deal_stretch(np.full(4, 25), 1, _per_block, item=(0.0, 100, 1.0)) == pytest.approx(1.0)  # none: as before
+    assert deal_stretch(np.full(4, 25), 1, _per_block, item=(0.0, 100, 1.0, 256.0)) == pytest.approx(1.0)  # none: as before
 
 
 def test_at_the_links_limit_the_blocks_share_it_by_what_they_ask():
@@ -106,17 +106,17 @@ def test_at_the_links_limit_the_blocks_share_it_by_what_they_ask():
     # together when the link has carried the 200 bytes, 200 / 1.5 ns: no stretch over the curve's 1.5
     def capped(k: int) -> float:
         return min(float(k), 1.5)
-    assert deal_stretch(np.full(2, 100), 2, capped, item=(10.0, 100, 1.0)) == pytest.approx(1.0)
+    assert deal_stretch(np.full(2, 100), 2, capped, item=(10.0, 100, 1.0, 1.5)) == pytest.approx(1.0)
     # uneven items: the block with more rows asks more of the link and gets more of it, so it ends sooner than at an
     # equal share: [100, 20] on 2 blocks ends before the larger item alone at half the link (10 + 100 / 0.75)
-    uneven = deal_stretch(np.array([100, 20]), 2, capped, item=(10.0, 100, 1.0)) * 120 / 1.5
+    uneven = deal_stretch(np.array([100, 20]), 2, capped, item=(10.0, 100, 1.0, 1.5)) * 120 / 1.5
     assert 100 < uneven < 10 + 100 / 0.75
 
 
 def test_a_dynamic_deal_gives_the_next_item_to_the_block_free_first():
     # items [100, 10, 10, 10] on 2 blocks (0.9 ns a row, 10 an item): block 0 takes the 100-row item (ends at 100),
     # block 1 the three small ones one after another (19 each, ends at 57); a static deal gives block 0 the third too
-    item = (10.0, 100, 1.0)
+    item = (10.0, 100, 1.0, 256.0)  # the link: 256 blocks' 256 a ns
     assert deal_stretch(np.array([100, 10, 10, 10]), 2, _per_block, dynamic=True, item=item) == pytest.approx(100 / 65)
     assert deal_stretch(np.array([100, 10, 10, 10]), 2, _per_block, item=item) == pytest.approx(119 / 65)
 
