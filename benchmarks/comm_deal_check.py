@@ -19,6 +19,8 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from comet_dse.errors import UserError
+from comet_dse.files import read_json_object
 from comet_dse.hardware import load_hardware
 from comet_dse.measured import Curve, MeasuredTables
 from comet_dse.models import resolve_model
@@ -82,7 +84,10 @@ def main() -> None:
     parser.add_argument("--profile", help="a calibrated profile whose per-item cost of a block the deal prices")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    files = {Path(p).name: json.loads(Path(p).read_text()) for p in args.spans}
+    try:
+        files = {Path(p).name: read_json_object(Path(p), "spans") for p in args.spans}
+    except UserError as exc:  # a missing or broken spans file: one line, not a traceback
+        parser.error(str(exc))
     if args.curve_from not in files:
         parser.error(f"--curve-from: {args.curve_from!r} is not one of the files given")
     source = files[args.curve_from]
@@ -93,7 +98,10 @@ def main() -> None:
         parser.error(f"--curve-workload: {e}")
     items = None
     if args.profile:
-        items = load_hardware(Path(args.profile)).measured
+        try:
+            items = load_hardware(Path(args.profile)).measured
+        except UserError as exc:
+            parser.error(f"--profile: {exc.message if exc.field == '--hardware' else exc}")
         if items is None or not items.layer_comm_items:
             parser.error(f"--profile: {args.profile} has no per-item cost (layer_comm_blocks item_us: calibrate since "
                          "2026-11-28)")

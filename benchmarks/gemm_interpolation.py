@@ -26,6 +26,7 @@ import json
 import statistics
 from pathlib import Path
 
+from comet_dse.errors import UserError
 from comet_dse.hardware import load_hardware
 from comet_dse.measured import MeasuredTables, parse_tables
 
@@ -95,7 +96,10 @@ def main() -> None:
     parser.add_argument("profile")
     parser.add_argument("--out")
     args = parser.parse_args()
-    hw = load_hardware(Path(args.profile))
+    try:
+        hw = load_hardware(Path(args.profile))
+    except UserError as exc:  # a missing or broken profile: one line, not a traceback
+        parser.error(f"profile: {exc.message if exc.field == '--hardware' else exc}")
     tables = json.loads(Path(args.profile).read_text())["tables"]
     found = []
     for at, e in enumerate(tables["grouped_gemm"]):

@@ -62,3 +62,15 @@ def test_a_blocks_per_item_cost_prices_qwens_pushes_at_each_blocks_end(tmp_path)
     assert len(found["items"]) == 8
     assert all(0.95 <= r <= 1.04 for r in found["items"].values()), found["items"]
     assert min(found["plain"].values()) < 0.93 and max(found["plain"].values()) > 1.05
+
+
+def test_a_spans_file_or_profile_that_cannot_be_read_is_one_clear_line(tmp_path):
+    script = str(ROOT / "benchmarks" / "comm_deal_check.py")
+    missing = subprocess.run([sys.executable, script, str(tmp_path / "none.json"), "--curve-from", "none.json", "--out",
+                              str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "spans: cannot read" in missing.stderr and "Traceback" not in missing.stderr
+    no_profile = subprocess.run([sys.executable, script, str(RUN / "comm_spans_qwen.json"), "--curve-from",
+                                 "comm_spans_qwen.json", "--profile", str(tmp_path / "none.json"), "--out",
+                                 str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert no_profile.returncode == 2 and "--profile: cannot read" in no_profile.stderr
+    assert "Traceback" not in no_profile.stderr and not (tmp_path / "x.json").exists()

@@ -77,3 +77,8 @@ def test_the_committed_figures_follow_from_the_committed_profile(tmp_path, name)
     now = json.loads(out.read_text())
     keys = ("points", "mean_abs_error_pct", "max_abs_error_pct", "within_5_pct", "by_impl")
     assert {k: now[k] for k in keys} == {k: committed[k] for k in keys}
+
+
+def test_a_profile_that_cannot_be_read_is_one_clear_line(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "none.json")], capture_output=True, text=True)
+    assert run.returncode == 2 and "profile: cannot read" in run.stderr and "Traceback" not in run.stderr
