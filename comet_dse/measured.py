@@ -177,6 +177,10 @@ class MeasuredTables:
     # spin); None: not measured, the host-started ones stand in (`timed_from_host` drops these)
     b0_host_chain_queued_us: float | None = None
     host_sync_queued: Curve | None = None
+    # B0 with no host sync (EP=1 x TP=GPUs) at a few tokens: the host's launches of the whole call from its start, and
+    # the same timed queued (`timed_from_host` drops it); None: not measured (calibrate since 2026-11-28)
+    b0_unsynced_us: float | None = None
+    b0_unsynced_queued_us: float | None = None
     # per GEMM shape, the share of the GEMM's span the layer's own copies lose beside it in the same kernel, over copy
     # blocks (calibrate since 2026-11-28); empty: not measured, the whole-window copy/push_contention stand in
     layer_copy_contention: tuple[ShareTable, ...] = ()
@@ -340,10 +344,20 @@ class MeasuredTables:
         profile has it."""
         return self.b0_host_chain_queued_us if self.b0_host_chain_queued_us is not None else self.b0_host_chain_us
 
+    @property
+    def unsynced_host_us(self) -> tuple[float, float] | None:
+        """(the host's launches of a B0 call with no host sync, from its start; how far ahead of the GPU the host
+        starts it): b0_host.unsynced_us, and where the call is timed queued (behind a device spin) what that saves,
+        unsynced_us - queued_unsynced_us (0 where started from a host barrier). None: not measured."""
+        if self.b0_unsynced_us is None:
+            return None
+        queued = self.b0_unsynced_queued_us
+        return self.b0_unsynced_us, 0.0 if queued is None else max(0.0, self.b0_unsynced_us - queued)
+
     def timed_from_host(self) -> MeasuredTables:
         """These tables without the queued timings of B0's plan and host chain: a call started from a host barrier
         (bench --align host) is priced by the host-started ones."""
-        return replace(self, b0_host_chain_queued_us=None, host_sync_queued=None)
+        return replace(self, b0_host_chain_queued_us=None, host_sync_queued=None, b0_unsynced_queued_us=None)
 
     def memory_pass_ns(self, kind: str, bytes_moved: float) -> float:
         """A memory-bound pass of `kind` moving `bytes_moved` (read + written), in ns."""
@@ -579,22 +593,30 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
     copies = _slowdowns(tables, path, "copy_contention", 1.0)
     pushes = _slowdowns(tables, path, "push_contention", 1.0)
     in_layer = _layer_copy_contention(tables, path)
-    chain = chain_queued = None
+    chain = chain_queued = unsynced = unsynced_queued = None
     if "b0_host" in tables:
         at = f"{path}.b0_host"
         b0_host = _object(tables["b0_host"], at)
-        _keys(b0_host, at, ("tokens", "plan_us", "b0_us"), ("queued_plan_us", "queued_b0_us"))
+        _keys(b0_host, at, ("tokens", "plan_us", "b0_us"), ("queued_plan_us", "queued_b0_us", "unsynced_us",
+                                                             "queued_unsynced_us"))
         _integer(b0_host["tokens"], f"{at}.tokens")
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
         if "queued_plan_us" in b0_host or "queued_b0_us" in b0_host:  # both or neither
-            _keys(b0_host, at, ("tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"))
+            _keys(b0_host, at, ("tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"),
+                  ("unsynced_us", "queued_unsynced_us"))
             plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("queued_plan_us", "queued_b0_us"))
             chain_queued = max(0.0, b0_us - plan_us)
+        if "unsynced_us" in b0_host or "queued_unsynced_us" in b0_host:  # both or neither
+            for key in ("unsynced_us", "queued_unsynced_us"):
+                if key not in b0_host:
+                    raise UserError(f"{at}.{key}", "missing: unsynced_us and queued_unsynced_us come together")
+            unsynced, unsynced_queued = (_number(b0_host[k], f"{at}.{k}") for k in ("unsynced_us", "queued_unsynced_us"))
     host_sync, host_sync_queued = _host_sync(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
-                          host_sync_queued=host_sync_queued, layer_copy_contention=in_layer,
+                          host_sync_queued=host_sync_queued, b0_unsynced_us=unsynced,
+                          b0_unsynced_queued_us=unsynced_queued, layer_copy_contention=in_layer,
                           layer_comm_by_hidden=layer_comm_by_hidden, layer_comm_items=layer_comm_items)
 
 

@@ -52,6 +52,7 @@ from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE, PeerBuffer, com
 from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL, NO_LAYERS, _copy_block
 from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
+from comet_dse.kernels.tp_baselines import ParallelGroups, moe_sequential_tp, parallel_groups
 from comet_dse.kernels.timing import (
     SUSTAIN_S,
     capture_graph,
@@ -421,6 +422,8 @@ class Calibration:
         self.best_grouped: tuple[float, str] = (0.0, "")
         self.host_rounds: list[dict[str, list[float]]] = []  # host_round's figures, one entry per round
         self.b0_weights: MoEWeights | None = None  # host_round's layer, until host_tables
+        # host_round's B0 without a host sync (EP=1 x TP=world: this rank's FFN shard of every expert), until host_tables
+        self.b0_unsynced: tuple[MoEWeights, ParallelGroups] | None = None
         self.copy_engine_layers: tuple[FusedMoE, _LayersStandIn] | None = None  # host_round's, until host_tables
         self.started = time.perf_counter()
 
@@ -760,12 +763,16 @@ class Calibration:
         steps and host_tables keeps each figure's median over them."""
         m = self.s.models[0]
         if self.b0_weights is None:  # drawn on the host once (seconds for a model's every expert), kept for each round
-            self.b0_weights = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
-                                                dtype=self.dtype).of_rank(self.rank, self.world)
+            every = MoEWeights.random(m.num_experts, m.hidden, m.ffn, seed=self.s.seed, device=self.device,
+                                      dtype=self.dtype)
+            self.b0_weights = every.of_rank(self.rank, self.world)
+            if m.ffn % self.world == 0:  # (every rank creates the TP groups, in the same order)
+                self.b0_unsynced = (every.ffn_shard(self.rank, self.world), parallel_groups(1, self.world))
         weights = self.b0_weights
         self.host_rounds.append({"plan": self._plan_over_tokens(), "b0": self._b0_and_plan(weights),
                                  "plan_queued": self._plan_over_tokens(queued=True),
                                  "b0_queued": self._b0_and_plan(weights, queued=True),
+                                 "unsynced": self._b0_unsynced(),
                                  "loop": self._b0_loop_few_and_every_run(weights),
                                  "copy_engine": self._copy_engine_forward()})
         self._say(f"host round {len(self.host_rounds)}: B0 at {B0_HOST_TOKENS} tokens "
@@ -807,6 +814,24 @@ class Calibration:
             self._time(lambda: moe_sequential(x, ids, topk_w, weights, None), together=True, spin=False,
                        queued=queued)])
 
+    def _b0_unsynced(self) -> list[float] | None:
+        """(B0 with no host sync, the same timed queued) at B0_HOST_TOKENS tokens per rank, slowest rank: B0 of the TP
+        baselines at EP=1 x TP=world (kernels/tp_baselines.py; on one GPU, B0 itself), whose EP layer has one rank, so
+        torch._grouped_mm reads nothing on the host and nothing waits for it. Its kernels then do next to nothing: the
+        first is the host's launches of the whole call, from its start; the second is shorter by what the host had
+        launched while the GPUs still ran the spin before it (bench --align queued). None where F does not split
+        over the ranks."""
+        if self.b0_unsynced is None:
+            return None
+        m = self.s.models[0]
+        shard, groups = self.b0_unsynced
+        g = torch.Generator().manual_seed(self.s.seed + 11 * self.rank)
+        ids = torch.randint(0, m.num_experts, (B0_HOST_TOKENS, m.top_k), generator=g).to(self.device)
+        x = self._random(B0_HOST_TOKENS, m.hidden, seed=39)
+        topk_w = self._random(B0_HOST_TOKENS, m.top_k, seed=40, dtype=torch.float32).softmax(-1)
+        return self._slowest([self._time(lambda: moe_sequential_tp(x, ids, topk_w, shard, groups), together=True,
+                                         spin=False, queued=queued) for queued in (False, True)])
+
     def _b0_loop_few_and_every_run(self, weights: MoEWeights) -> list[float]:
         """(B0's loop with one run of rows per source, B0's loop with a run per (source, local expert)), slowest rank,
         timed as bench times B0; NaN where not measured (loop_mm_host_us in host_tables). The loop launches one
@@ -831,7 +856,7 @@ class Calibration:
         (each round's the median of --runs calls). The simulator reads b0_us - plan_us as the host's chain
         after B0's sync, spread over B0's launches (the GPU waits where the host is behind)."""
         rounds, m = self.host_rounds, self.s.models[0]
-        self.b0_weights = self.copy_engine_layers = None  # the rounds are done: their memory goes with the step
+        self.b0_weights = self.b0_unsynced = self.copy_engine_layers = None  # the rounds are done: their memory goes
         n = len(rounds)
         median = lambda values: float(np.median(values))  # noqa: E731
         grid = self._host_grid()
@@ -854,6 +879,18 @@ class Calibration:
         queued_plan_us, queued_b0_us = (median([r["b0_queued"][i] for r in rounds]) for i in (0, 1))
         self.tables["b0_host"] = {"tokens": B0_HOST_TOKENS, "plan_us": _sig(plan_us), "b0_us": _sig(b0_us),
                                   "queued_plan_us": _sig(queued_plan_us), "queued_b0_us": _sig(queued_b0_us)}
+        unsynced = [r["unsynced"] for r in rounds if r["unsynced"] is not None]
+        if unsynced:
+            unsynced_us, queued_unsynced_us = (median([u[i] for u in unsynced]) for i in (0, 1))
+            self.tables["b0_host"].update(unsynced_us=_sig(unsynced_us), queued_unsynced_us=_sig(queued_unsynced_us))
+            self.notes.append(
+                f"b0_host.unsynced_us: B0 with no host sync, that of the TP baselines at EP=1 x TP={self.world} "
+                f"(kernels/tp_baselines.py moe_sequential_tp; on one GPU B0 itself) on {m.name} at {B0_HOST_TOKENS} "
+                f"tokens x top-{m.top_k} per GPU, after a barrier with no spin, as b0_us (per round: "
+                + ", ".join(f"{u[0]:.0f}" for u in unsynced) + " µs): the host's launches of the whole call; "
+                "queued_unsynced_us: the same timed as bench --align queued times it (per round: "
+                + ", ".join(f"{u[1]:.0f}" for u in unsynced) + " µs), shorter by what the host launched while the "
+                "GPUs still ran the spin before it")
         self.notes.append(
             f"b0_host: B0 (moe_sequential) and its routing plan (baselines._plan) alone on {m.name} at {B0_HOST_TOKENS} "
             f"tokens x top-{m.top_k} per GPU, each after a barrier with no spin, median of {self.s.runs}, slowest of "
@@ -863,7 +900,9 @@ class Calibration:
             "queued_plan_us and queued_b0_us: the same timed as bench --align queued times B0 (B0 per round: "
             + ", ".join(f"{r['b0_queued'][1]:.0f}" for r in rounds) + " µs)")
         self._say(f"B0 at {B0_HOST_TOKENS} tokens: {b0_us:.0f} µs, its plan {plan_us:.0f} µs (medians of {n} rounds); "
-                  f"queued {queued_b0_us:.0f} and {queued_plan_us:.0f} µs")
+                  f"queued {queued_b0_us:.0f} and {queued_plan_us:.0f} µs"
+                  + (f"; with no sync (EP=1 x TP={self.world}) {unsynced_us:.0f}, queued {queued_unsynced_us:.0f} µs"
+                     if unsynced else ""))
         self._loop_mm_host([r["loop"] for r in rounds])
         self._copy_engine_fixed([r["copy_engine"] for r in rounds])
 

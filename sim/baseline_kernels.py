@@ -52,6 +52,11 @@ TP_SCATTER_LAUNCHES = 1  # the reduce-scatter; its cast is a step of combine_sid
 # calibrate's b0_host times): dispatch, the regroup index ops and gather, GEMM0, SwiGLU's two
 # passes, GEMM1, the scatter back, combine, the final passes.
 B0_LAUNCHES_AFTER_SYNC = DISPATCH_LAUNCHES + REGROUP_INDEX_OPS + 1 + 1 + 2 + 1 + 1 + COMBINE_LAUNCHES + REDUCE_LAUNCHES
+# What the host launches of B0 with no sync (what calibrate's b0_host.unsynced_us times: EP=1 x TP=GPUs, torch._grouped_mm):
+# the plan and the group ends, the send-order gather, GEMM0, SwiGLU's two passes, GEMM1, the token-order scatter, the
+# weighted sum and its cast of the weights; under TP also the three all-gathers, the reduce-scatter and its cast.
+UNSYNCED_B0_LAUNCHES = PLAN_LAUNCHES + GROUP_ENDS_OPS + 1 + 1 + 2 + 1 + 1 + 1 + REDUCE_OPS
+UNSYNCED_TP_LAUNCHES = TP_GATHER_LAUNCHES + TP_SCATTER_LAUNCHES + 1
 
 
 @dataclass
@@ -282,17 +287,34 @@ def host_launch_ns(ctx: SimContext) -> float | None:
     return tables.b0_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
 
 
+def unsynced_host_ns(ctx: SimContext) -> tuple[float | None, float]:
+    """(the host's time per launch, how far ahead of the GPU it starts) of B0 or B1 with no host sync (host_syncs
+    False): calibrate's b0_host.unsynced_us spread over the launches of the call it timed (EP=1 x TP=GPUs; one GPU:
+    B0 itself), and what the call timed queued saved against it, the host having launched that much while the GPUs
+    still ran the spin before the call (bench --align queued; a model's forward runs the same way behind the layers
+    before it). Without those figures, host_launch_ns and no lead, as before calibrate timed them: on 2x H200 that
+    priced the TP B0 of Qwen2-MoE 10-37% over measured (runs 117 and 121)."""
+    tables = ctx.hardware.measured
+    found = None if tables is None else tables.unsynced_host_us
+    if found is None:
+        return host_launch_ns(ctx), 0.0
+    chain_us, lead_us = found
+    launches = UNSYNCED_B0_LAUNCHES + (UNSYNCED_TP_LAUNCHES if tables.gpus > 1 else 0)
+    return chain_us * 1e3 / launches, lead_us * 1e3
+
+
 class HostClock:
     """The host after B0's (or B1's) one sync. It launches `ops` ((key, launches[, extra ns]), in program
     order) one after another, `per_launch_ns` each plus the op's extra host time, and never waits for the
     GPU (no sync follows), so when each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
-    ahead of the GPU and nothing waits. Waits add up under overheads["host_wait"]."""
+    ahead of the GPU and nothing waits. `lead_ns`: how far ahead of the GPU the host starts a call with no sync
+    (unsynced_host_ns). Waits add up under overheads["host_wait"]."""
 
     def __init__(self, ops: list[tuple[object, int] | tuple[object, int, float]], per_launch_ns: float | None,
-                 overheads: dict[str, float]) -> None:
+                 overheads: dict[str, float], lead_ns: float = 0.0) -> None:
         self.ready: dict[object, float] = {}  # ns from the sync's end until each op is launched
         if per_launch_ns is not None:
-            t = 0.0
+            t = -lead_ns
             for key, launches, *extra_ns in ops:
                 t += launches * per_launch_ns + sum(extra_ns)
                 self.ready[key] = t

@@ -40,6 +40,7 @@ from comet_dse.sim.baseline_kernels import (
     host_launch_ns,
     host_sync_ns,
     host_syncs,
+    unsynced_host_ns,
     unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
@@ -130,11 +131,12 @@ class Chunked(Schedule):
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
-        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         measured = hw.measured is not None
         parts = split_counts(ctx.routing.counts, self.chunks)
         syncs = host_syncs(ctx, self.expert_gemm)
         sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
+        # the host's time per launch (None: it keeps ahead of the GPU) and, with no sync, its lead on the GPU
+        host, lead = (host_launch_ns(ctx), 0.0) if syncs else unsynced_host_ns(ctx)
         # the TP baselines at one EP rank: the chunks exchange nothing, the TP collectives wrap the whole layer
         one_exchange = measured and wl.ep == 1
         colls = {}
@@ -192,7 +194,7 @@ class Chunked(Schedule):
             if one_exchange:  # the reduce-scatter after the last chunk's weighted sum
                 program.append((("combine", self.chunks - 1), combine_launches))
             program += [k.host_op for k in after]
-            clock = HostClock(program, host, overheads)
+            clock = HostClock(program, host, overheads, lead)
 
             def set_busy(busy: bool) -> None:
                 state["busy"] = busy

@@ -33,6 +33,7 @@ from comet_dse.sim.baseline_kernels import (
     host_launch_ns,
     host_sync_ns,
     host_syncs,
+    unsynced_host_ns,
     unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
@@ -90,10 +91,11 @@ class Sequential(Schedule):
     def run(self, ctx: SimContext) -> Outcome:
         env, hw, wl = ctx.env, ctx.hardware, ctx.workload
         launch = hw.kernel_launch_us * 1e3
-        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
         sends = pair_bytes(ctx)
         syncs = host_syncs(ctx, self.expert_gemm)
         sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
+        # the host's time per launch (None: it keeps ahead of the GPU) and, with no sync, its lead on the GPU
+        host, lead = (host_launch_ns(ctx), 0.0) if syncs else unsynced_host_ns(ctx)
         dispatch_name, combine_name = collective_names(ctx)
         dispatch = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
         combine = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))
@@ -108,7 +110,7 @@ class Sequential(Schedule):
             launched = [s for s in (steps[steps.index(sync) + 1:] if syncs else steps) if s != LAYER0_END]
             launches = dict(zip((id(dispatch), id(combine)), collective_launches(ctx, syncs)))
             clock = HostClock([(id(s), launches[id(s)]) if isinstance(s, Collective) else s.host_op
-                               for s in launched], host, overheads)
+                               for s in launched], host, overheads, lead)
             for step in steps:
                 if step == LAYER0_END:
                     layer0_end = env.now

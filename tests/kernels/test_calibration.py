@@ -95,9 +95,16 @@ def test_two_ranks_write_a_full_profile(tmp_path):
                      r"\(([0-9.]+), [0-9.]+\) \(\2, [0-9.]+\) \(8-row pieces\), push .* splits\)", note)
     assert "combine" in tables["memory_pass_GBps"]
     # B0 at a few tokens and its plan alone: the host's chain after the sync is their difference; both again
-    # timed as bench --align queued times B0, and the plan over tokens too
-    assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"}
-    assert tables["b0_host"]["b0_us"] > 0 and tables["b0_host"]["queued_b0_us"] > 0
+    # timed as bench --align queued times B0, and the plan over tokens too; and B0 with no host sync (EP=1 x TP=2)
+    # both ways: what the host launches of a whole call, and what it has left where it started behind a spin
+    assert set(tables["b0_host"]) == {"tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us", "unsynced_us",
+                                      "queued_unsynced_us"}
+    assert min(tables["b0_host"].values()) > 0
+    note = next(n for n in prov["notes"] if n.startswith("b0_host.unsynced_us:"))
+    per_round = [float(v) for v in re.search(r"after a barrier with no spin, as b0_us \(per round: ([0-9, ]+) µs",
+                                             note).group(1).split(", ")]
+    assert len(per_round) == HOST_ROUNDS and "EP=1 x TP=2" in note
+    assert tables["b0_host"]["unsynced_us"] == pytest.approx(statistics.median(per_round), abs=0.5)
     assert len(tables["host_sync"]["queued_us"]) == len(tables["host_sync"]["tokens"])
     # ... each the median of HOST_ROUNDS rounds spread over the run, every round's figure in the note
     note = next(n for n in prov["notes"] if n.startswith("b0_host:"))
