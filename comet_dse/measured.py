@@ -345,14 +345,14 @@ class MeasuredTables:
         return self.b0_host_chain_queued_us if self.b0_host_chain_queued_us is not None else self.b0_host_chain_us
 
     @property
-    def unsynced_host_us(self) -> tuple[float, float] | None:
-        """(the host's launches of a B0 call with no host sync, from its start; how far ahead of the GPU the host
-        starts it): b0_host.unsynced_us, and where the call is timed queued (behind a device spin) what that saves,
-        unsynced_us - queued_unsynced_us (0 where started from a host barrier). None: not measured."""
+    def unsynced_lead_us(self) -> float | None:
+        """How far ahead of the GPU the host starts a B0 call with no host sync where the call is timed queued (behind
+        a device spin): b0_host.unsynced_us - queued_unsynced_us, what the queued timing saved (0 where started from a
+        host barrier, or where noise made it the slower). None: not measured."""
         if self.b0_unsynced_us is None:
             return None
         queued = self.b0_unsynced_queued_us
-        return self.b0_unsynced_us, 0.0 if queued is None else max(0.0, self.b0_unsynced_us - queued)
+        return 0.0 if queued is None else max(0.0, self.b0_unsynced_us - queued)
 
     def timed_from_host(self) -> MeasuredTables:
         """These tables without the queued timings of B0's plan and host chain: a call started from a host barrier

@@ -52,11 +52,6 @@ TP_SCATTER_LAUNCHES = 1  # the reduce-scatter; its cast is a step of combine_sid
 # calibrate's b0_host times): dispatch, the regroup index ops and gather, GEMM0, SwiGLU's two
 # passes, GEMM1, the scatter back, combine, the final passes.
 B0_LAUNCHES_AFTER_SYNC = DISPATCH_LAUNCHES + REGROUP_INDEX_OPS + 1 + 1 + 2 + 1 + 1 + COMBINE_LAUNCHES + REDUCE_LAUNCHES
-# What the host launches of B0 with no sync (what calibrate's b0_host.unsynced_us times: EP=1 x TP=GPUs, torch._grouped_mm):
-# the plan and the group ends, the send-order gather, GEMM0, SwiGLU's two passes, GEMM1, the token-order scatter, the
-# weighted sum and its cast of the weights; under TP also the three all-gathers, the reduce-scatter and its cast.
-UNSYNCED_B0_LAUNCHES = PLAN_LAUNCHES + GROUP_ENDS_OPS + 1 + 1 + 2 + 1 + 1 + 1 + REDUCE_OPS
-UNSYNCED_TP_LAUNCHES = TP_GATHER_LAUNCHES + TP_SCATTER_LAUNCHES + 1
 
 
 @dataclass
@@ -289,18 +284,16 @@ def host_launch_ns(ctx: SimContext) -> float | None:
 
 def unsynced_host_ns(ctx: SimContext) -> tuple[float | None, float]:
     """(the host's time per launch, how far ahead of the GPU it starts) of B0 or B1 with no host sync (host_syncs
-    False): calibrate's b0_host.unsynced_us spread over the launches of the call it timed (EP=1 x TP=GPUs; one GPU:
-    B0 itself), and what the call timed queued saved against it, the host having launched that much while the GPUs
-    still ran the spin before the call (bench --align queued; a model's forward runs the same way behind the layers
-    before it). Without those figures, host_launch_ns and no lead, as before calibrate timed them: on 2x H200 that
-    priced the TP B0 of Qwen2-MoE 10-37% over measured (runs 117 and 121)."""
+    False): host_launch_ns, and where calibrate timed B0 with no sync both ways, what the call timed queued saved
+    (MeasuredTables.unsynced_lead_us): the host launched that much while the GPUs still ran the spin before the call
+    (bench --align queued; in a model's forward, the layers before it). Without the figure no lead: on 2x H200 that
+    priced the TP B0 of Qwen2-MoE 10-57% over measured (runs 117, 121 and 122). The pace stays B0's after its sync:
+    spread over its own 21 launches, the call's figure (65 us a launch on run 122) priced B1's extra chunks' kernels,
+    cheap to launch beside the collectives, too high (TP `chunked` 12.8-24.8% against 7.7-17.0% on run 122's profile,
+    results/measurements/tp2_h200/run123/README.md)."""
     tables = ctx.hardware.measured
-    found = None if tables is None else tables.unsynced_host_us
-    if found is None:
-        return host_launch_ns(ctx), 0.0
-    chain_us, lead_us = found
-    launches = UNSYNCED_B0_LAUNCHES + (UNSYNCED_TP_LAUNCHES if tables.gpus > 1 else 0)
-    return chain_us * 1e3 / launches, lead_us * 1e3
+    lead_us = None if tables is None else tables.unsynced_lead_us
+    return host_launch_ns(ctx), 0.0 if lead_us is None else lead_us * 1e3
 
 
 class HostClock:

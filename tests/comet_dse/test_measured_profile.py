@@ -194,14 +194,14 @@ def test_b0_host_chain_is_b0_less_its_plan(tmp_path):
                            tmp_path)
 
 
-def test_b0_with_no_sync_gives_the_hosts_whole_call_and_its_lead_where_timed_queued(tmp_path):
+def test_b0_with_no_sync_gives_the_hosts_lead_where_timed_queued(tmp_path):
     b0 = {"tokens": 8, "plan_us": 300.0, "b0_us": 700.0, "unsynced_us": 900.0, "queued_unsynced_us": 550.0}
     hw = load_hardware(write(tmp_path, "p", edited(lambda d: d["tables"].update(b0_host=b0))))
-    assert hw.measured.unsynced_host_us == (900.0, 350.0)
-    assert hw.timed_as("host").measured.unsynced_host_us == (900.0, 0.0)  # started from a host barrier: no lead
+    assert hw.measured.unsynced_lead_us == 350.0
+    assert hw.timed_as("host").measured.unsynced_lead_us == 0.0  # started from a host barrier: no lead
     slower = {**b0, "queued_unsynced_us": 950.0}  # two medians: a queued call slower in noise leads by nothing
-    assert load_hardware_from(edited(lambda d: d["tables"].update(b0_host=slower)), tmp_path).unsynced_host_us == (900.0, 0.0)
-    assert load_hardware(PROFILES / "hand.json").measured.unsynced_host_us is None  # not measured
+    assert load_hardware_from(edited(lambda d: d["tables"].update(b0_host=slower)), tmp_path).unsynced_lead_us == 0.0
+    assert load_hardware(PROFILES / "hand.json").measured.unsynced_lead_us is None  # not measured
     half = {k: v for k, v in b0.items() if k != "queued_unsynced_us"}  # both or neither
     with pytest.raises(UserError, match=r"hardware\.tables\.b0_host\.queued_unsynced_us: missing"):
         load_hardware_from(edited(lambda d: d["tables"].update(b0_host=half)), tmp_path)
@@ -209,7 +209,7 @@ def test_b0_with_no_sync_gives_the_hosts_whole_call_and_its_lead_where_timed_que
         load_hardware_from(edited(lambda d: d["tables"].update(b0_host={**b0, "unsynced_us": -1.0})), tmp_path)
     # beside the queued plan and chain too
     both = {**b0, "queued_plan_us": 100.0, "queued_b0_us": 450.0}
-    assert load_hardware_from(edited(lambda d: d["tables"].update(b0_host=both)), tmp_path).unsynced_host_us == (900.0, 350.0)
+    assert load_hardware_from(edited(lambda d: d["tables"].update(b0_host=both)), tmp_path).unsynced_lead_us == 350.0
 
 
 def test_the_queued_timings_of_b0s_plan_and_chain_come_first_and_a_host_started_call_drops_them(tmp_path):

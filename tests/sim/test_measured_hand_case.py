@@ -594,22 +594,24 @@ def test_without_a_sync_the_host_launches_b0_from_the_calls_start(tmp_path):
     assert ns(simulate(workload, hw, Chunked(chunks=2, expert_gemm="grouped")).latency_us) == 67073 + 8 * 3000
 
 
-def test_without_a_sync_the_host_launches_b0_at_calibrates_unsynced_pace_and_starts_ahead_where_timed_queued(tmp_path):
-    """calibrate's B0 with no sync (b0_host.unsynced_us: EP=1 x TP=2, the 21 launches of the test above) at 63 us:
-    3000 ns a launch, whatever B0's chain after its sync (here 10 us a launch); timed queued 40 us, so a queued call's
-    host starts 23 us ahead of the GPU: the reduce-scatter is ready at 20 x 3000 - 23000 = 37000 ns, and everything
-    after it runs as above (4000 + 1 + 3072). A call timed from a host barrier starts level with it (67073 above)."""
+def test_without_a_sync_a_queued_call_starts_its_host_ahead_by_what_calibrate_saw_queuing_save(tmp_path):
+    """The test above with calibrate's B0 with no sync (b0_host.unsynced_us, EP=1 x TP=2) timed at 63 us from a host
+    barrier and 40 us queued: a queued call's host starts 23 us ahead of the GPU, at B0's pace after its sync (3000 ns a
+    launch), so the reduce-scatter is ready at 20 x 3000 - 23000 = 37000 ns and everything after it runs as above
+    (4000 + 1 + 3072). A call timed from a host barrier starts level with it (67073 above)."""
     workload = hand_tokens(tmp_path, 1, 2)
     data = hand_data()
-    data["tables"]["b0_host"] = {"tokens": 8, "plan_us": 1.0, "b0_us": 1.0 + 23 * 10.0, "unsynced_us": 63.0,
+    data["tables"]["b0_host"] = {"tokens": 8, "plan_us": 1.0, "b0_us": 1.0 + 23 * 3.0, "unsynced_us": 63.0,
                                  "queued_unsynced_us": 40.0}
     hw = as_profile(data, tmp_path / "host.json")
-    assert hw.measured.unsynced_host_us == (63.0, 23.0)
+    assert hw.measured.unsynced_lead_us == 23.0
     queued = simulate(workload, hw, Sequential(expert_gemm="grouped"))
     assert ns(queued.latency_us) == 20 * 3000 - 23000 + 4000 + 1 + 3072 == 44073
     assert ns(simulate(workload, hw, Chunked(chunks=1, expert_gemm="grouped")).latency_us) == 44073
+    # two chunks: eight more launches (test above), the same lead
+    assert ns(simulate(workload, hw, Chunked(chunks=2, expert_gemm="grouped")).latency_us) == 44073 + 8 * 3000
     assert ns(simulate(workload, hw.timed_as("host"), Sequential(expert_gemm="grouped")).latency_us) == 67073
-    # with a sync (EP=2) the host's chain after it stays B0's (10 us a launch, no lead): the figures change nothing
+    # with a sync (EP=2) the host's chain after it has no lead: the figures change nothing
     del data["tables"]["b0_host"]["unsynced_us"], data["tables"]["b0_host"]["queued_unsynced_us"]
     without = as_profile(data, tmp_path / "without.json")
     ep2 = [simulate(hand_tokens(tmp_path, 2, 1), p, Sequential(expert_gemm="grouped")) for p in (hw, without)]
