@@ -460,6 +460,14 @@ def _keys(obj: dict, path: str, required: tuple[str, ...], optional: tuple[str, 
         raise UserError(f"{path}.{unknown[0]}", f"unknown key; allowed: {', '.join((*required, *optional))}")
 
 
+def _both_or_neither(obj: dict, path: str, pair: tuple[str, str]) -> tuple[float, float] | None:
+    """Two figures of `obj` that come together: both as numbers > 0, or None where neither is there."""
+    if not any(k in obj for k in pair):
+        return None
+    _keys(obj, path, pair, tuple(obj))  # the other keys are the caller's to check
+    return _number(obj[pair[0]], f"{path}.{pair[0]}"), _number(obj[pair[1]], f"{path}.{pair[1]}")
+
+
 def _number(value, path: str, low: float = 0.0, strict: bool = True) -> float:
     """A finite number > low (>= low with strict False); bools are not numbers."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -602,16 +610,10 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
         _integer(b0_host["tokens"], f"{at}.tokens")
         plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("plan_us", "b0_us"))
         chain = max(0.0, b0_us - plan_us)  # medians of two timings: the difference may dip below 0 in noise
-        if "queued_plan_us" in b0_host or "queued_b0_us" in b0_host:  # both or neither
-            _keys(b0_host, at, ("tokens", "plan_us", "b0_us", "queued_plan_us", "queued_b0_us"),
-                  ("unsynced_us", "queued_unsynced_us"))
-            plan_us, b0_us = (_number(b0_host[k], f"{at}.{k}") for k in ("queued_plan_us", "queued_b0_us"))
-            chain_queued = max(0.0, b0_us - plan_us)
-        if "unsynced_us" in b0_host or "queued_unsynced_us" in b0_host:  # both or neither
-            for key in ("unsynced_us", "queued_unsynced_us"):
-                if key not in b0_host:
-                    raise UserError(f"{at}.{key}", "missing: unsynced_us and queued_unsynced_us come together")
-            unsynced, unsynced_queued = (_number(b0_host[k], f"{at}.{k}") for k in ("unsynced_us", "queued_unsynced_us"))
+        queued = _both_or_neither(b0_host, at, ("queued_plan_us", "queued_b0_us"))
+        if queued is not None:
+            chain_queued = max(0.0, queued[1] - queued[0])
+        unsynced, unsynced_queued = _both_or_neither(b0_host, at, ("unsynced_us", "queued_unsynced_us")) or (None, None)
     host_sync, host_sync_queued = _host_sync(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,

@@ -282,18 +282,18 @@ def host_launch_ns(ctx: SimContext) -> float | None:
     return tables.b0_chain_us * 1e3 / B0_LAUNCHES_AFTER_SYNC
 
 
-def unsynced_host_ns(ctx: SimContext) -> tuple[float | None, float]:
-    """(the host's time per launch, how far ahead of the GPU it starts) of B0 or B1 with no host sync (host_syncs
-    False): host_launch_ns, and where calibrate timed B0 with no sync both ways, what the call timed queued saved
-    (MeasuredTables.unsynced_lead_us): the host launched that much while the GPUs still ran the spin before the call
-    (bench --align queued; in a model's forward, the layers before it). Without the figure no lead: on 2x H200 that
-    priced the TP B0 of Qwen2-MoE 10-57% over measured (runs 117, 121 and 122). The pace stays B0's after its sync:
-    spread over its own 21 launches, the call's figure (65 us a launch on run 122) priced B1's extra chunks' kernels,
-    cheap to launch beside the collectives, too high (TP `chunked` 12.8-24.8% against 7.7-17.0% on run 122's profile,
+def host_lead_ns(ctx: SimContext, syncs: bool) -> float:
+    """How far ahead of the GPU the host starts B0 or B1 where it has no host sync (host_syncs False): where calibrate
+    timed B0 with no sync both ways, what the call timed queued saved (MeasuredTables.unsynced_lead_us): the host
+    launched that much while the GPUs still ran the spin before the call (bench --align queued; in a model's forward,
+    the layers before it). Its pace stays host_launch_ns. Without the figure, or after a sync, no lead: on 2x H200
+    that priced the TP B0 of Qwen2-MoE 10-57% over measured (runs 117, 121 and 122). The call's figure spread over its
+    own 21 launches as the pace (65 us a launch on run 122) priced B1's extra chunks' kernels, cheap to launch beside
+    the collectives, too high (TP `chunked` 12.8-24.8% against 7.7-17.0% on run 122's profile,
     results/measurements/tp2_h200/run123/README.md)."""
     tables = ctx.hardware.measured
-    lead_us = None if tables is None else tables.unsynced_lead_us
-    return host_launch_ns(ctx), 0.0 if lead_us is None else lead_us * 1e3
+    lead_us = None if syncs or tables is None else tables.unsynced_lead_us
+    return 0.0 if lead_us is None else lead_us * 1e3
 
 
 class HostClock:
@@ -301,7 +301,7 @@ class HostClock:
     order) one after another, `per_launch_ns` each plus the op's extra host time, and never waits for the
     GPU (no sync follows), so when each op is launched depends on the program order only. `per_launch_ns` None: the host keeps
     ahead of the GPU and nothing waits. `lead_ns`: how far ahead of the GPU the host starts a call with no sync
-    (unsynced_host_ns). Waits add up under overheads["host_wait"]."""
+    (host_lead_ns). Waits add up under overheads["host_wait"]."""
 
     def __init__(self, ops: list[tuple[object, int] | tuple[object, int, float]], per_launch_ns: float | None,
                  overheads: dict[str, float], lead_ns: float = 0.0) -> None:

@@ -38,9 +38,9 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
+    host_lead_ns,
     host_sync_ns,
     host_syncs,
-    unsynced_host_ns,
     unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
@@ -135,8 +135,8 @@ class Chunked(Schedule):
         parts = split_counts(ctx.routing.counts, self.chunks)
         syncs = host_syncs(ctx, self.expert_gemm)
         sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
-        # the host's time per launch (None: it keeps ahead of the GPU) and, with no sync, its lead on the GPU
-        host, lead = (host_launch_ns(ctx), 0.0) if syncs else unsynced_host_ns(ctx)
+        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
+        lead = host_lead_ns(ctx, syncs)  # with no sync, the host's start ahead of the GPU
         # the TP baselines at one EP rank: the chunks exchange nothing, the TP collectives wrap the whole layer
         one_exchange = measured and wl.ep == 1
         colls = {}

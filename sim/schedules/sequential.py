@@ -31,9 +31,9 @@ from comet_dse.sim.baseline_kernels import (
     expert_side,
     gemm_kernel,
     host_launch_ns,
+    host_lead_ns,
     host_sync_ns,
     host_syncs,
-    unsynced_host_ns,
     unsynced_plan,
 )
 from comet_dse.sim.layout import rank_groups
@@ -94,8 +94,8 @@ class Sequential(Schedule):
         sends = pair_bytes(ctx)
         syncs = host_syncs(ctx, self.expert_gemm)
         sync = ctx.collective("host sync", host_sync_ns(ctx)) if syncs else None
-        # the host's time per launch (None: it keeps ahead of the GPU) and, with no sync, its lead on the GPU
-        host, lead = (host_launch_ns(ctx), 0.0) if syncs else unsynced_host_ns(ctx)
+        host = host_launch_ns(ctx)  # None: the host keeps ahead of the GPU
+        lead = host_lead_ns(ctx, syncs)  # with no sync, the host's start ahead of the GPU
         dispatch_name, combine_name = collective_names(ctx)
         dispatch = ctx.collective(dispatch_name, alltoall_ns(ctx, sends))
         combine = ctx.collective(combine_name, alltoall_ns(ctx, sends.T))
