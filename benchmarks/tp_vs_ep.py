@@ -1,4 +1,4 @@
-"""The fused layer at EP=1 x TP=2 beside EP=2, from the bench JSON of one machine: per model and token count,
+"""The fused layer at EP=1 x TP=2 beside EP=2 (or any EP x TP mix), from the bench JSON of one machine: per model and token count,
 B0, the best B1, the fused layer at each communication-block count, the best count, compute-only and comm-only
 there, and the strongest baseline / the best fused. The TP-kernels issue's two checks: Mixtral at TP=2 and 8192
 tokens (fused >= 1.3x the TP B0) and the best n_comm at TP=2 against EP=2 (Comet's EP/TP-mix trend).
@@ -17,13 +17,20 @@ from pathlib import Path
 from measurements_table import CHUNKS
 
 
+def layout_of(ep: int, tp: int) -> str:
+    """How a bench file split its GPUs: EP=E, TP=T or EP=E x TP=T (neither part left out where it is above 1)."""
+    if tp == 1:
+        return f"EP={ep}"
+    return f"TP={tp}" if ep == 1 else f"EP={ep} × TP={tp}"
+
+
 def rows(folders: list[Path]) -> list[dict]:
     """One row per (model, tokens, layout) over the folders' bench-*.json files (later files win a repeat)."""
     found: dict[tuple, dict] = {}
     for folder in folders:
         for path in sorted(folder.glob("bench-*.json")):
             data = json.loads(path.read_text())
-            layout = f"TP={data['tp']}" if data["tp"] > 1 else f"EP={data['ep']}"
+            layout = layout_of(data["ep"], data["tp"])
             for run in data["runs"]:
                 key = (data["model"], run["tokens"], layout)
                 row = found.setdefault(key, {"model": data["model"], "tokens": run["tokens"], "layout": layout,

@@ -26,6 +26,11 @@ def test_best_block_count_and_b0_over_fused_per_layout(load_script, tmp_path, ca
     assert lines[3] == "| mixtral-8x7b, 8192 | TP=2 | 1100 | 1150 | 4: **880** / 8: 900 | 4 | 870 / 300 | 1.25 |"
 
 
+def test_a_mix_of_ep_and_tp_is_named_by_both(load_script):
+    table = load_script("tp_vs_ep")
+    assert [table.layout_of(ep, tp) for ep, tp in ((4, 1), (1, 4), (2, 2))] == ["EP=4", "TP=4", "EP=2 × TP=2"]
+
+
 def test_a_missing_folder_is_one_line_and_exit_2(load_script, tmp_path, capsys):
     table = load_script("tp_vs_ep")
     assert table.main([str(tmp_path / "nope")]) == 2
