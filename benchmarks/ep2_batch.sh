@@ -5,8 +5,9 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans, comm-deal;
-#                                            OUT: what comes back)
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, mix4-validate, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans, comm-deal;
+#                                            OUT: what comes back; DEADLINE_S: no step runs past that many
+#                                            seconds from the start, so a long batch still packs its files)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
 set -u
 repo=$(pwd)
@@ -18,6 +19,13 @@ cd /tmp  # outside the checkout: the installed package is what runs
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv >"$out/gpus.log"
 run() {  # run LIMIT_S NAME CMD...: one step, its log in $out/NAME.log
     local limit=$1 name=$2; shift 2
+    # DEADLINE_S (seconds since the batch began): no step runs past it, so the archives below are still written
+    # inside the device call's own limit (a call killed there brings back loose files, at most 8 of them)
+    if [ -n "${DEADLINE_S:-}" ]; then
+        local left=$((DEADLINE_S - SECONDS))
+        if [ "$left" -le 10 ]; then echo "== $name: skipped, past DEADLINE_S=$DEADLINE_S" | tee -a "$out/steps.log"; return; fi
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
     echo "== $name: $*" | tee -a "$out/steps.log"
     local t0=$SECONDS
     # torchrun reads PET_MASTER_PORT: a fresh rendezvous port per step, as a step killed at its
@@ -252,6 +260,16 @@ mix4)  # four GPUs (nvidia-h100-x4): the layer at TP=4, EP=2 x TP=2 and EP=4 at 
         done
     done
     run 90 suite_ep2tp2 torchrun --nproc-per-node 4 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --replays 500 --out "$out/suite_ep2tp2.json"
+    ;;
+mix4-validate)  # four GPUs: the profile on 4 GPUs (calibrate's all-to-all and copy curves are per GPU count), then the
+               # layer at TP=4, EP=2 x TP=2 and EP=4 at 1024 and 8192 tokens, for comet-dse validate; ~500 s on 4x H200
+    run 330 calibrate torchrun --nproc-per-node 4 -m comet_dse.cli calibrate --out "$out"
+    for m in qwen2-moe-2.7b mixtral-8x7b; do
+        for mix in "--ep 1 --tp 4" "--ep 2 --tp 2" "--ep 4 --tp 1"; do
+            run 90 "${m%%-*}_$(echo "$mix" | tr -d ' -')" torchrun --nproc-per-node 4 -m comet_dse.cli bench --out "$out" \
+                --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --model "$m" $mix
+        done
+    done
     ;;
 tp2-fine)  # the best n_comm at TP=2 vs EP=2 on a finer grid round the tp2 stage's picks (Mixtral 4, Qwen2-MoE 16 at 8192)
     for parallel in "--tp 2" "--tp 1"; do
