@@ -262,12 +262,13 @@ mix4)  # four GPUs (nvidia-h100-x4): the layer at TP=4, EP=2 x TP=2 and EP=4 at 
     run 90 suite_ep2tp2 torchrun --nproc-per-node 4 "$repo/benchmarks/gpu_fused_ep.py" --tp 2 --replays 500 --out "$out/suite_ep2tp2.json"
     ;;
 mix4-validate)  # four GPUs: the profile on 4 GPUs (calibrate's all-to-all and copy curves are per GPU count), then the
-               # layer at TP=4, EP=2 x TP=2 and EP=4 at 1024 and 8192 tokens, for comet-dse validate; ~500 s on 4x H200
+               # layer at TP=4, EP=2 x TP=2 and EP=4 at MIX4_TOKENS (1024,8192) per GPU, for comet-dse validate; ~430 s on
+               # 4x H200
     run 330 calibrate torchrun --nproc-per-node 4 -m comet_dse.cli calibrate --out "$out"
     for m in qwen2-moe-2.7b mixtral-8x7b; do
         for mix in "--ep 1 --tp 4" "--ep 2 --tp 2" "--ep 4 --tp 1"; do
             run 90 "${m%%-*}_$(echo "$mix" | tr -d ' -')" torchrun --nproc-per-node 4 -m comet_dse.cli bench --out "$out" \
-                --tokens 1024,8192 --comm-blocks 4,8,16,32 --chunks 2 --model "$m" $mix
+                --tokens "${MIX4_TOKENS:-1024,8192}" --comm-blocks 4,8,16,32 --chunks 2 --model "$m" $mix
         done
     done
     ;;
