@@ -5,7 +5,7 @@
 #                                            flatten, small-tokens, profile, tile-orders,
 #                                            calibrate-quick, calibrate, held-out,
 #                                            deepseek-expert, layouts, group-m, plan-check, pack, layer-copies, copy-ladder, copy-elems,
-#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, mix4-validate, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, comm-spans, comm-deal;
+#                                            gemm-variants, gate-up, layer1-stages, deepseek-stages, suite-tp2, tp2, tp2-fine, mix4, mix4-validate, dedup, prereduce, sweeps-both-orders, small-repeats, large-repeats, tp2-target-repeats, poisoned, per-layer, contention-update, fixed-update, copy-engine-few, gemm-gap, same-machine, host-warmth, align-compare, align-noise, grouped-mm-uneven, calibrate-both, sustained-compare, phi, b0-repeats, layer1-width, tp2-baselines, copy-engine-trace, tp2-queued, pull-rows, layer-waits, layer-waits-small, comm-spans, comm-deal;
 #                                            OUT: what comes back; DEADLINE_S: no step runs past that many
 #                                            seconds from the start, so a long batch still packs its files)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
@@ -365,6 +365,14 @@ layer-waits)  # each layer kernel full, with its waits given up (nowait), comput
     run 150 layer_waits_qwen "${waits[@]}" --model qwen2-moe-2.7b --tokens 4096,8192,16384 --blocks 4,8,16,32 --out "$out/layer_waits_qwen.json"
     run 120 layer_waits_mixtral "${waits[@]}" --model mixtral-8x7b --tokens 8192 --blocks 4,8,16 --out "$out/layer_waits_mixtral.json"
     run 90 layer_waits_rr "${waits[@]}" --model qwen2-moe-2.7b --rows 1024 --blocks 4,8,16,32 --out "$out/layer_waits_rr.json"
+    ;;
+layer-waits-small)  # layer-waits at the latency-bound end (1024 and 2048 tokens, where the fused layer0 ran 25-60 us over
+    # its compute-only kernel on runs 122-126 and the simulator mispicks): the waits' share against the copies' beside the GEMM
+    waits=(torchrun --nproc-per-node 2 "$repo/benchmarks/gpu_layer_waits.py")
+    run 150 layer_waits_qwen_small "${waits[@]}" --model qwen2-moe-2.7b --tokens 1024,2048 --blocks 4,8,16,24,32,48 \
+        --out "$out/layer_waits_qwen_small.json"
+    run 120 layer_waits_mixtral_small "${waits[@]}" --model mixtral-8x7b --tokens 1024 --blocks 4,8,16,32 \
+        --out "$out/layer_waits_mixtral_small.json"
     ;;
 comm-spans)  # each communication block's end against the rows the plan dealt it, both layers in COMM_ONLY mode: bench's
     # routing, calibrate's (round-robin, 1024 rows per expert: full tiles) and round-robin with a partial tile per piece
