@@ -11,6 +11,9 @@ the fused layer as built does, priced from the tables:
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth, stretched by how unevenly the
   plan deals the remote tiles to the communication blocks (`deal_stretch`: round robin, the link shared by the
   blocks still moving);
+- a remote tile of layer0 ready when the one block dealt it has moved it, at that block's share of the pace
+  (`pulled_tile_ends_ns`): the first tile of every block lands after a whole tile, not after its bytes at all the
+  blocks' pace;
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks (layer1's
   beside its pushes by gemm1_contention where calibrate timed it), and the copies slowed by the
   GEMM's share of their span where calibrate timed them beside it in one kernel (layer_copy_contention,
@@ -105,24 +108,72 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
 
 def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
     """Rows each remote row tile of the kernels' plan (kernels/fused_plan.py) moves across a link, in the order the
-    communication blocks walk them: merged, every tile but an expert's own full ones (a tile of its run holding only
-    own rows moves none, but is dealt all the same), expert by expert; by source, the tiles of other sources, source
-    by source in the layout's order. With TP a source's rows count at its tokens' share (RankLayout.row_share)."""
+    communication blocks walk them (remote_tile_order): merged, every tile but an expert's own full ones (a tile of its
+    run holding only own rows moves none, but is dealt all the same), expert by expert; by source, the tiles of other
+    sources, source by source in the layout's order. With TP a source's rows count at its tokens' share
+    (RankLayout.row_share)."""
     n_tiles = len(layout.tile_rows)
     tile_of_part = np.repeat(np.arange(n_tiles), np.diff(layout.part_start))
     own = layout.part_source == layout.rank
     weight = np.ones(len(own)) if layout.row_share is None else layout.row_share[layout.part_source]
     moved = np.bincount(tile_of_part, weights=np.where(own, 0.0, layout.part_rows * weight), minlength=n_tiles)
-    own_rows = np.bincount(tile_of_part, weights=np.where(own, layout.part_rows, 0), minlength=n_tiles)
+    return moved[remote_tile_order(layout, block_m, merged)]
+
+
+def remote_tile_order(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
+    """The layout's row tiles that remote_tile_rows lists, as indices into its tiles, in the same (walk) order."""
+    n_tiles = len(layout.tile_rows)
+    tile_of_part = np.repeat(np.arange(n_tiles), np.diff(layout.part_start))
+    own_rows = np.bincount(tile_of_part, weights=np.where(layout.part_source == layout.rank, layout.part_rows, 0),
+                           minlength=n_tiles)
     own_only = own_rows == layout.tile_rows
-    routed = layout.tile_last_source >= 0  # the shared experts' tiles are the rank's own tokens
+    routed = layout.tile_last_source >= 0
     if merged:
-        remote = routed & ~(own_only & (layout.tile_rows == block_m))
-        return moved[remote]
+        return np.flatnonzero(routed & ~(own_only & (layout.tile_rows == block_m)))
     remote = np.flatnonzero(routed & ~own_only)
     position = np.empty(len(layout.source_order), dtype=np.int64)
     position[layout.source_order] = np.arange(len(layout.source_order))
-    return moved[remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]]
+    return remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]
+
+
+def dealt_item_ends_ns(items: np.ndarray, blocks: int, item_ns: float, row_ns: float, dynamic: bool = False) -> np.ndarray:
+    """When each item (`items` rows each, in walk order) has been moved, dealt as deal_stretch says to `blocks` blocks
+    that each spend `item_ns` per item and `row_ns` per row, all starting at 0."""
+    ends = np.empty(len(items))
+    if not dynamic:
+        for block in range(min(blocks, len(items))):
+            mine = np.arange(block, len(items), blocks)
+            ends[mine] = np.cumsum(item_ns + items[mine] * row_ns)
+        return ends
+    free = [(0.0, b) for b in range(blocks)]  # (busy until, block): each item to the block free first
+    for i, rows in enumerate(items.tolist()):
+        at, block = heapq.heappop(free)
+        ends[i] = at + item_ns + rows * row_ns
+        heapq.heappush(free, (ends[i], block))
+    return ends
+
+
+def pulled_tile_ends_ns(ctx: SimContext, layout: RankLayout, block_m: int, merged: bool, blocks: int, GBps: float,
+                        dynamic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(the remote row tiles, when each has landed, in ns from layer0's start) where each tile is moved whole by the
+    one communication block it is dealt to, at that block's share of `GBps` (what the blocks move together beside the
+    GEMM, less the dealing's imbalance): so the first tile of every block lands after a whole tile at one block's
+    pace, not after its bytes at all the blocks' pace. The curve's rate carries its own items' cost, so a block moves
+    its rows faster than its share and spends the calibrated per-item cost (comm_item) on each tile beside them.
+
+    What this prices (run 127, `benchmarks/gpu_layer_waits.py`, 2x H200): at Qwen2-MoE 1024 tokens layer0's tiles waited
+    22-33 µs for their rows at 16-48 blocks (FULL against the same kernel with its waits given up), where the rows
+    landing at the blocks' aggregate pace left them waiting 3-13 µs in the simulator; at 2048+ tokens they waited
+    ~nothing at 16+ blocks."""
+    row_bytes = ctx.workload.model.hidden * ctx.workload.dtype_bytes
+    row_ns = row_bytes / (GBps / blocks)
+    found = comm_item(ctx, "pull", row_bytes)
+    item_ns = 0.0
+    if found is not None:
+        item_ns = found[0]
+        row_ns = max(row_ns - item_ns / found[1], 1e-3 * row_ns)
+    tiles = remote_tile_order(layout, block_m, merged)
+    return tiles, dealt_item_ends_ns(remote_tile_rows(layout, block_m, merged), blocks, item_ns, row_ns, dynamic)
 
 
 def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1,

@@ -57,6 +57,7 @@ from comet_dse.sim.fused_costs import (
     fused_tile_ns,
     link_rate,
     pack_ns,
+    pulled_tile_ends_ns,
     remote_tile_rows,
 )
 from comet_dse.sim.fluid import pull_times, push_times
@@ -348,6 +349,11 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             yield ctx.start_lanes(lanes, pull)
             del lanes, tiles_by_source, sorted_source
             pulls_end = env.now
+        if tables is not None and not copy_engine:  # a tile lands when the one block dealt it has moved it
+            remote, landed = pulled_tile_ends_ns(ctx, layout, knobs.block_m, not by_source, knobs.comm_blocks0,
+                                                 rank_cap0 * stretch0, knobs.comm_deal == "dynamic")
+            tile_ready[remote] = np.maximum(tile_ready[remote], start0 + landed)
+            del remote, landed
         del pull_bytes, pulls, latency_in
         expert_order = knobs.tile_order == "expert"
         n_tiles = len(tile_ready)

@@ -1,6 +1,7 @@
 """sim/fused_costs: copies_while_computing, a layer's copies slowed by the share of its GEMM's span they lose, in the
 two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table; remote_tile_rows
-and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks."""
+and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks; dealt_item_ends_ns and
+pulled_tile_ends_ns, when each of them has landed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 from comet_dse.measured import Curve
 from comet_dse.models import ModelConfig
 from comet_dse.routing import Routing
-from comet_dse.sim.fused_costs import copies_while_computing, deal_stretch, remote_tile_rows
+from comet_dse.sim.fused_costs import (
+    copies_while_computing,
+    deal_stretch,
+    dealt_item_ends_ns,
+    pulled_tile_ends_ns,
+    remote_tile_order,
+    remote_tile_rows,
+)
 from comet_dse.sim.layout import build_layout
 from comet_dse.workload import Workload
 
@@ -160,3 +168,39 @@ def test_remote_tiles_match_the_kernels_plan(merged, seed):
         moved = [sum(max(0, min(row0 + rows, p[0] + p[1]) - max(row0, p[0])) for j, p in enumerate(pieces[e]) if j != own_pos)
                  for e, row0, rows, src, _ in tiles if src != rank]
         assert remote_tile_rows(layout, block_m, merged=merged).tolist() == moved
+
+
+def test_each_item_lands_when_the_block_dealt_it_has_moved_it():
+    # items [100, 10, 10, 10] on 2 blocks, 10 ns an item and 1 a row: round robin, block 0 moves items 0 and 2 (110,
+    # then 130), block 1 items 1 and 3 (20, then 40); dealt to the block free first, item 2 goes to block 1 (at 20)
+    # and item 3 too (40, still before block 0's 110)
+    items = np.array([100, 10, 10, 10])
+    assert dealt_item_ends_ns(items, 2, 10.0, 1.0).tolist() == [110, 20, 130, 40]
+    assert dealt_item_ends_ns(items, 2, 10.0, 1.0, dynamic=True).tolist() == [110, 20, 40, 60]
+    # more blocks than items: each its own
+    assert dealt_item_ends_ns(np.array([5, 7]), 4, 0.0, 2.0).tolist() == [10, 14]
+
+
+def test_the_remote_tiles_are_indexed_in_walk_order():
+    layout = _layout(merged=True)
+    order = remote_tile_order(layout, 128, merged=True)
+    # the own full tile (expert 0's first) moves nothing and is not dealt; the rest are, in the layout's order
+    assert order.tolist() == [1, 2, 3, 4, 5]
+    assert layout.tile_rows[order].tolist() == [122, 128, 128, 128, 16]
+    by_source = _layout(merged=False)
+    assert by_source.tile_last_source[remote_tile_order(by_source, 128, merged=False)].tolist() == [1, 1, 1, 1]
+
+
+def test_a_pulled_tile_lands_after_its_whole_item_at_one_blocks_share():
+    # 2 blocks moving 2 bytes a ns together: 1 a ns each; rows of 256 x 2 bytes, so 512 ns a row; no per-item cost.
+    # merged, the moved rows [50, 28, 128, 128, 16] dealt round robin: block 0 items 0, 2, 4, block 1 items 1, 3
+    ctx = SimpleNamespace(hardware=SimpleNamespace(measured=SimpleNamespace(comm_item=lambda way, hidden: None)),
+                          workload=SimpleNamespace(model=SimpleNamespace(hidden=256), dtype_bytes=2))
+    tiles, ends = pulled_tile_ends_ns(ctx, _layout(merged=True), 128, True, 2, 2.0, dynamic=False)
+    assert tiles.tolist() == [1, 2, 3, 4, 5]
+    assert ends.tolist() == [512 * r for r in (50, 28, 50 + 128, 28 + 128, 50 + 128 + 16)]
+    # a calibrated per-item cost (100 ns an item of 10 rows in the curve's workload): the curve's rate carried 10 ns a
+    # row of it, so a row moves in 502 ns and each item costs 100 beside its rows
+    ctx.hardware.measured = SimpleNamespace(comm_item=lambda way, hidden: (0.1, 10), comm_peak_GBps=lambda way, hidden: 2.0)
+    _, ends = pulled_tile_ends_ns(ctx, _layout(merged=True), 128, True, 2, 2.0, dynamic=False)
+    assert ends[:2].tolist() == [100 + 502 * 50, 100 + 502 * 28]
