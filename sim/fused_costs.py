@@ -127,7 +127,7 @@ def remote_tile_order(layout: RankLayout, block_m: int, merged: bool) -> np.ndar
     own_rows = np.bincount(tile_of_part, weights=np.where(layout.part_source == layout.rank, layout.part_rows, 0),
                            minlength=n_tiles)
     own_only = own_rows == layout.tile_rows
-    routed = layout.tile_last_source >= 0
+    routed = layout.tile_last_source >= 0  # the shared experts' tiles are the rank's own tokens
     if merged:
         return np.flatnonzero(routed & ~(own_only & (layout.tile_rows == block_m)))
     remote = np.flatnonzero(routed & ~own_only)
@@ -163,7 +163,7 @@ def pulled_tile_ends_ns(ctx: SimContext, layout: RankLayout, block_m: int, merge
 
     What this prices (run 127, `benchmarks/gpu_layer_waits.py`, 2x H200): at Qwen2-MoE 1024 tokens layer0's tiles waited
     22-33 µs for their rows at 16-48 blocks (FULL against the same kernel with its waits given up), where the rows
-    landing at the blocks' aggregate pace left them waiting 3-13 µs in the simulator; at 2048+ tokens they waited
+    landing at the blocks' aggregate pace left them waiting 2-13 µs in the simulator; at 2048+ tokens they waited
     ~nothing at 16+ blocks."""
     row_bytes = ctx.workload.model.hidden * ctx.workload.dtype_bytes
     row_ns = row_bytes / (GBps / blocks)
