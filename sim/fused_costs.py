@@ -106,34 +106,40 @@ def engine_GBps(ctx: SimContext, direction: str, blocks: int) -> float:
     return rate / tables.copy_slowdown(blocks, direction)  # the blocks copy beside the compute blocks' GEMM tiles
 
 
-def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
-    """Rows each remote row tile of the kernels' plan (kernels/fused_plan.py) moves across a link, in the order the
-    communication blocks walk them (remote_tile_order): merged, every tile but an expert's own full ones (a tile of its
-    run holding only own rows moves none, but is dealt all the same), expert by expert; by source, the tiles of other
-    sources, source by source in the layout's order. With TP a source's rows count at its tokens' share
-    (RankLayout.row_share)."""
+def remote_tiles(layout: RankLayout, block_m: int, merged: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(the layout's remote row tiles as indices into its tiles, the rows each moves across a link), in the order the
+    communication blocks of the kernels' plan (kernels/fused_plan.py) walk them: merged, every tile but an expert's own
+    full ones (a tile of its run holding only own rows moves none, but is dealt all the same), expert by expert; by
+    source, the tiles of other sources, source by source in the layout's order. With TP a source's rows count at its
+    tokens' share (RankLayout.row_share)."""
     n_tiles = len(layout.tile_rows)
     tile_of_part = np.repeat(np.arange(n_tiles), np.diff(layout.part_start))
     own = layout.part_source == layout.rank
     weight = np.ones(len(own)) if layout.row_share is None else layout.row_share[layout.part_source]
     moved = np.bincount(tile_of_part, weights=np.where(own, 0.0, layout.part_rows * weight), minlength=n_tiles)
-    return moved[remote_tile_order(layout, block_m, merged)]
-
-
-def remote_tile_order(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
-    """The layout's row tiles that remote_tile_rows lists, as indices into its tiles, in the same (walk) order."""
-    n_tiles = len(layout.tile_rows)
-    tile_of_part = np.repeat(np.arange(n_tiles), np.diff(layout.part_start))
-    own_rows = np.bincount(tile_of_part, weights=np.where(layout.part_source == layout.rank, layout.part_rows, 0),
-                           minlength=n_tiles)
+    own_rows = np.bincount(tile_of_part, weights=np.where(own, layout.part_rows, 0), minlength=n_tiles)
     own_only = own_rows == layout.tile_rows
     routed = layout.tile_last_source >= 0  # the shared experts' tiles are the rank's own tokens
     if merged:
-        return np.flatnonzero(routed & ~(own_only & (layout.tile_rows == block_m)))
-    remote = np.flatnonzero(routed & ~own_only)
-    position = np.empty(len(layout.source_order), dtype=np.int64)
-    position[layout.source_order] = np.arange(len(layout.source_order))
-    return remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]
+        remote = np.flatnonzero(routed & ~(own_only & (layout.tile_rows == block_m)))
+    else:
+        remote = np.flatnonzero(routed & ~own_only)
+        position = np.empty(len(layout.source_order), dtype=np.int64)
+        position[layout.source_order] = np.arange(len(layout.source_order))
+        remote = remote[np.argsort(position[layout.tile_first_source[remote]], kind="stable")]
+    return remote, moved[remote]
+
+
+def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
+    """Rows each remote row tile moves across a link, in the communication blocks' walk order (remote_tiles)."""
+    return remote_tiles(layout, block_m, merged)[1]
+
+
+def _row_ns(row_bytes: float, GBps: float, item_ns: float, curve_rows: int) -> float:
+    """A row's time at `GBps` (bytes/ns) less its share of the per-item cost that rate carried (a curve timed with items
+    of `curve_rows` rows), kept above a thousandth of the row's time at that rate."""
+    whole = row_bytes / GBps
+    return max(whole - item_ns / curve_rows, 1e-3 * whole)
 
 
 def dealt_item_ends_ns(items: np.ndarray, blocks: int, item_ns: float, row_ns: float, dynamic: bool = False) -> np.ndarray:
@@ -153,27 +159,24 @@ def dealt_item_ends_ns(items: np.ndarray, blocks: int, item_ns: float, row_ns: f
     return ends
 
 
-def pulled_tile_ends_ns(ctx: SimContext, layout: RankLayout, block_m: int, merged: bool, blocks: int, GBps: float,
-                        dynamic: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(the remote row tiles, when each has landed, in ns from layer0's start) where each tile is moved whole by the
-    one communication block it is dealt to, at that block's share of `GBps` (what the blocks move together beside the
-    GEMM, less the dealing's imbalance): so the first tile of every block lands after a whole tile at one block's
-    pace, not after its bytes at all the blocks' pace. The curve's rate carries its own items' cost, so a block moves
-    its rows faster than its share and spends the calibrated per-item cost (comm_item) on each tile beside them.
+def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, GBps: float, row_bytes: float,
+                        item: tuple[float, int, float, float] | None, dynamic: bool) -> np.ndarray:
+    """When each remote row tile of layer0 (`moved` rows each, in walk order: remote_tiles) has landed, in ns from
+    layer0's start, each tile moved whole by the one communication block it is dealt to, at that block's share of
+    `GBps` (what the blocks move together beside the GEMM, less the dealing's imbalance): so the first tile of every
+    block lands after a whole tile at one block's pace, not after its bytes at all the blocks' pace. With `item`
+    (comm_item: the calibrated per-item cost), a block spends that on each tile beside its rows, which then move
+    faster than its share by what the curve's rate carried of it.
 
     What this prices (run 127, `benchmarks/gpu_layer_waits.py`, 2x H200): at Qwen2-MoE 1024 tokens layer0's tiles waited
     22-33 µs for their rows at 16-48 blocks (FULL against the same kernel with its waits given up), where the rows
     landing at the blocks' aggregate pace left them waiting 2-13 µs in the simulator; at 2048+ tokens they waited
     ~nothing at 16+ blocks."""
-    row_bytes = ctx.workload.model.hidden * ctx.workload.dtype_bytes
-    row_ns = row_bytes / (GBps / blocks)
-    found = comm_item(ctx, "pull", row_bytes)
-    item_ns = 0.0
-    if found is not None:
-        item_ns = found[0]
-        row_ns = max(row_ns - item_ns / found[1], 1e-3 * row_ns)
-    tiles = remote_tile_order(layout, block_m, merged)
-    return tiles, dealt_item_ends_ns(remote_tile_rows(layout, block_m, merged), blocks, item_ns, row_ns, dynamic)
+    share = GBps / blocks
+    if item is None:
+        return dealt_item_ends_ns(moved, blocks, 0.0, row_bytes / share, dynamic)
+    item_ns, curve_rows = item[0], item[1]
+    return dealt_item_ends_ns(moved, blocks, item_ns, _row_ns(row_bytes, share, item_ns, curve_rows), dynamic)
 
 
 def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1,
@@ -233,7 +236,7 @@ def _item_paced_ns(items: np.ndarray, blocks: int, rate: Callable[[int], float],
     link's limit (`link`, bytes/ns), every block's rows slow by one factor, which shares the link in
     proportion to what each asks (on run 114's spans the blocks with more rows moved them faster: 24 against 16 GB/s
     at 16 blocks). Phase by phase: the blocks go on at that pace until the next one ends."""
-    row_ns = max(row_bytes / rate(1) - item_ns / curve_rows, 1e-3 * row_bytes / rate(1))  # a row, one block alone
+    row_ns = _row_ns(row_bytes, rate(1), item_ns, curve_rows)  # a row, one block alone
     count, rows = _deal(items, blocks, dynamic, item_ns, row_ns)
     fixed = count * item_ns  # what each block has left: its items' own time, and its rows
     busy = (fixed + rows) > 0

@@ -58,7 +58,7 @@ from comet_dse.sim.fused_costs import (
     link_rate,
     pack_ns,
     pulled_tile_ends_ns,
-    remote_tile_rows,
+    remote_tiles,
 )
 from comet_dse.sim.fluid import pull_times, push_times
 from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
@@ -293,15 +293,15 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         # (the copy-engine variant's pulls are one copy per source, but its layer1 pushes are dealt the same way)
         stretch0 = stretch1 = 1.0
         if tables is not None:
-            moved = remote_tile_rows(layout, knobs.block_m, merged=not by_source)
+            remote0, moved = remote_tiles(layout, knobs.block_m, merged=not by_source)  # layer0's landings read them too
             dynamic = knobs.comm_deal == "dynamic"
             row_bytes = wl.model.hidden * wl.dtype_bytes  # a whole row; layer1 moves a split of it per item
+            pull_item = comm_item(ctx, "pull", row_bytes)
             if not copy_engine:
                 stretch0 = deal_stretch(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k), dynamic=dynamic,
-                                        item=comm_item(ctx, "pull", row_bytes))
+                                        item=pull_item)
             stretch1 = deal_stretch(moved, knobs.comm_blocks1, lambda k: link_rate(ctx, "push", k), knobs.n_splits,
                                     dynamic=dynamic, item=comm_item(ctx, "push", row_bytes / knobs.n_splits))
-            del moved
         rank_cap0 = cap0 / stretch0 / copies_while_computing(
             ctx, "pull", knobs.comm_blocks0, lambda: kernel_time_ns(np.repeat(tile_ns0[every0], n_tiles0[every0]), blocks0),
             pull_bytes.sum() * stretch0 / cap0)
@@ -349,11 +349,12 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             yield ctx.start_lanes(lanes, pull)
             del lanes, tiles_by_source, sorted_source
             pulls_end = env.now
-        if tables is not None and not copy_engine:  # a tile lands when the one block dealt it has moved it
-            remote, landed = pulled_tile_ends_ns(ctx, layout, knobs.block_m, not by_source, knobs.comm_blocks0,
-                                                 rank_cap0 * stretch0, knobs.comm_deal == "dynamic")
-            tile_ready[remote] = np.maximum(tile_ready[remote], start0 + landed)
-            del remote, landed
+        if tables is not None:
+            if not copy_engine:  # a tile lands when the one block dealt it has moved it
+                landed = pulled_tile_ends_ns(moved, knobs.comm_blocks0, rank_cap0 * stretch0, row_bytes, pull_item, dynamic)
+                tile_ready[remote0] = np.maximum(tile_ready[remote0], start0 + landed)
+                del landed
+            del remote0, moved
         del pull_bytes, pulls, latency_in
         expert_order = knobs.tile_order == "expert"
         n_tiles = len(tile_ready)

@@ -18,8 +18,8 @@ from comet_dse.sim.fused_costs import (
     deal_stretch,
     dealt_item_ends_ns,
     pulled_tile_ends_ns,
-    remote_tile_order,
     remote_tile_rows,
+    remote_tiles,
 )
 from comet_dse.sim.layout import build_layout
 from comet_dse.workload import Workload
@@ -183,24 +183,23 @@ def test_each_item_lands_when_the_block_dealt_it_has_moved_it():
 
 def test_the_remote_tiles_are_indexed_in_walk_order():
     layout = _layout(merged=True)
-    order = remote_tile_order(layout, 128, merged=True)
+    order, moved = remote_tiles(layout, 128, merged=True)
     # the own full tile (expert 0's first) moves nothing and is not dealt; the rest are, in the layout's order
     assert order.tolist() == [1, 2, 3, 4, 5]
     assert layout.tile_rows[order].tolist() == [122, 128, 128, 128, 16]
+    assert moved.tolist() == remote_tile_rows(layout, 128, merged=True).tolist()
     by_source = _layout(merged=False)
-    assert by_source.tile_last_source[remote_tile_order(by_source, 128, merged=False)].tolist() == [1, 1, 1, 1]
+    assert by_source.tile_last_source[remote_tiles(by_source, 128, merged=False)[0]].tolist() == [1, 1, 1, 1]
 
 
 def test_a_pulled_tile_lands_after_its_whole_item_at_one_blocks_share():
     # 2 blocks moving 2 bytes a ns together: 1 a ns each; rows of 256 x 2 bytes, so 512 ns a row; no per-item cost.
     # merged, the moved rows [50, 28, 128, 128, 16] dealt round robin: block 0 items 0, 2, 4, block 1 items 1, 3
-    ctx = SimpleNamespace(hardware=SimpleNamespace(measured=SimpleNamespace(comm_item=lambda way, hidden: None)),
-                          workload=SimpleNamespace(model=SimpleNamespace(hidden=256), dtype_bytes=2))
-    tiles, ends = pulled_tile_ends_ns(ctx, _layout(merged=True), 128, True, 2, 2.0, dynamic=False)
+    tiles, moved = remote_tiles(_layout(merged=True), 128, merged=True)
     assert tiles.tolist() == [1, 2, 3, 4, 5]
+    ends = pulled_tile_ends_ns(moved, 2, 2.0, 512.0, None, dynamic=False)
     assert ends.tolist() == [512 * r for r in (50, 28, 50 + 128, 28 + 128, 50 + 128 + 16)]
     # a calibrated per-item cost (100 ns an item of 10 rows in the curve's workload): the curve's rate carried 10 ns a
     # row of it, so a row moves in 502 ns and each item costs 100 beside its rows
-    ctx.hardware.measured = SimpleNamespace(comm_item=lambda way, hidden: (0.1, 10), comm_peak_GBps=lambda way, hidden: 2.0)
-    _, ends = pulled_tile_ends_ns(ctx, _layout(merged=True), 128, True, 2, 2.0, dynamic=False)
+    ends = pulled_tile_ends_ns(moved, 2, 2.0, 512.0, (100.0, 10, 512.0, 2.0), dynamic=False)
     assert ends[:2].tolist() == [100 + 502 * 50, 100 + 502 * 28]
