@@ -11,9 +11,9 @@ the fused layer as built does, priced from the tables:
 - the pulls (layer0) and pushes (layer1) at the comm_blocks tables' bandwidth, stretched by how unevenly the
   plan deals the remote tiles to the communication blocks (`deal_stretch`: round robin, the link shared by the
   blocks still moving);
-- a remote tile of layer0 ready when the one block dealt it has moved it, at that block's share of the pace
-  (`pulled_tile_ends_ns`): the first tile of every block lands after a whole tile, not after its bytes at all the
-  blocks' pace;
+- a remote tile of layer0 ready when the one block dealt it has moved it, at that block's share of the pace while
+  the others still move (`pulled_tile_ends_ns`): the first tile of every block lands after a whole tile, not after
+  its bytes at all the blocks' pace;
 - GEMM tiles that run while copies run slowed by gemm_contention at that many copy blocks (layer1's
   beside its pushes by gemm1_contention where calibrate timed it), and the copies slowed by the
   GEMM's share of their span where calibrate timed them beside it in one kernel (layer_copy_contention,
@@ -142,41 +142,60 @@ def _row_ns(row_bytes: float, GBps: float, item_ns: float, curve_rows: int) -> f
     return max(whole - item_ns / curve_rows, 1e-3 * whole)
 
 
-def dealt_item_ends_ns(items: np.ndarray, blocks: int, item_ns: float, row_ns: float, dynamic: bool = False) -> np.ndarray:
-    """When each item (`items` rows each, in walk order) has been moved, dealt as deal_stretch says to `blocks` blocks
-    that each spend `item_ns` per item and `row_ns` per row, all starting at 0."""
-    ends = np.empty(len(items))
+def dealt_blocks(items: np.ndarray, blocks: int, dynamic: bool, item_ns: float = 0.0, row_ns: float = 1.0) -> np.ndarray:
+    """The block each item (`items` rows each, in walk order) goes to: round robin, or (dynamic) the block free first,
+    a block being busy `item_ns` per item and `row_ns` per row (by default: the one with the fewest rows so far)."""
     if not dynamic:
-        for block in range(min(blocks, len(items))):
-            mine = np.arange(block, len(items), blocks)
-            ends[mine] = np.cumsum(item_ns + items[mine] * row_ns)
-        return ends
-    free = [(0.0, b) for b in range(blocks)]  # (busy until, block): each item to the block free first
+        return np.arange(len(items)) % blocks
+    owner = np.empty(len(items), dtype=np.int64)
+    free = [(0.0, b) for b in range(blocks)]  # (busy until, block)
     for i, rows in enumerate(items.tolist()):
         at, block = heapq.heappop(free)
-        ends[i] = at + item_ns + rows * row_ns
-        heapq.heappush(free, (ends[i], block))
-    return ends
+        owner[i] = block
+        heapq.heappush(free, (at + item_ns + rows * row_ns, block))
+    return owner
 
 
-def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, GBps: float, row_bytes: float,
+def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, rate: Callable[[int], float], row_bytes: float,
                         item: tuple[float, int, float, float] | None, dynamic: bool) -> np.ndarray:
     """When each remote row tile of layer0 (`moved` rows each, in walk order: remote_tiles) has landed, in ns from
-    layer0's start, each tile moved whole by the one communication block it is dealt to, at that block's share of
-    `GBps` (what the blocks move together beside the GEMM, less the dealing's imbalance): so the first tile of every
-    block lands after a whole tile at one block's pace, not after its bytes at all the blocks' pace. With `item`
-    (comm_item: the calibrated per-item cost), a block spends that on each tile beside its rows, which then move
-    faster than its share by what the curve's rate carried of it.
+    layer0's start. Each tile is moved whole by the one communication block it is dealt to, and each block moves at
+    rate(k) / k while k blocks still move (`rate`: bytes/ns of k blocks beside the GEMM; deal_stretch shares the link
+    so). The first tile of every block lands after a whole tile at one block's share, not after its bytes at all the
+    blocks' pace, and the last blocks speed up as the others finish. With `item` (comm_item: the calibrated per-item
+    cost), a block spends that on each tile beside its rows, which then move faster than its share by what the
+    curve's rate carried of it.
 
     What this prices (run 127, `benchmarks/gpu_layer_waits.py`, 2x H200): at Qwen2-MoE 1024 tokens layer0's tiles waited
     22-33 µs for their rows at 16-48 blocks (FULL against the same kernel with its waits given up), where the rows
     landing at the blocks' aggregate pace left them waiting 2-13 µs in the simulator; at 2048+ tokens they waited
-    ~nothing at 16+ blocks."""
-    share = GBps / blocks
-    if item is None:
-        return dealt_item_ends_ns(moved, blocks, 0.0, row_bytes / share, dynamic)
-    item_ns, curve_rows = item[0], item[1]
-    return dealt_item_ends_ns(moved, blocks, item_ns, _row_ns(row_bytes, share, item_ns, curve_rows), dynamic)
+    ~nothing at 16+ blocks. Each block kept a fixed share to the end under cost model 19, which put layer0's comm-only
+    kernel a median 15% over its measurements on run 122 (MAPE 23%), its blocks' last tiles landing as late as the
+    first blocks' pace makes them; as here, a median 0.999 (MAPE 5.2%)."""
+    item_ns, curve_rows = (0.0, 1) if item is None else (item[0], item[1])
+
+    def item_time(i: int, active: int) -> float:  # item i's time with `active` blocks moving
+        return item_ns + moved[i] * _row_ns(row_bytes, rate(active) / active, item_ns, curve_rows)
+
+    ends = np.empty(len(moved))
+    owner = dealt_blocks(moved, blocks, dynamic, item_ns, _row_ns(row_bytes, rate(blocks) / blocks, item_ns, curve_rows))
+    queues = [np.flatnonzero(owner == block).tolist()[::-1] for block in range(blocks)]  # each block's items, last first
+    active = sum(1 for queue in queues if queue)
+    heap = [(item_time(queue[-1], active), block) for block, queue in enumerate(queues) if queue]
+    heapq.heapify(heap)
+    while heap:
+        now, block = heapq.heappop(heap)
+        ends[queues[block].pop()] = now
+        if queues[block]:
+            heapq.heappush(heap, (now + item_time(queues[block][-1], active), block))
+            continue
+        # this block is done: the others' items in hand go on at the faster share, from what is left of them
+        if active > 1:
+            heap = [(now + (end - now) * item_time(queues[b][-1], active - 1) / item_time(queues[b][-1], active), b)
+                    for end, b in heap]
+            heapq.heapify(heap)
+        active -= 1
+    return ends
 
 
 def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float], splits: int = 1,
@@ -212,19 +231,9 @@ def deal_stretch(tile_rows: np.ndarray, blocks: int, rate: Callable[[int], float
 
 def _deal(items: np.ndarray, blocks: int, dynamic: bool, item_ns: float = 0.0,
           row_ns: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(items, rows) each of `blocks` blocks moves: round robin, or (dynamic) each item to the block free first, a
-    block being busy `item_ns` per item and `row_ns` per row (by default: the one with the fewest rows so far)."""
-    if not dynamic:
-        dealt = np.arange(len(items)) % blocks
-        return np.bincount(dealt, minlength=blocks).astype(float), np.bincount(dealt, weights=items, minlength=blocks)
-    free = [(0.0, b) for b in range(blocks)]  # (busy until, block)
-    count, rows = np.zeros(blocks), np.zeros(blocks)
-    for r in items.tolist():
-        at, b = heapq.heappop(free)
-        count[b] += 1
-        rows[b] += r
-        heapq.heappush(free, (at + item_ns + r * row_ns, b))
-    return count, rows
+    """(items, rows) each of `blocks` blocks moves, dealt as dealt_blocks says."""
+    owner = dealt_blocks(items, blocks, dynamic, item_ns, row_ns)
+    return np.bincount(owner, minlength=blocks).astype(float), np.bincount(owner, weights=items, minlength=blocks)
 
 
 def _item_paced_ns(items: np.ndarray, blocks: int, rate: Callable[[int], float], dynamic: bool, item_ns: float,

@@ -351,7 +351,9 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             pulls_end = env.now
         if tables is not None:
             if not copy_engine:  # a tile lands when the one block dealt it has moved it
-                landed = pulled_tile_ends_ns(moved, knobs.comm_blocks0, rank_cap0 * stretch0, row_bytes, pull_item, dynamic)
+                beside = rank_cap0 * stretch0 / link_rate(ctx, "pull", knobs.comm_blocks0)  # the curve's pace beside the GEMM
+                landed = pulled_tile_ends_ns(moved, knobs.comm_blocks0, lambda k: link_rate(ctx, "pull", k) * beside,
+                                             row_bytes, pull_item, dynamic)
                 tile_ready[remote0] = np.maximum(tile_ready[remote0], start0 + landed)
                 del landed
             del remote0, moved

@@ -1,7 +1,7 @@
 """sim/fused_costs: copies_while_computing, a layer's copies slowed by the share of its GEMM's span they lose, in the
 two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table; remote_tile_rows
-and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks; dealt_item_ends_ns and
-pulled_tile_ends_ns, when each of them has landed."""
+and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks; dealt_blocks, which block
+moves each, and pulled_tile_ends_ns, when each of them has landed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from comet_dse.routing import Routing
 from comet_dse.sim.fused_costs import (
     copies_while_computing,
     deal_stretch,
-    dealt_item_ends_ns,
+    dealt_blocks,
     pulled_tile_ends_ns,
     remote_tile_rows,
     remote_tiles,
@@ -170,15 +170,15 @@ def test_remote_tiles_match_the_kernels_plan(merged, seed):
         assert remote_tile_rows(layout, block_m, merged=merged).tolist() == moved
 
 
-def test_each_item_lands_when_the_block_dealt_it_has_moved_it():
-    # items [100, 10, 10, 10] on 2 blocks, 10 ns an item and 1 a row: round robin, block 0 moves items 0 and 2 (110,
-    # then 130), block 1 items 1 and 3 (20, then 40); dealt to the block free first, item 2 goes to block 1 (at 20)
-    # and item 3 too (40, still before block 0's 110)
+def test_each_item_goes_to_its_block_round_robin_or_to_the_block_free_first():
+    # items [100, 10, 10, 10] on 2 blocks, 10 ns an item and 1 a row: round robin, block 0 takes items 0 and 2, block
+    # 1 items 1 and 3; dealt to the block free first, item 2 goes to block 1 (free at 20, block 0 at 110) and item 3
+    # too (free at 40)
     items = np.array([100, 10, 10, 10])
-    assert dealt_item_ends_ns(items, 2, 10.0, 1.0).tolist() == [110, 20, 130, 40]
-    assert dealt_item_ends_ns(items, 2, 10.0, 1.0, dynamic=True).tolist() == [110, 20, 40, 60]
-    # more blocks than items: each its own
-    assert dealt_item_ends_ns(np.array([5, 7]), 4, 0.0, 2.0).tolist() == [10, 14]
+    assert dealt_blocks(items, 2, dynamic=False).tolist() == [0, 1, 0, 1]
+    assert dealt_blocks(items, 2, dynamic=True, item_ns=10.0, row_ns=1.0).tolist() == [0, 1, 1, 1]
+    # by default the block with the fewest rows so far
+    assert dealt_blocks(np.array([5, 7, 1, 1]), 2, dynamic=True).tolist() == [0, 1, 0, 0]
 
 
 def test_the_remote_tiles_are_indexed_in_walk_order():
@@ -193,13 +193,23 @@ def test_the_remote_tiles_are_indexed_in_walk_order():
 
 
 def test_a_pulled_tile_lands_after_its_whole_item_at_one_blocks_share():
-    # 2 blocks moving 2 bytes a ns together: 1 a ns each; rows of 256 x 2 bytes, so 512 ns a row; no per-item cost.
-    # merged, the moved rows [50, 28, 128, 128, 16] dealt round robin: block 0 items 0, 2, 4, block 1 items 1, 3
+    # each block moving 1 byte a ns whatever the others do (rate(k) = k); rows of 256 x 2 bytes, so 512 ns a row; no
+    # per-item cost. Merged, the moved rows [50, 28, 128, 128, 16] dealt round robin: block 0 items 0, 2, 4, block 1
+    # items 1, 3
     tiles, moved = remote_tiles(_layout(merged=True), 128, merged=True)
     assert tiles.tolist() == [1, 2, 3, 4, 5]
-    ends = pulled_tile_ends_ns(moved, 2, 2.0, 512.0, None, dynamic=False)
+    ends = pulled_tile_ends_ns(moved, 2, lambda k: 1.0 * k, 512.0, None, dynamic=False)
     assert ends.tolist() == [512 * r for r in (50, 28, 50 + 128, 28 + 128, 50 + 128 + 16)]
     # a calibrated per-item cost (100 ns an item of 10 rows in the curve's workload): the curve's rate carried 10 ns a
     # row of it, so a row moves in 502 ns and each item costs 100 beside its rows
-    ends = pulled_tile_ends_ns(moved, 2, 2.0, 512.0, (100.0, 10, 512.0, 2.0), dynamic=False)
+    ends = pulled_tile_ends_ns(moved, 2, lambda k: 1.0 * k, 512.0, (100.0, 10, 512.0, 2.0), dynamic=False)
     assert ends[:2].tolist() == [100 + 502 * 50, 100 + 502 * 28]
+
+
+def test_the_last_block_moving_takes_the_whole_link():
+    # the link moves 2 bytes a ns however many blocks share it (rate(k) = 2): 1 each while both move. Block 1 ends its
+    # items 1 and 3 at (28 + 128) x 512 = 79872 ns; block 0 is then 11264 ns short of item 2's end (at 91136 with
+    # both moving), which it covers at twice the pace, and moves item 4's 16 rows at 256 ns a row
+    _, moved = remote_tiles(_layout(merged=True), 128, merged=True)
+    ends = pulled_tile_ends_ns(moved, 2, lambda k: 2.0, 512.0, None, dynamic=False)
+    assert ends.tolist() == pytest.approx([512 * 50, 512 * 28, 79872 + 11264 / 2, 79872, 79872 + 11264 / 2 + 16 * 256])
