@@ -26,6 +26,7 @@ the fused layer as built does, priced from the tables:
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable
 
@@ -130,11 +131,6 @@ def remote_tiles(layout: RankLayout, block_m: int, merged: bool) -> tuple[np.nda
     return remote, moved[remote]
 
 
-def remote_tile_rows(layout: RankLayout, block_m: int, merged: bool) -> np.ndarray:
-    """Rows each remote row tile moves across a link, in the communication blocks' walk order (remote_tiles)."""
-    return remote_tiles(layout, block_m, merged)[1]
-
-
 def _row_ns(row_bytes: float, GBps: float, item_ns: float, curve_rows: int) -> float:
     """A row's time at `GBps` (bytes/ns) less its share of the per-item cost that rate carried (a curve timed with items
     of `curve_rows` rows), kept above a thousandth of the row's time at that rate."""
@@ -174,11 +170,15 @@ def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, rate: Callable[[int], fl
     first blocks' pace makes them; as here, a median 0.999 (MAPE 5.2%)."""
     item_ns, curve_rows = (0.0, 1) if item is None else (item[0], item[1])
 
+    @functools.cache
+    def row_ns(active: int) -> float:  # a row's time with `active` blocks moving (one curve lookup per count)
+        return _row_ns(row_bytes, rate(active) / active, item_ns, curve_rows)
+
     def item_time(i: int, active: int) -> float:  # item i's time with `active` blocks moving
-        return item_ns + moved[i] * _row_ns(row_bytes, rate(active) / active, item_ns, curve_rows)
+        return item_ns + moved[i] * row_ns(active)
 
     ends = np.empty(len(moved))
-    owner = dealt_blocks(moved, blocks, dynamic, item_ns, _row_ns(row_bytes, rate(blocks) / blocks, item_ns, curve_rows))
+    owner = dealt_blocks(moved, blocks, dynamic, item_ns, row_ns(blocks))
     queues = [np.flatnonzero(owner == block).tolist()[::-1] for block in range(blocks)]  # each block's items, last first
     active = sum(1 for queue in queues if queue)
     heap = [(item_time(queue[-1], active), block) for block, queue in enumerate(queues) if queue]

@@ -1,5 +1,5 @@
 """sim/fused_costs: copies_while_computing, a layer's copies slowed by the share of its GEMM's span they lose, in the
-two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table; remote_tile_rows
+two regimes (copies outlasting the GEMM, copies ending first) and where a profile has no such table; remote_tiles
 and deal_stretch, the remote tiles as the kernels' plan deals them to the communication blocks; dealt_blocks, which block
 moves each, and pulled_tile_ends_ns, when each of them has landed."""
 
@@ -18,7 +18,6 @@ from comet_dse.sim.fused_costs import (
     deal_stretch,
     dealt_blocks,
     pulled_tile_ends_ns,
-    remote_tile_rows,
     remote_tiles,
 )
 from comet_dse.sim.layout import build_layout
@@ -143,9 +142,9 @@ def test_remote_tiles_as_the_plan_lays_them_out():
     # merged (kernels/fused_plan.reference_plan): expert 0's 250 rows are one own full tile (0-127), then its run: own
     # rows 128-199 with rank 1's 50 (one tile, 50 moved); expert 1's 400: no own full tile, its run 100 own + 300
     # remote in tiles of 128: 28, 128, 128, 16 moved
-    assert remote_tile_rows(_layout(merged=True), 128, merged=True).tolist() == [50, 28, 128, 128, 16]
+    assert remote_tiles(_layout(merged=True), 128, merged=True)[1].tolist() == [50, 28, 128, 128, 16]
     # by source: only rank 1's rows are remote, tile by tile of its own pieces: 50; 128, 128, 44
-    assert remote_tile_rows(_layout(merged=False), 128, merged=False).tolist() == [50, 128, 128, 44]
+    assert remote_tiles(_layout(merged=False), 128, merged=False)[1].tolist() == [50, 128, 128, 44]
 
 
 @pytest.mark.parametrize("merged", [True, False])
@@ -167,7 +166,7 @@ def test_remote_tiles_match_the_kernels_plan(merged, seed):
         own_pos = rotation.index(rank)
         moved = [sum(max(0, min(row0 + rows, p[0] + p[1]) - max(row0, p[0])) for j, p in enumerate(pieces[e]) if j != own_pos)
                  for e, row0, rows, src, _ in tiles if src != rank]
-        assert remote_tile_rows(layout, block_m, merged=merged).tolist() == moved
+        assert remote_tiles(layout, block_m, merged=merged)[1].tolist() == moved
 
 
 def test_each_item_goes_to_its_block_round_robin_or_to_the_block_free_first():
@@ -187,7 +186,7 @@ def test_the_remote_tiles_are_indexed_in_walk_order():
     # the own full tile (expert 0's first) moves nothing and is not dealt; the rest are, in the layout's order
     assert order.tolist() == [1, 2, 3, 4, 5]
     assert layout.tile_rows[order].tolist() == [122, 128, 128, 128, 16]
-    assert moved.tolist() == remote_tile_rows(layout, 128, merged=True).tolist()
+    assert moved.tolist() == [50, 28, 128, 128, 16]
     by_source = _layout(merged=False)
     assert by_source.tile_last_source[remote_tiles(by_source, 128, merged=False)[0]].tolist() == [1, 1, 1, 1]
 
