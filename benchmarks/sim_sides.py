@@ -84,7 +84,7 @@ def main() -> None:
             if case.schedule != "comet" or case.skip or not {"comm_only", "compute_only"} <= set(timings):
                 continue
             workload, schedule = workload_of(bench, case.tokens), _schedule(case)
-            results = [simulate(workload, hw, schedule, record=False) for hw in (whole, comm_side, compute_side)]
+            results = [simulate(workload, hw, schedule, record=False, after_gap=True) for hw in (whole, comm_side, compute_side)]
             row = {"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"], "source": str(path)}
             # the whole layer, and each kernel alone where bench timed it behind a device spin (layer<i>:<variant>)
             spans = [("", lambda r: r.latency_us, lambda variant: timings[variant])]

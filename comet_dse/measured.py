@@ -40,7 +40,7 @@ PASS_KINDS = ("gather", "scatter", "elementwise", "fp32_reduce")
 PASS_KINDS_OPTIONAL = ("combine",)  # the fused layer's one-pass weighted top-k sum (calibrate since 2026-11-26)
 TABLES_REQUIRED = ("grouped_gemm", "alltoall", "memory_pass_GBps")
 TABLES_OPTIONAL = ("comm_blocks", "layer_comm_blocks", "gemm_contention", "gemm1_contention", "copy_contention",
-                   "push_contention", "b0_host", "host_sync", "layer_copy_contention")
+                   "push_contention", "b0_host", "host_sync", "layer_copy_contention", "power_state")
 GEMM_KEYS = ("impl", "K", "N", "swiglu", "experts", "sms", "block_m", "block_n", "rows_per_expert", "us")
 DIRECTIONS = ("pull", "push")
 F = "hardware"  # every field path starts here, as the flat profiles' errors do
@@ -191,6 +191,10 @@ class MeasuredTables:
     # push (µs), and the rows of an item of the curve's workload (calibrate's layer_comm_blocks "item_us" and
     # "item_rows"); empty: not measured, the curve's rate carries it at that workload's item size
     layer_comm_items: tuple[tuple[int, dict[str, float], int], ...] = ()
+    # the fused kernels' time over a stream of calls started as bench starts a call (after a host barrier and a device
+    # spin), over the same calls back to back at the power cap (the sustained tables), by the stream's work in µs
+    # at the cap (calibrate's power_state table, since 2026-11-28); None: not measured, every call at the cap
+    power_after_gap: Curve | None = None
     # fused_tile_us by its arguments: a simulation asks for the same tiles rank after rank, and each
     # answer fits a line through every SM count measured (the tables never change once read)
     _tiles: dict = field(default_factory=dict, repr=False, init=False)
@@ -353,6 +357,12 @@ class MeasuredTables:
             return None
         queued = self.b0_unsynced_queued_us
         return 0.0 if queued is None else max(0.0, self.b0_unsynced_us - queued)
+
+    def after_gap(self, work_us: float) -> float:
+        """What a call that starts after bench's gap takes, over its time at the power cap, where `work_us` is that
+        time at the cap: read off power_after_gap (linear between its chains, flat beyond them); 1.0 where the
+        profile has no such table."""
+        return 1.0 if self.power_after_gap is None else self.power_after_gap.linear(work_us)
 
     def timed_from_host(self) -> MeasuredTables:
         """These tables without the queued timings of B0's plan and host chain: a call started from a host barrier
@@ -615,11 +625,13 @@ def parse_tables(tables, gpus: int, partial: bool = False) -> MeasuredTables:
             chain_queued = max(0.0, queued[1] - queued[0])
         unsynced, unsynced_queued = _both_or_neither(b0_host, at, ("unsynced_us", "queued_unsynced_us")) or (None, None)
     host_sync, host_sync_queued = _host_sync(tables, path)
+    power = _power_state(tables, path)
     return MeasuredTables(gpus, gemm, memory, alltoall, comm, layer_comm, engine, contention, gemm1, copies, pushes, chain,
                           host_sync, raw=json.loads(json.dumps(tables)), b0_host_chain_queued_us=chain_queued,
                           host_sync_queued=host_sync_queued, b0_unsynced_us=unsynced,
                           b0_unsynced_queued_us=unsynced_queued, layer_copy_contention=in_layer,
-                          layer_comm_by_hidden=layer_comm_by_hidden, layer_comm_items=layer_comm_items)
+                          layer_comm_by_hidden=layer_comm_by_hidden, layer_comm_items=layer_comm_items,
+                          power_after_gap=power)
 
 
 def _layer_comm(tables: dict, path: str) -> tuple[dict[str, Curve], tuple[tuple[int, dict[str, Curve]], ...],
@@ -701,6 +713,37 @@ def _host_sync(tables: dict, path: str) -> tuple[Curve | None, Curve | None]:
     curves = [_curve(obj, at, "tokens", ys, 1.0, x_strict=False) for ys in ("us", "queued_us") if ys in obj]
     pairs = [Curve(tuple(t * top_k for t in curve.x), curve.y) for curve in curves]
     return pairs[0], (pairs[1] if len(pairs) > 1 else None)
+
+
+def _power_state(tables: dict, path: str) -> Curve | None:
+    """The optional {"model", "rows_per_expert", "call_us", "calls", "over_sustained"} table: chains of `calls` calls
+    of the fused kernels (call_us each at the power cap) timed as bench times a call, each chain's time over its
+    time at the cap, as a curve over the chain's work at the cap (calls x call_us)."""
+    if "power_state" not in tables:
+        return None
+    at = f"{path}.power_state"
+    obj = _object(tables["power_state"], at)
+    _keys(obj, at, ("model", "rows_per_expert", "call_us", "calls", "over_sustained"))
+    _integer(obj["rows_per_expert"], f"{at}.rows_per_expert")
+    call_us = _number(obj["call_us"], f"{at}.call_us")
+    curve = _curve(obj, at, "calls", "over_sustained", 1.0, x_strict=False)
+    # a stream's mean speed since the gap can only fall as it runs on toward the cap: where a longer chain read faster
+    # (run 134: 1 call 0.928, 2 calls 0.872, the single call carrying its graph launch and tail alone), the two are
+    # pooled, so a longer forward is never priced as faster for it than a shorter one
+    return Curve(tuple(k * call_us for k in curve.x), non_decreasing(curve.y))
+
+
+def non_decreasing(values: tuple[float, ...]) -> tuple[float, ...]:
+    """The closest non-decreasing sequence in least squares (pool adjacent violators: a run that falls is replaced
+    by its mean, until none falls)."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled run
+    for v in values:
+        blocks.append([v, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return tuple(total / count for total, count in blocks for _ in range(int(count)))
 
 
 def load_measured(path: Path, data: dict) -> HardwareProfile:

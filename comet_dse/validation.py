@@ -184,12 +184,16 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
         else:
             key = (case.source, case.tokens)
             try:
-                result = simulate(workloads[key], timed[case.align], _schedule(case), routing=routings[key], record=False)
+                # every bench call starts after a host barrier (and, queued, a device spin): off the power cap
+                result = simulate(workloads[key], timed[case.align], _schedule(case), routing=routings[key], record=False,
+                                  after_gap=True)
             except Exception as exc:  # noqa: BLE001 - any failure is a finding about the simulator, kept in the output
                 point.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             else:
                 point.update(predicted_us=round(result.latency_us, 2),
                              error_pct=round(signed_error_pct(result.latency_us, case.measured_us), 2))
+                if result.gemm_scale != 1.0:
+                    point["gemm_scale"] = round(result.gemm_scale, 4)
                 kernels = {k: {"predicted_us": round(result.kernels_us[k], 2), "measured_us": us,
                                "error_pct": round(signed_error_pct(result.kernels_us[k], us), 2)}
                            for k, us in case.kernels_measured.items() if k in result.kernels_us}

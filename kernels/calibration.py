@@ -54,6 +54,7 @@ from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.tp_baselines import ParallelGroups, moe_sequential_tp, parallel_groups
 from comet_dse.kernels.timing import (
+    capture_graph,
     SUSTAIN_S,
     capture_graph,
     environment,
@@ -73,6 +74,10 @@ PASS_ROWS = 32768  # rows of the memory-pass tensors (128 MiB at H=2048 bf16: fa
 HOST_SYNC_TOKENS = 4096  # the host_sync_us figure's point (profiles without the table: the one price)
 HOST_SYNC_GRID = (8, 64, 512, 4096, 16384)  # tokens per rank of the host_sync table (capped at PASS_ROWS pairs)
 B0_HOST_TOKENS = 8  # per rank: B0's kernels do next to nothing, its time past the plan is the host's
+# power_state: the fused forward's two launches on the largest model's local experts at this many rows each (~1 ms on
+# an H200 at Mixtral's shapes), in chains of 1, 2, 4, ... calls up to this much work at the power cap
+POWER_ROWS = 512
+POWER_CHAIN_US = 40_000
 HOST_ROUNDS = 5  # rounds of the host-bound timings, spread over the run (Calibration.host_round)
 FORWARD_FIXED_TOKENS = 8  # per rank: the fused forward's small kernels move next to nothing
 FROM_HOST, QUEUED = "from a host barrier (--align host)", "enqueued behind a device spin (--align queued)"
@@ -327,6 +332,8 @@ def _axes(tables: dict) -> list[tuple[str, list]]:
         axes += [(f"tables.{name}.copy_blocks", tables[name]["copy_blocks"])] if name in tables else []
     if "host_sync" in tables:
         axes.append(("tables.host_sync.tokens", tables["host_sync"]["tokens"]))
+    if "power_state" in tables:
+        axes.append(("tables.power_state.calls", tables["power_state"]["calls"]))
     return axes
 
 
@@ -492,7 +499,7 @@ class Calibration:
         if self.world > 1:  # the host-bound rounds between the GPU steps, the last after the longest ones
             steps += [self.alltoall, self.host_round, self.forward_fixed, self.host_round, self.copies, self.host_round,
                       self.layer_copies, self.host_round]
-        steps += [self.gemm, self.gemm_rate]
+        steps += [self.gemm, self.power_state, self.gemm_rate]
         if self.world > 1:
             steps += [self.contention, self.host_round, self.host_tables]
         assert steps.count(self.host_round) in (0, HOST_ROUNDS)
@@ -737,6 +744,45 @@ class Calibration:
             k, width, swiglu = shapes[gemm]
             shape = next(sh for sh in s.shapes if (sh.K, sh.N, sh.swiglu, sh.experts) == (k, width, swiglu, local))
             self._gemm_entry("fused", shape, self.programs - n, s.block_m, block_n[gemm], self._slowest(values))
+
+    def power_state(self) -> None:
+        """The fused kernels over a stream of calls that starts as bench starts a call (after a host barrier, a
+        device spin and an all-reduce), against the same calls back to back at the power cap (as the sustained
+        tables are timed). On one H200 (run 133, benchmarks/power_state.py) a stream of 1-3 ms started so ran at
+        0.89-0.91 of its time at the cap, one of 10 ms at 0.99: the board had power in hand after the gap."""
+        model = max(self.s.models, key=lambda m: m.hidden * m.ffn)  # the longest, most compute-bound calls
+        rows = min(POWER_ROWS, max(self.s.rows))  # (a tiny grid's rows on the CPU: the interpreter is slow)
+        layer = self._fused_layer(model, rows, min(self.s.comm_blocks))
+        x = self._random(layer.max_tokens, model.hidden, seed=33)
+        plan = self._plan_rows(layer, x, rows)
+
+        def call() -> None:
+            layer._launch_layer0(plan, COMPUTE_ONLY)
+            layer._launch_layer1(plan, COMPUTE_ONLY)
+
+        call_us = self._slowest([sustained_us(lambda: [call() for _ in range(ROTATE)], runs=self.s.runs,
+                                              calls=ROTATE)])[0]
+        calls = [1 << i for i in range(16) if (1 << i) * call_us <= max(POWER_CHAIN_US, 2 * call_us)]
+        times = []
+        for k in calls:
+            def chain(k=k) -> None:
+                for _ in range(k):
+                    call()
+            timed = chain
+            if torch.cuda.is_available():  # one graph: no host launch between the calls (the CPU has no graphs)
+                timed = capture_graph(chain)[0].replay
+            times.append(self._time(timed, together=True, queued=True))
+        over = [round(t / (k * call_us), 4) for k, t in zip(calls, self._slowest(times))]
+        self.tables["power_state"] = {"model": model.name, "rows_per_expert": rows, "call_us": _sig(call_us),
+                                      "calls": calls, "over_sustained": over}
+        self.notes.append(
+            f"power_state: layer0 + layer1 of a FusedMoE in compute-only mode on {model.name}'s "
+            f"{layer.experts} local experts at {rows} rows each, call_us back to back at the power cap (as the "
+            f"sustained tables; slowest of {self.world} GPUs); over_sustained: a CUDA graph of `calls` calls timed as "
+            f"bench --align queued times a call (after a host barrier, a device spin and an all-reduce on the GPUs), "
+            f"median of {self.s.runs}, slowest GPU, over calls x call_us; the simulator reads it at a fused forward's "
+            "length for the calls bench timed (comet-dse validate)")
+        self._say("power_state: " + ", ".join(f"{k} calls {o:.3f}" for k, o in zip(calls, over)))
 
     # ---- between GPUs: all-to-all, host sync, copies, contention -----------------------------
 

@@ -33,16 +33,25 @@ def as_schedule(schedule: str | Schedule, hidden: int) -> Schedule:
 
 
 def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Schedule = "comet",
-             routing: Routing | None = None, record: bool = True, network: str = "auto") -> Result:
+             routing: Routing | None = None, record: bool = True, network: str = "auto",
+             after_gap: bool = False) -> Result:
     """Simulate one MoE layer forward on all ranks under one schedule.
 
     `routing` may be passed to share one drawn routing between schedules; by default it
     is drawn from the workload's routing spec and seed. `record=False` skips the timeline.
     `network` prices comet's copies (NETWORK_ENGINES): "auto" is "flows" up to FLOWS_UP_TO_GPUS GPUs, else "fluid".
+    `after_gap`: the forward as `comet-dse bench` times it, started after a host barrier and a device spin rather than
+    inside a model's forward at the power cap: comet's GEMM tiles at the profile's power_state table read at the
+    forward's length at the cap (one run more; MeasuredTables.after_gap). No effect without that table.
     """
     sched = as_schedule(schedule, workload.model.hidden)
     sched.validate(workload, hardware)
     routing = routing if routing is not None else make_routing(workload)
+    gemm_scale = 1.0
+    if after_gap and isinstance(sched, Comet) and hardware.measured is not None \
+            and hardware.measured.power_after_gap is not None:
+        at_cap = simulate(workload, hardware, sched, routing, record=False, network=network)
+        gemm_scale = hardware.measured.after_gap(at_cap.latency_us)
     if getattr(sched, "expert_gemm", None) == "best" and hardware.measured is not None:
         # B0's and B1's expert GEMM as a user keeps it: the faster of the two for this schedule, on one routing
         if not hardware.measured.has_impl("loop"):
@@ -52,10 +61,12 @@ def simulate(workload: Workload, hardware: HardwareProfile, schedule: str | Sche
     if isinstance(sched, Comet) and sched.tp_dispatch == "rows" and workload.tp > 1:
         # a row per (token, expert) to each TP rank: the EP layer over the virtual experts, on the same draw
         workload, routing = virtual_experts(workload, routing)
-    ctx = SimContext(workload, hardware, routing, record=record, engine=network_engine(network, workload.world))
+    ctx = SimContext(workload, hardware, routing, record=record, engine=network_engine(network, workload.world),
+                     gemm_scale=gemm_scale)
     outcome = sched.run(ctx)
-    return summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled,
-                     ctx.engine)
+    result = summarize(sched.name, sched.params(), outcome, comm_alone_ns(ctx), ctx.timeline, ctx.env.events_scheduled,
+                       ctx.engine)
+    return replace(result, gemm_scale=gemm_scale) if gemm_scale != 1.0 else result
 
 
 def network_engine(network: str, world: int) -> str:

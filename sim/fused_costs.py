@@ -58,7 +58,7 @@ def fused_tile_ns(ctx: SimContext, groups: list[Group], rows: np.ndarray, block_
         k, n, swiglu = gemm_shape(ctx, group, layer)
         tile_us = hw.measured.fused_tile_us(k, n, swiglu, max(int(group_rows), 1), sms, (block_m, block_n), hw.hbm_GBps,
                                             ctx.workload.dtype_bytes)
-        times.append(np.ceil(tile_us * 1e3))
+        times.append(np.ceil(tile_us * ctx.gemm_scale * 1e3))
         n_tiles.append(-(-n // block_n))
     return np.array(times), np.array(n_tiles, dtype=np.int64)
 

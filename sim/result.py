@@ -44,6 +44,7 @@ class Result:
     # the fused layer's kernels alone, launch to end, slowest rank each (comet; empty otherwise): not in
     # to_dict, what `comet-dse validate` compares with bench's per-layer timings
     kernels_us: dict[str, float] = field(default_factory=dict)
+    gemm_scale: float = 1.0  # the fused GEMM tiles' time over the power cap's (simulate after_gap): not in to_dict
     timeline: Timeline = field(default_factory=Timeline, repr=False)
 
     def to_dict(self) -> dict:

@@ -126,6 +126,9 @@ class SimContext:
     routing: Routing
     record: bool = True  # False: skip the timeline (search runs only need numbers)
     engine: str = "flows"  # the network: "flows", the max-min flow engine; "fluid", link loads per layer (sim/fluid.py)
+    # the fused kernels' GEMM tiles at this times their measured (sustained) time: a call bench starts after its gap runs
+    # faster than at the power cap for a while (sim/api.simulate after_gap, MeasuredTables.after_gap)
+    gemm_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.env = CountingEnvironment()

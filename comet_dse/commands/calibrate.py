@@ -43,7 +43,7 @@ MAX_ALLTOALL_BYTES = 256 << 20
 FULL_ALLTOALL_STEP, QUICK_ALLTOALL_STEP = 4, 16  # sizes grow by this factor from 4 KiB
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # steps --only re-measures into an existing profile (--update): each writes tables of its own and needs no other step
-UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed", "gemm")
+UPDATE_STEPS = ("memory_passes", "layer_copies", "contention", "launch", "forward_fixed", "gemm", "power_state")
 # --sustained: which GEMM tables are timed in the GPU's sustained state. On 2x H200 (run 88, one machine, one set of
 # sweeps) the fused tables so timed took comet from 6.9% to 5.1% MAPE (mean error -4.9% -> +2.1%), the library's
 # took sequential from 6.3% to 11.2% (B0 runs them between host syncs, exchanges and memory passes, off the cap)

@@ -181,6 +181,24 @@ def test_the_routing_plan_table_is_read_over_pairs(tmp_path):
         load_hardware_from(edited(lambda d: d["tables"].update(host_sync={**table, "tokens": [4096, 8]})), tmp_path)
 
 
+def test_the_power_state_table_is_read_over_a_streams_work_at_the_cap(tmp_path):
+    # chains of 1, 2 and 8 calls of 1000 us each at the cap, timed after bench's gap at 0.8, 0.9 and 1.0 of that
+    table = {"model": "mixtral-8x7b", "rows_per_expert": 512, "call_us": 1000.0, "calls": [1, 2, 8],
+             "over_sustained": [0.8, 0.9, 1.0]}
+    t = load_hardware_from(edited(lambda d: d["tables"].update(power_state=table)), tmp_path)
+    assert t.after_gap(1000) == pytest.approx(0.8) and t.after_gap(8000) == pytest.approx(1.0)  # the chains
+    assert t.after_gap(1500) == pytest.approx(0.85) and t.after_gap(5000) == pytest.approx(0.95)  # linear between
+    assert t.after_gap(10) == pytest.approx(0.8) and t.after_gap(1e6) == pytest.approx(1.0)  # flat beyond
+    assert load_hardware(PROFILES / "hand.json").measured.after_gap(1000) == 1.0  # not measured: at the cap
+    with pytest.raises(UserError, match=r"hardware\.tables\.power_state\.calls"):
+        load_hardware_from(edited(lambda d: d["tables"].update(power_state={**table, "calls": [2, 1, 8]})), tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.power_state\.over_sustained\[1\]"):
+        load_hardware_from(edited(lambda d: d["tables"].update(power_state={**table, "over_sustained": [0.8, 0, 1]})),
+                           tmp_path)
+    with pytest.raises(UserError, match=r"hardware\.tables\.power_state"):
+        load_hardware_from(edited(lambda d: d["tables"].update(power_state={**table, "calls": None})), tmp_path)
+
+
 def test_b0_host_chain_is_b0_less_its_plan(tmp_path):
     t = load_hardware_from(edited(lambda d: d["tables"].update(b0_host={"tokens": 8, "plan_us": 300.0, "b0_us": 700.0})),
                            tmp_path)

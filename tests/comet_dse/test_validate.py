@@ -498,3 +498,33 @@ def test_a_bench_file_with_an_unknown_align_is_refused_naming_the_field(capsys, 
     code, out, err = run_cli(capsys, "validate", "--measurements", str(path), "--out", str(tmp_path / "v.json"))
     assert code == 2 and not out and not (tmp_path / "v.json").exists()
     assert err.strip().count("\n") == 0 and "align" in err and "host, devices, queued" in err
+
+
+def test_the_fused_layer_is_priced_after_benchs_gap_where_the_profile_timed_the_power_state(tmp_path):
+    """bench starts each call after a host barrier and a device spin, off the power cap: a profile with calibrate's
+    power_state table prices each comet point's GEMM tiles at the table's factor for the forward's length at the cap
+    (recorded as gemm_scale); without the table, at the cap; the baselines either way as before."""
+    from comet_dse.hardware import load_hardware
+    from comet_dse.measurements import load_bench
+    from comet_dse.validation import cases_of, simulate_cases, workload_of
+
+    with_table = RESULTS / "hardware" / "h200-x2-run134.json"
+    profile = json.loads(with_table.read_text())
+    power = profile["tables"].pop("power_state")
+    (tmp_path / "at-cap.json").write_text(json.dumps(profile))
+    bench = load_bench(next((RESULTS / "measurements" / "ep2_h200" / "run134").glob("bench-mixtral-8x7b-*.json")))
+    cases = [c for c in cases_of(bench, tokens={1024, 16384}, measured=True)
+             if c.schedule == "sequential" or (c.schedule == "comet" and c.knobs["comm_blocks0"] == 8)]
+    workloads = {(c.source, c.tokens): workload_of(bench, c.tokens) for c in cases}
+    after, at_cap = (simulate_cases(cases, workloads, load_hardware(p)) for p in (with_table, tmp_path / "at-cap.json"))
+    call_us = power["call_us"]
+    for a, c in zip(after, at_cap):
+        if a["schedule"] == "sequential":
+            assert a["predicted_us"] == c["predicted_us"] and "gemm_scale" not in a
+            continue
+        assert "gemm_scale" not in c
+        # the factor read at the forward's length at the cap: 1024 tokens (~1.4 ms) between the table's first chains,
+        # 16384 (~23 ms) past the chains of 16 calls, where the stream has reached the cap
+        assert (a["tokens"] == 1024) == (c["predicted_us"] < 2 * call_us)
+        assert 0.85 < a["gemm_scale"] < 0.95 if a["tokens"] == 1024 else a["gemm_scale"] > 0.99
+        assert a["predicted_us"] < c["predicted_us"] * (a["gemm_scale"] + 0.02)

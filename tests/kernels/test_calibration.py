@@ -79,6 +79,13 @@ def test_two_ranks_write_a_full_profile(tmp_path):
         fused = entries["fused", k, n, sw]
         assert fused["sms"] == 4 - 1 and (fused["block_m"], fused["block_n"]) == (16, 16)  # 4 programs, 1 comm block
         assert entries["grouped_mm", k, n, sw]["block_m"] is None
+    # the fused forward's launches in chains timed as bench times a call, over their time at the power cap: the
+    # tiny grid's largest rows, chains of 1, 2, 4, ... calls (the interpreter's call outlasts the longest chain's work,
+    # so two), each chain's time over its calls at the cap
+    power = tables["power_state"]
+    assert power["model"] == "tiny-moe" and power["rows_per_expert"] == 32 and power["calls"] == [1, 2]
+    assert power["call_us"] > 0 and len(power["over_sustained"]) == 2 and min(power["over_sustained"]) > 0
+    assert any(n.startswith("power_state: layer0 + layer1 of a FusedMoE") for n in prov["notes"])
     assert set(tables["memory_pass_GBps"]) == {"gather", "scatter", "elementwise", "fp32_reduce", "combine"}
     assert tables["alltoall"] == [{"world": 2, "bytes_per_rank": [4096, 16384], "us": tables["alltoall"][0]["us"]}]
     cb = tables["comm_blocks"]
@@ -155,7 +162,7 @@ def test_one_rank_writes_a_partial_profile_and_says_so(tmp_path):
     profile, stdout, path = _calibrate(tmp_path, 1, "--runs", "1", "--warmup", "0")
     check_profile(profile)
     assert profile["name"] == "cpu-x1" and profile["gpus"] == 1
-    assert set(profile["tables"]) == {"grouped_gemm", "memory_pass_GBps"}
+    assert set(profile["tables"]) == {"grouped_gemm", "memory_pass_GBps", "power_state"}  # what one GPU can measure
     assert not {"link_GBps", "host_sync_us", "collective_efficiency"} & set(profile["figures"])
     assert "note: one GPU: a partial profile" in stdout
     # the same tables claimed for 2 GPUs would lack the all-to-all the simulator needs

@@ -150,6 +150,27 @@ def test_comet_is_the_fused_layer_priced_from_the_tables(measured_case):
     assert r.overheads_us == {"permute": 1.024, "reduce": 1.548, "launch": 0.011}
 
 
+def test_a_call_bench_starts_after_its_gap_runs_its_tiles_at_the_power_state_tables_factor(measured_case, tmp_path):
+    workload, hw = measured_case
+    comet = Comet(comm_blocks0=2, comm_blocks1=2, n_splits=2)
+    data = hand_data()
+    # chains of 1 and 64 calls of 10 us: after bench's gap a stream of up to 640 us ran at half its time at the cap
+    data["tables"]["power_state"] = {"model": "hand", "rows_per_expert": 256, "call_us": 10.0, "calls": [1, 64],
+                                     "over_sustained": [0.5, 0.5]}
+    fresh = as_profile(data, tmp_path / "power.json")
+    # inside a model's forward (the default) the tables' time at the cap stands
+    assert ns(simulate(workload, fresh, comet).latency_us) == COMET
+    # as bench times it: the forward's 17.953 us at the cap reads 0.5 off the table, so each tile takes half: layer0's
+    # own tile 2000 beside the pull (x1.25) 2032-4532, the remote one from its rows at 7128 to 9128
+    r = simulate(workload, fresh, comet, after_gap=True)
+    assert r.gemm_scale == 0.5
+    assert ns(r.layer0_us) == 9128 and ns(r.compute_alone_us) == (4000 + 2000) // 2
+    assert ns(r.latency_us) < COMET
+    # without the table, after the gap as at the cap; the baselines never read it (their GEMMs are timed alone)
+    assert ns(simulate(workload, hw, comet, after_gap=True).latency_us) == COMET
+    assert simulate(workload, fresh, Sequential(), after_gap=True).latency_us == simulate(workload, hw, Sequential()).latency_us
+
+
 def test_comet_adds_each_kernels_fixed_cost_beyond_its_tiles_as_calibrate_timed_it(measured_case, tmp_path):
     workload, _ = measured_case
     data = hand_data()
