@@ -162,9 +162,12 @@ def _schedule(case: Case):
     return {"sequential": Sequential, "chunked": Chunked, "comet": Comet}[case.schedule](**case.knobs)
 
 
-def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload], hardware: HardwareProfile) -> list[dict]:
+def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload], hardware: HardwareProfile,
+                   after_gap: bool = False) -> list[dict]:
     """One point per case. A configuration the simulator rejects or fails on is recorded with
-    its reason (status `failed`), never raised: the measurement itself was valid."""
+    its reason (status `failed`), never raised: the measurement itself was valid. after_gap: comet's points priced
+    as a call bench starts after its host barrier and spin runs, off the power cap (simulate's after_gap; the
+    profile's power_state table, where it has one)."""
     from comet_dse.routing import make_routing
     from comet_dse.sim import simulate
 
@@ -184,9 +187,8 @@ def simulate_cases(cases: list[Case], workloads: dict[tuple[str, int], Workload]
         else:
             key = (case.source, case.tokens)
             try:
-                # every bench call starts after a host barrier (and, queued, a device spin): off the power cap
                 result = simulate(workloads[key], timed[case.align], _schedule(case), routing=routings[key], record=False,
-                                  after_gap=True)
+                                  after_gap=after_gap)
             except Exception as exc:  # noqa: BLE001 - any failure is a finding about the simulator, kept in the output
                 point.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             else:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", help="the same report as a self-contained HTML page: predicted against measured, the "
                                        "errors, every comet sweep (default: none)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--after-gap", action="store_true",
+                        help="price comet's GEMM tiles as a call started after bench's gap runs them, off the power cap, "
+                             "where the profile has calibrate's power_state table (default: at the cap, as tune does)")
 
 
 def _parse_tokens(text: str | None) -> set[int] | None:
@@ -134,6 +137,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--gpus-per-node", str(args.gpus_per_node)]
     if args.tokens:
         parts += ["--tokens", args.tokens]
+    if args.after_gap:
+        parts.append("--after-gap")
     if args.out:
         parts += ["--out", args.out]
     return " ".join(parts)
@@ -181,13 +186,14 @@ def run(args: argparse.Namespace) -> int:
         for workload in workloads.values():
             check_node_size(workload.world, hardware)
 
-    points = sorted(simulate_cases(cases, workloads, hardware), key=sort_key)
+    points = sorted(simulate_cases(cases, workloads, hardware, after_gap=args.after_gap), key=sort_key)
     found = sweeps(points)
     gpus = sorted({b.gpus for b in benches})
     report = {
         "profile": hardware.name,
         "hardware": hardware.to_dict(),
         "cost_model_version": COST_MODEL_VERSION,
+        "after_gap": args.after_gap,
         "gpu": " + ".join(sorted({b.gpu for b in benches})),
         "gpus": gpus[0] if len(gpus) == 1 else gpus,
         "measurements": [str(b.path) for b in benches],

@@ -501,9 +501,10 @@ def test_a_bench_file_with_an_unknown_align_is_refused_naming_the_field(capsys, 
 
 
 def test_the_fused_layer_is_priced_after_benchs_gap_where_the_profile_timed_the_power_state(tmp_path):
-    """bench starts each call after a host barrier and a device spin, off the power cap: a profile with calibrate's
-    power_state table prices each comet point's GEMM tiles at the table's factor for the forward's length at the cap
-    (recorded as gemm_scale); without the table, at the cap; the baselines either way as before."""
+    """bench starts each call after a host barrier and a device spin, off the power cap: asked to (validate
+    --after-gap), a profile with calibrate's power_state table prices each comet point's GEMM tiles at the table's
+    factor for the forward's length at the cap (recorded as gemm_scale); without the table, or by default, at the cap;
+    the baselines either way as before."""
     from comet_dse.hardware import load_hardware
     from comet_dse.measurements import load_bench
     from comet_dse.validation import cases_of, simulate_cases, workload_of
@@ -516,7 +517,9 @@ def test_the_fused_layer_is_priced_after_benchs_gap_where_the_profile_timed_the_
     cases = [c for c in cases_of(bench, tokens={1024, 16384}, measured=True)
              if c.schedule == "sequential" or (c.schedule == "comet" and c.knobs["comm_blocks0"] == 8)]
     workloads = {(c.source, c.tokens): workload_of(bench, c.tokens) for c in cases}
-    after, at_cap = (simulate_cases(cases, workloads, load_hardware(p)) for p in (with_table, tmp_path / "at-cap.json"))
+    after, at_cap = (simulate_cases(cases, workloads, load_hardware(p), after_gap=True)
+                     for p in (with_table, tmp_path / "at-cap.json"))
+    assert simulate_cases(cases, workloads, load_hardware(with_table)) == at_cap  # the default: at the cap
     call_us = power["call_us"]
     for a, c in zip(after, at_cap):
         if a["schedule"] == "sequential":
