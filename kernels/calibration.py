@@ -54,7 +54,6 @@ from comet_dse.kernels.grouped_gemm import sm_count
 from comet_dse.kernels.reference import MoEWeights, round_robin_ids
 from comet_dse.kernels.tp_baselines import ParallelGroups, moe_sequential_tp, parallel_groups
 from comet_dse.kernels.timing import (
-    capture_graph,
     SUSTAIN_S,
     capture_graph,
     environment,
@@ -781,7 +780,7 @@ class Calibration:
             f"sustained tables; slowest of {self.world} GPUs); over_sustained: a CUDA graph of `calls` calls timed as "
             f"bench --align queued times a call (after a host barrier, a device spin and an all-reduce on the GPUs), "
             f"median of {self.s.runs}, slowest GPU, over calls x call_us; the simulator reads it at a fused forward's "
-            "length for the calls bench timed (comet-dse validate)")
+            "length for the calls bench timed (comet-dse validate --after-gap)")
         self._say("power_state: " + ", ".join(f"{k} calls {o:.3f}" for k, o in zip(calls, over)))
 
     # ---- between GPUs: all-to-all, host sync, copies, contention -----------------------------

@@ -37,8 +37,8 @@ COST_MODEL_VERSION = 20  # 2: measured profiles price the fused kernels as built
 # share of the blocks' pace (fused_costs.pulled_tile_ends_ns), not when the blocks' aggregate flow reaches its bytes
 # 20: measured, those blocks move at rate(k) / k while k of them still move, so the last speed up as the others finish
 # (fused_costs.pulled_tile_ends_ns), not at a fixed share to the end
-# (not a version: simulate(after_gap=True), which `validate --after-gap` asks for, prices comet's tiles off the power cap where a
-# profile has calibrate's power_state table; simulate and tune leave it off, so a study's predictions do not move)
+# (not a version: simulate(after_gap=True), which `validate --after-gap` asks for, prices comet's tiles off the power
+# cap where a profile has calibrate's power_state table; simulate and tune leave it off: a study's predictions stay)
 
 __all__ = ["COST_MODEL_VERSION", "SCHEDULES", "Chunked", "Comet", "RankResult", "Result", "Schedule", "Sequential",
            "default_schedule", "simulate"]
