@@ -9,6 +9,9 @@
 #                                            OUT: what comes back; DEADLINE_S: no step runs past that many
 #                                            seconds from the start, so a long batch still packs its files)
 # Every step has its own time limit, so a hang costs that step only; logs go to $OUT.
+# The device tool copies at most 64 MiB of the tree, which results/ has pushed past (2026-11-28, run 137): for a call
+# whose stages read nothing under results/ (all but plan-check, contention-update and fixed-update), move results/
+# out of the checkout locally for the call (mv results /tmp/results_aside; mkdir results), then back.
 set -u
 repo=$(pwd)
 out=${OUT:-/tmp/out}
