@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--hardware", required=True, help="a measured profile (comet-dse calibrate)")
     parser.add_argument("--out", required=True, help="where the JSON goes")
     parser.add_argument("--after-gap", action="store_true",
-                        help="comet off the power cap after bench's gap (the profile's power_state table; validate --after-gap)")
+                        help="comet off the power cap after bench's gap (the profile's power_state table; "
+                             "validate --after-gap)")
     args = parser.parse_args()
     profile = read_json_object(Path(args.hardware), "--hardware")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +87,8 @@ def main() -> None:
             if case.schedule != "comet" or case.skip or not {"comm_only", "compute_only"} <= set(timings):
                 continue
             workload, schedule = workload_of(bench, case.tokens), _schedule(case)
-            results = [simulate(workload, hw, schedule, record=False, after_gap=args.after_gap) for hw in (whole, comm_side, compute_side)]
+            results = [simulate(workload, hw, schedule, record=False, after_gap=args.after_gap)
+                       for hw in (whole, comm_side, compute_side)]
             row = {"model": case.model, "tokens": case.tokens, "comm_blocks": case.knobs["comm_blocks0"], "source": str(path)}
             # the whole layer, and each kernel alone where bench timed it behind a device spin (layer<i>:<variant>)
             spans = [("", lambda r: r.latency_us, lambda variant: timings[variant])]
@@ -102,7 +104,8 @@ def main() -> None:
                     f"({row[f'{prefix}{v}_predicted_us'] / row[f'{prefix}{v}_measured_us']:.2f})" for v in VARIANTS))
             rows.append(row)
     Path(args.out).write_text(json.dumps({"hardware": args.hardware, "measurements": args.measurements,
-                                          "after_gap": args.after_gap, "speedup_of_the_other_side": SPEEDUP, "summary": summary(rows), "rows": rows},
+                                          "after_gap": args.after_gap, "speedup_of_the_other_side": SPEEDUP,
+                                          "summary": summary(rows), "rows": rows},
                                          indent=1) + "\n")
     print(f"wrote {args.out} (predicted/measured µs, ratio)")
 
