@@ -85,6 +85,27 @@ def write_texts_atomic(files: dict[Path, str]) -> list[Path]:
     return targets
 
 
+def json_text(value: object, width: int = 120) -> str:
+    """`value` as JSON that stays readable at a fraction of `indent=2`'s size: a list or object
+    holding no list or object, or one whose one-line form fits in `width`, is written on one line
+    (a run's 20 timings, a point's config); the rest one member per line, indented by 2."""
+
+    def render(item: object, level: int) -> str:
+        if not isinstance(item, (dict, list)) or not item:
+            return json.dumps(item)
+        members = item.values() if isinstance(item, dict) else item
+        one_line = json.dumps(item, separators=(", ", ": "))
+        if 2 * level + len(one_line) <= width or not any(isinstance(m, (dict, list)) and m for m in members):
+            return one_line
+        pad = "  " * (level + 1)
+        if isinstance(item, dict):
+            lines = [f"{pad}{json.dumps(key)}: {render(member, level + 1)}" for key, member in item.items()]
+            return "{\n" + ",\n".join(lines) + "\n" + "  " * level + "}"
+        return "[\n" + ",\n".join(pad + render(member, level + 1) for member in item) + "\n" + "  " * level + "]"
+
+    return render(value, 0) + "\n"
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write beside the target, then rename: a crash never leaves half a file (nor a temp)."""
     return write_texts_atomic({Path(path): text})[0]

@@ -3,7 +3,6 @@ wall clock on the CPU), in microseconds, and the environment it ran in."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from comet_dse.files import json_text
 
 
 def join_ranks() -> tuple[bool, torch.device]:
@@ -155,6 +156,6 @@ def write_and_leave(out: str | Path, fields: dict) -> None:
     if dist.get_rank() == 0:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**environment(), **fields}, indent=1) + "\n")
+        path.write_text(json_text({**environment(), **fields}))
     dist.barrier()
     dist.destroy_process_group()

@@ -22,7 +22,6 @@ package (no simulator dependencies), so it runs on the GPU machines as they are.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -240,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
     if result is not None:
         grid = f"ep{result['ep']}" + (f"-tp{result['tp']}" if result["tp"] > 1 else "")
         out = Path(args.out) / f"bench-{s.model_name}-{grid}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        from comet_dse.files import write_text_atomic
+        from comet_dse.files import json_text, write_text_atomic
 
-        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+        write_text_atomic(out, json_text(result))
         print(f"wrote {out}")
     return 0

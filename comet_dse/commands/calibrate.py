@@ -279,11 +279,9 @@ def run(args: argparse.Namespace) -> int:
     except (ProfileError, UserError) as exc:  # a bug of this command, not a user mistake: nothing is written
         print(f"comet-dse: calibrate measured an invalid profile, not written: {exc}")
         return 1
-    import json
+    from comet_dse.files import json_text, write_text_atomic
 
-    from comet_dse.files import write_text_atomic
-
-    path = write_text_atomic(s.out / f"{profile['name']}.json", json.dumps(profile, indent=2) + "\n")
+    path = write_text_atomic(s.out / f"{profile['name']}.json", json_text(profile))
     # this run's notes: a merged profile's are its update's, the base's being the earlier run's
     notes = profile["provenance"]["updates"][-1]["notes"] if s.update is not None else profile["provenance"].get("notes", [])
     for note in notes:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
-from comet_dse.files import check_writable, read_json_object, write_text_atomic
+from comet_dse.files import check_writable, json_text, read_json_object, write_text_atomic
 
 FIELD = "profiles"
 
@@ -47,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
               "sources": {key: f"median of {len(profiles)} profiles: {', '.join(names)}" for key in merged["figures"]},
               "tables": merged["tables"]}
     load_measured(out, merged)  # read as any profile is, before the output exists
-    write_text_atomic(out, json.dumps(merged, indent=2) + "\n")
+    write_text_atomic(out, json_text(merged))
     print(f"merged {len(profiles)} profiles into {out}" + (f"; from fewer: {', '.join(sorted(partial))}" if partial else ""))
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from comet_dse.commands.columns import align_columns
 from comet_dse.commands.simulate import add_gpus_per_node_argument
 from comet_dse.errors import UserError
-from comet_dse.files import check_writable, write_texts_atomic
+from comet_dse.files import check_writable, json_text, write_texts_atomic
 from comet_dse.validation import config_text
 
 DEFAULT_HARDWARE = "h100-sxm"
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         "repeated_sweeps": repeated_sweeps(points),
         "repeated_points": repeated_errors(points),
     }
-    files = {out: json.dumps(report, indent=2) + "\n"}
+    files = {out: json_text(report)}
     if args.html:
         from comet_dse.validation_report import validation_html
 
