@@ -65,7 +65,8 @@ class Suite:
     def layer(self, **knobs) -> FusedMoE | TensorParallelFused:
         cfg = FusedConfig(**{"comm_blocks0": 16, "comm_blocks1": 16, "block_m": 128, "block_n": 128, "n_splits": 4,
                              "dedup": self.args.dedup, "prereduce": self.args.prereduce,
-                             "pull_rows": self.args.pull_rows, "comm_deal": self.args.comm_deal, **knobs})
+                             "pull_rows": self.args.pull_rows, "comm_deal": self.args.comm_deal,
+                             "split_k": self.args.split_k, "split_k_min": self.args.split_k_min, **knobs})
         if self.tp > 1:
             layer = TensorParallelFused(self.local, self.top_k, self.args.capacity, self.ep, self.tp, config=cfg,
                                         dtype=torch.bfloat16)
@@ -219,6 +220,9 @@ def main() -> None:
                         help="rows a communication block pulls as one piece of layer0's work (FusedConfig.pull_rows)")
     parser.add_argument("--comm-deal", default="static", choices=COMM_DEALS,
                         help="how the communication blocks share the remote tiles (FusedConfig.comm_deal)")
+    parser.add_argument("--split-k", type=int, default=1,
+                        help="layer1's last-round items cut along K into up to this many pieces (FusedConfig.split_k)")
+    parser.add_argument("--split-k-min", type=int, default=1024, help="the least K a piece takes (FusedConfig.split_k_min)")
     args = parser.parse_args()
     args.experts, args.top_k, args.hidden, args.ffn = (int(v) for v in args.shape.split(","))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -238,7 +242,7 @@ def main() -> None:
     if suite.rank == 0:
         suite.report.update({**environment(), "gpus": suite.world, "ep": suite.ep, "tp": suite.tp, "shape": args.shape,
                              "dedup": args.dedup, "prereduce": args.prereduce, "pull_rows": args.pull_rows,
-                             "comm_deal": args.comm_deal})
+                             "comm_deal": args.comm_deal, "split_k": args.split_k, "split_k_min": args.split_k_min})
         with open(args.out, "w") as f:
             json.dump(suite.report, f, indent=2)
         print(f"wrote {args.out}")

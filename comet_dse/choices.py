@@ -65,3 +65,22 @@ DEEP_STAGES1, SHORT_K1 = 4, 2048
 
 def default_layer1_stages(ffn: int, num_stages: int) -> int:
     return DEEP_STAGES1 if ffn <= SHORT_K1 else num_stages
+
+
+# the most pieces FusedConfig.split_k (and the comet schedule's split_k) may ask for
+MAX_SPLIT_K = 16
+
+
+def layer1_pieces(split_k: int, ffn: int, block_k: int = 64, split_k_min: int = 1024) -> int:
+    """The most K pieces the fused layer1 cuts an item of its last round into (FusedConfig.split_k): split_k, fewer
+    where a piece would take less than split_k_min of the FFN width, in whole K steps of block_k."""
+    steps, least = -(-ffn // block_k), -(-split_k_min // block_k)
+    return max(1, min(split_k, steps // least))
+
+
+def tail_pieces(items: int, blocks: int, most: int) -> int:
+    """The pieces each item of layer1's last, partly filled round of `blocks` is cut into, at most `most`: as many as
+    fill that round; 1 where the rounds come out even or the tail holds more than half a round. The host's copy of
+    kernels/fused_moe.py `_tail_pieces` (the simulator's comet schedule prices it; a test holds the two equal)."""
+    tail = items % blocks
+    return min(blocks // tail, most) if tail else 1

@@ -120,7 +120,7 @@ class BenchRunner:
                 config = {**cfg.__dict__, "block_n1": cfg.layer1_width(s.hidden), "tile_layout": cfg.layout(self.world),
                           "num_stages1": cfg.layer1_stages(self.local.w_down.shape[1]),
                           "dedup": cfg.deduplicates(self.world), "prereduce": cfg.prereduces(self.world),
-                          "pack": "kernels"}
+                          "layer1_pieces": cfg.layer1_pieces(self.local.w_down.shape[1]), "pack": "kernels"}
                 # a pre-reduced layer1 returns a row per (token, holding rank), not the every-slot bytes counted above
                 moved = {"remote_bytes_out": None, "comm_floor_us": None} if config["prereduce"] else {}
                 runs.append({**base, "config": config, "graphs": graphs, **self._reduce({**timings, **fused, **limit}), **extra,
@@ -147,12 +147,13 @@ class BenchRunner:
                  "dedup": a.dedup, "prereduce": a.prereduce,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
-            return [FusedConfig.from_plan(s.plan, tokens, comm_deal=deal, **knobs) for deal in s.comm_deals]
+            return [FusedConfig.from_plan(s.plan, tokens, comm_deal=deal, split_k=k, **knobs)
+                    for deal in s.comm_deals for k in s.split_ks]
         configs = [FusedConfig(comm_blocks0=b, comm_blocks1=a.comm_blocks1 or b or 16, block_m=s.block_m, block_n=s.block_n,
                                n_splits=a.n_splits, row_order=a.row_order, tile_order=order, tile_layout=layout,
-                               pull_rows=pull, comm_deal=deal, **knobs)
+                               pull_rows=pull, comm_deal=deal, split_k=k, **knobs)
                    for deal in s.comm_deals for layout in s.tile_layouts for order in s.tile_orders for pull in s.pull_rows
-                   for b in s.comm_blocks]
+                   for k in s.split_ks for b in s.comm_blocks]
         # the copy engine always runs by source and pulls nothing itself (layer1's pushes still deal): time it once
         # per deal, not once per layout or piece
         def copy_engine_key(c: FusedConfig) -> FusedConfig:
@@ -325,6 +326,8 @@ def _summary(run: dict) -> str:
         parts.append(f"pull_rows={cfg['pull_rows']}")
     if cfg.get("comm_deal", "static") != "static":
         parts.append(f"comm_deal={cfg['comm_deal']}")
+    if cfg.get("layer1_pieces", 1) > 1:
+        parts.append(f"split_k={cfg['layer1_pieces']}")
     parts += [f"{k}={v:.0f}" for k, v in t.items()]
     parts += [f"err={max(run['max_rel_error'].values(), default=0):.4f}"]
     return " ".join(parts)

@@ -55,7 +55,16 @@ from comet_dse.kernels.fused_moe import (
     layer1_kernel,
     place_own_kernel,
 )
-from comet_dse.choices import COMM_DEALS, GATE_UP_LAYOUTS, TILE_LAYOUTS, TILE_ORDERS, default_layer1_stages, default_layer1_width
+from comet_dse.choices import (
+    COMM_DEALS,
+    GATE_UP_LAYOUTS,
+    MAX_SPLIT_K,
+    TILE_LAYOUTS,
+    TILE_ORDERS,
+    default_layer1_stages,
+    default_layer1_width,
+    layer1_pieces,
+)
 from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
     ROW_ORDERS,
@@ -165,6 +174,12 @@ class FusedConfig:
     # one, so none ends holding more than one item beyond the rest. On bench's routing round robin left the most
     # loaded block 1.24-1.27x the mean rows at 16 blocks (run 114, results/measurements/ep2_h200/run114/)
     comm_deal: str = "static"
+    # layer1's split-K: the most pieces along K (the FFN width) each (row tile, column tile) item of the compute blocks'
+    # last round is cut into where that round is partly filled, so its pieces fill it (Mixtral at 1024 tokens, EP=2:
+    # 256 items on 124 blocks, 2 full rounds and 8 items; fused_moe._tail_pieces), each piece at least split_k_min of
+    # K. 1: off (the default). Its fp32 partials take a tile of block_m x layer1's width per program (17 MB at 132 SMs)
+    split_k: int = 1
+    split_k_min: int = 1024
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
@@ -180,6 +195,11 @@ class FusedConfig:
 
     def layer1_width(self, hidden: int) -> int:
         return self.block_n1 or default_layer1_width(hidden, self.n_splits, self.block_n)
+
+    def layer1_pieces(self, ffn: int) -> int:
+        """The most K pieces a layer1 item may be cut into: split_k, fewer where a piece would take less than
+        split_k_min of the FFN width (in whole K steps)."""
+        return layer1_pieces(self.split_k, ffn, self.block_k, self.split_k_min)
 
     def layer1_stages(self, ffn: int) -> int:
         if self.num_stages1:
@@ -304,9 +324,15 @@ class FusedMoE:
         self.flags = torch.zeros(self.max_tiles + world, dtype=torch.int32, device=self.device)
         # per (row tile, split), then per split (the pre-reduction waits for a whole split), then layer0's pieces
         # pulled per row tile (FusedConfig.pull_rows): one memset zeroes them all each call
-        self.counters = torch.zeros((self.max_tiles + 1) * cfg.n_splits + self.max_tiles, dtype=torch.int32,
-                                    device=self.device)
-        self.pulled = self.counters[(self.max_tiles + 1) * cfg.n_splits:]  # layer0's part: a view, made once
+        # then layer1's split-K arrivals per item (FusedConfig.split_k), its fp32 partials beside
+        # (the last round's pieces fill at most one round: a slot per program)
+        self.split_k = cfg.layer1_pieces(self.ffn)
+        self.split_k_slots = self.programs if self.split_k > 1 else 0
+        self.split_k_base = (self.max_tiles + 1) * cfg.n_splits + self.max_tiles
+        self.counters = torch.zeros(self.split_k_base + self.split_k_slots, dtype=torch.int32, device=self.device)
+        self.pulled = self.counters[(self.max_tiles + 1) * cfg.n_splits:self.split_k_base]  # layer0's: a view, made once
+        self.partials = torch.empty(self.split_k_slots, cfg.block_m, cfg.layer1_width(hidden), dtype=torch.float32,
+                                    device=self.device) if self.split_k > 1 else self.counters
         self.err = torch.zeros(1, dtype=torch.int32, device=self.device)
         # comm_deal "dynamic": layer0's item counter and its blocks out, then layer1's; the kernels zero them as they end
         self.claims = torch.zeros(4, dtype=torch.int32, device=self.device)
@@ -379,6 +405,8 @@ class FusedMoE:
             raise ValueError(f"prereduce supports up to 32 ranks (a token's holders are a 32-bit mask), got {self.world}")
         if cfg.pull_rows is not None and not (1 <= cfg.pull_rows <= cfg.block_m and cfg.block_m % cfg.pull_rows == 0):
             raise ValueError(f"pull_rows must divide block_m={cfg.block_m}, got {cfg.pull_rows}")
+        if not 1 <= cfg.split_k <= MAX_SPLIT_K or cfg.split_k_min < 1:
+            raise ValueError(f"split_k must be in [1, {MAX_SPLIT_K}] and split_k_min >= 1, got {cfg.split_k} and {cfg.split_k_min}")
         if self.max_tokens < 1 or self.top_k < 1:
             raise ValueError(f"max_tokens and top_k must be >= 1, got {self.max_tokens} and {self.top_k}")
 
@@ -563,14 +591,14 @@ class FusedMoE:
         layer1_kernel[(self.programs,)](
             self.h_desc, self.w2_desc, self.ybuf.local, self.ybuf.deltas, plan.tiles, plan.order1, plan.remote, plan.num_tiles,
             plan.local_tiles, plan.pieces, self.counters, self.err, route.local, route.deltas, red.local, red.deltas,
-            table, self.rotation, self.err if self.stamps is None else self.stamps, self.claims[2:], self.rank, self.own_pos,
-            cfg.max_spins,
+            table, self.rotation, self.err if self.stamps is None else self.stamps, self.claims[2:], self.partials, self.rank,
+            self.own_pos, cfg.max_spins,
             hidden, self.ffn,
             self.send_rows, split_cols, self.programs - cfg.comm_blocks1, self.programs, self.max_tiles * cfg.n_splits,
-            self.experts, self.max_tokens,
+            self.split_k_base, self.experts, self.max_tokens,
             WORLD=self.world, N_SPLITS=cfg.n_splits, COL_TILES=split_cols // self.block_n1,
             COPY_ROWS=copy_rows, COPY_COLS=copy_cols, BLOCK_M=cfg.block_m, BLOCK_N=self.block_n1, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m, MODE=mode,
             FLATTEN=cfg.flatten, PREREDUCE=self.prereduced, TOP_K=self.top_k, K_P2=k_p2,
             REDUCE_ROWS=reduce_rows, REDUCE_COLS=reduce_cols, STAMPS=self.stamps is not None,
-            DYNAMIC=cfg.comm_deal == "dynamic", num_warps=cfg.num_warps, num_stages=self.stages1,
+            DYNAMIC=cfg.comm_deal == "dynamic", SPLIT_K=self.split_k, num_warps=cfg.num_warps, num_stages=self.stages1,
         )

@@ -150,9 +150,10 @@ def _swizzle(w, n_rows, n_cols, GROUP_M: tl.constexpr):
 
 @triton.jit
 def _gemm(a_desc, a_row, w_desc, w_row, col0, K, N, SWIGLU: tl.constexpr,
-          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PAIRS: tl.constexpr):
+          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PAIRS: tl.constexpr, k_lo=0):
     """acc (BLOCK_M, BLOCK_N) fp32: rows [a_row, a_row + BLOCK_M) of a (., K) times the weight
-    rows [w_row, w_row + K), columns [col0, col0 + BLOCK_N), both through TMA; with SWIGLU,
+    rows [w_row, w_row + K), columns [col0, col0 + BLOCK_N), both through TMA (k_lo > 0: only
+    the K range [k_lo, K), one piece of a split-K tile); with SWIGLU,
     silu(a w[:, cols]) * (a w[:, N + cols]), or with PAIRS (gate and up interleaved column by
     column: w[:, 2j] gate, w[:, 2j + 1] up) one dot of twice the width per step, split in
     registers after the loop. Rows past the tile belong to other tiles (their results are masked
@@ -160,14 +161,14 @@ def _gemm(a_desc, a_row, w_desc, w_row, col0, K, N, SWIGLU: tl.constexpr,
     # one return at the end, the branches static: the compiler builds only the branch taken
     if SWIGLU and PAIRS:
         both = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        for k0 in range(k_lo, K, BLOCK_K):
             both = tl.dot(a_desc.load([a_row, k0]), w_desc.load([w_row + k0, 2 * col0]), both)
         gate, up = tl.split(tl.reshape(both, (BLOCK_M, BLOCK_N, 2)))
         acc = gate * tl.sigmoid(gate) * up
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        for k0 in range(k_lo, K, BLOCK_K):
             a = a_desc.load([a_row, k0])
             acc = tl.dot(a, w_desc.load([w_row + k0, col0]), acc)
             if SWIGLU:
@@ -503,17 +504,31 @@ def _reduce_tokens(ybuf_ptr, src_red_ptr, table_ptr, t0, n_tok, rank, max_tokens
 
 
 @triton.jit
+def _tail_pieces(n_items, n_compute, SPLIT_K: tl.constexpr):
+    """The K pieces of each item in layer1's last, partly filled round of n_compute blocks: as many as fill that
+    round (n_compute // its items), at most SPLIT_K; 1 where the rounds come out even or the tail holds more than
+    half a round."""
+    tail = n_items % n_compute
+    return tl.where(tail > 0, tl.minimum(n_compute // tl.maximum(tail, 1), SPLIT_K), 1)
+
+
+@triton.jit
 def layer1_kernel(
     h_desc, w_desc, ybuf_ptr, y_deltas_ptr, tiles_ptr, order_ptr, remote_ptr, num_tiles_ptr, local_tiles_ptr, pieces_ptr,
     counters_ptr, err_ptr, route_ptr, route_deltas_ptr, red_ptr, red_deltas_ptr, table_ptr, rotation_ptr, stamps_ptr,
-    claims_ptr, rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base, experts,
-    max_tokens,
+    claims_ptr, partials_ptr, rank, own_pos, max_spins, H, F, SEND_ROWS, SPLIT_COLS, N_COMPUTE, N_PROGRAMS, split_base,
+    split_k_base, experts, max_tokens,
     WORLD: tl.constexpr, N_SPLITS: tl.constexpr, COL_TILES: tl.constexpr, COPY_ROWS: tl.constexpr, COPY_COLS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, MODE: tl.constexpr,
     FLATTEN: tl.constexpr, PREREDUCE: tl.constexpr, TOP_K: tl.constexpr, K_P2: tl.constexpr, REDUCE_ROWS: tl.constexpr,
-    REDUCE_COLS: tl.constexpr, STAMPS: tl.constexpr, DYNAMIC: tl.constexpr,
+    REDUCE_COLS: tl.constexpr, STAMPS: tl.constexpr, DYNAMIC: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     """COL_TILES: column tiles per split. Counter of (tile u, split j): u * N_SPLITS + j.
+    SPLIT_K (FusedConfig.split_k) > 1: the items of the compute blocks' last round, where it is partly filled, are
+    cut along K into up to SPLIT_K pieces each that fill it (`_tail_pieces`); piece i of the tail writes its fp32
+    result to partials_ptr[i] (BLOCK_M x BLOCK_N each, at most N_COMPUTE), tail item j's arrivals are counted at
+    split_k_base + j, and the piece arriving last zeroes that count, sums the item's pieces in order and finishes
+    the tile as an unsplit item does.
     The block counts are run-time arguments: one compiled kernel serves every n_comm.
     PREREDUCE (FusedConfig.prereduce): a split's remote results go home only once every remote tile has it
     (one counter per split, at split_base + j), as one row per (source, token): the weighted sum of that
@@ -526,31 +541,76 @@ def layer1_kernel(
     if pid < N_COMPUTE:
         # ---- compute blocks: GEMM1 split by split, remote tiles first ----
         per_split = n_tiles * COL_TILES
-        # no waits here: the loop may be flattened (FLATTEN)
-        for w in tl.range(pid, per_split * N_SPLITS, N_COMPUTE, flatten=FLATTEN):
+        n_items = per_split * N_SPLITS
+        # split-K (SPLIT_K > 1): the items of the last, partly filled round are cut along K into `pieces` that fill
+        # it; the `whole` items before them run unsplit. Constants where SPLIT_K is 1: the kernel compiles as before
+        pieces = 1
+        whole = n_items
+        piece_k = F
+        end = n_items
+        if SPLIT_K > 1:
+            pieces = _tail_pieces(n_items, N_COMPUTE, SPLIT_K)
+            whole = tl.where(pieces > 1, n_items - n_items % N_COMPUTE, n_items)
+            piece_k = tl.cdiv(tl.cdiv(F, BLOCK_K), pieces) * BLOCK_K
+            end = whole + (n_items - whole) * pieces
+        # no waits here: the loop may be flattened (FLATTEN). A tail item's pieces are consecutive: they run at once
+        for x in tl.range(pid, end, N_COMPUTE, flatten=FLATTEN):
+            w = x
+            k_lo = 0
+            k_hi = F
+            if SPLIT_K > 1:
+                t = tl.maximum(x - whole, 0)  # the piece's place in the tail
+                w = tl.where(x < whole, x, whole + t // pieces)
+                k_lo = tl.where(x < whole, 0, (t % pieces) * piece_k)
+                k_hi = tl.where(x < whole, F, tl.minimum(F, k_lo + piece_k))
             split = w // per_split
             v, c = _swizzle(w % per_split, n_tiles, COL_TILES, GROUP_M)
             u = tl.load(order_ptr + v)
             expert, row0, rows, src, src_row0 = _tile(tiles_ptr, u)
             if MODE != _COMM_ONLY:
                 col0 = split * SPLIT_COLS + c * BLOCK_N
-                acc = _gemm(h_desc, row0, w_desc, expert * F, col0, F, H, False, BLOCK_M, BLOCK_N, BLOCK_K, False)
-                # own rows straight to the combine region, the rest to staging (pushed home from there)
-                r = row0 + tl.arange(0, BLOCK_M)
-                if src == rank:
-                    out_rows = src_row0 - row0 + r
-                else:  # a remote tile, or a merged run's, whose own piece (if any) goes home in place
-                    own = pieces_ptr + (expert * WORLD + own_pos) * 4
-                    own_first = tl.load(own)
-                    own_end = own_first + tl.load(own + 1)
-                    out_rows = tl.where((r >= own_first) & (r < own_end), tl.load(own + 3) - own_first + r, SEND_ROWS + r)
-                _store_tile(ybuf_ptr, out_rows, rows, col0, H, acc, BLOCK_M, BLOCK_N)
-            if src != rank:
-                tl.debug_barrier()
-                if PREREDUCE:
-                    tl.atomic_add(counters_ptr + split_base + split, 1, sem="release", scope="gpu")
-                else:
-                    tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
+                acc = _gemm(h_desc, row0, w_desc, expert * F, col0, k_hi, H, False, BLOCK_M, BLOCK_N, BLOCK_K, False, k_lo)
+            done = True  # a constant where SPLIT_K is 1: the branch below compiles away
+            if SPLIT_K > 1:
+                done = x >= 0
+                if x >= whole:  # a tail piece: the one that arrives last adds its item's pieces and finishes the tile
+                    offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+                    if MODE != _COMM_ONLY:
+                        tl.store(partials_ptr + (x - whole) * (BLOCK_M * BLOCK_N) + offs, acc)
+                    tl.debug_barrier()  # every thread's part stored before the one thread's release
+                    counter = counters_ptr + split_k_base + (w - whole)
+                    done = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == pieces - 1
+                    if done:
+                        # the item's last arrival: its counter back to zero for the next launch (calibrate and bench
+                        # time a layer relaunched alone, with no memset between)
+                        tl.store(counter, 0)
+                        if MODE != _COMM_ONLY:
+                            tl.debug_barrier()  # the acquire, seen by every thread of the block
+                            # in piece order, whichever arrived last: the sum is the same bits on every call
+                            first = (w - whole) * pieces
+                            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                            for j in range(pieces):
+                                acc += tl.load(partials_ptr + (first + j) * (BLOCK_M * BLOCK_N) + offs,
+                                               cache_modifier=".cg")
+            if done:
+                if MODE != _COMM_ONLY:
+                    # own rows straight to the combine region, the rest to staging (pushed home from there)
+                    r = row0 + tl.arange(0, BLOCK_M)
+                    if src == rank:
+                        out_rows = src_row0 - row0 + r
+                    else:  # a remote tile, or a merged run's, whose own piece (if any) goes home in place
+                        own = pieces_ptr + (expert * WORLD + own_pos) * 4
+                        own_first = tl.load(own)
+                        own_end = own_first + tl.load(own + 1)
+                        out_rows = tl.where((r >= own_first) & (r < own_end), tl.load(own + 3) - own_first + r,
+                                            SEND_ROWS + r)
+                    _store_tile(ybuf_ptr, out_rows, rows, col0, H, acc, BLOCK_M, BLOCK_N)
+                if src != rank:
+                    tl.debug_barrier()
+                    if PREREDUCE:
+                        tl.atomic_add(counters_ptr + split_base + split, 1, sem="release", scope="gpu")
+                    else:
+                        tl.atomic_add(counters_ptr + u * N_SPLITS + split, 1, sem="release", scope="gpu")
     elif (MODE != _COMPUTE_ONLY) & PREREDUCE:
         # ---- communication blocks: the peers' slots here as a local table while the first split computes, then per
         # split, once it is done everywhere, each peer's tokens reduced and sent. A block builds the table entries of

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from comet_dse.choices import ALIGNS, COMM_DEALS, DTYPES, GATE_UP_LAYOUTS, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
+from comet_dse.choices import ALIGNS, COMM_DEALS, DTYPES, GATE_UP_LAYOUTS, MAX_SPLIT_K, ROW_ORDERS, TILE_LAYOUTS, TILE_ORDERS
 from comet_dse.commands.launch import (
     add_gpus_argument,
     check_gpu_launch,
@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull-rows",
                         help="rows a communication block pulls as one piece of layer0's work, dividing the tile's BM, "
                              "comma-separated to time several (default: a whole row tile)")
+    parser.add_argument("--split-k",
+                        help="layer1 cuts the items of its last, partly filled round along K into up to this many pieces "
+                             "that fill it (FusedConfig.split_k; each piece at least 1024 of F), comma-separated to "
+                             "time several (default 1: off)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
@@ -127,6 +131,7 @@ class _Settings:
     tile_layouts: list[str]
     comm_deals: list[str]
     pull_rows: list[int | None]
+    split_ks: list[int]
     chunks: list[int]
     block_m: int
     block_n: int
@@ -168,6 +173,9 @@ def _settings(args: argparse.Namespace) -> _Settings:
         pull_rows = parse_ints(args.pull_rows, "--pull-rows")
         if any(block_m % r for r in pull_rows):
             raise UserError("--pull-rows", f"each must divide the tile's BM {block_m}, got {args.pull_rows}")
+    split_ks = parse_ints(args.split_k, "--split-k") if args.split_k else [1]
+    if any(not 1 <= k <= MAX_SPLIT_K for k in split_ks):
+        raise UserError("--split-k", f"each must be an integer in [1, {MAX_SPLIT_K}], got {args.split_k}")
     check_tile_size(args.block_k, "--block-k")
     if args.block_n1:  # 0 or none: the default width
         check_tile_size(args.block_n1, "--block-n1")
@@ -212,7 +220,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
-    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, comm_deals, pull_rows, chunks, block_m, block_n, experts, top_k,
+    return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, comm_deals, pull_rows, split_ks, chunks, block_m, block_n,
+                     experts, top_k,
                      hidden, ffn, model_name, capacity, plan, args.ep, args.tp)
 
 

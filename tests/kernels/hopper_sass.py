@@ -35,6 +35,7 @@ def _signature(kernel, types: dict[str, str], constexprs: dict) -> dict[str, str
 
 
 def _compile(kernel, types: dict[str, str], constexprs: dict, num_warps: int = 8, num_stages: int = 3) -> dict:
+    constexprs = {name: value for name, value in constexprs.items() if name in kernel.arg_names}
     sig = _signature(kernel, types, constexprs)
     attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(sig.items()) if t.startswith("*") or n in SIXTEEN}
     compiled = triton.compile(ASTSource(kernel, sig, constexprs=constexprs, attrs=attrs),
@@ -60,10 +61,10 @@ def main() -> None:
             "pos_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": "*fp32", "dup_row_ptr": "*i32", "dup_tile_ptr": "*i32", "pulled_ptr": "*i32",
             "tok_ptr": "*i32", "tok_deltas_ptr": "*i64", "firsts_ptr": "*i32", "route_ptr": "*i32", "route_deltas_ptr": "*i64",
             "red_ptr": "*bf16", "red_deltas_ptr": "*i64", "table_ptr": "*i32", "rotation_ptr": "*i64", "expert_ptr": "*i32",
-            "stamps_ptr": "*i64", "claims_ptr": "*i32",
+            "stamps_ptr": "*i64", "claims_ptr": "*i32", "partials_ptr": "*fp32",
             "xbuf_desc": _desc((BM, BK)), "h_desc": _desc((BM, BK)), "w_desc": _desc((BK, BN))}
     wide = {**ptrs, "w_desc": _desc((BK, 256))}
-    tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8, "STAMPS": False, "DYNAMIC": False}
+    tiles = {"BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK, "GROUP_M": 8, "STAMPS": False, "DYNAMIC": False, "SPLIT_K": 1}
     no_prereduce = {"PREREDUCE": False, "TOP_K": 4, "K_P2": 4, "REDUCE_ROWS": 64, "REDUCE_COLS": 64}
     report = {}
     for mode in (fm.FULL, fm.COMPUTE_ONLY, fm.COMM_ONLY):
@@ -116,6 +117,10 @@ def main() -> None:
     report["layer1_n256_stages4"] = _compile(
         fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
                                  "MODE": fm.FULL, "FLATTEN": False, **no_prereduce}, num_stages=4)
+    # layer1 with its items cut along K into up to 4 pieces (FusedConfig.split_k), as Mixtral's default runs it
+    report["layer1_split_k4"] = _compile(
+        fm.layer1_kernel, wide, {**tiles, "WORLD": 8, "BLOCK_N": 256, "N_SPLITS": 4, "COL_TILES": 2, "COPY_ROWS": 32, "COPY_COLS": 512,
+                                 "MODE": fm.FULL, "FLATTEN": False, **no_prereduce, "SPLIT_K": 4})
     # layer1 sending a token's rows home as one weighted sum (FusedConfig.prereduce), at the slot widths the
     # launches give: top-8 of 8 x 2 slots (TP = 2), Qwen2-MoE at TP = 2 (8 slots), Mixtral at EP = 2 (2 slots)
     for name, top_k, reduce_rows in (("layer1_prereduce", 16, 32), ("layer1_prereduce_k8", 8, 64),

@@ -79,6 +79,18 @@ def test_bench_times_both_deals_of_the_remote_tiles(tmp_path):
     assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
 
 
+def test_bench_times_each_split_k_and_records_the_pieces_that_ran(tmp_path):
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,2048", "--tokens", "12", "--comm-blocks", "2",
+           "--split-k", "1,3", "--kind", "fused", "--programs", "4", "--tile", "16x16", "--block-k", "16",
+           "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
+    for code, out, err in run_ranks(cmd, 2):
+        assert code == 0, err[-2000:]
+    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    # F = 2048 holds two 1024-wide pieces at most: split_k 3 runs as 2
+    assert [(r["config"]["split_k"], r["config"]["layer1_pieces"]) for r in result["runs"]] == [(1, 1), (3, 2)]
+    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tokens", "0"], "--tokens: must be integers >= 1"),
     (["--gpus", "3", "--shape", "8,2,32,48"], "--gpus: must be an integer >= 1, a multiple of --tp 1, whose quotient divides the 8 experts"),
@@ -99,6 +111,8 @@ def test_bench_times_both_deals_of_the_remote_tiles(tmp_path):
     (["--tile", "big"], "--tile: expected BMxBN"),
     (["--pull-rows", "48"], "--pull-rows: each must divide the tile's BM 128, got 48"),
     (["--pull-rows", "0"], "--pull-rows: must be integers >= 1"),
+    (["--split-k", "0"], "--split-k: must be integers >= 1"),
+    (["--split-k", "4,17"], "--split-k: each must be an integer in [1, 16], got 4,17"),
     (["--tile-order", "layout,random"], "--tile-order: must be comma-separated values of layout, expert"),
     (["--tile-layout", "mixed"], "--tile-layout: must be comma-separated values of merged, by-source"),
     (["--comm-deal", "static,greedy"], "--comm-deal: must be comma-separated values of static, dynamic"),

@@ -43,7 +43,7 @@ def test_every_kernel_fits_in_one_sms_shared_memory(report):
 
 def test_gemms_use_wgmma_and_tma(report):
     for name in ("layer0_mode0_seg0", "layer0_mode1_seg0", "layer0_expert", "layer1_mode0", "layer1_mode1",
-                 "layer0_pairs_tma", "layer1_n256_stages4", "layer0_dynamic", "layer1_dynamic"):
+                 "layer0_pairs_tma", "layer1_n256_stages4", "layer0_dynamic", "layer1_dynamic", "layer1_split_k4"):
         assert report[name]["HGMMA"] > 0 and report[name]["UTMALDG"] > 0, name
     assert report["layer0_pairs_tma"]["UTMASTG"] > 0 and report["layer0_mode0_seg0"]["UTMASTG"] == 0
 

@@ -19,8 +19,11 @@ if torch.cuda.is_available():
 
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from comet_dse.choices import tail_pieces  # noqa: E402
 from comet_dse.kernels.fused_layer import FusedConfig, FusedMoE  # noqa: E402
-from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL  # noqa: E402
+from comet_dse.kernels.fused_moe import COMM_ONLY, COMPUTE_ONLY, FULL, _tail_pieces  # noqa: E402
 from comet_dse.kernels.reference import MoEWeights, reference_moe, route, routing_weights  # noqa: E402
 
 WORLD = 2
@@ -28,6 +31,7 @@ EXPERTS, HIDDEN, FFN = 8, 32, 48
 SMALL = FusedConfig(comm_blocks0=2, comm_blocks1=2, block_m=16, block_n=16, block_k=16, n_splits=2, programs=4,
                     max_spins=100_000, copy_elems=256)
 CAPACITY = 24
+SPLIT_K = {"split_k": 3, "split_k_min": 16}  # FusedConfig's split-K at the test shapes: pieces of one K step
 
 
 def _free_port() -> int:
@@ -114,6 +118,10 @@ def _sequence_worker(rank: int, port: int, dtype_name: str, knobs: dict) -> None
     ("float32", {"comm_deal": "dynamic"}),  # each communication block draws its next tile from a counter
     ("float16", {"comm_deal": "dynamic", "pull_rows": 4, "tile_layout": "by-source", "row_order": "source-order"}),
     ("float32", {"comm_deal": "dynamic", "dedup": True, "tile_order": "expert", "comm_blocks1": 1}),
+    # layer1's items cut along K where few fill its compute blocks' last round (FFN 48: up to 3 pieces of 16)
+    ("float32", SPLIT_K),
+    ("float16", {**SPLIT_K, "split_k": 2, "tile_order": "expert", "comm_blocks0": 0}),
+    ("float32", {**SPLIT_K, "prereduce": True, "flatten": True}),
 ])
 def test_consecutive_calls_match_the_reference(dtype_name, knobs):
     _spawn(_sequence_worker, dtype_name, knobs)
@@ -191,7 +199,7 @@ def _variants_worker(rank: int, port: int, knobs: dict) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}, {"comm_deal": "dynamic"}])
+@pytest.mark.parametrize("knobs", [{}, {"pull_rows": 4}, {"comm_deal": "dynamic"}, SPLIT_K])
 def test_benchmark_variants_finish_and_a_slow_producer_changes_nothing(knobs):
     _spawn(_variants_worker, knobs)
 
@@ -423,3 +431,54 @@ def test_virtual_routing_gives_each_slot_one_row_per_shard():
     # expert e of group g, shard t -> rank g * 2 + t, local index e % 4: virtual id (g * 2 + t) * 4 + e % 4
     assert virtual.tolist() == [[0, 4, 9, 13], [11, 15, 2, 6]]
     assert weights.tolist() == [[0.25, 0.25, 0.75, 0.75], [0.5, 0.5, 0.5, 0.5]]
+
+
+def _split_k_worker(rank: int, port: int) -> None:
+    """Consecutive calls of few and many row tiles: where the rule (`tail_pieces`, checked against the kernel's own
+    below) cuts the items of layer1's last round along K, exactly those items x pieces fp32 partials are written
+    (the rest keep their NaN), else none; the arrival counters are zero after every call; every call matches the
+    reference."""
+    weights = _init(rank, port)
+    router = lambda x: route(x, weights.router, 2)[0]  # noqa: E731
+    layer = _layer(rank, weights, 2, torch.float32, programs=8, comm_blocks1=1, **SPLIT_K)  # 7 compute blocks
+    assert (layer.split_k, layer.split_k_slots) == (3, 8)
+    cut = []
+    for i, tokens in enumerate(([1, 2], [CAPACITY, CAPACITY], [3, 1], [9, 4], [0, 5], [14, 20])):
+        layer.partials.fill_(float("nan"))
+        err = _call(layer, rank, weights, tokens, router, seed=40 + i, dtype=torch.float32)
+        assert err < 1e-4, f"call {i} tokens={tokens}: relative error {err:.2e}"
+        items = int(layer.plan.num_tiles.item()) * layer.cfg.n_splits  # one column tile per split here
+        pieces = tail_pieces(items, 7, 3)
+        written = (~layer.partials.isnan()).flatten(1).any(1).tolist()  # a tile's rows past its own are NaN (poisoned)
+        tail = items % 7 * pieces if pieces > 1 else 0
+        assert written == [True] * tail + [False] * (8 - tail), \
+            f"call {i} tokens={tokens}: {items} items, {pieces} pieces, written {written}"
+        assert not layer.counters[layer.split_k_base:].any()
+        cut.append(pieces > 1)
+    assert any(cut) and not all(cut), cut  # both paths ran
+    dist.destroy_process_group()
+
+
+def test_layer1_split_k_cuts_the_last_rounds_items_and_matches_the_reference():
+    _spawn(_split_k_worker)
+
+
+@pytest.mark.parametrize("items, n_compute, split_k, pieces", [
+    (256, 124, 8, 8),  # Mixtral, 1024 tokens at EP=2: 2 rounds and 8 items, cut in 8 (15 would fill the round)
+    (256, 124, 16, 15),
+    (512, 124, 8, 7),  # 4 rounds and 16 items: 7 pieces each fill it
+    (300, 124, 8, 2),  # 52 items: 2 each
+    (248, 124, 8, 1),  # even rounds
+    (190, 124, 8, 1),  # 66 items: more than half a round
+    (30, 124, 4, 4),  # a single round of 30 items
+    (256, 124, 1, 1),  # off
+])
+def test_tail_pieces_fill_the_last_round(items, n_compute, split_k, pieces):
+    out = torch.zeros(1, dtype=torch.int32)
+    _pieces_probe[(1,)](out, items, n_compute, SPLIT_K=split_k)
+    assert out.item() == pieces == tail_pieces(items, n_compute, split_k)  # the host copy the simulator prices
+
+
+@triton.jit
+def _pieces_probe(out_ptr, items, n_compute, SPLIT_K: tl.constexpr):
+    tl.store(out_ptr, _tail_pieces(items, n_compute, SPLIT_K))
