@@ -128,6 +128,8 @@ def cases_of(bench: BenchFile, tokens: set[int] | None = None, measured: bool = 
                 knobs["tile_order"] = c.get("tile_order", "layout")
                 if c.get("comm_deal", "static") != "static":  # files before it dealt the tiles round robin
                     knobs["comm_deal"] = c["comm_deal"]
+                if c.get("layer1_pieces", 1) > 1:  # files before it cut nothing
+                    knobs["split_k"] = c["layer1_pieces"]
                 # the kernels before step 1 ran on the device launched more small kernels
                 knobs["prologue_launches"] = PROLOGUE_OPS if bench.pack == "kernels" else TORCH_PACK_PROLOGUE_OPS
                 if bench.tp > 1:  # kernels/fused_tp.py: a row per (token, expert) to each TP rank, the EP layer over

@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comet's communication blocks: the remote tiles dealt round robin at launch, or each block "
                              "drawing its next as it finishes one (as the fused kernels' --comm-deal; priced from a "
                              "measured profile) (default static)")
+    parser.add_argument("--split-k", type=int, default=1,
+                        help="comet's layer1 cuts the items of its last, partly filled round along K into up to this "
+                             "many pieces that fill it (as the fused kernels' --split-k) (default 1: off)")
     parser.add_argument("--n-splits", type=int, help="comet layer1 column splits of H; must divide H's column tiles "
                                                      "(default: the largest such count up to 4)")
     parser.add_argument("--layers", metavar="all|I,J",
@@ -139,7 +142,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
         comm_blocks0=args.comm_blocks0 if args.comm_blocks0 is not None else both,
         comm_blocks1=args.comm_blocks1 if args.comm_blocks1 is not None else both,
         row_order=args.row_order, n_splits=n_splits, tile_layout=args.tile_layout, tile_order=args.tile_order,
-        tp_dispatch=args.tp_dispatch, comm_deal=args.comm_deal,
+        tp_dispatch=args.tp_dispatch, comm_deal=args.comm_deal, split_k=args.split_k,
     )
     every = {
         "sequential": Sequential(block_m=block_m, block_n=block_n, expert_gemm=args.expert_gemm),
@@ -151,7 +154,7 @@ def build_schedules(args: argparse.Namespace, hidden: int):
     given = {"chunked": args.chunks is not None,
              "comet": any(v is not None for v in (args.comm_blocks, args.comm_blocks0, args.comm_blocks1, args.n_splits))
              or args.row_order != "local-first" or args.tile_layout != "merged" or args.tile_order != "layout"
-             or args.tp_dispatch != "tokens" or args.comm_deal != "static"}
+             or args.tp_dispatch != "tokens" or args.comm_deal != "static" or args.split_k != 1}
     also = [every[name] for name in SCHEDULE_NAMES if name not in names and given.get(name)]
     return [every[name] for name in names], also
 

@@ -43,7 +43,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from comet_dse.choices import COMM_DEALS, TILE_LAYOUTS, TILE_ORDERS, TP_DISPATCH, default_layer1_width
+from comet_dse.choices import (
+    COMM_DEALS,
+    MAX_SPLIT_K,
+    TILE_LAYOUTS,
+    TILE_ORDERS,
+    TP_DISPATCH,
+    default_layer1_width,
+    layer1_pieces,
+    tail_pieces,
+)
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -60,8 +69,9 @@ from comet_dse.sim.fused_costs import (
     pulled_tile_ends_ns,
     remote_tiles,
 )
+from comet_dse.sim.baseline_kernels import gemm_shape
 from comet_dse.sim.fluid import pull_times, push_times
-from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
+from comet_dse.sim.gemm import item_spans, kernel_time_ns, persistent_schedule, split_tail
 from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
 from comet_dse.sim.network import Link
 from comet_dse.sim.runtime import Lane, SimContext
@@ -82,6 +92,8 @@ from comet_dse.workload import Workload
 # A layer1 send groups up to this many compute waves' worth of row tiles: finer costs
 # events, coarser exposes more of the last send. One wave is what finishes together anyway.
 SEND_WAVES = 1
+# the bytes of a split-K piece's partial result per element (fp32)
+PARTIAL_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,9 @@ class Comet(Schedule):
     # how the communication blocks share the remote tiles (comet_dse/choices.py COMM_DEALS): round robin fixed at
     # launch, or each drawing its next tile as it finishes one (sim/fused_costs.deal_stretch prices either)
     comm_deal: str = "static"
+    # layer1's split-K (FusedConfig.split_k): the items of its last, partly filled round cut along K into up to this
+    # many pieces that fill it; 1: off, as the kernels run by default
+    split_k: int = 1
 
     def validate(self, workload: Workload, hardware: HardwareProfile) -> None:
         super().validate(workload, hardware)
@@ -124,6 +139,8 @@ class Comet(Schedule):
             raise UserError("--tp-dispatch", f"must be one of {', '.join(TP_DISPATCH)}, got {self.tp_dispatch!r}")
         if self.comm_deal not in COMM_DEALS:
             raise UserError("--comm-deal", f"must be one of {', '.join(COMM_DEALS)}, got {self.comm_deal!r}")
+        if not isinstance(self.split_k, int) or not 1 <= self.split_k <= MAX_SPLIT_K:
+            raise UserError("--split-k", f"must be an integer in [1, {MAX_SPLIT_K}], got {self.split_k!r}")
         hidden = workload.model.hidden
         if not isinstance(self.n_splits, int) or self.n_splits < 1 or column_tiles(hidden, self.block_n) % self.n_splits:
             allowed = ", ".join(map(str, legal_splits(hidden, self.block_n)))
@@ -138,6 +155,8 @@ class Comet(Schedule):
             del out["tp_dispatch"]
         if self.comm_deal == "static":  # the kernels' default: plans and outputs name only the other
             del out["comm_deal"]
+        if self.split_k == 1:  # the kernels' default, as above
+            del out["split_k"]
         return out
 
     def run(self, ctx: SimContext) -> Outcome:
@@ -258,6 +277,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
         group_rows = np.array([g.rows_by_source.sum() for g in groups])
         tile_ns0, n_tiles0 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, knobs.block_n, 0, blocks0)
         tile_ns1, n_tiles1 = fused_tile_ns(ctx, groups, group_rows, knobs.block_m, block_n1, 1, blocks1)
+        ffn1 = max((gemm_shape(ctx, group, 1)[0] for group in groups), default=1)  # GEMM1's K, as split-K cuts it
         # each kernel's own cost beyond its tiles (ramp-up and tail, as calibrate's calls had it): after its last
         # work. Profiles from before the graph figures (no graph_launch_us) priced it inside their eager launches,
         # and keep predicting as they were validated (the project's rule for figures added later)
@@ -403,7 +423,20 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             g1 = layout.tile_group[order1]
             per_split = n_tiles1[g1] // knobs.n_splits
             dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
-            starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), dur1, blocks1, start1)
+            # split-K: the last round's items in pieces; an item ends when its last piece has read every piece's fp32
+            # partial tile and summed them, at an SM's share of HBM (on 1x H200, with run 140's unsplit round times,
+            # that gives its cut layer1 alone within 1-10% at 4-14 pieces: results/measurements/ep2_h200/split_k/)
+            pieces = tail_pieces(len(dur1), blocks1, layer1_pieces(knobs.split_k, ffn1))
+            dur1, item1 = split_tail(dur1, blocks1, pieces)
+            n_items1 = int(item1[-1]) + 1 if len(item1) else 0
+            finish1 = pieces * knobs.block_m * block_n1 * PARTIAL_BYTES / (hw.hbm_GBps / hw.sms)
+
+            def item_schedule(durations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                """Each piece's start, each item's first start and its end."""
+                starts, ends = persistent_schedule(np.zeros(len(durations)), durations, blocks1, start1)
+                return (starts, *item_spans(starts, ends, item1, n_items1, finish1))
+
+            piece_starts, starts1, ends1 = item_schedule(dur1)
             bounds = np.cumsum(np.tile(per_split, knobs.n_splits))
             routed = order1[layout.tile_last_source[order1] >= 0]
             routed_pos = np.flatnonzero(layout.tile_last_source[order1] >= 0)
@@ -420,11 +453,11 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
             sends = layer1_sends(ends1)
             if slow1 != 1.0 and sends:  # tiles that ran once the pushes began, once more at their slower pace
-                starts1, ends1 = persistent_schedule(np.zeros(len(dur1)), contended(starts1, dur1, (sends[0][0], np.inf), slow1),
-                                                     blocks1, start1)
+                _, starts1, ends1 = item_schedule(contended(piece_starts, dur1, (sends[0][0], np.inf), slow1))
                 sends = layer1_sends(ends1)
-            return (sends, float(ends1.max(initial=start1)), float(dur1.sum()), kernel_time_ns(dur1, blocks1),
-                    (starts1, ends1) if ctx.record else None)
+            cut_items = (len(item1) - n_items1) // (pieces - 1) if pieces > 1 else 0
+            return (sends, float(ends1.max(initial=start1)), float(dur1.sum()) + cut_items * finish1,
+                    kernel_time_ns(dur1, blocks1) + (finish1 if cut_items else 0.0), (starts1, ends1) if ctx.record else None)
 
         sends, compute1_end, busy1, alone1, counter1 = layer1_plan()
         del layout, groups, group_rows  # nothing below reads the layout

@@ -1,5 +1,5 @@
 import numpy as np
-from comet_dse.sim.gemm import kernel_time_ns, persistent_schedule
+from comet_dse.sim.gemm import item_spans, kernel_time_ns, persistent_schedule, split_tail
 
 
 def test_all_ready_tiles_make_waves():
@@ -21,3 +21,18 @@ def test_partial_last_wave_uses_the_busiest_block():
     dur = np.array([100.0, 300.0, 100.0])
     assert kernel_time_ns(dur, 2) == 300
     assert kernel_time_ns(np.array([]), 2) == 0
+
+
+def test_split_tail_cuts_only_the_last_rounds_items_into_consecutive_pieces():
+    dur = np.array([100.0, 100.0, 100.0, 100.0, 90.0])  # 5 items on 2 blocks: the fifth alone in round 3
+    pieces, item = split_tail(dur, blocks=2, pieces=2)
+    assert list(pieces) == [100, 100, 100, 100, 45, 45] and list(item) == [0, 1, 2, 3, 4, 4]
+    starts, ends = persistent_schedule(np.zeros(len(pieces)), pieces, blocks=2, start_ns=0)
+    first, last = item_spans(starts, ends, item, 5, finish_ns=7)
+    # the fifth item's halves run side by side from 200; the one ending last sums them (+7)
+    assert list(first) == [0, 0, 100, 100, 200] and list(last) == [100, 100, 200, 200, 252]
+    # one piece: the items as they were, their spans the schedule's own
+    same, item1 = split_tail(dur, blocks=2, pieces=1)
+    assert list(same) == list(dur) and list(item1) == [0, 1, 2, 3, 4]
+    s, e = persistent_schedule(np.zeros(5), dur, 2, 0)
+    assert item_spans(s, e, item1, 5, finish_ns=7) == (s, e)
