@@ -144,7 +144,7 @@ class BenchRunner:
         s, a = self.s, self.args
         knobs = {"programs": a.programs, "block_k": a.block_k, "group_m": a.group_m, "block_n1": a.block_n1,
                  "flatten": a.flatten, "gate_up": a.gate_up, "tma_store": a.tma_store, "num_stages1": a.stages1,
-                 "dedup": a.dedup, "prereduce": a.prereduce,
+                 "dedup": a.dedup, "prereduce": a.prereduce, "split_k_min": a.split_k_min,
                  **({} if a.copy_elems is None else {"copy_elems": a.copy_elems})}
         if s.plan is not None:
             return [FusedConfig.from_plan(s.plan, tokens, comm_deal=deal, split_k=k, **knobs)

@@ -79,8 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "comma-separated to time several (default: a whole row tile)")
     parser.add_argument("--split-k",
                         help="layer1 cuts the items of its last, partly filled round along K into up to this many pieces "
-                             "that fill it (FusedConfig.split_k; each piece at least 1024 of F), comma-separated to "
+                             "that fill it (FusedConfig.split_k; each piece at least --split-k-min of F), comma-separated to "
                              "time several (default 1: off)")
+    parser.add_argument("--split-k-min", type=int, default=1024,
+                        help="the least of F a split-K piece takes (FusedConfig.split_k_min; default 1024)")
     parser.add_argument("--group-m", type=int, default=8, help="row tiles sharing each weight tile through L2 (default 8)")
     parser.add_argument("--copy-elems", type=int,
                         help="elements a communication block moves per step, a power of two (default: the kernels', 16384)")
@@ -176,6 +178,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     split_ks = parse_ints(args.split_k, "--split-k") if args.split_k else [1]
     if any(not 1 <= k <= MAX_SPLIT_K for k in split_ks):
         raise UserError("--split-k", f"each must be an integer in [1, {MAX_SPLIT_K}], got {args.split_k}")
+    if args.split_k_min < 1:
+        raise UserError("--split-k-min", f"must be >= 1, got {args.split_k_min}")
     check_tile_size(args.block_k, "--block-k")
     if args.block_n1:  # 0 or none: the default width
         check_tile_size(args.block_n1, "--block-n1")

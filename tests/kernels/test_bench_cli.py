@@ -80,14 +80,14 @@ def test_bench_times_both_deals_of_the_remote_tiles(tmp_path):
 
 
 def test_bench_times_each_split_k_and_records_the_pieces_that_ran(tmp_path):
-    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,2048", "--tokens", "12", "--comm-blocks", "2",
-           "--split-k", "1,3", "--kind", "fused", "--programs", "4", "--tile", "16x16", "--block-k", "16",
-           "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "2",
+           "--split-k", "1,4", "--split-k-min", "16", "--kind", "fused", "--programs", "4", "--tile", "16x16",
+           "--block-k", "16", "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
     for code, out, err in run_ranks(cmd, 2):
         assert code == 0, err[-2000:]
     result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
-    # F = 2048 holds two 1024-wide pieces at most: split_k 3 runs as 2
-    assert [(r["config"]["split_k"], r["config"]["layer1_pieces"]) for r in result["runs"]] == [(1, 1), (3, 2)]
+    # F = 48 holds three 16-wide pieces at most: split_k 4 runs as 3
+    assert [(r["config"]["split_k"], r["config"]["layer1_pieces"]) for r in result["runs"]] == [(1, 1), (4, 3)]
     assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
 
 
@@ -113,6 +113,7 @@ def test_bench_times_each_split_k_and_records_the_pieces_that_ran(tmp_path):
     (["--pull-rows", "0"], "--pull-rows: must be integers >= 1"),
     (["--split-k", "0"], "--split-k: must be integers >= 1"),
     (["--split-k", "4,17"], "--split-k: each must be an integer in [1, 16], got 4,17"),
+    (["--split-k-min", "0"], "--split-k-min: must be >= 1, got 0"),
     (["--tile-order", "layout,random"], "--tile-order: must be comma-separated values of layout, expert"),
     (["--tile-layout", "mixed"], "--tile-layout: must be comma-separated values of merged, by-source"),
     (["--comm-deal", "static,greedy"], "--comm-deal: must be comma-separated values of static, dynamic"),
