@@ -225,8 +225,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"{out} exists and is not a directory")
     return _Settings(tokens, comm_blocks, tile_orders, tile_layouts, comm_deals, pull_rows, split_ks, chunks, block_m, block_n,
-                     experts, top_k,
-                     hidden, ffn, model_name, capacity, plan, args.ep, args.tp)
+                     experts, top_k, hidden, ffn, model_name, capacity, plan, args.ep, args.tp)
 
 
 def run(args: argparse.Namespace) -> int:

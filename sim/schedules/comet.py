@@ -53,6 +53,7 @@ from comet_dse.choices import (
     layer1_pieces,
     tail_pieces,
 )
+from comet_dse.sim.baseline_kernels import gemm_shape
 from comet_dse.sim.fused_costs import (
     EPILOGUE_OPS,
     PROLOGUE_OPS,
@@ -69,7 +70,6 @@ from comet_dse.sim.fused_costs import (
     pulled_tile_ends_ns,
     remote_tiles,
 )
-from comet_dse.sim.baseline_kernels import gemm_shape
 from comet_dse.sim.fluid import pull_times, push_times
 from comet_dse.sim.gemm import item_spans, kernel_time_ns, persistent_schedule, split_tail
 from comet_dse.sim.layout import ROW_ORDERS, RankLayout, build_layout
