@@ -63,6 +63,11 @@ def alone_us(fn, runs: int) -> float:
     return median_us(fn, runs=runs, before_each=spin_device)
 
 
+def rel_diff(got: torch.Tensor, unsplit: torch.Tensor) -> float:
+    """The largest difference from the unsplit layer's output, over its largest value."""
+    return round(((got - unsplit).abs().max() / unsplit.abs().max().clamp_min(1e-6)).item(), 6)
+
+
 def main() -> None:
     args = parse_args()
     join_gpus()
@@ -95,8 +100,7 @@ def main() -> None:
                     point["alone_us"][k] = round(statistics.median(alone[k]), 2)
                     point["sustained_us"][k] = round(statistics.median(sustained[k]), 2)
                 for k in split_ks:
-                    diff = (outputs[k] - outputs[1]).abs().max() / outputs[1].abs().max().clamp_min(1e-6)
-                    point["max_rel_diff"][k] = round(diff.item(), 6)
+                    point["max_rel_diff"][k] = rel_diff(outputs[k], outputs[1])
                 result["points"].append(point)
                 print(f"{model} rows {rows} blocks {blocks}: layer1 alone "
                       + " ".join(f"k{k} {u:.0f}" for k, u in point["alone_us"].items()) + " µs; sustained "
@@ -115,8 +119,7 @@ def main() -> None:
                 torch.cuda.synchronize()
                 outputs[k] = out.float().clone()
                 if k != 1:
-                    diff = (outputs[k] - outputs[1]).abs().max() / outputs[1].abs().max().clamp_min(1e-6)
-                    forward["max_rel_diff"][k] = round(diff.item(), 6)
+                    forward["max_rel_diff"][k] = rel_diff(outputs[k], outputs[1])
             for _ in range(args.rounds):
                 for k, call in calls.items():
                     alone[k].append(alone_us(graphs[k].replay, args.runs))

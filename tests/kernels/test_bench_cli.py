@@ -54,41 +54,36 @@ def test_bench_writes_one_json_with_every_timing(tmp_path):
         assert r["remote_bytes_out"] > 0
 
 
-def test_bench_times_layer0s_pulls_in_pieces_beside_whole_tiles(tmp_path):
-    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "0,2",
-           "--comm-blocks1", "2", "--pull-rows", "16,4", "--kind", "fused", "--programs", "4", "--tile", "16x16", "--block-k", "16",
-           "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
+def _small_fused_runs(tmp_path, *options: str) -> list[dict]:
+    """bench --kind fused on two CPU ranks at a tiny shape with `options`; the runs of its JSON, each checked
+    against the reference."""
+    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", *options,
+           "--kind", "fused", "--programs", "4", "--tile", "16x16", "--block-k", "16", "--n-splits", "2", "--runs", "1",
+           "--warmup", "1", "--out", str(tmp_path)]
     for code, out, err in run_ranks(cmd, 2):
         assert code == 0, err[-2000:]
-    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    runs = json.loads(next(tmp_path.glob("bench-*.json")).read_text())["runs"]
+    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in runs)
+    return runs
+
+
+def test_bench_times_layer0s_pulls_in_pieces_beside_whole_tiles(tmp_path):
+    runs = _small_fused_runs(tmp_path, "--comm-blocks", "0,2", "--comm-blocks1", "2", "--pull-rows", "16,4")
     # each piece size with 2 blocks; the copy engine pulls nothing itself, so it runs once
-    assert [(r["config"]["comm_blocks0"], r["config"]["pull_rows"]) for r in result["runs"]] == [(0, 16), (2, 16), (2, 4)]
-    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
+    assert [(r["config"]["comm_blocks0"], r["config"]["pull_rows"]) for r in runs] == [(0, 16), (2, 16), (2, 4)]
 
 
 def test_bench_times_both_deals_of_the_remote_tiles(tmp_path):
-    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "0,2",
-           "--comm-blocks1", "2", "--comm-deal", "static,dynamic", "--kind", "fused", "--programs", "4", "--tile", "16x16",
-           "--block-k", "16", "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
-    for code, out, err in run_ranks(cmd, 2):
-        assert code == 0, err[-2000:]
-    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    runs = _small_fused_runs(tmp_path, "--comm-blocks", "0,2", "--comm-blocks1", "2", "--comm-deal", "static,dynamic")
     # every configuration with each deal (the copy engine's pushes deal too), the deal recorded in the config
-    assert [(r["config"]["comm_deal"], r["config"]["comm_blocks0"]) for r in result["runs"]] == [
+    assert [(r["config"]["comm_deal"], r["config"]["comm_blocks0"]) for r in runs] == [
         ("static", 0), ("static", 2), ("dynamic", 0), ("dynamic", 2)]
-    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
 
 
 def test_bench_times_each_split_k_and_records_the_pieces_that_ran(tmp_path):
-    cmd = [sys.executable, "-m", "comet_dse.cli", "bench", "--shape", "8,2,32,48", "--tokens", "12", "--comm-blocks", "2",
-           "--split-k", "1,4", "--split-k-min", "16", "--kind", "fused", "--programs", "4", "--tile", "16x16",
-           "--block-k", "16", "--n-splits", "2", "--runs", "1", "--warmup", "1", "--out", str(tmp_path)]
-    for code, out, err in run_ranks(cmd, 2):
-        assert code == 0, err[-2000:]
-    result = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    runs = _small_fused_runs(tmp_path, "--comm-blocks", "2", "--split-k", "1,4", "--split-k-min", "16")
     # F = 48 holds three 16-wide pieces at most: split_k 4 runs as 3
-    assert [(r["config"]["split_k"], r["config"]["layer1_pieces"]) for r in result["runs"]] == [(1, 1), (4, 3)]
-    assert all(r["max_rel_error"]["fused"] < 1e-4 for r in result["runs"])
+    assert [(r["config"]["split_k"], r["config"]["layer1_pieces"]) for r in runs] == [(1, 1), (4, 3)]
 
 
 @pytest.mark.parametrize("argv, message", [
