@@ -424,8 +424,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
             per_split = n_tiles1[g1] // knobs.n_splits
             dur1 = np.concatenate([np.repeat(tile_ns1[g1], per_split) for _ in range(knobs.n_splits)])
             # split-K: the last round's items in pieces; an item ends when its last piece has read every piece's fp32
-            # partial tile and summed them, at an SM's share of HBM (on 1x H200, with run 140's unsplit round times,
-            # that gives its cut layer1 alone within 1-10% at 4-14 pieces: results/measurements/ep2_h200/split_k/)
+            # partial tile and summed them, at an SM's share of HBM (on 1x H200, worked by hand from run 140's unsplit
+            # round times, its cut layer1 alone within 10% at 4-14 pieces: results/measurements/ep2_h200/split_k/)
             pieces = tail_pieces(len(dur1), blocks1, layer1_pieces(knobs.split_k, ffn1))
             dur1, item1 = split_tail(dur1, blocks1, pieces)
             n_items1 = int(item1[-1]) + 1 if len(item1) else 0
