@@ -6,8 +6,8 @@ rows where the kernel cuts its items.
 
 layer1's compute blocks take its (row tile, column tile) items round by round. Few items on a wide FFN fill the last
 round poorly: Mixtral-8x7B at 1024 tokens per GPU, EP=2, gives 256 items of 128 x 256 on 124 compute blocks, 3 rounds
-for 2.06 rounds of work (calibrate's fused GEMM1 table climbs in those steps). Split-K cuts each item into up to
-`--split-k` pieces along K where that shortens the rounds by 10% or more (`fused_moe._split_k_pieces`). Each figure is
+for 2.06 rounds of work (calibrate's fused GEMM1 table climbs in those steps). Split-K cuts the items of that last,
+partly filled round along K into up to `--split-k` pieces that fill it (`fused_moe._tail_pieces`). Each figure is
 timed two ways: alone (after a device spin, as calibrate's grouped_mm table and bench's per-layer figures) and back to
 back at the power cap (as calibrate's fused tables). Each split layer's output is checked against the unsplit one's on
 the same rows. Imports only torch, triton, numpy and the package.
