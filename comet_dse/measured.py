@@ -376,9 +376,9 @@ class MeasuredTables:
     def check_world(self, world: int) -> None:
         """A world size the all-to-all table measured (one GPU exchanges nothing)."""
         if world > 1 and world not in self.alltoall:
-            measured = ", ".join(map(str, sorted(self.alltoall)))
-            raise UserError(f"{F}.tables.alltoall", f"measured for {measured} GPUs, not {world}: calibrate on "
-                                                    f"{world} GPUs or use a preset")
+            measured = (f"measured for {', '.join(map(str, sorted(self.alltoall)))} GPUs, not {world}" if self.alltoall
+                        else f"not measured (calibrated on one GPU: it prices one-GPU workloads only), needed for {world}")
+            raise UserError(f"{F}.tables.alltoall", f"{measured}: calibrate on {world} GPUs or use a preset")
 
     def alltoall_us(self, world: int, bytes_per_rank: float) -> float:
         """An NCCL all-to-all over `world` GPUs where the busiest rank sends `bytes_per_rank`."""
@@ -770,7 +770,7 @@ def load_measured(path: Path, data: dict) -> HardwareProfile:
     sources = data.get("sources", {})
     if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
         raise UserError(f"{F}.sources", f"must be an object of figure -> source text, got {sources!r}")
-    tables = parse_tables(data["tables"], gpus)
+    tables = parse_tables(data["tables"], gpus, partial=gpus == 1)  # one GPU: no all-to-all, for one-GPU workloads
     preset = HARDWARE_PRESETS[base]
     merged = {**preset.sources, **{k: f"{path}" for k in figures}, **sources, "measured": f"{path}: tables"}
     return replace(preset, name=name, **figures, sources=merged, measured=tables)

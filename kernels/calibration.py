@@ -507,8 +507,8 @@ class Calibration:
             self._free()  # each step's tensors: gone with its frame
         if self.world == 1:
             self.notes.append("one GPU: a partial profile without the alltoall, comm_blocks and gemm_contention tables "
-                              "or the link, collective and host-sync figures; the simulator needs an alltoall table: "
-                              "calibrate on 2+ GPUs of one node (torchrun --nproc-per-node N)")
+                              "or the link, collective and host-sync figures: the simulator prices one-GPU workloads "
+                              "on it; for more, calibrate on 2+ GPUs of one node (torchrun --nproc-per-node N)")
         return self._profile() if self.rank == 0 else None
 
     def _profile(self) -> dict:

@@ -6,7 +6,7 @@ from comet_dse.sim.schedules import SCHEDULES, Chunked, Comet, Schedule, Sequent
 
 # Part of every tuning study's identity (search/study.py): bump it whenever a change to the
 # simulator or the hardware cost formulas alters predictions, so stored studies stop answering.
-COST_MODEL_VERSION = 20  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
+COST_MODEL_VERSION = 21  # 2: measured profiles price the fused kernels as built (per-source tiles, waves);
 # 3: comet's row tiles merged across sources unless tile_layout='by-source'; measured: layer1 by last source;
 # 4: measured: 7 small kernels before layer0 (step 1 on the device); one communication-alone floor for every
 # schedule, hidden fraction of the hideable part, comm_bound; a measured GEMM slowdown below 1 read as 1;
@@ -37,6 +37,8 @@ COST_MODEL_VERSION = 20  # 2: measured profiles price the fused kernels as built
 # share of the blocks' pace (fused_costs.pulled_tile_ends_ns), not when the blocks' aggregate flow reaches its bytes
 # 20: measured, those blocks move at rate(k) / k while k of them still move, so the last speed up as the others finish
 # (fused_costs.pulled_tile_ends_ns), not at a fixed share to the end
+# 21: comet on one GPU lays its tiles out by source, as the kernels do there (FusedConfig.layout: merged tiles need a
+# peer), whatever tile_layout asks
 # (not a version: simulate(after_gap=True), which `validate --after-gap` asks for, prices comet's tiles off the power
 # cap where a profile has calibrate's power_state table; simulate and tune leave it off: a study's predictions stay)
 

@@ -13,8 +13,9 @@ fitted collective latency and efficiency, the communication-block curve, the hos
 kernel launch, each with the line saying what measured it.
 
 One GPU (world size 1) gives a partial profile: no all-to-all, peer copies or contention (the
-simulator refuses it until an "alltoall" table is there). Every input is checked before any GPU
-work; only torch, triton, numpy and the package are imported (no simulator dependencies).
+simulator prices one-GPU workloads on it and refuses more GPUs until an "alltoall" table is there).
+Every input is checked before any GPU work; only torch, triton, numpy and the package are imported (no
+simulator dependencies).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SUSTAINED = ("fused", "all", "none")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (parser.description or "") + (
         ". Launch once per GPU with torchrun; one GPU gives a partial profile (no all-to-all, peer copy or "
-        "contention tables: the simulator will not run on it until calibrated on 2+ GPUs).")
+        "contention tables: the simulator prices one-GPU workloads on it, more only once calibrated on 2+ GPUs).")
     parser.add_argument("--out", default="results/hardware", help="folder of the profile JSON")
     add_gpus_argument(parser)
     parser.add_argument("--name", help="profile name and file stem (default: <gpu>-x<gpus>, e.g. h100-80gb-hbm3-x2)")

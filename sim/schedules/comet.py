@@ -267,7 +267,8 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
     # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
     # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
-    by_source = copy_engine or knobs.tile_layout == "by-source"
+    # (merged needs communication blocks and a peer: on one GPU the kernels run by source, FusedConfig.layout)
+    by_source = copy_engine or knobs.tile_layout == "by-source" or world == 1
 
     def rank_process(rank: int):
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
