@@ -38,7 +38,8 @@ COST_MODEL_VERSION = 21  # 2: measured profiles price the fused kernels as built
 # 20: measured, those blocks move at rate(k) / k while k of them still move, so the last speed up as the others finish
 # (fused_costs.pulled_tile_ends_ns), not at a fixed share to the end
 # 21: comet on one GPU lays its tiles out by source, as the kernels do there (FusedConfig.layout: merged tiles need a
-# peer), whatever tile_layout asks
+# peer), whatever tile_layout asks; a pulled tile of no rows in a block's hands takes no time when another block
+# finishes (it priced 0/0: NaN)
 # (not a version: simulate(after_gap=True), which `validate --after-gap` asks for, prices comet's tiles off the power
 # cap where a profile has calibrate's power_state table; simulate and tune leave it off: a study's predictions stay)
 

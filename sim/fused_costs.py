@@ -152,6 +152,11 @@ def dealt_blocks(items: np.ndarray, blocks: int, dynamic: bool, item_ns: float =
     return owner
 
 
+def _share(faster_ns: float, now_ns: float) -> float:
+    """What is left of an item at the faster pace, as a share of what was left at the pace before."""
+    return faster_ns / now_ns if now_ns > 0 else 1.0
+
+
 def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, rate: Callable[[int], float], row_bytes: float,
                         item: tuple[float, int, float, float] | None, dynamic: bool) -> np.ndarray:
     """When each remote row tile of layer0 (`moved` rows each, in walk order: remote_tiles) has landed, in ns from
@@ -189,9 +194,10 @@ def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, rate: Callable[[int], fl
         if queues[block]:
             heapq.heappush(heap, (now + item_time(queues[block][-1], active), block))
             continue
-        # this block is done: the others' items in hand go on at the faster share, from what is left of them
+        # this block is done: the others' items in hand go on at the faster share, from what is left of them (an item
+        # of no rows, a tile whose rows all stay, takes no time at any share)
         if active > 1:
-            heap = [(now + (end - now) * item_time(queues[b][-1], active - 1) / item_time(queues[b][-1], active), b)
+            heap = [(now + (end - now) * _share(item_time(queues[b][-1], active - 1), item_time(queues[b][-1], active)), b)
                     for end, b in heap]
             heapq.heapify(heap)
         active -= 1

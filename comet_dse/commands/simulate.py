@@ -47,8 +47,9 @@ def add_gpus_per_node_argument(parser: argparse.ArgumentParser) -> None:
                              "or fill whole nodes (default: the hardware profile's gpus_per_node, 8 in the presets)")
 
 
-def resolve_workload(args: argparse.Namespace, tokens: int):
-    """(model label for file names, hardware profile, workload) from the shared options."""
+def resolve_workload(args: argparse.Namespace, tokens: int, priced: bool = True):
+    """(model label for file names, hardware profile, workload) from the shared options; `priced`: the profile can
+    price the workload's GPU count (a measured one, only the world sizes it measured), checked before any output."""
     from comet_dse.hardware import check_node_size, resolve_hardware
     from comet_dse.models import MODEL_PRESETS, resolve_model
     from comet_dse.workload import Workload
@@ -59,6 +60,8 @@ def resolve_workload(args: argparse.Namespace, tokens: int):
     workload = Workload(model, tokens, args.ep, args.tp, routing=args.routing, seed=args.seed)
     if args.gpus_per_node is not None:
         check_node_size(workload.world, hardware)
+    if priced and hardware.measured is not None:
+        hardware.measured.check_world(workload.world)
     return label, hardware, workload
 
 

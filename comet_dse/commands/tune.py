@@ -67,7 +67,7 @@ def _list_url(args: argparse.Namespace) -> str:
         path = Path(args.storage.removeprefix("sqlite:///")) if args.storage.startswith("sqlite:///") else None
         url = args.storage
     else:
-        model_name, hardware, _ = resolve_workload(args, 1)
+        model_name, hardware, _ = resolve_workload(args, 1, priced=False)  # listing prices nothing
         path = default_storage_path(model_name, hardware.name, args.ep, args.tp)
         url = f"sqlite:///{path}"
     if path is not None and not path.is_file():

@@ -182,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--tokens" if tokens else "--measurements", "no measured figure (b0, b1_c<C>, fused) to compare with")
     workloads = {(str(b.path), run.tokens): workload_of(b, run.tokens) for b in benches for run in b.runs
                  if tokens is None or run.tokens in tokens}
-    if args.gpus_per_node is not None:
-        for workload in workloads.values():
+    for workload in workloads.values():
+        if args.gpus_per_node is not None:
             check_node_size(workload.world, hardware)
+        if measured:  # a profile prices the world sizes it measured only: one line, no report of failed points
+            hardware.measured.check_world(workload.world)
 
     points = sorted(simulate_cases(cases, workloads, hardware, after_gap=args.after_gap), key=sort_key)
     found = sweeps(points)

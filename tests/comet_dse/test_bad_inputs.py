@@ -13,6 +13,9 @@ import pytest
 from comet_dse.cli import main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hf_configs"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+TWO_GPUS = str(RESULTS / "hardware" / "h200-x2-run134.json")  # measured on 2 GPUs: prices 1 and 2
+ONE_GPU = str(RESULTS / "hardware" / "h200-x1-run148.json")  # measured on 1 GPU: no all-to-all table
 SMALL = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8", "--tokens", "512"]
 TUNE = ["--model", "mixtral-8x7b", "--hardware", "h800", "--ep", "8", "--tokens", "1024", "--trials", "2"]
 HUGE = "1000000000000"
@@ -121,6 +124,14 @@ CASES: list[tuple[list[str], str]] = [
     (["tune", *TUNE, "--hardware", "link_inf.json"], "hardware.link_GBps"),
     (["tune", *TUNE, "--hardware", "sources_str.json"], "hardware.sources"),
     (["tune", *TUNE, "--model", "hidden_float.json"], "hidden_size"),
+    # a measured profile prices the GPU counts it measured only: refused before a study, a plan or a report exists
+    (["simulate", *SMALL, "--hardware", TWO_GPUS], "hardware.tables.alltoall"),
+    (["simulate", *SMALL, "--hardware", ONE_GPU], "hardware.tables.alltoall"),
+    (["place", *SMALL, "--hardware", ONE_GPU], "hardware.tables.alltoall"),
+    (["tune", *TUNE, "--hardware", TWO_GPUS], "hardware.tables.alltoall"),
+    (["tune", *TUNE, "--hardware", ONE_GPU], "hardware.tables.alltoall"),
+    (["validate", "--measurements", str(RESULTS / "measurements" / "mix4_h200" / "run135"), "--hardware", TWO_GPUS],
+     "hardware.tables.alltoall"),
 ]
 
 

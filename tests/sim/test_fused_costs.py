@@ -212,3 +212,11 @@ def test_the_last_block_moving_takes_the_whole_link():
     _, moved = remote_tiles(_layout(merged=True), 128, merged=True)
     ends = pulled_tile_ends_ns(moved, 2, lambda k: 2.0, 512.0, None, dynamic=False)
     assert ends.tolist() == pytest.approx([512 * 50, 512 * 28, 79872 + 11264 / 2, 79872, 79872 + 11264 / 2 + 16 * 256])
+
+
+def test_a_tile_with_no_rows_to_pull_lands_at_once_while_another_block_finishes():
+    # tiles whose rows all stay (none moved) in a block's hands when another block finishes: what is left of them is
+    # nothing at either pace (it priced 0/0, NaN, and stalled the simulation: DeepSeek-V3 at TP=2, one token)
+    # (the link moves 2 bytes a ns, shared: once the two empty tiles' blocks are done, the third has it all, 256 ns a row)
+    ends = pulled_tile_ends_ns(np.array([0.0, 0.0, 1.0]), 3, lambda k: 2.0, 512.0, None, dynamic=False)
+    assert ends.tolist() == [0, 0, 256]
