@@ -376,8 +376,8 @@ class MeasuredTables:
     def check_world(self, world: int) -> None:
         """A world size the all-to-all table measured (one GPU exchanges nothing)."""
         if world > 1 and world not in self.alltoall:
-            measured = (f"measured for {', '.join(map(str, sorted(self.alltoall)))} GPUs, not {world}" if self.alltoall
-                        else f"not measured (calibrated on one GPU: it prices one-GPU workloads only), needed for {world}")
+            measured = (f"measured for {', '.join(map(str, sorted(self.alltoall)))} GPUs, not {world}" if self.alltoall else
+                        f"not measured (calibrated on one GPU: it prices one-GPU workloads only), needed for {world}")
             raise UserError(f"{F}.tables.alltoall", f"{measured}: calibrate on {world} GPUs or use a preset")
 
     def alltoall_us(self, world: int, bytes_per_rank: float) -> float:

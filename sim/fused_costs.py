@@ -197,8 +197,8 @@ def pulled_tile_ends_ns(moved: np.ndarray, blocks: int, rate: Callable[[int], fl
         # this block is done: the others' items in hand go on at the faster share, from what is left of them (an item
         # of no rows, a tile whose rows all stay, takes no time at any share)
         if active > 1:
-            heap = [(now + (end - now) * _share(item_time(queues[b][-1], active - 1), item_time(queues[b][-1], active)), b)
-                    for end, b in heap]
+            heap = [(now + (end - now) * _share(item_time(queues[b][-1], active - 1), item_time(queues[b][-1], active)),
+                     b) for end, b in heap]
             heapq.heapify(heap)
         active -= 1
     return ends
