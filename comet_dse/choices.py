@@ -52,6 +52,12 @@ ROUTING_FORMS = "uniform | std:<x> | zipf:<a> | trace:<file.npy> | counts:<file.
 WIDE_BLOCK_N1 = 256
 
 
+def layout_that_runs(tile_layout: str, comm_blocks0: int, world: int) -> str:
+    """The tile layout the fused kernels run (FusedConfig.layout; the comet schedule prices the same): merged needs
+    communication blocks (the copy engine pulls whole segments) and a peer (on one GPU every tile is one source's)."""
+    return "merged" if tile_layout == "merged" and comm_blocks0 > 0 and world > 1 else "by-source"
+
+
 def default_layer1_width(hidden: int, n_splits: int, block_n: int) -> int:
     return WIDE_BLOCK_N1 if (hidden // max(1, n_splits)) % WIDE_BLOCK_N1 == 0 else block_n
 

@@ -64,6 +64,7 @@ from comet_dse.choices import (
     default_layer1_stages,
     default_layer1_width,
     layer1_pieces,
+    layout_that_runs,
 )
 from comet_dse.kernels.fused_pack import order_pairs, scratch_size
 from comet_dse.kernels.fused_plan import (
@@ -183,7 +184,7 @@ class FusedConfig:
 
     def layout(self, world: int) -> str:
         """The tile layout that runs on `world` ranks: merged needs communication blocks and a peer."""
-        return "merged" if self.tile_layout == "merged" and self.comm_blocks0 > 0 and world > 1 else "by-source"
+        return layout_that_runs(self.tile_layout, self.comm_blocks0, world)
 
     def deduplicates(self, world: int) -> bool:
         """Whether layer0 brings a token to a rank once (dedup, where communication blocks pull)."""

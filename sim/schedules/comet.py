@@ -51,6 +51,7 @@ from comet_dse.choices import (
     TP_DISPATCH,
     default_layer1_width,
     layer1_pieces,
+    layout_that_runs,
     tail_pieces,
 )
 from comet_dse.sim.baseline_kernels import gemm_shape
@@ -267,8 +268,7 @@ def _run(ctx: SimContext, knobs: Comet) -> list[RankOutcome]:
 
     # the kernels' layout: by source, a row tile holds one source's rows; merged, an expert's rows of
     # every source share tiles (local-first: own rows first, so its own full tiles need no copy)
-    # (merged needs communication blocks and a peer: on one GPU the kernels run by source, FusedConfig.layout)
-    by_source = copy_engine or knobs.tile_layout == "by-source" or world == 1
+    by_source = layout_that_runs(knobs.tile_layout, knobs.comm_blocks0, world) == "by-source"
 
     def rank_process(rank: int):
         layout = build_layout(wl, ctx.routing, rank, knobs.block_m, knobs.row_order, hw.gpus_per_node,
